@@ -1,0 +1,37 @@
+// Parameters held by one rank after tensor, expert and pipeline parallelism.
+// Column- and row-parallel weights (and the biases of column-parallel
+// outputs) are divided by tp; row-parallel output biases and norms are
+// replicated (Megatron-LM core/tensor_parallel/layers.py); the word embedding
+// is vocabulary-parallel (VocabParallelEmbedding), padded as the framework
+// pads it; experts are divided over ep and each expert's weights over tp.
+#pragma once
+
+#include <cstdint>
+
+#include "costmodel/layout.h"
+#include "costmodel/model_shape.h"
+
+namespace zp {
+
+struct RankParams {
+  uint64_t layer_dense = 0;    // attention + dense MLP + router + norms, per layer
+  uint64_t layer_experts = 0;  // experts of one MoE layer on this rank
+  uint64_t embedding = 0;      // first stage: word embedding shard
+  uint64_t position = 0;       // first stage: learned positions (replicated)
+  uint64_t embedding_norm = 0; // first stage
+  uint64_t final_norm = 0;     // last stage
+  uint64_t head = 0;           // last stage: untied output layer, or the tied copy when pp > 1
+  uint64_t largest_module = 0; // largest single module on the rank (DeepSpeed's gather unit)
+  uint64_t padded_vocab = 0;
+};
+
+RankParams rank_params(const ModelShape& m, const Layout& l);
+
+// Layers held by pipeline stage `stage` of `pp`: L/pp each, the remainder
+// going to the last stages (the first stage already holds the embedding).
+inline uint64_t layers_on_stage(uint64_t layers, uint32_t pp, uint32_t stage) {
+  uint64_t base = layers / pp, rem = layers % pp;
+  return base + (stage >= pp - rem ? 1 : 0);
+}
+
+}  // namespace zp
