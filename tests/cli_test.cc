@@ -1,0 +1,109 @@
+// The real binary, run as a user would: each class of bad input gets exactly
+// one line on stderr naming the file/field/flag, and exit code 2; good input
+// exits 0.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+#include <sys/wait.h>
+
+namespace {
+
+struct Run {
+  int code = -1;
+  std::string out, err;
+};
+
+Run run(const std::string& args) {
+  const std::string err_file = "/tmp/zp_cli_test_stderr.txt";
+  const std::string cmd = std::string(ZEROPLAN_BIN) + " " + args + " 2>" + err_file;
+  Run r;
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  if (FILE* f = fopen(err_file.c_str(), "r")) {
+    while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) r.err.append(buf.data(), n);
+    fclose(f);
+  }
+  return r;
+}
+
+std::string bad(const char* file) { return std::string(ZP_TEST_DATA) + "/bad/" + file; }
+
+// A user's mistake: exit 2, one line, mentioning `needle`.
+void check_one_line_error(const std::string& args, const std::string& needle) {
+  CAPTURE(args);
+  Run r = run(args);
+  CAPTURE(r.err);
+  CHECK(r.code == 2);
+  CHECK(r.err.find(needle) != std::string::npos);
+  CHECK(r.err.rfind("zeroplan: ", 0) == 0);
+  CHECK(r.err.find('\n') == r.err.size() - 1);  // exactly one line
+  CHECK(r.err.find("terminate") == std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("good input exits 0") {
+  Run r = run("");
+  CHECK(r.code == 0);
+  CHECK(r.out.find("8,030,261,248") != std::string::npos);  // the default question
+  CHECK(run("models").code == 0);
+  CHECK(run("gpus").code == 0);
+  Run p = run("params gpt2-124m --json");
+  CHECK(p.code == 0);
+  CHECK(p.out.find("\"total\": 124439808") != std::string::npos);
+  CHECK(run("params " + std::string(ZP_TEST_DATA) + "/hf/mixtral-8x7b").code == 0);
+  Run e = run("explain --model llama-3.1-8b --gpus 8 --gpu H100-80GB --zero 3 --json");
+  CHECK(e.code == 0);
+  CHECK(e.out.find("\"schema\": \"zeroplan.explain\"") != std::string::npos);
+}
+
+TEST_CASE("every subcommand's --help shows an example") {
+  for (const char* sub : {"models", "gpus", "params", "explain"}) {
+    CAPTURE(sub);
+    Run r = run(std::string(sub) + " --help");
+    CHECK(r.code == 0);
+    CHECK(r.out.find("Example: zeroplan") != std::string::npos);
+  }
+}
+
+TEST_CASE("unknown names suggest the closest ones") {
+  check_one_line_error("params llama-3-8b", "unknown model 'llama-3-8b'; did you mean");
+  check_one_line_error("explain --model gpt2-124m --gpu H100 --gpus 1", "unknown GPU 'H100'; did you mean H100-80GB");
+  check_one_line_error("explain --model gpt2-124m --gpu H100-80GB --node dgx-h10 --gpus 1",
+                       "unknown node preset 'dgx-h10'; did you mean dgx-h100");
+}
+
+TEST_CASE("bad files: malformed JSON, missing/negative/zero sizes, bad shapes, unsupported types, overflow") {
+  check_one_line_error("params " + bad("malformed.json"), "malformed.json:5:14: malformed JSON");
+  check_one_line_error("params " + bad("missing_hidden.json"), "field 'hidden_size': missing");
+  check_one_line_error("params " + bad("negative_layers.json"), "field 'num_hidden_layers': expected a positive integer");
+  check_one_line_error("params " + bad("zero_heads.json"), "field 'num_attention_heads': expected a positive integer, got 0");
+  check_one_line_error("params " + bad("heads_not_dividing_hidden.json"), "30 heads do not divide hidden_size 4096");
+  check_one_line_error("params " + bad("kv_not_dividing_heads.json"), "num_kv_heads (5) must divide num_heads (32)");
+  check_one_line_error("params " + bad("unsupported_type.json"), "unsupported model type \"t5\"");
+  check_one_line_error("params " + bad("overflow.json"), "overflows 64 bits");
+  check_one_line_error("params /nonexistent/config.json", "unknown model '/nonexistent/config.json'");
+}
+
+TEST_CASE("bad flags and impossible layouts") {
+  const std::string base = "explain --model llama-3.1-8b --gpu H100-80GB ";
+  check_one_line_error(base + "--gpus 8 --zero 5", "--zero");
+  check_one_line_error(base + "--gpus 8 --precision fp8", "--precision");
+  check_one_line_error(base + "--gpus 8 --bogus", "--bogus");
+  check_one_line_error(base + "--gpus 3 --tp 3", "tp 3 does not divide the 32 attention heads");
+  check_one_line_error(base + "--gpus 64 --pp 64", "pp 64 is larger than the 32 layers");
+  check_one_line_error(base + "--gpus 8 --zero 2 --offload-param cpu", "parameter offload needs ZeRO stage 3");
+  check_one_line_error(base + "--gpus 12", "expected a multiple of the 8 GPUs per dgx-h100 node");
+  check_one_line_error(base + "--gpus 8 --dp 4", "does not equal --gpus 8");
+  check_one_line_error(base + "--gpus 8 --global-batch 12", "--global-batch 12: expected a multiple of dp x micro-batch = 8");
+  check_one_line_error("explain --model gpt2-124m --gpu V100-32GB --gpus 1", "no bf16 support; use --precision fp16");
+  check_one_line_error("explain --model gpt2-124m --gpu H100-80GB --gpus 1 --seq 4096", "exceeds the model's 1024 learned positions");
+  check_one_line_error(base + "--gpus 8 --micro-batch 1048576 --seq 16777216", "overflow");
+}

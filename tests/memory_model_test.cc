@@ -1,0 +1,231 @@
+// The whole memory model: pipeline in-flight counts, the most loaded stage,
+// per-rank parameters, ZeRO-3 working set, offload to host/NVMe per node,
+// runtime overheads, and the property tests issue 3 asks for.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "costmodel/pipeline.h"
+#include "costmodel/rank_params.h"
+#include "test_support.h"
+
+using namespace zp;
+
+TEST_CASE("in-flight micro-batches: GPipe m, 1F1B p - i, interleaved 2(p-i-1) + (v-1)p + 1") {
+  Layout l;
+  l.pp = 4;
+  l.grad_accum = 8;
+  l.schedule = Schedule::OneFOneB;
+  for (uint32_t i = 0; i < 4; ++i) CHECK(in_flight(l, 8, 32, i).units == 4 - i);
+  l.grad_accum = 2;  // fewer micro-batches than stages
+  CHECK(in_flight(l, 8, 32, 0).units == 2);
+  l.schedule = Schedule::GPipe;
+  l.grad_accum = 8;
+  CHECK(in_flight(l, 8, 32, 3).units == 8);
+  l.schedule = Schedule::Interleaved;
+  l.vpp = 2;
+  const InFlight f = in_flight(l, 8, 32, 0);
+  CHECK(f.units == 2 * 3 + 1 * 4 + 1);  // 11 chunks
+  CHECK(f.layers_per_unit == 4);        // 32 / (4 * 2)
+  // Rank 0 holds L(1 + (p-1)/(p v)) layers' worth: 32 * (1 + 3/8) = 44.
+  CHECK(f.units * f.layers_per_unit == 44);
+  Layout single;
+  single.grad_accum = 16;
+  CHECK(in_flight(single, 32, 32, 0).units == 1);  // pp = 1: accumulation is sequential
+}
+
+TEST_CASE("layers per stage: the remainder goes to the last stages") {
+  CHECK(layers_on_stage(126, 16, 0) == 7);
+  CHECK(layers_on_stage(126, 16, 1) == 7);
+  CHECK(layers_on_stage(126, 16, 2) == 8);
+  uint64_t sum = 0;
+  for (uint32_t s = 0; s < 16; ++s) sum += layers_on_stage(126, 16, s);
+  CHECK(sum == 126);
+}
+
+TEST_CASE("per-rank parameters under tp add back to the model, replicated pieces counted once per rank") {
+  const ModelShape m = make_shape(test::catalog().resolve_model("llama-3.1-8b"));
+  Layout l;
+  l.tp = 8;
+  const RankParams r = rank_params(m, l);
+  // Norms are the only replicated tensors of a Llama layer: 2 x 4096.
+  CHECK(r.layer_dense * 8 - 7 * 2 * 4096 == m.params.layer);
+  CHECK(r.embedding * 8 == m.params.embedding);
+  CHECK(r.head * 8 == m.params.head);
+}
+
+TEST_CASE("the most loaded stage is found, not assumed") {
+  Layout l;
+  l.tp = 1;
+  l.pp = 4;
+  l.dp = 2;
+  l.grad_accum = 8;
+  l.seq_len = 2048;
+  // 1F1B: stage 0 holds 4 micro-batches of activations, the last one 1; with a
+  // 128K vocabulary the last stage's logits and output layer do not outweigh that.
+  test::Evaluation e = test::evaluate("llama-3.1-8b", "H100-80GB", 8, l);
+  REQUIRE(e.why_not.empty());
+  CHECK(e.result.stage == 0);
+  // With GPipe and pp = 2, every stage holds all micro-batches; the last stage
+  // adds the untied output layer and the logits and is the most loaded.
+  l.pp = 2;
+  l.dp = 4;
+  l.schedule = Schedule::GPipe;
+  e = test::evaluate("llama-3.1-8b", "H100-80GB", 8, l);
+  CHECK(e.result.stage == 1);
+  // Stage-by-stage, the chosen stage is the maximum over all stages.
+  for (uint32_t s = 0; s < l.pp; ++s) {
+    RowsSink rows;
+    memory_rows_for_stage(e.inputs(), s, rows);
+    CHECK(rows.totals().total(Residence::Gpu) <= e.result.gpu_bytes);
+  }
+}
+
+TEST_CASE("uneven splits: every stage is no more loaded than the reported one") {
+  Layout l;
+  l.pp = 16;
+  l.tp = 8;
+  l.dp = 1;
+  l.grad_accum = 32;
+  l.sequence_parallel = true;
+  l.recompute = Recompute::Selective;
+  test::Evaluation e = test::evaluate("llama-3.1-405b", "H100-80GB", 128, l);
+  REQUIRE(e.why_not.empty());
+  for (uint32_t s = 0; s < l.pp; ++s) {
+    RowsSink rows;
+    memory_rows_for_stage(e.inputs(), s, rows);
+    CAPTURE(s);
+    CHECK(rows.totals().total(Residence::Gpu) <= e.result.gpu_bytes);
+  }
+}
+
+TEST_CASE("ZeRO-3 working set: two gathered layers (zeroplan), module + prefetch (DeepSpeed)") {
+  Layout l;
+  l.dp = 8;
+  l.zero_stage = 3;
+  test::Evaluation e = test::evaluate("llama-2-7b", "A100-80GB", 8, l);
+  const ModelShape& m = e.shape;
+  // The largest adjacent pair of units: two layers, or the embedding (or the
+  // untied head) and a layer.
+  CHECK(e.gpu(Component::Zero3Gathered) ==
+        2 * std::max(2 * m.params.layer, m.params.embedding + m.params.layer));
+  l.framework = Framework::DeepSpeed;
+  e = test::evaluate("llama-2-7b", "A100-80GB", 8, l);
+  CHECK(e.gpu(Component::Zero3Gathered) == 2 * (m.params.embedding + 50000000ull));
+  l.tile_factor = 4;  // ZeRO-Infinity tiling shrinks the gathered module
+  test::Evaluation tiled = test::evaluate("llama-2-7b", "A100-80GB", 8, l);
+  CHECK(tiled.gpu(Component::Zero3Gathered) == 2 * (m.params.embedding / 4 + 50000000ull));
+}
+
+TEST_CASE("offload: host and NVMe per node, and the ZeRO-Offload 13B-on-one-V100 claim") {
+  Layout l;
+  l.precision = Precision::Fp16;
+  l.zero_stage = 2;
+  l.offload_optimizer = Offload::Cpu;
+  l.micro_batch = 1;
+  l.seq_len = 1024;
+  l.recompute = Recompute::Full;
+  // A 13B GPT (ZeRO-Offload, arXiv 2101.06840 Sec. 6: 13B on one 32 GB V100).
+  ModelSpec spec = test::catalog().resolve_model("llama-2-13b");
+  ModelShape m = make_shape(spec);
+  Cluster c = make_cluster(test::catalog(), "V100-32GB", "dgx-2", 1);
+  ClusterShape cs = make_cluster_shape(c);
+  MemoryOptions o = resolve_options({}, l);
+  REQUIRE(check_layout(m, l, cs, 1).empty());
+  MemoryResult r = evaluate_memory({m, l, cs, o});
+  CHECK(r.rank.at(Residence::Gpu, Component::Weights) == 2 * m.params.total);  // fp16 weights stay on the GPU
+  CHECK(r.rank.at(Residence::Host, Component::OptimizerStates) == 8 * m.params.total);
+  CHECK(r.fits_gpu);  // 26 GB of weights + checkpoints fit in 32 GiB
+  CHECK(r.host_bytes_per_node == r.rank.total(Residence::Host) * 1);
+  // Without offload the same model does not fit.
+  l.offload_optimizer = Offload::None;
+  o = resolve_options({}, l);
+  CHECK_FALSE(evaluate_memory({m, l, cs, o}).fits_gpu);
+  // NVMe: states land on NVMe, the host keeps swap buffers, per node = 16 GPUs.
+  l.zero_stage = 3;
+  l.offload_optimizer = Offload::Nvme;
+  l.offload_param = Offload::Nvme;
+  l.dp = 16;
+  c = make_cluster(test::catalog(), "V100-32GB", "dgx-2", 16);
+  cs = make_cluster_shape(c);
+  o = resolve_options({}, l);
+  REQUIRE(check_layout(m, l, cs, 16).empty());
+  r = evaluate_memory({m, l, cs, o});
+  CHECK(r.nvme_bytes_per_node == r.rank.total(Residence::Nvme) * 16);
+  CHECK(r.rank.at(Residence::Host, Component::OffloadStaging) > 0);
+  CHECK(r.rank.at(Residence::Gpu, Component::Weights) == 0);
+}
+
+TEST_CASE("runtime overheads: one NCCL communicator per parallel group, none when emulated") {
+  Layout l;
+  l.seq_len = 1024;
+  l.dp = 8;
+  test::Evaluation e = test::evaluate("gpt2-124m", "H100-80GB", 8, l);
+  CHECK(e.gpu(Component::CudaContext) == 526ull << 20);
+  CHECK(e.gpu(Component::NcclBuffers) == 580ull << 20);
+  l.dp = 2;
+  l.tp = 2;
+  l.pp = 2;
+  e = test::evaluate("gpt2-124m", "H100-80GB", 8, l);
+  CHECK(e.gpu(Component::NcclBuffers) == (580ull << 20) + 2 * (388ull << 20));
+  l.emulated = true;
+  e = test::evaluate("gpt2-124m", "H100-80GB", 8, l);
+  CHECK(e.gpu(Component::NcclBuffers) == 0);
+}
+
+TEST_CASE("property: more dp never needs more memory (stages 1-3); stage k+1 never more model states than k") {
+  std::mt19937 rng(12345);
+  const char* models[] = {"gpt2-355m", "llama-2-7b", "llama-3.1-8b", "mixtral-8x7b", "bloom-176b"};
+  int checked = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    Layout l;
+    const std::string model = models[rng() % 5];
+    l.tp = 1u << (rng() % 3);
+    l.pp = 1u << (rng() % 3);
+    l.micro_batch = 1 + rng() % 4;
+    l.grad_accum = l.pp * (1 + rng() % 3);
+    l.seq_len = 512u << (rng() % 3);
+    l.recompute = static_cast<Recompute>(rng() % 3);
+    l.sequence_parallel = rng() % 2;
+    l.framework = static_cast<Framework>(rng() % 2);  // zeroplan, deepspeed
+    l.emulated = true;  // runtime overheads aside: NCCL groups appear at dp = 2
+    const uint8_t stage = 1 + rng() % 3;
+    if (l.framework == Framework::DeepSpeed && l.pp > 1 && stage > 1) continue;
+    uint64_t previous = UINT64_MAX;
+    for (uint32_t dp = 1; dp <= 64; dp *= 2) {
+      l.dp = dp;
+      l.zero_stage = stage;
+      test::Evaluation e = test::evaluate(model, "H100-80GB", uint64_t{dp} * l.tp * l.pp, l);
+      if (!e.why_not.empty()) break;
+      CAPTURE(model);
+      CAPTURE(describe(l));
+      CHECK(e.result.gpu_bytes <= previous);
+      previous = e.result.gpu_bytes;
+      // Model states never grow with the stage at this dp.
+      uint64_t last_states = UINT64_MAX;
+      for (uint8_t s = 0; s <= 3; ++s) {
+        Layout k = l;
+        k.zero_stage = s;
+        if (k.framework == Framework::DeepSpeed && k.pp > 1 && s > 1) break;
+        test::Evaluation ek = test::evaluate(model, "H100-80GB", uint64_t{dp} * l.tp * l.pp, k);
+        uint64_t states = 0;
+        for (int c = 0; c < kNumComponents; ++c) {
+          if (is_model_state(static_cast<Component>(c))) states += ek.result.rank.bytes[0][c];
+        }
+        CHECK(states <= last_states);
+        last_states = states;
+      }
+      ++checked;
+    }
+  }
+  CHECK(checked > 300);
+}
+
+TEST_CASE("a layout that does not fit is reported with the shortfall") {
+  Layout l;
+  test::Evaluation e = test::evaluate("llama-3.1-70b", "H100-80GB", 1, l);
+  CHECK_FALSE(e.result.fits_gpu);
+  CHECK(e.result.gpu_bytes > e.cluster.gpu_memory_bytes);
+  CHECK(e.gpu(Component::Weights) == 2 * e.shape.params.total);
+}
