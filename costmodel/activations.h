@@ -26,10 +26,16 @@ struct ActivationShape {
   uint64_t experts = 0, top_k = 0;
   bool sp = false, flash = true, dropout = false, swiglu = false;
   Dtype dtype = Dtype::Bf16;  // activation dtype
-  uint64_t tokens_outside() const { return sp ? s * b / t : s * b; }  // token rows outside the TP region
+  // Quotients by t, computed once by activation_shape() (64-bit division is
+  // the most expensive instruction on the planner's hot path).
+  uint64_t a_t = 0, kv_t = 0, f_t = 0, ad_t = 0;
+  uint64_t tokens_out = 0;  // token rows outside the TP region: s*b, or s*b/t with SP
+  uint64_t tokens_outside() const { return tokens_out; }
 };
 
 ActivationShape activation_shape(const ModelShape& m, const Layout& l);
+// Fills the cached quotients (a_t, kv_t, f_t, ad_t, tokens_out) from the sizes.
+void finish_activation_shape(ActivationShape& x);
 
 // Rows for `copies` saved layers with recompute mode `mode` (None or Selective).
 template <class Sink>
@@ -46,30 +52,30 @@ void emit_layer_activations(const ActivationShape& x, Recompute mode, uint64_t c
   // Attention block.
   row(dt, "attn_norm_input [To,h]", To, x.h);
   row(dt, "qkv_input [To,h]", To, x.h);
-  row(dt, "q [T,a/t,d]", T, x.a / x.t, x.d);
-  row(dt, "k [T,kv/t,d]", T, x.kv / x.t, x.d);
-  row(dt, "v [T,kv/t,d]", T, x.kv / x.t, x.d);
+  row(dt, "q [T,a/t,d]", T, x.a_t, x.d);
+  row(dt, "k [T,kv/t,d]", T, x.kv_t, x.d);
+  row(dt, "v [T,kv/t,d]", T, x.kv_t, x.d);
   if (x.flash) {
-    row(Dtype::Fp32, "attn_logsumexp [b,a/t,s]", x.b, x.a / x.t, x.s);
+    row(Dtype::Fp32, "attn_logsumexp [b,a/t,s]", x.b, x.a_t, x.s);
   } else if (mode != Recompute::Selective) {
-    row(dt, "softmax_out [b,a/t,s,s]", x.b, x.a / x.t, x.s, x.s);
+    row(dt, "softmax_out [b,a/t,s,s]", x.b, x.a_t, x.s, x.s);
     if (x.dropout) {
-      row(Dtype::Uint8, "attn_dropout_mask [b,a/t,s,s]", x.b, x.a / x.t, x.s, x.s);
-      row(dt, "attn_dropout_out [b,a/t,s,s]", x.b, x.a / x.t, x.s, x.s);
+      row(Dtype::Uint8, "attn_dropout_mask [b,a/t,s,s]", x.b, x.a_t, x.s, x.s);
+      row(dt, "attn_dropout_out [b,a/t,s,s]", x.b, x.a_t, x.s, x.s);
     }
   }
-  row(dt, "proj_input [T,a*d/t]", T, x.a * x.d / x.t);
+  row(dt, "proj_input [T,a*d/t]", T, x.ad_t);
   if (x.dropout) row(Dtype::Uint8, "attn_residual_dropout_mask [To,h]", To, x.h);
   // MLP block (per routed token copy for MoE).
   row(dt, "mlp_norm_input [To,h]", To, x.h);
   const uint64_t routed = x.experts > 0 ? x.top_k : 1;
   row(dt, "fc1_input [T*k,h]", To * routed, x.h);
   if (x.swiglu) {
-    row(dt, "gate_up_out [T*k,2f/t]", T * routed, 2 * x.f / x.t);
+    row(dt, "gate_up_out [T*k,2f/t]", T * routed, 2 * x.f_t);
   } else {
-    row(dt, "gelu_input [T*k,f/t]", T * routed, x.f / x.t);
+    row(dt, "gelu_input [T*k,f/t]", T * routed, x.f_t);
   }
-  row(dt, "fc2_input [T*k,f/t]", T * routed, x.f / x.t);
+  row(dt, "fc2_input [T*k,f/t]", T * routed, x.f_t);
   if (x.experts > 0) row(Dtype::Fp32, "router_probs [T,E]", T, x.experts);
   if (x.dropout) row(Dtype::Uint8, "mlp_residual_dropout_mask [To,h]", To, x.h);
 }

@@ -57,19 +57,96 @@ void emit_output_layer(const MemoryInputs& in, const ActivationShape& x, const R
   }
 }
 
+bool shape_matches(const MemoryPrep& p, const ModelShape& m, const Layout& l) {
+  return p.model == &m && p.tp == l.tp && p.ep == l.ep && p.micro_batch == l.micro_batch && p.seq_len == l.seq_len &&
+         p.head_copy == (l.pp > 1) && p.sequence_parallel == l.sequence_parallel &&
+         p.partition_activations == l.partition_activations && p.checkpoints_to_cpu == l.checkpoints_to_cpu &&
+         p.recompute == l.recompute && p.attention == l.attention && p.dropout == l.dropout &&
+         p.precision == l.precision && p.framework == l.framework;
+}
+
+// Rebuilds the shape part of `p` for (m, l): per-rank parameters and one
+// layer's activation bytes per recompute mode, summed from the same row
+// emitters the detailed table uses, so the aggregated hot path and the rows
+// cannot disagree.
+void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
+  p.model = &m;
+  p.tp = l.tp;
+  p.ep = l.ep;
+  p.micro_batch = l.micro_batch;
+  p.seq_len = l.seq_len;
+  p.head_copy = l.pp > 1;
+  p.sequence_parallel = l.sequence_parallel;
+  p.partition_activations = l.partition_activations;
+  p.checkpoints_to_cpu = l.checkpoints_to_cpu;
+  p.recompute = l.recompute;
+  p.attention = l.attention;
+  p.dropout = l.dropout;
+  p.precision = l.precision;
+  p.framework = l.framework;
+  p.r = rank_params(m, l);
+  p.x = activation_shape(m, l);
+  p.layer_full = layer_activation_bytes(p.x, Recompute::None);
+  p.layer_saved = l.recompute == Recompute::Selective ? layer_activation_bytes(p.x, Recompute::Selective) : p.layer_full;
+  p.checkpoint_residence = l.checkpoints_to_cpu ? Residence::Host : Residence::Gpu;
+  p.layer_checkpoint = 0;
+  if (l.recompute == Recompute::Full) {
+    ByteCountSink ck;
+    emit_layer_checkpoints(p.x, l.partition_activations, l.checkpoints_to_cpu, 1, ck);
+    p.layer_checkpoint = ck.bytes();
+  }
+}
+
+void prepare_rules(MemoryPrep& p, const Layout& l) {
+  if (p.rules_framework != l.framework || p.rules_precision != l.precision || p.rules_optimizer != l.optimizer ||
+      p.rules_fp32_accum != l.fp32_grad_accum) {
+    for (auto& slot : p.rules_slots) slot.valid = false;
+    p.rules_framework = l.framework;
+    p.rules_precision = l.precision;
+    p.rules_optimizer = l.optimizer;
+    p.rules_fp32_accum = l.fp32_grad_accum;
+  }
+  const int index = (l.zero_stage * 3 + static_cast<int>(l.offload_optimizer)) * 3 + static_cast<int>(l.offload_param);
+  MemoryPrep::RulesSlot& slot = p.rules_slots[index];
+  if (!slot.valid) {
+    slot.placed = place_states(l, state_rules(l));
+    slot.valid = true;
+  }
+  p.rules = &slot;
+}
+
+void prepare(MemoryPrep& p, const MemoryInputs& in) {
+  if (!shape_matches(p, in.model, in.layout)) prepare_shape(p, in.model, in.layout);
+  prepare_rules(p, in.layout);
+}
+
+
+// Saved activations of `copies` layers: every tensor as its own row when the
+// sink keeps rows, one aggregated row otherwise.
 template <class Sink>
-void emit_stage(const MemoryInputs& in, uint32_t stage, Sink& sink) {
+void emit_saved_layers(const MemoryPrep& v, Recompute mode, uint64_t copies, Sink& sink) {
+  if constexpr (Sink::kWantsRows) {
+    emit_layer_activations(v.x, mode, copies, sink);
+  } else {
+    if (copies == 0) return;
+    const uint64_t per_layer = mode == Recompute::Selective ? v.layer_saved : v.layer_full;
+    sink.add(tensor_row(Component::Activations, Residence::Gpu, Dtype::Bytes, "saved layers", per_layer, 1, 1, 1, copies));
+  }
+}
+
+template <class Sink>
+void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
   const Layout& l = in.layout;
   const ModelShape& m = in.model;
   const MemoryOptions& o = in.options;
-  const RankParams r = rank_params(m, l);
+  const RankParams& r = v.r;
   const uint64_t layers = layers_on_stage(m.layers, l.pp, stage);
   const StageParams sp = stage_params(r, l, layers, stage);
   const Dtype low = low_dtype(l);
 
   // 1. Model states: dense parameters partition over dp, experts over dp/ep.
-  emit_model_states(l, sp.dense, l.dp, "dense parameters", sink);
-  if (sp.experts > 0) emit_model_states(l, sp.experts, l.dp / l.ep, "expert parameters", sink);
+  emit_model_states(v.rules->placed, sp.dense, l.dp, "dense parameters", sink);
+  if (sp.experts > 0) emit_model_states(v.rules->placed, sp.experts, l.dp / l.ep, "expert parameters", sink);
   const uint64_t stage_total = sp.dense + sp.experts;
 
   // 2. ZeRO-3 working set: gathered parameters of the current and next unit.
@@ -116,24 +193,26 @@ void emit_stage(const MemoryInputs& in, uint32_t stage, Sink& sink) {
   }
 
   // 5. Activations of the micro-batches in flight.
-  const ActivationShape x = activation_shape(m, l);
+  const ActivationShape& x = v.x;
   const InFlight f = in_flight(l, layers, m.layers, stage);
   if (l.recompute == Recompute::Full) {
     const uint64_t recomputed = l.recompute_layers == 0 ? f.layers_per_unit
                                                         : std::min<uint64_t>(l.recompute_layers, f.layers_per_unit);
-    emit_layer_checkpoints(x, l.partition_activations, l.checkpoints_to_cpu, f.units * recomputed, sink);
-    emit_layer_activations(x, Recompute::None, f.units * (f.layers_per_unit - recomputed), sink);
+    if constexpr (Sink::kWantsRows) {
+      emit_layer_checkpoints(x, l.partition_activations, l.checkpoints_to_cpu, f.units * recomputed, sink);
+    } else if (f.units * recomputed > 0) {
+      sink.add(tensor_row(Component::Activations, v.checkpoint_residence, Dtype::Bytes, "layer_input_checkpoint",
+                          v.layer_checkpoint, 1, 1, 1, f.units * recomputed));
+    }
+    emit_saved_layers(v, Recompute::None, f.units * (f.layers_per_unit - recomputed), sink);
     // Backward rebuilds one layer at a time: one layer's full set is live.
     sink.add(tensor_row(Component::RecomputeWorkspace, Residence::Gpu, Dtype::Bytes, "one recomputed layer",
-                        layer_activation_bytes(x, Recompute::None)));
+                        v.layer_full));
   } else {
-    emit_layer_activations(x, l.recompute, f.units * f.layers_per_unit, sink);
-    if (l.recompute == Recompute::Selective) {
-      const uint64_t rebuilt = layer_activation_bytes(x, Recompute::None) - layer_activation_bytes(x, Recompute::Selective);
-      if (rebuilt > 0) {
-        sink.add(tensor_row(Component::RecomputeWorkspace, Residence::Gpu, Dtype::Bytes,
-                            "one layer's recomputed attention", rebuilt));
-      }
+    emit_saved_layers(v, l.recompute, f.units * f.layers_per_unit, sink);
+    if (l.recompute == Recompute::Selective && v.layer_full > v.layer_saved) {
+      sink.add(tensor_row(Component::RecomputeWorkspace, Residence::Gpu, Dtype::Bytes,
+                          "one layer's recomputed attention", v.layer_full - v.layer_saved));
     }
   }
   if (sp.first) {
@@ -151,9 +230,12 @@ void emit_stage(const MemoryInputs& in, uint32_t stage, Sink& sink) {
   // 6. Runtime overheads: measured constants, one NCCL communicator per
   // parallel group of more than one rank (none when emulated).
   {
-    uint64_t tensors = 0;
-    for (int c = 0; c < kNumComponents; ++c) tensors += sink.totals().bytes[0][c];
     const RuntimeOverheads& ov = o.overheads;
+    // The reserve is a fraction of the tensors above (not of the overheads).
+    if (ov.fragmentation_fraction > 0) {
+      sink.add(tensor_row(Component::Fragmentation, Residence::Gpu, Dtype::Bytes, "allocator fragmentation reserve",
+                          static_cast<uint64_t>(static_cast<double>(sink.gpu_total()) * ov.fragmentation_fraction)));
+    }
     sink.add(tensor_row(Component::CudaContext, Residence::Gpu, Dtype::Bytes, "CUDA context", ov.cuda_context_bytes));
     sink.add(tensor_row(Component::CublasWorkspace, Residence::Gpu, Dtype::Bytes, "cuBLAS handle and workspace",
                         ov.cublas_workspace_bytes));
@@ -163,45 +245,47 @@ void emit_stage(const MemoryInputs& in, uint32_t stage, Sink& sink) {
       sink.add(tensor_row(Component::NcclBuffers, Residence::Gpu, Dtype::Bytes, "NCCL communicators",
                           ov.nccl_first_communicator_bytes + (groups - 1) * ov.nccl_communicator_bytes));
     }
-    if (ov.fragmentation_fraction > 0) {
-      sink.add(tensor_row(Component::Fragmentation, Residence::Gpu, Dtype::Bytes, "allocator fragmentation reserve",
-                          static_cast<uint64_t>(static_cast<double>(tensors) * ov.fragmentation_fraction)));
-    }
   }
 }
 
 }  // namespace
 
-void memory_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sink) { emit_stage(in, stage, sink); }
+void memory_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sink) {
+  MemoryPrep p;
+  prepare(p, in);
+  emit_stage(in, p, stage, sink);
+}
 
 MemoryResult evaluate_memory(const MemoryInputs& in) {
-  const Layout& l = in.layout;
-  const uint32_t p = l.pp;
-  const uint32_t rem = static_cast<uint32_t>(in.model.layers % p);
-  // Stages other than these hold no more layers, in-flight micro-batches or
-  // embedding/head parameters than one of them.
-  uint32_t candidates[4] = {0, p > 1 ? 1u : 0u, rem > 0 ? p - rem : 0u, p - 1};
+  MemoryEvaluator e;
+  return e.evaluate(in);
+}
+
+MemoryResult MemoryEvaluator::evaluate(const MemoryInputs& in) {
+  prepare(prep_, in);
+  const MemoryPrep& v = prep_;
+  const uint32_t p = in.layout.pp;
+  const uint64_t node_gpus = in.cluster.gpus_in_node;
   MemoryResult best;
-  bool have = false;
-  for (int i = 0; i < 4; ++i) {
+  // Only these stages can be the most loaded: stage 0 (embedding, most
+  // micro-batches in flight), the first stage holding one of the remainder
+  // layers, and the last (output layer, logits). Any other stage has no more
+  // layers than one of them, fewer micro-batches in flight and neither end.
+  const uint32_t rem = static_cast<uint32_t>(in.model.layers % p);
+  const uint32_t candidates[3] = {0, rem > 0 ? p - rem : 0u, p - 1};
+  for (int i = 0; i < 3; ++i) {
     const uint32_t stage = candidates[i];
-    bool seen = false;
-    for (int j = 0; j < i; ++j) seen |= candidates[j] == stage;
-    if (seen) continue;
+    if (i > 0 && (stage == 0 || (i == 2 && stage == candidates[1]))) continue;
     TotalsSink sink;
-    emit_stage(in, stage, sink);
-    const uint64_t gpu = sink.totals().total(Residence::Gpu);
-    const uint64_t host = sink.totals().total(Residence::Host);
-    const uint64_t nvme = sink.totals().total(Residence::Nvme);
-    if (!have || gpu > best.gpu_bytes) {
-      best.rank = sink.totals();
+    emit_stage(in, v, stage, sink);
+    if (i == 0 || sink.gpu_total() > best.gpu_bytes) {
+      best.gpu_bytes = sink.gpu_total();
       best.stage = stage;
-      best.gpu_bytes = gpu;
-      have = true;
+      best.rank = sink.totals();
     }
     // Host and NVMe per node: the node's GPUs at the most demanding stage's figure.
-    best.host_bytes_per_node = std::max(best.host_bytes_per_node, host * in.cluster.gpus_in_node);
-    best.nvme_bytes_per_node = std::max(best.nvme_bytes_per_node, nvme * in.cluster.gpus_in_node);
+    best.host_bytes_per_node = std::max(best.host_bytes_per_node, sink.total(Residence::Host) * node_gpus);
+    best.nvme_bytes_per_node = std::max(best.nvme_bytes_per_node, sink.total(Residence::Nvme) * node_gpus);
   }
   best.fits_gpu = best.gpu_bytes <= in.cluster.gpu_memory_bytes;
   best.fits_host = best.host_bytes_per_node <= in.cluster.host_memory_bytes;

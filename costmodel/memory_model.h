@@ -1,20 +1,24 @@
 // The memory cost model: bytes per GPU, per node's host memory and per node's
 // NVMe for one layout, component by component, at the most loaded rank.
 //
-// evaluate_memory() is the planner's hot path: no heap allocation, a handful
-// of pipeline stages evaluated (the first, the second, the first with an extra
+// evaluate_memory() (and MemoryEvaluator, below) is the planner's hot path: no heap allocation, a handful
+// of pipeline stages evaluated (the first, the first with an extra
 // layer, the last: every other stage holds no more than one of these), the
 // maximum taken. memory_rows_for_stage() gives the full table of one stage for
 // `explain`, the executor and tests. The layout must have passed check_layout().
 #pragma once
 
+#include <array>
 #include <cstdint>
 
+#include "costmodel/activations.h"
 #include "costmodel/cluster.h"
 #include "costmodel/layout.h"
 #include "costmodel/memory_options.h"
 #include "costmodel/memory_rows.h"
 #include "costmodel/model_shape.h"
+#include "costmodel/model_states.h"
+#include "costmodel/rank_params.h"
 
 namespace zp {
 
@@ -36,6 +40,51 @@ struct MemoryResult {
 };
 
 MemoryResult evaluate_memory(const MemoryInputs& in);
+
+// The parts of an evaluation that depend only on a few layout fields (tensor
+// and expert parallelism, micro-batch, sequence, recompute, precision, ...):
+// per-rank parameters, one layer's activation bytes, the state rules. A
+// search varies dp, ZeRO stage, offload and pipeline depth far more often
+// than these, so MemoryEvaluator keeps the last ones and reuses them when the
+// fields they depend on are unchanged. Results are identical to
+// evaluate_memory(); no heap allocation.
+struct MemoryPrep {
+  // What the shape part was built from.
+  const ModelShape* model = nullptr;
+  uint32_t tp = 0, ep = 0, micro_batch = 0, seq_len = 0;
+  bool head_copy = false, sequence_parallel = false, partition_activations = false, checkpoints_to_cpu = false;
+  Recompute recompute = Recompute::None;
+  Attention attention = Attention::Flash;
+  Dropout dropout = Dropout::ModelDefault;
+  Precision precision = Precision::Bf16;
+  Framework framework = Framework::Zeroplan;
+  RankParams r;
+  ActivationShape x;
+  uint64_t layer_saved = 0;       // one layer, one micro-batch, as saved under the recompute mode
+  uint64_t layer_full = 0;        // one layer without recompute
+  uint64_t layer_checkpoint = 0;  // full recompute: the saved input
+  Residence checkpoint_residence = Residence::Gpu;
+  // State rules for every ZeRO stage x optimizer offload x parameter offload
+  // of one (framework, precision, optimizer, gradient dtype), filled lazily.
+  struct RulesSlot {
+    bool valid = false;
+    PlacedStates placed;
+  };
+  Framework rules_framework = Framework::Zeroplan;
+  Precision rules_precision = Precision::Bf16;
+  Optimizer rules_optimizer = Optimizer::Adam;
+  bool rules_fp32_accum = false;
+  std::array<RulesSlot, 4 * 3 * 3> rules_slots{};
+  const RulesSlot* rules = nullptr;  // the slot of the layout being evaluated
+};
+
+class MemoryEvaluator {
+ public:
+  MemoryResult evaluate(const MemoryInputs& in);
+
+ private:
+  MemoryPrep prep_;
+};
 
 // Every row of one stage's rank.
 void memory_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sink);

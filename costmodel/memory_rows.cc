@@ -46,19 +46,6 @@ const char* to_string(Dtype d) {
   return "?";
 }
 
-uint64_t dtype_bytes(Dtype d) {
-  switch (d) {
-    case Dtype::Bf16:
-    case Dtype::Fp16: return 2;
-    case Dtype::Fp32:
-    case Dtype::Int32: return 4;
-    case Dtype::Int64: return 8;
-    case Dtype::Uint8:
-    case Dtype::Bytes: return 1;
-  }
-  return 1;
-}
-
 bool is_runtime_overhead(Component c) { return c >= Component::CudaContext; }
 
 bool is_model_state(Component c) {

@@ -42,7 +42,19 @@ enum class Dtype : uint8_t { Bf16, Fp16, Fp32, Int64, Int32, Uint8, Bytes };
 const char* to_string(Component c);
 const char* to_string(Residence r);
 const char* to_string(Dtype d);
-uint64_t dtype_bytes(Dtype d);
+
+constexpr uint64_t dtype_bytes(Dtype d) {
+  switch (d) {
+    case Dtype::Bf16:
+    case Dtype::Fp16: return 2;
+    case Dtype::Fp32:
+    case Dtype::Int32: return 4;
+    case Dtype::Int64: return 8;
+    case Dtype::Uint8:
+    case Dtype::Bytes: return 1;
+  }
+  return 1;
+}
 bool is_runtime_overhead(Component c);
 bool is_model_state(Component c);  // weights, gradients, main grads, master, optimizer
 
@@ -69,12 +81,29 @@ struct MemoryTotals {
 
 class TotalsSink {
  public:
-  void add(const MemoryRow& row) { totals_.bytes[static_cast<int>(row.residence)][static_cast<int>(row.component)] += row.bytes; }
+  void add(const MemoryRow& row) {
+    totals_.bytes[static_cast<int>(row.residence)][static_cast<int>(row.component)] += row.bytes;
+    residence_[static_cast<int>(row.residence)] += row.bytes;
+  }
   const MemoryTotals& totals() const { return totals_; }
+  uint64_t total(Residence r) const { return residence_[static_cast<int>(r)]; }
+  uint64_t gpu_total() const { return residence_[0]; }
   static constexpr bool kWantsRows = false;
 
  private:
   MemoryTotals totals_{};
+  std::array<uint64_t, kNumResidences> residence_{};
+};
+
+// Only the byte sum, for sizing one layer's tensors.
+class ByteCountSink {
+ public:
+  void add(const MemoryRow& row) { bytes_ += row.bytes; }
+  uint64_t bytes() const { return bytes_; }
+  static constexpr bool kWantsRows = false;
+
+ private:
+  uint64_t bytes_ = 0;
 };
 
 class RowsSink {
@@ -85,6 +114,7 @@ class RowsSink {
     if (count_ < kMaxRows) rows_[count_++] = row;
   }
   const MemoryTotals& totals() const { return totals_.totals(); }
+  uint64_t gpu_total() const { return totals_.gpu_total(); }
   int size() const { return count_; }
   const MemoryRow& operator[](int i) const { return rows_[i]; }
   static constexpr bool kWantsRows = true;

@@ -51,15 +51,32 @@ StateRules state_rules(const Layout& l) {
 }
 
 double state_bytes_per_param(const Layout& l, uint32_t dp) {
-  const StateRules r = state_rules(l);
+  const StateBytesPerParam b = state_bytes_by_residence(l, state_rules(l));
   double bytes = 0;
-  for (int i = 0; i < r.count; ++i) {
-    const StateRule& s = r.rules[i];
-    if (s.component == Component::Gradients && l.offload_optimizer != Offload::None && l.zero_stage >= 2) continue;
-    const double b = static_cast<double>(dtype_bytes(s.dtype));
-    bytes += l.zero_stage >= s.shard_from_stage ? b / dp : b;
+  for (int r = 0; r < kNumResidences; ++r) {
+    bytes += static_cast<double>(b.unsharded[r]) + static_cast<double>(b.sharded[r]) / dp;
   }
   return bytes;
+}
+
+PlacedStates place_states(const Layout& l, const StateRules& r) {
+  PlacedStates out;
+  for (int i = 0; i < r.count; ++i) {
+    const StatePlacement p = place_state(l, r.rules[i]);
+    if (!p.kept) continue;
+    out.entries[out.count++] = {r.rules[i].component, p.where, r.rules[i].dtype, p.sharded};
+  }
+  return out;
+}
+
+StateBytesPerParam state_bytes_by_residence(const Layout& l, const StateRules& r) {
+  StateBytesPerParam b;
+  for (int i = 0; i < r.count; ++i) {
+    const StatePlacement p = place_state(l, r.rules[i]);
+    if (!p.kept) continue;
+    (p.sharded ? b.sharded : b.unsharded)[static_cast<int>(p.where)] += dtype_bytes(r.rules[i].dtype);
+  }
+  return b;
 }
 
 uint64_t optimizer_side_bytes_per_param(const Layout& l) {

@@ -50,27 +50,63 @@ double state_bytes_per_param(const Layout& l, uint32_t dp);
 // Bytes per parameter of the states that move with optimizer offload.
 uint64_t optimizer_side_bytes_per_param(const Layout& l);
 
+// Where one state lives under `l`, whether it is partitioned, or whether it is
+// not kept at all.
+struct StatePlacement {
+  bool kept = true;
+  bool sharded = false;
+  Residence where = Residence::Gpu;
+};
+
+inline StatePlacement place_state(const Layout& l, const StateRule& s) {
+  StatePlacement p;
+  p.sharded = l.zero_stage >= s.shard_from_stage;
+  if (s.optimizer_side && l.offload_optimizer != Offload::None) {
+    p.where = l.offload_optimizer == Offload::Cpu ? Residence::Host : Residence::Nvme;
+  }
+  if (s.component == Component::Weights && l.offload_param != Offload::None) {
+    p.where = l.offload_param == Offload::Cpu ? Residence::Host : Residence::Nvme;
+  }
+  // With the optimizer offloaded at stage >= 2, reduced gradient partitions
+  // stream to the host through the buckets; no GPU copy is kept.
+  if (s.component == Component::Gradients && l.offload_optimizer != Offload::None && l.zero_stage >= 2) p.kept = false;
+  return p;
+}
+
+// Bytes per parameter by residence, split into unpartitioned and partitioned
+// parts: states(P, ways) = unsharded * P + sharded * ceil(P / ways).
+struct StateBytesPerParam {
+  std::array<uint64_t, kNumResidences> unsharded{}, sharded{};
+};
+StateBytesPerParam state_bytes_by_residence(const Layout& l, const StateRules& r);
+
+// The rules of one layout with their placements resolved, kept states only
+// (what the hot path iterates).
+struct PlacedStates {
+  struct Entry {
+    Component component;
+    Residence where;
+    Dtype dtype;
+    bool sharded;
+  };
+  std::array<Entry, 6> entries{};
+  int count = 0;
+};
+PlacedStates place_states(const Layout& l, const StateRules& r);
+
 // Emits the model-state rows for `params` parameters partitioned `ways` ways.
 template <class Sink>
-void emit_model_states(const Layout& l, uint64_t params, uint64_t ways, const char* what, Sink& sink) {
-  const StateRules r = state_rules(l);
+void emit_model_states(const PlacedStates& placed, uint64_t params, uint64_t ways, const char* what, Sink& sink) {
   const uint64_t shard = (params + ways - 1) / ways;  // partitions are padded to equal size
-  for (int i = 0; i < r.count; ++i) {
-    const StateRule& s = r.rules[i];
-    const bool sharded = l.zero_stage >= s.shard_from_stage;
-    const uint64_t elems = sharded ? shard : params;
-    Residence where = Residence::Gpu;
-    if (s.optimizer_side && l.offload_optimizer != Offload::None) {
-      where = l.offload_optimizer == Offload::Cpu ? Residence::Host : Residence::Nvme;
-    }
-    if (s.component == Component::Weights && l.offload_param != Offload::None) {
-      where = l.offload_param == Offload::Cpu ? Residence::Host : Residence::Nvme;
-    }
-    // With the optimizer offloaded at stage >= 2, reduced gradient partitions
-    // stream to the host through the buckets; no GPU copy is kept.
-    if (s.component == Component::Gradients && l.offload_optimizer != Offload::None && l.zero_stage >= 2) continue;
-    sink.add(tensor_row(s.component, where, s.dtype, what, elems));
+  for (int i = 0; i < placed.count; ++i) {
+    const PlacedStates::Entry& e = placed.entries[i];
+    sink.add(tensor_row(e.component, e.where, e.dtype, what, e.sharded ? shard : params));
   }
+}
+
+template <class Sink>
+void emit_model_states(const Layout& l, uint64_t params, uint64_t ways, const char* what, Sink& sink) {
+  emit_model_states(place_states(l, state_rules(l)), params, ways, what, sink);
 }
 
 }  // namespace zp

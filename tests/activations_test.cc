@@ -23,6 +23,7 @@ ActivationShape gpt_layer(uint64_t s, uint64_t b, uint64_t h, uint64_t a, uint64
   x.flash = false;
   x.dropout = true;
   x.swiglu = false;
+  finish_activation_shape(x);
   return x;
 }
 
@@ -52,6 +53,7 @@ TEST_CASE("Korthikanti Table 2, every row, exactly") {
 TEST_CASE("Megatron's 18 + 4F/h form is the same count for any F") {
   ActivationShape x = gpt_layer(1024, 2, 2048, 16, 4, true);
   x.f = 5504;
+  finish_activation_shape(x);
   const uint64_t sbh = x.s * x.b * x.h;
   CHECK(layer_activation_bytes(x, Recompute::Selective) == sbh * 18 / 4 + 4 * x.s * x.b * x.f / 4);
 }
@@ -61,6 +63,7 @@ TEST_CASE("GQA, SwiGLU, flash attention and no dropout change exactly their tens
   const uint64_t T = x.s * x.b;
   const uint64_t mha = layer_activation_bytes(x, Recompute::Selective);
   x.kv = 8;  // K and V shrink from 2 * T*h*2 bytes to 2 * T*kv*d*2
+  finish_activation_shape(x);
   CHECK(mha - layer_activation_bytes(x, Recompute::Selective) == 2 * T * (32 - 8) * 128 * 2);
   ActivationShape g = gpt_layer(4096, 1, 4096, 32, 1, false);
   const uint64_t gelu = layer_activation_bytes(g, Recompute::Selective);

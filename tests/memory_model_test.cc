@@ -229,3 +229,73 @@ TEST_CASE("a layout that does not fit is reported with the shortfall") {
   CHECK(e.result.gpu_bytes > e.cluster.gpu_memory_bytes);
   CHECK(e.gpu(Component::Weights) == 2 * e.shape.params.total);
 }
+
+TEST_CASE("the detailed rows and the hot path's aggregated totals agree exactly") {
+  std::mt19937 rng(7);
+  const char* models[] = {"gpt2-124m", "llama-3.1-8b", "mixtral-8x7b", "megatron-22b"};
+  int checked = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    Layout l;
+    l.tp = 1u << (rng() % 3);
+    l.pp = 1u << (rng() % 3);
+    l.dp = 1u << (rng() % 3);
+    l.micro_batch = 1 + rng() % 3;
+    l.grad_accum = l.pp * (1 + rng() % 2);
+    l.seq_len = 1024;
+    l.recompute = static_cast<Recompute>(rng() % 3);
+    l.partition_activations = l.recompute == Recompute::Full && rng() % 2;
+    l.checkpoints_to_cpu = l.recompute == Recompute::Full && rng() % 2;
+    l.recompute_layers = l.recompute == Recompute::Full ? rng() % 3 : 0;
+    l.attention = static_cast<Attention>(rng() % 2);
+    l.framework = static_cast<Framework>(rng() % 3);
+    l.zero_stage = static_cast<uint8_t>(rng() % (l.framework == Framework::Megatron ? 2 : 4));
+    if (l.framework == Framework::DeepSpeed && l.pp > 1 && l.zero_stage > 1) l.zero_stage = 1;
+    const std::string model = models[rng() % 4];
+    test::Evaluation e = test::evaluate(model, "H100-80GB", uint64_t{l.dp} * l.tp * l.pp, l);
+    if (!e.why_not.empty()) continue;
+    RowsSink rows;
+    memory_rows_for_stage(e.inputs(), e.result.stage, rows);
+    CAPTURE(model);
+    CAPTURE(describe(l));
+    for (int r = 0; r < kNumResidences; ++r) {
+      for (int c = 0; c < kNumComponents; ++c) CHECK(rows.totals().bytes[r][c] == e.result.rank.bytes[r][c]);
+    }
+    CHECK(rows.size() < RowsSink::kMaxRows);  // nothing was dropped from the table
+    ++checked;
+  }
+  CHECK(checked > 100);
+}
+
+TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a fresh evaluation") {
+  std::mt19937 rng(99);
+  MemoryEvaluator evaluator;
+  const ModelShape m = make_shape(test::catalog().resolve_model("llama-3.1-70b"));
+  const ClusterShape c = make_cluster_shape(make_cluster(test::catalog(), "H100-80GB", "", 64));
+  int checked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    Layout l;
+    l.tp = 1u << (rng() % 4);
+    l.pp = 1u << (rng() % 3);
+    l.dp = static_cast<uint32_t>(64 / (l.tp * l.pp));
+    l.grad_accum = 4 * (1 + rng() % 2);
+    l.seq_len = 2048u << (rng() % 2);
+    l.micro_batch = 1 + rng() % 2;
+    l.zero_stage = static_cast<uint8_t>(rng() % 4);
+    l.offload_optimizer = l.zero_stage > 0 && rng() % 2 ? Offload::Cpu : Offload::None;
+    l.recompute = static_cast<Recompute>(rng() % 3);
+    l.sequence_parallel = rng() % 2;
+    const MemoryOptions o = resolve_options({}, l);
+    if (!check_layout(m, l, c, 64).empty()) continue;
+    const MemoryResult a = evaluator.evaluate({m, l, c, o});
+    const MemoryResult b = evaluate_memory({m, l, c, o});
+    CAPTURE(describe(l));
+    CHECK(a.gpu_bytes == b.gpu_bytes);
+    CHECK(a.stage == b.stage);
+    CHECK(a.host_bytes_per_node == b.host_bytes_per_node);
+    for (int r = 0; r < kNumResidences; ++r) {
+      for (int k = 0; k < kNumComponents; ++k) CHECK(a.rank.bytes[r][k] == b.rank.bytes[r][k]);
+    }
+    ++checked;
+  }
+  CHECK(checked > 150);
+}
