@@ -61,12 +61,17 @@ std::string check_layout(const ModelShape& m, const Layout& l, const ClusterShap
     return "DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only (deepspeed/runtime/pipe/engine.py)";
   }
   // Overflow guard: the largest products the model forms must stay below 2^62.
-  const unsigned __int128 limit = static_cast<unsigned __int128>(1) << 62;
-  const unsigned __int128 tokens = static_cast<unsigned __int128>(l.micro_batch) * l.seq_len;
-  const unsigned __int128 widest = std::max<uint64_t>({m.vocab, m.ffn * 2 * (m.top_k ? m.top_k : 1), m.hidden,
-                                                       m.heads * uint64_t{l.seq_len}});
-  const unsigned __int128 copies = static_cast<unsigned __int128>(m.layers) * std::max(l.grad_accum, l.vpp) * l.vpp;
-  if (tokens * widest * 8 * copies >= limit || static_cast<unsigned __int128>(m.params.total) * 24 >= limit) {
+  const uint64_t widest = std::max<uint64_t>({m.vocab, m.ffn * 2 * (m.top_k ? m.top_k : 1), m.hidden,
+                                              m.heads * uint64_t{l.seq_len}});
+  uint64_t product = 1;
+  bool overflow = false;
+  for (uint64_t factor : {uint64_t{l.micro_batch}, uint64_t{l.seq_len}, widest, uint64_t{8}, m.layers,
+                          uint64_t{std::max(l.grad_accum, l.vpp)}, uint64_t{l.vpp}}) {
+    overflow |= __builtin_mul_overflow(product, factor, &product);
+  }
+  uint64_t states = 0;
+  overflow |= __builtin_mul_overflow(m.params.total, uint64_t{24}, &states);
+  if (overflow || product >= (uint64_t{1} << 62) || states >= (uint64_t{1} << 62)) {
     return "the layout's byte counts overflow 64 bits (micro-batch x sequence x width is too large)";
   }
   return "";
