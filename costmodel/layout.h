@@ -22,6 +22,7 @@ enum class Framework : uint8_t { Zeroplan, DeepSpeed, Megatron };
 enum class Schedule : uint8_t { OneFOneB, GPipe, Interleaved };
 enum class Attention : uint8_t { Flash, Materialized };
 enum class Dropout : uint8_t { ModelDefault, On, Off };
+enum class Toggle : uint8_t { Default, On, Off };
 
 struct Layout {
   uint32_t dp = 1, tp = 1, pp = 1;
@@ -47,6 +48,10 @@ struct Layout {
   Dropout dropout = Dropout::ModelDefault;
   uint32_t tile_factor = 1;             // ZeRO-Infinity memory-centric tiling of large operators
   bool emulated = false;                // one process stands in for a rank (no NCCL memory)
+  // Time model only:
+  Toggle dp_overlap = Toggle::Default;  // data-parallel gradient sync overlapped with backward
+  bool tp_comm_overlap = false;         // tensor-parallel collectives hidden behind GEMMs
+  bool delayed_update = false;          // ZeRO-Offload's one-step delayed parameter update
 
   uint64_t world() const { return uint64_t{dp} * tp * pp; }
   uint64_t global_batch() const { return uint64_t{dp} * micro_batch * grad_accum; }

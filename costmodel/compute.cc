@@ -1,0 +1,110 @@
+#include "costmodel/compute.h"
+
+namespace zp {
+
+double peak_flops(const GpuSpec& gpu, Precision p) {
+  if (p == Precision::Fp32) return gpu.fp32_flops;
+  if (p == Precision::Fp16 || gpu.bf16_dense_flops <= 0) return gpu.fp16_dense_flops;
+  return gpu.bf16_dense_flops;
+}
+
+namespace {
+
+// One GEMM C(MxN) = A(MxK) B(KxN): its FLOPs and time at the curve's efficiency.
+struct Gemms {
+  const EfficiencyCurves& e;
+  double peak;
+  double flops = 0, seconds = 0;
+  void add(double m, double n, double k, double count = 1) {
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    const double f = 2 * m * n * k * count;
+    flops += f;
+    seconds += f / (peak * e.gemm_efficiency(m, n, k)) + count * e.kernel_overhead_s;
+  }
+};
+
+}  // namespace
+
+LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& gpu, const EfficiencyCurves& e) {
+  const ActivationShape x = activation_shape(m, l);
+  const double peak = peak_flops(gpu, l.precision);
+  const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
+  const double routed = m.experts > 0 ? static_cast<double>(m.top_k) : 1.0;
+  // MoE: each rank runs its experts on the tokens routed to it; balanced
+  // routing gives every rank T * top_k tokens' worth of expert work.
+  Gemms g{e, peak};
+  g.add(T, static_cast<double>((x.a + 2 * x.kv) * x.d / x.t), h);
+  g.add(T, h, static_cast<double>(x.ad_t));
+  const double f_t = static_cast<double>(x.f_t);
+  if (x.swiglu) {
+    g.add(T * routed, 2 * f_t, h);
+  } else {
+    g.add(T * routed, f_t, h);
+  }
+  g.add(T * routed, h, f_t);
+  LayerCompute c;
+  c.gemm_flops = g.flops;
+  c.gemm_s = g.seconds;
+  // Score and value products: b * a/t batched (s x d) x (d x s) and (s x s) x (s x d).
+  const double s = static_cast<double>(x.s);
+  c.attention_flops = 2 * 2 * static_cast<double>(x.b * x.a_t) * s * s * static_cast<double>(x.d);
+  c.attention_s = c.attention_flops / (peak * e.attention_peak_fraction) + 2 * e.kernel_overhead_s;
+
+  const double eb = static_cast<double>(dtype_bytes(x.dtype));
+  const double To = static_cast<double>(x.tokens_outside());
+  double bytes = 2 * 2 * To * h * eb;                         // two norms: read + write
+  bytes += 2 * (3 * To * h * eb + (x.dropout ? To * h : 0));  // two residual adds (+ dropout masks)
+  bytes += (x.swiglu ? 3 : 2) * T * routed * f_t * eb;         // activation function
+  if (m.position == PositionKind::Rotary) bytes += 2 * T * static_cast<double>((x.a_t + x.kv_t) * x.d) * eb;
+  double softmax_bytes = 0;
+  if (!x.flash) {
+    const double S = static_cast<double>(x.b * x.a_t) * s * s;
+    softmax_bytes += 2 * S * eb;                          // fused scale-mask-softmax
+    if (x.dropout) softmax_bytes += 2 * S * eb + S;       // attention dropout and its mask
+  }
+  if (m.experts > 0) bytes += 4 * T * routed * h * eb;   // token permutation there and back
+  const double hbm = gpu.hbm_bytes_per_s * e.hbm_fraction;
+  c.softmax_s = softmax_bytes / hbm;
+  c.elementwise_s = (bytes + softmax_bytes) / hbm + 8 * e.kernel_overhead_s;
+  return c;
+}
+
+HeadCompute head_compute(const ModelShape& m, const Layout& l, const GpuSpec& gpu, const EfficiencyCurves& e) {
+  const double peak = peak_flops(gpu, l.precision);
+  const double T = static_cast<double>(uint64_t{l.seq_len} * l.micro_batch);
+  const double v_t = static_cast<double>((m.vocab + l.tp - 1) / l.tp);
+  Gemms g{e, peak};
+  g.add(T, v_t, static_cast<double>(m.hidden));
+  HeadCompute h;
+  h.flops = g.flops;
+  h.forward_s = g.seconds;
+  // Softmax cross-entropy over the logits: read them, write the gradient (fp32).
+  const double ce_bytes = 3 * T * v_t * 4;
+  h.backward_s = 2 * g.seconds + ce_bytes / (gpu.hbm_bytes_per_s * e.hbm_fraction);
+  return h;
+}
+
+double model_forward_flops(const ModelShape& m, uint64_t seq, uint64_t batch) {
+  const double T = static_cast<double>(seq * batch), h = static_cast<double>(m.hidden);
+  const double qkv = static_cast<double>((m.heads + 2 * m.kv_heads) * m.head_dim);
+  const double ad = static_cast<double>(m.heads * m.head_dim);
+  const double routed = m.experts > 0 ? static_cast<double>(m.top_k) : 1.0;
+  const double mlp = (m.mlp == MlpKind::SwiGlu ? 3 : 2) * h * static_cast<double>(m.ffn) * routed;
+  const double per_layer = 2 * T * (h * qkv + ad * h + mlp) +
+                           2 * 2 * static_cast<double>(batch) * static_cast<double>(seq * seq) * ad;
+  return per_layer * static_cast<double>(m.layers) + 2 * T * h * static_cast<double>(m.vocab);
+}
+
+double narayanan_eq3_flops(const ModelShape& m, uint64_t seq, uint64_t batch) {
+  const double s = static_cast<double>(seq), h = static_cast<double>(m.hidden), L = static_cast<double>(m.layers);
+  const double V = static_cast<double>(m.vocab), B = static_cast<double>(batch);
+  return 96 * B * s * L * h * h * (1 + s / (6 * h) + V / (16 * L * h));
+}
+
+double korthikanti_eq7_flops(const ModelShape& m, uint64_t seq, uint64_t batch) {
+  const double s = static_cast<double>(seq), h = static_cast<double>(m.hidden), L = static_cast<double>(m.layers);
+  const double V = static_cast<double>(m.vocab), B = static_cast<double>(batch);
+  return 72 * B * s * L * h * h * (1 + s / (6 * h) + V / (12 * h * L));
+}
+
+}  // namespace zp

@@ -1,0 +1,60 @@
+// Compute per transformer layer and micro-batch on one GPU: the matrix
+// products (with their shapes after tensor/sequence parallel sharding), the
+// attention score and value products, and the memory-bound elementwise work,
+// turned into seconds by the GPU's peaks and its efficiency curves.
+//
+// FLOPs (2 per multiply-add), forward, per layer, T = s*b tokens:
+//   QKV 2*T*h*(a+2kv)d, projection 2*T*(a d)*h, MLP 4*T*h*F (GeLU) or 6*T*h*F
+//   (SwiGLU), times top_k for MoE; attention 2*b*s^2*(a d) for scores and as
+//   much for values (Korthikanti et al. 2022 Sec. 6 counts both in full:
+//   24 B s h^2 + 4 B s^2 h per layer for a GPT layer). Backward is twice the
+//   forward (a data- and a weight-gradient product per GEMM); logits
+//   2*T*h*V on the last stage (Narayanan et al. 2021 Sec. 5.1).
+// Elementwise bytes (read + write), forward, per layer: two norms 4*To*h*e,
+// two residual adds (with dropout: masks) 3*To*h*e (+To*h), the activation
+// 2*T*F/t*e (GeLU) or 3*T*F/t*e (SwiGLU), rotary 2*T*(a+kv)d/t*e, and for
+// materialised attention the softmax 2*S*e and its dropout 2*S*e + S with
+// S = b*(a/t)*s^2 scores. Backward moves about twice as much.
+#pragma once
+
+#include "costmodel/activations.h"
+#include "costmodel/efficiency.h"
+#include "costmodel/layout.h"
+#include "costmodel/model_shape.h"
+#include "models/hardware.h"
+
+namespace zp {
+
+struct LayerCompute {
+  double gemm_flops = 0;        // forward matrix products of one layer, this GPU
+  double attention_flops = 0;   // forward score + value products, this GPU
+  double gemm_s = 0;            // forward times
+  double attention_s = 0;
+  double elementwise_s = 0;
+  double softmax_s = 0;         // the materialised softmax and its dropout (part of elementwise_s)
+  double forward_s() const { return gemm_s + attention_s + elementwise_s; }
+  double backward_s() const { return 2 * forward_s(); }
+};
+
+struct HeadCompute {
+  double flops = 0;  // forward logits product, this GPU
+  double forward_s = 0;
+  double backward_s = 0;  // including the fused softmax cross-entropy
+};
+
+double peak_flops(const GpuSpec& gpu, Precision p);
+
+LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& gpu, const EfficiencyCurves& e);
+HeadCompute head_compute(const ModelShape& m, const Layout& l, const GpuSpec& gpu, const EfficiencyCurves& e);
+
+// Whole-model forward FLOPs of one micro-batch, all GPUs together (matrix
+// products only, full attention): the basis of model FLOPs (MFU).
+double model_forward_flops(const ModelShape& m, uint64_t seq, uint64_t batch);
+
+// Narayanan et al. 2021 Eq. 3: FLOPs per iteration with full recompute
+// (hardware FLOPs), 96 B s L h^2 (1 + s/(6h) + V/(16 L h)); and Korthikanti
+// et al. 2022 Eq. 7 model FLOPs, 72 B s L h^2 (1 + s/(6h) + V/(12 h L)).
+double narayanan_eq3_flops(const ModelShape& m, uint64_t seq, uint64_t batch);
+double korthikanti_eq7_flops(const ModelShape& m, uint64_t seq, uint64_t batch);
+
+}  // namespace zp

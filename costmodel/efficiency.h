@@ -1,0 +1,43 @@
+// Achieved fractions of a GPU's and its links' peaks: the curves the time
+// model multiplies the datasheet numbers by. They are data, one JSON file per
+// GPU in models/data/efficiency/ (generic.json for GPUs without one), so a
+// calibration (the validate issue fits them from measurements with Eigen
+// least squares) replaces a file, never code.
+//
+// GEMM efficiency of an (M x K) x (K x N) product:
+//   gemm_peak_fraction * g(M) * g(N) * g(K),  g(x) = x / (x + gemm_half_dim)
+// so large products approach the ceiling and thin ones fall off.
+#pragma once
+
+#include <string>
+
+#include "models/catalog.h"
+
+namespace zp {
+
+struct EfficiencyCurves {
+  std::string gpu;                    // the GPU this file describes ("" = generic)
+  std::string source;
+  double gemm_peak_fraction = 0.75;   // large bf16 GEMMs, of the dense peak
+  double gemm_half_dim = 64;          // elements; see g(x) above
+  double attention_peak_fraction = 0.5;  // attention score/value products (fused or flash kernels)
+  double hbm_fraction = 0.8;          // elementwise kernels, of the HBM bandwidth
+  double nvlink_busbw_fraction = 0.8; // NCCL bus bandwidth achieved over NVLink/NVSwitch
+  double nic_busbw_fraction = 0.85;   // ... over the NICs
+  double pcie_fraction = 0.8;         // host <-> device copies
+  double nvlink_latency_s = 5e-6;     // per algorithm step
+  double nic_latency_s = 12e-6;
+  double kernel_overhead_s = 3e-6;    // launch and tail per kernel
+  double cpu_adam_s_per_param = 0.22e-9;  // DeepSpeed CPU Adam, ZeRO-Offload Sec. 5 (0.22 s per 1e9 params)
+
+  double gemm_efficiency(double m, double n, double k) const {
+    auto g = [this](double x) { return x / (x + gemm_half_dim); };
+    return gemm_peak_fraction * g(m) * g(n) * g(k);
+  }
+};
+
+// The curves for `gpu_name` from `data_dir`/efficiency/<lower-case name>.json,
+// or generic.json. Throws InputError on a malformed file.
+EfficiencyCurves load_efficiency(const std::string& data_dir, const std::string& gpu_name);
+
+}  // namespace zp

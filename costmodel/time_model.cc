@@ -1,0 +1,253 @@
+#include "costmodel/time_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "costmodel/model_states.h"
+#include "costmodel/rank_params.h"
+
+namespace zp {
+namespace {
+
+void add_comm(StepTime& t, const char* dim, const char* coll, double buffer, double calls, double sent, double seconds) {
+  if (calls <= 0 || buffer <= 0 || t.comm_rows >= static_cast<int>(t.comm.size())) return;
+  t.comm[t.comm_rows++] = CommRow{dim, coll, buffer, calls, sent, seconds};
+}
+
+bool dp_overlapped(const Layout& l) {
+  if (l.dp_overlap != Toggle::Default) return l.dp_overlap == Toggle::On;
+  // Framework defaults: DeepSpeed overlap_comm is on for ZeRO-3 only
+  // (deepspeed/runtime/zero/config.py); Megatron-LM's --overlap-grad-reduce
+  // is off unless asked for; zeroplan's executor overlaps.
+  switch (l.framework) {
+    case Framework::DeepSpeed: return l.zero_stage == 3;
+    case Framework::Megatron: return false;
+    case Framework::Zeroplan: return true;
+  }
+  return true;
+}
+
+}  // namespace
+
+StepTime evaluate_time(const TimeInputs& in) {
+  const ModelShape& m = in.model;
+  const Layout& l = in.layout;
+  const Network& net = in.network;
+  const EfficiencyCurves& eff = net.eff;
+  StepTime t;
+
+  const double mb = static_cast<double>(l.num_microbatches());
+  const double p = l.pp, v = l.vpp;
+  const LayerCompute lc = layer_compute(m, l, in.gpu, eff);
+  const HeadCompute hc = head_compute(m, l, in.gpu, eff);
+  const ActivationShape x = activation_shape(m, l);
+  const double act_bytes = static_cast<double>(dtype_bytes(x.dtype));
+  const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
+
+  // --- Tensor parallel collectives, per layer and micro-batch ---------------
+  const GroupSpan tp = group_span(l, Dimension::Tensor, net.links);
+  const double tp_buffer = T * h * act_bytes;
+  double tp_fwd_s = 0, tp_bwd_s = 0, tp_calls_fwd = 0, tp_calls_bwd = 0;
+  if (l.tp > 1) {
+    if (x.sp) {
+      // Per block: all-gather before the column-parallel GEMM, reduce-scatter
+      // after the row-parallel one; backward mirrors them and re-gathers the
+      // column-parallel inputs (Megatron-LM core/tensor_parallel/layers.py).
+      const double pair = all_gather_s(tp_buffer, tp, net) + reduce_scatter_s(tp_buffer, tp, net);
+      tp_fwd_s = 2 * pair;
+      tp_bwd_s = 2 * pair + 2 * all_gather_s(tp_buffer, tp, net);
+      tp_calls_fwd = 4;
+      tp_calls_bwd = 6;
+    } else {
+      tp_fwd_s = 2 * all_reduce_s(tp_buffer, tp, net);
+      tp_bwd_s = 2 * all_reduce_s(tp_buffer, tp, net);
+      tp_calls_fwd = 2;
+      tp_calls_bwd = 2;
+    }
+  }
+  if (l.tp_comm_overlap) tp_fwd_s = tp_bwd_s = 0;
+
+  // --- MoE all-to-all: dispatch and combine, forward and backward -----------
+  double ep_layer_s = 0;
+  const GroupSpan ep = group_span(l, Dimension::Expert, net.links);
+  const double a2a_buffer = T * static_cast<double>(m.top_k) * h * act_bytes;
+  if (m.experts > 0 && l.ep > 1) ep_layer_s = 2 * all_to_all_s(a2a_buffer, ep, net);
+
+  // --- Per micro-batch times of the busiest stage ---------------------------
+  const uint64_t layers_max = layers_on_stage(m.layers, l.pp, l.pp - 1);  // the last stages hold the remainder
+  const double layers = static_cast<double>(layers_max);
+  const double layer_f = lc.forward_s() + tp_fwd_s + ep_layer_s;
+  const double layer_b = lc.backward_s() + tp_bwd_s + ep_layer_s;
+  double recompute_layer = 0;
+  if (l.recompute == Recompute::Full) {
+    const double fraction = l.recompute_layers == 0 ? 1.0 : std::min(1.0, l.recompute_layers / layers);
+    recompute_layer = fraction * layer_f;
+  } else if (l.recompute == Recompute::Selective) {
+    recompute_layer = lc.attention_s + lc.softmax_s;  // the attention core (Korthikanti Sec. 5)
+  }
+  // The last stage also runs the output layer; with pp = 1 the one stage does everything.
+  const double head_f = hc.forward_s, head_b = hc.backward_s;
+  t.microbatch_forward_s = layers * layer_f + head_f;
+  t.microbatch_backward_s = layers * (layer_b + recompute_layer) + head_b;
+
+  // --- Pipeline --------------------------------------------------------------
+  const bool inter_stage_cross_node = uint64_t{l.tp} * l.dp >= net.links.gpus_per_node;
+  // Megatron's scatter/gather optimisation (Narayanan et al. 2021 Sec. 4.1):
+  // each tensor-parallel rank sends 1/t of the boundary activation over its
+  // own link and the receivers all-gather it over NVLink (sequence
+  // parallelism sends the 1/t shard it already holds).
+  const double p2p_buffer = T / l.tp * h * act_bytes;
+  double p2p_per_mb = 0;
+  if (l.pp > 1) {
+    double per_boundary = p2p_s(p2p_buffer, inter_stage_cross_node, net);
+    if (l.tp > 1 && !x.sp) per_boundary += all_gather_s(p2p_buffer * l.tp, tp, net);
+    p2p_per_mb = 2 * per_boundary * (l.schedule == Schedule::Interleaved ? v : 1);  // activation + gradient
+    add_comm(t, "pp", "send/recv", p2p_buffer, 2 * mb * (l.schedule == Schedule::Interleaved ? v : 1),
+             p2p_buffer * 2 * mb * (l.schedule == Schedule::Interleaved ? v : 1), p2p_per_mb * mb);
+  }
+  const double slot = t.microbatch_forward_s + t.microbatch_backward_s + p2p_per_mb;
+  const double fill = l.pp == 1 ? 0 : (l.schedule == Schedule::Interleaved ? (p - 1) / v : p - 1);
+  const double pipeline_s = (mb + fill) * slot;
+  t.bubble_s = fill * slot;
+  t.bubble_fraction = l.pp == 1 ? 0 : fill / (mb + fill);
+  t.pp_comm_s = mb * p2p_per_mb;
+  t.tp_comm_s = mb * layers * (tp_fwd_s + tp_bwd_s + (l.recompute == Recompute::Full ? tp_fwd_s : 0));
+  t.ep_comm_s = mb * layers * 2 * ep_layer_s;
+  t.recompute_s = mb * layers * recompute_layer;
+  t.compute_s = pipeline_s - t.bubble_s - t.pp_comm_s - t.tp_comm_s - t.ep_comm_s;
+  if (l.tp > 1) {
+    const double calls = mb * layers * (tp_calls_fwd + tp_calls_bwd + (l.recompute == Recompute::Full ? tp_calls_fwd : 0));
+    add_comm(t, "tp", x.sp ? "all-gather/reduce-scatter" : "all-reduce", tp_buffer, calls,
+             calls * (x.sp ? ring_all_gather_bytes(tp_buffer, l.tp) : ring_all_reduce_bytes(tp_buffer, l.tp)),
+             t.tp_comm_s);
+  }
+  if (ep_layer_s > 0) {
+    const double calls = mb * layers * 4;
+    add_comm(t, "ep", "all-to-all", a2a_buffer, calls, calls * ring_all_gather_bytes(a2a_buffer, l.ep), t.ep_comm_s);
+  }
+
+  // --- Data parallel and ZeRO -----------------------------------------------
+  const RankParams rp = rank_params(m, l);
+  const uint64_t stage_layers = layers_max;
+  const double dense = static_cast<double>(stage_layers * rp.layer_dense + rp.embedding + rp.position + rp.head);
+  const double experts = static_cast<double>(stage_layers * rp.layer_experts);
+  const GroupSpan dp = group_span(l, Dimension::Data, net.links);
+  const GroupSpan edp = group_span(l, Dimension::ExpertData, net.links);
+  // Gradient dtype on the wire: Megatron-LM all-reduces its fp32 main_grad
+  // buffer in bf16 training (accumulate_allreduce_grads_in_fp32 is forced on)
+  // and the fp16 gradients in fp16 training (the flag's default is off).
+  const bool megatron_fp32_grads = l.framework == Framework::Megatron && l.precision == Precision::Bf16;
+  const double grad_bytes = (megatron_fp32_grads || l.fp32_grad_accum || l.precision == Precision::Fp32) ? 4 : act_bytes;
+  const double param_bytes = act_bytes;
+  double dp_s = 0, dp_hidden_by = 0;
+  auto sync = [&](double params, const GroupSpan& g, const char* dim) {
+    if (g.size <= 1 || params <= 0) return;
+    const double grads = params * grad_bytes, weights = params * param_bytes;
+    const uint64_t n = g.size;
+    if (l.zero_stage == 0) {
+      const double s = all_reduce_s(grads, g, net);
+      dp_s += s;
+      add_comm(t, dim, "all-reduce (gradients)", grads, 1, ring_all_reduce_bytes(grads, n), s);
+    } else if (l.zero_stage <= 2) {
+      // ZeRO-2 keeps only its gradient partition: one reduce-scatter per
+      // micro-batch; ZeRO-1 (and Megatron's distributed optimizer) one per step.
+      const double rs_calls = l.zero_stage == 2 ? mb : 1;
+      const double rs = rs_calls * reduce_scatter_s(grads, g, net);
+      const double ag = all_gather_s(weights, g, net);
+      dp_s += rs + ag;
+      add_comm(t, dim, "reduce-scatter (gradients)", grads, rs_calls, rs_calls * ring_all_gather_bytes(grads, n), rs);
+      add_comm(t, dim, "all-gather (parameters)", weights, 1, ring_all_gather_bytes(weights, n), ag);
+    } else {
+      // ZeRO-3: parameters gathered for forward and again for backward, and
+      // gradients reduce-scattered, every micro-batch: 3 Psi.
+      const double ag = all_gather_s(weights, g, net), rs = reduce_scatter_s(grads, g, net);
+      dp_s += mb * (2 * ag + rs);
+      add_comm(t, dim, "all-gather (parameters, fwd + bwd)", weights, 2 * mb, 2 * mb * ring_all_gather_bytes(weights, n),
+               2 * mb * ag);
+      add_comm(t, dim, "reduce-scatter (gradients)", grads, mb, mb * ring_all_gather_bytes(grads, n), mb * rs);
+    }
+  };
+  sync(dense, dp, "dp");
+  sync(experts, edp, "expert-dp");
+  if (dp_overlapped(l)) {
+    // Gradient buckets reduce while backward continues; ZeRO-3 prefetches
+    // each layer's parameters while the previous one computes.
+    dp_hidden_by = l.zero_stage == 3 ? mb * (t.microbatch_forward_s + t.microbatch_backward_s) : t.microbatch_backward_s;
+  }
+  t.dp_comm_s = std::max(0.0, dp_s - dp_hidden_by);
+  // Tied embeddings with pp > 1: the first and last stages all-reduce the
+  // embedding gradient (Megatron-LM _allreduce_word_embedding_grads).
+  if (m.tied && l.pp > 1) {
+    const double bytes = static_cast<double>(rp.embedding) * grad_bytes;
+    const GroupSpan pair{2, 1, 2, false};
+    const double s = all_reduce_s(bytes, pair, net);
+    t.dp_comm_s += s;
+    add_comm(t, "embedding", "all-reduce (tied gradients)", bytes, 1, ring_all_reduce_bytes(bytes, 2), s);
+  }
+
+  // --- Optimizer and offload --------------------------------------------------
+  const double params_here = dense + experts;
+  const double partition = l.zero_stage >= 1 ? params_here / l.dp : params_here;
+  const double hbm = in.gpu.hbm_bytes_per_s * eff.hbm_fraction;
+  // Adam reads gradients, reads and writes the fp32 master and both moments,
+  // writes the working-precision weights: about 30 bytes per parameter.
+  const double adam_bytes_per_param = grad_bytes + 8 + 16 + param_bytes + (l.optimizer == Optimizer::Sgd ? -8 : 0);
+  if (l.offload_optimizer == Offload::None) {
+    t.optimizer_s = partition * adam_bytes_per_param / hbm;
+  } else {
+    // ZeRO-Offload: gradients down and parameters up over PCIe (4 Psi bytes per
+    // step at 2-byte precision), the Adam step on the CPU.
+    const double pcie = in.gpu.pcie_bytes_per_s * eff.pcie_fraction;
+    const double pcie_s = partition * (grad_bytes + param_bytes) / pcie;
+    double cpu_s = partition * eff.cpu_adam_s_per_param;
+    double nvme_s = 0;
+    if (l.offload_optimizer == Offload::Nvme && in.node.nvme_read_bytes_per_s > 0) {
+      // Read and write the offloaded states once per step; the node's NVMe
+      // bandwidth is shared by its GPUs.
+      const double share_r = in.node.nvme_read_bytes_per_s / static_cast<double>(in.node.gpus_per_node);
+      const double share_w = in.node.nvme_write_bytes_per_s / static_cast<double>(in.node.gpus_per_node);
+      const double state = partition * static_cast<double>(optimizer_side_bytes_per_param(l));
+      nvme_s = state / share_r + state / std::max(share_w, 1.0);
+    }
+    const double host_step = cpu_s + pcie_s + nvme_s;
+    const double gpu_step = pipeline_s;
+    t.optimizer_s = l.delayed_update ? 0 : cpu_s;
+    t.offload_s = l.delayed_update ? std::max(0.0, host_step - gpu_step) : pcie_s + nvme_s;
+  }
+  if (l.offload_param != Offload::None) {
+    // Parameters come up from the host (or NVMe) for forward and backward of every micro-batch.
+    const double bytes = 2 * mb * partition * param_bytes;
+    double bw = in.gpu.pcie_bytes_per_s * eff.pcie_fraction;
+    if (l.offload_param == Offload::Nvme && in.node.nvme_read_bytes_per_s > 0) {
+      bw = std::min(bw, in.node.nvme_read_bytes_per_s / static_cast<double>(in.node.gpus_per_node));
+    }
+    t.offload_s += std::max(0.0, bytes / bw - (dp_overlapped(l) ? pipeline_s : 0));
+  }
+
+  t.total_s = pipeline_s + t.dp_comm_s + t.optimizer_s + t.offload_s;
+
+  // --- Rates ------------------------------------------------------------------
+  const double global_batch = static_cast<double>(l.global_batch());
+  const double tokens = global_batch * static_cast<double>(l.seq_len);
+  t.tokens_per_s = tokens / t.total_s;
+  t.samples_per_s = global_batch / t.total_s;
+  const double fwd = model_forward_flops(m, l.seq_len, l.global_batch());
+  t.model_flops = 3 * fwd;
+  double recompute_flops = 0;
+  if (l.recompute == Recompute::Full) {
+    recompute_flops = fwd - 2 * static_cast<double>(l.seq_len) * global_batch * h * static_cast<double>(m.vocab);
+    if (l.recompute_layers > 0) recompute_flops *= std::min(1.0, l.recompute_layers / layers);
+  } else if (l.recompute == Recompute::Selective) {
+    recompute_flops = 4 * global_batch * std::pow(static_cast<double>(l.seq_len), 2) *
+                      static_cast<double>(m.heads * m.head_dim) * static_cast<double>(m.layers);
+  }
+  t.hardware_flops = t.model_flops + recompute_flops;
+  const double world = static_cast<double>(l.world());
+  const double peak = peak_flops(in.gpu, l.precision);
+  t.tflops_per_gpu = t.model_flops / t.total_s / world / 1e12;
+  t.mfu = t.model_flops / (t.total_s * world * peak);
+  t.hfu = t.hardware_flops / (t.total_s * world * peak);
+  return t;
+}
+
+}  // namespace zp

@@ -1,0 +1,87 @@
+// The time of one training step, phase by phase, and the bytes every GPU
+// sends, for a layout on a cluster (docs/time-model.md has every formula and
+// its source).
+//
+//  - Compute: each layer's GEMMs, attention and elementwise work per
+//    micro-batch (compute.h); backward twice forward; full recompute repeats
+//    the forward, selective recompute the attention core.
+//  - Tensor parallel: two all-reduces of T*h per layer forward and two
+//    backward (all-gather + reduce-scatter pairs with sequence parallelism,
+//    plus the all-gathers Megatron redoes in backward), one more pair per
+//    recomputed forward; exposed unless tp_comm_overlap.
+//  - Pipeline: 1F1B and GPipe take (m + p - 1) micro-batch slots, so the
+//    bubble fraction is (p-1)/m; interleaved takes (m + (p-1)/v) slots
+//    (Narayanan et al. 2021 Sec. 2.2); activations and their gradients cross
+//    each stage boundary point to point (v times as many with interleaving).
+//  - Data parallel: all-reduce 2*Psi*(d-1)/d, ZeRO-1/2 reduce-scatter +
+//    all-gather (the same 2*Psi), ZeRO-3 all-gather forward and backward +
+//    reduce-scatter (3*Psi) per micro-batch; overlapped with backward (or,
+//    for ZeRO-3, with the layer computing) where the framework overlaps, only
+//    the exposed part added.
+//  - Optimizer: a memory-bound pass over the rank's partition on the GPU, or
+//    CPU Adam with PCIe traffic (ZeRO-Offload), hidden behind the next step
+//    with delayed_update; NVMe traffic at the node's NVMe bandwidth shared by
+//    its GPUs (ZeRO-Infinity's bandwidth-centric partitioning: every GPU reads
+//    its own partition, so aggregate bandwidth grows with the GPU count).
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "costmodel/collectives.h"
+#include "costmodel/compute.h"
+#include "costmodel/layout.h"
+#include "costmodel/model_shape.h"
+#include "models/hardware.h"
+
+namespace zp {
+
+// Communication per GPU per step, one row per collective kind and dimension.
+struct CommRow {
+  const char* dimension = "";   // "dp", "tp", "pp", "ep", "embedding"
+  const char* collective = "";  // "all-reduce", "reduce-scatter", ...
+  double buffer_bytes = 0;      // size of one call's buffer
+  double calls = 0;             // per step
+  double sent_bytes = 0;        // per GPU per step (ring algorithm)
+  double seconds = 0;           // time of all calls, before overlap
+};
+
+struct StepTime {
+  // Phases on the critical path, seconds per step.
+  double compute_s = 0;          // forward + backward + recompute of all micro-batches
+  double recompute_s = 0;        // the recompute part of compute_s
+  double tp_comm_s = 0;          // exposed tensor-parallel communication
+  double ep_comm_s = 0;          // MoE all-to-all
+  double pp_comm_s = 0;          // point-to-point across stage boundaries
+  double bubble_s = 0;           // pipeline fill and drain
+  double dp_comm_s = 0;          // exposed data-parallel / ZeRO communication
+  double optimizer_s = 0;        // optimizer step (GPU or exposed CPU part)
+  double offload_s = 0;          // exposed PCIe / NVMe traffic
+  double total_s = 0;
+
+  double microbatch_forward_s = 0, microbatch_backward_s = 0;  // one micro-batch, busiest stage
+  double bubble_fraction = 0;    // bubble / (total pipeline time)
+  double tokens_per_s = 0, samples_per_s = 0;
+  double model_flops = 0;        // per step, all GPUs (matrix products, no recompute)
+  double hardware_flops = 0;     // per step, all GPUs, with recompute
+  double tflops_per_gpu = 0;     // model FLOPs
+  double mfu = 0, hfu = 0;
+
+  std::array<CommRow, 12> comm{};
+  int comm_rows = 0;
+};
+
+struct TimeInputs {
+  const ModelShape& model;
+  const Layout& layout;
+  const GpuSpec& gpu;
+  const NodeSpec& node;
+  const Network& network;
+};
+
+StepTime evaluate_time(const TimeInputs& in);
+
+// Seconds to train `tokens` tokens at this step time.
+inline double time_to_train_s(const StepTime& t, double tokens) { return t.tokens_per_s > 0 ? tokens / t.tokens_per_s : 0; }
+
+}  // namespace zp
