@@ -6,6 +6,8 @@
 
 #include "costmodel/cluster.h"
 #include "costmodel/memory_model.h"
+#include "costmodel/time_model.h"
+#include "costmodel/topology.h"
 #include "models/catalog.h"
 
 namespace {
@@ -107,8 +109,35 @@ void BM_Memory_SearchPath_Llama70B(benchmark::State& state) {
   }
 }
 
+// Issue 4's target: one full step-time evaluation, memory and time together,
+// at most 300 ns on one core. The network summary and efficiency curves are
+// per cluster and built once, as a search does.
+void BM_MemoryAndTime_Llama70B_tp8_pp4(benchmark::State& state) {
+  static const zp::Catalog catalog = zp::Catalog::load_dirs({ZP_BENCH_DATA});
+  zp::Layout l;
+  l.tp = 8;
+  l.pp = 4;
+  l.dp = 2;
+  l.grad_accum = 16;
+  l.zero_stage = 1;
+  l.sequence_parallel = true;
+  l.recompute = zp::Recompute::Selective;
+  l.seq_len = 8192;
+  static const Case c = make_case("llama-3.1-70b", "H100-80GB", 64, l);
+  static const zp::Cluster cluster = zp::make_cluster(catalog, "H100-80GB", "", 64);
+  static const zp::Network net{zp::summarize_topology(cluster), zp::load_efficiency(ZP_BENCH_DATA, "H100-80GB")};
+  zp::MemoryEvaluator evaluator;
+  for (auto _ : state) {
+    zp::MemoryResult r = evaluator.evaluate({c.shape, c.layout, c.cluster, c.options});
+    zp::StepTime t = zp::evaluate_time({c.shape, c.layout, cluster.gpu, cluster.node, net});
+    benchmark::DoNotOptimize(r);
+    benchmark::DoNotOptimize(t);
+  }
+}
+
 }  // namespace
 
+BENCHMARK(BM_MemoryAndTime_Llama70B_tp8_pp4);
 BENCHMARK(BM_Memory_SearchPath_Llama70B);
 BENCHMARK(BM_Memory_Llama8B_dp8_zero1);
 BENCHMARK(BM_Memory_Llama405B_tp8_pp16_dp128);

@@ -8,6 +8,7 @@
 #include "cli/format.h"
 #include "cli/layout_flags.h"
 #include "costmodel/memory_model.h"
+#include "costmodel/time_model.h"
 #include "models/json_file.h"
 
 namespace zp {
@@ -55,6 +56,73 @@ Json rows_json(const RowsSink& rows) {
   return out;
 }
 
+std::string seconds(double s) {
+  if (s >= 3600 * 24) return fixed(s / 86400, 1) + " days";
+  if (s >= 3600) return fixed(s / 3600, 1) + " h";
+  if (s >= 1) return fixed(s, 3) + " s";
+  return fixed(s * 1e3, 2) + " ms";
+}
+
+std::string gb(double bytes) { return fixed(bytes / 1e9, 3) + " GB"; }
+
+void print_time(const Job& j, const StepTime& t, double tokens) {
+  std::cout << "\nStep time (" << j.cluster.gpu.name << " peaks x " << (j.network.eff.gpu.empty() ? "generic" : j.network.eff.gpu)
+            << " efficiency curves)\n";
+  TextTable tt({"phase", "time", "share"});
+  auto row = [&](const char* name, double s) {
+    if (s > 0) tt.add({name, seconds(s), percent(s / t.total_s)});
+  };
+  row("compute (fwd + bwd)", t.compute_s - t.recompute_s);
+  row("recompute", t.recompute_s);
+  row("tensor-parallel comm (exposed)", t.tp_comm_s);
+  row("expert all-to-all", t.ep_comm_s);
+  row("pipeline send/recv", t.pp_comm_s);
+  row("pipeline bubble", t.bubble_s);
+  row("data-parallel / ZeRO comm (exposed)", t.dp_comm_s);
+  row("optimizer step", t.optimizer_s);
+  row("offload traffic (exposed)", t.offload_s);
+  tt.rule();
+  tt.add({"step", seconds(t.total_s), "100.0%"});
+  tt.print(std::cout);
+  std::cout << "tokens/s " << fixed(t.tokens_per_s, 0) << ", samples/s " << fixed(t.samples_per_s, 2) << ", "
+            << fixed(t.tflops_per_gpu, 1) << " model TFLOP/s per GPU, MFU " << percent(t.mfu) << ", HFU " << percent(t.hfu)
+            << " (model FLOPs: matrix products incl. full attention scores, no recompute; HFU adds recompute)\n";
+  if (tokens > 0) std::cout << "time to train " << fixed(tokens / 1e9, 1) << "B tokens: " << seconds(tokens / t.tokens_per_s) << "\n";
+  if (t.comm_rows > 0) {
+    std::cout << "\nCommunication per GPU per step (ring algorithms; GB = 1e9 bytes)\n";
+    TextTable ct({"dim", "collective", "buffer", "calls", "sent per GPU", "time"});
+    for (int i = 0; i < t.comm_rows; ++i) {
+      const CommRow& c = t.comm[i];
+      ct.add({c.dimension, c.collective, gb(c.buffer_bytes), fixed(c.calls, 0), gb(c.sent_bytes), seconds(c.seconds)});
+    }
+    ct.print(std::cout);
+  }
+}
+
+Json time_json(const StepTime& t, double tokens) {
+  Json comm = Json::array();
+  for (int i = 0; i < t.comm_rows; ++i) {
+    const CommRow& c = t.comm[i];
+    comm.push_back({{"dimension", c.dimension}, {"collective", c.collective}, {"buffer_bytes", c.buffer_bytes},
+                    {"calls", c.calls}, {"sent_bytes_per_gpu", c.sent_bytes}, {"seconds", c.seconds}});
+  }
+  Json j = {{"step_s", t.total_s},
+            {"phases_s", {{"compute", t.compute_s - t.recompute_s}, {"recompute", t.recompute_s},
+                          {"tp_comm", t.tp_comm_s}, {"ep_comm", t.ep_comm_s}, {"pp_comm", t.pp_comm_s},
+                          {"bubble", t.bubble_s}, {"dp_comm", t.dp_comm_s}, {"optimizer", t.optimizer_s},
+                          {"offload", t.offload_s}}},
+            {"bubble_fraction", t.bubble_fraction},
+            {"tokens_per_s", t.tokens_per_s},
+            {"samples_per_s", t.samples_per_s},
+            {"model_tflops_per_gpu", t.tflops_per_gpu},
+            {"mfu", t.mfu},
+            {"hfu", t.hfu},
+            {"flop_convention", "model FLOPs: 2 per multiply-add of every matrix product incl. full attention scores and logits, forward + 2x backward, no recompute; HFU adds recompute"},
+            {"communication", comm}};
+  if (tokens > 0) j["time_to_train_s"] = tokens / t.tokens_per_s;
+  return j;
+}
+
 void print_text(const Job& j, const MemoryResult& res, const RowsSink& rows, bool show_rows) {
   const Layout& l = j.layout;
   std::cout << "zeroplan explain: " << j.model.name << " on " << j.cluster.num_gpus << " x " << j.cluster.gpu.name
@@ -99,14 +167,16 @@ void print_text(const Job& j, const MemoryResult& res, const RowsSink& rows, boo
   }
 }
 
-void run_explain(const LayoutFlags& flags, const GlobalOptions& global, bool as_json, bool show_rows) {
+void run_explain(const LayoutFlags& flags, const GlobalOptions& global, bool as_json, bool show_rows, double tokens) {
   const Job j = make_job(flags, Catalog::load(global.catalog_dirs));
   const MemoryInputs in{j.shape, j.layout, j.cluster_shape, j.options};
   const MemoryResult res = evaluate_memory(in);
   RowsSink rows;
   memory_rows_for_stage(in, res.stage, rows);
+  const StepTime time = evaluate_time({j.shape, j.layout, j.cluster.gpu, j.cluster.node, j.network});
   if (!as_json) {
     print_text(j, res, rows, show_rows);
+    print_time(j, time, tokens);
     return;
   }
   Json out = {{"schema", "zeroplan.explain"},
@@ -130,7 +200,8 @@ void run_explain(const LayoutFlags& flags, const GlobalOptions& global, bool as_
                                  {"total_bytes", res.nvme_bytes_per_node},
                                  {"capacity_bytes", j.cluster_shape.nvme_bytes},
                                  {"fits", res.fits_nvme}}},
-              {"fits", res.fits()}};
+              {"fits", res.fits()},
+              {"time", time_json(time, tokens)}};
   if (show_rows) out["rows"] = rows_json(rows);
   std::cout << out.dump(2) << "\n";
 }
@@ -138,16 +209,19 @@ void run_explain(const LayoutFlags& flags, const GlobalOptions& global, bool as_
 }  // namespace
 
 void add_explain_command(CLI::App& app, const GlobalOptions& global) {
-  auto* cmd = app.add_subcommand("explain", "Per-GPU, host and NVMe memory of one layout, component by component");
+  auto* cmd = app.add_subcommand("explain",
+                                 "Memory per GPU/host/NVMe, step time by phase and communication of one layout");
   cmd->footer(
       "Example: zeroplan explain --model llama-3.1-8b --gpus 8 --gpu H100-80GB --zero 1 --micro-batch 2 --seq 4096\n"
       "         zeroplan explain --model gpt3-175b --gpus 64 --gpu A100-80GB --tp 8 --pp 8 --sp --recompute selective");
   static LayoutFlags flags;
   static bool as_json = false, show_rows = false;
+  static double tokens = 0;
   add_layout_flags(cmd, flags);
+  cmd->add_option("--tokens", tokens, "Training budget in tokens: report the time to train it")->check(CLI::Range(0.0, 1e18));
   cmd->add_flag("--json", as_json, "Print the versioned JSON object (schema zeroplan.explain, version 1)");
   cmd->add_flag("--rows", show_rows, "Also list every tensor row of the most loaded rank");
-  cmd->callback([&global]() { run_explain(flags, global, as_json, show_rows); });
+  cmd->callback([&global]() { run_explain(flags, global, as_json, show_rows, tokens); });
 }
 
 }  // namespace zp

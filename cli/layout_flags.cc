@@ -1,6 +1,7 @@
 #include "cli/layout_flags.h"
 
 #include "costmodel/layout_check.h"
+#include "costmodel/topology.h"
 #include "models/input_error.h"
 
 namespace zp {
@@ -58,6 +59,10 @@ void add_layout_flags(CLI::App* cmd, LayoutFlags& f) {
   cmd->add_option("--reduce-bucket", f.reduce_bucket, "Gradient bucket in elements (default: the framework's)");
   cmd->add_option("--overlap-comm", f.overlap_comm, "default|on|off: double-buffered buckets")
       ->check(CLI::IsMember({"default", "on", "off"}));
+  cmd->add_option("--dp-overlap", f.dp_overlap, "default|on|off: data-parallel sync overlapped with backward")
+      ->check(CLI::IsMember({"default", "on", "off"}));
+  cmd->add_flag("--tp-overlap", f.tp_overlap, "Tensor-parallel collectives hidden behind GEMMs");
+  cmd->add_flag("--delayed-update", f.delayed_update, "ZeRO-Offload one-step delayed parameter update");
 }
 
 Job make_job(const LayoutFlags& f, const Catalog& catalog) {
@@ -120,6 +125,9 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
   l.dropout = pick<Dropout>(f.dropout, {{"model", Dropout::ModelDefault}, {"on", Dropout::On}, {"off", Dropout::Off}});
   l.tile_factor = f.tile_factor;
   l.emulated = f.emulated;
+  l.dp_overlap = pick<Toggle>(f.dp_overlap, {{"default", Toggle::Default}, {"on", Toggle::On}, {"off", Toggle::Off}});
+  l.tp_comm_overlap = f.tp_overlap;
+  l.delayed_update = f.delayed_update;
 
   const std::string why = check_layout(j.shape, l, j.cluster_shape, j.cluster.num_gpus);
   if (!why.empty()) throw InputError("layout: " + why);
@@ -132,6 +140,8 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
     o.overlap_comm = f.overlap_comm == "on";
   }
   j.options = resolve_options(o, l);
+  j.network.links = summarize_topology(j.cluster);
+  j.network.eff = load_efficiency(Catalog::builtin_data_dir(), j.cluster.gpu.name);
   return j;
 }
 

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "costmodel/cluster.h"
+#include "costmodel/collectives.h"
 #include "costmodel/layout.h"
 #include "costmodel/memory_options.h"
 #include "costmodel/model_shape.h"
@@ -36,6 +37,8 @@ struct LayoutFlags {
   double fragmentation_pct = 0;
   uint64_t reduce_bucket = 0;
   std::string overlap_comm = "default";
+  std::string dp_overlap = "default";
+  bool tp_overlap = false, delayed_update = false;
 };
 
 struct Job {
@@ -45,6 +48,7 @@ struct Job {
   ClusterShape cluster_shape;
   Layout layout;
   MemoryOptions options;  // resolved
+  Network network;        // topology summary and efficiency curves for the time model
 };
 
 void add_layout_flags(CLI::App* cmd, LayoutFlags& f);

@@ -62,6 +62,12 @@ TEST_CASE("good input exits 0") {
   Run e = run("explain --model llama-3.1-8b --gpus 8 --gpu H100-80GB --zero 3 --json");
   CHECK(e.code == 0);
   CHECK(e.out.find("\"schema\": \"zeroplan.explain\"") != std::string::npos);
+  CHECK(e.out.find("\"tokens_per_s\"") != std::string::npos);
+  CHECK(e.out.find("all-gather (parameters, fwd + bwd)") != std::string::npos);  // ZeRO-3's 3 Psi rows
+  Run t = run("explain --model llama-3.1-8b --gpus 8 --gpu H100-80GB --zero 1 --tokens 1e12");
+  CHECK(t.code == 0);
+  CHECK(t.out.find("time to train 1000.0B tokens") != std::string::npos);
+  CHECK(t.out.find("reduce-scatter (gradients)") != std::string::npos);
 }
 
 TEST_CASE("every subcommand's --help shows an example") {

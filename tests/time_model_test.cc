@@ -1,0 +1,195 @@
+// The communication and time model, formula by formula, against hand-computed
+// values: bus-bandwidth factors, the 2 Psi / 3 Psi statements of the ZeRO
+// paper (and deepspeed-overview.md Sec. 2.5), bubble fractions, FLOP
+// conventions, topology read-offs and rank placement.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "costmodel/time_model.h"
+#include "test_support.h"
+
+using namespace zp;
+
+namespace {
+
+struct Setup {
+  Cluster cluster;
+  Network net;
+};
+
+Setup setup(const char* gpu, const char* node, uint64_t gpus) {
+  Setup s;
+  s.cluster = make_cluster(test::catalog(), gpu, node, gpus);
+  s.net.links = summarize_topology(s.cluster);
+  s.net.eff = load_efficiency(Catalog::builtin_data_dir(), s.cluster.gpu.name);
+  return s;
+}
+
+StepTime run(const char* model, const Layout& l, const Setup& s) {
+  const ModelShape m = make_shape(test::catalog().resolve_model(model));
+  REQUIRE(check_layout(m, l, make_cluster_shape(s.cluster), s.cluster.num_gpus).empty());
+  return evaluate_time({m, l, s.cluster.gpu, s.cluster.node, s.net});
+}
+
+double dp_sent(const StepTime& t) {
+  double sent = 0;
+  for (int i = 0; i < t.comm_rows; ++i) {
+    if (std::string(t.comm[i].dimension) == "dp") sent += t.comm[i].sent_bytes;
+  }
+  return sent;
+}
+
+}  // namespace
+
+TEST_CASE("bus-bandwidth factors of nccl-tests: all-reduce 2(n-1)/n, all-gather (n-1)/n") {
+  CHECK(ring_all_reduce_bytes(1000, 8) == doctest::Approx(1750));
+  CHECK(ring_all_gather_bytes(1000, 8) == doctest::Approx(875));
+  CHECK(ring_all_reduce_bytes(1000, 1) == 0);
+}
+
+TEST_CASE("ZeRO-1/2 move 2 Psi like plain data parallelism; ZeRO-3 moves 3 Psi (1.5x)") {
+  const Setup s = setup("H100-80GB", "", 8);
+  Layout l;
+  l.dp = 8;
+  l.precision = Precision::Bf16;
+  const StepTime z0 = run("llama-3.1-8b", l, s);
+  const double psi = 8030261248.0 * 2;  // bf16 bytes
+  CHECK(dp_sent(z0) == doctest::Approx(2 * psi * 7 / 8).epsilon(1e-6));
+  l.zero_stage = 1;
+  CHECK(dp_sent(run("llama-3.1-8b", l, s)) == doctest::Approx(dp_sent(z0)).epsilon(1e-6));
+  l.zero_stage = 2;
+  CHECK(dp_sent(run("llama-3.1-8b", l, s)) == doctest::Approx(dp_sent(z0)).epsilon(1e-6));
+  l.zero_stage = 3;
+  CHECK(dp_sent(run("llama-3.1-8b", l, s)) == doctest::Approx(1.5 * dp_sent(z0)).epsilon(1e-6));
+}
+
+TEST_CASE("pipeline bubble: (p-1)/m for 1F1B and GPipe, (p-1)/(v m) interleaved") {
+  const Setup s = setup("A100-80GB", "dgx-a100", 8);
+  Layout l;
+  l.pp = 8;
+  l.grad_accum = 32;
+  StepTime t = run("megatron-22b", l, s);
+  // bubble / pipeline time = (p-1)/(m+p-1), i.e. bubble / ideal = (p-1)/m
+  CHECK(t.bubble_fraction == doctest::Approx(7.0 / (32 + 7)));
+  CHECK(t.bubble_s / (t.bubble_s + t.compute_s + t.pp_comm_s + t.tp_comm_s) == doctest::Approx(7.0 / 39));
+  l.schedule = Schedule::GPipe;
+  CHECK(run("megatron-22b", l, s).bubble_fraction == doctest::Approx(7.0 / 39));
+  l.schedule = Schedule::Interleaved;
+  l.vpp = 3;
+  t = run("megatron-22b", l, s);
+  CHECK(t.bubble_fraction == doctest::Approx((7.0 / 3) / (32 + 7.0 / 3)));
+}
+
+TEST_CASE("FLOP conventions: model FLOPs are Korthikanti Eq. 7; with full recompute, Narayanan Eq. 3") {
+  const Setup s = setup("A100-80GB", "dgx-a100", 8);
+  const ModelShape m = make_shape(test::catalog().resolve_model("megatron-22b"));
+  Layout l;
+  l.tp = 8;
+  l.micro_batch = 4;
+  l.recompute = Recompute::Full;
+  const StepTime t = run("megatron-22b", l, s);
+  CHECK(t.model_flops == doctest::Approx(korthikanti_eq7_flops(m, 2048, 4)).epsilon(1e-12));
+  CHECK(t.hardware_flops == doctest::Approx(narayanan_eq3_flops(m, 2048, 4)).epsilon(1e-12));
+  CHECK(t.mfu == doctest::Approx(t.model_flops / (t.total_s * 8 * 312e12)));
+  CHECK(t.tokens_per_s == doctest::Approx(4 * 2048 / t.total_s));
+}
+
+TEST_CASE("the topology graph: NVLink inside a node, NIC shares across nodes, leaves beyond 32 nodes") {
+  const LinkSummary dgx = summarize_topology(make_cluster(test::catalog(), "H100-80GB", "dgx-h100", 16));
+  CHECK(dgx.intra_bytes_per_s == doctest::Approx(450e9));  // NVLink 4: 900 GB/s both ways
+  CHECK(dgx.inter_bytes_per_s == doctest::Approx(50e9));   // one 400 Gb/s NIC per GPU
+  const LinkSummary l40s = summarize_topology(make_cluster(test::catalog(), "L40S", "", 16));
+  CHECK(l40s.intra_bytes_per_s == doctest::Approx(32e9));  // PCIe Gen4, no NVLink
+  CHECK(l40s.inter_bytes_per_s == doctest::Approx(25e9 / 4));  // 2 NICs shared by 8 GPUs
+  const LinkSummary big = summarize_topology(make_cluster(test::catalog(), "H100-80GB", "dgx-h100", 8 * 64));
+  CHECK(big.cross_leaf_latency_s > big.inter_latency_s);
+  CHECK(big.cross_leaf_bytes_per_s == doctest::Approx(50e9));  // full bisection
+  CHECK(big.vertices > 0);
+}
+
+TEST_CASE("rank placement: tp innermost, then dp, then pp") {
+  LinkSummary links;
+  links.gpus_per_node = 8;
+  Layout l;
+  l.tp = 8;
+  l.dp = 4;
+  l.pp = 2;
+  GroupSpan tp = group_span(l, Dimension::Tensor, links);
+  CHECK(tp.per_node == 8);
+  CHECK(tp.nodes == 1);
+  GroupSpan dp = group_span(l, Dimension::Data, links);
+  CHECK(dp.per_node == 1);
+  CHECK(dp.nodes == 4);
+  l.tp = 2;
+  dp = group_span(l, Dimension::Data, links);
+  CHECK(dp.per_node == 4);
+  CHECK(dp.nodes == 1);
+  l.tp = 16;
+  tp = group_span(l, Dimension::Tensor, links);
+  CHECK(tp.nodes == 2);
+}
+
+TEST_CASE("a tensor-parallel group crossing nodes is slower than the same group inside one") {
+  const Setup s = setup("H100-80GB", "dgx-h100", 16);
+  const GroupSpan inside{8, 8, 1, false};
+  const GroupSpan across{8, 4, 2, false};
+  const double bytes = 64e6;
+  // The inter-node rails (one 50 GB/s NIC per GPU, against 450 GB/s NVLink)
+  // carry a quarter of the buffer each: clearly slower, not 9x.
+  CHECK(all_reduce_s(bytes, across, s.net) > 1.5 * all_reduce_s(bytes, inside, s.net));
+  // And through the whole model: tp 16 over two nodes vs tp 8 in one.
+  Layout a;
+  a.tp = 8;
+  a.dp = 2;
+  Layout b;
+  b.tp = 16;
+  b.dp = 1;
+  CHECK(run("megatron-22b", b, s).tp_comm_s > 1.5 * run("megatron-22b", a, s).tp_comm_s);
+}
+
+TEST_CASE("ring vs tree: latency grows linearly for the ring, logarithmically for the tree") {
+  const Setup s = setup("H100-80GB", "dgx-h100", 8 * 128);
+  const GroupSpan g{128, 1, 128, true};
+  // A tiny message is latency-bound: well under what 2(n-1) ring steps would cost.
+  const double tiny = all_reduce_s(8, g, s.net);
+  CHECK(tiny < 2 * 127 * s.net.eff.nic_latency_s);
+  CHECK(tiny > 2 * std::log2(128.0) * s.net.eff.nic_latency_s * 0.99);
+}
+
+TEST_CASE("ZeRO-Offload: the delayed parameter update hides the CPU step behind the GPU step") {
+  const Setup s = setup("V100-32GB", "dgx-2", 16);
+  Layout l;
+  l.dp = 16;
+  l.precision = Precision::Fp16;
+  l.zero_stage = 2;
+  l.offload_optimizer = Offload::Cpu;
+  l.micro_batch = 8;
+  l.seq_len = 1024;
+  l.grad_accum = 8;
+  const StepTime plain = run("gpt2-1.5b", l, s);
+  CHECK(plain.optimizer_s > 0);
+  CHECK(plain.offload_s > 0);
+  l.delayed_update = true;
+  const StepTime dpu = run("gpt2-1.5b", l, s);
+  CHECK(dpu.total_s < plain.total_s);
+  CHECK(dpu.optimizer_s == 0);
+}
+
+TEST_CASE("recompute costs time: full > selective > none") {
+  const Setup s = setup("A100-80GB", "dgx-a100", 8);
+  Layout l;
+  l.tp = 8;
+  l.micro_batch = 4;
+  l.attention = Attention::Materialized;
+  const double none = run("megatron-22b", l, s).total_s;
+  l.recompute = Recompute::Selective;
+  const double sel = run("megatron-22b", l, s).total_s;
+  l.recompute = Recompute::Full;
+  const double full = run("megatron-22b", l, s).total_s;
+  CHECK(none < sel);
+  CHECK(sel < full);
+  // Korthikanti Table 4 (one 22B layer): full recompute costs +39%, selective +7%.
+  CHECK(full / none == doctest::Approx(1.39).epsilon(0.08));
+  CHECK(sel / none == doctest::Approx(1.07).epsilon(0.05));
+}
