@@ -10,8 +10,6 @@
 namespace zp {
 namespace {
 
-constexpr const char* kDefaultModel = "llama-3.1-8b";
-
 Json params_json(const ModelSpec& m, const ParamCounts& p) {
   return {{"schema", "zeroplan.params"},
           {"version", 1},
@@ -70,13 +68,6 @@ void add_params_command(CLI::App& app, const GlobalOptions& global) {
       ->required();
   cmd->add_flag("--json", as_json, "Print a JSON object instead of a table");
   cmd->callback([&global]() { print_params(Catalog::load(global.catalog_dirs).resolve_model(model), as_json); });
-}
-
-int run_default_question(const GlobalOptions& global) {
-  std::cout << "zeroplan with no arguments: the parameter table of the default model.\n"
-               "(See `zeroplan --help`; `zeroplan explain` gives the per-GPU memory of a layout.)\n\n";
-  print_params(Catalog::load(global.catalog_dirs).resolve_model(kDefaultModel), false);
-  return 0;
 }
 
 }  // namespace zp

@@ -1,5 +1,6 @@
 #include "cli/layout_flags.h"
 
+#include "cli/plan_flags.h"
 #include "costmodel/layout_check.h"
 #include "costmodel/topology.h"
 #include "models/input_error.h"
@@ -63,6 +64,8 @@ void add_layout_flags(CLI::App* cmd, LayoutFlags& f) {
       ->check(CLI::IsMember({"default", "on", "off"}));
   cmd->add_flag("--tp-overlap", f.tp_overlap, "Tensor-parallel collectives hidden behind GEMMs");
   cmd->add_flag("--delayed-update", f.delayed_update, "ZeRO-Offload one-step delayed parameter update");
+  cmd->add_option("--rank", f.rank, "Use the layout the fit search ranks N (same model, GPUs, --seq, --global-batch)")
+      ->check(CLI::Range(size_t{1}, size_t{100}));
 }
 
 Job make_job(const LayoutFlags& f, const Catalog& catalog) {
@@ -129,6 +132,24 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
   l.tp_comm_overlap = f.tp_overlap;
   l.delayed_update = f.delayed_update;
 
+  if (f.rank > 0) {
+    PlanFlags p;
+    p.model = f.model;
+    p.gpu = f.gpu;
+    p.node = f.node;
+    p.gpus = f.gpus;
+    p.seq = f.seq;
+    p.global_batch = f.global_batch;
+    p.framework = f.framework;
+    p.precision = f.precision;
+    p.top_k = f.rank;
+    const PlanResult r = plan(make_query_for_model(p, catalog, j.model, f.gpus));
+    if (r.top.size() < f.rank) {
+      throw InputError("--rank " + std::to_string(f.rank) + ": the fit search found " + std::to_string(r.top.size()) +
+                       " layouts that fit");
+    }
+    l = r.top[f.rank - 1].layout;
+  }
   const std::string why = check_layout(j.shape, l, j.cluster_shape, j.cluster.num_gpus);
   if (!why.empty()) throw InputError("layout: " + why);
 

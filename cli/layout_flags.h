@@ -39,6 +39,7 @@ struct LayoutFlags {
   std::string overlap_comm = "default";
   std::string dp_overlap = "default";
   bool tp_overlap = false, delayed_update = false;
+  size_t rank = 0;  // > 0: take the layout ranked so by the fit search (other layout flags ignored)
 };
 
 struct Job {

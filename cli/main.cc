@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   zp::add_catalog_commands(app, global);
   zp::add_params_command(app, global);
   zp::add_explain_command(app, global);
+  zp::add_plan_commands(app, global);
+  zp::add_emit_commands(app, global);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) return zp::run_default_question(global);

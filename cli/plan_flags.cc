@@ -1,0 +1,91 @@
+#include "cli/plan_flags.h"
+
+#include <chrono>
+#include <cstdio>
+#include <unistd.h>
+
+#include "costmodel/topology.h"
+#include "models/input_error.h"
+
+namespace zp {
+
+void add_plan_flags(CLI::App* cmd, PlanFlags& f, bool model_required) {
+  auto* model = cmd->add_option("--model", f.model, "Catalog name, zeroplan model JSON or Hugging Face config.json");
+  auto* gpu = cmd->add_option("--gpu", f.gpu, "GPU name from `zeroplan gpus`");
+  if (model_required) {
+    model->required();
+    gpu->required();
+  }
+  cmd->add_option("--gpus", f.gpus, "Number of GPUs")->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20));
+  cmd->add_option("--node", f.node, "Node preset (default: the GPU's own)");
+  cmd->add_option("--seq", f.seq, "Sequence length (default: 2048, or the model's maximum if smaller)")
+      ->check(CLI::Range(1u, 1u << 24));
+  cmd->add_option("--global-batch", f.global_batch, "Global batch in sequences (default: free)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
+  cmd->add_option("--framework", f.framework, "zeroplan|deepspeed|megatron")
+      ->check(CLI::IsMember({"zeroplan", "deepspeed", "megatron"}));
+  cmd->add_option("--precision", f.precision, "bf16|fp16|fp32")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  cmd->add_flag("--no-offload", f.no_offload, "Leave CPU and NVMe offload out of the search");
+  cmd->add_flag("--no-nvme", f.no_nvme, "Leave NVMe offload out of the search");
+  cmd->add_flag("--delayed-update", f.delayed_update, "Offloaded layouts use ZeRO-Offload's delayed parameter update");
+  cmd->add_option("--top", f.top_k, "How many layouts to list")->check(CLI::Range(size_t{1}, size_t{100}));
+  cmd->add_option("--reserve-pct", f.reserve_pct, "GPU memory held in reserve, % (allocator fragmentation, spikes)")
+      ->check(CLI::Range(0.0, 90.0));
+  cmd->add_option("--tokens", f.tokens, "Training budget in tokens: report the time to train it")
+      ->check(CLI::Range(0.0, 1e18));
+}
+
+PlanQuery make_query_for_model(const PlanFlags& f, const Catalog& catalog, const ModelSpec& model, uint64_t num_gpus) {
+  PlanQuery q;
+  q.model = make_shape(model);
+  q.cluster = make_cluster(catalog, f.gpu, f.node, num_gpus);
+  q.cluster_shape = make_cluster_shape(q.cluster);
+  q.cluster_shape.gpu_memory_bytes =
+      static_cast<uint64_t>(static_cast<double>(q.cluster_shape.gpu_memory_bytes) * (1.0 - f.reserve_pct / 100.0));
+  q.network.links = summarize_topology(q.cluster);
+  q.network.eff = load_efficiency(Catalog::builtin_data_dir(), q.cluster.gpu.name);
+  q.space.num_gpus = num_gpus;
+  q.space.gpus_per_node = q.cluster.node.gpus_per_node;
+  q.space.seq_len = f.seq != 0 ? f.seq : static_cast<uint32_t>(std::min<uint64_t>(2048, model.max_seq_len));
+  if (model.position == PositionKind::Learned && q.space.seq_len > model.max_seq_len) {
+    throw InputError("--seq " + std::to_string(q.space.seq_len) + ": exceeds the model's " +
+                     std::to_string(model.max_seq_len) + " learned positions");
+  }
+  q.space.global_batch = f.global_batch;
+  q.space.framework = f.framework == "deepspeed" ? Framework::DeepSpeed
+                      : f.framework == "megatron" ? Framework::Megatron
+                                                  : Framework::Zeroplan;
+  q.space.precision = f.precision == "fp16" ? Precision::Fp16 : f.precision == "fp32" ? Precision::Fp32 : Precision::Bf16;
+  if (q.space.precision == Precision::Bf16 && !q.cluster_shape.has_bf16) q.space.precision = Precision::Fp16;
+  q.space.allow_offload = !f.no_offload;
+  q.space.allow_nvme = !f.no_nvme;
+  q.space.delayed_update = f.delayed_update;
+  q.top_k = f.top_k;
+  return q;
+}
+
+PlanQuery make_query(const PlanFlags& f, const Catalog& catalog, uint64_t num_gpus) {
+  return make_query_for_model(f, catalog, catalog.resolve_model(f.model), num_gpus);
+}
+
+PlanResult plan_with_progress(PlanQuery q) {
+  const bool terminal = isatty(STDERR_FILENO);
+  const auto start = std::chrono::steady_clock::now();
+  bool shown = false;
+  uint64_t ticks = 0;
+  if (terminal) {
+    q.progress = [&](double) {
+      ++ticks;
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (s > 1.0) {
+        std::fprintf(stderr, "\rsearching: %llu layouts, %.1f s", static_cast<unsigned long long>(ticks * 65536), s);
+        shown = true;
+      }
+    };
+  }
+  PlanResult r = plan(q);
+  if (shown) std::fprintf(stderr, "\r%60s\r", "");
+  return r;
+}
+
+}  // namespace zp

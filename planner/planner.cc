@@ -1,0 +1,130 @@
+#include "planner/planner.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "costmodel/layout_check.h"
+
+namespace zp {
+
+uint64_t Candidate::headroom_bytes() const {
+  return capacity_bytes > memory.gpu_bytes ? capacity_bytes - memory.gpu_bytes : 0;
+}
+
+namespace {
+
+// Lower is simpler: offload first, then ZeRO stage, pipeline depth, recompute,
+// then the smaller global batch (when it is free) and no tiling.
+uint64_t complexity(const Layout& l) {
+  return 10000000ull * (static_cast<uint64_t>(l.offload_optimizer) + static_cast<uint64_t>(l.offload_param)) +
+         1000000ull * l.zero_stage + 100000ull * (l.pp > 1) + 10000ull * static_cast<uint64_t>(l.recompute) +
+         1000ull * (l.vpp > 1) + 100ull * (l.tile_factor > 1) + 10ull * l.checkpoints_to_cpu +
+         std::min<uint64_t>(l.grad_accum, 9);
+}
+
+void insert_top(std::vector<Candidate>& top, size_t k, const Candidate& c) {
+  if (top.size() == k && !ranks_before(c, top.back())) return;
+  auto at = std::upper_bound(top.begin(), top.end(), c, [](const Candidate& a, const Candidate& b) { return ranks_before(a, b); });
+  top.insert(at, c);
+  if (top.size() > k) top.pop_back();
+}
+
+// Keeps the candidates no other beats on both headroom and throughput.
+void insert_pareto(std::vector<Candidate>& front, const Candidate& c) {
+  const uint64_t h = c.headroom_bytes();
+  const double t = c.time.tokens_per_s;
+  for (const Candidate& f : front) {
+    if (f.headroom_bytes() >= h && f.time.tokens_per_s >= t) return;
+  }
+  front.erase(std::remove_if(front.begin(), front.end(),
+                             [&](const Candidate& f) { return h >= f.headroom_bytes() && t >= f.time.tokens_per_s; }),
+              front.end());
+  front.push_back(c);
+}
+
+}  // namespace
+
+bool ranks_before(const Candidate& a, const Candidate& b) {
+  const double ta = a.time.tokens_per_s, tb = b.time.tokens_per_s;
+  if (std::max(ta, tb) > 0 && std::abs(ta - tb) > 1e-3 * std::max(ta, tb)) return ta > tb;
+  return complexity(a.layout) < complexity(b.layout);
+}
+
+PlanResult plan(const PlanQuery& q) {
+  const auto start = std::chrono::steady_clock::now();
+  PlanResult r;
+  r.top.reserve(q.top_k + 1);
+  MemoryEvaluator memory;
+  // Options depend on the framework only (bucket defaults), resolved once per ZeRO stage.
+  std::array<MemoryOptions, 4> options;
+  for (uint8_t z = 0; z <= 3; ++z) {
+    Layout l;
+    l.framework = q.space.framework;
+    l.zero_stage = z;
+    options[z] = resolve_options(q.options, l);
+  }
+  uint64_t last_progress = 0;
+  for_each_layout(q.model, q.space, [&](const Layout& l) {
+    ++r.enumerated;
+    if (q.progress && r.enumerated - last_progress >= 65536) {
+      last_progress = r.enumerated;
+      q.progress(-1);  // the caller only learns that work goes on
+    }
+    if (!check_layout(q.model, l, q.cluster_shape, q.space.num_gpus).empty()) return;
+    ++r.valid;
+    Candidate c;
+    c.layout = l;
+    c.capacity_bytes = q.cluster_shape.gpu_memory_bytes;
+    c.memory = memory.evaluate({q.model, l, q.cluster_shape, options[l.zero_stage]});
+    if (!c.memory.fits()) {
+      const uint64_t short_by = c.memory.gpu_bytes > c.capacity_bytes ? c.memory.gpu_bytes - c.capacity_bytes : 0;
+      if (r.fitting == 0 && (!r.has_nearest_miss || short_by < r.nearest_short_bytes)) {
+        r.has_nearest_miss = true;
+        r.nearest_miss = c;
+        r.nearest_short_bytes = short_by;
+      }
+      return;
+    }
+    ++r.fitting;
+    c.time = evaluate_time({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
+    ++r.timed;
+    insert_top(r.top, q.top_k, c);
+    insert_pareto(r.pareto, c);
+  });
+  if (r.fitting > 0) r.has_nearest_miss = false;
+  std::sort(r.pareto.begin(), r.pareto.end(),
+            [](const Candidate& a, const Candidate& b) { return a.headroom_bytes() < b.headroom_bytes(); });
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+std::string why_not(const PlanQuery& q, const Layout& l) {
+  const std::string invalid = check_layout(q.model, l, q.cluster_shape, q.space.num_gpus);
+  if (!invalid.empty()) return "invalid: " + invalid;
+  if (q.space.global_batch > 0 && l.global_batch() != q.space.global_batch) {
+    return "the global batch dp x micro-batch x accumulation = " + std::to_string(l.global_batch()) +
+           " does not match --global-batch " + std::to_string(q.space.global_batch);
+  }
+  const MemoryOptions o = resolve_options(q.options, l);
+  const MemoryResult m = evaluate_memory({q.model, l, q.cluster_shape, o});
+  if (!m.fits_gpu) {
+    return "does not fit: short by " + std::to_string(m.gpu_bytes - q.cluster_shape.gpu_memory_bytes) +
+           " bytes per GPU (pipeline stage " + std::to_string(m.stage) + ")";
+  }
+  if (!m.fits_host) return "does not fit: host memory per node " + std::to_string(m.host_bytes_per_node) + " bytes exceeds the node's";
+  if (!m.fits_nvme) return "does not fit: NVMe per node " + std::to_string(m.nvme_bytes_per_node) + " bytes exceeds the node's";
+  const PlanResult r = plan(q);
+  Candidate c;
+  c.layout = l;
+  c.memory = m;
+  c.capacity_bytes = q.cluster_shape.gpu_memory_bytes;
+  c.time = evaluate_time({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
+  size_t rank = 1;
+  for (const Candidate& t : r.top) rank += ranks_before(t, c) ? 1 : 0;
+  if (rank <= r.top.size()) return "fits and ranks #" + std::to_string(rank) + " of the search";
+  return "fits, but " + std::to_string(r.top.size()) + " layouts are predicted faster (best " +
+         std::to_string(static_cast<uint64_t>(r.top.front().time.tokens_per_s)) + " tokens/s vs " +
+         std::to_string(static_cast<uint64_t>(c.time.tokens_per_s)) + ")";
+}
+
+}  // namespace zp

@@ -1,0 +1,62 @@
+// The planner: searches a SearchSpace for the layouts that fit, ranks them by
+// predicted tokens per second (ties, within 0.1%, towards the simpler layout:
+// less offload, lower ZeRO stage, fewer pipeline stages, less recompute), and
+// keeps the Pareto front of memory headroom against throughput. What cannot
+// fit is pruned by the memory model before the time model runs. When nothing
+// fits, the result carries the nearest miss. All in-process; the inner loop
+// allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "costmodel/cluster.h"
+#include "costmodel/collectives.h"
+#include "costmodel/memory_model.h"
+#include "costmodel/time_model.h"
+#include "planner/search_space.h"
+
+namespace zp {
+
+struct Candidate {
+  Layout layout;
+  MemoryResult memory;
+  StepTime time;
+  uint64_t headroom_bytes() const;
+  uint64_t capacity_bytes = 0;
+};
+
+struct PlanQuery {
+  ModelShape model;
+  Cluster cluster;
+  ClusterShape cluster_shape;
+  Network network;
+  SearchSpace space;
+  MemoryOptions options;  // unresolved: per layout
+  size_t top_k = 10;
+  std::function<void(double)> progress;  // fraction done; called rarely; may be empty
+};
+
+struct PlanResult {
+  std::vector<Candidate> top;     // best first
+  std::vector<Candidate> pareto;  // memory headroom vs tokens/s, by headroom
+  uint64_t enumerated = 0, valid = 0, fitting = 0, timed = 0;
+  double seconds = 0;
+  // Nearest miss when nothing fits: the layout short by the fewest bytes.
+  bool has_nearest_miss = false;
+  Candidate nearest_miss;
+  uint64_t nearest_short_bytes = 0;
+};
+
+PlanResult plan(const PlanQuery& q);
+
+// The ranking order: true when a is better than b.
+bool ranks_before(const Candidate& a, const Candidate& b);
+
+// Why a specific layout is not (or is) among the answers: the failed
+// constraint, the memory shortfall, or its rank. One sentence.
+std::string why_not(const PlanQuery& q, const Layout& l);
+
+}  // namespace zp

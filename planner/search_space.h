@@ -1,0 +1,42 @@
+// The space of layouts the planner searches for one model on one cluster:
+// every factorisation dp x tp x pp = N (tp inside a node and dividing heads,
+// KV heads and the FFN; pp up to the layer count, uneven splits allowed),
+// expert parallelism for MoE, interleaving, micro-batch sizes, accumulation
+// steps meeting the global batch (or a few per pipeline when none is given),
+// ZeRO 0-3, optimizer and parameter offload, recompute and sequence
+// parallelism. for_each_layout() calls a function for each candidate without
+// allocating; the candidates still go through check_layout.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "costmodel/layout.h"
+#include "costmodel/model_shape.h"
+
+namespace zp {
+
+struct SearchSpace {
+  uint64_t num_gpus = 8;
+  uint64_t gpus_per_node = 8;
+  uint32_t seq_len = 2048;
+  uint64_t global_batch = 0;  // sequences; 0 = free
+  Framework framework = Framework::Zeroplan;
+  Precision precision = Precision::Bf16;
+  bool allow_offload = true;
+  bool allow_nvme = true;
+  bool allow_param_offload = true;  // ZeRO-Infinity; off reproduces ZeRO-Offload (optimizer only)
+  bool delayed_update = false;  // ZeRO-Offload's delayed parameter update for offloaded layouts (changes the optimizer's semantics: opt in)
+  std::vector<uint32_t> micro_batches = {1, 2, 4, 8};
+  std::vector<uint32_t> accumulation_per_stage = {1, 2, 4, 8};  // grad_accum = pp * this, when free
+};
+
+template <class F>
+void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit);
+
+// Divisors of n in increasing order, up to `limit`.
+std::vector<uint64_t> divisors(uint64_t n, uint64_t limit);
+
+}  // namespace zp
+
+#include "planner/search_space_impl.h"

@@ -1,0 +1,86 @@
+// Implementation of for_each_layout (a template: the visitor is inlined).
+#pragma once
+
+#include <array>
+
+namespace zp {
+
+template <class F>
+void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
+  const std::vector<uint64_t> tps = divisors(s.num_gpus, s.gpus_per_node);
+  const std::array<Offload, 3> offloads = {Offload::None, Offload::Cpu, Offload::Nvme};
+  for (uint64_t tp : tps) {
+    if (m.heads % tp || m.kv_heads % tp || m.ffn % tp || m.hidden % tp) continue;
+    const uint64_t rest = s.num_gpus / tp;
+    for (uint64_t pp : divisors(rest, m.layers)) {
+      const uint64_t dp = rest / pp;
+      for (uint64_t ep = 1; ep <= dp; ep *= 2) {
+        if (ep > 1 && (m.experts == 0 || m.experts % ep || dp % ep)) break;
+        for (uint32_t vpp : {1u, 2u, 4u}) {
+          if (vpp > 1 && (pp < 2 || m.layers % (pp * vpp))) continue;
+          for (uint32_t mb : s.micro_batches) {
+            // Accumulation steps: fixed by the global batch, or a few per stage.
+            std::array<uint32_t, 8> gas{};
+            int n_ga = 0;
+            if (s.global_batch > 0) {
+              const uint64_t per_step = dp * mb;
+              if (s.global_batch % per_step) continue;
+              gas[n_ga++] = static_cast<uint32_t>(s.global_batch / per_step);
+            } else {
+              for (uint32_t k : s.accumulation_per_stage) {
+                if (n_ga < 8) gas[n_ga++] = static_cast<uint32_t>(pp * k);
+              }
+            }
+            for (int gi = 0; gi < n_ga; ++gi) {
+              const uint32_t ga = gas[gi];
+              if (vpp > 1 && ga % pp) continue;
+              for (uint8_t zero = 0; zero <= 3; ++zero) {
+                if (s.framework == Framework::Megatron && zero > 1) break;
+                if (s.framework == Framework::DeepSpeed && pp > 1 && zero > 1) break;
+                for (Offload opt : offloads) {
+                  if (opt != Offload::None && (!s.allow_offload || zero == 0 || s.framework == Framework::Megatron)) break;
+                  if (opt == Offload::Nvme && !s.allow_nvme) break;
+                  for (Offload par : offloads) {
+                    if (par != Offload::None && (zero != 3 || !s.allow_offload || !s.allow_param_offload)) break;
+                    if (par == Offload::Nvme && !s.allow_nvme) break;
+                    for (int rc = 0; rc < 3; ++rc) {
+                      for (int sp = 0; sp < (tp > 1 ? 2 : 1); ++sp) {
+                        // ZeRO-Infinity's tiling and CPU checkpoints only matter with parameter offload.
+                        const int tiles = par != Offload::None ? 3 : 1;
+                        for (int ti = 0; ti < tiles; ++ti) {
+                          Layout l;
+                          l.tp = static_cast<uint32_t>(tp);
+                          l.pp = static_cast<uint32_t>(pp);
+                          l.dp = static_cast<uint32_t>(dp);
+                          l.ep = static_cast<uint32_t>(ep);
+                          l.vpp = vpp;
+                          l.schedule = vpp > 1 ? Schedule::Interleaved : Schedule::OneFOneB;
+                          l.micro_batch = mb;
+                          l.grad_accum = ga;
+                          l.seq_len = s.seq_len;
+                          l.zero_stage = zero;
+                          l.offload_optimizer = opt;
+                          l.offload_param = par;
+                          l.recompute = static_cast<Recompute>(rc);
+                          l.sequence_parallel = sp == 1;
+                          l.tile_factor = 1u << (2 * ti);  // 1, 4, 16
+                          l.checkpoints_to_cpu = ti > 0 && l.recompute == Recompute::Full;
+                          l.precision = s.precision;
+                          l.framework = s.framework;
+                          l.delayed_update = s.delayed_update && opt != Offload::None;
+                          visit(l);
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace zp

@@ -1,0 +1,196 @@
+// The planner: published layouts are feasible and never beat the planner's
+// best; nothing-fits answers carry the nearest miss; ranking and Pareto
+// invariants; the min-max layer split; family scaling; the ZeRO-Offload and
+// ZeRO-Infinity capacity claims.
+#include <doctest/doctest.h>
+
+#include "costmodel/topology.h"
+#include "models/param_count.h"
+#include "planner/layer_split.h"
+#include "planner/model_family.h"
+#include "planner/planner.h"
+#include "test_support.h"
+
+using namespace zp;
+
+namespace {
+
+PlanQuery query(const ModelSpec& model, const char* gpu, const char* node, uint64_t gpus, uint32_t seq,
+                uint64_t global_batch, Framework f = Framework::Zeroplan) {
+  PlanQuery q;
+  q.model = make_shape(model);
+  q.cluster = make_cluster(test::catalog(), gpu, node, gpus);
+  q.cluster_shape = make_cluster_shape(q.cluster);
+  q.network.links = summarize_topology(q.cluster);
+  q.network.eff = load_efficiency(Catalog::builtin_data_dir(), q.cluster.gpu.name);
+  q.space.num_gpus = gpus;
+  q.space.gpus_per_node = q.cluster.node.gpus_per_node;
+  q.space.seq_len = seq;
+  q.space.global_batch = global_batch;
+  q.space.framework = f;
+  q.space.precision = q.cluster_shape.has_bf16 ? Precision::Bf16 : Precision::Fp16;
+  q.top_k = 5;
+  return q;
+}
+
+// The published layout fits, and the planner's best is predicted at least as fast.
+void check_published(const PlanQuery& q, Layout l) {
+  l.seq_len = q.space.seq_len;
+  l.framework = q.space.framework;
+  l.precision = q.space.precision;
+  CAPTURE(describe(l));
+  REQUIRE(check_layout(q.model, l, q.cluster_shape, q.space.num_gpus).empty());
+  CHECK(l.global_batch() == q.space.global_batch);
+  const MemoryResult m = evaluate_memory({q.model, l, q.cluster_shape, resolve_options({}, l)});
+  CHECK(m.fits());
+  const StepTime t = evaluate_time({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
+  const PlanResult r = plan(q);
+  REQUIRE(!r.top.empty());
+  CHECK(r.top.front().time.tokens_per_s >= t.tokens_per_s * (1 - 1e-9));
+  const std::string why = why_not(q, l);
+  CHECK(why.rfind("fits", 0) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("BLOOM-176B on 384 A100-80GB: tp4 pp12 dp8 ZeRO-1 (Le Scao et al. 2022) is feasible") {
+  const PlanQuery q = query(test::catalog().resolve_model("bloom-176b"), "A100-80GB", "dgx-a100", 384, 2048, 2048,
+                            Framework::DeepSpeed);
+  Layout l;
+  l.tp = 4;
+  l.pp = 12;
+  l.dp = 8;
+  l.zero_stage = 1;
+  l.micro_batch = 2;
+  l.grad_accum = 128;
+  l.recompute = Recompute::Full;  // BLOOM checkpointed activations
+  check_published(q, l);
+}
+
+TEST_CASE("Llama 3 405B on 16,384 H100: tp8 pp16 dp128 at 8K sequence (arXiv 2407.21783 Table 4) is feasible") {
+  const PlanQuery q = query(test::catalog().resolve_model("llama-3.1-405b"), "H100-80GB", "dgx-h100", 16384, 8192, 2048);
+  Layout l;
+  l.tp = 8;
+  l.pp = 16;
+  l.dp = 128;
+  l.zero_stage = 1;
+  l.micro_batch = 1;
+  l.grad_accum = 16;
+  l.sequence_parallel = true;
+  check_published(q, l);
+}
+
+TEST_CASE("Megatron GPT-3 175B and MT-NLG 530B configurations (Narayanan et al. 2021 Table 1) are feasible") {
+  PlanQuery q = query(test::catalog().resolve_model("megatron-175b"), "A100-80GB", "dgx-a100", 1536, 2048, 2304,
+                      Framework::Megatron);
+  Layout l;
+  l.tp = 8;
+  l.pp = 8;
+  l.dp = 24;
+  l.micro_batch = 1;
+  l.grad_accum = 96;
+  l.recompute = Recompute::Full;
+  check_published(q, l);
+  q = query(test::catalog().resolve_model("megatron-530b"), "A100-80GB", "dgx-a100", 2520, 2048, 2520, Framework::Megatron);
+  l.pp = 35;
+  l.dp = 9;
+  l.vpp = 3;
+  l.schedule = Schedule::Interleaved;
+  l.grad_accum = 280;
+  check_published(q, l);
+}
+
+TEST_CASE("nothing fits: no layout, and the nearest miss with its shortfall") {
+  PlanQuery q = query(test::catalog().resolve_model("llama-3.1-70b"), "H100-80GB", "", 8, 2048, 0);
+  q.space.allow_offload = false;
+  const PlanResult r = plan(q);
+  CHECK(r.top.empty());
+  CHECK(r.fitting == 0);
+  REQUIRE(r.has_nearest_miss);
+  CHECK(r.nearest_short_bytes > 0);
+  CHECK(r.nearest_miss.memory.gpu_bytes == q.cluster_shape.gpu_memory_bytes + r.nearest_short_bytes);
+}
+
+TEST_CASE("ranking: best first, ties towards the simpler layout; the Pareto front is non-dominated") {
+  const PlanQuery q = query(test::catalog().resolve_model("llama-3.1-8b"), "H100-80GB", "", 8, 2048, 256);
+  const PlanResult r = plan(q);
+  REQUIRE(r.top.size() >= 2);
+  for (size_t i = 1; i < r.top.size(); ++i) CHECK_FALSE(ranks_before(r.top[i], r.top[i - 1]));
+  for (const Candidate& a : r.pareto) {
+    for (const Candidate& b : r.pareto) {
+      if (&a == &b) continue;
+      const bool dominates = b.headroom_bytes() >= a.headroom_bytes() && b.time.tokens_per_s >= a.time.tokens_per_s &&
+                             (b.headroom_bytes() > a.headroom_bytes() || b.time.tokens_per_s > a.time.tokens_per_s);
+      CHECK_FALSE(dominates);
+    }
+  }
+  Candidate simple = r.top.front(), offloaded = r.top.front();
+  simple.layout.offload_optimizer = Offload::None;
+  offloaded.layout.offload_optimizer = Offload::Cpu;
+  CHECK(ranks_before(simple, offloaded));  // equal throughput: less offload first
+  CHECK(r.enumerated >= r.valid);
+  CHECK(r.valid >= r.fitting);
+}
+
+TEST_CASE("min-max layer split (Boost.Graph bottleneck path)") {
+  const std::vector<uint64_t> s = min_max_split({5, 1, 1, 1, 1, 5}, 2, 0, 0);
+  CHECK(s == std::vector<uint64_t>{3, 3});
+  // Seven units of work over three stages: the best maximum is 3.
+  const std::vector<double> ones(6, 1.0);
+  const std::vector<uint64_t> t = min_max_split(ones, 3, 1.0, 0.0);
+  REQUIRE(t.size() == 3);
+  CHECK(t[0] + t[1] + t[2] == 6);
+  CHECK(std::max({t[0] + 1.0, static_cast<double>(t[1]), static_cast<double>(t[2])}) == 3.0);
+  // The embedding-heavy first stage gets fewer layers.
+  const std::vector<uint64_t> u = min_max_split(std::vector<double>(126, 1.0), 16, 6.0, 6.0);
+  CHECK(u.front() < u[5]);
+  CHECK(u.back() < u[5]);
+}
+
+TEST_CASE("family scaling reproduces the published shapes") {
+  CHECK(count_params(family_model("llama", 4096)).total == 8030261248ull);   // Llama-3.1-8B
+  // Deeper members follow the rule, not Meta's exact depths (70B has 80 layers, the rule 64).
+  CHECK(count_params(family_model("llama", 16384)).total > 400e9);
+  CHECK(count_params(family_model("gpt", 12288)).total ==
+        count_params(test::catalog().resolve_model("gpt3-175b")).total);     // GPT-3 175B
+}
+
+namespace {
+
+// Largest hidden size (multiple of 128) of `family` that the search finds a layout for.
+uint64_t max_hidden(const std::string& family, const char* gpu, const char* node, uint64_t gpus, uint32_t seq,
+                    bool param_offload, bool nvme) {
+  uint64_t lo = 4, hi = 512;
+  auto trains = [&](uint64_t k) {
+    PlanQuery q = query(family_model(family, 128 * k), gpu, node, gpus, seq, 0);
+    q.space.allow_param_offload = param_offload;
+    q.space.allow_nvme = nvme;
+    q.space.micro_batches = {1};
+    q.top_k = 1;
+    return !plan(q).top.empty();
+  };
+  while (lo + 1 < hi) {
+    const uint64_t mid = (lo + hi) / 2;
+    (trains(mid) ? lo : hi) = mid;
+  }
+  return 128 * lo;
+}
+
+}  // namespace
+
+TEST_CASE("ZeRO-Offload: about 13B parameters train on one 32 GB V100 with the optimizer on the CPU") {
+  // arXiv 2101.06840 Sec. 6.2: 13B on a single V100; without offload about 1.4B.
+  const uint64_t h = max_hidden("gpt", "V100-32GB", "dgx-2", 1, 1024, false, false);
+  const double params = static_cast<double>(count_params(family_model("gpt", h)).total);
+  MESSAGE("largest gpt with optimizer offload on one V100-32GB: hidden " << h << ", " << params / 1e9 << "B");
+  CHECK(params > 10e9);
+  CHECK(params < 16e9);
+}
+
+TEST_CASE("ZeRO-Infinity: a trillion parameters on one DGX-2 (16 V100) with NVMe") {
+  // arXiv 2104.07857 Sec. 8: 1T on one DGX-2 node with NVMe offload.
+  const uint64_t h = max_hidden("gpt", "V100-32GB", "dgx-2", 16, 1024, true, true);
+  const double params = static_cast<double>(count_params(family_model("gpt", h)).total);
+  MESSAGE("largest gpt with NVMe offload on one DGX-2: hidden " << h << ", " << params / 1e12 << "T");
+  CHECK(params >= 0.9e12);
+}
