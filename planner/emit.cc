@@ -151,7 +151,8 @@ std::string megatron_command(const EmitInput& in) {
   }
   if (l.attention == Attention::Flash) arg("--use-flash-attn");
   if (l.dp_overlap == Toggle::On) arg("--overlap-grad-reduce");
-  arg(l.precision == Precision::Bf16 ? "--bf16" : l.precision == Precision::Fp16 ? "--fp16" : "--fp32-residual-connection");
+  if (l.precision == Precision::Bf16) arg("--bf16");
+  if (l.precision == Precision::Fp16) arg("--fp16");  // fp32: Megatron's default, no flag
   a << "  \"$@\"\n";
   return a.str();
 }
@@ -209,6 +210,20 @@ std::vector<EmittedFile> emit_config(const std::string& format, const EmitInput&
   if (format == "torchrun") return {{"launch.sh", torchrun_command(in)}};
   if (format == "zeroplan") return {{"plan.json", plan_file(in)}};
   throw InputError("--format: expected deepspeed, megatron, torchrun or zeroplan, got \"" + format + "\"");
+}
+
+const std::vector<std::string>& megatron_known_args() {
+  // megatron/training/arguments.py (NVIDIA/Megatron-LM): the flags zeroplan writes.
+  static const std::vector<std::string> args = {
+      "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--num-layers-per-virtual-pipeline-stage",
+      "--sequence-parallel", "--expert-model-parallel-size", "--recompute-granularity", "--recompute-method",
+      "--recompute-num-layers", "--use-distributed-optimizer", "--micro-batch-size", "--global-batch-size",
+      "--seq-length", "--max-position-embeddings", "--num-layers", "--hidden-size", "--ffn-hidden-size",
+      "--num-attention-heads", "--kv-channels", "--group-query-attention", "--num-query-groups", "--swiglu",
+      "--normalization", "--position-embedding-type", "--untie-embeddings-and-output-weights", "--disable-bias-linear",
+      "--attention-dropout", "--hidden-dropout", "--num-experts", "--moe-router-topk", "--use-flash-attn",
+      "--overlap-grad-reduce", "--bf16", "--fp16"};
+  return args;
 }
 
 const std::vector<std::string>& deepspeed_known_keys() {

@@ -42,5 +42,7 @@ std::vector<EmittedFile> emit_config(const std::string& format, const EmitInput&
 // The keys DeepSpeed's documentation lists for the sections zeroplan writes
 // (used by tests to check every emitted key).
 const std::vector<std::string>& deepspeed_known_keys();
+// The Megatron-LM flags zeroplan may write (tests check every emitted one).
+const std::vector<std::string>& megatron_known_args();
 
 }  // namespace zp

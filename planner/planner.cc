@@ -64,6 +64,7 @@ PlanResult plan(const PlanQuery& q) {
     options[z] = resolve_options(q.options, l);
   }
   uint64_t last_progress = 0;
+  Candidate scratch;
   for_each_layout(q.model, q.space, [&](const Layout& l) {
     ++r.enumerated;
     if (q.progress && r.enumerated - last_progress >= 65536) {
@@ -72,24 +73,29 @@ PlanResult plan(const PlanQuery& q) {
     }
     if (!check_layout(q.model, l, q.cluster_shape, q.space.num_gpus).empty()) return;
     ++r.valid;
-    Candidate c;
-    c.layout = l;
-    c.capacity_bytes = q.cluster_shape.gpu_memory_bytes;
-    c.memory = memory.evaluate({q.model, l, q.cluster_shape, options[l.zero_stage]});
-    if (!c.memory.fits()) {
-      const uint64_t short_by = c.memory.gpu_bytes > c.capacity_bytes ? c.memory.gpu_bytes - c.capacity_bytes : 0;
+    const MemoryResult mem = memory.evaluate({q.model, l, q.cluster_shape, options[l.zero_stage]});
+    const uint64_t capacity = q.cluster_shape.gpu_memory_bytes;
+    if (!mem.fits()) {
+      const uint64_t short_by = mem.gpu_bytes > capacity ? mem.gpu_bytes - capacity : 0;
       if (r.fitting == 0 && (!r.has_nearest_miss || short_by < r.nearest_short_bytes)) {
         r.has_nearest_miss = true;
-        r.nearest_miss = c;
+        r.nearest_miss.layout = l;
+        r.nearest_miss.memory = mem;
+        r.nearest_miss.capacity_bytes = capacity;
         r.nearest_short_bytes = short_by;
       }
       return;
     }
     ++r.fitting;
-    c.time = evaluate_time({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
+    // Candidates are large (the step time carries its communication table):
+    // build one only for the few layouts that enter the answer.
+    scratch.layout = l;
+    scratch.memory = mem;
+    scratch.capacity_bytes = capacity;
+    scratch.time = evaluate_time({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
     ++r.timed;
-    insert_top(r.top, q.top_k, c);
-    insert_pareto(r.pareto, c);
+    insert_top(r.top, q.top_k, scratch);
+    insert_pareto(r.pareto, scratch);
   });
   if (r.fitting > 0) r.has_nearest_miss = false;
   std::sort(r.pareto.begin(), r.pareto.end(),

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <string>
 #include <sys/wait.h>
@@ -52,7 +53,8 @@ void check_one_line_error(const std::string& args, const std::string& needle) {
 TEST_CASE("good input exits 0") {
   Run r = run("");
   CHECK(r.code == 0);
-  CHECK(r.out.find("8,030,261,248") != std::string::npos);  // the default question
+  CHECK(r.out.find("what fits for Llama-3.1-8B on 8 x H100-80GB") != std::string::npos);  // the default question
+  CHECK(r.out.find("tokens/s") != std::string::npos);
   CHECK(run("models").code == 0);
   CHECK(run("gpus").code == 0);
   Run p = run("params gpt2-124m --json");
@@ -71,7 +73,7 @@ TEST_CASE("good input exits 0") {
 }
 
 TEST_CASE("every subcommand's --help shows an example") {
-  for (const char* sub : {"models", "gpus", "params", "explain"}) {
+  for (const char* sub : {"models", "gpus", "params", "explain", "fit", "min-gpus", "max-model", "compare", "emit"}) {
     CAPTURE(sub);
     Run r = run(std::string(sub) + " --help");
     CHECK(r.code == 0);
@@ -112,4 +114,57 @@ TEST_CASE("bad flags and impossible layouts") {
   check_one_line_error("explain --model gpt2-124m --gpu V100-32GB --gpus 1", "no bf16 support; use --precision fp16");
   check_one_line_error("explain --model gpt2-124m --gpu H100-80GB --gpus 1 --seq 4096", "exceeds the model's 1024 learned positions");
   check_one_line_error(base + "--gpus 8 --micro-batch 1048576 --seq 16777216", "overflow");
+}
+
+TEST_CASE("planning subcommands") {
+  Run none = run("fit --model llama-3.1-70b --gpus 8 --gpu H100-80GB --no-offload");
+  CHECK(none.code == 0);
+  CHECK(none.out.find("Nothing fits. Nearest miss:") != std::string::npos);
+  CHECK(none.out.find("16 GPUs:") != std::string::npos);
+  Run min = run("min-gpus --model llama-3.1-70b --gpu H100-80GB --no-offload");
+  CHECK(min.code == 0);
+  CHECK(min.out.find("fewest GPUs that train llama-3.1-70b: 16") != std::string::npos);
+  Run max = run("max-model --gpus 8 --gpu H100-80GB --family llama");
+  CHECK(max.code == 0);
+  CHECK(max.out.find("without offload: llama hidden") != std::string::npos);
+  CHECK(max.out.find("with offload (CPU and NVMe): llama hidden") != std::string::npos);
+  Run cmp = run("compare --model llama-3.1-8b --gpus 8 --gpu H100-80GB --ranks 1,2 --layout tp=2,zero=1,mb=1,ga=4");
+  CHECK(cmp.code == 0);
+  CHECK(cmp.out.find("rank 2") != std::string::npos);
+  CHECK(cmp.out.find("tokens/s") != std::string::npos);
+  Run why = run("fit --model llama-3.1-8b --gpus 8 --gpu H100-80GB --why-not tp=3");
+  CHECK(why.out.find("invalid: dp x tp x pp") != std::string::npos);
+  Run json = run("fit --model gpt2-124m --gpus 1 --gpu H100-80GB --json --top 2");
+  CHECK(json.code == 0);
+  CHECK(json.out.find("\"schema\": \"zeroplan.fit\"") != std::string::npos);
+}
+
+TEST_CASE("emit writes whole files through a temporary name") {
+  const std::string dir = "/tmp/zp_cli_emit_test";
+  std::system(("rm -rf " + dir).c_str());
+  Run e = run("emit --format deepspeed --model llama-3.1-8b --gpus 8 --gpu H100-80GB --zero 2 --out " + dir);
+  CHECK(e.code == 0);
+  for (const char* f : {"ds_config.json", "hostfile", "launch.sh"}) {
+    FILE* fp = fopen((dir + "/" + f).c_str(), "r");
+    CHECK(fp != nullptr);
+    if (fp) fclose(fp);
+  }
+  FILE* tmp = fopen((dir + "/.ds_config.json.tmp").c_str(), "r");
+  CHECK(tmp == nullptr);
+  Run r = run("emit --format megatron --model llama-3.1-8b --gpus 8 --gpu H100-80GB --rank 1");
+  CHECK(r.code == 0);
+  CHECK(r.out.find("pretrain_gpt.py") != std::string::npos);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("planning bad input") {
+  check_one_line_error("emit --format bogus --model gpt2-124m --gpu H100-80GB --seq 1024", "--format");
+  check_one_line_error("compare --model llama-3.1-8b --gpus 8 --gpu H100-80GB --layout tp=x --layout tp=2",
+                       "layout 'tp=x': expected a non-negative integer");
+  check_one_line_error("fit --model llama-3.1-8b --gpus 8 --gpu H100-80GB --why-not foo=1", "layout key 'foo'");
+  check_one_line_error("compare --model llama-3.1-8b --gpus 8 --gpu H100-80GB --layout tp=2", "at least two layouts");
+  check_one_line_error("max-model --gpus 8 --gpu H100-80GB --family bert", "--family");
+  check_one_line_error("min-gpus --model llama-3.1-8b --gpu H100-80GB --days 10", "--days needs --tokens");
+  check_one_line_error("fit --model gpt2-124m --gpus 8 --gpu H100-80GB --seq 4096", "exceeds the model's 1024 learned positions");
+  check_one_line_error("explain --model gpt2-124m --gpus 1 --gpu H100-80GB --seq 1024 --rank 100 --no-such", "--no-such");
 }
