@@ -27,9 +27,80 @@ bool dp_overlapped(const Layout& l) {
   return true;
 }
 
+bool prep_matches(const TimePrep& p, const TimeInputs& in) {
+  const Layout& l = in.layout;
+  return p.model == &in.model && p.network == &in.network && p.gpu == &in.gpu && p.tp == l.tp && p.ep == l.ep &&
+         p.micro_batch == l.micro_batch && p.seq_len == l.seq_len && p.sequence_parallel == l.sequence_parallel &&
+         p.head_copy == (l.pp > 1) && p.tp_comm_overlap == l.tp_comm_overlap && p.attention == l.attention &&
+         p.dropout == l.dropout && p.precision == l.precision && p.framework == l.framework;
+}
+
+void prepare_time(TimePrep& p, const TimeInputs& in) {
+  const ModelShape& m = in.model;
+  const Layout& l = in.layout;
+  const Network& net = in.network;
+  p.model = &m;
+  p.network = &net;
+  p.gpu = &in.gpu;
+  p.tp = l.tp;
+  p.ep = l.ep;
+  p.micro_batch = l.micro_batch;
+  p.seq_len = l.seq_len;
+  p.sequence_parallel = l.sequence_parallel;
+  p.head_copy = l.pp > 1;
+  p.tp_comm_overlap = l.tp_comm_overlap;
+  p.attention = l.attention;
+  p.dropout = l.dropout;
+  p.precision = l.precision;
+  p.framework = l.framework;
+  p.lc = layer_compute(m, l, in.gpu, net.eff);
+  p.hc = head_compute(m, l, in.gpu, net.eff);
+  p.x = activation_shape(m, l);
+  p.rp = rank_params(m, l);
+  p.forward_flops_per_sequence = model_forward_flops(m, l.seq_len, 1);
+  const double act_bytes = static_cast<double>(dtype_bytes(p.x.dtype));
+  const double T = static_cast<double>(p.x.s * p.x.b), h = static_cast<double>(p.x.h);
+
+  // Tensor-parallel collectives, per layer and micro-batch.
+  p.tp_span = group_span(l, Dimension::Tensor, net.links);
+  const double tp_buffer = T * h * act_bytes;
+  p.tp_fwd_s = p.tp_bwd_s = p.tp_calls_fwd = p.tp_calls_bwd = 0;
+  if (l.tp > 1) {
+    if (p.x.sp) {
+      // Per block: all-gather before the column-parallel GEMM, reduce-scatter
+      // after the row-parallel one; backward mirrors them and re-gathers the
+      // column-parallel inputs (Megatron-LM core/tensor_parallel/layers.py).
+      const double pair = all_gather_s(tp_buffer, p.tp_span, net) + reduce_scatter_s(tp_buffer, p.tp_span, net);
+      p.tp_fwd_s = 2 * pair;
+      p.tp_bwd_s = 2 * pair + 2 * all_gather_s(tp_buffer, p.tp_span, net);
+      p.tp_calls_fwd = 4;
+      p.tp_calls_bwd = 6;
+    } else {
+      p.tp_fwd_s = 2 * all_reduce_s(tp_buffer, p.tp_span, net);
+      p.tp_bwd_s = 2 * all_reduce_s(tp_buffer, p.tp_span, net);
+      p.tp_calls_fwd = 2;
+      p.tp_calls_bwd = 2;
+    }
+  }
+  if (l.tp_comm_overlap) p.tp_fwd_s = p.tp_bwd_s = 0;
+
+  // MoE all-to-all: dispatch and combine, forward and backward.
+  p.ep_span = group_span(l, Dimension::Expert, net.links);
+  p.ep_layer_s = 0;
+  const double a2a_buffer = T * static_cast<double>(m.top_k) * h * act_bytes;
+  if (m.experts > 0 && l.ep > 1) p.ep_layer_s = 2 * all_to_all_s(a2a_buffer, p.ep_span, net);
+}
+
 }  // namespace
 
 StepTime evaluate_time(const TimeInputs& in) {
+  TimeEvaluator e;
+  return e.evaluate(in);
+}
+
+StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
+  if (!prep_matches(prep_, in)) prepare_time(prep_, in);
+  const TimePrep& pr = prep_;
   const ModelShape& m = in.model;
   const Layout& l = in.layout;
   const Network& net = in.network;
@@ -38,40 +109,17 @@ StepTime evaluate_time(const TimeInputs& in) {
 
   const double mb = static_cast<double>(l.num_microbatches());
   const double p = l.pp, v = l.vpp;
-  const LayerCompute lc = layer_compute(m, l, in.gpu, eff);
-  const HeadCompute hc = head_compute(m, l, in.gpu, eff);
-  const ActivationShape x = activation_shape(m, l);
+  const LayerCompute& lc = pr.lc;
+  const HeadCompute& hc = pr.hc;
+  const ActivationShape& x = pr.x;
   const double act_bytes = static_cast<double>(dtype_bytes(x.dtype));
   const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
-
-  // --- Tensor parallel collectives, per layer and micro-batch ---------------
-  const GroupSpan tp = group_span(l, Dimension::Tensor, net.links);
+  const GroupSpan& tp = pr.tp_span;
   const double tp_buffer = T * h * act_bytes;
-  double tp_fwd_s = 0, tp_bwd_s = 0, tp_calls_fwd = 0, tp_calls_bwd = 0;
-  if (l.tp > 1) {
-    if (x.sp) {
-      // Per block: all-gather before the column-parallel GEMM, reduce-scatter
-      // after the row-parallel one; backward mirrors them and re-gathers the
-      // column-parallel inputs (Megatron-LM core/tensor_parallel/layers.py).
-      const double pair = all_gather_s(tp_buffer, tp, net) + reduce_scatter_s(tp_buffer, tp, net);
-      tp_fwd_s = 2 * pair;
-      tp_bwd_s = 2 * pair + 2 * all_gather_s(tp_buffer, tp, net);
-      tp_calls_fwd = 4;
-      tp_calls_bwd = 6;
-    } else {
-      tp_fwd_s = 2 * all_reduce_s(tp_buffer, tp, net);
-      tp_bwd_s = 2 * all_reduce_s(tp_buffer, tp, net);
-      tp_calls_fwd = 2;
-      tp_calls_bwd = 2;
-    }
-  }
-  if (l.tp_comm_overlap) tp_fwd_s = tp_bwd_s = 0;
-
-  // --- MoE all-to-all: dispatch and combine, forward and backward -----------
-  double ep_layer_s = 0;
-  const GroupSpan ep = group_span(l, Dimension::Expert, net.links);
+  const double tp_fwd_s = pr.tp_fwd_s, tp_bwd_s = pr.tp_bwd_s;
+  const double tp_calls_fwd = pr.tp_calls_fwd, tp_calls_bwd = pr.tp_calls_bwd;
+  const double ep_layer_s = pr.ep_layer_s;
   const double a2a_buffer = T * static_cast<double>(m.top_k) * h * act_bytes;
-  if (m.experts > 0 && l.ep > 1) ep_layer_s = 2 * all_to_all_s(a2a_buffer, ep, net);
 
   // --- Per micro-batch times of the busiest stage ---------------------------
   const uint64_t layers_max = layers_on_stage(m.layers, l.pp, l.pp - 1);  // the last stages hold the remainder
@@ -127,7 +175,7 @@ StepTime evaluate_time(const TimeInputs& in) {
   }
 
   // --- Data parallel and ZeRO -----------------------------------------------
-  const RankParams rp = rank_params(m, l);
+  const RankParams& rp = pr.rp;
   const uint64_t stage_layers = layers_max;
   const double dense = static_cast<double>(stage_layers * rp.layer_dense + rp.embedding + rp.position + rp.head);
   const double experts = static_cast<double>(stage_layers * rp.layer_experts);
@@ -233,7 +281,7 @@ StepTime evaluate_time(const TimeInputs& in) {
   const double tokens = global_batch * static_cast<double>(l.seq_len);
   t.tokens_per_s = tokens / t.total_s;
   t.samples_per_s = global_batch / t.total_s;
-  const double fwd = model_forward_flops(m, l.seq_len, l.global_batch());
+  const double fwd = pr.forward_flops_per_sequence * global_batch;
   t.model_flops = 3 * fwd;
   double recompute_flops = 0;
   if (l.recompute == Recompute::Full) {

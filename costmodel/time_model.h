@@ -32,6 +32,7 @@
 #include "costmodel/compute.h"
 #include "costmodel/layout.h"
 #include "costmodel/model_shape.h"
+#include "costmodel/rank_params.h"
 #include "models/hardware.h"
 
 namespace zp {
@@ -80,6 +81,42 @@ struct TimeInputs {
 };
 
 StepTime evaluate_time(const TimeInputs& in);
+
+// The per-shape work of evaluate_time (per-layer compute, the output layer,
+// tensor-parallel and expert collectives per layer, per-rank parameters),
+// which depends only on tp, ep, micro-batch, sequence, sequence parallelism,
+// attention, dropout, precision, framework and whether there is a pipeline.
+// A search changes those far less often than dp, ZeRO stage, offload or
+// recompute; TimeEvaluator keeps the last and reuses it. Same answers as
+// evaluate_time (a test checks), no heap allocation.
+struct TimePrep {
+  const ModelShape* model = nullptr;
+  const Network* network = nullptr;
+  const GpuSpec* gpu = nullptr;
+  uint32_t tp = 0, ep = 0, micro_batch = 0, seq_len = 0;
+  bool sequence_parallel = false, head_copy = false, tp_comm_overlap = false;
+  Attention attention = Attention::Flash;
+  Dropout dropout = Dropout::ModelDefault;
+  Precision precision = Precision::Bf16;
+  Framework framework = Framework::Zeroplan;
+
+  LayerCompute lc;
+  HeadCompute hc;
+  ActivationShape x;
+  RankParams rp;
+  GroupSpan tp_span, ep_span;
+  double tp_fwd_s = 0, tp_bwd_s = 0, tp_calls_fwd = 0, tp_calls_bwd = 0;
+  double ep_layer_s = 0;
+  double forward_flops_per_sequence = 0;  // model_forward_flops for one sequence
+};
+
+class TimeEvaluator {
+ public:
+  StepTime evaluate(const TimeInputs& in);
+
+ private:
+  TimePrep prep_;
+};
 
 // Seconds to train `tokens` tokens at this step time.
 inline double time_to_train_s(const StepTime& t, double tokens) { return t.tokens_per_s > 0 ? tokens / t.tokens_per_s : 0; }

@@ -55,6 +55,7 @@ PlanResult plan(const PlanQuery& q) {
   PlanResult r;
   r.top.reserve(q.top_k + 1);
   MemoryEvaluator memory;
+  TimeEvaluator timer;
   // Options depend on the framework only (bucket defaults), resolved once per ZeRO stage.
   std::array<MemoryOptions, 4> options;
   for (uint8_t z = 0; z <= 3; ++z) {
@@ -92,7 +93,7 @@ PlanResult plan(const PlanQuery& q) {
     scratch.layout = l;
     scratch.memory = mem;
     scratch.capacity_bytes = capacity;
-    scratch.time = evaluate_time({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
+    scratch.time = timer.evaluate({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
     ++r.timed;
     insert_top(r.top, q.top_k, scratch);
     insert_pareto(r.pareto, scratch);

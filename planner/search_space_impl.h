@@ -34,17 +34,19 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
             for (int gi = 0; gi < n_ga; ++gi) {
               const uint32_t ga = gas[gi];
               if (vpp > 1 && ga % pp) continue;
-              for (uint8_t zero = 0; zero <= 3; ++zero) {
-                if (s.framework == Framework::Megatron && zero > 1) break;
-                if (s.framework == Framework::DeepSpeed && pp > 1 && zero > 1) break;
-                for (Offload opt : offloads) {
-                  if (opt != Offload::None && (!s.allow_offload || zero == 0 || s.framework == Framework::Megatron)) break;
-                  if (opt == Offload::Nvme && !s.allow_nvme) break;
-                  for (Offload par : offloads) {
-                    if (par != Offload::None && (zero != 3 || !s.allow_offload || !s.allow_param_offload)) break;
-                    if (par == Offload::Nvme && !s.allow_nvme) break;
-                    for (int rc = 0; rc < 3; ++rc) {
-                      for (int sp = 0; sp < (tp > 1 ? 2 : 1); ++sp) {
+              // Shape-changing choices (recompute, sequence parallelism) outside
+              // the state choices, so the evaluators' per-shape work is reused.
+              for (int rc = 0; rc < 3; ++rc) {
+                for (int sp = 0; sp < (tp > 1 ? 2 : 1); ++sp) {
+                  for (uint8_t zero = 0; zero <= 3; ++zero) {
+                    if (s.framework == Framework::Megatron && zero > 1) break;
+                    if (s.framework == Framework::DeepSpeed && pp > 1 && zero > 1) break;
+                    for (Offload opt : offloads) {
+                      if (opt != Offload::None && (!s.allow_offload || zero == 0 || s.framework == Framework::Megatron)) break;
+                      if (opt == Offload::Nvme && !s.allow_nvme) break;
+                      for (Offload par : offloads) {
+                        if (par != Offload::None && (zero != 3 || !s.allow_offload || !s.allow_param_offload)) break;
+                        if (par == Offload::Nvme && !s.allow_nvme) break;
                         // ZeRO-Infinity's tiling and CPU checkpoints only matter with parameter offload.
                         const int tiles = par != Offload::None ? 3 : 1;
                         for (int ti = 0; ti < tiles; ++ti) {

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <random>
 
 #include "costmodel/time_model.h"
 #include "test_support.h"
@@ -192,4 +193,34 @@ TEST_CASE("recompute costs time: full > selective > none") {
   // Korthikanti Table 4 (one 22B layer): full recompute costs +39%, selective +7%.
   CHECK(full / none == doctest::Approx(1.39).epsilon(0.08));
   CHECK(sel / none == doctest::Approx(1.07).epsilon(0.05));
+}
+
+TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers as evaluate_time") {
+  const Setup s = setup("H100-80GB", "dgx-h100", 64);
+  const ModelShape m = make_shape(test::catalog().resolve_model("mixtral-8x7b"));
+  TimeEvaluator evaluator;
+  std::mt19937 rng(11);
+  int checked = 0;
+  for (int i = 0; i < 300; ++i) {
+    Layout l;
+    l.tp = 1u << (rng() % 4);
+    l.pp = 1u << (rng() % 3);
+    l.dp = static_cast<uint32_t>(64 / (l.tp * l.pp));
+    l.ep = 1u << (rng() % 3);
+    l.micro_batch = 1 + rng() % 2;
+    l.grad_accum = l.pp * (1 + rng() % 3);
+    l.zero_stage = static_cast<uint8_t>(rng() % 4);
+    l.recompute = static_cast<Recompute>(rng() % 3);
+    l.sequence_parallel = rng() % 2;
+    if (l.zero_stage > 0 && rng() % 3 == 0) l.offload_optimizer = Offload::Cpu;
+    if (!check_layout(m, l, make_cluster_shape(s.cluster), 64).empty()) continue;
+    const StepTime a = evaluator.evaluate({m, l, s.cluster.gpu, s.cluster.node, s.net});
+    const StepTime b = evaluate_time({m, l, s.cluster.gpu, s.cluster.node, s.net});
+    CAPTURE(describe(l));
+    CHECK(a.total_s == b.total_s);
+    CHECK(a.model_flops == b.model_flops);
+    CHECK(a.comm_rows == b.comm_rows);
+    ++checked;
+  }
+  CHECK(checked > 100);
 }
