@@ -184,34 +184,45 @@ void run_min_gpus(const PlanFlags& f, const GlobalOptions& global, double target
 // multiples of 128 (the family's head width).
 void run_max_model(const PlanFlags& f, const GlobalOptions& global, const std::string& family) {
   const Catalog catalog = Catalog::load(global.catalog_dirs);
-  for (int offload = 0; offload < 2; ++offload) {
+  // Three regimes: nothing offloaded; the optimizer on the CPU (ZeRO-Offload,
+  // parameters stay on the GPU); everything offloadable, NVMe included
+  // (ZeRO-Infinity).
+  struct Regime {
+    const char* name;
+    bool offload, param_offload, nvme;
+  } regimes[] = {{"without offload", false, false, false},
+                 {"optimizer offload to CPU (ZeRO-Offload)", true, false, false},
+                 {"parameter and optimizer offload, NVMe included (ZeRO-Infinity)", true, true, true}};
+  for (const Regime& regime : regimes) {
+    if (regime.offload && f.no_offload) continue;
     PlanFlags g = f;
     g.top_k = 1;
-    g.no_offload = offload == 0;
-    auto trains = [&](uint64_t hidden, Candidate* best) {
-      const ModelSpec m = family_model(family, hidden);
-      const PlanResult r = plan(make_query_for_model(g, catalog, m, f.gpus));
+    g.no_offload = !regime.offload;
+    g.no_nvme = !regime.nvme || f.no_nvme;
+    auto trains = [&](uint64_t units, Candidate* best) {
+      const ModelSpec m = family_model(family, 128 * units);
+      PlanQuery q = make_query_for_model(g, catalog, m, f.gpus);
+      q.space.allow_param_offload = regime.param_offload;
+      const PlanResult r = plan(q);
       if (!r.top.empty() && best) *best = r.top.front();
       return !r.top.empty();
     };
-    uint64_t lo = 0, hi = 1024;  // in units of 128
-    if (!trains(128 * 4, nullptr)) {
-      std::cout << (offload ? "with offload: " : "without offload: ") << "not even a " << family
-                << " model of hidden 512 trains on " << f.gpus << " x " << f.gpu << "\n";
+    std::cout << regime.name << ": ";
+    if (!trains(4, nullptr)) {
+      std::cout << "not even a " << family << " model of hidden 512 trains on " << f.gpus << " x " << f.gpu << "\n";
       continue;
     }
-    lo = 4;
+    uint64_t lo = 4, hi = 1024;  // hidden / 128
     while (lo + 1 < hi) {
       const uint64_t mid = (lo + hi) / 2;
-      if (trains(128 * mid, nullptr)) lo = mid; else hi = mid;
+      (trains(mid, nullptr) ? lo : hi) = mid;
     }
     Candidate best;
-    trains(128 * lo, &best);
+    trains(lo, &best);
     const ModelSpec m = family_model(family, 128 * lo);
-    std::cout << (offload ? "with offload (CPU and NVMe): " : "without offload: ") << family << " hidden " << m.hidden_size
-              << ", " << m.num_layers << " layers = " << fixed(static_cast<double>(count_params(m).total) / 1e9, 1)
-              << "B parameters; " << short_layout(best.layout) << ", " << fixed(best.time.tokens_per_s, 0)
-              << " tokens/s\n";
+    std::cout << family << " hidden " << m.hidden_size << ", " << m.num_layers << " layers = "
+              << fixed(static_cast<double>(count_params(m).total) / 1e9, 1) << "B parameters; "
+              << short_layout(best.layout) << ", " << fixed(best.time.tokens_per_s, 0) << " tokens/s\n";
   }
 }
 
@@ -239,7 +250,7 @@ void add_plan_commands(CLI::App& app, const GlobalOptions& global) {
 
   static PlanFlags max_flags;
   static std::string family = "llama";
-  auto* max = app.add_subcommand("max-model", "The largest model of a family that trains, with and without offload");
+  auto* max = app.add_subcommand("max-model", "The largest model of a family that trains: without offload, with ZeRO-Offload, with ZeRO-Infinity");
   max->footer("Example: zeroplan max-model --gpus 1 --gpu V100-32GB --family gpt --seq 1024");
   add_plan_flags(max, max_flags, false);
   max->add_option("--family", family, "llama|gpt")->check(CLI::IsMember({"llama", "gpt"}));

@@ -127,7 +127,8 @@ TEST_CASE("planning subcommands") {
   Run max = run("max-model --gpus 8 --gpu H100-80GB --family llama");
   CHECK(max.code == 0);
   CHECK(max.out.find("without offload: llama hidden") != std::string::npos);
-  CHECK(max.out.find("with offload (CPU and NVMe): llama hidden") != std::string::npos);
+  CHECK(max.out.find("optimizer offload to CPU (ZeRO-Offload): llama hidden") != std::string::npos);
+  CHECK(max.out.find("(ZeRO-Infinity): llama hidden") != std::string::npos);
   Run cmp = run("compare --model llama-3.1-8b --gpus 8 --gpu H100-80GB --ranks 1,2 --layout tp=2,zero=1,mb=1,ga=4");
   CHECK(cmp.code == 0);
   CHECK(cmp.out.find("rank 2") != std::string::npos);
