@@ -7,7 +7,6 @@
 #include "costmodel/cluster.h"
 #include "costmodel/memory_model.h"
 #include "costmodel/time_model.h"
-#include "costmodel/topology.h"
 #include "models/catalog.h"
 
 namespace {
@@ -125,7 +124,7 @@ void BM_MemoryAndTime_Llama70B_tp8_pp4(benchmark::State& state) {
   l.seq_len = 8192;
   static const Case c = make_case("llama-3.1-70b", "H100-80GB", 64, l);
   static const zp::Cluster cluster = zp::make_cluster(catalog, "H100-80GB", "", 64);
-  static const zp::Network net{zp::summarize_topology(cluster), zp::load_efficiency(ZP_BENCH_DATA, "H100-80GB")};
+  static const zp::Network net = zp::make_network(cluster, ZP_BENCH_DATA);
   zp::MemoryEvaluator evaluator;
   for (auto _ : state) {
     zp::MemoryResult r = evaluator.evaluate({c.shape, c.layout, c.cluster, c.options});

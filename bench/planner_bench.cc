@@ -5,7 +5,6 @@
 // enumerated per second and the number that fit.
 #include <benchmark/benchmark.h>
 
-#include "costmodel/topology.h"
 #include "models/catalog.h"
 #include "planner/planner.h"
 
@@ -17,18 +16,10 @@ const zp::Catalog& catalog() {
 }
 
 zp::PlanQuery query(const char* model, const char* gpu, uint64_t gpus, uint32_t seq, uint64_t global_batch) {
-  zp::PlanQuery q;
   const zp::ModelSpec m = catalog().resolve_model(model);
-  q.model = zp::make_shape(m);
-  q.cluster = zp::make_cluster(catalog(), gpu, "", gpus);
-  q.cluster_shape = zp::make_cluster_shape(q.cluster);
-  q.network.links = zp::summarize_topology(q.cluster);
-  q.network.eff = zp::load_efficiency(ZP_BENCH_DATA, q.cluster.gpu.name);
-  q.space.num_gpus = gpus;
-  q.space.gpus_per_node = q.cluster.node.gpus_per_node;
+  zp::PlanQuery q = zp::make_plan_query(m, zp::make_cluster(catalog(), gpu, "", gpus), ZP_BENCH_DATA);
   q.space.seq_len = static_cast<uint32_t>(std::min<uint64_t>(seq, m.max_seq_len));
   q.space.global_batch = global_batch;
-  q.space.precision = q.cluster_shape.has_bf16 ? zp::Precision::Bf16 : zp::Precision::Fp16;
   return q;
 }
 

@@ -2,7 +2,6 @@
 
 #include "cli/plan_flags.h"
 #include "costmodel/layout_check.h"
-#include "costmodel/topology.h"
 #include "models/input_error.h"
 
 namespace zp {
@@ -161,8 +160,7 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
     o.overlap_comm = f.overlap_comm == "on";
   }
   j.options = resolve_options(o, l);
-  j.network.links = summarize_topology(j.cluster);
-  j.network.eff = load_efficiency(Catalog::builtin_data_dir(), j.cluster.gpu.name);
+  j.network = make_network(j.cluster, Catalog::builtin_data_dir());
   return j;
 }
 

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <unistd.h>
 
-#include "costmodel/topology.h"
 #include "models/input_error.h"
 
 namespace zp {
@@ -36,17 +35,10 @@ void add_plan_flags(CLI::App* cmd, PlanFlags& f, bool model_required) {
 }
 
 PlanQuery make_query_for_model(const PlanFlags& f, const Catalog& catalog, const ModelSpec& model, uint64_t num_gpus) {
-  PlanQuery q;
-  q.model = make_shape(model);
-  q.cluster = make_cluster(catalog, f.gpu, f.node, num_gpus);
-  q.cluster_shape = make_cluster_shape(q.cluster);
+  PlanQuery q = make_plan_query(model, make_cluster(catalog, f.gpu, f.node, num_gpus), Catalog::builtin_data_dir());
   q.cluster_shape.gpu_memory_bytes =
       static_cast<uint64_t>(static_cast<double>(q.cluster_shape.gpu_memory_bytes) * (1.0 - f.reserve_pct / 100.0));
-  q.network.links = summarize_topology(q.cluster);
-  q.network.eff = load_efficiency(Catalog::builtin_data_dir(), q.cluster.gpu.name);
-  q.space.num_gpus = num_gpus;
-  q.space.gpus_per_node = q.cluster.node.gpus_per_node;
-  q.space.seq_len = f.seq != 0 ? f.seq : static_cast<uint32_t>(std::min<uint64_t>(2048, model.max_seq_len));
+  if (f.seq != 0) q.space.seq_len = f.seq;
   if (model.position == PositionKind::Learned && q.space.seq_len > model.max_seq_len) {
     throw InputError("--seq " + std::to_string(q.space.seq_len) + ": exceeds the model's " +
                      std::to_string(model.max_seq_len) + " learned positions");
@@ -55,8 +47,8 @@ PlanQuery make_query_for_model(const PlanFlags& f, const Catalog& catalog, const
   q.space.framework = f.framework == "deepspeed" ? Framework::DeepSpeed
                       : f.framework == "megatron" ? Framework::Megatron
                                                   : Framework::Zeroplan;
-  q.space.precision = f.precision == "fp16" ? Precision::Fp16 : f.precision == "fp32" ? Precision::Fp32 : Precision::Bf16;
-  if (q.space.precision == Precision::Bf16 && !q.cluster_shape.has_bf16) q.space.precision = Precision::Fp16;
+  if (f.precision == "fp16") q.space.precision = Precision::Fp16;
+  if (f.precision == "fp32") q.space.precision = Precision::Fp32;
   q.space.allow_offload = !f.no_offload;
   q.space.allow_nvme = !f.no_nvme;
   q.space.delayed_update = f.delayed_update;

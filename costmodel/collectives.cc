@@ -57,6 +57,10 @@ GroupSpan group_span(const Layout& l, Dimension d, const LinkSummary& links) {
   return s;
 }
 
+Network make_network(const Cluster& c, const std::string& data_dir) {
+  return Network{summarize_topology(c), load_efficiency(data_dir, c.gpu.name)};
+}
+
 double all_reduce_s(double bytes, const GroupSpan& g, const Network& net) { return phase_s(bytes, g, net, 2); }
 double all_gather_s(double bytes, const GroupSpan& g, const Network& net) { return phase_s(bytes, g, net, 1); }
 double reduce_scatter_s(double bytes, const GroupSpan& g, const Network& net) { return phase_s(bytes, g, net, 1); }

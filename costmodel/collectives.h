@@ -39,6 +39,10 @@ struct Network {
   EfficiencyCurves eff;
 };
 
+// A cluster's network: its topology summary and its GPU's efficiency curves
+// (read from data_dir/efficiency). Throws InputError on a bad curves file.
+Network make_network(const Cluster& c, const std::string& data_dir);
+
 double all_reduce_s(double bytes, const GroupSpan& g, const Network& net);
 double all_gather_s(double bytes, const GroupSpan& g, const Network& net);      // bytes: the gathered (full) size
 double reduce_scatter_s(double bytes, const GroupSpan& g, const Network& net);  // bytes: the full input size

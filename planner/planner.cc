@@ -44,6 +44,19 @@ void insert_pareto(std::vector<Candidate>& front, const Candidate& c) {
 
 }  // namespace
 
+PlanQuery make_plan_query(const ModelSpec& model, const Cluster& cluster, const std::string& data_dir) {
+  PlanQuery q;
+  q.model = make_shape(model);
+  q.cluster = cluster;
+  q.cluster_shape = make_cluster_shape(cluster);
+  q.network = make_network(cluster, data_dir);
+  q.space.num_gpus = cluster.num_gpus;
+  q.space.gpus_per_node = cluster.node.gpus_per_node;
+  q.space.seq_len = static_cast<uint32_t>(std::min<uint64_t>(2048, model.max_seq_len));
+  q.space.precision = q.cluster_shape.has_bf16 ? Precision::Bf16 : Precision::Fp16;
+  return q;
+}
+
 bool ranks_before(const Candidate& a, const Candidate& b) {
   const double ta = a.time.tokens_per_s, tb = b.time.tokens_per_s;
   if (std::max(ta, tb) > 0 && std::abs(ta - tb) > 1e-3 * std::max(ta, tb)) return ta > tb;

@@ -50,6 +50,11 @@ struct PlanResult {
   uint64_t nearest_short_bytes = 0;
 };
 
+// A query for `model` on `cluster` with the search space's defaults: every GPU
+// of the cluster, its node size, sequence min(2048, the model's), bf16 where
+// the GPU has it (fp16 otherwise). Callers adjust the rest.
+PlanQuery make_plan_query(const ModelSpec& model, const Cluster& cluster, const std::string& data_dir);
+
 PlanResult plan(const PlanQuery& q);
 
 // The ranking order: true when a is better than b.

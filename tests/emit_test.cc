@@ -8,7 +8,6 @@
 #include <random>
 #include <sstream>
 
-#include "costmodel/topology.h"
 #include "models/json_file.h"
 #include "planner/emit.h"
 #include "test_support.h"
@@ -29,7 +28,7 @@ std::vector<EmittedFile> emit(const std::string& format, const char* model_name,
   const ClusterShape cs = make_cluster_shape(c);
   REQUIRE(check_layout(shape, l, cs, gpus).empty());
   const MemoryResult m = evaluate_memory({shape, l, cs, resolve_options({}, l)});
-  const Network net{summarize_topology(c), load_efficiency(Catalog::builtin_data_dir(), c.gpu.name)};
+  const Network net = make_network(c, Catalog::builtin_data_dir());
   const StepTime t = evaluate_time({shape, l, c.gpu, c.node, net});
   return emit_config(format, {model, c, l, m, t});
 }

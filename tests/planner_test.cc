@@ -4,7 +4,6 @@
 // ZeRO-Infinity capacity claims.
 #include <doctest/doctest.h>
 
-#include "costmodel/topology.h"
 #include "models/param_count.h"
 #include "planner/layer_split.h"
 #include "planner/model_family.h"
@@ -17,18 +16,10 @@ namespace {
 
 PlanQuery query(const ModelSpec& model, const char* gpu, const char* node, uint64_t gpus, uint32_t seq,
                 uint64_t global_batch, Framework f = Framework::Zeroplan) {
-  PlanQuery q;
-  q.model = make_shape(model);
-  q.cluster = make_cluster(test::catalog(), gpu, node, gpus);
-  q.cluster_shape = make_cluster_shape(q.cluster);
-  q.network.links = summarize_topology(q.cluster);
-  q.network.eff = load_efficiency(Catalog::builtin_data_dir(), q.cluster.gpu.name);
-  q.space.num_gpus = gpus;
-  q.space.gpus_per_node = q.cluster.node.gpus_per_node;
+  PlanQuery q = make_plan_query(model, make_cluster(test::catalog(), gpu, node, gpus), Catalog::builtin_data_dir());
   q.space.seq_len = seq;
   q.space.global_batch = global_batch;
   q.space.framework = f;
-  q.space.precision = q.cluster_shape.has_bf16 ? Precision::Bf16 : Precision::Fp16;
   q.top_k = 5;
   return q;
 }

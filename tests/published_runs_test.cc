@@ -28,17 +28,9 @@ const Json& runs() {
   return j;
 }
 
-Network selene(uint64_t gpus, const Cluster& c) {
-  (void)gpus;
-  Network n;
-  n.links = summarize_topology(c);
-  n.eff = load_efficiency(Catalog::builtin_data_dir(), c.gpu.name);
-  return n;
-}
-
 StepTime predict(const ModelShape& m, const Layout& l, uint64_t gpus) {
   const Cluster c = make_cluster(test::catalog(), "A100-80GB", "dgx-a100", gpus);
-  const Network net = selene(gpus, c);
+  const Network net = make_network(c, Catalog::builtin_data_dir());
   REQUIRE(check_layout(m, l, make_cluster_shape(c), gpus).empty());
   return evaluate_time({m, l, c.gpu, c.node, net});
 }

@@ -22,8 +22,7 @@ struct Setup {
 Setup setup(const char* gpu, const char* node, uint64_t gpus) {
   Setup s;
   s.cluster = make_cluster(test::catalog(), gpu, node, gpus);
-  s.net.links = summarize_topology(s.cluster);
-  s.net.eff = load_efficiency(Catalog::builtin_data_dir(), s.cluster.gpu.name);
+  s.net = make_network(s.cluster, Catalog::builtin_data_dir());
   return s;
 }
 
