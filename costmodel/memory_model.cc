@@ -116,7 +116,10 @@ void prepare_rules(MemoryPrep& p, const Layout& l) {
 }
 
 void prepare(MemoryPrep& p, const MemoryInputs& in) {
-  if (!shape_matches(p, in.model, in.layout)) prepare_shape(p, in.model, in.layout);
+  if (!shape_matches(p, in.model, in.layout)) {
+    prepare_shape(p, in.model, in.layout);
+    p.act_valid = false;
+  }
   prepare_rules(p, in.layout);
 }
 
@@ -134,8 +137,10 @@ void emit_saved_layers(const MemoryPrep& v, Recompute mode, uint64_t copies, Sin
   }
 }
 
+// Model states, ZeRO-3 working set, buckets and offload staging of one stage:
+// what changes with the ZeRO stage, offload and dp.
 template <class Sink>
-void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
+void emit_states(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
   const Layout& l = in.layout;
   const ModelShape& m = in.model;
   const MemoryOptions& o = in.options;
@@ -192,6 +197,18 @@ void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sin
                         unit * per_param));
   }
 
+}
+
+// Activations, recompute workspace, token ids and the output layer of one
+// stage: what depends on the shape, the pipeline and the micro-batches only.
+template <class Sink>
+void emit_activations(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
+  const Layout& l = in.layout;
+  const ModelShape& m = in.model;
+  const RankParams& r = v.r;
+  const uint64_t layers = layers_on_stage(m.layers, l.pp, stage);
+  const bool first = stage == 0, last = stage + 1 == l.pp;
+
   // 5. Activations of the micro-batches in flight.
   const ActivationShape& x = v.x;
   const InFlight f = in_flight(l, layers, m.layers, stage);
@@ -215,7 +232,7 @@ void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sin
                           "one layer's recomputed attention", v.layer_full - v.layer_saved));
     }
   }
-  if (sp.first) {
+  if (first) {
     // Token ids (int64 in Megatron and PyTorch data loaders, int32 in zeroplan)
     // and the embedding dropout mask, per micro-batch in flight.
     const Dtype ids = l.framework == Framework::Zeroplan ? Dtype::Int32 : Dtype::Int64;
@@ -225,12 +242,17 @@ void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sin
                           x.tokens_outside(), x.h, 1, 1, f.microbatches));
     }
   }
-  if (sp.last) emit_output_layer(in, x, r, f.microbatches, sink);
+  if (last) emit_output_layer(in, x, r, f.microbatches, sink);
+}
 
-  // 6. Runtime overheads: measured constants, one NCCL communicator per
-  // parallel group of more than one rank (none when emulated).
+// 6. Runtime overheads: measured constants, one NCCL communicator per
+// parallel group of more than one rank (none when emulated). Last, since the
+// fragmentation reserve is a fraction of every tensor row before it.
+template <class Sink>
+void emit_overheads(const MemoryInputs& in, Sink& sink) {
+  const Layout& l = in.layout;
   {
-    const RuntimeOverheads& ov = o.overheads;
+    const RuntimeOverheads& ov = in.options.overheads;
     // The reserve is a fraction of the tensors above (not of the overheads).
     if (ov.fragmentation_fraction > 0) {
       sink.add(tensor_row(Component::Fragmentation, Residence::Gpu, Dtype::Bytes, "allocator fragmentation reserve",
@@ -245,6 +267,33 @@ void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sin
       sink.add(tensor_row(Component::NcclBuffers, Residence::Gpu, Dtype::Bytes, "NCCL communicators",
                           ov.nccl_first_communicator_bytes + (groups - 1) * ov.nccl_communicator_bytes));
     }
+  }
+}
+
+template <class Sink>
+void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
+  emit_states(in, v, stage, sink);
+  emit_activations(in, v, stage, sink);
+  emit_overheads(in, sink);
+}
+
+// The activation side of each candidate stage, summed once per pipeline shape.
+bool activations_match(const MemoryPrep& p, const Layout& l) {
+  return p.act_valid && p.act_pp == l.pp && p.act_vpp == l.vpp && p.act_schedule == l.schedule &&
+         p.act_grad_accum == l.grad_accum && p.act_recompute_layers == l.recompute_layers;
+}
+
+void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* stages, int count) {
+  const Layout& l = in.layout;
+  p.act_valid = true;
+  p.act_pp = l.pp;
+  p.act_vpp = l.vpp;
+  p.act_schedule = l.schedule;
+  p.act_grad_accum = l.grad_accum;
+  p.act_recompute_layers = l.recompute_layers;
+  for (int i = 0; i < count; ++i) {
+    p.act_totals[i] = TotalsSink{};
+    emit_activations(in, p, stages[i], p.act_totals[i]);
   }
 }
 
@@ -272,15 +321,21 @@ MemoryResult MemoryEvaluator::evaluate(const MemoryInputs& in) {
   // layers, and the last (output layer, logits). Any other stage has no more
   // layers than one of them, fewer micro-batches in flight and neither end.
   const uint32_t rem = static_cast<uint32_t>(in.model.layers % p);
-  const uint32_t candidates[3] = {0, rem > 0 ? p - rem : 0u, p - 1};
-  for (int i = 0; i < 3; ++i) {
-    const uint32_t stage = candidates[i];
-    if (i > 0 && (stage == 0 || (i == 2 && stage == candidates[1]))) continue;
-    TotalsSink sink;
-    emit_stage(in, v, stage, sink);
+  uint32_t stages[3] = {0, 0, 0};
+  int count = 0;
+  for (uint32_t stage : {0u, rem > 0 ? p - rem : 0u, p - 1}) {
+    bool seen = false;
+    for (int j = 0; j < count; ++j) seen |= stages[j] == stage;
+    if (!seen) stages[count++] = stage;
+  }
+  if (!activations_match(prep_, in.layout)) prepare_activations(prep_, in, stages, count);
+  for (int i = 0; i < count; ++i) {
+    TotalsSink sink = prep_.act_totals[i];
+    emit_states(in, v, stages[i], sink);
+    emit_overheads(in, sink);
     if (i == 0 || sink.gpu_total() > best.gpu_bytes) {
       best.gpu_bytes = sink.gpu_total();
-      best.stage = stage;
+      best.stage = stages[i];
       best.rank = sink.totals();
     }
     // Host and NVMe per node: the node's GPUs at the most demanding stage's figure.

@@ -76,6 +76,12 @@ struct MemoryPrep {
   bool rules_fp32_accum = false;
   std::array<RulesSlot, 4 * 3 * 3> rules_slots{};
   const RulesSlot* rules = nullptr;  // the slot of the layout being evaluated
+  // The activation side (activations, logits, token ids) of each candidate
+  // stage, for one pipeline shape.
+  bool act_valid = false;
+  uint32_t act_pp = 0, act_vpp = 0, act_grad_accum = 0, act_recompute_layers = 0;
+  Schedule act_schedule = Schedule::OneFOneB;
+  std::array<TotalsSink, 3> act_totals{};
 };
 
 class MemoryEvaluator {
