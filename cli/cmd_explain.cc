@@ -77,7 +77,8 @@ void print_time(const Job& j, const StepTime& t, double tokens) {
   row("tensor-parallel comm (exposed)", t.tp_comm_s);
   row("expert all-to-all", t.ep_comm_s);
   row("pipeline send/recv", t.pp_comm_s);
-  row("pipeline bubble", t.bubble_s);
+  row("pipeline bubble: warm-up", t.warmup_s);
+  row("pipeline bubble: cool-down", t.cooldown_s);
   row("data-parallel / ZeRO comm (exposed)", t.dp_comm_s);
   row("optimizer step", t.optimizer_s);
   row("offload traffic (exposed)", t.offload_s);
@@ -109,7 +110,8 @@ Json time_json(const StepTime& t, double tokens) {
   Json j = {{"step_s", t.total_s},
             {"phases_s", {{"compute", t.compute_s - t.recompute_s}, {"recompute", t.recompute_s},
                           {"tp_comm", t.tp_comm_s}, {"ep_comm", t.ep_comm_s}, {"pp_comm", t.pp_comm_s},
-                          {"bubble", t.bubble_s}, {"dp_comm", t.dp_comm_s}, {"optimizer", t.optimizer_s},
+                          {"bubble", t.bubble_s}, {"bubble_warmup", t.warmup_s}, {"bubble_cooldown", t.cooldown_s},
+                          {"dp_comm", t.dp_comm_s}, {"optimizer", t.optimizer_s},
                           {"offload", t.offload_s}}},
             {"bubble_fraction", t.bubble_fraction},
             {"tokens_per_s", t.tokens_per_s},

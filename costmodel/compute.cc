@@ -1,5 +1,7 @@
 #include "costmodel/compute.h"
 
+#include <algorithm>
+
 namespace zp {
 
 double peak_flops(const GpuSpec& gpu, Precision p) {
@@ -10,16 +12,21 @@ double peak_flops(const GpuSpec& gpu, Precision p) {
 
 namespace {
 
-// One GEMM C(MxN) = A(MxK) B(KxN): its FLOPs and time at the curve's efficiency.
+// One GEMM C(MxN) = A(MxK) B(KxN) through a roofline: the slower of its
+// FLOPs at the curve's efficiency and its operands' bytes at the achievable
+// HBM bandwidth (thin products are memory-bound), plus the kernel overhead.
 struct Gemms {
   const EfficiencyCurves& e;
   double peak;
+  double hbm_bytes_per_s;
+  double element_bytes;
   double flops = 0, seconds = 0;
   void add(double m, double n, double k, double count = 1) {
     if (m <= 0 || n <= 0 || k <= 0) return;
     const double f = 2 * m * n * k * count;
+    const double bytes = (m * k + k * n + m * n) * element_bytes * count;
     flops += f;
-    seconds += f / (peak * e.gemm_efficiency(m, n, k)) + count * e.kernel_overhead_s;
+    seconds += std::max(f / (peak * e.gemm_efficiency(m, n, k)), bytes / hbm_bytes_per_s) + count * e.kernel_overhead_s;
   }
 };
 
@@ -32,7 +39,7 @@ LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& 
   const double routed = m.experts > 0 ? static_cast<double>(m.top_k) : 1.0;
   // MoE: each rank runs its experts on the tokens routed to it; balanced
   // routing gives every rank T * top_k tokens' worth of expert work.
-  Gemms g{e, peak};
+  Gemms g{e, peak, gpu.hbm_bytes_per_s * e.hbm_fraction, static_cast<double>(dtype_bytes(x.dtype))};
   g.add(T, static_cast<double>((x.a + 2 * x.kv) * x.d / x.t), h);
   g.add(T, h, static_cast<double>(x.ad_t));
   const double f_t = static_cast<double>(x.f_t);
@@ -73,7 +80,7 @@ HeadCompute head_compute(const ModelShape& m, const Layout& l, const GpuSpec& gp
   const double peak = peak_flops(gpu, l.precision);
   const double T = static_cast<double>(uint64_t{l.seq_len} * l.micro_batch);
   const double v_t = static_cast<double>((m.vocab + l.tp - 1) / l.tp);
-  Gemms g{e, peak};
+  Gemms g{e, peak, gpu.hbm_bytes_per_s * e.hbm_fraction, l.precision == Precision::Fp32 ? 4.0 : 2.0};
   g.add(T, v_t, static_cast<double>(m.hidden));
   HeadCompute h;
   h.flops = g.flops;

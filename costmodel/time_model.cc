@@ -157,6 +157,10 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   const double fill = l.pp == 1 ? 0 : (l.schedule == Schedule::Interleaved ? (p - 1) / v : p - 1);
   const double pipeline_s = (mb + fill) * slot;
   t.bubble_s = fill * slot;
+  // Fill: the last stage waits for p-1 forwards; drain: the first stage
+  // waits for p-1 backwards (with recompute) to come back.
+  t.warmup_s = fill * (t.microbatch_forward_s + p2p_per_mb / 2);
+  t.cooldown_s = t.bubble_s - t.warmup_s;
   t.bubble_fraction = l.pp == 1 ? 0 : fill / (mb + fill);
   t.pp_comm_s = mb * p2p_per_mb;
   t.tp_comm_s = mb * layers * (tp_fwd_s + tp_bwd_s + (l.recompute == Recompute::Full ? tp_fwd_s : 0));

@@ -54,7 +54,9 @@ struct StepTime {
   double tp_comm_s = 0;          // exposed tensor-parallel communication
   double ep_comm_s = 0;          // MoE all-to-all
   double pp_comm_s = 0;          // point-to-point across stage boundaries
-  double bubble_s = 0;           // pipeline fill and drain
+  double bubble_s = 0;           // pipeline fill and drain = warmup_s + cooldown_s
+  double warmup_s = 0;           // stages waiting for their first forward
+  double cooldown_s = 0;         // stages idle after their last backward
   double dp_comm_s = 0;          // exposed data-parallel / ZeRO communication
   double optimizer_s = 0;        // optimizer step (GPU or exposed CPU part)
   double offload_s = 0;          // exposed PCIe / NVMe traffic

@@ -220,6 +220,7 @@ TEST_CASE("zeroplan's megatron accounting matches Megatron's report within 1% wi
   // with the distributed optimizer and interleaving. Report values: the Python.
   const MegatronCase cases[] = {
       {"22B tp8 b4", "megatron-22b", 8, 1, 1, 1, 4, 1, false, 49632832512.0, 10508836864.0},
+      {"175B tp8 pp8 m64", "megatron-175b", 8, 8, 1, 1, 1, 64, false, 50339273472.0, 10292838400.0},
       {"530B tp8 pp35 m280", "megatron-530b", 8, 35, 1, 1, 1, 280, false, 36333713993.1, 18900654080.0},
       {"1T tp8 pp64 m512", "megatron-1t", 8, 64, 1, 1, 1, 512, false, 38339022600.0, 28940828672.0},
       {"22B tp8 pp4 vpp3 dp2 dist-opt", "megatron-22b", 8, 4, 2, 3, 2, 8, true, 8626033152.0, 6433034240.0},

@@ -72,6 +72,8 @@ TEST_CASE("pipeline bubble: (p-1)/m for 1F1B and GPipe, (p-1)/(v m) interleaved"
   StepTime t = run("megatron-22b", l, s);
   // bubble / pipeline time = (p-1)/(m+p-1), i.e. bubble / ideal = (p-1)/m
   CHECK(t.bubble_fraction == doctest::Approx(7.0 / (32 + 7)));
+  CHECK(t.warmup_s + t.cooldown_s == doctest::Approx(t.bubble_s));
+  CHECK(t.cooldown_s > t.warmup_s);  // backward is the longer half
   CHECK(t.bubble_s / (t.bubble_s + t.compute_s + t.pp_comm_s + t.tp_comm_s) == doctest::Approx(7.0 / 39));
   l.schedule = Schedule::GPipe;
   CHECK(run("megatron-22b", l, s).bubble_fraction == doctest::Approx(7.0 / 39));
