@@ -108,6 +108,40 @@ void BM_Memory_SearchPath_Llama70B(benchmark::State& state) {
   }
 }
 
+// The search's pruning step: the same walk as above, totals only (every row
+// is still computed and summed; the per-component breakdown is not kept).
+void BM_MemoryFit_SearchPath_Llama70B(benchmark::State& state) {
+  static const Case base = make_case("llama-3.1-70b", "H100-80GB", 64, zp::Layout{});
+  std::vector<zp::Layout> layouts;
+  for (uint32_t pp : {1u, 2u, 4u, 8u}) {
+    for (uint8_t stage = 0; stage <= 3; ++stage) {
+      for (zp::Offload off : {zp::Offload::None, zp::Offload::Cpu}) {
+        if (stage == 0 && off != zp::Offload::None) continue;
+        zp::Layout l;
+        l.tp = 8;
+        l.pp = pp;
+        l.dp = 64 / (8 * pp);
+        l.grad_accum = 8;
+        l.zero_stage = stage;
+        l.offload_optimizer = off;
+        l.sequence_parallel = true;
+        l.recompute = zp::Recompute::Selective;
+        l.seq_len = 8192;
+        layouts.push_back(l);
+      }
+    }
+  }
+  const zp::MemoryOptions options = zp::resolve_options({}, layouts[0]);
+  zp::MemoryEvaluator evaluator;
+  size_t i = 0;
+  for (auto _ : state) {
+    const zp::Layout& l = layouts[i];
+    i = i + 1 == layouts.size() ? 0 : i + 1;
+    zp::MemoryFit r = evaluator.evaluate_fit({base.shape, l, base.cluster, options});
+    benchmark::DoNotOptimize(r);
+  }
+}
+
 // Issue 4's target: one full step-time evaluation, memory and time together,
 // at most 300 ns on one core. The network summary and efficiency curves are
 // per cluster and built once, as a search does.
@@ -137,6 +171,7 @@ void BM_MemoryAndTime_Llama70B_tp8_pp4(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_MemoryAndTime_Llama70B_tp8_pp4);
+BENCHMARK(BM_MemoryFit_SearchPath_Llama70B);
 BENCHMARK(BM_Memory_SearchPath_Llama70B);
 BENCHMARK(BM_Memory_Llama8B_dp8_zero1);
 BENCHMARK(BM_Memory_Llama405B_tp8_pp16_dp128);

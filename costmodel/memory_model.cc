@@ -291,7 +291,9 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
   p.act_schedule = l.schedule;
   p.act_grad_accum = l.grad_accum;
   p.act_recompute_layers = l.recompute_layers;
+  p.act_count = count;
   for (int i = 0; i < count; ++i) {
+    p.act_stages[i] = stages[i];
     p.act_totals[i] = TotalsSink{};
     emit_activations(in, p, stages[i], p.act_totals[i]);
   }
@@ -310,33 +312,41 @@ MemoryResult evaluate_memory(const MemoryInputs& in) {
   return e.evaluate(in);
 }
 
-MemoryResult MemoryEvaluator::evaluate(const MemoryInputs& in) {
-  prepare(prep_, in);
-  const MemoryPrep& v = prep_;
-  const uint32_t p = in.layout.pp;
-  const uint64_t node_gpus = in.cluster.gpus_in_node;
-  MemoryResult best;
-  // Only these stages can be the most loaded: stage 0 (embedding, most
-  // micro-batches in flight), the first stage holding one of the remainder
-  // layers, and the last (output layer, logits). Any other stage has no more
-  // layers than one of them, fewer micro-batches in flight and neither end.
-  const uint32_t rem = static_cast<uint32_t>(in.model.layers % p);
-  uint32_t stages[3] = {0, 0, 0};
+namespace {
+
+// Only these stages can be the most loaded: stage 0 (embedding, most
+// micro-batches in flight), the first stage holding one of the remainder
+// layers, and the last (output layer, logits). Any other stage has no more
+// layers than one of them, fewer micro-batches in flight and neither end.
+int candidate_stages(const ModelShape& m, uint32_t pp, uint32_t* stages) {
+  const uint32_t rem = static_cast<uint32_t>(m.layers % pp);
   int count = 0;
-  for (uint32_t stage : {0u, rem > 0 ? p - rem : 0u, p - 1}) {
+  for (uint32_t stage : {0u, rem > 0 ? pp - rem : 0u, pp - 1}) {
     bool seen = false;
     for (int j = 0; j < count; ++j) seen |= stages[j] == stage;
     if (!seen) stages[count++] = stage;
   }
-  if (!activations_match(prep_, in.layout)) prepare_activations(prep_, in, stages, count);
-  for (int i = 0; i < count; ++i) {
-    TotalsSink sink = prep_.act_totals[i];
-    emit_states(in, v, stages[i], sink);
+  return count;
+}
+
+// Evaluates the candidate stages with sinks of type Sink (started from the
+// cached activation side), keeps the most loaded, and calls keep(sink) for it.
+template <class Sink, class Keep>
+void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, Keep&& keep) {
+  if (!activations_match(prep, in.layout)) {
+    uint32_t stages[3];
+    const int count = candidate_stages(in.model, in.layout.pp, stages);
+    prepare_activations(prep, in, stages, count);
+  }
+  const uint64_t node_gpus = in.cluster.gpus_in_node;
+  for (int i = 0; i < prep.act_count; ++i) {
+    Sink sink(prep.act_totals[i]);
+    emit_states(in, prep, prep.act_stages[i], sink);
     emit_overheads(in, sink);
     if (i == 0 || sink.gpu_total() > best.gpu_bytes) {
       best.gpu_bytes = sink.gpu_total();
-      best.stage = stages[i];
-      best.rank = sink.totals();
+      best.stage = prep.act_stages[i];
+      keep(sink);
     }
     // Host and NVMe per node: the node's GPUs at the most demanding stage's figure.
     best.host_bytes_per_node = std::max(best.host_bytes_per_node, sink.total(Residence::Host) * node_gpus);
@@ -345,6 +355,21 @@ MemoryResult MemoryEvaluator::evaluate(const MemoryInputs& in) {
   best.fits_gpu = best.gpu_bytes <= in.cluster.gpu_memory_bytes;
   best.fits_host = best.host_bytes_per_node <= in.cluster.host_memory_bytes;
   best.fits_nvme = best.nvme_bytes_per_node <= in.cluster.nvme_bytes;
+}
+
+}  // namespace
+
+MemoryResult MemoryEvaluator::evaluate(const MemoryInputs& in) {
+  prepare(prep_, in);
+  MemoryResult best;
+  evaluate_stages<TotalsSink>(prep_, in, best, [&best](const TotalsSink& s) { best.rank = s.totals(); });
+  return best;
+}
+
+MemoryFit MemoryEvaluator::evaluate_fit(const MemoryInputs& in) {
+  prepare(prep_, in);
+  MemoryFit best;
+  evaluate_stages<ResidenceTotalsSink>(prep_, in, best, [](const ResidenceTotalsSink&) {});
   return best;
 }
 

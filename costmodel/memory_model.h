@@ -29,14 +29,19 @@ struct MemoryInputs {
   const MemoryOptions& options;  // resolved (resolve_options)
 };
 
-struct MemoryResult {
-  MemoryTotals rank;              // the most loaded rank
-  uint32_t stage = 0;             // its pipeline stage
+// The totals a search needs to decide whether a layout fits.
+struct MemoryFit {
+  uint32_t stage = 0;             // the most loaded rank's pipeline stage
   uint64_t gpu_bytes = 0;         // GPU total of that rank
   uint64_t host_bytes_per_node = 0;
   uint64_t nvme_bytes_per_node = 0;
   bool fits_gpu = false, fits_host = false, fits_nvme = false;
   bool fits() const { return fits_gpu && fits_host && fits_nvme; }
+};
+
+// ... and the breakdown by component of the most loaded rank.
+struct MemoryResult : MemoryFit {
+  MemoryTotals rank;
 };
 
 MemoryResult evaluate_memory(const MemoryInputs& in);
@@ -82,11 +87,15 @@ struct MemoryPrep {
   uint32_t act_pp = 0, act_vpp = 0, act_grad_accum = 0, act_recompute_layers = 0;
   Schedule act_schedule = Schedule::OneFOneB;
   std::array<TotalsSink, 3> act_totals{};
+  std::array<uint32_t, 3> act_stages{};
+  int act_count = 0;
 };
 
 class MemoryEvaluator {
  public:
   MemoryResult evaluate(const MemoryInputs& in);
+  // The same totals without the per-component breakdown (the search's pruning step).
+  MemoryFit evaluate_fit(const MemoryInputs& in);
 
  private:
   MemoryPrep prep_;

@@ -95,6 +95,21 @@ class TotalsSink {
   std::array<uint64_t, kNumResidences> residence_{};
 };
 
+// Per-residence sums only: what deciding "fits or not" needs.
+class ResidenceTotalsSink {
+ public:
+  ResidenceTotalsSink() = default;
+  explicit ResidenceTotalsSink(const TotalsSink& start)
+      : bytes_{start.total(Residence::Gpu), start.total(Residence::Host), start.total(Residence::Nvme)} {}
+  void add(const MemoryRow& row) { bytes_[static_cast<int>(row.residence)] += row.bytes; }
+  uint64_t total(Residence r) const { return bytes_[static_cast<int>(r)]; }
+  uint64_t gpu_total() const { return bytes_[0]; }
+  static constexpr bool kWantsRows = false;
+
+ private:
+  std::array<uint64_t, kNumResidences> bytes_{};
+};
+
 // Only the byte sum, for sizing one layer's tensors.
 class ByteCountSink {
  public:

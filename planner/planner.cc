@@ -29,13 +29,21 @@ void insert_top(std::vector<Candidate>& top, size_t k, const Candidate& c) {
   if (top.size() > k) top.pop_back();
 }
 
-// Keeps the candidates no other beats on both headroom and throughput.
-void insert_pareto(std::vector<Candidate>& front, const Candidate& c) {
+// True when no member of the front beats c on both headroom and throughput.
+bool on_pareto_front(const std::vector<Candidate>& front, const Candidate& c) {
   const uint64_t h = c.headroom_bytes();
   const double t = c.time.tokens_per_s;
   for (const Candidate& f : front) {
-    if (f.headroom_bytes() >= h && f.time.tokens_per_s >= t) return;
+    if (f.headroom_bytes() >= h && f.time.tokens_per_s >= t) return false;
   }
+  return true;
+}
+
+// Keeps the candidates no other beats on both headroom and throughput.
+void insert_pareto(std::vector<Candidate>& front, const Candidate& c) {
+  if (!on_pareto_front(front, c)) return;
+  const uint64_t h = c.headroom_bytes();
+  const double t = c.time.tokens_per_s;
   front.erase(std::remove_if(front.begin(), front.end(),
                              [&](const Candidate& f) { return h >= f.headroom_bytes() && t >= f.time.tokens_per_s; }),
               front.end());
@@ -87,28 +95,32 @@ PlanResult plan(const PlanQuery& q) {
     }
     if (!check_layout(q.model, l, q.cluster_shape, q.space.num_gpus).empty()) return;
     ++r.valid;
-    const MemoryResult mem = memory.evaluate({q.model, l, q.cluster_shape, options[l.zero_stage]});
+    const MemoryInputs mem_in{q.model, l, q.cluster_shape, options[l.zero_stage]};
+    const MemoryFit fit = memory.evaluate_fit(mem_in);
     const uint64_t capacity = q.cluster_shape.gpu_memory_bytes;
-    if (!mem.fits()) {
-      const uint64_t short_by = mem.gpu_bytes > capacity ? mem.gpu_bytes - capacity : 0;
+    if (!fit.fits()) {
+      const uint64_t short_by = fit.gpu_bytes > capacity ? fit.gpu_bytes - capacity : 0;
       if (r.fitting == 0 && (!r.has_nearest_miss || short_by < r.nearest_short_bytes)) {
         r.has_nearest_miss = true;
         r.nearest_miss.layout = l;
-        r.nearest_miss.memory = mem;
+        r.nearest_miss.memory = memory.evaluate(mem_in);
         r.nearest_miss.capacity_bytes = capacity;
         r.nearest_short_bytes = short_by;
       }
       return;
     }
     ++r.fitting;
-    // Candidates are large (the step time carries its communication table):
-    // build one only for the few layouts that enter the answer.
+    // Candidates are large (the breakdown, the communication table): build
+    // one only for the layouts that enter the answer.
     scratch.layout = l;
-    scratch.memory = mem;
+    static_cast<MemoryFit&>(scratch.memory) = fit;
     scratch.capacity_bytes = capacity;
     scratch.time = timer.evaluate({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
     ++r.timed;
-    insert_top(r.top, q.top_k, scratch);
+    const bool top = r.top.size() < q.top_k || ranks_before(scratch, r.top.back());
+    if (!top && !on_pareto_front(r.pareto, scratch)) return;
+    scratch.memory = memory.evaluate(mem_in);
+    if (top) insert_top(r.top, q.top_k, scratch);
     insert_pareto(r.pareto, scratch);
   });
   if (r.fitting > 0) r.has_nearest_miss = false;

@@ -288,6 +288,12 @@ TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a
     if (!check_layout(m, l, c, 64).empty()) continue;
     const MemoryResult a = evaluator.evaluate({m, l, c, o});
     const MemoryResult b = evaluate_memory({m, l, c, o});
+    const MemoryFit f = evaluator.evaluate_fit({m, l, c, o});
+    CHECK(f.gpu_bytes == b.gpu_bytes);
+    CHECK(f.stage == b.stage);
+    CHECK(f.host_bytes_per_node == b.host_bytes_per_node);
+    CHECK(f.nvme_bytes_per_node == b.nvme_bytes_per_node);
+    CHECK(f.fits() == b.fits());
     CAPTURE(describe(l));
     CHECK(a.gpu_bytes == b.gpu_bytes);
     CHECK(a.stage == b.stage);
