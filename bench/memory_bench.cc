@@ -73,31 +73,41 @@ void BM_Memory_Mixtral_zero3_offload_full_recompute(benchmark::State& state) {
   run(state, c);
 }
 
+// The 28 layouts of Llama-3.1-70B on 64 H100s at tp 8 that the search-path
+// benchmarks walk: pp 1-8 x ZeRO 0-3 x optimizer offload.
+const std::vector<zp::Layout>& search_walk() {
+  static const std::vector<zp::Layout> layouts = [] {
+    std::vector<zp::Layout> out;
+    for (uint32_t pp : {1u, 2u, 4u, 8u}) {
+      for (uint8_t stage = 0; stage <= 3; ++stage) {
+        for (zp::Offload off : {zp::Offload::None, zp::Offload::Cpu}) {
+          if (stage == 0 && off != zp::Offload::None) continue;
+          zp::Layout l;
+          l.tp = 8;
+          l.pp = pp;
+          l.dp = 64 / (8 * pp);
+          l.grad_accum = 8;
+          l.zero_stage = stage;
+          l.offload_optimizer = off;
+          l.sequence_parallel = true;
+          l.recompute = zp::Recompute::Selective;
+          l.seq_len = 8192;
+          out.push_back(l);
+        }
+      }
+    }
+    return out;
+  }();
+  return layouts;
+}
+
 // The search path: one MemoryEvaluator walks dp x ZeRO stage x optimizer
 // offload x pipeline depth for a fixed tp/micro-batch/sequence, as the planner's
 // inner loop does. Reports the time per layout evaluated.
 void BM_Memory_SearchPath_Llama70B(benchmark::State& state) {
   static const Case base = make_case("llama-3.1-70b", "H100-80GB", 64, zp::Layout{});
-  std::vector<zp::Layout> layouts;
-  for (uint32_t pp : {1u, 2u, 4u, 8u}) {
-    for (uint8_t stage = 0; stage <= 3; ++stage) {
-      for (zp::Offload off : {zp::Offload::None, zp::Offload::Cpu}) {
-        if (stage == 0 && off != zp::Offload::None) continue;
-        zp::Layout l;
-        l.tp = 8;
-        l.pp = pp;
-        l.dp = 64 / (8 * pp);
-        l.grad_accum = 8;
-        l.zero_stage = stage;
-        l.offload_optimizer = off;
-        l.sequence_parallel = true;
-        l.recompute = zp::Recompute::Selective;
-        l.seq_len = 8192;
-        layouts.push_back(l);
-      }
-    }
-  }
-  zp::MemoryOptions options = zp::resolve_options({}, layouts[0]);
+  const std::vector<zp::Layout>& layouts = search_walk();
+  const zp::MemoryOptions options = zp::resolve_options({}, layouts[0]);
   zp::MemoryEvaluator evaluator;
   size_t i = 0;
   for (auto _ : state) {
@@ -112,25 +122,7 @@ void BM_Memory_SearchPath_Llama70B(benchmark::State& state) {
 // is still computed and summed; the per-component breakdown is not kept).
 void BM_MemoryFit_SearchPath_Llama70B(benchmark::State& state) {
   static const Case base = make_case("llama-3.1-70b", "H100-80GB", 64, zp::Layout{});
-  std::vector<zp::Layout> layouts;
-  for (uint32_t pp : {1u, 2u, 4u, 8u}) {
-    for (uint8_t stage = 0; stage <= 3; ++stage) {
-      for (zp::Offload off : {zp::Offload::None, zp::Offload::Cpu}) {
-        if (stage == 0 && off != zp::Offload::None) continue;
-        zp::Layout l;
-        l.tp = 8;
-        l.pp = pp;
-        l.dp = 64 / (8 * pp);
-        l.grad_accum = 8;
-        l.zero_stage = stage;
-        l.offload_optimizer = off;
-        l.sequence_parallel = true;
-        l.recompute = zp::Recompute::Selective;
-        l.seq_len = 8192;
-        layouts.push_back(l);
-      }
-    }
-  }
+  const std::vector<zp::Layout>& layouts = search_walk();
   const zp::MemoryOptions options = zp::resolve_options({}, layouts[0]);
   zp::MemoryEvaluator evaluator;
   size_t i = 0;
@@ -139,6 +131,28 @@ void BM_MemoryFit_SearchPath_Llama70B(benchmark::State& state) {
     i = i + 1 == layouts.size() ? 0 : i + 1;
     zp::MemoryFit r = evaluator.evaluate_fit({base.shape, l, base.cluster, options});
     benchmark::DoNotOptimize(r);
+  }
+}
+
+// Issue 4's search path: memory (totals) and step time of each layout of the
+// walk, both evaluators reusing their per-shape work.
+void BM_MemoryFitAndTime_SearchPath_Llama70B(benchmark::State& state) {
+  static const zp::Catalog catalog = zp::Catalog::load_dirs({ZP_BENCH_DATA});
+  static const Case base = make_case("llama-3.1-70b", "H100-80GB", 64, zp::Layout{});
+  static const zp::Cluster cluster = zp::make_cluster(catalog, "H100-80GB", "", 64);
+  static const zp::Network net = zp::make_network(cluster, ZP_BENCH_DATA);
+  const std::vector<zp::Layout>& layouts = search_walk();
+  const zp::MemoryOptions options = zp::resolve_options({}, layouts[0]);
+  zp::MemoryEvaluator memory;
+  zp::TimeEvaluator timer;
+  size_t i = 0;
+  for (auto _ : state) {
+    const zp::Layout& l = layouts[i];
+    i = i + 1 == layouts.size() ? 0 : i + 1;
+    zp::MemoryFit r = memory.evaluate_fit({base.shape, l, base.cluster, options});
+    zp::StepTime t = timer.evaluate({base.shape, l, cluster.gpu, cluster.node, net});
+    benchmark::DoNotOptimize(r);
+    benchmark::DoNotOptimize(t);
   }
 }
 
@@ -172,6 +186,7 @@ void BM_MemoryAndTime_Llama70B_tp8_pp4(benchmark::State& state) {
 
 BENCHMARK(BM_MemoryAndTime_Llama70B_tp8_pp4);
 BENCHMARK(BM_MemoryFit_SearchPath_Llama70B);
+BENCHMARK(BM_MemoryFitAndTime_SearchPath_Llama70B);
 BENCHMARK(BM_Memory_SearchPath_Llama70B);
 BENCHMARK(BM_Memory_Llama8B_dp8_zero1);
 BENCHMARK(BM_Memory_Llama405B_tp8_pp16_dp128);
