@@ -98,6 +98,31 @@ StepTime evaluate_time(const TimeInputs& in) {
   return e.evaluate(in);
 }
 
+// The compute-only part of one micro-batch slot: what evaluate() adds
+// communication to.
+double compute_slot_s(const TimePrep& pr, const ModelShape& m, const Layout& l) {
+  const double layers = static_cast<double>(layers_on_stage(m.layers, l.pp, l.pp - 1));
+  double recompute_layer = 0;
+  if (l.recompute == Recompute::Full) {
+    const double fraction = l.recompute_layers == 0 ? 1.0 : std::min(1.0, l.recompute_layers / layers);
+    recompute_layer = fraction * pr.lc.forward_s();
+  } else if (l.recompute == Recompute::Selective) {
+    recompute_layer = pr.lc.attention_s + pr.lc.softmax_s;
+  }
+  return layers * (pr.lc.forward_s() + pr.lc.backward_s() + recompute_layer) + pr.hc.forward_s + pr.hc.backward_s;
+}
+
+double pipeline_fill(const Layout& l) {
+  if (l.pp == 1) return 0;
+  return l.schedule == Schedule::Interleaved ? (l.pp - 1.0) / l.vpp : l.pp - 1.0;
+}
+
+double TimeEvaluator::lower_bound_s(const TimeInputs& in) {
+  if (!prep_matches(prep_, in)) prepare_time(prep_, in);
+  const Layout& l = in.layout;
+  return (static_cast<double>(l.num_microbatches()) + pipeline_fill(l)) * compute_slot_s(prep_, in.model, l);
+}
+
 StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   if (!prep_matches(prep_, in)) prepare_time(prep_, in);
   const TimePrep& pr = prep_;

@@ -115,6 +115,10 @@ struct TimePrep {
 class TimeEvaluator {
  public:
   StepTime evaluate(const TimeInputs& in);
+  // A lower bound on evaluate(in).total_s: the pipeline's compute alone (no
+  // communication, optimizer or offload). Cheap; the planner skips layouts
+  // whose best possible throughput cannot enter its answer.
+  double lower_bound_s(const TimeInputs& in);
 
  private:
   TimePrep prep_;

@@ -110,12 +110,33 @@ PlanResult plan(const PlanQuery& q) {
       return;
     }
     ++r.fitting;
+    // Bound first: a layout whose compute alone is too slow for the answer
+    // cannot enter it (exact: lower_bound_s never exceeds the step time).
+    const TimeInputs time_in{q.model, l, q.cluster.gpu, q.cluster.node, q.network};
+    if (!q.exhaustive && r.top.size() == q.top_k) {
+      const double best_possible = static_cast<double>(l.global_batch()) * l.seq_len / timer.lower_bound_s(time_in);
+      const double bar = r.top.back().time.tokens_per_s * (1 - 2e-3);
+      if (best_possible < bar) {
+        const uint64_t headroom = capacity > fit.gpu_bytes ? capacity - fit.gpu_bytes : 0;
+        bool dominated = false;
+        for (const Candidate& f : r.pareto) {
+          if (f.headroom_bytes() >= headroom && f.time.tokens_per_s >= best_possible) {
+            dominated = true;
+            break;
+          }
+        }
+        if (dominated) {
+          ++r.bounded;
+          return;
+        }
+      }
+    }
     // Candidates are large (the breakdown, the communication table): build
     // one only for the layouts that enter the answer.
     scratch.layout = l;
     static_cast<MemoryFit&>(scratch.memory) = fit;
     scratch.capacity_bytes = capacity;
-    scratch.time = timer.evaluate({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
+    scratch.time = timer.evaluate(time_in);
     ++r.timed;
     const bool top = r.top.size() < q.top_k || ranks_before(scratch, r.top.back());
     if (!top && !on_pareto_front(r.pareto, scratch)) return;

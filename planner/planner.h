@@ -36,6 +36,7 @@ struct PlanQuery {
   SearchSpace space;
   MemoryOptions options;  // unresolved: per layout
   size_t top_k = 10;
+  bool exhaustive = false;  // time every fitting layout (tests: the bound must not change the answer)
   std::function<void(double)> progress;  // fraction done; called rarely; may be empty
 };
 
@@ -43,6 +44,7 @@ struct PlanResult {
   std::vector<Candidate> top;     // best first
   std::vector<Candidate> pareto;  // memory headroom vs tokens/s, by headroom
   uint64_t enumerated = 0, valid = 0, fitting = 0, timed = 0;
+  uint64_t bounded = 0;  // fitting layouts excluded by the throughput bound without a step-time evaluation
   double seconds = 0;
   // Nearest miss when nothing fits: the layout short by the fewest bytes.
   bool has_nearest_miss = false;

@@ -185,3 +185,27 @@ TEST_CASE("ZeRO-Infinity: a trillion parameters on one DGX-2 (16 V100) with NVMe
   MESSAGE("largest gpt with NVMe offload on one DGX-2: hidden " << h << ", " << params / 1e12 << "T");
   CHECK(params >= 0.9e12);
 }
+
+TEST_CASE("the throughput bound prunes without changing the answer") {
+  for (const char* model : {"llama-3.1-8b", "mixtral-8x7b", "megatron-22b"}) {
+    CAPTURE(model);
+    PlanQuery q = query(test::catalog().resolve_model(model), "H100-80GB", "", 16, 2048, 0);
+    q.top_k = 8;
+    const PlanResult fast = plan(q);
+    q.exhaustive = true;
+    const PlanResult full = plan(q);
+    CHECK(full.bounded == 0);
+    REQUIRE(fast.top.size() == full.top.size());
+    for (size_t i = 0; i < fast.top.size(); ++i) {
+      CHECK(describe(fast.top[i].layout) == describe(full.top[i].layout));
+      CHECK(fast.top[i].time.tokens_per_s == full.top[i].time.tokens_per_s);
+      CHECK(fast.top[i].memory.gpu_bytes == full.top[i].memory.gpu_bytes);
+    }
+    REQUIRE(fast.pareto.size() == full.pareto.size());
+    for (size_t i = 0; i < fast.pareto.size(); ++i) {
+      CHECK(fast.pareto[i].time.tokens_per_s == full.pareto[i].time.tokens_per_s);
+      CHECK(fast.pareto[i].headroom_bytes() == full.pareto[i].headroom_bytes());
+    }
+    MESSAGE(model << ": " << fast.bounded << " of " << fast.fitting << " fitting layouts bounded out");
+  }
+}

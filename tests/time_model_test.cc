@@ -221,6 +221,7 @@ TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers as eva
     CHECK(a.total_s == b.total_s);
     CHECK(a.model_flops == b.model_flops);
     CHECK(a.comm_rows == b.comm_rows);
+    CHECK(evaluator.lower_bound_s({m, l, s.cluster.gpu, s.cluster.node, s.net}) <= a.total_s);
     ++checked;
   }
   CHECK(checked > 100);
