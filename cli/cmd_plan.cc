@@ -115,6 +115,15 @@ int run_fit(const PlanFlags& f, const GlobalOptions& global, bool as_json, const
             << f.framework << " accounting, " << fixed(f.reserve_pct, 0) << "% of GPU memory in reserve\n";
   std::cout << "searched " << with_commas(r.enumerated) << " layouts (" << with_commas(r.valid) << " valid, "
             << with_commas(r.fitting) << " fit) in " << duration(r.seconds) << "\n\n";
+  if (r.top.empty() && r.valid == 0) {
+    std::cout << "No layout satisfies the constraints";
+    if (f.global_batch) {
+      std::cout << ": the global batch " << f.global_batch << " must be a multiple of dp x micro-batch (1, 2, 4 or 8)"
+                << " for some dp that " << f.gpus << " GPUs allow";
+    }
+    std::cout << ". `zeroplan fit --why-not key=value,...` says what a given layout breaks.\n";
+    return 0;
+  }
   if (r.top.empty()) {
     std::cout << "Nothing fits.";
     if (r.has_nearest_miss) {

@@ -133,6 +133,10 @@ TEST_CASE("planning subcommands") {
   CHECK(cmp.code == 0);
   CHECK(cmp.out.find("rank 2") != std::string::npos);
   CHECK(cmp.out.find("tokens/s") != std::string::npos);
+  // gpt2-1.5b: 25 heads allow only tp 1, so dp = 64/pp >= 2 never divides 3.
+  Run none_valid = run("fit --model gpt2-1.5b --gpus 64 --gpu H100-80GB --seq 1024 --global-batch 3");
+  CHECK(none_valid.code == 0);
+  CHECK(none_valid.out.find("No layout satisfies the constraints: the global batch 3") != std::string::npos);
   Run why = run("fit --model llama-3.1-8b --gpus 8 --gpu H100-80GB --why-not tp=3");
   CHECK(why.out.find("invalid: dp x tp x pp") != std::string::npos);
   Run json = run("fit --model gpt2-124m --gpus 1 --gpu H100-80GB --json --top 2");
