@@ -110,6 +110,7 @@ void prepare_rules(MemoryPrep& p, const Layout& l) {
   MemoryPrep::RulesSlot& slot = p.rules_slots[index];
   if (!slot.valid) {
     slot.placed = place_states(l, state_rules(l));
+    slot.optimizer_side_bytes = optimizer_side_bytes_per_param(l);
     slot.valid = true;
   }
   p.rules = &slot;
@@ -192,7 +193,7 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Si
   if (l.offload_optimizer == Offload::Nvme) {
     const uint64_t partition = (stage_total + l.dp - 1) / l.dp;
     const uint64_t unit = std::min(o.optimizer_subgroup_elems, partition);
-    const uint64_t per_param = optimizer_side_bytes_per_param(l);
+    const uint64_t per_param = v.rules->optimizer_side_bytes;
     sink.add(tensor_row(Component::OffloadStaging, Residence::Host, Dtype::Bytes, "nvme optimizer swap sub-group",
                         unit * per_param));
   }

@@ -74,6 +74,7 @@ struct MemoryPrep {
   struct RulesSlot {
     bool valid = false;
     PlacedStates placed;
+    uint64_t optimizer_side_bytes = 0;  // per parameter, what optimizer offload moves
   };
   Framework rules_framework = Framework::Zeroplan;
   Precision rules_precision = Precision::Bf16;
