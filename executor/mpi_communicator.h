@@ -1,0 +1,42 @@
+// MpiCommunicator: the Communicator over MPI (OpenMPI, processes started by
+// mpirun), on MPI_COMM_WORLD or a communicator split from it. Errors return
+// (MPI_ERRORS_RETURN) and are thrown as std::runtime_error with the call's
+// name, so a failing rank exits non-zero instead of hanging in a handler.
+// Does not call MPI_Init/MPI_Finalize: MpiSession does.
+#pragma once
+
+#include <mpi.h>
+
+#include "executor/communicator.h"
+
+namespace zp {
+
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD);
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  bool emulated() const override { return false; }
+  std::string name() const override { return "mpi"; }
+  void all_reduce_sum(float* data, size_t count) override;
+  void reduce_scatter_sum(const float* in, float* out, size_t count_per_rank) override;
+  void all_gather(const float* in, float* out, size_t count_per_rank) override;
+  void broadcast(float* data, size_t count, int root) override;
+  void send(const float* data, size_t count, int peer) override;
+  void recv(float* data, size_t count, int peer) override;
+  void barrier() override;
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace zp

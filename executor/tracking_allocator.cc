@@ -1,0 +1,37 @@
+#include "executor/tracking_allocator.h"
+
+#include <cstdlib>
+#include <new>
+
+namespace zp {
+
+TrackingAllocator::~TrackingAllocator() {
+  for (auto& [p, block] : live_) std::free(p);
+}
+
+void* TrackingAllocator::allocate(uint64_t bytes, Component tag) {
+  if (bytes == 0) return nullptr;
+  const uint64_t rounded = (bytes + 63) / 64 * 64;  // aligned_alloc needs a multiple of the alignment
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw std::bad_alloc();
+  live_.emplace(p, Block{bytes, tag});
+  by_component_[static_cast<int>(tag)] += bytes;
+  current_ += bytes;
+  if (current_ > peak_) {
+    peak_ = current_;
+    at_peak_ = by_component_;
+  }
+  return p;
+}
+
+void TrackingAllocator::release(void* p) {
+  if (!p) return;
+  auto it = live_.find(p);
+  if (it == live_.end()) return;
+  by_component_[static_cast<int>(it->second.tag)] -= it->second.bytes;
+  current_ -= it->second.bytes;
+  live_.erase(it);
+  std::free(p);
+}
+
+}  // namespace zp

@@ -1,0 +1,48 @@
+// TrackingAllocator: every buffer the executor holds comes from here, tagged
+// with the cost model's component (weights, gradients, activations, ...), so
+// a run records the peak of its total and the composition at that peak and
+// can set them beside the prediction. Host memory (64-byte aligned) for the
+// CPU backend; the CUDA backend (issue 7) will track device memory the same
+// way. Owns what it hands out until release(); not thread-safe.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <unordered_map>
+
+#include "costmodel/memory_rows.h"
+
+namespace zp {
+
+class TrackingAllocator {
+ public:
+  TrackingAllocator() = default;
+  TrackingAllocator(const TrackingAllocator&) = delete;
+  TrackingAllocator& operator=(const TrackingAllocator&) = delete;
+  ~TrackingAllocator();
+
+  // Uninitialised (the pages become resident when first written); bytes == 0
+  // gives nullptr. Throws std::bad_alloc.
+  void* allocate(uint64_t bytes, Component tag);
+  void release(void* p);
+
+  uint64_t current_bytes() const { return current_; }
+  uint64_t peak_bytes() const { return peak_; }
+  uint64_t current_bytes(Component c) const { return by_component_[static_cast<int>(c)]; }
+  // The bytes of each component at the moment the total peaked.
+  const std::array<uint64_t, kNumComponents>& at_peak() const { return at_peak_; }
+  size_t live_allocations() const { return live_.size(); }
+
+ private:
+  struct Block {
+    uint64_t bytes;
+    Component tag;
+  };
+  std::unordered_map<void*, Block> live_;
+  std::array<uint64_t, kNumComponents> by_component_{};
+  std::array<uint64_t, kNumComponents> at_peak_{};
+  uint64_t current_ = 0, peak_ = 0;
+};
+
+}  // namespace zp

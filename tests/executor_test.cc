@@ -1,0 +1,84 @@
+// Executor I foundations: the tracking allocator, buffers allocated from the
+// cost model's rows (one table, two uses), the loopback communicator.
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "executor/buffer_plan.h"
+#include "executor/loopback_communicator.h"
+#include "test_support.h"
+
+using namespace zp;
+
+TEST_CASE("tracking allocator: current, peak and the composition at the peak") {
+  TrackingAllocator a;
+  void* w = a.allocate(1000, Component::Weights);
+  void* g = a.allocate(500, Component::Gradients);
+  void* x = a.allocate(4000, Component::Activations);
+  CHECK(a.current_bytes() == 5500);
+  a.release(x);
+  void* y = a.allocate(100, Component::Logits);
+  CHECK(a.current_bytes() == 1600);
+  CHECK(a.peak_bytes() == 5500);
+  CHECK(a.at_peak()[static_cast<int>(Component::Activations)] == 4000);
+  CHECK(a.at_peak()[static_cast<int>(Component::Logits)] == 0);
+  CHECK(a.current_bytes(Component::Weights) == 1000);
+  CHECK(reinterpret_cast<uintptr_t>(w) % 64 == 0);
+  a.release(w);
+  a.release(g);
+  a.release(y);
+  CHECK(a.live_allocations() == 0);
+  CHECK(a.allocate(0, Component::Weights) == nullptr);
+}
+
+TEST_CASE("one table, two uses: allocated bytes per component equal the cost model's, for many layouts") {
+  int checked = 0;
+  for (uint8_t stage = 0; stage <= 3; ++stage) {
+    for (Recompute rc : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+      Layout l;
+      l.dp = 4;
+      l.pp = 2;
+      l.grad_accum = 4;
+      l.zero_stage = stage;
+      l.recompute = rc;
+      l.seq_len = 512;
+      test::Evaluation e = test::evaluate("gpt2-124m", "H100-80GB", 8, l);
+      REQUIRE(e.why_not.empty());
+      for (uint32_t s = 0; s < l.pp; ++s) {
+        TrackingAllocator a;
+        std::vector<PlannedBuffer> buffers = allocate_stage_buffers(e.inputs(), s, a);
+        RowsSink rows;
+        memory_rows_for_stage(e.inputs(), s, rows);
+        for (int c = 0; c < kNumComponents; ++c) {
+          const Component comp = static_cast<Component>(c);
+          if (is_runtime_overhead(comp)) continue;
+          CAPTURE(to_string(comp));
+          CHECK(a.current_bytes(comp) == rows.totals().at(Residence::Gpu, comp));
+        }
+        for (const PlannedBuffer& b : buffers) a.release(b.data);
+        CHECK(a.current_bytes() == 0);
+        ++checked;
+      }
+    }
+  }
+  CHECK(checked == 24);
+}
+
+TEST_CASE("loopback: one process stands in for a rank and moves the same bytes") {
+  LoopbackCommunicator c(2, 4);
+  CHECK(c.emulated());
+  std::vector<float> shard = {1, 2, 3};
+  std::vector<float> gathered(12, -1);
+  c.all_gather(shard.data(), gathered.data(), 3);
+  for (int r = 0; r < 4; ++r) CHECK(gathered[r * 3 + 1] == 2);
+  std::vector<float> full = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4};
+  std::vector<float> mine(3);
+  LoopbackCommunicator c1(1, 4);
+  c1.reduce_scatter_sum(full.data(), mine.data(), 3);
+  CHECK(mine == std::vector<float>{0, 1, 1});  // elements 3..5: rank 1's slice
+  std::vector<float> got(3, 7);
+  c.recv(got.data(), 3, 0);
+  CHECK(got == std::vector<float>{0, 0, 0});
+  CHECK_THROWS(LoopbackCommunicator(4, 4));
+  CHECK_THROWS(c.send(shard.data(), 3, 9));
+}
