@@ -1,0 +1,170 @@
+#include "executor/gpt_model.h"
+
+#include <cmath>
+#include <random>
+
+#include "executor/ops_cpu.h"
+#include "models/input_error.h"
+
+namespace zp {
+
+GptConfig gpt_config(const ModelSpec& m) {
+  if (m.mlp != MlpKind::Gelu || m.norm != NormKind::LayerNorm || m.position != PositionKind::Learned ||
+      !m.tied_embeddings || m.num_kv_heads != m.num_heads || m.ffn_hidden_size != 4 * m.hidden_size ||
+      !m.qkv_bias || !m.attn_out_bias || !m.mlp_bias || m.is_moe() || m.embedding_norm) {
+    throw InputError("model '" + m.name + "': the CPU executor runs GPT-2 style models only so far");
+  }
+  return GptConfig{static_cast<int>(m.vocab_size), static_cast<int>(m.max_seq_len), static_cast<int>(m.num_layers),
+                   static_cast<int>(m.num_heads), static_cast<int>(m.hidden_size)};
+}
+
+template <class T>
+GptModel<T>::GptModel(const GptConfig& c, uint64_t seed) : c_(c) {
+  const size_t V = c.vocab, S = c.max_seq, L = c.layers, C = c.channels;
+  const std::array<size_t, kTensors> sizes = {V * C, S * C, L * C, L * C, L * 3 * C * C, L * 3 * C, L * C * C, L * C,
+                                              L * C, L * C, L * 4 * C * C, L * 4 * C, L * C * 4 * C, L * C, C, C};
+  for (int i = 0; i < kTensors; ++i) offset_[i + 1] = offset_[i] + sizes[i];
+  params.assign(offset_[kTensors], T(0));
+  grads.assign(offset_[kTensors], T(0));
+  // GPT-2 initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm gains.
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 0.02);
+  for (Tensor t : {WTE, WPE, QKVW, ATTPROJW, FCW, FCPROJW}) {
+    for (size_t i = offset_[t]; i < offset_[t + 1]; ++i) params[i] = static_cast<T>(normal(rng));
+  }
+  for (Tensor t : {LN1W, LN2W, LNFW}) {
+    for (size_t i = offset_[t]; i < offset_[t + 1]; ++i) params[i] = T(1);
+  }
+}
+
+template <class T>
+T GptModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
+  const int C = c_.channels, L = c_.layers, NH = c_.heads, V = c_.vocab;
+  const size_t BT = static_cast<size_t>(B) * Tn;
+  B_ = B;
+  T_ = Tn;
+  auto size = [](std::vector<T>& v, size_t n) { v.assign(n, T(0)); };
+  size(a_.encoded, BT * C);
+  size(a_.ln1, L * BT * C);
+  size(a_.ln1_mean, L * BT);
+  size(a_.ln1_rstd, L * BT);
+  size(a_.qkv, L * BT * 3 * C);
+  size(a_.atty, L * BT * C);
+  size(a_.preatt, L * B * NH * static_cast<size_t>(Tn) * Tn);
+  size(a_.att, L * B * NH * static_cast<size_t>(Tn) * Tn);
+  size(a_.attproj, L * BT * C);
+  size(a_.residual2, L * BT * C);
+  size(a_.ln2, L * BT * C);
+  size(a_.ln2_mean, L * BT);
+  size(a_.ln2_rstd, L * BT);
+  size(a_.fch, L * BT * 4 * C);
+  size(a_.fch_gelu, L * BT * 4 * C);
+  size(a_.fcproj, L * BT * C);
+  size(a_.residual3, L * BT * C);
+  size(a_.lnf, BT * C);
+  size(a_.lnf_mean, BT);
+  size(a_.lnf_rstd, BT);
+  size(a_.logits, BT * V);
+  size(a_.dlogits, BT * V);
+
+  cpu::encoder_forward(a_.encoded.data(), tokens, p(WTE), p(WPE), B, Tn, C);
+  const T* residual = a_.encoded.data();
+  const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
+  for (int l = 0; l < L; ++l) {
+    const size_t o = l * BT * C;
+    T* ln1 = a_.ln1.data() + o;
+    cpu::layernorm_forward(ln1, a_.ln1_mean.data() + l * BT, a_.ln1_rstd.data() + l * BT, residual, p(LN1W) + l * C,
+                           p(LN1B) + l * C, static_cast<int>(BT), C);
+    T* qkv = a_.qkv.data() + 3 * o;
+    cpu::matmul_forward(qkv, ln1, p(QKVW) + static_cast<size_t>(l) * 3 * C * C, p(QKVB) + l * 3 * C, static_cast<int>(BT), C, 3 * C);
+    T* atty = a_.atty.data() + o;
+    cpu::attention_forward(atty, a_.preatt.data() + l * att_size, a_.att.data() + l * att_size, qkv, B, Tn, C, NH);
+    T* attproj = a_.attproj.data() + o;
+    cpu::matmul_forward(attproj, atty, p(ATTPROJW) + static_cast<size_t>(l) * C * C, p(ATTPROJB) + l * C, static_cast<int>(BT), C, C);
+    T* res2 = a_.residual2.data() + o;
+    cpu::residual_forward(res2, residual, attproj, BT * C);
+    T* ln2 = a_.ln2.data() + o;
+    cpu::layernorm_forward(ln2, a_.ln2_mean.data() + l * BT, a_.ln2_rstd.data() + l * BT, res2, p(LN2W) + l * C,
+                           p(LN2B) + l * C, static_cast<int>(BT), C);
+    T* fch = a_.fch.data() + 4 * o;
+    cpu::matmul_forward(fch, ln2, p(FCW) + static_cast<size_t>(l) * 4 * C * C, p(FCB) + l * 4 * C, static_cast<int>(BT), C, 4 * C);
+    T* gelu = a_.fch_gelu.data() + 4 * o;
+    cpu::gelu_forward(gelu, fch, BT * 4 * C);
+    T* fcproj = a_.fcproj.data() + o;
+    cpu::matmul_forward(fcproj, gelu, p(FCPROJW) + static_cast<size_t>(l) * C * 4 * C, p(FCPROJB) + l * C, static_cast<int>(BT), 4 * C, C);
+    T* res3 = a_.residual3.data() + o;
+    cpu::residual_forward(res3, res2, fcproj, BT * C);
+    residual = res3;
+  }
+  cpu::layernorm_forward(a_.lnf.data(), a_.lnf_mean.data(), a_.lnf_rstd.data(), residual, p(LNFW), p(LNFB),
+                         static_cast<int>(BT), C);
+  cpu::matmul_forward<T>(a_.logits.data(), a_.lnf.data(), p(WTE), nullptr, static_cast<int>(BT), C, V);
+  return cpu::crossentropy_forward_backward(a_.dlogits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
+}
+
+template <class T>
+T GptModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
+  return forward(tokens, targets, B, Tn);
+}
+
+template <class T>
+T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn) {
+  const T loss_value = forward(tokens, targets, B, Tn);
+  const int C = c_.channels, L = c_.layers, NH = c_.heads, V = c_.vocab;
+  const size_t BT = static_cast<size_t>(B) * Tn;
+  std::fill(grads.begin(), grads.end(), T(0));
+  std::vector<T> dresidual(BT * C, T(0)), dlnf(BT * C, T(0));
+  cpu::matmul_backward<T>(dlnf.data(), g(WTE), nullptr, a_.dlogits.data(), a_.lnf.data(), p(WTE), static_cast<int>(BT), C, V);
+  const T* last = L > 0 ? a_.residual3.data() + (L - 1) * BT * C : a_.encoded.data();
+  cpu::layernorm_backward(dresidual.data(), g(LNFW), g(LNFB), dlnf.data(), last, p(LNFW), a_.lnf_mean.data(),
+                          a_.lnf_rstd.data(), static_cast<int>(BT), C);
+  const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
+  std::vector<T> dfcproj(BT * C), dgelu(BT * 4 * C), dfch(BT * 4 * C), dln2(BT * C), dres2(BT * C), dattproj(BT * C),
+      datty(BT * C), dqkv(BT * 3 * C), dln1(BT * C), dpreatt(att_size), datt(att_size), dprev(BT * C);
+  for (int l = L - 1; l >= 0; --l) {
+    const size_t o = l * BT * C;
+    const T* residual = l == 0 ? a_.encoded.data() : a_.residual3.data() + (l - 1) * BT * C;
+    for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
+      std::fill(v->begin(), v->end(), T(0));
+    }
+    // residual3 = residual2 + fcproj
+    cpu::residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), BT * C);
+    cpu::matmul_backward(dgelu.data(), g(FCPROJW) + static_cast<size_t>(l) * C * 4 * C, g(FCPROJB) + l * C, dfcproj.data(),
+                         a_.fch_gelu.data() + 4 * o, p(FCPROJW) + static_cast<size_t>(l) * C * 4 * C, static_cast<int>(BT), 4 * C, C);
+    cpu::gelu_backward(dfch.data(), a_.fch.data() + 4 * o, dgelu.data(), BT * 4 * C);
+    cpu::matmul_backward(dln2.data(), g(FCW) + static_cast<size_t>(l) * 4 * C * C, g(FCB) + l * 4 * C, dfch.data(),
+                         a_.ln2.data() + o, p(FCW) + static_cast<size_t>(l) * 4 * C * C, static_cast<int>(BT), C, 4 * C);
+    cpu::layernorm_backward(dres2.data(), g(LN2W) + l * C, g(LN2B) + l * C, dln2.data(), a_.residual2.data() + o,
+                            p(LN2W) + l * C, a_.ln2_mean.data() + l * BT, a_.ln2_rstd.data() + l * BT, static_cast<int>(BT), C);
+    // residual2 = residual + attproj
+    cpu::residual_backward(dprev.data(), dattproj.data(), dres2.data(), BT * C);
+    cpu::matmul_backward(datty.data(), g(ATTPROJW) + static_cast<size_t>(l) * C * C, g(ATTPROJB) + l * C, dattproj.data(),
+                         a_.atty.data() + o, p(ATTPROJW) + static_cast<size_t>(l) * C * C, static_cast<int>(BT), C, C);
+    cpu::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), a_.qkv.data() + 3 * o,
+                            a_.att.data() + l * att_size, B, Tn, C, NH);
+    cpu::matmul_backward(dln1.data(), g(QKVW) + static_cast<size_t>(l) * 3 * C * C, g(QKVB) + l * 3 * C, dqkv.data(),
+                         a_.ln1.data() + o, p(QKVW) + static_cast<size_t>(l) * 3 * C * C, static_cast<int>(BT), C, 3 * C);
+    cpu::layernorm_backward(dprev.data(), g(LN1W) + l * C, g(LN1B) + l * C, dln1.data(), residual, p(LN1W) + l * C,
+                            a_.ln1_mean.data() + l * BT, a_.ln1_rstd.data() + l * BT, static_cast<int>(BT), C);
+    dresidual.swap(dprev);
+  }
+  cpu::encoder_backward(g(WTE), g(WPE), dresidual.data(), tokens, B, Tn, C);
+  return loss_value;
+}
+
+void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, int step, float lr, float beta1,
+                float beta2, float eps, float weight_decay) {
+  const float c1 = 1.0f - std::pow(beta1, static_cast<float>(step));
+  const float c2 = 1.0f - std::pow(beta2, static_cast<float>(step));
+  for (size_t i = 0; i < n; ++i) {
+    m[i] = beta1 * m[i] + (1 - beta1) * grads[i];
+    v[i] = beta2 * v[i] + (1 - beta2) * grads[i] * grads[i];
+    const float mh = m[i] / c1, vh = v[i] / c2;
+    params[i] -= lr * (mh / (std::sqrt(vh) + eps) + weight_decay * params[i]);
+  }
+}
+
+template class GptModel<float>;
+template class GptModel<double>;
+
+}  // namespace zp
