@@ -4,9 +4,12 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <numeric>
 #include <vector>
 
+#include "executor/data_parallel.h"
+#include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
 
 using namespace zp;
@@ -61,6 +64,53 @@ TEST_CASE("broadcast and a ring of point-to-point transfers") {
     CHECK(in[0] == static_cast<float>(prev));
   }
   c.barrier();
+}
+
+TEST_CASE("data parallel with ZeRO 0, 1, 2 trains to the single-rank losses") {
+  MpiCommunicator& c = *g_comm;
+  const int world = c.size();
+  ModelSpec spec;
+  spec.name = "tiny-gpt";
+  spec.num_layers = 2;
+  spec.hidden_size = 16;
+  spec.ffn_hidden_size = 64;
+  spec.num_heads = spec.num_kv_heads = 2;
+  spec.head_dim = 8;
+  spec.vocab_size = 13;
+  spec.max_seq_len = 8;
+  spec.qkv_bias = spec.attn_out_bias = spec.mlp_bias = true;
+  const int B = 4 * world, T = 8, local = B / world;
+  std::vector<int> tokens(B * T), targets(B * T);
+  for (int i = 0; i < B * T; ++i) {
+    tokens[i] = (i * 5 + i / T) % 13;
+    targets[i] = (tokens[i] + 2) % 13;
+  }
+  AdamConfig adam;
+  adam.lr = 5e-3f;
+  // The reference: one rank on the whole batch (a group of one).
+  GptModel<float> reference(gpt_config(spec), 11);
+  LoopbackCommunicator alone(0, 1);
+  DataParallelTrainer ref_trainer(reference, alone, 0, adam);
+  std::vector<float> expected;
+  for (int s = 0; s < 6; ++s) expected.push_back(ref_trainer.step(tokens.data(), targets.data(), B, T));
+  for (int stage = 0; stage <= 2; ++stage) {
+    CAPTURE(stage);
+    GptModel<float> model(gpt_config(spec), 11);  // same seed: same initial weights on every rank
+    DataParallelTrainer trainer(model, c, stage, adam);
+    const int* my_tokens = tokens.data() + c.rank() * local * T;
+    const int* my_targets = targets.data() + c.rank() * local * T;
+    for (int s = 0; s < 6; ++s) {
+      const float loss = trainer.step(my_tokens, my_targets, local, T);
+      CHECK(loss == doctest::Approx(expected[s]).epsilon(1e-4));
+    }
+    if (stage > 0 && world > 1) CHECK(trainer.optimizer_state_elements() < 2 * model.params.size());
+    // Every rank holds the same parameters after the steps.
+    std::vector<float> first(model.params);
+    c.broadcast(first.data(), first.size(), 0);
+    double diff = 0;
+    for (size_t i = 0; i < first.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(first[i] - model.params[i])));
+    CHECK(diff == 0.0);
+  }
 }
 
 int main(int argc, char** argv) {

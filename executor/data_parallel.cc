@@ -1,0 +1,57 @@
+#include "executor/data_parallel.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace zp {
+
+DataParallelTrainer::DataParallelTrainer(GptModel<float>& model, Communicator& comm, int zero_stage, AdamConfig adam)
+    : model_(model), comm_(comm), stage_(zero_stage), adam_(adam) {
+  if (zero_stage < 0 || zero_stage > 2) throw std::runtime_error("data parallel: ZeRO stage 0-2 (stage 3 is not built yet)");
+  const size_t n = model.params.size(), world = static_cast<size_t>(comm.size());
+  if (stage_ == 0) {
+    m_.assign(n, 0.0f);
+    v_.assign(n, 0.0f);
+  } else {
+    shard_ = (n + world - 1) / world;
+    m_.assign(shard_, 0.0f);
+    v_.assign(shard_, 0.0f);
+    padded_.assign(shard_ * world, 0.0f);
+    grad_shard_.assign(shard_, 0.0f);
+  }
+}
+
+float DataParallelTrainer::step(const int* tokens, const int* targets, int B_local, int Tn) {
+  const size_t n = model_.params.size();
+  const float world = static_cast<float>(comm_.size());
+  float loss = model_.forward_backward(tokens, targets, B_local, Tn);
+  comm_.all_reduce_sum(&loss, 1);
+  loss /= world;
+  ++steps_;
+  if (stage_ == 0) {
+    comm_.all_reduce_sum(model_.grads.data(), n);
+    for (float& g : model_.grads) g /= world;
+    adamw_step(model_.params.data(), model_.grads.data(), m_.data(), v_.data(), n, steps_, adam_.lr, adam_.beta1,
+               adam_.beta2, adam_.eps, adam_.weight_decay);
+    return loss;
+  }
+  // Reduce-scatter the gradients into this rank's partition.
+  std::copy(model_.grads.begin(), model_.grads.end(), padded_.begin());
+  std::fill(padded_.begin() + static_cast<std::ptrdiff_t>(n), padded_.end(), 0.0f);
+  comm_.reduce_scatter_sum(padded_.data(), grad_shard_.data(), shard_);
+  for (float& g : grad_shard_) g /= world;
+  // Update this rank's partition of the parameters, then all-gather them.
+  const size_t begin = static_cast<size_t>(comm_.rank()) * shard_;
+  std::vector<float>& params = model_.params;
+  std::fill(padded_.begin(), padded_.end(), 0.0f);
+  for (size_t i = 0; i < shard_ && begin + i < n; ++i) padded_[begin + i] = params[begin + i];
+  adamw_step(padded_.data() + begin, grad_shard_.data(), m_.data(), v_.data(), shard_, steps_, adam_.lr, adam_.beta1,
+             adam_.beta2, adam_.eps, adam_.weight_decay);
+  std::vector<float> mine(padded_.begin() + static_cast<std::ptrdiff_t>(begin),
+                          padded_.begin() + static_cast<std::ptrdiff_t>(begin + shard_));
+  comm_.all_gather(mine.data(), padded_.data(), shard_);
+  std::copy(padded_.begin(), padded_.begin() + static_cast<std::ptrdiff_t>(n), params.begin());
+  return loss;
+}
+
+}  // namespace zp

@@ -1,0 +1,45 @@
+// Data parallelism with ZeRO stages 0-2 over a Communicator, for the flat
+// fp32 parameters of a GptModel (issue 6):
+//  - stage 0: gradients all-reduced (2 Psi), every rank runs AdamW on all
+//    parameters and keeps all optimizer states;
+//  - stage 1 and 2: gradients reduce-scattered, each rank runs AdamW on its
+//    partition (ceil(Psi / dp) elements, the tail padded) and keeps only that
+//    partition's moments, then the parameters are all-gathered (2 Psi).
+//    With one micro-batch per step, stages 1 and 2 move the same data; they
+//    differ in which gradient buffer persists across accumulation steps.
+// Stage 3 (parameters partitioned and gathered layer by layer) is not built
+// yet. Each rank computes the mean loss of its own slice of the batch; the
+// reported loss is the mean over ranks, as a single rank on the whole batch
+// would compute it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "executor/communicator.h"
+#include "executor/gpt_model.h"
+
+namespace zp {
+
+struct AdamConfig {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
+};
+
+class DataParallelTrainer {
+ public:
+  DataParallelTrainer(GptModel<float>& model, Communicator& comm, int zero_stage, AdamConfig adam);
+  // One step on this rank's slice (B_local sequences of T tokens); returns the global mean loss.
+  float step(const int* tokens, const int* targets, int B_local, int Tn);
+  size_t optimizer_state_elements() const { return m_.size() + v_.size(); }
+
+ private:
+  GptModel<float>& model_;
+  Communicator& comm_;
+  int stage_;
+  AdamConfig adam_;
+  int steps_ = 0;
+  size_t shard_ = 0;  // partition size (stage >= 1)
+  std::vector<float> m_, v_, padded_, grad_shard_;
+};
+
+}  // namespace zp
