@@ -54,4 +54,23 @@ float DataParallelTrainer::step(const int* tokens, const int* targets, int B_loc
   return loss;
 }
 
+CheckpointState DataParallelTrainer::state() const {
+  CheckpointState s;
+  s.step = static_cast<uint64_t>(steps_);
+  s.params = model_.params;
+  s.m = m_;
+  s.v = v_;
+  return s;
+}
+
+void DataParallelTrainer::restore(const CheckpointState& s) {
+  if (s.params.size() != model_.params.size() || s.m.size() != m_.size() || s.v.size() != v_.size()) {
+    throw std::runtime_error("checkpoint does not match this model and layout (sizes differ)");
+  }
+  steps_ = static_cast<int>(s.step);
+  model_.params = s.params;
+  m_ = s.m;
+  v_ = s.v;
+}
+
 }  // namespace zp

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "executor/checkpoint.h"
 #include "executor/communicator.h"
 #include "executor/gpt_model.h"
 
@@ -31,6 +32,10 @@ class DataParallelTrainer {
   // One step on this rank's slice (B_local sequences of T tokens); returns the global mean loss.
   float step(const int* tokens, const int* targets, int B_local, int Tn);
   size_t optimizer_state_elements() const { return m_.size() + v_.size(); }
+  // What this rank holds (its moments are its partition's for stage >= 1),
+  // for checkpoints; restore() takes back what state() gave.
+  CheckpointState state() const;
+  void restore(const CheckpointState& s);
 
  private:
   GptModel<float>& model_;

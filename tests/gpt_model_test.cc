@@ -4,9 +4,15 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 
+#include "executor/checkpoint.h"
+#include "executor/data.h"
+#include "executor/data_parallel.h"
 #include "executor/gpt_model.h"
+#include "executor/loopback_communicator.h"
+#include "models/input_error.h"
 #include "models/param_count.h"
 
 using namespace zp;
@@ -88,4 +94,47 @@ TEST_CASE("loss goes down with AdamW on a learnable sequence (fp32)") {
   MESSAGE("loss " << first << " -> " << last);
   CHECK(first == doctest::Approx(std::log(16.0)).epsilon(0.05));
   CHECK(last < 0.2f * first);
+}
+
+TEST_CASE("synthetic corpus: deterministic, learnable; checkpoint, stop, resume gives identical losses") {
+  const ModelSpec m = tiny_gpt(32, 16, 2, 2, 32);
+  const SyntheticCorpus corpus(32, 5);
+  const Batch a = corpus.batch(3, 0, 4, 16), b = corpus.batch(3, 0, 4, 16);
+  CHECK(a.tokens == b.tokens);
+  CHECK(corpus.batch(4, 0, 4, 16).tokens != a.tokens);
+  AdamConfig adam;
+  adam.lr = 5e-3f;
+  LoopbackCommunicator alone(0, 1);
+  // Ten steps straight through.
+  GptModel<float> straight(gpt_config(m), 9);
+  DataParallelTrainer t1(straight, alone, 0, adam);
+  std::vector<float> losses;
+  for (uint64_t s = 0; s < 40; ++s) {
+    const Batch batch = corpus.batch(s, 0, 4, 16);
+    losses.push_back(t1.step(batch.tokens.data(), batch.targets.data(), 4, 16));
+  }
+  const float early = (losses[0] + losses[1] + losses[2] + losses[3] + losses[4]) / 5;
+  const float late = (losses[35] + losses[36] + losses[37] + losses[38] + losses[39]) / 5;
+  MESSAGE("synthetic corpus: mean loss of steps 0-4 " << early << ", of steps 35-39 " << late);
+  CHECK(late < 0.9f * early);
+  // Five steps, a checkpoint, a fresh process state, five more.
+  const std::string path = "/tmp/zp_checkpoint_test.bin";
+  {
+    GptModel<float> first(gpt_config(m), 9);
+    DataParallelTrainer t(first, alone, 0, adam);
+    for (uint64_t s = 0; s < 5; ++s) {
+      const Batch batch = corpus.batch(s, 0, 4, 16);
+      t.step(batch.tokens.data(), batch.targets.data(), 4, 16);
+    }
+    save_checkpoint(path, t.state());
+  }
+  GptModel<float> resumed(gpt_config(m), 12345);  // different init: the checkpoint must overwrite it
+  DataParallelTrainer t2(resumed, alone, 0, adam);
+  t2.restore(load_checkpoint(path));
+  for (uint64_t s = 5; s < 10; ++s) {
+    const Batch batch = corpus.batch(s, 0, 4, 16);
+    CHECK(t2.step(batch.tokens.data(), batch.targets.data(), 4, 16) == losses[s]);  // bitwise
+  }
+  std::remove(path.c_str());
+  CHECK_THROWS_AS(load_checkpoint("/tmp/zp_no_such_checkpoint.bin"), InputError);
 }
