@@ -73,7 +73,7 @@ TEST_CASE("good input exits 0") {
 }
 
 TEST_CASE("every subcommand's --help shows an example") {
-  for (const char* sub : {"models", "gpus", "params", "explain", "fit", "min-gpus", "max-model", "compare", "emit"}) {
+  for (const char* sub : {"models", "gpus", "params", "explain", "fit", "min-gpus", "max-model", "compare", "emit", "run"}) {
     CAPTURE(sub);
     Run r = run(std::string(sub) + " --help");
     CHECK(r.code == 0);
@@ -172,4 +172,25 @@ TEST_CASE("planning bad input") {
   check_one_line_error("min-gpus --model llama-3.1-8b --gpu H100-80GB --days 10", "--days needs --tokens");
   check_one_line_error("fit --model gpt2-124m --gpus 8 --gpu H100-80GB --seq 4096", "exceeds the model's 1024 learned positions");
   check_one_line_error("explain --model gpt2-124m --gpus 1 --gpu H100-80GB --seq 1024 --rank 100 --no-such", "--no-such");
+}
+
+TEST_CASE("run: bad plan files get one line and exit 2") {
+  const std::string dir = "/tmp/zp_cli_run_test";
+  std::system(("rm -rf " + dir).c_str());
+  const std::string model = std::string(ZP_TEST_DATA) + "/models/tiny-gpt.json";
+  CHECK(run("emit --format zeroplan --model " + model + " --gpu H100-80GB --gpus 1 --seq 32 --out " + dir).code == 0);
+  check_one_line_error("run --plan " + dir + "/plan.json --steps 1", "the CPU executor runs fp32 so far");
+  CHECK(run("emit --format zeroplan --model " + model + " --gpu H100-80GB --gpus 1 --precision fp32 --seq 32 --out " + dir).code == 0);
+  Run ok = run("run --plan " + dir + "/plan.json --steps 2");
+  CHECK(ok.code == 0);
+  CHECK(ok.out.find("step 1") != std::string::npos);
+  {
+    FILE* f = fopen((dir + "/bad.json").c_str(), "w");
+    REQUIRE(f != nullptr);
+    fputs("{\"schema\": \"zeroplan.plan\", \"version\": 1, \"extra\": 1}", f);
+    fclose(f);
+  }
+  check_one_line_error("run --plan " + dir + "/bad.json", "field 'extra': unknown field");
+  check_one_line_error("run --plan " + dir + "/missing.json", "missing.json: cannot open the file");
+  std::system(("rm -rf " + dir).c_str());
 }

@@ -1,0 +1,37 @@
+# Emits a dp=2 ZeRO-1 plan for a toy GPT and runs it under mpirun with 2
+# ranks; then checks the measurements file and that a wrong world size fails.
+file(REMOVE_RECURSE ${WORK})
+execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${MODEL} --gpu H100-80GB --gpus 2 --precision fp32
+                        --seq 32 --micro-batch 4 --zero 1 --out ${WORK}
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "emit failed: ${rc}")
+endif()
+execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${ZEROPLAN} run --plan ${WORK}/plan.json --steps 30
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "mpirun run failed (${rc}): ${out} ${err}")
+endif()
+file(READ ${WORK}/plan.json.measured.json measured)
+string(JSON world GET "${measured}" world)
+string(JSON first GET "${measured}" steps 0 loss)
+string(JSON last GET "${measured}" steps 29 loss)
+if(NOT world EQUAL 2)
+  message(FATAL_ERROR "expected world 2, got ${world}")
+endif()
+if(NOT last LESS first)
+  message(FATAL_ERROR "loss did not go down: ${first} -> ${last}")
+endif()
+message(STATUS "loss ${first} -> ${last} on 2 MPI ranks")
+# One process for a dp=2 plan: a one-line error and exit code 2.
+execute_process(COMMAND ${ZEROPLAN} run --plan ${WORK}/plan.json --steps 1
+                RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "needs 2 processes")
+  message(FATAL_ERROR "expected exit 2 and 'needs 2 processes', got ${rc}: ${err}")
+endif()
+# Three ranks for a dp=2 plan: every rank exits non-zero, none hangs.
+execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 3 ${ZEROPLAN} run --plan ${WORK}/plan.json --steps 1
+                RESULT_VARIABLE rc ERROR_VARIABLE err TIMEOUT 60)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "a 3-rank run of a dp=2 plan should fail")
+endif()
