@@ -20,6 +20,7 @@
 #include "models/input_error.h"
 #include "models/json_file.h"
 #include "models/model_json.h"
+#include "costmodel/model_states.h"
 #include "models/param_count.h"
 
 namespace zp {
@@ -147,6 +148,19 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   }
   if (leader) {
     const uint64_t params = count_params(p.model).total;
+    // The cost model's zeroplan accounting of this rank's model states for
+    // the plan's layout, beside what the executor holds.
+    Layout l;
+    l.dp = p.dp;
+    l.zero_stage = static_cast<uint8_t>(p.zero);
+    l.precision = Precision::Fp32;
+    TotalsSink predicted;
+    emit_model_states(l, params, p.dp, "parameters", predicted);
+    const uint64_t held_weights = model.params.size() * 4, held_grads = model.grads.size() * 4,
+                   held_optimizer = trainer.optimizer_state_elements() * 4;
+    const uint64_t want_weights = predicted.totals().at(Residence::Gpu, Component::Weights);
+    const uint64_t want_grads = predicted.totals().at(Residence::Gpu, Component::Gradients);
+    const uint64_t want_optimizer = predicted.totals().at(Residence::Gpu, Component::OptimizerStates);
     Json out = {{"schema", "zeroplan.measured"},
                 {"version", 1},
                 {"plan", plan_path},
@@ -157,9 +171,14 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
                 {"rank", comm->rank()},
                 {"precision", "fp32"},
                 {"parameters", params},
-                {"model_state_bytes", {{"weights", model.params.size() * 4},
-                                       {"gradients", model.grads.size() * 4},
-                                       {"optimizer_states", trainer.optimizer_state_elements() * 4}}},
+                {"model_state_bytes", {{"weights", held_weights},
+                                       {"gradients", held_grads},
+                                       {"optimizer_states", held_optimizer}}},
+                {"predicted_model_state_bytes", {{"weights", want_weights},
+                                                 {"gradients", want_grads},
+                                                 {"optimizer_states", want_optimizer}}},
+                {"model_states_match", held_weights == want_weights && held_grads == want_grads &&
+                                           held_optimizer == want_optimizer},
                 {"steps", step_rows}};
     if (out_path.empty()) out_path = plan_path + ".measured.json";
     write_atomically(out_path, out.dump(2) + "\n");

@@ -23,6 +23,12 @@ if(NOT last LESS first)
   message(FATAL_ERROR "loss did not go down: ${first} -> ${last}")
 endif()
 message(STATUS "loss ${first} -> ${last} on 2 MPI ranks")
+# ZeRO-1 on 2 ranks: weights and gradients whole, optimizer moments halved,
+# exactly as the cost model's zeroplan accounting says.
+string(JSON match GET "${measured}" model_states_match)
+if(NOT match)
+  message(FATAL_ERROR "model-state bytes differ from the cost model: ${measured}")
+endif()
 # One process for a dp=2 plan: a one-line error and exit code 2.
 execute_process(COMMAND ${ZEROPLAN} run --plan ${WORK}/plan.json --steps 1
                 RESULT_VARIABLE rc ERROR_VARIABLE err)
