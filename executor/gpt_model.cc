@@ -38,28 +38,60 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed) : c_(c) {
 }
 
 template <class T>
+void GptModel<T>::layer_forward(int l, int slot, const T* residual, int B, int Tn) {
+  const int C = c_.channels, NH = c_.heads;
+  const size_t BT = static_cast<size_t>(B) * Tn;
+  const size_t o = slot * BT * C, att_size = static_cast<size_t>(B) * NH * Tn * Tn;
+  T* ln1 = a_.ln1.data() + o;
+  cpu::layernorm_forward(ln1, a_.ln1_mean.data() + slot * BT, a_.ln1_rstd.data() + slot * BT, residual, p(LN1W) + l * C,
+                         p(LN1B) + l * C, static_cast<int>(BT), C);
+  T* qkv = a_.qkv.data() + 3 * o;
+  cpu::matmul_forward(qkv, ln1, p(QKVW) + static_cast<size_t>(l) * 3 * C * C, p(QKVB) + l * 3 * C, static_cast<int>(BT), C, 3 * C);
+  T* atty = a_.atty.data() + o;
+  cpu::attention_forward(atty, a_.preatt.data() + slot * att_size, a_.att.data() + slot * att_size, qkv, B, Tn, C, NH);
+  T* attproj = a_.attproj.data() + o;
+  cpu::matmul_forward(attproj, atty, p(ATTPROJW) + static_cast<size_t>(l) * C * C, p(ATTPROJB) + l * C, static_cast<int>(BT), C, C);
+  T* res2 = a_.residual2.data() + o;
+  cpu::residual_forward(res2, residual, attproj, BT * C);
+  T* ln2 = a_.ln2.data() + o;
+  cpu::layernorm_forward(ln2, a_.ln2_mean.data() + slot * BT, a_.ln2_rstd.data() + slot * BT, res2, p(LN2W) + l * C,
+                         p(LN2B) + l * C, static_cast<int>(BT), C);
+  T* fch = a_.fch.data() + 4 * o;
+  cpu::matmul_forward(fch, ln2, p(FCW) + static_cast<size_t>(l) * 4 * C * C, p(FCB) + l * 4 * C, static_cast<int>(BT), C, 4 * C);
+  T* gelu = a_.fch_gelu.data() + 4 * o;
+  cpu::gelu_forward(gelu, fch, BT * 4 * C);
+  T* fcproj = a_.fcproj.data() + o;
+  cpu::matmul_forward(fcproj, gelu, p(FCPROJW) + static_cast<size_t>(l) * C * 4 * C, p(FCPROJB) + l * C, static_cast<int>(BT), 4 * C, C);
+  // The layer's output is kept for every layer: it is the next layer's input
+  // (the checkpoint full recompute keeps).
+  cpu::residual_forward(a_.residual3.data() + l * BT * C, res2, fcproj, BT * C);
+}
+
+template <class T>
 T GptModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   const int C = c_.channels, L = c_.layers, NH = c_.heads, V = c_.vocab;
   const size_t BT = static_cast<size_t>(B) * Tn;
   B_ = B;
   T_ = Tn;
+  // With full recompute only one layer's activations exist at a time.
+  const size_t slots = recompute_ ? 1 : static_cast<size_t>(L);
   auto size = [](std::vector<T>& v, size_t n) { v.assign(n, T(0)); };
   size(a_.encoded, BT * C);
-  size(a_.ln1, L * BT * C);
-  size(a_.ln1_mean, L * BT);
-  size(a_.ln1_rstd, L * BT);
-  size(a_.qkv, L * BT * 3 * C);
-  size(a_.atty, L * BT * C);
-  size(a_.preatt, L * B * NH * static_cast<size_t>(Tn) * Tn);
-  size(a_.att, L * B * NH * static_cast<size_t>(Tn) * Tn);
-  size(a_.attproj, L * BT * C);
-  size(a_.residual2, L * BT * C);
-  size(a_.ln2, L * BT * C);
-  size(a_.ln2_mean, L * BT);
-  size(a_.ln2_rstd, L * BT);
-  size(a_.fch, L * BT * 4 * C);
-  size(a_.fch_gelu, L * BT * 4 * C);
-  size(a_.fcproj, L * BT * C);
+  size(a_.ln1, slots * BT * C);
+  size(a_.ln1_mean, slots * BT);
+  size(a_.ln1_rstd, slots * BT);
+  size(a_.qkv, slots * BT * 3 * C);
+  size(a_.atty, slots * BT * C);
+  size(a_.preatt, slots * B * NH * static_cast<size_t>(Tn) * Tn);
+  size(a_.att, slots * B * NH * static_cast<size_t>(Tn) * Tn);
+  size(a_.attproj, slots * BT * C);
+  size(a_.residual2, slots * BT * C);
+  size(a_.ln2, slots * BT * C);
+  size(a_.ln2_mean, slots * BT);
+  size(a_.ln2_rstd, slots * BT);
+  size(a_.fch, slots * BT * 4 * C);
+  size(a_.fch_gelu, slots * BT * 4 * C);
+  size(a_.fcproj, slots * BT * C);
   size(a_.residual3, L * BT * C);
   size(a_.lnf, BT * C);
   size(a_.lnf_mean, BT);
@@ -68,35 +100,12 @@ T GptModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   size(a_.dlogits, BT * V);
 
   cpu::encoder_forward(a_.encoded.data(), tokens, p(WTE), p(WPE), B, Tn, C);
-  const T* residual = a_.encoded.data();
-  const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   for (int l = 0; l < L; ++l) {
-    const size_t o = l * BT * C;
-    T* ln1 = a_.ln1.data() + o;
-    cpu::layernorm_forward(ln1, a_.ln1_mean.data() + l * BT, a_.ln1_rstd.data() + l * BT, residual, p(LN1W) + l * C,
-                           p(LN1B) + l * C, static_cast<int>(BT), C);
-    T* qkv = a_.qkv.data() + 3 * o;
-    cpu::matmul_forward(qkv, ln1, p(QKVW) + static_cast<size_t>(l) * 3 * C * C, p(QKVB) + l * 3 * C, static_cast<int>(BT), C, 3 * C);
-    T* atty = a_.atty.data() + o;
-    cpu::attention_forward(atty, a_.preatt.data() + l * att_size, a_.att.data() + l * att_size, qkv, B, Tn, C, NH);
-    T* attproj = a_.attproj.data() + o;
-    cpu::matmul_forward(attproj, atty, p(ATTPROJW) + static_cast<size_t>(l) * C * C, p(ATTPROJB) + l * C, static_cast<int>(BT), C, C);
-    T* res2 = a_.residual2.data() + o;
-    cpu::residual_forward(res2, residual, attproj, BT * C);
-    T* ln2 = a_.ln2.data() + o;
-    cpu::layernorm_forward(ln2, a_.ln2_mean.data() + l * BT, a_.ln2_rstd.data() + l * BT, res2, p(LN2W) + l * C,
-                           p(LN2B) + l * C, static_cast<int>(BT), C);
-    T* fch = a_.fch.data() + 4 * o;
-    cpu::matmul_forward(fch, ln2, p(FCW) + static_cast<size_t>(l) * 4 * C * C, p(FCB) + l * 4 * C, static_cast<int>(BT), C, 4 * C);
-    T* gelu = a_.fch_gelu.data() + 4 * o;
-    cpu::gelu_forward(gelu, fch, BT * 4 * C);
-    T* fcproj = a_.fcproj.data() + o;
-    cpu::matmul_forward(fcproj, gelu, p(FCPROJW) + static_cast<size_t>(l) * C * 4 * C, p(FCPROJB) + l * C, static_cast<int>(BT), 4 * C, C);
-    T* res3 = a_.residual3.data() + o;
-    cpu::residual_forward(res3, res2, fcproj, BT * C);
-    residual = res3;
+    const T* residual = l == 0 ? a_.encoded.data() : a_.residual3.data() + (l - 1) * BT * C;
+    layer_forward(l, recompute_ ? 0 : l, residual, B, Tn);
   }
-  cpu::layernorm_forward(a_.lnf.data(), a_.lnf_mean.data(), a_.lnf_rstd.data(), residual, p(LNFW), p(LNFB),
+  const T* last = L > 0 ? a_.residual3.data() + (L - 1) * BT * C : a_.encoded.data();
+  cpu::layernorm_forward(a_.lnf.data(), a_.lnf_mean.data(), a_.lnf_rstd.data(), last, p(LNFW), p(LNFB),
                          static_cast<int>(BT), C);
   cpu::matmul_forward<T>(a_.logits.data(), a_.lnf.data(), p(WTE), nullptr, static_cast<int>(BT), C, V);
   return cpu::crossentropy_forward_backward(a_.dlogits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
@@ -105,6 +114,17 @@ T GptModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
 template <class T>
 T GptModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
   return forward(tokens, targets, B, Tn);
+}
+
+template <class T>
+size_t GptModel<T>::activation_elements() const {
+  size_t n = 0;
+  for (const std::vector<T>* v : {&a_.encoded, &a_.ln1, &a_.ln1_mean, &a_.ln1_rstd, &a_.qkv, &a_.atty, &a_.preatt,
+                                  &a_.att, &a_.attproj, &a_.residual2, &a_.ln2, &a_.ln2_mean, &a_.ln2_rstd, &a_.fch,
+                                  &a_.fch_gelu, &a_.fcproj, &a_.residual3, &a_.lnf, &a_.lnf_mean, &a_.lnf_rstd}) {
+    n += v->size();
+  }
+  return n;
 }
 
 template <class T>
@@ -122,8 +142,11 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
   std::vector<T> dfcproj(BT * C), dgelu(BT * 4 * C), dfch(BT * 4 * C), dln2(BT * C), dres2(BT * C), dattproj(BT * C),
       datty(BT * C), dqkv(BT * 3 * C), dln1(BT * C), dpreatt(att_size), datt(att_size), dprev(BT * C);
   for (int l = L - 1; l >= 0; --l) {
-    const size_t o = l * BT * C;
     const T* residual = l == 0 ? a_.encoded.data() : a_.residual3.data() + (l - 1) * BT * C;
+    const size_t slot = recompute_ ? 0 : static_cast<size_t>(l);
+    // Full recompute: rebuild this layer's activations from its saved input.
+    if (recompute_) layer_forward(l, 0, residual, B, Tn);
+    const size_t o = slot * BT * C;
     for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
       std::fill(v->begin(), v->end(), T(0));
     }
@@ -135,17 +158,17 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
     cpu::matmul_backward(dln2.data(), g(FCW) + static_cast<size_t>(l) * 4 * C * C, g(FCB) + l * 4 * C, dfch.data(),
                          a_.ln2.data() + o, p(FCW) + static_cast<size_t>(l) * 4 * C * C, static_cast<int>(BT), C, 4 * C);
     cpu::layernorm_backward(dres2.data(), g(LN2W) + l * C, g(LN2B) + l * C, dln2.data(), a_.residual2.data() + o,
-                            p(LN2W) + l * C, a_.ln2_mean.data() + l * BT, a_.ln2_rstd.data() + l * BT, static_cast<int>(BT), C);
+                            p(LN2W) + l * C, a_.ln2_mean.data() + slot * BT, a_.ln2_rstd.data() + slot * BT, static_cast<int>(BT), C);
     // residual2 = residual + attproj
     cpu::residual_backward(dprev.data(), dattproj.data(), dres2.data(), BT * C);
     cpu::matmul_backward(datty.data(), g(ATTPROJW) + static_cast<size_t>(l) * C * C, g(ATTPROJB) + l * C, dattproj.data(),
                          a_.atty.data() + o, p(ATTPROJW) + static_cast<size_t>(l) * C * C, static_cast<int>(BT), C, C);
     cpu::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), a_.qkv.data() + 3 * o,
-                            a_.att.data() + l * att_size, B, Tn, C, NH);
+                            a_.att.data() + slot * att_size, B, Tn, C, NH);
     cpu::matmul_backward(dln1.data(), g(QKVW) + static_cast<size_t>(l) * 3 * C * C, g(QKVB) + l * 3 * C, dqkv.data(),
                          a_.ln1.data() + o, p(QKVW) + static_cast<size_t>(l) * 3 * C * C, static_cast<int>(BT), C, 3 * C);
     cpu::layernorm_backward(dprev.data(), g(LN1W) + l * C, g(LN1B) + l * C, dln1.data(), residual, p(LN1W) + l * C,
-                            a_.ln1_mean.data() + l * BT, a_.ln1_rstd.data() + l * BT, static_cast<int>(BT), C);
+                            a_.ln1_mean.data() + slot * BT, a_.ln1_rstd.data() + slot * BT, static_cast<int>(BT), C);
     dresidual.swap(dprev);
   }
   cpu::encoder_backward(g(WTE), g(WPE), dresidual.data(), tokens, B, Tn, C);

@@ -36,6 +36,11 @@ class GptModel {
 
   std::vector<T> params, grads;
   const GptConfig& config() const { return c_; }
+  // Full activation recompute: keep each layer's input only and rebuild the
+  // layer's activations during backward (same arithmetic, same gradients).
+  void set_recompute(bool on) { recompute_ = on; }
+  // Elements of the saved activations after the last forward.
+  size_t activation_elements() const;
 
  private:
   // Offsets of the 16 parameter tensors in `params`.
@@ -48,7 +53,10 @@ class GptModel {
         ln2_rstd, fch, fch_gelu, fcproj, residual3, lnf, lnf_mean, lnf_rstd, logits, dlogits;
   } a_;
   int B_ = 0, T_ = 0;
+  bool recompute_ = false;
   T forward(const int* tokens, const int* targets, int B, int Tn);
+  // Layer l's forward from `residual`, activations into slot `slot`, output into residual3[l].
+  void layer_forward(int l, int slot, const T* residual, int B, int Tn);
   T* p(Tensor t) { return params.data() + offset_[t]; }
   T* g(Tensor t) { return grads.data() + offset_[t]; }
 };
