@@ -2,7 +2,8 @@
 // on the CPU executor (single process, under mpirun for data parallelism, or
 // one emulated rank of a larger data-parallel group with --emulate-rank) and
 // writes the measurements beside the plan. What the CPU executor runs so
-// far: GPT-2 style models, fp32, data parallelism with ZeRO 0-2; other plans
+// far: GPT-2 style models, fp32, data parallelism with ZeRO 0-2, no or full
+// recompute; other plans
 // are refused with a one-line reason on rank 0 and a non-zero exit on every
 // rank.
 #include <chrono>
@@ -30,7 +31,7 @@ struct RunPlan {
   ModelSpec model;
   uint32_t dp = 1, tp = 1, pp = 1, micro_batch = 1, grad_accum = 1, seq_len = 0;
   int zero = 0;
-  std::string precision;
+  std::string precision, recompute;
 };
 
 RunPlan read_plan(const std::string& path) {
@@ -52,6 +53,10 @@ RunPlan read_plan(const std::string& path) {
   p.seq_len = static_cast<uint32_t>(l.positive("seq_len"));
   p.zero = static_cast<int>(l.has("zero_stage") ? j.at("layout").at("zero_stage").get<int>() : 0);
   p.precision = l.string_or("precision", "bf16");
+  p.recompute = l.string_or("recompute", "none");
+  if (p.recompute == "selective") {
+    throw InputError(path + ": layout recompute selective: the CPU executor recomputes whole layers (none or full) so far");
+  }
   if (p.tp != 1 || p.pp != 1) {
     throw InputError(path + ": layout tp " + std::to_string(p.tp) + " pp " + std::to_string(p.pp) +
                      ": the CPU executor runs data parallelism only so far (tp = pp = 1)");
@@ -125,6 +130,7 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
   GptModel<float> model(gpt_config(p.model), 1234);
+  model.set_recompute(p.recompute == "full");
   AdamConfig adam;
   adam.lr = 3e-3f;
   DataParallelTrainer trainer(model, *comm, p.zero, adam);
@@ -170,6 +176,8 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
                 {"world", comm->size()},
                 {"rank", comm->rank()},
                 {"precision", "fp32"},
+                {"recompute", p.recompute},
+                {"activation_bytes", model.activation_elements() * 4},
                 {"parameters", params},
                 {"model_state_bytes", {{"weights", held_weights},
                                        {"gradients", held_grads},
