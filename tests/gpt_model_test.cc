@@ -11,6 +11,7 @@
 #include "executor/data.h"
 #include "executor/data_parallel.h"
 #include "executor/gpt_model.h"
+#include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 #include "models/input_error.h"
 #include "models/param_count.h"
@@ -154,4 +155,64 @@ TEST_CASE("full recompute: identical gradients, one layer's activations instead 
   CHECK(a == b);
   CHECK(plain.grads == recomputed.grads);  // bitwise: the same operations in the same order
   CHECK(recomputed.activation_elements() < plain.activation_elements() / 2);
+}
+
+TEST_CASE("Llama-style model: the cost model's count, gradients against finite differences, learning") {
+  ModelSpec m;
+  m.name = "tiny-llama";
+  m.num_layers = 2;
+  m.hidden_size = 16;
+  m.ffn_hidden_size = 24;
+  m.num_heads = 4;
+  m.num_kv_heads = 2;  // grouped-query attention
+  m.head_dim = 4;
+  m.vocab_size = 11;
+  m.max_seq_len = 8;
+  m.norm = NormKind::RMSNorm;
+  m.mlp = MlpKind::SwiGlu;
+  m.position = PositionKind::Rotary;
+  m.tied_embeddings = false;
+  LlamaModel<double> model(llama_config(m), 5);
+  CHECK(model.params.size() == count_params(m).total);
+  std::mt19937_64 rng(17);
+  std::normal_distribution<double> normal(0.0, 0.3);
+  for (double& p : model.params) p += normal(rng);
+  const int B = 2, T = 6;
+  std::vector<int> tokens(B * T), targets(B * T);
+  for (int i = 0; i < B * T; ++i) {
+    tokens[i] = (i * 4 + 1) % 11;
+    targets[i] = (i * 4 + 5) % 11;
+  }
+  model.forward_backward(tokens.data(), targets.data(), B, T);
+  const std::vector<double> analytic = model.grads;
+  std::uniform_int_distribution<size_t> pick(0, model.params.size() - 1);
+  double worst = 0;
+  for (int i = 0; i < 200; ++i) {
+    const size_t k = pick(rng);
+    const double saved = model.params[k], h = 1e-5;
+    model.params[k] = saved + h;
+    const double up = model.loss(tokens.data(), targets.data(), B, T);
+    model.params[k] = saved - h;
+    const double down = model.loss(tokens.data(), targets.data(), B, T);
+    model.params[k] = saved;
+    const double numeric = (up - down) / (2 * h);
+    const double err = std::fabs(numeric - analytic[k]) / std::max(1e-6, std::fabs(numeric) + std::fabs(analytic[k]));
+    worst = std::max(worst, err);
+    CAPTURE(k);
+    CHECK(err < 1e-5);
+  }
+  MESSAGE("Llama: worst relative gradient error over 200 parameters: " << worst);
+  CHECK_THROWS_AS(llama_config(tiny_gpt(7, 6, 2, 2, 8)), InputError);
+  // Learning: fp32, AdamW, a fixed batch.
+  LlamaModel<float> small(llama_config(m), 8);
+  std::vector<float> mom(small.params.size(), 0.0f), var(small.params.size(), 0.0f);
+  const float first = small.forward_backward(tokens.data(), targets.data(), B, T);
+  float last = first;
+  for (int step = 1; step <= 60; ++step) {
+    last = small.forward_backward(tokens.data(), targets.data(), B, T);
+    adamw_step(small.params.data(), small.grads.data(), mom.data(), var.data(), small.params.size(), step, 1e-2f, 0.9f,
+               0.95f, 1e-8f, 0.0f);
+  }
+  MESSAGE("Llama loss " << first << " -> " << last);
+  CHECK(last < 0.3f * first);
 }

@@ -1,0 +1,171 @@
+#include "executor/llama_model.h"
+
+#include <random>
+
+#include "executor/ops_cpu.h"
+#include "executor/ops_llama_cpu.h"
+#include "models/input_error.h"
+
+namespace zp {
+
+LlamaConfig llama_config(const ModelSpec& m) {
+  if (m.mlp != MlpKind::SwiGlu || m.norm != NormKind::RMSNorm || m.position != PositionKind::Rotary ||
+      m.tied_embeddings || m.qkv_bias || m.attn_out_bias || m.mlp_bias || m.is_moe() || m.head_dim % 2 != 0) {
+    throw InputError("model '" + m.name + "': not Llama-shaped (RMSNorm, SwiGLU, rotary, untied, no biases)");
+  }
+  return LlamaConfig{static_cast<int>(m.vocab_size), static_cast<int>(m.num_layers), static_cast<int>(m.num_heads),
+                     static_cast<int>(m.num_kv_heads), static_cast<int>(m.head_dim), static_cast<int>(m.hidden_size),
+                     static_cast<int>(m.ffn_hidden_size)};
+}
+
+template <class T>
+LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed) : c_(c) {
+  const size_t V = c.vocab, L = c.layers, C = c.channels, F = c.ffn;
+  const size_t QD = static_cast<size_t>(c.heads) * c.head_dim, KD = static_cast<size_t>(c.kv_heads) * c.head_dim;
+  const std::array<size_t, kTensors> sizes = {V * C, L * C, L * QD * C, L * KD * C, L * KD * C, L * C * QD,
+                                              L * C, L * F * C, L * F * C, L * C * F, C, V * C};
+  for (int i = 0; i < kTensors; ++i) offset_[i + 1] = offset_[i] + sizes[i];
+  params.assign(offset_[kTensors], T(0));
+  grads.assign(offset_[kTensors], T(0));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 0.02);
+  for (Tensor t : {WTE, WQ, WK, WV, WO, WGATE, WUP, WDOWN, HEAD}) {
+    for (size_t i = offset_[t]; i < offset_[t + 1]; ++i) params[i] = static_cast<T>(normal(rng));
+  }
+  for (Tensor t : {ATTN_NORM, MLP_NORM, FINAL_NORM}) {
+    for (size_t i = offset_[t]; i < offset_[t + 1]; ++i) params[i] = T(1);
+  }
+}
+
+template <class T>
+T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
+  const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
+  const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
+  auto size = [](std::vector<T>& v, size_t n) { v.assign(n, T(0)); };
+  size(a_.x0, BT * C);
+  size(a_.xn1, L * BT * C);
+  size(a_.rstd1, L * BT);
+  size(a_.q, L * BT * QD);
+  size(a_.k, L * BT * KD);
+  size(a_.v, L * BT * KD);
+  size(a_.att, L * static_cast<size_t>(B) * NH * Tn * Tn);
+  size(a_.atty, L * BT * QD);
+  size(a_.x2, L * BT * C);
+  size(a_.xn2, L * BT * C);
+  size(a_.rstd2, L * BT);
+  size(a_.gate, L * BT * F);
+  size(a_.up, L * BT * F);
+  size(a_.h, L * BT * F);
+  size(a_.x3, L * BT * C);
+  size(a_.xf, BT * C);
+  size(a_.rstdf, BT);
+  size(a_.logits, BT * V);
+  size(a_.dlogits, BT * V);
+  for (size_t i = 0; i < BT; ++i) {
+    const T* e = p(WTE) + static_cast<size_t>(tokens[i]) * C;
+    std::copy(e, e + C, a_.x0.begin() + static_cast<std::ptrdiff_t>(i * C));
+  }
+  const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
+  const T base = static_cast<T>(c_.rope_base);
+  for (int l = 0; l < L; ++l) {
+    const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
+    T* xn1 = a_.xn1.data() + l * BT * C;
+    cpu::rmsnorm_forward(xn1, a_.rstd1.data() + l * BT, x, p(ATTN_NORM) + l * C, static_cast<int>(BT), C);
+    T* q = a_.q.data() + l * BT * QD;
+    T* k = a_.k.data() + l * BT * KD;
+    T* v = a_.v.data() + l * BT * KD;
+    cpu::matmul_forward<T>(q, xn1, p(WQ) + l * QD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
+    cpu::matmul_forward<T>(k, xn1, p(WK) + l * KD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+    cpu::matmul_forward<T>(v, xn1, p(WV) + l * KD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+    cpu::rope_forward(q, B, Tn, NH, hs, base);
+    cpu::rope_forward(k, B, Tn, KVH, hs, base);
+    T* atty = a_.atty.data() + l * BT * QD;
+    cpu::gqa_attention_forward(atty, a_.att.data() + l * att_size, q, k, v, B, Tn, NH, KVH, hs);
+    T* x2 = a_.x2.data() + l * BT * C;
+    cpu::matmul_forward<T>(x2, atty, p(WO) + l * C * QD, nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
+    for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
+    T* xn2 = a_.xn2.data() + l * BT * C;
+    cpu::rmsnorm_forward(xn2, a_.rstd2.data() + l * BT, x2, p(MLP_NORM) + l * C, static_cast<int>(BT), C);
+    T* gate = a_.gate.data() + l * BT * F;
+    T* up = a_.up.data() + l * BT * F;
+    T* h = a_.h.data() + l * BT * F;
+    cpu::matmul_forward<T>(gate, xn2, p(WGATE) + static_cast<size_t>(l) * F * C, nullptr, static_cast<int>(BT), C, F);
+    cpu::matmul_forward<T>(up, xn2, p(WUP) + static_cast<size_t>(l) * F * C, nullptr, static_cast<int>(BT), C, F);
+    cpu::swiglu_forward(h, gate, up, BT * F);
+    T* x3 = a_.x3.data() + l * BT * C;
+    cpu::matmul_forward<T>(x3, h, p(WDOWN) + static_cast<size_t>(l) * C * F, nullptr, static_cast<int>(BT), F, C);
+    for (size_t i = 0; i < BT * C; ++i) x3[i] += x2[i];
+  }
+  const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
+  cpu::rmsnorm_forward(a_.xf.data(), a_.rstdf.data(), last, p(FINAL_NORM), static_cast<int>(BT), C);
+  cpu::matmul_forward<T>(a_.logits.data(), a_.xf.data(), p(HEAD), nullptr, static_cast<int>(BT), C, V);
+  return cpu::crossentropy_forward_backward(a_.dlogits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
+}
+
+template <class T>
+T LlamaModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
+  return forward(tokens, targets, B, Tn);
+}
+
+template <class T>
+T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn) {
+  const T loss_value = forward(tokens, targets, B, Tn);
+  const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
+  const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
+  const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
+  const T base = static_cast<T>(c_.rope_base);
+  std::fill(grads.begin(), grads.end(), T(0));
+  std::vector<T> dx(BT * C, T(0)), dxf(BT * C, T(0));
+  cpu::matmul_backward<T>(dxf.data(), g(HEAD), nullptr, a_.dlogits.data(), a_.xf.data(), p(HEAD), static_cast<int>(BT), C, V);
+  const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
+  cpu::rmsnorm_backward(dx.data(), g(FINAL_NORM), dxf.data(), last, p(FINAL_NORM), a_.rstdf.data(), static_cast<int>(BT), C);
+  std::vector<T> dh(BT * F), dgate(BT * F), dup(BT * F), dxn2(BT * C), dx2(BT * C), datty(BT * QD), dq(BT * QD),
+      dk(BT * KD), dv(BT * KD), dxn1(BT * C), dprev(BT * C);
+  for (int l = L - 1; l >= 0; --l) {
+    const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
+    for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
+      std::fill(vec->begin(), vec->end(), T(0));
+    }
+    // x3 = x2 + down(h)
+    for (size_t i = 0; i < BT * C; ++i) dx2[i] += dx[i];
+    cpu::matmul_backward<T>(dh.data(), g(WDOWN) + static_cast<size_t>(l) * C * F, nullptr, dx.data(),
+                            a_.h.data() + l * BT * F, p(WDOWN) + static_cast<size_t>(l) * C * F, static_cast<int>(BT), F, C);
+    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), a_.gate.data() + l * BT * F, a_.up.data() + l * BT * F, BT * F);
+    const T* xn2 = a_.xn2.data() + l * BT * C;
+    cpu::matmul_backward<T>(dxn2.data(), g(WGATE) + static_cast<size_t>(l) * F * C, nullptr, dgate.data(), xn2,
+                            p(WGATE) + static_cast<size_t>(l) * F * C, static_cast<int>(BT), C, F);
+    cpu::matmul_backward<T>(dxn2.data(), g(WUP) + static_cast<size_t>(l) * F * C, nullptr, dup.data(), xn2,
+                            p(WUP) + static_cast<size_t>(l) * F * C, static_cast<int>(BT), C, F);
+    cpu::rmsnorm_backward(dx2.data(), g(MLP_NORM) + l * C, dxn2.data(), a_.x2.data() + l * BT * C, p(MLP_NORM) + l * C,
+                          a_.rstd2.data() + l * BT, static_cast<int>(BT), C);
+    // x2 = x + wo(atty)
+    for (size_t i = 0; i < BT * C; ++i) dprev[i] += dx2[i];
+    cpu::matmul_backward<T>(datty.data(), g(WO) + l * C * QD, nullptr, dx2.data(), a_.atty.data() + l * BT * QD,
+                            p(WO) + l * C * QD, static_cast<int>(BT), static_cast<int>(QD), C);
+    cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), a_.q.data() + l * BT * QD,
+                                a_.k.data() + l * BT * KD, a_.v.data() + l * BT * KD, a_.att.data() + l * att_size, B, Tn,
+                                NH, KVH, hs);
+    cpu::rope_backward(dq.data(), B, Tn, NH, hs, base);
+    cpu::rope_backward(dk.data(), B, Tn, KVH, hs, base);
+    const T* xn1 = a_.xn1.data() + l * BT * C;
+    cpu::matmul_backward<T>(dxn1.data(), g(WQ) + l * QD * C, nullptr, dq.data(), xn1, p(WQ) + l * QD * C,
+                            static_cast<int>(BT), C, static_cast<int>(QD));
+    cpu::matmul_backward<T>(dxn1.data(), g(WK) + l * KD * C, nullptr, dk.data(), xn1, p(WK) + l * KD * C,
+                            static_cast<int>(BT), C, static_cast<int>(KD));
+    cpu::matmul_backward<T>(dxn1.data(), g(WV) + l * KD * C, nullptr, dv.data(), xn1, p(WV) + l * KD * C,
+                            static_cast<int>(BT), C, static_cast<int>(KD));
+    cpu::rmsnorm_backward(dprev.data(), g(ATTN_NORM) + l * C, dxn1.data(), x, p(ATTN_NORM) + l * C,
+                          a_.rstd1.data() + l * BT, static_cast<int>(BT), C);
+    dx.swap(dprev);
+  }
+  for (size_t i = 0; i < BT; ++i) {
+    T* e = g(WTE) + static_cast<size_t>(tokens[i]) * C;
+    for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
+  }
+  return loss_value;
+}
+
+template class LlamaModel<float>;
+template class LlamaModel<double>;
+
+}  // namespace zp

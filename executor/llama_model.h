@@ -1,0 +1,45 @@
+// A Llama-style decoder (RMSNorm, SwiGLU, rotary positions, grouped-query
+// attention, no biases, untied output layer) with a hand-written backward on
+// the CPU reference kernels (ops_cpu.h, ops_llama_cpu.h). Parameters and
+// gradients are flat arrays; the count equals the cost model's
+// count_params() for the same shape (tested). Templated on the scalar.
+// Single rank, no recompute yet.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "models/model_spec.h"
+
+namespace zp {
+
+struct LlamaConfig {
+  int vocab = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, channels = 0, ffn = 0;
+  double rope_base = 10000.0;
+};
+
+// Throws InputError unless m is Llama-shaped (RMSNorm, SwiGLU, rotary, untied, no biases, dense).
+LlamaConfig llama_config(const ModelSpec& m);
+
+template <class T>
+class LlamaModel {
+ public:
+  LlamaModel(const LlamaConfig& c, uint64_t seed);
+  T forward_backward(const int* tokens, const int* targets, int B, int Tn);
+  T loss(const int* tokens, const int* targets, int B, int Tn);
+  std::vector<T> params, grads;
+
+ private:
+  enum Tensor { WTE, ATTN_NORM, WQ, WK, WV, WO, MLP_NORM, WGATE, WUP, WDOWN, FINAL_NORM, HEAD, kTensors };
+  std::array<size_t, kTensors + 1> offset_{};
+  LlamaConfig c_;
+  struct Acts {
+    std::vector<T> x0, xn1, rstd1, q, k, v, att, atty, x2, xn2, rstd2, gate, up, h, x3, xf, rstdf, logits, dlogits;
+  } a_;
+  T forward(const int* tokens, const int* targets, int B, int Tn);
+  T* p(Tensor t) { return params.data() + offset_[t]; }
+  T* g(Tensor t) { return grads.data() + offset_[t]; }
+};
+
+}  // namespace zp
