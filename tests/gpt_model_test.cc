@@ -157,7 +157,9 @@ TEST_CASE("full recompute: identical gradients, one layer's activations instead 
   CHECK(recomputed.activation_elements() < plain.activation_elements() / 2);
 }
 
-TEST_CASE("Llama-style model: the cost model's count, gradients against finite differences, learning") {
+namespace {
+
+ModelSpec tiny_llama() {
   ModelSpec m;
   m.name = "tiny-llama";
   m.num_layers = 2;
@@ -172,6 +174,29 @@ TEST_CASE("Llama-style model: the cost model's count, gradients against finite d
   m.mlp = MlpKind::SwiGlu;
   m.position = PositionKind::Rotary;
   m.tied_embeddings = false;
+  return m;
+}
+
+// Mean loss after `steps` AdamW steps on one fixed batch.
+float train_llama(const ModelSpec& m, const std::vector<int>& tokens, const std::vector<int>& targets, int B, int T,
+                  int steps, float* first) {
+  LlamaModel<float> model(llama_config(m), 8);
+  std::vector<float> mom(model.params.size(), 0.0f);
+  std::vector<float> var(model.params.size(), 0.0f);
+  *first = model.forward_backward(tokens.data(), targets.data(), B, T);
+  float last = *first;
+  for (int step = 1; step <= steps; ++step) {
+    last = model.forward_backward(tokens.data(), targets.data(), B, T);
+    adamw_step(model.params.data(), model.grads.data(), mom.data(), var.data(), model.params.size(), step, 1e-2f, 0.9f,
+               0.95f, 1e-8f, 0.0f);
+  }
+  return last;
+}
+
+}  // namespace
+
+TEST_CASE("Llama-style model: the cost model's count, gradients against finite differences, learning") {
+  const ModelSpec m = tiny_llama();
   LlamaModel<double> model(llama_config(m), 5);
   CHECK(model.params.size() == count_params(m).total);
   std::mt19937_64 rng(17);
@@ -204,15 +229,8 @@ TEST_CASE("Llama-style model: the cost model's count, gradients against finite d
   MESSAGE("Llama: worst relative gradient error over 200 parameters: " << worst);
   CHECK_THROWS_AS(llama_config(tiny_gpt(7, 6, 2, 2, 8)), InputError);
   // Learning: fp32, AdamW, a fixed batch.
-  LlamaModel<float> small(llama_config(m), 8);
-  std::vector<float> mom(small.params.size(), 0.0f), var(small.params.size(), 0.0f);
-  const float first = small.forward_backward(tokens.data(), targets.data(), B, T);
-  float last = first;
-  for (int step = 1; step <= 60; ++step) {
-    last = small.forward_backward(tokens.data(), targets.data(), B, T);
-    adamw_step(small.params.data(), small.grads.data(), mom.data(), var.data(), small.params.size(), step, 1e-2f, 0.9f,
-               0.95f, 1e-8f, 0.0f);
-  }
+  float first = 0;
+  const float last = train_llama(m, tokens, targets, B, T, 60, &first);
   MESSAGE("Llama loss " << first << " -> " << last);
   CHECK(last < 0.3f * first);
 }
