@@ -101,37 +101,40 @@ const std::vector<zp::Layout>& search_walk() {
   return layouts;
 }
 
+// Runs `evaluate(layout)` over the walk, one layout per iteration.
+template <class F>
+void walk(benchmark::State& state, F&& evaluate) {
+  const std::vector<zp::Layout>& layouts = search_walk();
+  size_t i = 0;
+  for (auto _ : state) {
+    evaluate(layouts[i]);
+    i = i + 1 == layouts.size() ? 0 : i + 1;
+  }
+}
+
 // The search path: one MemoryEvaluator walks dp x ZeRO stage x optimizer
 // offload x pipeline depth for a fixed tp/micro-batch/sequence, as the planner's
 // inner loop does. Reports the time per layout evaluated.
 void BM_Memory_SearchPath_Llama70B(benchmark::State& state) {
   static const Case base = make_case("llama-3.1-70b", "H100-80GB", 64, zp::Layout{});
-  const std::vector<zp::Layout>& layouts = search_walk();
-  const zp::MemoryOptions options = zp::resolve_options({}, layouts[0]);
+  const zp::MemoryOptions options = zp::resolve_options({}, search_walk()[0]);
   zp::MemoryEvaluator evaluator;
-  size_t i = 0;
-  for (auto _ : state) {
-    const zp::Layout& l = layouts[i];
-    i = i + 1 == layouts.size() ? 0 : i + 1;
+  walk(state, [&](const zp::Layout& l) {
     zp::MemoryResult r = evaluator.evaluate({base.shape, l, base.cluster, options});
     benchmark::DoNotOptimize(r);
-  }
+  });
 }
 
 // The search's pruning step: the same walk as above, totals only (every row
 // is still computed and summed; the per-component breakdown is not kept).
 void BM_MemoryFit_SearchPath_Llama70B(benchmark::State& state) {
   static const Case base = make_case("llama-3.1-70b", "H100-80GB", 64, zp::Layout{});
-  const std::vector<zp::Layout>& layouts = search_walk();
-  const zp::MemoryOptions options = zp::resolve_options({}, layouts[0]);
+  const zp::MemoryOptions options = zp::resolve_options({}, search_walk()[0]);
   zp::MemoryEvaluator evaluator;
-  size_t i = 0;
-  for (auto _ : state) {
-    const zp::Layout& l = layouts[i];
-    i = i + 1 == layouts.size() ? 0 : i + 1;
+  walk(state, [&](const zp::Layout& l) {
     zp::MemoryFit r = evaluator.evaluate_fit({base.shape, l, base.cluster, options});
     benchmark::DoNotOptimize(r);
-  }
+  });
 }
 
 // Issue 4's search path: memory (totals) and step time of each layout of the
@@ -141,19 +144,15 @@ void BM_MemoryFitAndTime_SearchPath_Llama70B(benchmark::State& state) {
   static const Case base = make_case("llama-3.1-70b", "H100-80GB", 64, zp::Layout{});
   static const zp::Cluster cluster = zp::make_cluster(catalog, "H100-80GB", "", 64);
   static const zp::Network net = zp::make_network(cluster, ZP_BENCH_DATA);
-  const std::vector<zp::Layout>& layouts = search_walk();
-  const zp::MemoryOptions options = zp::resolve_options({}, layouts[0]);
+  const zp::MemoryOptions options = zp::resolve_options({}, search_walk()[0]);
   zp::MemoryEvaluator memory;
   zp::TimeEvaluator timer;
-  size_t i = 0;
-  for (auto _ : state) {
-    const zp::Layout& l = layouts[i];
-    i = i + 1 == layouts.size() ? 0 : i + 1;
+  walk(state, [&](const zp::Layout& l) {
     zp::MemoryFit r = memory.evaluate_fit({base.shape, l, base.cluster, options});
     zp::StepTime t = timer.evaluate({base.shape, l, cluster.gpu, cluster.node, net});
     benchmark::DoNotOptimize(r);
     benchmark::DoNotOptimize(t);
-  }
+  });
 }
 
 // Issue 4's target: one full step-time evaluation, memory and time together,

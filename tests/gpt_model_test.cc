@@ -34,6 +34,32 @@ ModelSpec tiny_gpt(int vocab, int seq, int layers, int heads, int channels) {
   return m;
 }
 
+// Checks `samples` random parameters' analytic gradients against central
+// finite differences; returns the worst relative error.
+template <class Model>
+double check_gradients(Model& model, const std::vector<int>& tokens, const std::vector<int>& targets, int B, int T,
+                       std::mt19937_64& rng, int samples) {
+  model.forward_backward(tokens.data(), targets.data(), B, T);
+  const std::vector<double> analytic = model.grads;
+  std::uniform_int_distribution<size_t> pick(0, model.params.size() - 1);
+  double worst = 0;
+  for (int i = 0; i < samples; ++i) {
+    const size_t k = pick(rng);
+    const double saved = model.params[k], h = 1e-5;
+    model.params[k] = saved + h;
+    const double up = model.loss(tokens.data(), targets.data(), B, T);
+    model.params[k] = saved - h;
+    const double down = model.loss(tokens.data(), targets.data(), B, T);
+    model.params[k] = saved;
+    const double numeric = (up - down) / (2 * h);
+    const double err = std::fabs(numeric - analytic[k]) / std::max(1e-6, std::fabs(numeric) + std::fabs(analytic[k]));
+    worst = std::max(worst, err);
+    CAPTURE(k);
+    CHECK(err < 1e-5);
+  }
+  return worst;
+}
+
 }  // namespace
 
 TEST_CASE("the executor's parameters are the cost model's count") {
@@ -52,24 +78,7 @@ TEST_CASE("every parameter tensor's gradient matches central finite differences 
   const int B = 2, T = 5;
   const std::vector<int> tokens = {1, 3, 0, 6, 2, 5, 4, 4, 1, 0};
   const std::vector<int> targets = {3, 0, 6, 2, 5, 4, 4, 1, 0, 2};
-  model.forward_backward(tokens.data(), targets.data(), B, T);
-  const std::vector<double> analytic = model.grads;
-  std::uniform_int_distribution<size_t> pick(0, model.params.size() - 1);
-  double worst = 0;
-  for (int i = 0; i < 200; ++i) {
-    const size_t k = pick(rng);
-    const double saved = model.params[k], h = 1e-5;
-    model.params[k] = saved + h;
-    const double up = model.loss(tokens.data(), targets.data(), B, T);
-    model.params[k] = saved - h;
-    const double down = model.loss(tokens.data(), targets.data(), B, T);
-    model.params[k] = saved;
-    const double numeric = (up - down) / (2 * h);
-    const double err = std::fabs(numeric - analytic[k]) / std::max(1e-6, std::fabs(numeric) + std::fabs(analytic[k]));
-    worst = std::max(worst, err);
-    CAPTURE(k);
-    CHECK(err < 1e-5);
-  }
+  const double worst = check_gradients(model, tokens, targets, B, T, rng, 200);
   MESSAGE("worst relative gradient error over 200 parameters: " << worst);
 }
 
@@ -208,24 +217,7 @@ TEST_CASE("Llama-style model: the cost model's count, gradients against finite d
     tokens[i] = (i * 4 + 1) % 11;
     targets[i] = (i * 4 + 5) % 11;
   }
-  model.forward_backward(tokens.data(), targets.data(), B, T);
-  const std::vector<double> analytic = model.grads;
-  std::uniform_int_distribution<size_t> pick(0, model.params.size() - 1);
-  double worst = 0;
-  for (int i = 0; i < 200; ++i) {
-    const size_t k = pick(rng);
-    const double saved = model.params[k], h = 1e-5;
-    model.params[k] = saved + h;
-    const double up = model.loss(tokens.data(), targets.data(), B, T);
-    model.params[k] = saved - h;
-    const double down = model.loss(tokens.data(), targets.data(), B, T);
-    model.params[k] = saved;
-    const double numeric = (up - down) / (2 * h);
-    const double err = std::fabs(numeric - analytic[k]) / std::max(1e-6, std::fabs(numeric) + std::fabs(analytic[k]));
-    worst = std::max(worst, err);
-    CAPTURE(k);
-    CHECK(err < 1e-5);
-  }
+  const double worst = check_gradients(model, tokens, targets, B, T, rng, 200);
   MESSAGE("Llama: worst relative gradient error over 200 parameters: " << worst);
   CHECK_THROWS_AS(llama_config(tiny_gpt(7, 6, 2, 2, 8)), InputError);
   // Learning: fp32, AdamW, a fixed batch.
