@@ -2,8 +2,8 @@
 // on the CPU executor (single process, under mpirun for data parallelism, or
 // one emulated rank of a larger data-parallel group with --emulate-rank) and
 // writes the measurements beside the plan. What the CPU executor runs so
-// far: GPT-2 style models, fp32, data parallelism with ZeRO 0-2, no or full
-// recompute; other plans
+// far: GPT-2 and Llama-style models, fp32, data parallelism with ZeRO 0-2,
+// no recompute (or full recompute for GPT-2 style); other plans
 // are refused with a one-line reason on rank 0 and a non-zero exit on every
 // rank.
 #include <chrono>
@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "executor/data.h"
 #include "executor/data_parallel.h"
+#include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
 #include "models/input_error.h"
@@ -66,6 +67,9 @@ RunPlan read_plan(const std::string& path) {
     throw InputError(path + ": layout precision " + p.precision + ": the CPU executor runs fp32 so far (emit with --precision fp32)");
   }
   if (p.seq_len > p.model.max_seq_len) throw InputError(path + ": layout seq_len exceeds the model's positions");
+  if (p.model.mlp == MlpKind::SwiGlu && p.recompute == "full") {
+    throw InputError(path + ": layout recompute full: not built for Llama-style models yet");
+  }
   return p;
 }
 
@@ -80,6 +84,75 @@ void write_atomically(const std::string& path, const std::string& content) {
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) throw InputError(path + ": cannot rename into place: " + ec.message());
+}
+
+// Trains `model` on this rank's slice of each batch and writes the
+// measurements (the leader only).
+template <class Model>
+int train(Model& model, const RunPlan& p, Communicator& comm, bool leader, const std::string& plan_path, int steps,
+          const std::string& text, std::string out_path) {
+  AdamConfig adam;
+  adam.lr = 3e-3f;
+  DataParallelTrainer<Model> trainer(model, comm, p.zero, adam);
+  const int local = static_cast<int>(p.micro_batch * p.grad_accum), T = static_cast<int>(p.seq_len);
+  std::unique_ptr<ByteCorpus> bytes;
+  if (!text.empty()) {
+    if (p.model.vocab_size < 256) throw InputError("--text: byte-level data needs a vocabulary of at least 256");
+    bytes = std::make_unique<ByteCorpus>(text);
+  }
+  const SyntheticCorpus synthetic(static_cast<int>(p.model.vocab_size), 42);
+  Json step_rows = Json::array();
+  for (int s = 0; s < steps; ++s) {
+    const int first_row = comm.rank() * local;
+    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, local, T)
+                          : synthetic.batch(static_cast<uint64_t>(s), first_row, local, T);
+    const auto start = std::chrono::steady_clock::now();
+    const float loss = trainer.step(b.tokens.data(), b.targets.data(), local, T);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds}});
+    if (leader) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
+  }
+  if (leader) {
+    const uint64_t params = count_params(p.model).total;
+    // The cost model's zeroplan accounting of this rank's model states for
+    // the plan's layout, beside what the executor holds.
+    Layout l;
+    l.dp = p.dp;
+    l.zero_stage = static_cast<uint8_t>(p.zero);
+    l.precision = Precision::Fp32;
+    TotalsSink predicted;
+    emit_model_states(l, params, p.dp, "parameters", predicted);
+    const uint64_t held_weights = model.params.size() * 4, held_grads = model.grads.size() * 4,
+                   held_optimizer = trainer.optimizer_state_elements() * 4;
+    const uint64_t want_weights = predicted.totals().at(Residence::Gpu, Component::Weights);
+    const uint64_t want_grads = predicted.totals().at(Residence::Gpu, Component::Gradients);
+    const uint64_t want_optimizer = predicted.totals().at(Residence::Gpu, Component::OptimizerStates);
+    Json out = {{"schema", "zeroplan.measured"},
+                {"version", 1},
+                {"plan", plan_path},
+                {"backend", "cpu"},
+                {"communicator", comm.name()},
+                {"emulated", comm.emulated()},
+                {"world", comm.size()},
+                {"rank", comm.rank()},
+                {"precision", "fp32"},
+                {"recompute", p.recompute},
+                {"activation_bytes", model.activation_elements() * 4},
+                {"parameters", params},
+                {"model_state_bytes", {{"weights", held_weights},
+                                       {"gradients", held_grads},
+                                       {"optimizer_states", held_optimizer}}},
+                {"predicted_model_state_bytes", {{"weights", want_weights},
+                                                 {"gradients", want_grads},
+                                                 {"optimizer_states", want_optimizer}}},
+                {"model_states_match", held_weights == want_weights && held_grads == want_grads &&
+                                           held_optimizer == want_optimizer},
+                {"steps", step_rows}};
+    if (out_path.empty()) out_path = plan_path + ".measured.json";
+    write_atomically(out_path, out.dump(2) + "\n");
+    std::cout << "wrote " << out_path << "\n";
+  }
+  return 0;
 }
 
 int run(const std::string& plan_path, int steps, int emulate_rank, const std::string& text, std::string out_path) {
@@ -129,70 +202,13 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   }
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
+  if (p.model.mlp == MlpKind::SwiGlu) {
+    LlamaModel<float> model(llama_config(p.model), 1234);
+    return train(model, p, *comm, leader, plan_path, steps, text, out_path);
+  }
   GptModel<float> model(gpt_config(p.model), 1234);
   model.set_recompute(p.recompute == "full");
-  AdamConfig adam;
-  adam.lr = 3e-3f;
-  DataParallelTrainer trainer(model, *comm, p.zero, adam);
-  const int local = static_cast<int>(p.micro_batch * p.grad_accum), T = static_cast<int>(p.seq_len);
-  std::unique_ptr<ByteCorpus> bytes;
-  if (!text.empty()) {
-    if (p.model.vocab_size < 256) throw InputError("--text: byte-level data needs a vocabulary of at least 256");
-    bytes = std::make_unique<ByteCorpus>(text);
-  }
-  const SyntheticCorpus synthetic(static_cast<int>(p.model.vocab_size), 42);
-  Json step_rows = Json::array();
-  for (int s = 0; s < steps; ++s) {
-    const int first_row = comm->rank() * local;
-    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, local, T)
-                          : synthetic.batch(static_cast<uint64_t>(s), first_row, local, T);
-    const auto start = std::chrono::steady_clock::now();
-    const float loss = trainer.step(b.tokens.data(), b.targets.data(), local, T);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds}});
-    if (leader) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
-  }
-  if (leader) {
-    const uint64_t params = count_params(p.model).total;
-    // The cost model's zeroplan accounting of this rank's model states for
-    // the plan's layout, beside what the executor holds.
-    Layout l;
-    l.dp = p.dp;
-    l.zero_stage = static_cast<uint8_t>(p.zero);
-    l.precision = Precision::Fp32;
-    TotalsSink predicted;
-    emit_model_states(l, params, p.dp, "parameters", predicted);
-    const uint64_t held_weights = model.params.size() * 4, held_grads = model.grads.size() * 4,
-                   held_optimizer = trainer.optimizer_state_elements() * 4;
-    const uint64_t want_weights = predicted.totals().at(Residence::Gpu, Component::Weights);
-    const uint64_t want_grads = predicted.totals().at(Residence::Gpu, Component::Gradients);
-    const uint64_t want_optimizer = predicted.totals().at(Residence::Gpu, Component::OptimizerStates);
-    Json out = {{"schema", "zeroplan.measured"},
-                {"version", 1},
-                {"plan", plan_path},
-                {"backend", "cpu"},
-                {"communicator", comm->name()},
-                {"emulated", comm->emulated()},
-                {"world", comm->size()},
-                {"rank", comm->rank()},
-                {"precision", "fp32"},
-                {"recompute", p.recompute},
-                {"activation_bytes", model.activation_elements() * 4},
-                {"parameters", params},
-                {"model_state_bytes", {{"weights", held_weights},
-                                       {"gradients", held_grads},
-                                       {"optimizer_states", held_optimizer}}},
-                {"predicted_model_state_bytes", {{"weights", want_weights},
-                                                 {"gradients", want_grads},
-                                                 {"optimizer_states", want_optimizer}}},
-                {"model_states_match", held_weights == want_weights && held_grads == want_grads &&
-                                           held_optimizer == want_optimizer},
-                {"steps", step_rows}};
-    if (out_path.empty()) out_path = plan_path + ".measured.json";
-    write_atomically(out_path, out.dump(2) + "\n");
-    std::cout << "wrote " << out_path << "\n";
-  }
-  return 0;
+  return train(model, p, *comm, leader, plan_path, steps, text, out_path);
 }
 
 }  // namespace

@@ -5,7 +5,8 @@
 
 namespace zp {
 
-DataParallelTrainer::DataParallelTrainer(GptModel<float>& model, Communicator& comm, int zero_stage, AdamConfig adam)
+template <class Model>
+DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam)
     : model_(model), comm_(comm), stage_(zero_stage), adam_(adam) {
   if (zero_stage < 0 || zero_stage > 2) throw std::runtime_error("data parallel: ZeRO stage 0-2 (stage 3 is not built yet)");
   const size_t n = model.params.size(), world = static_cast<size_t>(comm.size());
@@ -21,7 +22,8 @@ DataParallelTrainer::DataParallelTrainer(GptModel<float>& model, Communicator& c
   }
 }
 
-float DataParallelTrainer::step(const int* tokens, const int* targets, int B_local, int Tn) {
+template <class Model>
+float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, int B_local, int Tn) {
   const size_t n = model_.params.size();
   const float world = static_cast<float>(comm_.size());
   float loss = model_.forward_backward(tokens, targets, B_local, Tn);
@@ -54,7 +56,8 @@ float DataParallelTrainer::step(const int* tokens, const int* targets, int B_loc
   return loss;
 }
 
-CheckpointState DataParallelTrainer::state() const {
+template <class Model>
+CheckpointState DataParallelTrainer<Model>::state() const {
   CheckpointState s;
   s.step = static_cast<uint64_t>(steps_);
   s.params = model_.params;
@@ -63,7 +66,8 @@ CheckpointState DataParallelTrainer::state() const {
   return s;
 }
 
-void DataParallelTrainer::restore(const CheckpointState& s) {
+template <class Model>
+void DataParallelTrainer<Model>::restore(const CheckpointState& s) {
   if (s.params.size() != model_.params.size() || s.m.size() != m_.size() || s.v.size() != v_.size()) {
     throw std::runtime_error("checkpoint does not match this model and layout (sizes differ)");
   }
@@ -72,5 +76,8 @@ void DataParallelTrainer::restore(const CheckpointState& s) {
   m_ = s.m;
   v_ = s.v;
 }
+
+template class DataParallelTrainer<GptModel<float>>;
+template class DataParallelTrainer<LlamaModel<float>>;
 
 }  // namespace zp

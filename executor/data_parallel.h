@@ -19,6 +19,7 @@
 #include "executor/checkpoint.h"
 #include "executor/communicator.h"
 #include "executor/gpt_model.h"
+#include "executor/llama_model.h"
 
 namespace zp {
 
@@ -26,9 +27,12 @@ struct AdamConfig {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
 };
 
+// Model: GptModel<float> or LlamaModel<float> (flat params and grads,
+// forward_backward).
+template <class Model>
 class DataParallelTrainer {
  public:
-  DataParallelTrainer(GptModel<float>& model, Communicator& comm, int zero_stage, AdamConfig adam);
+  DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam);
   // One step on this rank's slice (B_local sequences of T tokens); returns the global mean loss.
   float step(const int* tokens, const int* targets, int B_local, int Tn);
   size_t optimizer_state_elements() const { return m_.size() + v_.size(); }
@@ -38,7 +42,7 @@ class DataParallelTrainer {
   void restore(const CheckpointState& s);
 
  private:
-  GptModel<float>& model_;
+  Model& model_;
   Communicator& comm_;
   int stage_;
   AdamConfig adam_;
@@ -46,5 +50,8 @@ class DataParallelTrainer {
   size_t shard_ = 0;  // partition size (stage >= 1)
   std::vector<float> m_, v_, padded_, grad_shard_;
 };
+
+extern template class DataParallelTrainer<GptModel<float>>;
+extern template class DataParallelTrainer<LlamaModel<float>>;
 
 }  // namespace zp

@@ -108,6 +108,16 @@ T LlamaModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
 }
 
 template <class T>
+size_t LlamaModel<T>::activation_elements() const {
+  size_t n = 0;
+  for (const std::vector<T>* v : {&a_.x0, &a_.xn1, &a_.rstd1, &a_.q, &a_.k, &a_.v, &a_.att, &a_.atty, &a_.x2, &a_.xn2,
+                                  &a_.rstd2, &a_.gate, &a_.up, &a_.h, &a_.x3, &a_.xf, &a_.rstdf}) {
+    n += v->size();
+  }
+  return n;
+}
+
+template <class T>
 T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn) {
   const T loss_value = forward(tokens, targets, B, Tn);
   const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;

@@ -28,6 +28,8 @@ class LlamaModel {
   LlamaModel(const LlamaConfig& c, uint64_t seed);
   T forward_backward(const int* tokens, const int* targets, int B, int Tn);
   T loss(const int* tokens, const int* targets, int B, int Tn);
+  // Elements of the saved activations after the last forward.
+  size_t activation_elements() const;
   std::vector<T> params, grads;
 
  private:

@@ -184,6 +184,11 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
   Run ok = run("run --plan " + dir + "/plan.json --steps 2");
   CHECK(ok.code == 0);
   CHECK(ok.out.find("step 1") != std::string::npos);
+  const std::string llama = std::string(ZP_TEST_DATA) + "/models/tiny-llama.json";
+  CHECK(run("emit --format zeroplan --model " + llama + " --gpu H100-80GB --gpus 1 --precision fp32 --seq 32 --out " + dir + "/llama").code == 0);
+  Run llama_run = run("run --plan " + dir + "/llama/plan.json --steps 3");
+  CHECK(llama_run.code == 0);
+  CHECK(llama_run.out.find("step 2") != std::string::npos);
   {
     FILE* f = fopen((dir + "/bad.json").c_str(), "w");
     REQUIRE(f != nullptr);

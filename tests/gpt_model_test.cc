@@ -117,7 +117,7 @@ TEST_CASE("synthetic corpus: deterministic, learnable; checkpoint, stop, resume 
   LoopbackCommunicator alone(0, 1);
   // Ten steps straight through.
   GptModel<float> straight(gpt_config(m), 9);
-  DataParallelTrainer t1(straight, alone, 0, adam);
+  DataParallelTrainer<GptModel<float>> t1(straight, alone, 0, adam);
   std::vector<float> losses;
   for (uint64_t s = 0; s < 40; ++s) {
     const Batch batch = corpus.batch(s, 0, 4, 16);
@@ -131,7 +131,7 @@ TEST_CASE("synthetic corpus: deterministic, learnable; checkpoint, stop, resume 
   const std::string path = "/tmp/zp_checkpoint_test.bin";
   {
     GptModel<float> first(gpt_config(m), 9);
-    DataParallelTrainer t(first, alone, 0, adam);
+    DataParallelTrainer<GptModel<float>> t(first, alone, 0, adam);
     for (uint64_t s = 0; s < 5; ++s) {
       const Batch batch = corpus.batch(s, 0, 4, 16);
       t.step(batch.tokens.data(), batch.targets.data(), 4, 16);
@@ -139,7 +139,7 @@ TEST_CASE("synthetic corpus: deterministic, learnable; checkpoint, stop, resume 
     save_checkpoint(path, t.state());
   }
   GptModel<float> resumed(gpt_config(m), 12345);  // different init: the checkpoint must overwrite it
-  DataParallelTrainer t2(resumed, alone, 0, adam);
+  DataParallelTrainer<GptModel<float>> t2(resumed, alone, 0, adam);
   t2.restore(load_checkpoint(path));
   for (uint64_t s = 5; s < 10; ++s) {
     const Batch batch = corpus.batch(s, 0, 4, 16);

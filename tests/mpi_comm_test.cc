@@ -90,13 +90,13 @@ TEST_CASE("data parallel with ZeRO 0, 1, 2 trains to the single-rank losses") {
   // The reference: one rank on the whole batch (a group of one).
   GptModel<float> reference(gpt_config(spec), 11);
   LoopbackCommunicator alone(0, 1);
-  DataParallelTrainer ref_trainer(reference, alone, 0, adam);
+  DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
   std::vector<float> expected;
   for (int s = 0; s < 6; ++s) expected.push_back(ref_trainer.step(tokens.data(), targets.data(), B, T));
   for (int stage = 0; stage <= 2; ++stage) {
     CAPTURE(stage);
     GptModel<float> model(gpt_config(spec), 11);  // same seed: same initial weights on every rank
-    DataParallelTrainer trainer(model, c, stage, adam);
+    DataParallelTrainer<GptModel<float>> trainer(model, c, stage, adam);
     const int* my_tokens = tokens.data() + c.rank() * local * T;
     const int* my_targets = targets.data() + c.rank() * local * T;
     for (int s = 0; s < 6; ++s) {
@@ -110,6 +110,43 @@ TEST_CASE("data parallel with ZeRO 0, 1, 2 trains to the single-rank losses") {
     double diff = 0;
     for (size_t i = 0; i < first.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(first[i] - model.params[i])));
     CHECK(diff == 0.0);
+  }
+}
+
+TEST_CASE("data parallel ZeRO-1 trains a Llama-style model to the single-rank losses") {
+  MpiCommunicator& c = *g_comm;
+  const int world = c.size();
+  ModelSpec spec;
+  spec.name = "tiny-llama";
+  spec.num_layers = 2;
+  spec.hidden_size = 16;
+  spec.ffn_hidden_size = 24;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.head_dim = 4;
+  spec.vocab_size = 13;
+  spec.max_seq_len = 8;
+  spec.norm = NormKind::RMSNorm;
+  spec.mlp = MlpKind::SwiGlu;
+  spec.position = PositionKind::Rotary;
+  spec.tied_embeddings = false;
+  const int B = 2 * world, T = 8, local = B / world;
+  std::vector<int> tokens(B * T), targets(B * T);
+  for (int i = 0; i < B * T; ++i) {
+    tokens[i] = (i * 3 + i / T) % 13;
+    targets[i] = (tokens[i] + 5) % 13;
+  }
+  AdamConfig adam;
+  adam.lr = 5e-3f;
+  LlamaModel<float> reference(llama_config(spec), 4);
+  LoopbackCommunicator alone(0, 1);
+  DataParallelTrainer<LlamaModel<float>> ref_trainer(reference, alone, 0, adam);
+  LlamaModel<float> model(llama_config(spec), 4);
+  DataParallelTrainer<LlamaModel<float>> trainer(model, c, 1, adam);
+  for (int s = 0; s < 4; ++s) {
+    const float expected = ref_trainer.step(tokens.data(), targets.data(), B, T);
+    const float loss = trainer.step(tokens.data() + c.rank() * local * T, targets.data() + c.rank() * local * T, local, T);
+    CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
   }
 }
 
