@@ -109,7 +109,11 @@ int train(Model& model, const RunPlan& p, Communicator& comm, bool leader, const
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), local, T);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds}});
+    const auto& ph = trainer.last_phases();
+    step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds},
+                         {"phases_s", {{"forward", ph.forward_s}, {"backward", ph.backward_s},
+                                       {"gradient_sync", ph.gradient_sync_s}, {"optimizer", ph.optimizer_s},
+                                       {"parameter_gather", ph.parameter_gather_s}}}});
     if (leader) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
   if (leader) {

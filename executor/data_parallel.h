@@ -36,6 +36,11 @@ class DataParallelTrainer {
   // One step on this rank's slice (B_local sequences of T tokens); returns the global mean loss.
   float step(const int* tokens, const int* targets, int B_local, int Tn);
   size_t optimizer_state_elements() const { return m_.size() + v_.size(); }
+  // Wall time of the last step's phases.
+  struct Phases {
+    double forward_s = 0, backward_s = 0, gradient_sync_s = 0, optimizer_s = 0, parameter_gather_s = 0;
+  };
+  const Phases& last_phases() const { return phases_; }
   // What this rank holds (its moments are its partition's for stage >= 1),
   // for checkpoints; restore() takes back what state() gave.
   CheckpointState state() const;
@@ -47,6 +52,7 @@ class DataParallelTrainer {
   int stage_;
   AdamConfig adam_;
   int steps_ = 0;
+  Phases phases_;
   size_t shard_ = 0;  // partition size (stage >= 1)
   std::vector<float> m_, v_, padded_, grad_shard_;
 };

@@ -1,5 +1,6 @@
 #include "executor/gpt_model.h"
 
+#include <chrono>
 #include <cmath>
 #include <random>
 
@@ -129,7 +130,10 @@ size_t GptModel<T>::activation_elements() const {
 
 template <class T>
 T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn) {
+  const auto start = std::chrono::steady_clock::now();
   const T loss_value = forward(tokens, targets, B, Tn);
+  const auto middle = std::chrono::steady_clock::now();
+  last_forward_s = std::chrono::duration<double>(middle - start).count();
   const int C = c_.channels, L = c_.layers, NH = c_.heads, V = c_.vocab;
   const size_t BT = static_cast<size_t>(B) * Tn;
   std::fill(grads.begin(), grads.end(), T(0));
@@ -172,6 +176,7 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
     dresidual.swap(dprev);
   }
   cpu::encoder_backward(g(WTE), g(WPE), dresidual.data(), tokens, B, Tn, C);
+  last_backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - middle).count();
   return loss_value;
 }
 

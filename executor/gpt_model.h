@@ -41,6 +41,8 @@ class GptModel {
   void set_recompute(bool on) { recompute_ = on; }
   // Elements of the saved activations after the last forward.
   size_t activation_elements() const;
+  // Wall time of the last forward_backward's two halves.
+  double last_forward_s = 0, last_backward_s = 0;
 
  private:
   // Offsets of the 16 parameter tensors in `params`.

@@ -1,5 +1,6 @@
 #include "executor/llama_model.h"
 
+#include <chrono>
 #include <random>
 
 #include "executor/ops_cpu.h"
@@ -119,7 +120,10 @@ size_t LlamaModel<T>::activation_elements() const {
 
 template <class T>
 T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn) {
+  const auto start = std::chrono::steady_clock::now();
   const T loss_value = forward(tokens, targets, B, Tn);
+  const auto middle = std::chrono::steady_clock::now();
+  last_forward_s = std::chrono::duration<double>(middle - start).count();
   const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
@@ -172,6 +176,7 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
     T* e = g(WTE) + static_cast<size_t>(tokens[i]) * C;
     for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
   }
+  last_backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - middle).count();
   return loss_value;
 }
 

@@ -30,6 +30,8 @@ class LlamaModel {
   T loss(const int* tokens, const int* targets, int B, int Tn);
   // Elements of the saved activations after the last forward.
   size_t activation_elements() const;
+  // Wall time of the last forward_backward's two halves.
+  double last_forward_s = 0, last_backward_s = 0;
   std::vector<T> params, grads;
 
  private:

@@ -226,3 +226,34 @@ TEST_CASE("Llama-style model: the cost model's count, gradients against finite d
   MESSAGE("Llama loss " << first << " -> " << last);
   CHECK(last < 0.3f * first);
 }
+
+TEST_CASE("byte corpus: next-byte targets, deterministic, bad files are InputErrors") {
+  const std::string path = "/tmp/zp_byte_corpus_test.txt";
+  {
+    FILE* f = fopen(path.c_str(), "w");
+    REQUIRE(f != nullptr);
+    fputs("hello, zeroplan! hello again.", f);
+    fclose(f);
+  }
+  const ByteCorpus corpus(path);
+  const Batch b = corpus.batch(2, 0, 3, 8);
+  for (int r = 0; r < 3; ++r) {
+    for (int t = 0; t + 1 < 8; ++t) CHECK(b.targets[r * 8 + t] == b.tokens[r * 8 + t + 1]);
+  }
+  CHECK(corpus.batch(2, 0, 3, 8).tokens == b.tokens);
+  std::remove(path.c_str());
+  CHECK_THROWS_AS(ByteCorpus("/tmp/zp_no_such_text.txt"), InputError);
+}
+
+TEST_CASE("the trainer times its phases") {
+  const ModelSpec m = tiny_gpt(16, 8, 2, 2, 16);
+  GptModel<float> model(gpt_config(m), 1);
+  LoopbackCommunicator alone(0, 1);
+  DataParallelTrainer<GptModel<float>> trainer(model, alone, 1, AdamConfig{});
+  const SyntheticCorpus corpus(16, 1);
+  const Batch b = corpus.batch(0, 0, 2, 8);
+  trainer.step(b.tokens.data(), b.targets.data(), 2, 8);
+  CHECK(trainer.last_phases().forward_s > 0);
+  CHECK(trainer.last_phases().backward_s > 0);
+  CHECK(trainer.last_phases().optimizer_s > 0);
+}
