@@ -98,17 +98,25 @@ StepTime evaluate_time(const TimeInputs& in) {
   return e.evaluate(in);
 }
 
+// The share of a stage's layers that full recompute repeats.
+double recompute_fraction(const Layout& l, double layers) {
+  return l.recompute_layers == 0 ? 1.0 : std::min(1.0, l.recompute_layers / layers);
+}
+
+// Recompute time per layer in backward: full recompute repeats the layer's
+// forward (`forward_s`, with or without its communication), selective the
+// attention core (Korthikanti Sec. 5).
+double recompute_per_layer_s(const Layout& l, double layers, double forward_s, const LayerCompute& lc) {
+  if (l.recompute == Recompute::Full) return recompute_fraction(l, layers) * forward_s;
+  if (l.recompute == Recompute::Selective) return lc.attention_s + lc.softmax_s;
+  return 0;
+}
+
 // The compute-only part of one micro-batch slot: what evaluate() adds
 // communication to.
 double compute_slot_s(const TimePrep& pr, const ModelShape& m, const Layout& l) {
   const double layers = static_cast<double>(layers_on_stage(m.layers, l.pp, l.pp - 1));
-  double recompute_layer = 0;
-  if (l.recompute == Recompute::Full) {
-    const double fraction = l.recompute_layers == 0 ? 1.0 : std::min(1.0, l.recompute_layers / layers);
-    recompute_layer = fraction * pr.lc.forward_s();
-  } else if (l.recompute == Recompute::Selective) {
-    recompute_layer = pr.lc.attention_s + pr.lc.softmax_s;
-  }
+  const double recompute_layer = recompute_per_layer_s(l, layers, pr.lc.forward_s(), pr.lc);
   return layers * (pr.lc.forward_s() + pr.lc.backward_s() + recompute_layer) + pr.hc.forward_s + pr.hc.backward_s;
 }
 
@@ -133,7 +141,7 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   StepTime t;
 
   const double mb = static_cast<double>(l.num_microbatches());
-  const double p = l.pp, v = l.vpp;
+  const double v = l.vpp;
   const LayerCompute& lc = pr.lc;
   const HeadCompute& hc = pr.hc;
   const ActivationShape& x = pr.x;
@@ -151,13 +159,7 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   const double layers = static_cast<double>(layers_max);
   const double layer_f = lc.forward_s() + tp_fwd_s + ep_layer_s;
   const double layer_b = lc.backward_s() + tp_bwd_s + ep_layer_s;
-  double recompute_layer = 0;
-  if (l.recompute == Recompute::Full) {
-    const double fraction = l.recompute_layers == 0 ? 1.0 : std::min(1.0, l.recompute_layers / layers);
-    recompute_layer = fraction * layer_f;
-  } else if (l.recompute == Recompute::Selective) {
-    recompute_layer = lc.attention_s + lc.softmax_s;  // the attention core (Korthikanti Sec. 5)
-  }
+  const double recompute_layer = recompute_per_layer_s(l, layers, layer_f, lc);
   // The last stage also runs the output layer; with pp = 1 the one stage does everything.
   const double head_f = hc.forward_s, head_b = hc.backward_s;
   t.microbatch_forward_s = layers * layer_f + head_f;
@@ -179,7 +181,7 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
              p2p_buffer * 2 * mb * (l.schedule == Schedule::Interleaved ? v : 1), p2p_per_mb * mb);
   }
   const double slot = t.microbatch_forward_s + t.microbatch_backward_s + p2p_per_mb;
-  const double fill = l.pp == 1 ? 0 : (l.schedule == Schedule::Interleaved ? (p - 1) / v : p - 1);
+  const double fill = pipeline_fill(l);
   const double pipeline_s = (mb + fill) * slot;
   t.bubble_s = fill * slot;
   // Fill: the last stage waits for p-1 forwards; drain: the first stage
@@ -315,7 +317,7 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   double recompute_flops = 0;
   if (l.recompute == Recompute::Full) {
     recompute_flops = fwd - 2 * static_cast<double>(l.seq_len) * global_batch * h * static_cast<double>(m.vocab);
-    if (l.recompute_layers > 0) recompute_flops *= std::min(1.0, l.recompute_layers / layers);
+    recompute_flops *= recompute_fraction(l, layers);
   } else if (l.recompute == Recompute::Selective) {
     recompute_flops = 4 * global_batch * std::pow(static_cast<double>(l.seq_len), 2) *
                       static_cast<double>(m.heads * m.head_dim) * static_cast<double>(m.layers);

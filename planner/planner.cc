@@ -29,14 +29,16 @@ void insert_top(std::vector<Candidate>& top, size_t k, const Candidate& c) {
   if (top.size() > k) top.pop_back();
 }
 
-// True when no member of the front beats c on both headroom and throughput.
-bool on_pareto_front(const std::vector<Candidate>& front, const Candidate& c) {
-  const uint64_t h = c.headroom_bytes();
-  const double t = c.time.tokens_per_s;
+// True when a member of the front has at least this headroom and throughput.
+bool dominated(const std::vector<Candidate>& front, uint64_t headroom, double tokens_per_s) {
   for (const Candidate& f : front) {
-    if (f.headroom_bytes() >= h && f.time.tokens_per_s >= t) return false;
+    if (f.headroom_bytes() >= headroom && f.time.tokens_per_s >= tokens_per_s) return true;
   }
-  return true;
+  return false;
+}
+
+bool on_pareto_front(const std::vector<Candidate>& front, const Candidate& c) {
+  return !dominated(front, c.headroom_bytes(), c.time.tokens_per_s);
 }
 
 // Keeps the candidates no other beats on both headroom and throughput.
@@ -118,14 +120,7 @@ PlanResult plan(const PlanQuery& q) {
       const double bar = r.top.back().time.tokens_per_s * (1 - 2e-3);
       if (best_possible < bar) {
         const uint64_t headroom = capacity > fit.gpu_bytes ? capacity - fit.gpu_bytes : 0;
-        bool dominated = false;
-        for (const Candidate& f : r.pareto) {
-          if (f.headroom_bytes() >= headroom && f.time.tokens_per_s >= best_possible) {
-            dominated = true;
-            break;
-          }
-        }
-        if (dominated) {
+        if (dominated(r.pareto, headroom, best_possible)) {
           ++r.bounded;
           return;
         }

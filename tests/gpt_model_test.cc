@@ -15,24 +15,11 @@
 #include "executor/loopback_communicator.h"
 #include "models/input_error.h"
 #include "models/param_count.h"
+#include "tiny_models.h"
 
 using namespace zp;
 
 namespace {
-
-ModelSpec tiny_gpt(int vocab, int seq, int layers, int heads, int channels) {
-  ModelSpec m;
-  m.name = "tiny-gpt";
-  m.num_layers = layers;
-  m.hidden_size = channels;
-  m.ffn_hidden_size = 4 * channels;
-  m.num_heads = m.num_kv_heads = heads;
-  m.head_dim = channels / heads;
-  m.vocab_size = vocab;
-  m.max_seq_len = seq;
-  m.qkv_bias = m.attn_out_bias = m.mlp_bias = true;
-  return m;
-}
 
 // Checks `samples` random parameters' analytic gradients against central
 // finite differences; returns the worst relative error.
@@ -63,13 +50,13 @@ double check_gradients(Model& model, const std::vector<int>& tokens, const std::
 }  // namespace
 
 TEST_CASE("the executor's parameters are the cost model's count") {
-  const ModelSpec m = tiny_gpt(50, 16, 3, 4, 32);
+  const ModelSpec m = test::tiny_gpt(50, 16, 3, 4, 32);
   GptModel<float> model(gpt_config(m), 1);
   CHECK(model.params.size() == count_params(m).total);
 }
 
 TEST_CASE("every parameter tensor's gradient matches central finite differences (double)") {
-  const ModelSpec m = tiny_gpt(7, 6, 2, 2, 8);
+  const ModelSpec m = test::tiny_gpt(7, 6, 2, 2, 8);
   GptModel<double> model(gpt_config(m), 42);
   // Larger weights than GPT-2's 0.02 make every path matter.
   std::mt19937_64 rng(7);
@@ -83,7 +70,7 @@ TEST_CASE("every parameter tensor's gradient matches central finite differences 
 }
 
 TEST_CASE("loss goes down with AdamW on a learnable sequence (fp32)") {
-  const ModelSpec m = tiny_gpt(16, 16, 2, 2, 32);
+  const ModelSpec m = test::tiny_gpt(16, 16, 2, 2, 32);
   GptModel<float> model(gpt_config(m), 3);
   const int B = 4, T = 16;
   std::vector<int> tokens(B * T), targets(B * T);
@@ -107,7 +94,7 @@ TEST_CASE("loss goes down with AdamW on a learnable sequence (fp32)") {
 }
 
 TEST_CASE("synthetic corpus: deterministic, learnable; checkpoint, stop, resume gives identical losses") {
-  const ModelSpec m = tiny_gpt(32, 16, 2, 2, 32);
+  const ModelSpec m = test::tiny_gpt(32, 16, 2, 2, 32);
   const SyntheticCorpus corpus(32, 5);
   const Batch a = corpus.batch(3, 0, 4, 16), b = corpus.batch(3, 0, 4, 16);
   CHECK(a.tokens == b.tokens);
@@ -150,7 +137,7 @@ TEST_CASE("synthetic corpus: deterministic, learnable; checkpoint, stop, resume 
 }
 
 TEST_CASE("full recompute: identical gradients, one layer's activations instead of all") {
-  const ModelSpec m = tiny_gpt(16, 8, 4, 2, 16);
+  const ModelSpec m = test::tiny_gpt(16, 8, 4, 2, 16);
   GptModel<double> plain(gpt_config(m), 21), recomputed(gpt_config(m), 21);
   recomputed.set_recompute(true);
   const int B = 2, T = 8;
@@ -168,23 +155,6 @@ TEST_CASE("full recompute: identical gradients, one layer's activations instead 
 
 namespace {
 
-ModelSpec tiny_llama() {
-  ModelSpec m;
-  m.name = "tiny-llama";
-  m.num_layers = 2;
-  m.hidden_size = 16;
-  m.ffn_hidden_size = 24;
-  m.num_heads = 4;
-  m.num_kv_heads = 2;  // grouped-query attention
-  m.head_dim = 4;
-  m.vocab_size = 11;
-  m.max_seq_len = 8;
-  m.norm = NormKind::RMSNorm;
-  m.mlp = MlpKind::SwiGlu;
-  m.position = PositionKind::Rotary;
-  m.tied_embeddings = false;
-  return m;
-}
 
 // Mean loss after `steps` AdamW steps on one fixed batch.
 float train_llama(const ModelSpec& m, const std::vector<int>& tokens, const std::vector<int>& targets, int B, int T,
@@ -205,7 +175,7 @@ float train_llama(const ModelSpec& m, const std::vector<int>& tokens, const std:
 }  // namespace
 
 TEST_CASE("Llama-style model: the cost model's count, gradients against finite differences, learning") {
-  const ModelSpec m = tiny_llama();
+  const ModelSpec m = test::tiny_llama(11);
   LlamaModel<double> model(llama_config(m), 5);
   CHECK(model.params.size() == count_params(m).total);
   std::mt19937_64 rng(17);
@@ -219,7 +189,7 @@ TEST_CASE("Llama-style model: the cost model's count, gradients against finite d
   }
   const double worst = check_gradients(model, tokens, targets, B, T, rng, 200);
   MESSAGE("Llama: worst relative gradient error over 200 parameters: " << worst);
-  CHECK_THROWS_AS(llama_config(tiny_gpt(7, 6, 2, 2, 8)), InputError);
+  CHECK_THROWS_AS(llama_config(test::tiny_gpt(7, 6, 2, 2, 8)), InputError);
   // Learning: fp32, AdamW, a fixed batch.
   float first = 0;
   const float last = train_llama(m, tokens, targets, B, T, 60, &first);
@@ -246,7 +216,7 @@ TEST_CASE("byte corpus: next-byte targets, deterministic, bad files are InputErr
 }
 
 TEST_CASE("the trainer times its phases") {
-  const ModelSpec m = tiny_gpt(16, 8, 2, 2, 16);
+  const ModelSpec m = test::tiny_gpt(16, 8, 2, 2, 16);
   GptModel<float> model(gpt_config(m), 1);
   LoopbackCommunicator alone(0, 1);
   DataParallelTrainer<GptModel<float>> trainer(model, alone, 1, AdamConfig{});

@@ -11,6 +11,7 @@
 #include "executor/data_parallel.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
+#include "tiny_models.h"
 
 using namespace zp;
 
@@ -69,16 +70,7 @@ TEST_CASE("broadcast and a ring of point-to-point transfers") {
 TEST_CASE("data parallel with ZeRO 0, 1, 2 trains to the single-rank losses") {
   MpiCommunicator& c = *g_comm;
   const int world = c.size();
-  ModelSpec spec;
-  spec.name = "tiny-gpt";
-  spec.num_layers = 2;
-  spec.hidden_size = 16;
-  spec.ffn_hidden_size = 64;
-  spec.num_heads = spec.num_kv_heads = 2;
-  spec.head_dim = 8;
-  spec.vocab_size = 13;
-  spec.max_seq_len = 8;
-  spec.qkv_bias = spec.attn_out_bias = spec.mlp_bias = true;
+  const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 16);
   const int B = 4 * world, T = 8, local = B / world;
   std::vector<int> tokens(B * T), targets(B * T);
   for (int i = 0; i < B * T; ++i) {
@@ -116,20 +108,7 @@ TEST_CASE("data parallel with ZeRO 0, 1, 2 trains to the single-rank losses") {
 TEST_CASE("data parallel ZeRO-1 trains a Llama-style model to the single-rank losses") {
   MpiCommunicator& c = *g_comm;
   const int world = c.size();
-  ModelSpec spec;
-  spec.name = "tiny-llama";
-  spec.num_layers = 2;
-  spec.hidden_size = 16;
-  spec.ffn_hidden_size = 24;
-  spec.num_heads = 4;
-  spec.num_kv_heads = 2;
-  spec.head_dim = 4;
-  spec.vocab_size = 13;
-  spec.max_seq_len = 8;
-  spec.norm = NormKind::RMSNorm;
-  spec.mlp = MlpKind::SwiGlu;
-  spec.position = PositionKind::Rotary;
-  spec.tied_embeddings = false;
+  const ModelSpec spec = test::tiny_llama(13);
   const int B = 2 * world, T = 8, local = B / world;
   std::vector<int> tokens(B * T), targets(B * T);
   for (int i = 0; i < B * T; ++i) {
