@@ -155,7 +155,6 @@ TEST_CASE("full recompute: identical gradients, one layer's activations instead 
 
 namespace {
 
-
 // Mean loss after `steps` AdamW steps on one fixed batch.
 float train_llama(const ModelSpec& m, const std::vector<int>& tokens, const std::vector<int>& targets, int B, int T,
                   int steps, float* first) {
