@@ -24,15 +24,18 @@ zp::PlanQuery query(const char* model, const char* gpu, uint64_t gpus, uint32_t 
 }
 
 void run(benchmark::State& state, const zp::PlanQuery& q) {
-  uint64_t enumerated = 0, fitting = 0;
+  uint64_t enumerated = 0;
+  zp::PlanResult last;
   for (auto _ : state) {
     zp::PlanResult r = zp::plan(q);
     enumerated += r.enumerated;
-    fitting = r.fitting;
     benchmark::DoNotOptimize(r);
+    last = std::move(r);
   }
   state.counters["layouts/s"] = benchmark::Counter(static_cast<double>(enumerated), benchmark::Counter::kIsRate);
-  state.counters["fit"] = static_cast<double>(fitting);
+  state.counters["layouts"] = static_cast<double>(last.enumerated);
+  state.counters["fit"] = static_cast<double>(last.fitting);
+  state.counters["timed"] = static_cast<double>(last.timed);
 }
 
 void BM_Fit_Llama405B_16384xH100_free_batch(benchmark::State& state) {

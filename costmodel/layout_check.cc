@@ -10,12 +10,17 @@ std::string n(uint64_t v) { return std::to_string(v); }
 }  // namespace
 
 std::string check_layout(const ModelShape& m, const Layout& l, const ClusterShape& c, uint64_t num_gpus) {
+  std::string why = check_layout_shape(m, l, c, num_gpus);
+  if (!why.empty()) return why;
+  const char* states = check_layout_states(l);
+  return states ? states : "";
+}
+
+std::string check_layout_shape(const ModelShape& m, const Layout& l, const ClusterShape& c, uint64_t num_gpus) {
   if (l.dp == 0 || l.tp == 0 || l.pp == 0 || l.vpp == 0 || l.ep == 0) return "dp, tp, pp, vpp and ep must be at least 1";
   if (l.micro_batch == 0) return "--micro-batch must be at least 1";
   if (l.grad_accum == 0) return "--grad-accum must be at least 1";
   if (l.seq_len == 0) return "--seq must be at least 1";
-  if (l.zero_stage > 3) return "--zero must be 0, 1, 2 or 3";
-  if (l.tile_factor == 0) return "--tile-factor must be at least 1";
   if (l.world() != num_gpus) {
     return "dp x tp x pp = " + n(l.dp) + " x " + n(l.tp) + " x " + n(l.pp) + " = " + n(l.world()) + " does not equal --gpus " +
            n(num_gpus);
@@ -47,19 +52,7 @@ std::string check_layout(const ModelShape& m, const Layout& l, const ClusterShap
   if (m.position == PositionKind::Learned && l.seq_len > m.max_seq) {
     return "--seq " + n(l.seq_len) + " exceeds the model's " + n(m.max_seq) + " learned positions";
   }
-  if (l.offload_param != Offload::None && l.zero_stage != 3) return "parameter offload needs ZeRO stage 3";
-  if (l.offload_optimizer != Offload::None && l.zero_stage == 0) return "optimizer offload needs ZeRO stage 1 or higher";
   if (l.precision == Precision::Bf16 && !c.has_bf16) return "this GPU has no bf16 support; use --precision fp16";
-  if (l.recompute != Recompute::Full && (l.recompute_layers > 0 || l.partition_activations || l.checkpoints_to_cpu)) {
-    return "--recompute-layers, --partition-activations and --checkpoints-to-cpu need --recompute full";
-  }
-  if (l.framework == Framework::Megatron) {
-    if (l.zero_stage > 1) return "Megatron-LM has no ZeRO stage 2/3 (stage 1 is its distributed optimizer); use --framework deepspeed or zeroplan";
-    if (l.offload_optimizer != Offload::None) return "optimizer offload is modelled for DeepSpeed and zeroplan, not Megatron-LM";
-  }
-  if (l.framework == Framework::DeepSpeed && l.pp > 1 && l.zero_stage > 1) {
-    return "DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only (deepspeed/runtime/pipe/engine.py)";
-  }
   // Overflow guard: the largest products the model forms must stay below 2^62.
   const uint64_t widest = std::max<uint64_t>({m.vocab, m.ffn * 2 * (m.top_k ? m.top_k : 1), m.hidden,
                                               m.heads * uint64_t{l.seq_len}});
@@ -75,6 +68,24 @@ std::string check_layout(const ModelShape& m, const Layout& l, const ClusterShap
     return "the layout's byte counts overflow 64 bits (micro-batch x sequence x width is too large)";
   }
   return "";
+}
+
+const char* check_layout_states(const Layout& l) {
+  if (l.zero_stage > 3) return "--zero must be 0, 1, 2 or 3";
+  if (l.tile_factor == 0) return "--tile-factor must be at least 1";
+  if (l.offload_param != Offload::None && l.zero_stage != 3) return "parameter offload needs ZeRO stage 3";
+  if (l.offload_optimizer != Offload::None && l.zero_stage == 0) return "optimizer offload needs ZeRO stage 1 or higher";
+  if (l.recompute != Recompute::Full && (l.recompute_layers > 0 || l.partition_activations || l.checkpoints_to_cpu)) {
+    return "--recompute-layers, --partition-activations and --checkpoints-to-cpu need --recompute full";
+  }
+  if (l.framework == Framework::Megatron) {
+    if (l.zero_stage > 1) return "Megatron-LM has no ZeRO stage 2/3 (stage 1 is its distributed optimizer); use --framework deepspeed or zeroplan";
+    if (l.offload_optimizer != Offload::None) return "optimizer offload is modelled for DeepSpeed and zeroplan, not Megatron-LM";
+  }
+  if (l.framework == Framework::DeepSpeed && l.pp > 1 && l.zero_stage > 1) {
+    return "DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only (deepspeed/runtime/pipe/engine.py)";
+  }
+  return nullptr;
 }
 
 }  // namespace zp

@@ -109,7 +109,9 @@ void prepare_rules(MemoryPrep& p, const Layout& l) {
   const int index = (l.zero_stage * 3 + static_cast<int>(l.offload_optimizer)) * 3 + static_cast<int>(l.offload_param);
   MemoryPrep::RulesSlot& slot = p.rules_slots[index];
   if (!slot.valid) {
-    slot.placed = place_states(l, state_rules(l));
+    const StateRules rules = state_rules(l);
+    slot.placed = place_states(l, rules);
+    slot.by_residence = state_bytes_by_residence(l, rules);
     slot.optimizer_side_bytes = optimizer_side_bytes_per_param(l);
     slot.valid = true;
   }
@@ -151,8 +153,13 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Si
   const Dtype low = low_dtype(l);
 
   // 1. Model states: dense parameters partition over dp, experts over dp/ep.
-  emit_model_states(v.rules->placed, sp.dense, l.dp, "dense parameters", sink);
-  if (sp.experts > 0) emit_model_states(v.rules->placed, sp.experts, l.dp / l.ep, "expert parameters", sink);
+  if constexpr (requires { Sink::kResidenceOnly; }) {
+    add_model_state_bytes(v.rules->by_residence, sp.dense, l.dp, sink);
+    if (sp.experts > 0) add_model_state_bytes(v.rules->by_residence, sp.experts, l.dp / l.ep, sink);
+  } else {
+    emit_model_states(v.rules->placed, sp.dense, l.dp, "dense parameters", sink);
+    if (sp.experts > 0) emit_model_states(v.rules->placed, sp.experts, l.dp / l.ep, "expert parameters", sink);
+  }
   const uint64_t stage_total = sp.dense + sp.experts;
 
   // 2. ZeRO-3 working set: gathered parameters of the current and next unit.

@@ -74,6 +74,7 @@ struct MemoryPrep {
   struct RulesSlot {
     bool valid = false;
     PlacedStates placed;
+    StateBytesPerParam by_residence;  // the same states summed per residence
     uint64_t optimizer_side_bytes = 0;  // per parameter, what optimizer offload moves
   };
   Framework rules_framework = Framework::Zeroplan;

@@ -44,16 +44,11 @@ const char* to_string(Residence r);
 const char* to_string(Dtype d);
 
 constexpr uint64_t dtype_bytes(Dtype d) {
-  switch (d) {
-    case Dtype::Bf16:
-    case Dtype::Fp16: return 2;
-    case Dtype::Fp32:
-    case Dtype::Int32: return 4;
-    case Dtype::Int64: return 8;
-    case Dtype::Uint8:
-    case Dtype::Bytes: return 1;
-  }
-  return 1;
+  // A table, not a switch: the memory model's hot path sums rows of mixed
+  // dtypes, where a switch's branches mispredict.
+  constexpr uint8_t kBytes[] = {2, 2, 4, 8, 4, 1, 1};  // in Dtype's order
+  const auto i = static_cast<unsigned>(d);
+  return i < sizeof(kBytes) ? kBytes[i] : 1;
 }
 bool is_runtime_overhead(Component c);
 bool is_model_state(Component c);  // weights, gradients, main grads, master, optimizer
@@ -102,9 +97,13 @@ class ResidenceTotalsSink {
   explicit ResidenceTotalsSink(const TotalsSink& start)
       : bytes_{start.total(Residence::Gpu), start.total(Residence::Host), start.total(Residence::Nvme)} {}
   void add(const MemoryRow& row) { bytes_[static_cast<int>(row.residence)] += row.bytes; }
+  // Bytes without a row: emitters may sum whole groups of rows themselves for
+  // this sink (the model states, from their bytes per parameter by residence).
+  void add_bytes(int residence, uint64_t bytes) { bytes_[residence] += bytes; }
   uint64_t total(Residence r) const { return bytes_[static_cast<int>(r)]; }
   uint64_t gpu_total() const { return bytes_[0]; }
   static constexpr bool kWantsRows = false;
+  static constexpr bool kResidenceOnly = true;
 
  private:
   std::array<uint64_t, kNumResidences> bytes_{};

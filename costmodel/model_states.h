@@ -104,6 +104,17 @@ void emit_model_states(const PlacedStates& placed, uint64_t params, uint64_t way
   }
 }
 
+// The same bytes for a sink that keeps per-residence sums only, without a row
+// per state: `by_residence` must be state_bytes_by_residence of the same
+// layout (tests check both paths agree byte for byte).
+template <class Sink>
+void add_model_state_bytes(const StateBytesPerParam& by_residence, uint64_t params, uint64_t ways, Sink& sink) {
+  const uint64_t shard = (params + ways - 1) / ways;
+  for (int r = 0; r < kNumResidences; ++r) {
+    sink.add_bytes(r, by_residence.unsharded[r] * params + by_residence.sharded[r] * shard);
+  }
+}
+
 template <class Sink>
 void emit_model_states(const Layout& l, uint64_t params, uint64_t ways, const char* what, Sink& sink) {
   emit_model_states(place_states(l, state_rules(l)), params, ways, what, sink);

@@ -91,12 +91,6 @@ void prepare_time(TimePrep& p, const TimeInputs& in) {
   if (m.experts > 0 && l.ep > 1) p.ep_layer_s = 2 * all_to_all_s(a2a_buffer, p.ep_span, net);
 }
 
-}  // namespace
-
-StepTime evaluate_time(const TimeInputs& in) {
-  TimeEvaluator e;
-  return e.evaluate(in);
-}
 
 // The share of a stage's layers that full recompute repeats.
 double recompute_fraction(const Layout& l, double layers) {
@@ -112,27 +106,115 @@ double recompute_per_layer_s(const Layout& l, double layers, double forward_s, c
   return 0;
 }
 
-// The compute-only part of one micro-batch slot: what evaluate() adds
-// communication to.
-double compute_slot_s(const TimePrep& pr, const ModelShape& m, const Layout& l) {
-  const double layers = static_cast<double>(layers_on_stage(m.layers, l.pp, l.pp - 1));
-  const double recompute_layer = recompute_per_layer_s(l, layers, pr.lc.forward_s(), pr.lc);
-  return layers * (pr.lc.forward_s() + pr.lc.backward_s() + recompute_layer) + pr.hc.forward_s + pr.hc.backward_s;
-}
-
 double pipeline_fill(const Layout& l) {
   if (l.pp == 1) return 0;
   return l.schedule == Schedule::Interleaved ? (l.pp - 1.0) / l.vpp : l.pp - 1.0;
 }
 
-double TimeEvaluator::lower_bound_s(const TimeInputs& in) {
-  if (!prep_matches(prep_, in)) prepare_time(prep_, in);
-  const Layout& l = in.layout;
-  return (static_cast<double>(l.num_microbatches()) + pipeline_fill(l)) * compute_slot_s(prep_, in.model, l);
+bool pipe_matches(const PipelinePrep& p, const Layout& l) {
+  return p.valid && p.dp == l.dp && p.pp == l.pp && p.vpp == l.vpp && p.grad_accum == l.grad_accum &&
+         p.recompute_layers == l.recompute_layers && p.schedule == l.schedule && p.recompute == l.recompute &&
+         p.fp32_grad_accum == l.fp32_grad_accum;
 }
 
+void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in) {
+  const ModelShape& m = in.model;
+  const Layout& l = in.layout;
+  const Network& net = in.network;
+  p.valid = true;
+  p.dp = l.dp;
+  p.pp = l.pp;
+  p.vpp = l.vpp;
+  p.grad_accum = l.grad_accum;
+  p.recompute_layers = l.recompute_layers;
+  p.schedule = l.schedule;
+  p.recompute = l.recompute;
+  p.fp32_grad_accum = l.fp32_grad_accum;
+
+  const double mb = static_cast<double>(l.num_microbatches());
+  const LayerCompute& lc = pr.lc;
+  const ActivationShape& x = pr.x;
+  const double act_bytes = static_cast<double>(dtype_bytes(x.dtype));
+  const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
+
+  // --- Per micro-batch times of the busiest stage ---------------------------
+  const uint64_t layers_max = layers_on_stage(m.layers, l.pp, l.pp - 1);  // the last stages hold the remainder
+  p.layers = static_cast<double>(layers_max);
+  const double layer_f = lc.forward_s() + pr.tp_fwd_s + pr.ep_layer_s;
+  const double layer_b = lc.backward_s() + pr.tp_bwd_s + pr.ep_layer_s;
+  p.recompute_layer_s = recompute_per_layer_s(l, p.layers, layer_f, lc);
+  // The last stage also runs the output layer; with pp = 1 the one stage does everything.
+  p.microbatch_forward_s = p.layers * layer_f + pr.hc.forward_s;
+  p.microbatch_backward_s = p.layers * (layer_b + p.recompute_layer_s) + pr.hc.backward_s;
+
+  // --- Pipeline --------------------------------------------------------------
+  const bool inter_stage_cross_node = uint64_t{l.tp} * l.dp >= net.links.gpus_per_node;
+  // Megatron's scatter/gather optimisation (Narayanan et al. 2021 Sec. 4.1):
+  // each tensor-parallel rank sends 1/t of the boundary activation over its
+  // own link and the receivers all-gather it over NVLink (sequence
+  // parallelism sends the 1/t shard it already holds).
+  p.p2p_buffer = T / l.tp * h * act_bytes;
+  p.p2p_per_mb_s = 0;
+  p.p2p_calls = 0;
+  if (l.pp > 1) {
+    double per_boundary = p2p_s(p.p2p_buffer, inter_stage_cross_node, net);
+    if (l.tp > 1 && !x.sp) per_boundary += all_gather_s(p.p2p_buffer * l.tp, pr.tp_span, net);
+    const double chunks = l.schedule == Schedule::Interleaved ? l.vpp : 1;
+    p.p2p_per_mb_s = 2 * per_boundary * chunks;  // activation + gradient
+    p.p2p_calls = 2 * mb * chunks;
+  }
+  const double slot = p.microbatch_forward_s + p.microbatch_backward_s + p.p2p_per_mb_s;
+  p.fill = pipeline_fill(l);
+  p.pipeline_s = (mb + p.fill) * slot;
+
+  // --- Data parallel: the collectives every ZeRO stage draws from -----------
+  const RankParams& rp = pr.rp;
+  p.dense = static_cast<double>(layers_max * rp.layer_dense + rp.embedding + rp.position + rp.head);
+  p.experts = static_cast<double>(layers_max * rp.layer_experts);
+  p.dp_span = group_span(l, Dimension::Data, net.links);
+  p.edp_span = group_span(l, Dimension::ExpertData, net.links);
+  // Gradient dtype on the wire: Megatron-LM all-reduces its fp32 main_grad
+  // buffer in bf16 training (accumulate_allreduce_grads_in_fp32 is forced on)
+  // and the fp16 gradients in fp16 training (the flag's default is off).
+  const bool megatron_fp32_grads = l.framework == Framework::Megatron && l.precision == Precision::Bf16;
+  p.grad_bytes = (megatron_fp32_grads || l.fp32_grad_accum || l.precision == Precision::Fp32) ? 4 : act_bytes;
+  p.param_bytes = act_bytes;
+  p.dense_all_reduce_s = all_reduce_s(p.dense * p.grad_bytes, p.dp_span, net);
+  p.dense_reduce_scatter_s = reduce_scatter_s(p.dense * p.grad_bytes, p.dp_span, net);
+  p.dense_all_gather_s = all_gather_s(p.dense * p.param_bytes, p.dp_span, net);
+  p.expert_all_reduce_s = all_reduce_s(p.experts * p.grad_bytes, p.edp_span, net);
+  p.expert_reduce_scatter_s = reduce_scatter_s(p.experts * p.grad_bytes, p.edp_span, net);
+  p.expert_all_gather_s = all_gather_s(p.experts * p.param_bytes, p.edp_span, net);
+  // Tied embeddings with pp > 1: the first and last stages all-reduce the
+  // embedding gradient (Megatron-LM _allreduce_word_embedding_grads).
+  p.tied_embedding_bytes = p.tied_embedding_s = 0;
+  if (m.tied && l.pp > 1) {
+    p.tied_embedding_bytes = static_cast<double>(rp.embedding) * p.grad_bytes;
+    const GroupSpan pair{2, 1, 2, false};
+    p.tied_embedding_s = all_reduce_s(p.tied_embedding_bytes, pair, net);
+  }
+}
+
+}  // namespace
+
+StepTime evaluate_time(const TimeInputs& in) {
+  TimeEvaluator e;
+  return e.evaluate(in);
+}
+
+const PipelinePrep& TimeEvaluator::prepared(const TimeInputs& in) {
+  if (!prep_matches(prep_, in)) {
+    prepare_time(prep_, in);
+    pipe_.valid = false;
+  }
+  if (!pipe_matches(pipe_, in.layout)) prepare_pipeline(pipe_, prep_, in);
+  return pipe_;
+}
+
+double TimeEvaluator::lower_bound_s(const TimeInputs& in) { return prepared(in).pipeline_s; }
+
 StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
-  if (!prep_matches(prep_, in)) prepare_time(prep_, in);
+  const PipelinePrep& p = prepared(in);
   const TimePrep& pr = prep_;
   const ModelShape& m = in.model;
   const Layout& l = in.layout;
@@ -141,128 +223,80 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   StepTime t;
 
   const double mb = static_cast<double>(l.num_microbatches());
-  const double v = l.vpp;
-  const LayerCompute& lc = pr.lc;
-  const HeadCompute& hc = pr.hc;
   const ActivationShape& x = pr.x;
   const double act_bytes = static_cast<double>(dtype_bytes(x.dtype));
   const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
-  const GroupSpan& tp = pr.tp_span;
-  const double tp_buffer = T * h * act_bytes;
-  const double tp_fwd_s = pr.tp_fwd_s, tp_bwd_s = pr.tp_bwd_s;
-  const double tp_calls_fwd = pr.tp_calls_fwd, tp_calls_bwd = pr.tp_calls_bwd;
-  const double ep_layer_s = pr.ep_layer_s;
-  const double a2a_buffer = T * static_cast<double>(m.top_k) * h * act_bytes;
+  const double layers = p.layers;
 
-  // --- Per micro-batch times of the busiest stage ---------------------------
-  const uint64_t layers_max = layers_on_stage(m.layers, l.pp, l.pp - 1);  // the last stages hold the remainder
-  const double layers = static_cast<double>(layers_max);
-  const double layer_f = lc.forward_s() + tp_fwd_s + ep_layer_s;
-  const double layer_b = lc.backward_s() + tp_bwd_s + ep_layer_s;
-  const double recompute_layer = recompute_per_layer_s(l, layers, layer_f, lc);
-  // The last stage also runs the output layer; with pp = 1 the one stage does everything.
-  const double head_f = hc.forward_s, head_b = hc.backward_s;
-  t.microbatch_forward_s = layers * layer_f + head_f;
-  t.microbatch_backward_s = layers * (layer_b + recompute_layer) + head_b;
-
-  // --- Pipeline --------------------------------------------------------------
-  const bool inter_stage_cross_node = uint64_t{l.tp} * l.dp >= net.links.gpus_per_node;
-  // Megatron's scatter/gather optimisation (Narayanan et al. 2021 Sec. 4.1):
-  // each tensor-parallel rank sends 1/t of the boundary activation over its
-  // own link and the receivers all-gather it over NVLink (sequence
-  // parallelism sends the 1/t shard it already holds).
-  const double p2p_buffer = T / l.tp * h * act_bytes;
-  double p2p_per_mb = 0;
-  if (l.pp > 1) {
-    double per_boundary = p2p_s(p2p_buffer, inter_stage_cross_node, net);
-    if (l.tp > 1 && !x.sp) per_boundary += all_gather_s(p2p_buffer * l.tp, tp, net);
-    p2p_per_mb = 2 * per_boundary * (l.schedule == Schedule::Interleaved ? v : 1);  // activation + gradient
-    add_comm(t, "pp", "send/recv", p2p_buffer, 2 * mb * (l.schedule == Schedule::Interleaved ? v : 1),
-             p2p_buffer * 2 * mb * (l.schedule == Schedule::Interleaved ? v : 1), p2p_per_mb * mb);
-  }
-  const double slot = t.microbatch_forward_s + t.microbatch_backward_s + p2p_per_mb;
-  const double fill = pipeline_fill(l);
-  const double pipeline_s = (mb + fill) * slot;
-  t.bubble_s = fill * slot;
+  t.microbatch_forward_s = p.microbatch_forward_s;
+  t.microbatch_backward_s = p.microbatch_backward_s;
+  if (l.pp > 1) add_comm(t, "pp", "send/recv", p.p2p_buffer, p.p2p_calls, p.p2p_buffer * p.p2p_calls, p.p2p_per_mb_s * mb);
+  const double pipeline_s = p.pipeline_s;
+  const double slot = pipeline_s / (mb + p.fill);
+  t.bubble_s = p.fill * slot;
   // Fill: the last stage waits for p-1 forwards; drain: the first stage
   // waits for p-1 backwards (with recompute) to come back.
-  t.warmup_s = fill * (t.microbatch_forward_s + p2p_per_mb / 2);
+  t.warmup_s = p.fill * (t.microbatch_forward_s + p.p2p_per_mb_s / 2);
   t.cooldown_s = t.bubble_s - t.warmup_s;
-  t.bubble_fraction = l.pp == 1 ? 0 : fill / (mb + fill);
-  t.pp_comm_s = mb * p2p_per_mb;
-  t.tp_comm_s = mb * layers * (tp_fwd_s + tp_bwd_s + (l.recompute == Recompute::Full ? tp_fwd_s : 0));
-  t.ep_comm_s = mb * layers * 2 * ep_layer_s;
-  t.recompute_s = mb * layers * recompute_layer;
+  t.bubble_fraction = l.pp == 1 ? 0 : p.fill / (mb + p.fill);
+  t.pp_comm_s = mb * p.p2p_per_mb_s;
+  t.tp_comm_s = mb * layers * (pr.tp_fwd_s + pr.tp_bwd_s + (l.recompute == Recompute::Full ? pr.tp_fwd_s : 0));
+  t.ep_comm_s = mb * layers * 2 * pr.ep_layer_s;
+  t.recompute_s = mb * layers * p.recompute_layer_s;
   t.compute_s = pipeline_s - t.bubble_s - t.pp_comm_s - t.tp_comm_s - t.ep_comm_s;
   if (l.tp > 1) {
-    const double calls = mb * layers * (tp_calls_fwd + tp_calls_bwd + (l.recompute == Recompute::Full ? tp_calls_fwd : 0));
+    const double tp_buffer = T * h * act_bytes;
+    const double calls = mb * layers * (pr.tp_calls_fwd + pr.tp_calls_bwd + (l.recompute == Recompute::Full ? pr.tp_calls_fwd : 0));
     add_comm(t, "tp", x.sp ? "all-gather/reduce-scatter" : "all-reduce", tp_buffer, calls,
              calls * (x.sp ? ring_all_gather_bytes(tp_buffer, l.tp) : ring_all_reduce_bytes(tp_buffer, l.tp)),
              t.tp_comm_s);
   }
-  if (ep_layer_s > 0) {
+  if (pr.ep_layer_s > 0) {
+    const double a2a_buffer = T * static_cast<double>(m.top_k) * h * act_bytes;
     const double calls = mb * layers * 4;
     add_comm(t, "ep", "all-to-all", a2a_buffer, calls, calls * ring_all_gather_bytes(a2a_buffer, l.ep), t.ep_comm_s);
   }
 
   // --- Data parallel and ZeRO -----------------------------------------------
-  const RankParams& rp = pr.rp;
-  const uint64_t stage_layers = layers_max;
-  const double dense = static_cast<double>(stage_layers * rp.layer_dense + rp.embedding + rp.position + rp.head);
-  const double experts = static_cast<double>(stage_layers * rp.layer_experts);
-  const GroupSpan dp = group_span(l, Dimension::Data, net.links);
-  const GroupSpan edp = group_span(l, Dimension::ExpertData, net.links);
-  // Gradient dtype on the wire: Megatron-LM all-reduces its fp32 main_grad
-  // buffer in bf16 training (accumulate_allreduce_grads_in_fp32 is forced on)
-  // and the fp16 gradients in fp16 training (the flag's default is off).
-  const bool megatron_fp32_grads = l.framework == Framework::Megatron && l.precision == Precision::Bf16;
-  const double grad_bytes = (megatron_fp32_grads || l.fp32_grad_accum || l.precision == Precision::Fp32) ? 4 : act_bytes;
-  const double param_bytes = act_bytes;
   double dp_s = 0, dp_hidden_by = 0;
-  auto sync = [&](double params, const GroupSpan& g, const char* dim) {
+  auto sync = [&](double params, const GroupSpan& g, const char* dim, double ar_s, double rs_s, double ag_s) {
     if (g.size <= 1 || params <= 0) return;
-    const double grads = params * grad_bytes, weights = params * param_bytes;
+    const double grads = params * p.grad_bytes, weights = params * p.param_bytes;
     const uint64_t n = g.size;
     if (l.zero_stage == 0) {
-      const double s = all_reduce_s(grads, g, net);
-      dp_s += s;
-      add_comm(t, dim, "all-reduce (gradients)", grads, 1, ring_all_reduce_bytes(grads, n), s);
+      dp_s += ar_s;
+      add_comm(t, dim, "all-reduce (gradients)", grads, 1, ring_all_reduce_bytes(grads, n), ar_s);
     } else if (l.zero_stage <= 2) {
       // ZeRO-2 keeps only its gradient partition: one reduce-scatter per
       // micro-batch; ZeRO-1 (and Megatron's distributed optimizer) one per step.
       const double rs_calls = l.zero_stage == 2 ? mb : 1;
-      const double rs = rs_calls * reduce_scatter_s(grads, g, net);
-      const double ag = all_gather_s(weights, g, net);
-      dp_s += rs + ag;
+      const double rs = rs_calls * rs_s;
+      dp_s += rs + ag_s;
       add_comm(t, dim, "reduce-scatter (gradients)", grads, rs_calls, rs_calls * ring_all_gather_bytes(grads, n), rs);
-      add_comm(t, dim, "all-gather (parameters)", weights, 1, ring_all_gather_bytes(weights, n), ag);
+      add_comm(t, dim, "all-gather (parameters)", weights, 1, ring_all_gather_bytes(weights, n), ag_s);
     } else {
       // ZeRO-3: parameters gathered for forward and again for backward, and
       // gradients reduce-scattered, every micro-batch: 3 Psi.
-      const double ag = all_gather_s(weights, g, net), rs = reduce_scatter_s(grads, g, net);
-      dp_s += mb * (2 * ag + rs);
+      dp_s += mb * (2 * ag_s + rs_s);
       add_comm(t, dim, "all-gather (parameters, fwd + bwd)", weights, 2 * mb, 2 * mb * ring_all_gather_bytes(weights, n),
-               2 * mb * ag);
-      add_comm(t, dim, "reduce-scatter (gradients)", grads, mb, mb * ring_all_gather_bytes(grads, n), mb * rs);
+               2 * mb * ag_s);
+      add_comm(t, dim, "reduce-scatter (gradients)", grads, mb, mb * ring_all_gather_bytes(grads, n), mb * rs_s);
     }
   };
-  sync(dense, dp, "dp");
-  sync(experts, edp, "expert-dp");
+  sync(p.dense, p.dp_span, "dp", p.dense_all_reduce_s, p.dense_reduce_scatter_s, p.dense_all_gather_s);
+  sync(p.experts, p.edp_span, "expert-dp", p.expert_all_reduce_s, p.expert_reduce_scatter_s, p.expert_all_gather_s);
   if (dp_overlapped(l)) {
     // Gradient buckets reduce while backward continues; ZeRO-3 prefetches
     // each layer's parameters while the previous one computes.
     dp_hidden_by = l.zero_stage == 3 ? mb * (t.microbatch_forward_s + t.microbatch_backward_s) : t.microbatch_backward_s;
   }
   t.dp_comm_s = std::max(0.0, dp_s - dp_hidden_by);
-  // Tied embeddings with pp > 1: the first and last stages all-reduce the
-  // embedding gradient (Megatron-LM _allreduce_word_embedding_grads).
-  if (m.tied && l.pp > 1) {
-    const double bytes = static_cast<double>(rp.embedding) * grad_bytes;
-    const GroupSpan pair{2, 1, 2, false};
-    const double s = all_reduce_s(bytes, pair, net);
-    t.dp_comm_s += s;
-    add_comm(t, "embedding", "all-reduce (tied gradients)", bytes, 1, ring_all_reduce_bytes(bytes, 2), s);
+  if (p.tied_embedding_s > 0) {
+    t.dp_comm_s += p.tied_embedding_s;
+    add_comm(t, "embedding", "all-reduce (tied gradients)", p.tied_embedding_bytes, 1,
+             ring_all_reduce_bytes(p.tied_embedding_bytes, 2), p.tied_embedding_s);
   }
+  const double dense = p.dense, experts = p.experts, grad_bytes = p.grad_bytes, param_bytes = p.param_bytes;
 
   // --- Optimizer and offload --------------------------------------------------
   const double params_here = dense + experts;

@@ -112,16 +112,45 @@ struct TimePrep {
   double forward_flops_per_sequence = 0;  // model_forward_flops for one sequence
 };
 
+// The per-pipeline work of evaluate_time on top of TimePrep: the busiest
+// stage's micro-batch times, the pipeline with its bubble and point-to-point
+// traffic, and the data-parallel collectives of every ZeRO stage. It depends
+// on the layout's parallel sizes, schedule, micro-batches and recompute, not
+// on the ZeRO stage or offload, which a search varies innermost.
+struct PipelinePrep {
+  uint32_t dp = 0, pp = 0, vpp = 0, grad_accum = 0, recompute_layers = 0;
+  Schedule schedule = Schedule::OneFOneB;
+  Recompute recompute = Recompute::None;
+  bool fp32_grad_accum = false;
+  bool valid = false;
+
+  double layers = 0, recompute_layer_s = 0;
+  double microbatch_forward_s = 0, microbatch_backward_s = 0;
+  double p2p_buffer = 0, p2p_calls = 0, p2p_per_mb_s = 0;
+  double fill = 0, pipeline_s = 0;
+  // Data parallel: parameters held by the busiest stage (dense, experts),
+  // bytes on the wire and the collective times over each group.
+  double dense = 0, experts = 0, grad_bytes = 0, param_bytes = 0;
+  GroupSpan dp_span, edp_span;
+  double dense_all_reduce_s = 0, dense_reduce_scatter_s = 0, dense_all_gather_s = 0;
+  double expert_all_reduce_s = 0, expert_reduce_scatter_s = 0, expert_all_gather_s = 0;
+  double tied_embedding_bytes = 0, tied_embedding_s = 0;
+};
+
 class TimeEvaluator {
  public:
   StepTime evaluate(const TimeInputs& in);
-  // A lower bound on evaluate(in).total_s: the pipeline's compute alone (no
-  // communication, optimizer or offload). Cheap; the planner skips layouts
-  // whose best possible throughput cannot enter its answer.
+  // A lower bound on evaluate(in).total_s: the pipeline alone (compute,
+  // tensor/expert-parallel and point-to-point communication, bubble), without
+  // the data-parallel sync, optimizer or offload that come on top. The same
+  // for every ZeRO stage and offload choice; the planner skips layouts whose
+  // best possible throughput cannot enter its answer.
   double lower_bound_s(const TimeInputs& in);
 
  private:
+  const PipelinePrep& prepared(const TimeInputs& in);
   TimePrep prep_;
+  PipelinePrep pipe_;
 };
 
 // Seconds to train `tokens` tokens at this step time.

@@ -29,27 +29,45 @@ void insert_top(std::vector<Candidate>& top, size_t k, const Candidate& c) {
   if (top.size() > k) top.pop_back();
 }
 
+bool ranks_before(const Layout& a, double ta, const Layout& b, double tb) {
+  if (std::max(ta, tb) > 0 && std::abs(ta - tb) > 1e-3 * std::max(ta, tb)) return ta > tb;
+  return complexity(a) < complexity(b);
+}
+
+// The front as (headroom, throughput) points: the dominance test the search
+// runs for every bounded layout scans these 16 bytes per member, not whole
+// candidates.
+struct FrontPoint {
+  uint64_t headroom_bytes;
+  double tokens_per_s;
+};
+
 // True when a member of the front has at least this headroom and throughput.
-bool dominated(const std::vector<Candidate>& front, uint64_t headroom, double tokens_per_s) {
-  for (const Candidate& f : front) {
-    if (f.headroom_bytes() >= headroom && f.time.tokens_per_s >= tokens_per_s) return true;
+bool dominated(const std::vector<FrontPoint>& front, uint64_t headroom, double tokens_per_s) {
+  for (const FrontPoint& f : front) {
+    if (f.headroom_bytes >= headroom && f.tokens_per_s >= tokens_per_s) return true;
   }
   return false;
 }
 
-bool on_pareto_front(const std::vector<Candidate>& front, const Candidate& c) {
-  return !dominated(front, c.headroom_bytes(), c.time.tokens_per_s);
-}
-
 // Keeps the candidates no other beats on both headroom and throughput.
-void insert_pareto(std::vector<Candidate>& front, const Candidate& c) {
-  if (!on_pareto_front(front, c)) return;
+void insert_pareto(std::vector<Candidate>& front, std::vector<FrontPoint>& points, const Candidate& c) {
   const uint64_t h = c.headroom_bytes();
   const double t = c.time.tokens_per_s;
-  front.erase(std::remove_if(front.begin(), front.end(),
-                             [&](const Candidate& f) { return h >= f.headroom_bytes() && t >= f.time.tokens_per_s; }),
-              front.end());
+  if (dominated(points, h, t)) return;
+  size_t kept = 0;
+  for (size_t i = 0; i < front.size(); ++i) {
+    if (h >= points[i].headroom_bytes && t >= points[i].tokens_per_s) continue;
+    if (kept != i) {
+      front[kept] = front[i];
+      points[kept] = points[i];
+    }
+    ++kept;
+  }
+  front.resize(kept);
+  points.resize(kept);
   front.push_back(c);
+  points.push_back({h, t});
 }
 
 }  // namespace
@@ -68,9 +86,7 @@ PlanQuery make_plan_query(const ModelSpec& model, const Cluster& cluster, const 
 }
 
 bool ranks_before(const Candidate& a, const Candidate& b) {
-  const double ta = a.time.tokens_per_s, tb = b.time.tokens_per_s;
-  if (std::max(ta, tb) > 0 && std::abs(ta - tb) > 1e-3 * std::max(ta, tb)) return ta > tb;
-  return complexity(a.layout) < complexity(b.layout);
+  return ranks_before(a.layout, a.time.tokens_per_s, b.layout, b.time.tokens_per_s);
 }
 
 PlanResult plan(const PlanQuery& q) {
@@ -88,18 +104,30 @@ PlanResult plan(const PlanQuery& q) {
     options[z] = resolve_options(q.options, l);
   }
   uint64_t last_progress = 0;
+  std::vector<FrontPoint> front;
   Candidate scratch;
-  for_each_layout(q.model, q.space, [&](const Layout& l) {
+  // What depends on the shape only (not on ZeRO stage or offload), once per shape.
+  uint64_t shape_seen = 0;
+  bool shape_ok = false;
+  double shape_best_tokens_per_s = 0;
+  const uint64_t capacity = q.cluster_shape.gpu_memory_bytes;
+  for_each_layout(q.model, q.space, [&](const Layout& l, uint64_t shape_id) {
     ++r.enumerated;
     if (q.progress && r.enumerated - last_progress >= 65536) {
       last_progress = r.enumerated;
       q.progress(-1);  // the caller only learns that work goes on
     }
-    if (!check_layout(q.model, l, q.cluster_shape, q.space.num_gpus).empty()) return;
+    const TimeInputs time_in{q.model, l, q.cluster.gpu, q.cluster.node, q.network};
+    if (shape_id != shape_seen) {
+      shape_seen = shape_id;
+      shape_ok = check_layout_shape(q.model, l, q.cluster_shape, q.space.num_gpus).empty();
+      // Exact: lower_bound_s never exceeds a step time of this shape.
+      if (shape_ok) shape_best_tokens_per_s = static_cast<double>(l.global_batch()) * l.seq_len / timer.lower_bound_s(time_in);
+    }
+    if (!shape_ok || check_layout_states(l) != nullptr) return;
     ++r.valid;
     const MemoryInputs mem_in{q.model, l, q.cluster_shape, options[l.zero_stage]};
     const MemoryFit fit = memory.evaluate_fit(mem_in);
-    const uint64_t capacity = q.cluster_shape.gpu_memory_bytes;
     if (!fit.fits()) {
       const uint64_t short_by = fit.gpu_bytes > capacity ? fit.gpu_bytes - capacity : 0;
       if (r.fitting == 0 && (!r.has_nearest_miss || short_by < r.nearest_short_bytes)) {
@@ -112,32 +140,27 @@ PlanResult plan(const PlanQuery& q) {
       return;
     }
     ++r.fitting;
-    // Bound first: a layout whose compute alone is too slow for the answer
-    // cannot enter it (exact: lower_bound_s never exceeds the step time).
-    const TimeInputs time_in{q.model, l, q.cluster.gpu, q.cluster.node, q.network};
-    if (!q.exhaustive && r.top.size() == q.top_k) {
-      const double best_possible = static_cast<double>(l.global_batch()) * l.seq_len / timer.lower_bound_s(time_in);
-      const double bar = r.top.back().time.tokens_per_s * (1 - 2e-3);
-      if (best_possible < bar) {
-        const uint64_t headroom = capacity > fit.gpu_bytes ? capacity - fit.gpu_bytes : 0;
-        if (dominated(r.pareto, headroom, best_possible)) {
-          ++r.bounded;
-          return;
-        }
-      }
+    // Bound first: a layout whose pipeline alone is too slow for the answer,
+    // and which the front already beats on headroom, cannot enter either.
+    const uint64_t headroom = capacity > fit.gpu_bytes ? capacity - fit.gpu_bytes : 0;
+    if (!q.exhaustive && r.top.size() == q.top_k &&
+        shape_best_tokens_per_s < r.top.back().time.tokens_per_s * (1 - 2e-3) &&
+        dominated(front, headroom, shape_best_tokens_per_s)) {
+      ++r.bounded;
+      return;
     }
+    const StepTime time = timer.evaluate(time_in);
+    ++r.timed;
+    const bool top = r.top.size() < q.top_k || ranks_before(l, time.tokens_per_s, r.top.back().layout, r.top.back().time.tokens_per_s);
+    if (!top && dominated(front, headroom, time.tokens_per_s)) return;
     // Candidates are large (the breakdown, the communication table): build
     // one only for the layouts that enter the answer.
     scratch.layout = l;
-    static_cast<MemoryFit&>(scratch.memory) = fit;
+    scratch.time = time;
     scratch.capacity_bytes = capacity;
-    scratch.time = timer.evaluate(time_in);
-    ++r.timed;
-    const bool top = r.top.size() < q.top_k || ranks_before(scratch, r.top.back());
-    if (!top && !on_pareto_front(r.pareto, scratch)) return;
     scratch.memory = memory.evaluate(mem_in);
     if (top) insert_top(r.top, q.top_k, scratch);
-    insert_pareto(r.pareto, scratch);
+    insert_pareto(r.pareto, front, scratch);
   });
   if (r.fitting > 0) r.has_nearest_miss = false;
   std::sort(r.pareto.begin(), r.pareto.end(),

@@ -5,7 +5,11 @@
 // steps meeting the global batch (or a few per pipeline when none is given),
 // ZeRO 0-3, optimizer and parameter offload, recompute and sequence
 // parallelism. for_each_layout() calls a function for each candidate without
-// allocating; the candidates still go through check_layout.
+// allocating; the candidates still go through check_layout. The visitor also
+// gets a shape id that changes whenever anything but the model-state choices
+// (ZeRO stage, offload, tiling, checkpoint placement) changes: what depends
+// only on the shape (check_layout_shape, the step time's lower bound) can be
+// computed once per id.
 #pragma once
 
 #include <cstdint>

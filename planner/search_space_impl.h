@@ -9,6 +9,7 @@ template <class F>
 void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
   const std::vector<uint64_t> tps = divisors(s.num_gpus, s.gpus_per_node);
   const std::array<Offload, 3> offloads = {Offload::None, Offload::Cpu, Offload::Nvme};
+  uint64_t shape_id = 0;
   for (uint64_t tp : tps) {
     if (m.heads % tp || m.kv_heads % tp || m.ffn % tp || m.hidden % tp) continue;
     const uint64_t rest = s.num_gpus / tp;
@@ -38,39 +39,47 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
               // the state choices, so the evaluators' per-shape work is reused.
               for (int rc = 0; rc < 3; ++rc) {
                 for (int sp = 0; sp < (tp > 1 ? 2 : 1); ++sp) {
-                  for (uint8_t zero = 0; zero <= 3; ++zero) {
-                    if (s.framework == Framework::Megatron && zero > 1) break;
-                    if (s.framework == Framework::DeepSpeed && pp > 1 && zero > 1) break;
-                    for (Offload opt : offloads) {
-                      if (opt != Offload::None && (!s.allow_offload || zero == 0 || s.framework == Framework::Megatron)) break;
-                      if (opt == Offload::Nvme && !s.allow_nvme) break;
-                      for (Offload par : offloads) {
-                        if (par != Offload::None && (zero != 3 || !s.allow_offload || !s.allow_param_offload)) break;
-                        if (par == Offload::Nvme && !s.allow_nvme) break;
-                        // ZeRO-Infinity's tiling and CPU checkpoints only matter with parameter offload.
-                        const int tiles = par != Offload::None ? 3 : 1;
-                        for (int ti = 0; ti < tiles; ++ti) {
-                          Layout l;
-                          l.tp = static_cast<uint32_t>(tp);
-                          l.pp = static_cast<uint32_t>(pp);
-                          l.dp = static_cast<uint32_t>(dp);
-                          l.ep = static_cast<uint32_t>(ep);
-                          l.vpp = vpp;
-                          l.schedule = vpp > 1 ? Schedule::Interleaved : Schedule::OneFOneB;
-                          l.micro_batch = mb;
-                          l.grad_accum = ga;
-                          l.seq_len = s.seq_len;
-                          l.zero_stage = zero;
-                          l.offload_optimizer = opt;
-                          l.offload_param = par;
-                          l.recompute = static_cast<Recompute>(rc);
-                          l.sequence_parallel = sp == 1;
-                          l.tile_factor = 1u << (2 * ti);  // 1, 4, 16
-                          l.checkpoints_to_cpu = ti > 0 && l.recompute == Recompute::Full;
-                          l.precision = s.precision;
-                          l.framework = s.framework;
-                          l.delayed_update = s.delayed_update && opt != Offload::None;
-                          visit(l);
+                  ++shape_id;
+                  // The shape's fields once; the state loops below set the rest.
+                  Layout l;
+                  l.tp = static_cast<uint32_t>(tp);
+                  l.pp = static_cast<uint32_t>(pp);
+                  l.dp = static_cast<uint32_t>(dp);
+                  l.ep = static_cast<uint32_t>(ep);
+                  l.vpp = vpp;
+                  l.schedule = vpp > 1 ? Schedule::Interleaved : Schedule::OneFOneB;
+                  l.micro_batch = mb;
+                  l.grad_accum = ga;
+                  l.seq_len = s.seq_len;
+                  l.recompute = static_cast<Recompute>(rc);
+                  l.sequence_parallel = sp == 1;
+                  l.precision = s.precision;
+                  l.framework = s.framework;
+                  // Two passes: ZeRO-Infinity's tiled variants (which move full-recompute
+                  // checkpoints to the host) after the untiled ones, so the checkpoint
+                  // placement, which the memory model's per-shape work depends on,
+                  // changes once per shape rather than with every offload choice.
+                  for (int tiled = 0; tiled < 2; ++tiled) {
+                    for (uint8_t zero = 0; zero <= 3; ++zero) {
+                      if (s.framework == Framework::Megatron && zero > 1) break;
+                      if (s.framework == Framework::DeepSpeed && pp > 1 && zero > 1) break;
+                      for (Offload opt : offloads) {
+                        if (opt != Offload::None && (!s.allow_offload || zero == 0 || s.framework == Framework::Megatron)) break;
+                        if (opt == Offload::Nvme && !s.allow_nvme) break;
+                        for (Offload par : offloads) {
+                          if (par != Offload::None && (zero != 3 || !s.allow_offload || !s.allow_param_offload)) break;
+                          if (par == Offload::Nvme && !s.allow_nvme) break;
+                          // ZeRO-Infinity's tiling and CPU checkpoints only matter with parameter offload.
+                          const int tiles = par != Offload::None ? 3 : 1;
+                          for (int ti = tiled; ti < (tiled ? tiles : 1); ++ti) {
+                            l.zero_stage = zero;
+                            l.offload_optimizer = opt;
+                            l.offload_param = par;
+                            l.tile_factor = 1u << (2 * ti);  // 1, 4, 16
+                            l.checkpoints_to_cpu = ti > 0 && l.recompute == Recompute::Full;
+                            l.delayed_update = s.delayed_update && opt != Offload::None;
+                            visit(l, shape_id);
+                          }
                         }
                       }
                     }

@@ -269,10 +269,12 @@ TEST_CASE("the detailed rows and the hot path's aggregated totals agree exactly"
 TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a fresh evaluation") {
   std::mt19937 rng(99);
   MemoryEvaluator evaluator;
-  const ModelShape m = make_shape(test::catalog().resolve_model("llama-3.1-70b"));
+  const ModelShape dense = make_shape(test::catalog().resolve_model("llama-3.1-70b"));
+  const ModelShape moe = make_shape(test::catalog().resolve_model("mixtral-8x7b"));
   const ClusterShape c = make_cluster_shape(make_cluster(test::catalog(), "H100-80GB", "", 64));
   int checked = 0;
-  for (int trial = 0; trial < 300; ++trial) {
+  for (int trial = 0; trial < 400; ++trial) {
+    const ModelShape& m = trial % 4 == 3 ? moe : dense;
     Layout l;
     l.tp = 1u << (rng() % 4);
     l.pp = 1u << (rng() % 3);
@@ -281,7 +283,9 @@ TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a
     l.seq_len = 2048u << (rng() % 2);
     l.micro_batch = 1 + rng() % 2;
     l.zero_stage = static_cast<uint8_t>(rng() % 4);
-    l.offload_optimizer = l.zero_stage > 0 && rng() % 2 ? Offload::Cpu : Offload::None;
+    l.offload_optimizer = l.zero_stage > 0 ? static_cast<Offload>(rng() % 3) : Offload::None;
+    l.offload_param = l.zero_stage == 3 ? static_cast<Offload>(rng() % 3) : Offload::None;
+    l.ep = m.experts > 0 && l.dp % 2 == 0 ? 1u << (rng() % 2) : 1u;
     l.recompute = static_cast<Recompute>(rng() % 3);
     l.sequence_parallel = rng() % 2;
     const MemoryOptions o = resolve_options({}, l);
@@ -303,5 +307,5 @@ TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a
     }
     ++checked;
   }
-  CHECK(checked > 150);
+  CHECK(checked > 200);
 }
