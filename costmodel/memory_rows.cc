@@ -15,6 +15,7 @@ const char* to_string(Component c) {
     case Component::Zero3Gathered: return "zero3_gathered";
     case Component::Buckets: return "buckets";
     case Component::OffloadStaging: return "offload_staging";
+    case Component::Workspace: return "workspace";
     case Component::CudaContext: return "cuda_context";
     case Component::CublasWorkspace: return "cublas_workspace";
     case Component::NcclBuffers: return "nccl_buffers";

@@ -26,6 +26,8 @@ enum class Component : uint8_t {
   Zero3Gathered,      // ZeRO-3 parameters gathered for the current and prefetched units
   Buckets,            // gradient reduce / all-gather buckets
   OffloadStaging,     // pinned or GPU staging buffers for offload
+  Workspace,          // operator temporaries (scores before softmax, backward's activation gradients):
+                      // the executor tags them; the cost model has no rows for them
   CudaContext,        // runtime overheads from here on
   CublasWorkspace,
   NcclBuffers,

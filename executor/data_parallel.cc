@@ -7,39 +7,77 @@
 namespace zp {
 
 template <class Model>
-DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam)
-    : model_(model), comm_(comm), stage_(zero_stage), adam_(adam) {
+DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam,
+                                                TrainerMemory memory)
+    : model_(model), comm_(comm), stage_(zero_stage), adam_(adam), memory_(memory) {
   if (zero_stage < 0 || zero_stage > 2) throw std::runtime_error("data parallel: ZeRO stage 0-2 (stage 3 is not built yet)");
+  if (memory.offload_optimizer && zero_stage == 0) throw std::runtime_error("optimizer offload needs ZeRO stage 1 or higher");
   const size_t n = model.params.size(), world = static_cast<size_t>(comm.size());
-  if (stage_ == 0) {
-    m_.assign(n, 0.0f);
-    v_.assign(n, 0.0f);
+  TrackingAllocator* dev = memory.device;
+  // Offloaded optimizer states live in host memory (the cost model's rules:
+  // the moments and an fp32 gradient partition move, costmodel/model_states.cc).
+  TrackingAllocator* opt = memory.offload_optimizer ? memory.host : dev;
+  const size_t states = stage_ == 0 ? n : (n + world - 1) / world;
+  m_ = make_buffer<float>(opt, Component::OptimizerStates, states);
+  v_ = make_buffer<float>(opt, Component::OptimizerStates, states);
+  if (stage_ == 0) return;
+  shard_ = states;
+  // The reduced partition: the gradients ZeRO-2 keeps, the fp32 gradients the
+  // host optimizer reads under offload, a bucket otherwise.
+  const Component shard_tag = memory.offload_optimizer ? Component::MainGradients
+                              : stage_ == 2           ? Component::Gradients
+                                                      : Component::Buckets;
+  grad_shard_ = make_buffer<float>(memory.offload_optimizer ? memory.host : dev, shard_tag, shard_);
+  padded_ = make_buffer<float>(dev, Component::Buckets, shard_ * world);
+  send_ = make_buffer<float>(dev, Component::Buckets, shard_);
+  received_ = make_buffer<float>(dev, Component::Buckets, shard_);
+  // ZeRO-2 keeps only the partition: the model's full gradient buffer holds
+  // one micro-batch's gradients until they are reduce-scattered, a bucket.
+  if (stage_ == 2 && dev) dev->retag(model.grads.data(), Component::Buckets);
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add) {
+  const size_t n = model_.grads.size();
+  std::copy(model_.grads.begin(), model_.grads.end(), padded_.begin());
+  std::fill(padded_.begin() + static_cast<std::ptrdiff_t>(n), padded_.end(), 0.0f);
+  comm_.reduce_scatter_sum(padded_.data(), received_.data(), shard_);
+  if (add) {
+    for (size_t i = 0; i < shard_; ++i) grad_shard_[i] += received_[i];
   } else {
-    shard_ = (n + world - 1) / world;
-    m_.assign(shard_, 0.0f);
-    v_.assign(shard_, 0.0f);
-    padded_.assign(shard_ * world, 0.0f);
-    grad_shard_.assign(shard_, 0.0f);
+    std::copy(received_.begin(), received_.end(), grad_shard_.begin());
   }
 }
 
 template <class Model>
-float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, int B_local, int Tn) {
+float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches) {
   const size_t n = model_.params.size();
   const float world = static_cast<float>(comm_.size());
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   phases_ = Phases{};
-  float loss = model_.forward_backward(tokens, targets, B_local, Tn);
-  phases_.forward_s = model_.last_forward_s;
-  phases_.backward_s = model_.last_backward_s;
+  float loss = 0;
+  const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
+  for (int k = 0; k < micro_batches; ++k) {
+    // Stage 0 and 1 accumulate in the full buffer; stage 2 reduce-scatters each micro-batch.
+    const bool accumulate = stage_ < 2 && k > 0;
+    loss += model_.forward_backward(tokens + k * per_micro, targets + k * per_micro, micro_batch, Tn, accumulate);
+    phases_.forward_s += model_.last_forward_s;
+    phases_.backward_s += model_.last_backward_s;
+    if (stage_ == 2) {
+      const auto t = Clock::now();
+      reduce_scatter_into_shard(k > 0);
+      phases_.gradient_sync_s += since(t);
+    }
+  }
   comm_.all_reduce_sum(&loss, 1);
-  loss /= world;
+  const float scale = 1.0f / (world * static_cast<float>(micro_batches));
+  loss *= scale;
   ++steps_;
   if (stage_ == 0) {
     auto t = Clock::now();
     comm_.all_reduce_sum(model_.grads.data(), n);
-    for (float& g : model_.grads) g /= world;
+    for (float& g : model_.grads) g *= scale;
     phases_.gradient_sync_s = since(t);
     t = Clock::now();
     adamw_step(model_.params.data(), model_.grads.data(), m_.data(), v_.data(), n, steps_, adam_.lr, adam_.beta1,
@@ -48,26 +86,23 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
     return loss;
   }
   auto t = Clock::now();
-  // Reduce-scatter the gradients into this rank's partition.
-  std::copy(model_.grads.begin(), model_.grads.end(), padded_.begin());
-  std::fill(padded_.begin() + static_cast<std::ptrdiff_t>(n), padded_.end(), 0.0f);
-  comm_.reduce_scatter_sum(padded_.data(), grad_shard_.data(), shard_);
-  for (float& g : grad_shard_) g /= world;
-  phases_.gradient_sync_s = since(t);
+  if (stage_ == 1) reduce_scatter_into_shard(false);
+  for (float& g : grad_shard_) g *= scale;
+  phases_.gradient_sync_s += since(t);
   t = Clock::now();
-  // Update this rank's partition of the parameters, then all-gather them.
+  // Update this rank's partition of the parameters (the padded tail has no
+  // parameters), then all-gather them.
   const size_t begin = static_cast<size_t>(comm_.rank()) * shard_;
-  std::vector<float>& params = model_.params;
-  std::fill(padded_.begin(), padded_.end(), 0.0f);
-  for (size_t i = 0; i < shard_ && begin + i < n; ++i) padded_[begin + i] = params[begin + i];
-  adamw_step(padded_.data() + begin, grad_shard_.data(), m_.data(), v_.data(), shard_, steps_, adam_.lr, adam_.beta1,
-             adam_.beta2, adam_.eps, adam_.weight_decay);
+  const size_t mine = begin < n ? std::min(shard_, n - begin) : 0;
+  std::fill(send_.begin(), send_.end(), 0.0f);
+  std::copy(model_.params.begin() + static_cast<std::ptrdiff_t>(begin),
+            model_.params.begin() + static_cast<std::ptrdiff_t>(begin + mine), send_.begin());
+  adamw_step(send_.data(), grad_shard_.data(), m_.data(), v_.data(), shard_, steps_, adam_.lr, adam_.beta1, adam_.beta2,
+             adam_.eps, adam_.weight_decay);
   phases_.optimizer_s = since(t);
   t = Clock::now();
-  std::vector<float> mine(padded_.begin() + static_cast<std::ptrdiff_t>(begin),
-                          padded_.begin() + static_cast<std::ptrdiff_t>(begin + shard_));
-  comm_.all_gather(mine.data(), padded_.data(), shard_);
-  std::copy(padded_.begin(), padded_.begin() + static_cast<std::ptrdiff_t>(n), params.begin());
+  comm_.all_gather(send_.data(), padded_.data(), shard_);
+  std::copy(padded_.begin(), padded_.begin() + static_cast<std::ptrdiff_t>(n), model_.params.begin());
   phases_.parameter_gather_s = since(t);
   return loss;
 }
@@ -76,9 +111,9 @@ template <class Model>
 CheckpointState DataParallelTrainer<Model>::state() const {
   CheckpointState s;
   s.step = static_cast<uint64_t>(steps_);
-  s.params = model_.params;
-  s.m = m_;
-  s.v = v_;
+  s.params.assign(model_.params.begin(), model_.params.end());
+  s.m.assign(m_.begin(), m_.end());
+  s.v.assign(v_.begin(), v_.end());
   return s;
 }
 
@@ -88,9 +123,9 @@ void DataParallelTrainer<Model>::restore(const CheckpointState& s) {
     throw std::runtime_error("checkpoint does not match this model and layout (sizes differ)");
   }
   steps_ = static_cast<int>(s.step);
-  model_.params = s.params;
-  m_ = s.m;
-  v_ = s.v;
+  std::copy(s.params.begin(), s.params.end(), model_.params.begin());
+  std::copy(s.m.begin(), s.m.end(), m_.begin());
+  std::copy(s.v.begin(), s.v.end(), v_.begin());
 }
 
 template class DataParallelTrainer<GptModel<float>>;

@@ -1,16 +1,23 @@
 // Data parallelism with ZeRO stages 0-2 over a Communicator, for the flat
-// fp32 parameters of a GptModel (issue 6):
+// fp32 parameters of a GptModel or LlamaModel (issue 6), with gradient
+// accumulation over micro-batches and optional optimizer offload:
 //  - stage 0: gradients all-reduced (2 Psi), every rank runs AdamW on all
 //    parameters and keeps all optimizer states;
-//  - stage 1 and 2: gradients reduce-scattered, each rank runs AdamW on its
-//    partition (ceil(Psi / dp) elements, the tail padded) and keeps only that
-//    partition's moments, then the parameters are all-gathered (2 Psi).
-//    With one micro-batch per step, stages 1 and 2 move the same data; they
-//    differ in which gradient buffer persists across accumulation steps.
-// Stage 3 (parameters partitioned and gathered layer by layer) is not built
-// yet. Each rank computes the mean loss of its own slice of the batch; the
-// reported loss is the mean over ranks, as a single rank on the whole batch
-// would compute it.
+//  - stage 1: gradients accumulate over the step's micro-batches in the
+//    model's full buffer, are reduce-scattered once, each rank runs AdamW on
+//    its partition (ceil(Psi / dp) elements, the tail padded) and keeps only
+//    that partition's moments; the parameters are then all-gathered (2 Psi);
+//  - stage 2: every micro-batch's gradients are reduce-scattered as soon as
+//    backward ends and added to the rank's gradient partition, the only
+//    gradients kept: the model's full gradient buffer is then just the
+//    reduce bucket (the ZeRO paper's Sec. 5.2);
+//  - optimizer offload (stage >= 1, ZeRO-Offload): the moments and the fp32
+//    gradient partition live in host memory, where the optimizer step runs.
+// Buffers come from the device and host TrackingAllocators under the cost
+// model's tags, so a run's model-state bytes can be set beside the cost
+// model's zeroplan accounting. Stage 3 is not built yet. Each rank computes
+// the mean loss of its own slice of the batch; the reported loss is the mean
+// over ranks and micro-batches, as one rank on the whole batch computes it.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +27,7 @@
 #include "executor/communicator.h"
 #include "executor/gpt_model.h"
 #include "executor/llama_model.h"
+#include "executor/tagged_buffer.h"
 
 namespace zp {
 
@@ -27,14 +35,22 @@ struct AdamConfig {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
 };
 
+struct TrainerMemory {
+  TrackingAllocator* device = nullptr;  // what the rank's accelerator holds (the CPU backend: tagged host memory)
+  TrackingAllocator* host = nullptr;    // host memory of optimizer offload
+  bool offload_optimizer = false;
+};
+
 // Model: GptModel<float> or LlamaModel<float> (flat params and grads,
-// forward_backward).
+// forward_backward with accumulation).
 template <class Model>
 class DataParallelTrainer {
  public:
-  DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam);
-  // One step on this rank's slice (B_local sequences of T tokens); returns the global mean loss.
-  float step(const int* tokens, const int* targets, int B_local, int Tn);
+  DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam, TrainerMemory memory = {});
+  // One step on this rank's slice: `micro_batches` micro-batches of
+  // `micro_batch` sequences of Tn tokens, one after another in tokens and
+  // targets; returns the global mean loss.
+  float step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches = 1);
   size_t optimizer_state_elements() const { return m_.size() + v_.size(); }
   // Wall time of the last step's phases.
   struct Phases {
@@ -47,14 +63,18 @@ class DataParallelTrainer {
   void restore(const CheckpointState& s);
 
  private:
+  void reduce_scatter_into_shard(bool add);
   Model& model_;
   Communicator& comm_;
   int stage_;
   AdamConfig adam_;
+  TrainerMemory memory_;
   int steps_ = 0;
   Phases phases_;
   size_t shard_ = 0;  // partition size (stage >= 1)
-  std::vector<float> m_, v_, padded_, grad_shard_;
+  Buffer<float> m_, v_;         // optimizer states (the partition's for stage >= 1)
+  Buffer<float> grad_shard_;    // the reduced gradient partition
+  Buffer<float> padded_, send_, received_;  // communication buckets
 };
 
 extern template class DataParallelTrainer<GptModel<float>>;

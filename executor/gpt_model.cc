@@ -19,8 +19,26 @@ GptConfig gpt_config(const ModelSpec& m) {
                    static_cast<int>(m.num_heads), static_cast<int>(m.hidden_size)};
 }
 
+namespace {
+
+// Sizes `b` to n zeros under `tag`, reallocating only when the tag changes.
 template <class T>
-GptModel<T>::GptModel(const GptConfig& c, uint64_t seed) : c_(c) {
+void ensure(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size_t n) {
+  if (b.get_allocator().tracker() != tracker || b.get_allocator().tag() != tag) {
+    b = make_buffer<T>(tracker, tag, n);
+  } else {
+    b.assign(n, T(0));
+  }
+}
+
+}  // namespace
+
+template <class T>
+GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker)
+    : params(make_buffer<T>(tracker, Component::Weights)),
+      grads(make_buffer<T>(tracker, Component::Gradients)),
+      c_(c),
+      tracker_(tracker) {
   const size_t V = c.vocab, S = c.max_seq, L = c.layers, C = c.channels;
   const std::array<size_t, kTensors> sizes = {V * C, S * C, L * C, L * C, L * 3 * C * C, L * 3 * C, L * C * C, L * C,
                                               L * C, L * C, L * 4 * C * C, L * 4 * C, L * C * 4 * C, L * C, C, C};
@@ -49,8 +67,8 @@ void GptModel<T>::layer_forward(int l, int slot, const T* residual, int B, int T
   T* qkv = a_.qkv.data() + 3 * o;
   cpu::matmul_forward(qkv, ln1, p(QKVW) + static_cast<size_t>(l) * 3 * C * C, p(QKVB) + l * 3 * C, static_cast<int>(BT), C, 3 * C);
   T* atty = a_.atty.data() + o;
-  cpu::attention_forward(atty, a_.preatt.data() + slot * att_size, a_.att.data() + slot * att_size, qkv, B, Tn, C, NH);
-  T* attproj = a_.attproj.data() + o;
+  cpu::attention_forward(atty, a_.preatt.data(), a_.att.data() + slot * att_size, qkv, B, Tn, C, NH);
+  T* attproj = a_.attproj.data();
   cpu::matmul_forward(attproj, atty, p(ATTPROJW) + static_cast<size_t>(l) * C * C, p(ATTPROJB) + l * C, static_cast<int>(BT), C, C);
   T* res2 = a_.residual2.data() + o;
   cpu::residual_forward(res2, residual, attproj, BT * C);
@@ -61,7 +79,7 @@ void GptModel<T>::layer_forward(int l, int slot, const T* residual, int B, int T
   cpu::matmul_forward(fch, ln2, p(FCW) + static_cast<size_t>(l) * 4 * C * C, p(FCB) + l * 4 * C, static_cast<int>(BT), C, 4 * C);
   T* gelu = a_.fch_gelu.data() + 4 * o;
   cpu::gelu_forward(gelu, fch, BT * 4 * C);
-  T* fcproj = a_.fcproj.data() + o;
+  T* fcproj = a_.fcproj.data();
   cpu::matmul_forward(fcproj, gelu, p(FCPROJW) + static_cast<size_t>(l) * C * 4 * C, p(FCPROJB) + l * C, static_cast<int>(BT), 4 * C, C);
   // The layer's output is kept for every layer: it is the next layer's input
   // (the checkpoint full recompute keeps).
@@ -74,33 +92,39 @@ T GptModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   const size_t BT = static_cast<size_t>(B) * Tn;
   B_ = B;
   T_ = Tn;
-  // With full recompute only one layer's activations exist at a time.
+  // With full recompute only one layer's activations exist at a time: the
+  // recompute workspace; every layer's input stays as its checkpoint.
   const size_t slots = recompute_ ? 1 : static_cast<size_t>(L);
-  auto size = [](std::vector<T>& v, size_t n) { v.assign(n, T(0)); };
-  size(a_.encoded, BT * C);
-  size(a_.ln1, slots * BT * C);
-  size(a_.ln1_mean, slots * BT);
-  size(a_.ln1_rstd, slots * BT);
-  size(a_.qkv, slots * BT * 3 * C);
-  size(a_.atty, slots * BT * C);
-  size(a_.preatt, slots * B * NH * static_cast<size_t>(Tn) * Tn);
-  size(a_.att, slots * B * NH * static_cast<size_t>(Tn) * Tn);
-  size(a_.attproj, slots * BT * C);
-  size(a_.residual2, slots * BT * C);
-  size(a_.ln2, slots * BT * C);
-  size(a_.ln2_mean, slots * BT);
-  size(a_.ln2_rstd, slots * BT);
-  size(a_.fch, slots * BT * 4 * C);
-  size(a_.fch_gelu, slots * BT * 4 * C);
-  size(a_.fcproj, slots * BT * C);
-  size(a_.residual3, L * BT * C);
-  size(a_.lnf, BT * C);
-  size(a_.lnf_mean, BT);
-  size(a_.lnf_rstd, BT);
-  size(a_.logits, BT * V);
-  size(a_.dlogits, BT * V);
+  const Component layer_tag = recompute_ ? Component::RecomputeWorkspace : Component::Activations;
+  const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
+  TrackingAllocator* t = tracker_;
+  ensure(a_.ids, t, Component::Activations, BT);
+  std::copy(tokens, tokens + BT, a_.ids.begin());
+  ensure(a_.encoded, t, Component::Activations, BT * C);
+  ensure(a_.ln1, t, layer_tag, slots * BT * C);
+  ensure(a_.ln1_mean, t, layer_tag, slots * BT);
+  ensure(a_.ln1_rstd, t, layer_tag, slots * BT);
+  ensure(a_.qkv, t, layer_tag, slots * BT * 3 * C);
+  ensure(a_.att, t, layer_tag, slots * att_size);
+  ensure(a_.atty, t, layer_tag, slots * BT * C);
+  ensure(a_.residual2, t, layer_tag, slots * BT * C);
+  ensure(a_.ln2, t, layer_tag, slots * BT * C);
+  ensure(a_.ln2_mean, t, layer_tag, slots * BT);
+  ensure(a_.ln2_rstd, t, layer_tag, slots * BT);
+  ensure(a_.fch, t, layer_tag, slots * BT * 4 * C);
+  ensure(a_.fch_gelu, t, layer_tag, slots * BT * 4 * C);
+  // Layer outputs: residual3[l] is layer l+1's input (its checkpoint under
+  // full recompute); the last is the final norm's input.
+  ensure(a_.residual3, t, Component::Activations, L * BT * C);
+  ensure(a_.lnf, t, Component::Logits, BT * C);
+  ensure(a_.lnf_mean, t, Component::Logits, BT);
+  ensure(a_.lnf_rstd, t, Component::Logits, BT);
+  ensure(a_.logits, t, Component::Logits, BT * V);
+  ensure(a_.preatt, t, Component::Workspace, att_size);
+  ensure(a_.attproj, t, Component::Workspace, BT * C);
+  ensure(a_.fcproj, t, Component::Workspace, BT * C);
 
-  cpu::encoder_forward(a_.encoded.data(), tokens, p(WTE), p(WPE), B, Tn, C);
+  cpu::encoder_forward(a_.encoded.data(), a_.ids.data(), p(WTE), p(WPE), B, Tn, C);
   for (int l = 0; l < L; ++l) {
     const T* residual = l == 0 ? a_.encoded.data() : a_.residual3.data() + (l - 1) * BT * C;
     layer_forward(l, recompute_ ? 0 : l, residual, B, Tn);
@@ -109,7 +133,8 @@ T GptModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   cpu::layernorm_forward(a_.lnf.data(), a_.lnf_mean.data(), a_.lnf_rstd.data(), last, p(LNFW), p(LNFB),
                          static_cast<int>(BT), C);
   cpu::matmul_forward<T>(a_.logits.data(), a_.lnf.data(), p(WTE), nullptr, static_cast<int>(BT), C, V);
-  return cpu::crossentropy_forward_backward(a_.dlogits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
+  // The gradient of the mean loss overwrites the logits (each row is read before it is written).
+  return cpu::crossentropy_forward_backward(a_.logits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
 }
 
 template <class T>
@@ -120,31 +145,34 @@ T GptModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
 template <class T>
 size_t GptModel<T>::activation_elements() const {
   size_t n = 0;
-  for (const std::vector<T>* v : {&a_.encoded, &a_.ln1, &a_.ln1_mean, &a_.ln1_rstd, &a_.qkv, &a_.atty, &a_.preatt,
-                                  &a_.att, &a_.attproj, &a_.residual2, &a_.ln2, &a_.ln2_mean, &a_.ln2_rstd, &a_.fch,
-                                  &a_.fch_gelu, &a_.fcproj, &a_.residual3, &a_.lnf, &a_.lnf_mean, &a_.lnf_rstd}) {
+  for (const Buffer<T>* v : {&a_.encoded, &a_.ln1, &a_.ln1_mean, &a_.ln1_rstd, &a_.qkv, &a_.atty, &a_.att,
+                             &a_.residual2, &a_.ln2, &a_.ln2_mean, &a_.ln2_rstd, &a_.fch, &a_.fch_gelu, &a_.residual3,
+                             &a_.lnf, &a_.lnf_mean, &a_.lnf_rstd, &a_.logits}) {
     n += v->size();
   }
-  return n;
+  return n + a_.ids.size() * sizeof(int) / sizeof(T);
 }
 
 template <class T>
-T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn) {
+T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
   const auto start = std::chrono::steady_clock::now();
   const T loss_value = forward(tokens, targets, B, Tn);
   const auto middle = std::chrono::steady_clock::now();
   last_forward_s = std::chrono::duration<double>(middle - start).count();
   const int C = c_.channels, L = c_.layers, NH = c_.heads, V = c_.vocab;
   const size_t BT = static_cast<size_t>(B) * Tn;
-  std::fill(grads.begin(), grads.end(), T(0));
-  std::vector<T> dresidual(BT * C, T(0)), dlnf(BT * C, T(0));
-  cpu::matmul_backward<T>(dlnf.data(), g(WTE), nullptr, a_.dlogits.data(), a_.lnf.data(), p(WTE), static_cast<int>(BT), C, V);
+  if (!accumulate) std::fill(grads.begin(), grads.end(), T(0));
+  // Backward's activation gradients: one layer's worth, workspace.
+  auto work = [this](size_t n) { return make_buffer<T>(tracker_, Component::Workspace, n); };
+  Buffer<T> dresidual = work(BT * C), dlnf = work(BT * C);
+  cpu::matmul_backward<T>(dlnf.data(), g(WTE), nullptr, a_.logits.data(), a_.lnf.data(), p(WTE), static_cast<int>(BT), C, V);
   const T* last = L > 0 ? a_.residual3.data() + (L - 1) * BT * C : a_.encoded.data();
   cpu::layernorm_backward(dresidual.data(), g(LNFW), g(LNFB), dlnf.data(), last, p(LNFW), a_.lnf_mean.data(),
                           a_.lnf_rstd.data(), static_cast<int>(BT), C);
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
-  std::vector<T> dfcproj(BT * C), dgelu(BT * 4 * C), dfch(BT * 4 * C), dln2(BT * C), dres2(BT * C), dattproj(BT * C),
-      datty(BT * C), dqkv(BT * 3 * C), dln1(BT * C), dpreatt(att_size), datt(att_size), dprev(BT * C);
+  Buffer<T> dfcproj = work(BT * C), dgelu = work(BT * 4 * C), dfch = work(BT * 4 * C), dln2 = work(BT * C),
+            dres2 = work(BT * C), dattproj = work(BT * C), datty = work(BT * C), dqkv = work(BT * 3 * C),
+            dln1 = work(BT * C), dpreatt = work(att_size), datt = work(att_size), dprev = work(BT * C);
   for (int l = L - 1; l >= 0; --l) {
     const T* residual = l == 0 ? a_.encoded.data() : a_.residual3.data() + (l - 1) * BT * C;
     const size_t slot = recompute_ ? 0 : static_cast<size_t>(l);
@@ -175,7 +203,7 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
                             a_.ln1_mean.data() + slot * BT, a_.ln1_rstd.data() + slot * BT, static_cast<int>(BT), C);
     dresidual.swap(dprev);
   }
-  cpu::encoder_backward(g(WTE), g(WPE), dresidual.data(), tokens, B, Tn, C);
+  cpu::encoder_backward(g(WTE), g(WPE), dresidual.data(), a_.ids.data(), B, Tn, C);
   last_backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - middle).count();
   return loss_value;
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
 
 namespace zp {
@@ -26,20 +27,24 @@ GptConfig gpt_config(const ModelSpec& m);
 template <class T>
 class GptModel {
  public:
-  GptModel(const GptConfig& c, uint64_t seed);
+  // Buffers come from `tracker` under the cost model's component tags
+  // (untracked without one).
+  GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr);
 
   // Loss of next-token prediction over tokens (B,T) -> targets (B,T); fills
-  // grads (zeroed first). T <= max_seq.
-  T forward_backward(const int* tokens, const int* targets, int B, int Tn);
+  // grads (zeroed first unless `accumulate`, which adds to them: gradient
+  // accumulation over micro-batches). T <= max_seq.
+  T forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
   // Forward only (for finite differences).
   T loss(const int* tokens, const int* targets, int B, int Tn);
 
-  std::vector<T> params, grads;
+  Buffer<T> params, grads;
   const GptConfig& config() const { return c_; }
   // Full activation recompute: keep each layer's input only and rebuild the
   // layer's activations during backward (same arithmetic, same gradients).
   void set_recompute(bool on) { recompute_ = on; }
-  // Elements of the saved activations after the last forward.
+  // Elements of the saved activations after the last forward (the buffers
+  // tagged activations, recompute workspace and logits).
   size_t activation_elements() const;
   // Wall time of the last forward_backward's two halves.
   double last_forward_s = 0, last_backward_s = 0;
@@ -49,11 +54,21 @@ class GptModel {
   enum Tensor { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW, FCPROJB, LNFW, LNFB, kTensors };
   std::array<size_t, kTensors + 1> offset_{};
   GptConfig c_;
-  // Activations of the last forward (sized for B*T).
+  // Activations of the last forward (sized for B*T), laid out as the cost
+  // model's rows (costmodel/activations.h, zeroplan accounting): per layer its
+  // input (encoded / residual3 of the layer before), the normalised inputs,
+  // q/k/v, the softmax output, the attention output, the MLP's inputs; the
+  // LayerNorm statistics on top (2 floats per token per norm, which the
+  // cost model leaves out). Scores before softmax and the two projection
+  // outputs are operator temporaries (workspace), one of each. The
+  // cross-entropy writes the logits' gradient over the logits.
   struct Acts {
-    std::vector<T> encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, preatt, att, attproj, residual2, ln2, ln2_mean,
-        ln2_rstd, fch, fch_gelu, fcproj, residual3, lnf, lnf_mean, lnf_rstd, logits, dlogits;
+    Buffer<T> encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
+        residual3, lnf, lnf_mean, lnf_rstd, logits;
+    Buffer<T> preatt, attproj, fcproj;  // workspace
+    Buffer<int> ids;
   } a_;
+  TrackingAllocator* tracker_ = nullptr;
   int B_ = 0, T_ = 0;
   bool recompute_ = false;
   T forward(const int* tokens, const int* targets, int B, int Tn);

@@ -20,7 +20,11 @@ LlamaConfig llama_config(const ModelSpec& m) {
 }
 
 template <class T>
-LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed) : c_(c) {
+LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker)
+    : params(make_buffer<T>(tracker, Component::Weights)),
+      grads(make_buffer<T>(tracker, Component::Gradients)),
+      c_(c),
+      tracker_(tracker) {
   const size_t V = c.vocab, L = c.layers, C = c.channels, F = c.ffn;
   const size_t QD = static_cast<size_t>(c.heads) * c.head_dim, KD = static_cast<size_t>(c.kv_heads) * c.head_dim;
   const std::array<size_t, kTensors> sizes = {V * C, L * C, L * QD * C, L * KD * C, L * KD * C, L * C * QD,
@@ -42,7 +46,12 @@ template <class T>
 T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
-  auto size = [](std::vector<T>& v, size_t n) { v.assign(n, T(0)); };
+  auto size = [this](Buffer<T>& b, size_t n, Component tag = Component::Activations) {
+    if (b.get_allocator().tracker() != tracker_ || b.get_allocator().tag() != tag) b = make_buffer<T>(tracker_, tag, n);
+    else b.assign(n, T(0));
+  };
+  if (a_.ids.get_allocator().tracker() != tracker_) a_.ids = make_buffer<int>(tracker_, Component::Activations);
+  a_.ids.assign(tokens, tokens + BT);
   size(a_.x0, BT * C);
   size(a_.xn1, L * BT * C);
   size(a_.rstd1, L * BT);
@@ -58,10 +67,9 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   size(a_.up, L * BT * F);
   size(a_.h, L * BT * F);
   size(a_.x3, L * BT * C);
-  size(a_.xf, BT * C);
-  size(a_.rstdf, BT);
-  size(a_.logits, BT * V);
-  size(a_.dlogits, BT * V);
+  size(a_.xf, BT * C, Component::Logits);
+  size(a_.rstdf, BT, Component::Logits);
+  size(a_.logits, BT * V, Component::Logits);
   for (size_t i = 0; i < BT; ++i) {
     const T* e = p(WTE) + static_cast<size_t>(tokens[i]) * C;
     std::copy(e, e + C, a_.x0.begin() + static_cast<std::ptrdiff_t>(i * C));
@@ -100,7 +108,7 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
   cpu::rmsnorm_forward(a_.xf.data(), a_.rstdf.data(), last, p(FINAL_NORM), static_cast<int>(BT), C);
   cpu::matmul_forward<T>(a_.logits.data(), a_.xf.data(), p(HEAD), nullptr, static_cast<int>(BT), C, V);
-  return cpu::crossentropy_forward_backward(a_.dlogits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
+  return cpu::crossentropy_forward_backward(a_.logits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
 }
 
 template <class T>
@@ -111,15 +119,15 @@ T LlamaModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
 template <class T>
 size_t LlamaModel<T>::activation_elements() const {
   size_t n = 0;
-  for (const std::vector<T>* v : {&a_.x0, &a_.xn1, &a_.rstd1, &a_.q, &a_.k, &a_.v, &a_.att, &a_.atty, &a_.x2, &a_.xn2,
-                                  &a_.rstd2, &a_.gate, &a_.up, &a_.h, &a_.x3, &a_.xf, &a_.rstdf}) {
+  for (const Buffer<T>* v : {&a_.x0, &a_.xn1, &a_.rstd1, &a_.q, &a_.k, &a_.v, &a_.att, &a_.atty, &a_.x2, &a_.xn2,
+                             &a_.rstd2, &a_.gate, &a_.up, &a_.h, &a_.x3, &a_.xf, &a_.rstdf, &a_.logits}) {
     n += v->size();
   }
-  return n;
+  return n + a_.ids.size() * sizeof(int) / sizeof(T);
 }
 
 template <class T>
-T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn) {
+T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
   const auto start = std::chrono::steady_clock::now();
   const T loss_value = forward(tokens, targets, B, Tn);
   const auto middle = std::chrono::steady_clock::now();
@@ -128,13 +136,16 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const T base = static_cast<T>(c_.rope_base);
-  std::fill(grads.begin(), grads.end(), T(0));
-  std::vector<T> dx(BT * C, T(0)), dxf(BT * C, T(0));
-  cpu::matmul_backward<T>(dxf.data(), g(HEAD), nullptr, a_.dlogits.data(), a_.xf.data(), p(HEAD), static_cast<int>(BT), C, V);
+  if (!accumulate) std::fill(grads.begin(), grads.end(), T(0));
+  // Backward's activation gradients: one layer's worth, workspace.
+  auto work = [this](size_t n) { return make_buffer<T>(tracker_, Component::Workspace, n); };
+  Buffer<T> dx = work(BT * C), dxf = work(BT * C);
+  cpu::matmul_backward<T>(dxf.data(), g(HEAD), nullptr, a_.logits.data(), a_.xf.data(), p(HEAD), static_cast<int>(BT), C, V);
   const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
   cpu::rmsnorm_backward(dx.data(), g(FINAL_NORM), dxf.data(), last, p(FINAL_NORM), a_.rstdf.data(), static_cast<int>(BT), C);
-  std::vector<T> dh(BT * F), dgate(BT * F), dup(BT * F), dxn2(BT * C), dx2(BT * C), datty(BT * QD), dq(BT * QD),
-      dk(BT * KD), dv(BT * KD), dxn1(BT * C), dprev(BT * C);
+  Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), dx2 = work(BT * C),
+            datty = work(BT * QD), dq = work(BT * QD), dk = work(BT * KD), dv = work(BT * KD), dxn1 = work(BT * C),
+            dprev = work(BT * C);
   for (int l = L - 1; l >= 0; --l) {
     const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
     for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
@@ -173,7 +184,7 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
     dx.swap(dprev);
   }
   for (size_t i = 0; i < BT; ++i) {
-    T* e = g(WTE) + static_cast<size_t>(tokens[i]) * C;
+    T* e = g(WTE) + static_cast<size_t>(a_.ids[i]) * C;
     for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
   }
   last_backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - middle).count();

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
 
 namespace zp {
@@ -25,22 +26,29 @@ LlamaConfig llama_config(const ModelSpec& m);
 template <class T>
 class LlamaModel {
  public:
-  LlamaModel(const LlamaConfig& c, uint64_t seed);
-  T forward_backward(const int* tokens, const int* targets, int B, int Tn);
+  // Buffers come from `tracker` under the cost model's component tags
+  // (untracked without one).
+  LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr);
+  // Fills grads (zeroed first unless `accumulate`).
+  T forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
   T loss(const int* tokens, const int* targets, int B, int Tn);
   // Elements of the saved activations after the last forward.
   size_t activation_elements() const;
   // Wall time of the last forward_backward's two halves.
   double last_forward_s = 0, last_backward_s = 0;
-  std::vector<T> params, grads;
+  Buffer<T> params, grads;
 
  private:
   enum Tensor { WTE, ATTN_NORM, WQ, WK, WV, WO, MLP_NORM, WGATE, WUP, WDOWN, FINAL_NORM, HEAD, kTensors };
   std::array<size_t, kTensors + 1> offset_{};
   LlamaConfig c_;
+  // Saved for backward, as the cost model's rows; the RMSNorm statistics on
+  // top; the cross-entropy writes the logits' gradient over the logits.
   struct Acts {
-    std::vector<T> x0, xn1, rstd1, q, k, v, att, atty, x2, xn2, rstd2, gate, up, h, x3, xf, rstdf, logits, dlogits;
+    Buffer<T> x0, xn1, rstd1, q, k, v, att, atty, x2, xn2, rstd2, gate, up, h, x3, xf, rstdf, logits;
+    Buffer<int> ids;
   } a_;
+  TrackingAllocator* tracker_ = nullptr;
   T forward(const int* tokens, const int* targets, int B, int Tn);
   T* p(Tensor t) { return params.data() + offset_[t]; }
   T* g(Tensor t) { return grads.data() + offset_[t]; }

@@ -34,4 +34,12 @@ void TrackingAllocator::release(void* p) {
   std::free(p);
 }
 
+void TrackingAllocator::retag(const void* p, Component tag) {
+  auto it = live_.find(const_cast<void*>(p));
+  if (it == live_.end()) return;
+  by_component_[static_cast<int>(it->second.tag)] -= it->second.bytes;
+  by_component_[static_cast<int>(tag)] += it->second.bytes;
+  it->second.tag = tag;
+}
+
 }  // namespace zp

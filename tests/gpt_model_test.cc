@@ -27,7 +27,7 @@ template <class Model>
 double check_gradients(Model& model, const std::vector<int>& tokens, const std::vector<int>& targets, int B, int T,
                        std::mt19937_64& rng, int samples) {
   model.forward_backward(tokens.data(), targets.data(), B, T);
-  const std::vector<double> analytic = model.grads;
+  const std::vector<double> analytic(model.grads.begin(), model.grads.end());
   std::uniform_int_distribution<size_t> pick(0, model.params.size() - 1);
   double worst = 0;
   for (int i = 0; i < samples; ++i) {

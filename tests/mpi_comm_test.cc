@@ -97,7 +97,7 @@ TEST_CASE("data parallel with ZeRO 0, 1, 2 trains to the single-rank losses") {
     }
     if (stage > 0 && world > 1) CHECK(trainer.optimizer_state_elements() < 2 * model.params.size());
     // Every rank holds the same parameters after the steps.
-    std::vector<float> first(model.params);
+    std::vector<float> first(model.params.begin(), model.params.end());
     c.broadcast(first.data(), first.size(), 0);
     double diff = 0;
     for (size_t i = 0; i < first.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(first[i] - model.params[i])));
