@@ -230,9 +230,14 @@ void emit_activations(const MemoryInputs& in, const MemoryPrep& v, uint32_t stag
                           v.layer_checkpoint, 1, 1, 1, f.units * recomputed));
     }
     emit_saved_layers(v, Recompute::None, f.units * (f.layers_per_unit - recomputed), sink);
-    // Backward rebuilds one layer at a time: one layer's full set is live.
+    // Backward rebuilds one layer at a time: one layer's full set is live,
+    // except its input, which is the checkpoint itself when that stays whole
+    // on the GPU (torch/utils/checkpoint.py detaches the saved input without
+    // copying; zeroplan's executor reads it in place). A partitioned or
+    // host-resident checkpoint is first gathered or copied into a new buffer.
+    const bool input_shared = f.units * recomputed > 0 && !l.partition_activations && !l.checkpoints_to_cpu;
     sink.add(tensor_row(Component::RecomputeWorkspace, Residence::Gpu, Dtype::Bytes, "one recomputed layer",
-                        v.layer_full));
+                        v.layer_full - (input_shared ? v.layer_checkpoint : 0)));
   } else {
     emit_saved_layers(v, l.recompute, f.units * f.layers_per_unit, sink);
     if (l.recompute == Recompute::Selective && v.layer_full > v.layer_saved) {
