@@ -1,11 +1,12 @@
 // `zeroplan run --plan plan.json`: runs a plan's layout as real training steps
 // on the CPU executor (single process, under mpirun for data parallelism, or
 // one emulated rank of a larger data-parallel group with --emulate-rank) and
-// writes the measurements beside the plan. What the CPU executor runs so
-// far: GPT-2 and Llama-style models, fp32, data parallelism with ZeRO 0-2,
-// no recompute (or full recompute for GPT-2 style); other plans
-// are refused with a one-line reason on rank 0 and a non-zero exit on every
-// rank.
+// writes the measurements beside the plan: losses, phase times, the tracking
+// allocators' bytes by component beside the cost model's rows. What the CPU
+// executor runs so far: GPT-2 and Llama-style models, fp32, data parallelism
+// with ZeRO 0-2, gradient accumulation, optimizer offload to host memory,
+// full recompute (GPT-2 style); other plans are refused with a one-line
+// reason on rank 0 and a non-zero exit on every rank.
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -19,58 +20,55 @@
 #include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
+#include "cli/plan_file.h"
+#include "costmodel/memory_model.h"
+#include "costmodel/model_shape.h"
 #include "models/input_error.h"
 #include "models/json_file.h"
-#include "models/model_json.h"
-#include "costmodel/model_states.h"
 #include "models/param_count.h"
 
 namespace zp {
 namespace {
 
-struct RunPlan {
-  ModelSpec model;
-  uint32_t dp = 1, tp = 1, pp = 1, micro_batch = 1, grad_accum = 1, seq_len = 0;
-  int zero = 0;
-  std::string precision, recompute;
+// The rank's tracking allocators: what its accelerator holds (on the CPU
+// backend, tagged host memory) and the host memory of offload.
+struct Memory {
+  TrackingAllocator device, host;
 };
 
-RunPlan read_plan(const std::string& path) {
-  const Json j = parse_json_file(path);
-  JsonFields top(j, path);
-  top.reject_unknown({"schema", "version", "model", "cluster", "layout", "predicted"});
-  if (top.string("schema") != "zeroplan.plan") throw InputError(path + ": field 'schema': expected \"zeroplan.plan\"");
-  if (top.positive("version") != 1) throw InputError(path + ": field 'version': expected 1");
-  RunPlan p;
-  if (!j.contains("model")) throw InputError(path + ": field 'model': missing");
-  p.model = model_from_json(j.at("model"), path + " (model)");
-  if (!j.contains("layout")) throw InputError(path + ": field 'layout': missing");
-  JsonFields l(j.at("layout"), path + " (layout)");
-  p.dp = static_cast<uint32_t>(l.positive("dp"));
-  p.tp = static_cast<uint32_t>(l.positive("tp"));
-  p.pp = static_cast<uint32_t>(l.positive("pp"));
-  p.micro_batch = static_cast<uint32_t>(l.positive("micro_batch"));
-  p.grad_accum = static_cast<uint32_t>(l.positive("grad_accum"));
-  p.seq_len = static_cast<uint32_t>(l.positive("seq_len"));
-  p.zero = static_cast<int>(l.has("zero_stage") ? j.at("layout").at("zero_stage").get<int>() : 0);
-  p.precision = l.string_or("precision", "bf16");
-  p.recompute = l.string_or("recompute", "none");
-  if (p.recompute == "selective") {
-    throw InputError(path + ": layout recompute selective: the CPU executor recomputes whole layers (none or full) so far");
+// What the CPU executor runs so far, checked before any rank starts: a plan
+// outside it is refused with the reason.
+Layout runnable_layout(const std::string& path, const PlanFile& p) {
+  const Layout& l = p.layout;
+  auto refuse = [&](const std::string& what) { throw InputError(path + ": layout " + what); };
+  if (l.tp != 1 || l.pp != 1 || l.ep != 1 || l.vpp != 1) {
+    refuse("tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp) + " ep " + std::to_string(l.ep) +
+           ": the CPU executor runs data parallelism only so far (tp = pp = ep = 1)");
   }
-  if (p.tp != 1 || p.pp != 1) {
-    throw InputError(path + ": layout tp " + std::to_string(p.tp) + " pp " + std::to_string(p.pp) +
-                     ": the CPU executor runs data parallelism only so far (tp = pp = 1)");
+  if (l.zero_stage > 2) refuse("zero_stage 3: not built in the executor yet (0-2)");
+  if (l.precision != Precision::Fp32) {
+    refuse(std::string("precision ") + to_string(l.precision) + ": the CPU executor runs fp32 so far (emit with --precision fp32)");
   }
-  if (p.zero > 2) throw InputError(path + ": layout zero_stage 3: not built in the executor yet (0-2)");
-  if (p.precision != "fp32") {
-    throw InputError(path + ": layout precision " + p.precision + ": the CPU executor runs fp32 so far (emit with --precision fp32)");
+  if (l.recompute == Recompute::Selective) refuse("recompute selective: the CPU executor recomputes whole layers (none or full) so far");
+  if (l.recompute == Recompute::Full && p.model.mlp == MlpKind::SwiGlu) refuse("recompute full: not built for Llama-style models yet");
+  if (l.recompute_layers != 0 || l.partition_activations || l.checkpoints_to_cpu) {
+    refuse("recompute_layers / partition_activations / checkpoints_to_cpu: not built in the executor yet");
   }
-  if (p.seq_len > p.model.max_seq_len) throw InputError(path + ": layout seq_len exceeds the model's positions");
-  if (p.model.mlp == MlpKind::SwiGlu && p.recompute == "full") {
-    throw InputError(path + ": layout recompute full: not built for Llama-style models yet");
+  if (l.offload_param != Offload::None) refuse("offload_param: parameter offload needs ZeRO-3, not built yet");
+  if (l.offload_optimizer == Offload::Nvme) refuse("offload_optimizer nvme: the executor offloads to host memory only");
+  if (l.optimizer != Optimizer::Adam) refuse("optimizer: the executor runs AdamW only");
+  if (l.delayed_update) refuse("delayed_update: not built in the executor yet");
+  if (l.sequence_parallel || l.tile_factor != 1 || l.fp32_grad_accum) {
+    refuse("sequence_parallel / tile_factor / fp32_grad_accum: not used by the CPU executor");
   }
-  return p;
+  Layout run = l;
+  // The executor's own accounting: its CPU kernels keep the softmax output
+  // (materialized attention), one process stands for each rank (no NCCL or
+  // CUDA context: those overheads are not compared).
+  run.framework = Framework::Zeroplan;
+  run.attention = Attention::Materialized;
+  run.emulated = true;
+  return run;
 }
 
 void write_atomically(const std::string& path, const std::string& content) {
@@ -86,28 +84,67 @@ void write_atomically(const std::string& path, const std::string& content) {
   if (ec) throw InputError(path + ": cannot rename into place: " + ec.message());
 }
 
+// Bytes per component, the nonzero ones, as JSON.
+Json component_bytes(const std::array<uint64_t, kNumComponents>& bytes) {
+  Json out = Json::object();
+  for (int c = 0; c < kNumComponents; ++c) {
+    if (bytes[c] > 0) out[to_string(static_cast<Component>(c))] = bytes[c];
+  }
+  return out;
+}
+
+std::array<uint64_t, kNumComponents> current(const TrackingAllocator& a) {
+  std::array<uint64_t, kNumComponents> out{};
+  for (int c = 0; c < kNumComponents; ++c) out[c] = a.current_bytes(static_cast<Component>(c));
+  return out;
+}
+
+// Measured against predicted: model states exactly, the activation side
+// (activations, recompute workspace, logits) as a relative error.
+Json comparison(const std::array<uint64_t, kNumComponents>& device, const std::array<uint64_t, kNumComponents>& host,
+                const MemoryTotals& want) {
+  bool states_match = true;
+  for (Component c : {Component::Weights, Component::Gradients, Component::MainGradients, Component::MasterWeights,
+                      Component::OptimizerStates}) {
+    const int i = static_cast<int>(c);
+    states_match &= device[i] == want.at(Residence::Gpu, c) && host[i] == want.at(Residence::Host, c);
+  }
+  auto side = [](auto bytes) {
+    return static_cast<double>(bytes(Component::Activations) + bytes(Component::RecomputeWorkspace) +
+                               bytes(Component::Logits));
+  };
+  const double measured = side([&](Component c) { return device[static_cast<int>(c)]; });
+  const double predicted = side([&](Component c) { return want.at(Residence::Gpu, c); });
+  return {{"model_states_match", states_match},
+          {"activation_bytes", measured},
+          {"predicted_activation_bytes", predicted},
+          {"activation_error", predicted > 0 ? (measured - predicted) / predicted : 0.0}};
+}
+
 // Trains `model` on this rank's slice of each batch and writes the
 // measurements (the leader only).
 template <class Model>
-int train(Model& model, const RunPlan& p, Communicator& comm, bool leader, const std::string& plan_path, int steps,
-          const std::string& text, std::string out_path) {
+int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& comm, Memory& memory, bool leader,
+          const std::string& plan_path, int steps, const std::string& text, std::string out_path) {
   AdamConfig adam;
   adam.lr = 3e-3f;
-  DataParallelTrainer<Model> trainer(model, comm, p.zero, adam);
-  const int local = static_cast<int>(p.micro_batch * p.grad_accum), T = static_cast<int>(p.seq_len);
+  TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None};
+  DataParallelTrainer<Model> trainer(model, comm, l.zero_stage, adam, trainer_memory);
+  const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
+  const int local = mb * ga;
   std::unique_ptr<ByteCorpus> bytes;
   if (!text.empty()) {
-    if (p.model.vocab_size < 256) throw InputError("--text: byte-level data needs a vocabulary of at least 256");
+    if (plan.model.vocab_size < 256) throw InputError("--text: byte-level data needs a vocabulary of at least 256");
     bytes = std::make_unique<ByteCorpus>(text);
   }
-  const SyntheticCorpus synthetic(static_cast<int>(p.model.vocab_size), 42);
+  const SyntheticCorpus synthetic(static_cast<int>(plan.model.vocab_size), 42);
   Json step_rows = Json::array();
   for (int s = 0; s < steps; ++s) {
     const int first_row = comm.rank() * local;
     const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, local, T)
                           : synthetic.batch(static_cast<uint64_t>(s), first_row, local, T);
     const auto start = std::chrono::steady_clock::now();
-    const float loss = trainer.step(b.tokens.data(), b.targets.data(), local, T);
+    const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const auto& ph = trainer.last_phases();
     step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds},
@@ -116,46 +153,42 @@ int train(Model& model, const RunPlan& p, Communicator& comm, bool leader, const
                                        {"parameter_gather", ph.parameter_gather_s}}}});
     if (leader) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
-  if (leader) {
-    const uint64_t params = count_params(p.model).total;
-    // The cost model's zeroplan accounting of this rank's model states for
-    // the plan's layout, beside what the executor holds.
-    Layout l;
-    l.dp = p.dp;
-    l.zero_stage = static_cast<uint8_t>(p.zero);
-    l.precision = Precision::Fp32;
-    TotalsSink predicted;
-    emit_model_states(l, params, p.dp, "parameters", predicted);
-    const uint64_t held_weights = model.params.size() * 4, held_grads = model.grads.size() * 4,
-                   held_optimizer = trainer.optimizer_state_elements() * 4;
-    const uint64_t want_weights = predicted.totals().at(Residence::Gpu, Component::Weights);
-    const uint64_t want_grads = predicted.totals().at(Residence::Gpu, Component::Gradients);
-    const uint64_t want_optimizer = predicted.totals().at(Residence::Gpu, Component::OptimizerStates);
-    Json out = {{"schema", "zeroplan.measured"},
-                {"version", 1},
-                {"plan", plan_path},
-                {"backend", "cpu"},
-                {"communicator", comm.name()},
-                {"emulated", comm.emulated()},
-                {"world", comm.size()},
-                {"rank", comm.rank()},
-                {"precision", "fp32"},
-                {"recompute", p.recompute},
-                {"activation_bytes", model.activation_elements() * 4},
-                {"parameters", params},
-                {"model_state_bytes", {{"weights", held_weights},
-                                       {"gradients", held_grads},
-                                       {"optimizer_states", held_optimizer}}},
-                {"predicted_model_state_bytes", {{"weights", want_weights},
-                                                 {"gradients", want_grads},
-                                                 {"optimizer_states", want_optimizer}}},
-                {"model_states_match", held_weights == want_weights && held_grads == want_grads &&
-                                           held_optimizer == want_optimizer},
-                {"steps", step_rows}};
-    if (out_path.empty()) out_path = plan_path + ".measured.json";
-    write_atomically(out_path, out.dump(2) + "\n");
-    std::cout << "wrote " << out_path << "\n";
+  if (!leader) return 0;
+  // The cost model's rows for this rank (the zeroplan accounting of the
+  // executor's layout), beside what the tracking allocators hold.
+  const ModelShape shape = make_shape(plan.model);
+  ClusterShape cluster;
+  cluster.gpus_in_node = 1;
+  const MemoryOptions options = resolve_options({}, l);
+  RowsSink rows;
+  memory_rows_for_stage({shape, l, cluster, options}, 0, rows);
+  std::array<uint64_t, kNumComponents> predicted_device{}, predicted_host{};
+  for (int c = 0; c < kNumComponents; ++c) {
+    if (is_runtime_overhead(static_cast<Component>(c))) continue;
+    predicted_device[c] = rows.totals().bytes[static_cast<int>(Residence::Gpu)][c];
+    predicted_host[c] = rows.totals().bytes[static_cast<int>(Residence::Host)][c];
   }
+  const auto device_now = current(memory.device), host_now = current(memory.host);
+  Json out = {{"schema", "zeroplan.measured"},
+              {"version", 2},
+              {"plan", plan_path},
+              {"backend", "cpu"},
+              {"communicator", comm.name()},
+              {"emulated", comm.emulated()},
+              {"world", comm.size()},
+              {"rank", comm.rank()},
+              {"layout", describe(l)},
+              {"parameters", count_params(plan.model).total},
+              {"memory", {{"device_peak_bytes", memory.device.peak_bytes()},
+                          {"device_at_peak", component_bytes(memory.device.at_peak())},
+                          {"device_after_step", component_bytes(device_now)},
+                          {"host_after_step", component_bytes(host_now)}}},
+              {"predicted_memory", {{"device", component_bytes(predicted_device)}, {"host", component_bytes(predicted_host)}}},
+              {"comparison", comparison(device_now, host_now, rows.totals())},
+              {"steps", step_rows}};
+  if (out_path.empty()) out_path = plan_path + ".measured.json";
+  write_atomically(out_path, out.dump(2) + "\n");
+  std::cout << "wrote " << out_path << "\n";
   return 0;
 }
 
@@ -166,9 +199,11 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   std::unique_ptr<Communicator> comm;
   int error = 0;
   std::string message;
-  RunPlan p;
+  PlanFile plan;
+  Layout l;
   try {
-    p = read_plan(plan_path);
+    plan = read_plan_file(plan_path);
+    l = runnable_layout(plan_path, plan);
   } catch (const InputError& e) {
     error = 1;
     message = e.what();
@@ -183,16 +218,16 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
       if (under_mpi) {
         error = 1;
         message = "--emulate-rank: runs in one process, not under mpirun";
-      } else if (emulate_rank >= static_cast<int>(p.dp)) {
+      } else if (emulate_rank >= static_cast<int>(l.dp)) {
         error = 1;
-        message = "--emulate-rank " + std::to_string(emulate_rank) + ": expected a rank below dp " + std::to_string(p.dp);
+        message = "--emulate-rank " + std::to_string(emulate_rank) + ": expected a rank below dp " + std::to_string(l.dp);
       } else {
-        comm = std::make_unique<LoopbackCommunicator>(emulate_rank, static_cast<int>(p.dp));
+        comm = std::make_unique<LoopbackCommunicator>(emulate_rank, static_cast<int>(l.dp));
       }
-    } else if (static_cast<uint32_t>(world) != p.dp) {
+    } else if (static_cast<uint32_t>(world) != l.dp) {
       error = 1;
-      message = plan_path + ": layout dp " + std::to_string(p.dp) + " needs " + std::to_string(p.dp) +
-                " processes; this run has " + std::to_string(world) + " (use mpirun -np " + std::to_string(p.dp) +
+      message = plan_path + ": layout dp " + std::to_string(l.dp) + " needs " + std::to_string(l.dp) +
+                " processes; this run has " + std::to_string(world) + " (use mpirun -np " + std::to_string(l.dp) +
                 " or --emulate-rank)";
     }
   }
@@ -206,13 +241,14 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   }
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
-  if (p.model.mlp == MlpKind::SwiGlu) {
-    LlamaModel<float> model(llama_config(p.model), 1234);
-    return train(model, p, *comm, leader, plan_path, steps, text, out_path);
+  Memory memory;
+  if (plan.model.mlp == MlpKind::SwiGlu) {
+    LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device);
+    return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
   }
-  GptModel<float> model(gpt_config(p.model), 1234);
-  model.set_recompute(p.recompute == "full");
-  return train(model, p, *comm, leader, plan_path, steps, text, out_path);
+  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device);
+  model.set_recompute(l.recompute == Recompute::Full);
+  return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
 }
 
 }  // namespace

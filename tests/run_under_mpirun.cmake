@@ -25,9 +25,24 @@ endif()
 message(STATUS "loss ${first} -> ${last} on 2 MPI ranks")
 # ZeRO-1 on 2 ranks: weights and gradients whole, optimizer moments halved,
 # exactly as the cost model's zeroplan accounting says.
-string(JSON match GET "${measured}" model_states_match)
+string(JSON match GET "${measured}" comparison model_states_match)
 if(NOT match)
   message(FATAL_ERROR "model-state bytes differ from the cost model: ${measured}")
+endif()
+# Activations, recompute workspace and logits within 2% of the cost model's rows.
+string(JSON error GET "${measured}" comparison activation_error)
+if(error GREATER 0.02 OR error LESS -0.02)
+  message(FATAL_ERROR "activation bytes differ from the cost model by ${error}")
+endif()
+# A plan with an unknown layout field: exit 2 on every rank with a one-line
+# message naming the file and field, under mpirun as well.
+file(READ ${WORK}/plan.json plan)
+string(JSON plan SET "${plan}" layout zero_stages 1)
+file(WRITE ${WORK}/bad_plan.json "${plan}")
+execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${ZEROPLAN} run --plan ${WORK}/bad_plan.json --steps 1
+                RESULT_VARIABLE rc ERROR_VARIABLE err TIMEOUT 60)
+if(rc EQUAL 0 OR NOT err MATCHES "bad_plan.json \\(layout\\): field 'zero_stages': unknown field")
+  message(FATAL_ERROR "expected a failure naming the unknown field, got ${rc}: ${err}")
 endif()
 # One process for a dp=2 plan: a one-line error and exit code 2.
 execute_process(COMMAND ${ZEROPLAN} run --plan ${WORK}/plan.json --steps 1

@@ -1,0 +1,83 @@
+#include "cli/plan_file.h"
+
+#include <array>
+
+#include "models/input_error.h"
+#include "models/json_file.h"
+#include "models/model_json.h"
+
+namespace zp {
+namespace {
+
+// The value of `field` among an enum's spellings (costmodel/layout.cc's to_string).
+template <class E, size_t N>
+E pick(const JsonFields& f, const char* field, const std::array<E, N>& values, E fallback) {
+  std::vector<std::string> names;
+  for (E v : values) names.emplace_back(to_string(v));
+  const std::string s = f.choice(field, names, to_string(fallback));
+  for (E v : values) {
+    if (s == to_string(v)) return v;
+  }
+  return fallback;
+}
+
+uint32_t count_or(const Json& j, const JsonFields& f, const char* field, uint32_t fallback, uint32_t max) {
+  if (!f.has(field)) return fallback;
+  const Json& v = j.at(field);
+  if (!v.is_number_unsigned() || v.get<uint64_t>() > max) {
+    throw InputError(f.where(field) + ": expected an integer from 0 to " + std::to_string(max));
+  }
+  return static_cast<uint32_t>(v.get<uint64_t>());
+}
+
+}  // namespace
+
+PlanFile read_plan_file(const std::string& path) {
+  const Json j = parse_json_file(path);
+  JsonFields top(j, path);
+  top.reject_unknown({"schema", "version", "model", "cluster", "layout", "predicted"});
+  if (top.string("schema") != "zeroplan.plan") throw InputError(path + ": field 'schema': expected \"zeroplan.plan\"");
+  if (top.positive("version") != 1) throw InputError(path + ": field 'version': expected 1");
+  PlanFile p;
+  if (!j.contains("model")) throw InputError(path + ": field 'model': missing");
+  p.model = model_from_json(j.at("model"), path + " (model)");
+  if (!j.contains("layout") || !j.at("layout").is_object()) throw InputError(path + ": field 'layout': missing");
+  const Json& lj = j.at("layout");
+  JsonFields f(lj, path + " (layout)");
+  f.reject_unknown({"dp", "tp", "pp", "ep", "vpp", "sequence_parallel", "micro_batch", "grad_accum", "seq_len",
+                    "zero_stage", "offload_optimizer", "offload_param", "recompute", "recompute_layers",
+                    "partition_activations", "checkpoints_to_cpu", "precision", "optimizer", "fp32_grad_accum",
+                    "framework", "schedule", "attention", "tile_factor", "delayed_update"});
+  Layout& l = p.layout;
+  l.dp = static_cast<uint32_t>(f.positive("dp"));
+  l.tp = static_cast<uint32_t>(f.positive("tp"));
+  l.pp = static_cast<uint32_t>(f.positive("pp"));
+  l.ep = static_cast<uint32_t>(f.positive_or("ep", 1));
+  l.vpp = static_cast<uint32_t>(f.positive_or("vpp", 1));
+  l.sequence_parallel = f.boolean_or("sequence_parallel", false);
+  l.micro_batch = static_cast<uint32_t>(f.positive("micro_batch"));
+  l.grad_accum = static_cast<uint32_t>(f.positive("grad_accum"));
+  l.seq_len = static_cast<uint32_t>(f.positive("seq_len"));
+  l.zero_stage = static_cast<uint8_t>(count_or(lj, f, "zero_stage", 0, 3));
+  const std::array<Offload, 3> offloads = {Offload::None, Offload::Cpu, Offload::Nvme};
+  l.offload_optimizer = pick(f, "offload_optimizer", offloads, Offload::None);
+  l.offload_param = pick(f, "offload_param", offloads, Offload::None);
+  l.recompute = pick(f, "recompute", std::array{Recompute::None, Recompute::Selective, Recompute::Full}, Recompute::None);
+  l.recompute_layers = count_or(lj, f, "recompute_layers", 0, 1u << 20);
+  l.partition_activations = f.boolean_or("partition_activations", false);
+  l.checkpoints_to_cpu = f.boolean_or("checkpoints_to_cpu", false);
+  l.precision = pick(f, "precision", std::array{Precision::Bf16, Precision::Fp16, Precision::Fp32}, Precision::Bf16);
+  l.optimizer = pick(f, "optimizer", std::array{Optimizer::Adam, Optimizer::Sgd}, Optimizer::Adam);
+  l.fp32_grad_accum = f.boolean_or("fp32_grad_accum", false);
+  l.framework = pick(f, "framework", std::array{Framework::Zeroplan, Framework::DeepSpeed, Framework::Megatron},
+                     Framework::Zeroplan);
+  l.schedule = pick(f, "schedule", std::array{Schedule::OneFOneB, Schedule::GPipe, Schedule::Interleaved},
+                    Schedule::OneFOneB);
+  l.attention = pick(f, "attention", std::array{Attention::Flash, Attention::Materialized}, Attention::Flash);
+  l.tile_factor = static_cast<uint32_t>(f.positive_or("tile_factor", 1));
+  l.delayed_update = f.boolean_or("delayed_update", false);
+  if (l.seq_len > p.model.max_seq_len) throw InputError(path + " (layout): field 'seq_len': exceeds the model's positions");
+  return p;
+}
+
+}  // namespace zp

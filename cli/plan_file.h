@@ -1,0 +1,22 @@
+// The zeroplan plan file (`emit --format zeroplan`) read back: the model and
+// the whole layout, every field checked (unknown fields, wrong types and
+// values are one-line InputErrors naming the file and field). What a consumer
+// can run is its own business (`zeroplan run` refuses what the executor does
+// not run yet).
+#pragma once
+
+#include <string>
+
+#include "costmodel/layout.h"
+#include "models/model_spec.h"
+
+namespace zp {
+
+struct PlanFile {
+  ModelSpec model;
+  Layout layout;
+};
+
+PlanFile read_plan_file(const std::string& path);
+
+}  // namespace zp
