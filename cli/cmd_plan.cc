@@ -16,6 +16,9 @@ namespace {
 std::string short_layout(const Layout& l) {
   std::string s = "dp" + std::to_string(l.dp) + " tp" + std::to_string(l.tp) + " pp" + std::to_string(l.pp);
   if (l.vpp > 1) s += "x" + std::to_string(l.vpp);
+  if (l.first_stage_layers || l.last_stage_layers) {
+    s += "(" + std::to_string(l.first_stage_layers) + "/" + std::to_string(l.last_stage_layers) + ")";
+  }
   if (l.ep > 1) s += " ep" + std::to_string(l.ep);
   if (l.sequence_parallel) s += " sp";
   s += " z" + std::to_string(l.zero_stage);

@@ -26,6 +26,11 @@ void add_layout_flags(CLI::App* cmd, LayoutFlags& f) {
   cmd->add_option("--tp", f.tp, "Tensor-parallel size")->check(CLI::Range(1u, 1u << 16));
   cmd->add_option("--pp", f.pp, "Pipeline-parallel size")->check(CLI::Range(1u, 1u << 16));
   cmd->add_option("--vpp", f.vpp, "Virtual pipeline stages per rank (interleaved 1F1B)")->check(CLI::Range(1u, 1u << 10));
+  cmd->add_option("--first-stage-layers", f.first_stage_layers,
+                  "Layers on the first pipeline stage, the stages between sharing the rest evenly (0: even split)")
+      ->check(CLI::Range(0u, 1u << 20));
+  cmd->add_option("--last-stage-layers", f.last_stage_layers, "Layers on the last pipeline stage (0: even split)")
+      ->check(CLI::Range(0u, 1u << 20));
   cmd->add_option("--ep", f.ep, "Expert-parallel size (MoE; divides dp)")->check(CLI::Range(1u, 1u << 16));
   cmd->add_flag("--sp", f.sp, "Sequence parallelism (with tp > 1)");
   cmd->add_option("--micro-batch", f.micro_batch, "Micro-batch size per GPU")->check(CLI::Range(1u, 1u << 20));
@@ -88,6 +93,8 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
     l.dp = static_cast<uint32_t>(f.gpus / mp);
   }
   l.vpp = f.vpp;
+  l.first_stage_layers = f.first_stage_layers;
+  l.last_stage_layers = f.last_stage_layers;
   l.ep = f.ep;
   l.sequence_parallel = f.sp;
   l.micro_batch = f.micro_batch;

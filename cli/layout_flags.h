@@ -23,6 +23,7 @@ struct LayoutFlags {
   std::string model, gpu, node;
   uint64_t gpus = 1;
   uint32_t dp = 0, tp = 1, pp = 1, vpp = 1, ep = 1;
+  uint32_t first_stage_layers = 0, last_stage_layers = 0;
   bool sp = false;
   uint32_t micro_batch = 1, grad_accum = 0, seq = 0;
   uint64_t global_batch = 0;

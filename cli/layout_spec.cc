@@ -41,6 +41,8 @@ Layout parse_layout_spec(const std::string& spec, Layout l, uint64_t num_gpus, u
     else if (k == "tp") l.tp = number(k, v);
     else if (k == "pp") l.pp = number(k, v);
     else if (k == "vpp") l.vpp = number(k, v);
+    else if (k == "first") l.first_stage_layers = number(k, v);
+    else if (k == "last") l.last_stage_layers = number(k, v);
     else if (k == "ep") l.ep = number(k, v);
     else if (k == "sp") l.sequence_parallel = number(k, v) != 0;
     else if (k == "mb") l.micro_batch = number(k, v);
@@ -60,7 +62,7 @@ Layout parse_layout_spec(const std::string& spec, Layout l, uint64_t num_gpus, u
       else if (v == "interleaved") l.schedule = Schedule::Interleaved;
       else throw InputError("layout 'schedule=" + v + "': expected 1f1b, gpipe or interleaved");
     } else {
-      throw InputError("layout key '" + k + "': expected one of dp tp pp vpp ep sp mb ga zero opt param recompute schedule tile");
+      throw InputError("layout key '" + k + "': expected one of dp tp pp vpp first last ep sp mb ga zero opt param recompute schedule tile");
     }
   }
   if (l.vpp > 1 && l.schedule == Schedule::OneFOneB) l.schedule = Schedule::Interleaved;

@@ -44,7 +44,7 @@ PlanFile read_plan_file(const std::string& path) {
   if (!j.contains("layout") || !j.at("layout").is_object()) throw InputError(path + ": field 'layout': missing");
   const Json& lj = j.at("layout");
   JsonFields f(lj, path + " (layout)");
-  f.reject_unknown({"dp", "tp", "pp", "ep", "vpp", "sequence_parallel", "micro_batch", "grad_accum", "seq_len",
+  f.reject_unknown({"dp", "tp", "pp", "ep", "vpp", "first_stage_layers", "last_stage_layers", "sequence_parallel", "micro_batch", "grad_accum", "seq_len",
                     "zero_stage", "offload_optimizer", "offload_param", "recompute", "recompute_layers",
                     "partition_activations", "checkpoints_to_cpu", "precision", "optimizer", "fp32_grad_accum",
                     "framework", "schedule", "attention", "tile_factor", "delayed_update"});
@@ -54,6 +54,8 @@ PlanFile read_plan_file(const std::string& path) {
   l.pp = static_cast<uint32_t>(f.positive("pp"));
   l.ep = static_cast<uint32_t>(f.positive_or("ep", 1));
   l.vpp = static_cast<uint32_t>(f.positive_or("vpp", 1));
+  l.first_stage_layers = count_or(lj, f, "first_stage_layers", 0, 1u << 20);
+  l.last_stage_layers = count_or(lj, f, "last_stage_layers", 0, 1u << 20);
   l.sequence_parallel = f.boolean_or("sequence_parallel", false);
   l.micro_batch = static_cast<uint32_t>(f.positive("micro_batch"));
   l.grad_accum = static_cast<uint32_t>(f.positive("grad_accum"));

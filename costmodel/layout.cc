@@ -48,6 +48,9 @@ const char* to_string(Attention v) { return v == Attention::Flash ? "flash" : "m
 std::string describe(const Layout& l) {
   std::string s = "dp" + std::to_string(l.dp) + " tp" + std::to_string(l.tp) + " pp" + std::to_string(l.pp);
   if (l.vpp > 1) s += " vpp" + std::to_string(l.vpp);
+  if (l.first_stage_layers || l.last_stage_layers) {
+    s += " split" + std::to_string(l.first_stage_layers) + "/" + std::to_string(l.last_stage_layers);
+  }
   if (l.ep > 1) s += " ep" + std::to_string(l.ep);
   if (l.sequence_parallel) s += " sp";
   s += " zero" + std::to_string(l.zero_stage);

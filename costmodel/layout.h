@@ -27,6 +27,11 @@ enum class Toggle : uint8_t { Default, On, Off };
 struct Layout {
   uint32_t dp = 1, tp = 1, pp = 1;
   uint32_t vpp = 1;  // virtual stages per pipeline rank (interleaved 1F1B)
+  // Uneven pipeline split, Megatron-Core's --decoder-first-pipeline-num-layers
+  // and --decoder-last-pipeline-num-layers: layers on the first and last
+  // stage, the stages between splitting the rest evenly. 0 = the default
+  // split (L/pp each, the remainder on the last stages).
+  uint32_t first_stage_layers = 0, last_stage_layers = 0;
   uint32_t ep = 1;   // expert parallel (MoE), divides dp
   bool sequence_parallel = false;
   uint32_t micro_batch = 1;

@@ -30,6 +30,18 @@ std::string check_layout_shape(const ModelShape& m, const Layout& l, const Clust
   if (m.ffn % l.tp != 0) return "tp " + n(l.tp) + " does not divide the FFN size " + n(m.ffn);
   if (m.hidden % l.tp != 0) return "tp " + n(l.tp) + " does not divide the hidden size " + n(m.hidden);
   if (l.pp > m.layers) return "pp " + n(l.pp) + " is larger than the " + n(m.layers) + " layers";
+  if (l.first_stage_layers || l.last_stage_layers) {
+    if (l.pp < 2) return "an uneven pipeline split (first/last stage layers) needs pp >= 2";
+    if (l.schedule == Schedule::Interleaved) return "an uneven pipeline split cannot be combined with interleaving";
+    const uint64_t ends = uint64_t{l.first_stage_layers} + l.last_stage_layers;
+    const uint32_t between = l.pp - (l.first_stage_layers ? 1 : 0) - (l.last_stage_layers ? 1 : 0);
+    if (ends > m.layers || (between == 0 && ends != m.layers) || (between > 0 && ((m.layers - ends) % between != 0 ||
+                                                                                  m.layers - ends < between))) {
+      return "first/last stage layers " + n(l.first_stage_layers) + "/" + n(l.last_stage_layers) + " leave " +
+             n(ends > m.layers ? 0 : m.layers - ends) + " of the " + n(m.layers) + " layers for " + n(between) +
+             " stages between: they must divide evenly, at least one each (Megatron-Core's rule)";
+    }
+  }
   if (l.sequence_parallel && l.tp > 1 && l.seq_len % l.tp != 0) {
     return "sequence parallel needs tp " + n(l.tp) + " to divide --seq " + n(l.seq_len);
   }

@@ -148,7 +148,7 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Si
   const ModelShape& m = in.model;
   const MemoryOptions& o = in.options;
   const RankParams& r = v.r;
-  const uint64_t layers = layers_on_stage(m.layers, l.pp, stage);
+  const uint64_t layers = layers_on_stage(m.layers, l, stage);
   const StageParams sp = stage_params(r, l, layers, stage);
   const Dtype low = low_dtype(l);
 
@@ -214,7 +214,7 @@ void emit_activations(const MemoryInputs& in, const MemoryPrep& v, uint32_t stag
   const Layout& l = in.layout;
   const ModelShape& m = in.model;
   const RankParams& r = v.r;
-  const uint64_t layers = layers_on_stage(m.layers, l.pp, stage);
+  const uint64_t layers = layers_on_stage(m.layers, l, stage);
   const bool first = stage == 0, last = stage + 1 == l.pp;
 
   // 5. Activations of the micro-batches in flight.
@@ -293,7 +293,8 @@ void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sin
 // The activation side of each candidate stage, summed once per pipeline shape.
 bool activations_match(const MemoryPrep& p, const Layout& l) {
   return p.act_valid && p.act_pp == l.pp && p.act_vpp == l.vpp && p.act_schedule == l.schedule &&
-         p.act_grad_accum == l.grad_accum && p.act_recompute_layers == l.recompute_layers;
+         p.act_grad_accum == l.grad_accum && p.act_recompute_layers == l.recompute_layers &&
+         p.act_first == l.first_stage_layers && p.act_last == l.last_stage_layers;
 }
 
 void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* stages, int count) {
@@ -304,6 +305,8 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
   p.act_schedule = l.schedule;
   p.act_grad_accum = l.grad_accum;
   p.act_recompute_layers = l.recompute_layers;
+  p.act_first = l.first_stage_layers;
+  p.act_last = l.last_stage_layers;
   p.act_count = count;
   for (int i = 0; i < count; ++i) {
     p.act_stages[i] = stages[i];
@@ -331,10 +334,14 @@ namespace {
 // micro-batches in flight), the first stage holding one of the remainder
 // layers, and the last (output layer, logits). Any other stage has no more
 // layers than one of them, fewer micro-batches in flight and neither end.
-int candidate_stages(const ModelShape& m, uint32_t pp, uint32_t* stages) {
+// With an uneven split the stages between the ends hold equal layers, and
+// the first of them (stage 1) has the most micro-batches in flight.
+int candidate_stages(const ModelShape& m, const Layout& l, uint32_t* stages) {
+  const uint32_t pp = l.pp;
   const uint32_t rem = static_cast<uint32_t>(m.layers % pp);
+  const uint32_t second = uneven_split(l) ? (pp > 1 ? 1u : 0u) : (rem > 0 ? pp - rem : 0u);
   int count = 0;
-  for (uint32_t stage : {0u, rem > 0 ? pp - rem : 0u, pp - 1}) {
+  for (uint32_t stage : {0u, second, pp - 1}) {
     bool seen = false;
     for (int j = 0; j < count; ++j) seen |= stages[j] == stage;
     if (!seen) stages[count++] = stage;
@@ -348,7 +355,7 @@ template <class Sink, class Keep>
 void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, Keep&& keep) {
   if (!activations_match(prep, in.layout)) {
     uint32_t stages[3];
-    const int count = candidate_stages(in.model, in.layout.pp, stages);
+    const int count = candidate_stages(in.model, in.layout, stages);
     prepare_activations(prep, in, stages, count);
   }
   const uint64_t node_gpus = in.cluster.gpus_in_node;

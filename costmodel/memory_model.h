@@ -86,7 +86,7 @@ struct MemoryPrep {
   // The activation side (activations, logits, token ids) of each candidate
   // stage, for one pipeline shape.
   bool act_valid = false;
-  uint32_t act_pp = 0, act_vpp = 0, act_grad_accum = 0, act_recompute_layers = 0;
+  uint32_t act_pp = 0, act_vpp = 0, act_grad_accum = 0, act_recompute_layers = 0, act_first = 0, act_last = 0;
   Schedule act_schedule = Schedule::OneFOneB;
   std::array<TotalsSink, 3> act_totals{};
   std::array<uint32_t, 3> act_stages{};

@@ -34,4 +34,17 @@ inline uint64_t layers_on_stage(uint64_t layers, uint32_t pp, uint32_t stage) {
   return base + (stage >= pp - rem ? 1 : 0);
 }
 
+// The same under the layout's split: an uneven split (first_stage_layers,
+// last_stage_layers) fixes the end stages and divides the rest evenly among
+// the stages between (check_layout guarantees it divides).
+inline bool uneven_split(const Layout& l) { return l.first_stage_layers != 0 || l.last_stage_layers != 0; }
+inline uint64_t layers_on_stage(uint64_t layers, const Layout& l, uint32_t stage) {
+  if (!uneven_split(l)) return layers_on_stage(layers, l.pp, stage);
+  if (stage == 0 && l.first_stage_layers) return l.first_stage_layers;
+  if (stage + 1 == l.pp && l.last_stage_layers) return l.last_stage_layers;
+  const uint64_t ends = uint64_t{l.first_stage_layers} + l.last_stage_layers;
+  const uint32_t between = l.pp - (l.first_stage_layers ? 1 : 0) - (l.last_stage_layers ? 1 : 0);
+  return between ? (layers - ends) / between : 0;
+}
+
 }  // namespace zp

@@ -113,6 +113,7 @@ double pipeline_fill(const Layout& l) {
 
 bool pipe_matches(const PipelinePrep& p, const Layout& l) {
   return p.valid && p.dp == l.dp && p.pp == l.pp && p.vpp == l.vpp && p.grad_accum == l.grad_accum &&
+         p.first_stage_layers == l.first_stage_layers && p.last_stage_layers == l.last_stage_layers &&
          p.recompute_layers == l.recompute_layers && p.schedule == l.schedule && p.recompute == l.recompute &&
          p.fp32_grad_accum == l.fp32_grad_accum;
 }
@@ -126,6 +127,8 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in)
   p.pp = l.pp;
   p.vpp = l.vpp;
   p.grad_accum = l.grad_accum;
+  p.first_stage_layers = l.first_stage_layers;
+  p.last_stage_layers = l.last_stage_layers;
   p.recompute_layers = l.recompute_layers;
   p.schedule = l.schedule;
   p.recompute = l.recompute;
@@ -138,14 +141,30 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in)
   const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
 
   // --- Per micro-batch times of the busiest stage ---------------------------
-  const uint64_t layers_max = layers_on_stage(m.layers, l.pp, l.pp - 1);  // the last stages hold the remainder
-  p.layers = static_cast<double>(layers_max);
+  // The pipeline runs at the pace of its slowest stage: the first (its
+  // layers), one between (with an uneven split they are all alike), or the
+  // last (its layers and the output layer; with the default split it also
+  // holds the remainder, so it is the busiest).
   const double layer_f = lc.forward_s() + pr.tp_fwd_s + pr.ep_layer_s;
   const double layer_b = lc.backward_s() + pr.tp_bwd_s + pr.ep_layer_s;
-  p.recompute_layer_s = recompute_per_layer_s(l, p.layers, layer_f, lc);
-  // The last stage also runs the output layer; with pp = 1 the one stage does everything.
-  p.microbatch_forward_s = p.layers * layer_f + pr.hc.forward_s;
-  p.microbatch_backward_s = p.layers * (layer_b + p.recompute_layer_s) + pr.hc.backward_s;
+  uint64_t layers_max = 0;
+  double busiest = -1;
+  for (uint32_t stage : {0u, l.pp > 2 ? 1u : 0u, l.pp - 1}) {
+    const uint64_t n = layers_on_stage(m.layers, l, stage);
+    layers_max = std::max(layers_max, n);
+    const double layers = static_cast<double>(n);
+    const bool last = stage + 1 == l.pp;
+    const double recompute_layer = recompute_per_layer_s(l, layers, layer_f, lc);
+    const double f = layers * layer_f + (last ? pr.hc.forward_s : 0);
+    const double b = layers * (layer_b + recompute_layer) + (last ? pr.hc.backward_s : 0);
+    if (f + b > busiest) {
+      busiest = f + b;
+      p.layers = layers;
+      p.recompute_layer_s = recompute_layer;
+      p.microbatch_forward_s = f;
+      p.microbatch_backward_s = b;
+    }
+  }
 
   // --- Pipeline --------------------------------------------------------------
   const bool inter_stage_cross_node = uint64_t{l.tp} * l.dp >= net.links.gpus_per_node;

@@ -118,7 +118,7 @@ struct TimePrep {
 // on the layout's parallel sizes, schedule, micro-batches and recompute, not
 // on the ZeRO stage or offload, which a search varies innermost.
 struct PipelinePrep {
-  uint32_t dp = 0, pp = 0, vpp = 0, grad_accum = 0, recompute_layers = 0;
+  uint32_t dp = 0, pp = 0, vpp = 0, grad_accum = 0, recompute_layers = 0, first_stage_layers = 0, last_stage_layers = 0;
   Schedule schedule = Schedule::OneFOneB;
   Recompute recompute = Recompute::None;
   bool fp32_grad_accum = false;

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "costmodel/rank_params.h"
 #include "models/input_error.h"
 #include "models/json_file.h"
 #include "models/model_json.h"
@@ -84,6 +85,10 @@ std::string deepspeed_command(const EmitInput& in) {
     out << "# DeepSpeed's engine provides data parallelism and ZeRO; tensor parallelism ("
         << l.tp << ") and pipeline stages (" << l.pp << ") come from the model code (Megatron-DeepSpeed,\n"
         << "# or deepspeed.pipe.PipelineModule(num_stages=" << l.pp << ")).\n";
+    if (uneven_split(l)) {
+      out << "# Uneven split: " << l.first_stage_layers << " layers on the first stage, " << l.last_stage_layers
+          << " on the last (0 = even share); give PipelineModule a matching partition_method.\n";
+    }
   }
   out << "deepspeed --hostfile hostfile --num_nodes " << in.cluster.num_nodes() << " --num_gpus "
       << in.cluster.gpus_in_node() << " train.py --deepspeed --deepspeed_config ds_config.json\n";
@@ -105,7 +110,7 @@ std::string megatron_command(const EmitInput& in) {
   std::ostringstream a;
   a << "#!/usr/bin/env bash\n# zeroplan: " << m.name << " on " << in.cluster.num_gpus << " x " << in.cluster.gpu.name
     << ", " << describe(l) << "\n";
-  if (m.num_layers % l.pp != 0) {
+  if (m.num_layers % l.pp != 0 && !uneven_split(l)) {
     a << "# " << m.num_layers << " layers do not split evenly over " << l.pp
       << " stages: set --decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers as needed.\n";
   }
@@ -114,6 +119,8 @@ std::string megatron_command(const EmitInput& in) {
   arg("--tensor-model-parallel-size " + std::to_string(l.tp));
   arg("--pipeline-model-parallel-size " + std::to_string(l.pp));
   if (l.vpp > 1) arg("--num-layers-per-virtual-pipeline-stage " + std::to_string(m.num_layers / (l.pp * l.vpp)));
+  if (l.first_stage_layers) arg("--decoder-first-pipeline-num-layers " + std::to_string(l.first_stage_layers));
+  if (l.last_stage_layers) arg("--decoder-last-pipeline-num-layers " + std::to_string(l.last_stage_layers));
   if (l.sequence_parallel && l.tp > 1) arg("--sequence-parallel");
   if (l.ep > 1) arg("--expert-model-parallel-size " + std::to_string(l.ep));
   if (l.recompute == Recompute::Selective) arg("--recompute-granularity selective");
@@ -173,6 +180,7 @@ std::string plan_file(const EmitInput& in) {
   const Layout& l = in.layout;
   Json layout = {{"dp", l.dp}, {"tp", l.tp}, {"pp", l.pp}, {"vpp", l.vpp}, {"ep", l.ep},
                  {"sequence_parallel", l.sequence_parallel}, {"micro_batch", l.micro_batch},
+                 {"first_stage_layers", l.first_stage_layers}, {"last_stage_layers", l.last_stage_layers},
                  {"grad_accum", l.grad_accum}, {"seq_len", l.seq_len}, {"zero_stage", l.zero_stage},
                  {"offload_optimizer", to_string(l.offload_optimizer)}, {"offload_param", to_string(l.offload_param)},
                  {"recompute", to_string(l.recompute)}, {"recompute_layers", l.recompute_layers},
@@ -216,6 +224,7 @@ const std::vector<std::string>& megatron_known_args() {
   // megatron/training/arguments.py (NVIDIA/Megatron-LM): the flags zeroplan writes.
   static const std::vector<std::string> args = {
       "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--num-layers-per-virtual-pipeline-stage",
+      "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers",
       "--sequence-parallel", "--expert-model-parallel-size", "--recompute-granularity", "--recompute-method",
       "--recompute-num-layers", "--use-distributed-optimizer", "--micro-batch-size", "--global-batch-size",
       "--seq-length", "--max-position-embeddings", "--num-layers", "--hidden-size", "--ffn-hidden-size",

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <functional>
+
+#include "costmodel/rank_params.h"
 #include <limits>
 
 #include <boost/graph/adjacency_list.hpp>
@@ -48,6 +50,62 @@ std::vector<uint64_t> min_max_split(const std::vector<double>& layer_cost, uint3
   }
   std::reverse(split.begin(), split.end());
   return split;
+}
+
+namespace {
+
+// The most loaded stage of a split given as (first, last, rest even), in cost units.
+double bottleneck(uint64_t layers, uint32_t stages, uint64_t first, uint64_t last, double c, double fe, double le) {
+  const uint64_t between = stages - 2;
+  const double mid = between ? static_cast<double>((layers - first - last) / between) * c : 0;
+  return std::max({static_cast<double>(first) * c + fe, mid, static_cast<double>(last) * c + le});
+}
+
+}  // namespace
+
+StageSplit best_expressible_split(uint64_t layers, uint32_t stages, double layer_cost, double first_extra,
+                                  double last_extra) {
+  if (stages < 2 || layers < stages) return {};
+  // The default split's most loaded stage.
+  double default_worst = 0;
+  for (uint32_t s = 0; s < stages; ++s) {
+    const double extra = (s == 0 ? first_extra : 0) + (s + 1 == stages ? last_extra : 0);
+    default_worst = std::max(default_worst, static_cast<double>(layers_on_stage(layers, stages, s)) * layer_cost + extra);
+  }
+  // Near the even share: the ends never need more than a few layers beyond it.
+  const uint64_t share = (layers + stages - 1) / stages;
+  const uint64_t limit = std::min<uint64_t>(layers, share + 2);
+  StageSplit best;
+  double best_worst = default_worst;
+  for (uint64_t f = 1; f <= limit; ++f) {
+    for (uint64_t g = 1; g <= limit && f + g <= layers; ++g) {
+      const uint64_t between = stages - 2, rest = layers - f - g;
+      if (between == 0 ? rest != 0 : (rest % between != 0 || rest < between)) continue;
+      const double worst = bottleneck(layers, stages, f, g, layer_cost, first_extra, last_extra);
+      // Strictly better only: ties keep the default split (or the first found, fewer layers first).
+      if (worst < best_worst * (1 - 1e-12)) {
+        best_worst = worst;
+        best = {static_cast<uint32_t>(f), static_cast<uint32_t>(g)};
+      }
+    }
+  }
+  return best;
+}
+
+StageSplit planner_split(const ModelShape& m, uint32_t pp, Recompute recompute, uint32_t seq_len) {
+  // Forward FLOPs per token (compute.h): QKV, projection, MLP, scores and values.
+  const double h = static_cast<double>(m.hidden), d = static_cast<double>(m.head_dim);
+  const double a = static_cast<double>(m.heads), kv = static_cast<double>(m.kv_heads);
+  const double mlp = (m.mlp == MlpKind::SwiGlu ? 6.0 : 4.0) * h * static_cast<double>(m.ffn) *
+                     static_cast<double>(m.top_k ? m.top_k : 1);
+  const double attention = 4.0 * static_cast<double>(seq_len) * a * d;
+  const double layer_forward = 2 * h * (a + 2 * kv) * d + 2 * a * d * h + mlp + attention;
+  // Backward twice the forward; full recompute repeats the forward, selective the attention core.
+  double layer = 3 * layer_forward;
+  if (recompute == Recompute::Full) layer += layer_forward;
+  if (recompute == Recompute::Selective) layer += attention;
+  const double head = 3 * 2 * h * static_cast<double>(m.vocab);
+  return best_expressible_split(m.layers, pp, layer, 0.0, head);
 }
 
 }  // namespace zp

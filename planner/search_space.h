@@ -30,6 +30,7 @@ struct SearchSpace {
   bool allow_offload = true;
   bool allow_nvme = true;
   bool allow_param_offload = true;  // ZeRO-Infinity; off reproduces ZeRO-Offload (optimizer only)
+  bool uneven_splits = true;    // also the best uneven pipeline split Megatron-Core can run (planner_split)
   bool delayed_update = false;  // ZeRO-Offload's delayed parameter update for offloaded layouts (changes the optimizer's semantics: opt in)
   std::vector<uint32_t> micro_batches = {1, 2, 4, 8};
   std::vector<uint32_t> accumulation_per_stage = {1, 2, 4, 8};  // grad_accum = pp * this, when free

@@ -3,6 +3,8 @@
 
 #include <array>
 
+#include "planner/layer_split.h"
+
 namespace zp {
 
 template <class F>
@@ -10,6 +12,18 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
   const std::vector<uint64_t> tps = divisors(s.num_gpus, s.gpus_per_node);
   const std::array<Offload, 3> offloads = {Offload::None, Offload::Cpu, Offload::Nvme};
   uint64_t shape_id = 0;
+  // The uneven split offered beside the default one, per (pp, recompute),
+  // worked out on first use.
+  std::vector<StageSplit> splits((m.layers + 1) * 3);
+  std::vector<bool> split_known((m.layers + 1) * 3, false);
+  auto uneven_for = [&](uint64_t pp, int rc) {
+    const size_t i = pp * 3 + static_cast<size_t>(rc);
+    if (!split_known[i]) {
+      splits[i] = planner_split(m, static_cast<uint32_t>(pp), static_cast<Recompute>(rc), s.seq_len);
+      split_known[i] = true;
+    }
+    return splits[i];
+  };
   for (uint64_t tp : tps) {
     if (m.heads % tp || m.kv_heads % tp || m.ffn % tp || m.hidden % tp) continue;
     const uint64_t rest = s.num_gpus / tp;
@@ -38,7 +52,11 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
               // Shape-changing choices (recompute, sequence parallelism) outside
               // the state choices, so the evaluators' per-shape work is reused.
               for (int rc = 0; rc < 3; ++rc) {
-                for (int sp = 0; sp < (tp > 1 ? 2 : 1); ++sp) {
+                const StageSplit uneven = s.uneven_splits && vpp == 1 && pp >= 2 ? uneven_for(pp, rc) : StageSplit{};
+                const int split_choices = uneven.first || uneven.last ? 2 : 1;
+                const int sp_choices = tp > 1 ? 2 : 1;
+                for (int variant = 0; variant < split_choices * sp_choices; ++variant) {
+                  const int split = variant / sp_choices, sp = variant % sp_choices;
                   ++shape_id;
                   // The shape's fields once; the state loops below set the rest.
                   Layout l;
@@ -53,6 +71,8 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
                   l.seq_len = s.seq_len;
                   l.recompute = static_cast<Recompute>(rc);
                   l.sequence_parallel = sp == 1;
+                  l.first_stage_layers = split ? uneven.first : 0;
+                  l.last_stage_layers = split ? uneven.last : 0;
                   l.precision = s.precision;
                   l.framework = s.framework;
                   // Two passes: ZeRO-Infinity's tiled variants (which move full-recompute

@@ -26,6 +26,29 @@ TEST_CASE("valid layouts pass") {
   CHECK(why("llama-3.1-8b", "H100-80GB", 8, l).empty());
 }
 
+TEST_CASE("uneven pipeline splits follow Megatron-Core's rule") {
+  Layout l;
+  l.dp = 1;
+  l.pp = 4;
+  l.tp = 2;
+  l.first_stage_layers = 7;
+  l.last_stage_layers = 7;  // 32 - 14 = 18 over 2 stages between: 9 each
+  CHECK(why("llama-3.1-8b", "H100-80GB", 8, l).empty());
+  l.last_stage_layers = 6;  // 19 left for 2 stages
+  CHECK(says(why("llama-3.1-8b", "H100-80GB", 8, l), "must divide evenly"));
+  l.pp = 1;
+  l.tp = 8;
+  CHECK(says(why("llama-3.1-8b", "H100-80GB", 8, l), "needs pp >= 2"));
+  l.pp = 2;
+  l.tp = 4;
+  l.first_stage_layers = 20;
+  l.last_stage_layers = 12;
+  CHECK(why("llama-3.1-8b", "H100-80GB", 8, l).empty());
+  l.vpp = 2;
+  l.schedule = Schedule::Interleaved;
+  CHECK(says(why("llama-3.1-8b", "H100-80GB", 8, l), "cannot be combined with interleaving"));
+}
+
 TEST_CASE("each rejection says which constraint failed") {
   Layout l;
   l.dp = 4;

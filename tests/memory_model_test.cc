@@ -83,20 +83,32 @@ TEST_CASE("the most loaded stage is found, not assumed") {
 }
 
 TEST_CASE("uneven splits: every stage is no more loaded than the reported one") {
-  Layout l;
-  l.pp = 16;
-  l.tp = 8;
-  l.dp = 1;
-  l.grad_accum = 32;
-  l.sequence_parallel = true;
-  l.recompute = Recompute::Selective;
-  test::Evaluation e = test::evaluate("llama-3.1-405b", "H100-80GB", 128, l);
-  REQUIRE(e.why_not.empty());
-  for (uint32_t s = 0; s < l.pp; ++s) {
-    RowsSink rows;
-    memory_rows_for_stage(e.inputs(), s, rows);
-    CAPTURE(s);
-    CHECK(rows.totals().total(Residence::Gpu) <= e.result.gpu_bytes);
+  // 126 layers over 16 stages: the default split (remainder on the last
+  // stages), Llama 3's published 7 / 8 x 14 / 7, and one end only.
+  for (auto [first, last] : {std::pair{0u, 0u}, std::pair{7u, 7u}, std::pair{6u, 0u}, std::pair{0u, 6u}}) {
+    Layout l;
+    l.pp = 16;
+    l.tp = 8;
+    l.dp = 1;
+    l.grad_accum = 32;
+    l.sequence_parallel = true;
+    l.recompute = Recompute::Selective;
+    l.first_stage_layers = first;
+    l.last_stage_layers = last;
+    test::Evaluation e = test::evaluate("llama-3.1-405b", "H100-80GB", 128, l);
+    CAPTURE(describe(l));
+    REQUIRE(e.why_not.empty());
+    uint64_t layers = 0, most = 0;
+    for (uint32_t s = 0; s < l.pp; ++s) {
+      RowsSink rows;
+      memory_rows_for_stage(e.inputs(), s, rows);
+      CAPTURE(s);
+      CHECK(rows.totals().total(Residence::Gpu) <= e.result.gpu_bytes);
+      most = std::max(most, rows.totals().total(Residence::Gpu));
+      layers += layers_on_stage(e.shape.layers, l, s);
+    }
+    CHECK(most == e.result.gpu_bytes);
+    CHECK(layers == 126);
   }
 }
 
@@ -286,6 +298,10 @@ TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a
     l.offload_optimizer = l.zero_stage > 0 ? static_cast<Offload>(rng() % 3) : Offload::None;
     l.offload_param = l.zero_stage == 3 ? static_cast<Offload>(rng() % 3) : Offload::None;
     l.ep = m.experts > 0 && l.dp % 2 == 0 ? 1u << (rng() % 2) : 1u;
+    if (l.pp > 1 && rng() % 3 == 0) {  // an uneven split: fewer layers at one or both ends
+      l.first_stage_layers = static_cast<uint32_t>(m.layers / l.pp - rng() % 2);
+      l.last_stage_layers = static_cast<uint32_t>(rng() % 2 ? m.layers / l.pp - 1 : 0);
+    }
     l.recompute = static_cast<Recompute>(rng() % 3);
     l.sequence_parallel = rng() % 2;
     const MemoryOptions o = resolve_options({}, l);

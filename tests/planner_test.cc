@@ -4,6 +4,9 @@
 // ZeRO-Infinity capacity claims.
 #include <doctest/doctest.h>
 
+#include <random>
+
+#include "costmodel/rank_params.h"
 #include "models/param_count.h"
 #include "planner/layer_split.h"
 #include "planner/model_family.h"
@@ -136,6 +139,80 @@ TEST_CASE("min-max layer split (Boost.Graph bottleneck path)") {
   const std::vector<uint64_t> u = min_max_split(std::vector<double>(126, 1.0), 16, 6.0, 6.0);
   CHECK(u.front() < u[5]);
   CHECK(u.back() < u[5]);
+}
+
+TEST_CASE("the uneven split the planner offers is Megatron-expressible and as good as the min-max partition allows") {
+  std::mt19937 rng(5);
+  int optimal_expressible = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const uint64_t layers = 8 + rng() % 120;
+    const uint32_t stages = 2 + static_cast<uint32_t>(rng() % std::min<uint64_t>(15, layers / 2));
+    const double head = static_cast<double>(rng() % 8) * 0.5;  // the output layer, in layers' worth
+    CAPTURE(layers);
+    CAPTURE(stages);
+    CAPTURE(head);
+    const StageSplit e = best_expressible_split(layers, stages, 1.0, 0.0, head);
+    auto worst_of = [&](const std::vector<uint64_t>& split) {
+      double w = 0;
+      for (size_t i = 0; i < split.size(); ++i) w = std::max(w, static_cast<double>(split[i]) + (i + 1 == split.size() ? head : 0));
+      return w;
+    };
+    std::vector<uint64_t> default_split, chosen;
+    for (uint32_t s = 0; s < stages; ++s) default_split.push_back(layers_on_stage(layers, stages, s));
+    Layout l;
+    l.pp = stages;
+    l.first_stage_layers = e.first;
+    l.last_stage_layers = e.last;
+    for (uint32_t s = 0; s < stages; ++s) chosen.push_back(layers_on_stage(layers, l, s));
+    uint64_t sum = 0;
+    for (uint64_t n : chosen) sum += n;
+    CHECK(sum == layers);
+    // Megatron-Core's rule holds (check_layout enforces the same).
+    ModelShape m;
+    m.layers = layers;
+    m.heads = m.kv_heads = m.hidden = m.ffn = 1;
+    m.position = PositionKind::Rotary;
+    l.dp = 1;
+    if (e.first || e.last) CHECK(check_layout_shape(m, l, ClusterShape{}, stages) == "");
+    // Never worse than the default split, never better than the min-max optimum.
+    const std::vector<uint64_t> optimum = min_max_split(std::vector<double>(layers, 1.0), stages, 0.0, head);
+    CHECK(worst_of(chosen) <= worst_of(default_split));
+    CHECK(worst_of(chosen) >= worst_of(optimum));
+    // Where the optimum itself is expressible (equal stages between the ends), it is reached.
+    bool expressible = true;
+    for (size_t i = 2; i + 1 < optimum.size(); ++i) expressible &= optimum[i] == optimum[1];
+    if (expressible) {
+      CHECK(worst_of(chosen) == worst_of(optimum));
+      ++optimal_expressible;
+    }
+  }
+  CHECK(optimal_expressible > 20);
+}
+
+TEST_CASE("uneven splits: Llama-3.1-8B's 128K-vocabulary head makes the last stage lighter and the step faster") {
+  PlanQuery q = query(test::catalog().resolve_model("llama-3.1-8b"), "H100-80GB", "", 8, 4096, 0);
+  const StageSplit s = planner_split(q.model, 4, Recompute::None, 4096);
+  CHECK(s.last > 0);
+  CHECK(s.last < 8);  // 32 layers over 4 stages: fewer than the even 8 on the head's stage
+  Layout even;
+  even.dp = 2;
+  even.pp = 4;
+  even.micro_batch = 1;
+  even.grad_accum = 16;
+  even.seq_len = 4096;
+  Layout uneven = even;
+  uneven.first_stage_layers = s.first;
+  uneven.last_stage_layers = s.last;
+  REQUIRE(check_layout(q.model, uneven, q.cluster_shape, 8).empty());
+  const double t_even = evaluate_time({q.model, even, q.cluster.gpu, q.cluster.node, q.network}).total_s;
+  const double t_uneven = evaluate_time({q.model, uneven, q.cluster.gpu, q.cluster.node, q.network}).total_s;
+  CHECK(t_uneven < t_even);
+  // The search offers it.
+  bool offered = false;
+  for_each_layout(q.model, q.space, [&](const Layout& l, uint64_t) { offered |= l.pp == 4 && l.last_stage_layers == s.last; });
+  CHECK(offered);
+  // And the Megatron arguments carry it.
+  CHECK(check_layout(q.model, uneven, q.cluster_shape, 8).empty());
 }
 
 TEST_CASE("family scaling reproduces the published shapes") {
