@@ -143,13 +143,10 @@ void emit_saved_layers(const MemoryPrep& v, Recompute mode, uint64_t copies, Sin
 // Model states, ZeRO-3 working set, buckets and offload staging of one stage:
 // what changes with the ZeRO stage, offload and dp.
 template <class Sink>
-void emit_states(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
+void emit_states(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
   const Layout& l = in.layout;
-  const ModelShape& m = in.model;
   const MemoryOptions& o = in.options;
   const RankParams& r = v.r;
-  const uint64_t layers = layers_on_stage(m.layers, l, stage);
-  const StageParams sp = stage_params(r, l, layers, stage);
   const Dtype low = low_dtype(l);
 
   // 1. Model states: dense parameters partition over dp, experts over dp/ep.
@@ -261,31 +258,37 @@ void emit_activations(const MemoryInputs& in, const MemoryPrep& v, uint32_t stag
 // 6. Runtime overheads: measured constants, one NCCL communicator per
 // parallel group of more than one rank (none when emulated). Last, since the
 // fragmentation reserve is a fraction of every tensor row before it.
+uint64_t nccl_communicator_bytes(const Layout& l, const RuntimeOverheads& ov) {
+  const uint64_t groups = l.emulated ? 0 : (l.dp > 1) + (l.tp > 1) + (l.pp > 1) + (l.ep > 1) + (l.ep > 1 && l.dp / l.ep > 1);
+  return groups > 0 ? ov.nccl_first_communicator_bytes + (groups - 1) * ov.nccl_communicator_bytes : 0;
+}
+
+uint64_t fragmentation_bytes(uint64_t tensors, const RuntimeOverheads& ov) {
+  return ov.fragmentation_fraction > 0 ? static_cast<uint64_t>(static_cast<double>(tensors) * ov.fragmentation_fraction) : 0;
+}
+
 template <class Sink>
 void emit_overheads(const MemoryInputs& in, Sink& sink) {
-  const Layout& l = in.layout;
-  {
-    const RuntimeOverheads& ov = in.options.overheads;
-    // The reserve is a fraction of the tensors above (not of the overheads).
-    if (ov.fragmentation_fraction > 0) {
-      sink.add(tensor_row(Component::Fragmentation, Residence::Gpu, Dtype::Bytes, "allocator fragmentation reserve",
-                          static_cast<uint64_t>(static_cast<double>(sink.gpu_total()) * ov.fragmentation_fraction)));
-    }
-    sink.add(tensor_row(Component::CudaContext, Residence::Gpu, Dtype::Bytes, "CUDA context", ov.cuda_context_bytes));
-    sink.add(tensor_row(Component::CublasWorkspace, Residence::Gpu, Dtype::Bytes, "cuBLAS handle and workspace",
-                        ov.cublas_workspace_bytes));
-    uint64_t groups = (l.dp > 1) + (l.tp > 1) + (l.pp > 1) + (l.ep > 1) + (l.ep > 1 && l.dp / l.ep > 1);
-    if (l.emulated) groups = 0;
-    if (groups > 0) {
-      sink.add(tensor_row(Component::NcclBuffers, Residence::Gpu, Dtype::Bytes, "NCCL communicators",
-                          ov.nccl_first_communicator_bytes + (groups - 1) * ov.nccl_communicator_bytes));
-    }
+  const RuntimeOverheads& ov = in.options.overheads;
+  // The reserve is a fraction of the tensors above (not of the overheads).
+  if (ov.fragmentation_fraction > 0) {
+    sink.add(tensor_row(Component::Fragmentation, Residence::Gpu, Dtype::Bytes, "allocator fragmentation reserve",
+                        fragmentation_bytes(sink.gpu_total(), ov)));
   }
+  sink.add(tensor_row(Component::CudaContext, Residence::Gpu, Dtype::Bytes, "CUDA context", ov.cuda_context_bytes));
+  sink.add(tensor_row(Component::CublasWorkspace, Residence::Gpu, Dtype::Bytes, "cuBLAS handle and workspace",
+                      ov.cublas_workspace_bytes));
+  const uint64_t nccl = nccl_communicator_bytes(in.layout, ov);
+  if (nccl > 0) sink.add(tensor_row(Component::NcclBuffers, Residence::Gpu, Dtype::Bytes, "NCCL communicators", nccl));
+}
+
+StageParams stage_params(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage) {
+  return stage_params(v.r, in.layout, layers_on_stage(in.model.layers, in.layout, stage), stage);
 }
 
 template <class Sink>
 void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
-  emit_states(in, v, stage, sink);
+  emit_states(in, v, stage_params(in, v, stage), sink);
   emit_activations(in, v, stage, sink);
   emit_overheads(in, sink);
 }
@@ -312,6 +315,9 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
     p.act_stages[i] = stages[i];
     p.act_totals[i] = TotalsSink{};
     emit_activations(in, p, stages[i], p.act_totals[i]);
+    const StageParams sp = stage_params(in, p, stages[i]);
+    p.act_dense[i] = sp.dense;
+    p.act_experts[i] = sp.experts;
   }
 }
 
@@ -359,10 +365,23 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
     prepare_activations(prep, in, stages, count);
   }
   const uint64_t node_gpus = in.cluster.gpus_in_node;
+  // The runtime overheads are the same on every stage: summed once for sinks
+  // that keep per-residence totals only.
+  const RuntimeOverheads& ov = in.options.overheads;
+  uint64_t fixed_overheads = 0;
+  if constexpr (requires { Sink::kResidenceOnly; }) {
+    fixed_overheads = ov.cuda_context_bytes + ov.cublas_workspace_bytes + nccl_communicator_bytes(in.layout, ov);
+  }
   for (int i = 0; i < prep.act_count; ++i) {
     Sink sink(prep.act_totals[i]);
-    emit_states(in, prep, prep.act_stages[i], sink);
-    emit_overheads(in, sink);
+    const uint32_t stage = prep.act_stages[i];
+    const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp};
+    emit_states(in, prep, sp, sink);
+    if constexpr (requires { Sink::kResidenceOnly; }) {
+      sink.add_bytes(0, fragmentation_bytes(sink.gpu_total(), ov) + fixed_overheads);
+    } else {
+      emit_overheads(in, sink);
+    }
     if (i == 0 || sink.gpu_total() > best.gpu_bytes) {
       best.gpu_bytes = sink.gpu_total();
       best.stage = prep.act_stages[i];

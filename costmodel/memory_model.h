@@ -90,6 +90,7 @@ struct MemoryPrep {
   Schedule act_schedule = Schedule::OneFOneB;
   std::array<TotalsSink, 3> act_totals{};
   std::array<uint32_t, 3> act_stages{};
+  std::array<uint64_t, 3> act_dense{}, act_experts{};  // parameters each candidate stage holds
   int act_count = 0;
 };
 
