@@ -5,7 +5,7 @@
 // allocators' bytes by component beside the cost model's rows. What the CPU
 // executor runs so far: GPT-2 and Llama-style models, fp32, data parallelism
 // with ZeRO 0-2, gradient accumulation, optimizer offload to host memory,
-// full recompute (GPT-2 style); other plans are refused with a one-line
+// full recompute; other plans are refused with a one-line
 // reason on rank 0 and a non-zero exit on every rank.
 #include <chrono>
 #include <cstdlib>
@@ -50,7 +50,6 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
     refuse(std::string("precision ") + to_string(l.precision) + ": the CPU executor runs fp32 so far (emit with --precision fp32)");
   }
   if (l.recompute == Recompute::Selective) refuse("recompute selective: the CPU executor recomputes whole layers (none or full) so far");
-  if (l.recompute == Recompute::Full && p.model.mlp == MlpKind::SwiGlu) refuse("recompute full: not built for Llama-style models yet");
   if (l.recompute_layers != 0 || l.partition_activations || l.checkpoints_to_cpu) {
     refuse("recompute_layers / partition_activations / checkpoints_to_cpu: not built in the executor yet");
   }
@@ -244,6 +243,7 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   Memory memory;
   if (plan.model.mlp == MlpKind::SwiGlu) {
     LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device);
+    model.set_recompute(l.recompute == Recompute::Full);
     return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
   }
   GptModel<float> model(gpt_config(plan.model), 1234, &memory.device);

@@ -43,6 +43,40 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
 }
 
 template <class T>
+void LlamaModel<T>::layer_forward(int l, int slot, const T* x, int B, int Tn) {
+  const int C = c_.channels, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn;
+  const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
+  const size_t s = static_cast<size_t>(slot), att_size = static_cast<size_t>(B) * NH * Tn * Tn;
+  const T base = static_cast<T>(c_.rope_base);
+  T* xn1 = a_.xn1.data() + s * BT * C;
+  cpu::rmsnorm_forward(xn1, a_.rstd1.data() + s * BT, x, p(ATTN_NORM) + l * C, static_cast<int>(BT), C);
+  T* q = a_.q.data() + s * BT * QD;
+  T* k = a_.k.data() + s * BT * KD;
+  T* v = a_.v.data() + s * BT * KD;
+  cpu::matmul_forward<T>(q, xn1, p(WQ) + l * QD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
+  cpu::matmul_forward<T>(k, xn1, p(WK) + l * KD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  cpu::matmul_forward<T>(v, xn1, p(WV) + l * KD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  cpu::rope_forward(q, B, Tn, NH, hs, base);
+  cpu::rope_forward(k, B, Tn, KVH, hs, base);
+  T* atty = a_.atty.data() + s * BT * QD;
+  cpu::gqa_attention_forward(atty, a_.att.data() + s * att_size, q, k, v, B, Tn, NH, KVH, hs);
+  T* x2 = a_.x2.data() + s * BT * C;
+  cpu::matmul_forward<T>(x2, atty, p(WO) + l * C * QD, nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
+  for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
+  T* xn2 = a_.xn2.data() + s * BT * C;
+  cpu::rmsnorm_forward(xn2, a_.rstd2.data() + s * BT, x2, p(MLP_NORM) + l * C, static_cast<int>(BT), C);
+  T* gate = a_.gate.data() + s * BT * F;
+  T* up = a_.up.data() + s * BT * F;
+  T* h = a_.h.data() + s * BT * F;
+  cpu::matmul_forward<T>(gate, xn2, p(WGATE) + static_cast<size_t>(l) * F * C, nullptr, static_cast<int>(BT), C, F);
+  cpu::matmul_forward<T>(up, xn2, p(WUP) + static_cast<size_t>(l) * F * C, nullptr, static_cast<int>(BT), C, F);
+  cpu::swiglu_forward(h, gate, up, BT * F);
+  T* x3 = a_.x3.data() + l * BT * C;
+  cpu::matmul_forward<T>(x3, h, p(WDOWN) + static_cast<size_t>(l) * C * F, nullptr, static_cast<int>(BT), F, C);
+  for (size_t i = 0; i < BT * C; ++i) x3[i] += x2[i];
+}
+
+template <class T>
 T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
@@ -52,20 +86,24 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   };
   if (a_.ids.get_allocator().tracker() != tracker_) a_.ids = make_buffer<int>(tracker_, Component::Activations);
   a_.ids.assign(tokens, tokens + BT);
+  // With full recompute only one layer's activations exist at a time (the
+  // recompute workspace); every layer's input stays as its checkpoint.
+  const size_t slots = recompute_ ? 1 : static_cast<size_t>(L);
+  const Component layer_tag = recompute_ ? Component::RecomputeWorkspace : Component::Activations;
   size(a_.x0, BT * C);
-  size(a_.xn1, L * BT * C);
-  size(a_.rstd1, L * BT);
-  size(a_.q, L * BT * QD);
-  size(a_.k, L * BT * KD);
-  size(a_.v, L * BT * KD);
-  size(a_.att, L * static_cast<size_t>(B) * NH * Tn * Tn);
-  size(a_.atty, L * BT * QD);
-  size(a_.x2, L * BT * C);
-  size(a_.xn2, L * BT * C);
-  size(a_.rstd2, L * BT);
-  size(a_.gate, L * BT * F);
-  size(a_.up, L * BT * F);
-  size(a_.h, L * BT * F);
+  size(a_.xn1, slots * BT * C, layer_tag);
+  size(a_.rstd1, slots * BT, layer_tag);
+  size(a_.q, slots * BT * QD, layer_tag);
+  size(a_.k, slots * BT * KD, layer_tag);
+  size(a_.v, slots * BT * KD, layer_tag);
+  size(a_.att, slots * static_cast<size_t>(B) * NH * Tn * Tn, layer_tag);
+  size(a_.atty, slots * BT * QD, layer_tag);
+  size(a_.x2, slots * BT * C, layer_tag);
+  size(a_.xn2, slots * BT * C, layer_tag);
+  size(a_.rstd2, slots * BT, layer_tag);
+  size(a_.gate, slots * BT * F, layer_tag);
+  size(a_.up, slots * BT * F, layer_tag);
+  size(a_.h, slots * BT * F, layer_tag);
   size(a_.x3, L * BT * C);
   size(a_.xf, BT * C, Component::Logits);
   size(a_.rstdf, BT, Component::Logits);
@@ -74,36 +112,9 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
     const T* e = p(WTE) + static_cast<size_t>(tokens[i]) * C;
     std::copy(e, e + C, a_.x0.begin() + static_cast<std::ptrdiff_t>(i * C));
   }
-  const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
-  const T base = static_cast<T>(c_.rope_base);
   for (int l = 0; l < L; ++l) {
     const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
-    T* xn1 = a_.xn1.data() + l * BT * C;
-    cpu::rmsnorm_forward(xn1, a_.rstd1.data() + l * BT, x, p(ATTN_NORM) + l * C, static_cast<int>(BT), C);
-    T* q = a_.q.data() + l * BT * QD;
-    T* k = a_.k.data() + l * BT * KD;
-    T* v = a_.v.data() + l * BT * KD;
-    cpu::matmul_forward<T>(q, xn1, p(WQ) + l * QD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
-    cpu::matmul_forward<T>(k, xn1, p(WK) + l * KD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
-    cpu::matmul_forward<T>(v, xn1, p(WV) + l * KD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
-    cpu::rope_forward(q, B, Tn, NH, hs, base);
-    cpu::rope_forward(k, B, Tn, KVH, hs, base);
-    T* atty = a_.atty.data() + l * BT * QD;
-    cpu::gqa_attention_forward(atty, a_.att.data() + l * att_size, q, k, v, B, Tn, NH, KVH, hs);
-    T* x2 = a_.x2.data() + l * BT * C;
-    cpu::matmul_forward<T>(x2, atty, p(WO) + l * C * QD, nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
-    for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
-    T* xn2 = a_.xn2.data() + l * BT * C;
-    cpu::rmsnorm_forward(xn2, a_.rstd2.data() + l * BT, x2, p(MLP_NORM) + l * C, static_cast<int>(BT), C);
-    T* gate = a_.gate.data() + l * BT * F;
-    T* up = a_.up.data() + l * BT * F;
-    T* h = a_.h.data() + l * BT * F;
-    cpu::matmul_forward<T>(gate, xn2, p(WGATE) + static_cast<size_t>(l) * F * C, nullptr, static_cast<int>(BT), C, F);
-    cpu::matmul_forward<T>(up, xn2, p(WUP) + static_cast<size_t>(l) * F * C, nullptr, static_cast<int>(BT), C, F);
-    cpu::swiglu_forward(h, gate, up, BT * F);
-    T* x3 = a_.x3.data() + l * BT * C;
-    cpu::matmul_forward<T>(x3, h, p(WDOWN) + static_cast<size_t>(l) * C * F, nullptr, static_cast<int>(BT), F, C);
-    for (size_t i = 0; i < BT * C; ++i) x3[i] += x2[i];
+    layer_forward(l, recompute_ ? 0 : l, x, B, Tn);
   }
   const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
   cpu::rmsnorm_forward(a_.xf.data(), a_.rstdf.data(), last, p(FINAL_NORM), static_cast<int>(BT), C);
@@ -148,31 +159,34 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
             dprev = work(BT * C);
   for (int l = L - 1; l >= 0; --l) {
     const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
+    // Full recompute: rebuild this layer's activations from its saved input.
+    if (recompute_) layer_forward(l, 0, x, B, Tn);
+    const size_t s = recompute_ ? 0 : static_cast<size_t>(l);
     for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
       std::fill(vec->begin(), vec->end(), T(0));
     }
     // x3 = x2 + down(h)
     for (size_t i = 0; i < BT * C; ++i) dx2[i] += dx[i];
     cpu::matmul_backward<T>(dh.data(), g(WDOWN) + static_cast<size_t>(l) * C * F, nullptr, dx.data(),
-                            a_.h.data() + l * BT * F, p(WDOWN) + static_cast<size_t>(l) * C * F, static_cast<int>(BT), F, C);
-    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), a_.gate.data() + l * BT * F, a_.up.data() + l * BT * F, BT * F);
-    const T* xn2 = a_.xn2.data() + l * BT * C;
+                            a_.h.data() + s * BT * F, p(WDOWN) + static_cast<size_t>(l) * C * F, static_cast<int>(BT), F, C);
+    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), a_.gate.data() + s * BT * F, a_.up.data() + s * BT * F, BT * F);
+    const T* xn2 = a_.xn2.data() + s * BT * C;
     cpu::matmul_backward<T>(dxn2.data(), g(WGATE) + static_cast<size_t>(l) * F * C, nullptr, dgate.data(), xn2,
                             p(WGATE) + static_cast<size_t>(l) * F * C, static_cast<int>(BT), C, F);
     cpu::matmul_backward<T>(dxn2.data(), g(WUP) + static_cast<size_t>(l) * F * C, nullptr, dup.data(), xn2,
                             p(WUP) + static_cast<size_t>(l) * F * C, static_cast<int>(BT), C, F);
-    cpu::rmsnorm_backward(dx2.data(), g(MLP_NORM) + l * C, dxn2.data(), a_.x2.data() + l * BT * C, p(MLP_NORM) + l * C,
-                          a_.rstd2.data() + l * BT, static_cast<int>(BT), C);
+    cpu::rmsnorm_backward(dx2.data(), g(MLP_NORM) + l * C, dxn2.data(), a_.x2.data() + s * BT * C, p(MLP_NORM) + l * C,
+                          a_.rstd2.data() + s * BT, static_cast<int>(BT), C);
     // x2 = x + wo(atty)
     for (size_t i = 0; i < BT * C; ++i) dprev[i] += dx2[i];
-    cpu::matmul_backward<T>(datty.data(), g(WO) + l * C * QD, nullptr, dx2.data(), a_.atty.data() + l * BT * QD,
+    cpu::matmul_backward<T>(datty.data(), g(WO) + l * C * QD, nullptr, dx2.data(), a_.atty.data() + s * BT * QD,
                             p(WO) + l * C * QD, static_cast<int>(BT), static_cast<int>(QD), C);
-    cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), a_.q.data() + l * BT * QD,
-                                a_.k.data() + l * BT * KD, a_.v.data() + l * BT * KD, a_.att.data() + l * att_size, B, Tn,
+    cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), a_.q.data() + s * BT * QD,
+                                a_.k.data() + s * BT * KD, a_.v.data() + s * BT * KD, a_.att.data() + s * att_size, B, Tn,
                                 NH, KVH, hs);
     cpu::rope_backward(dq.data(), B, Tn, NH, hs, base);
     cpu::rope_backward(dk.data(), B, Tn, KVH, hs, base);
-    const T* xn1 = a_.xn1.data() + l * BT * C;
+    const T* xn1 = a_.xn1.data() + s * BT * C;
     cpu::matmul_backward<T>(dxn1.data(), g(WQ) + l * QD * C, nullptr, dq.data(), xn1, p(WQ) + l * QD * C,
                             static_cast<int>(BT), C, static_cast<int>(QD));
     cpu::matmul_backward<T>(dxn1.data(), g(WK) + l * KD * C, nullptr, dk.data(), xn1, p(WK) + l * KD * C,
@@ -180,7 +194,7 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
     cpu::matmul_backward<T>(dxn1.data(), g(WV) + l * KD * C, nullptr, dv.data(), xn1, p(WV) + l * KD * C,
                             static_cast<int>(BT), C, static_cast<int>(KD));
     cpu::rmsnorm_backward(dprev.data(), g(ATTN_NORM) + l * C, dxn1.data(), x, p(ATTN_NORM) + l * C,
-                          a_.rstd1.data() + l * BT, static_cast<int>(BT), C);
+                          a_.rstd1.data() + s * BT, static_cast<int>(BT), C);
     dx.swap(dprev);
   }
   for (size_t i = 0; i < BT; ++i) {

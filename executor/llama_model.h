@@ -3,7 +3,7 @@
 // the CPU reference kernels (ops_cpu.h, ops_llama_cpu.h). Parameters and
 // gradients are flat arrays; the count equals the cost model's
 // count_params() for the same shape (tested). Templated on the scalar.
-// Single rank, no recompute yet.
+// Single rank; optional full recompute.
 #pragma once
 
 #include <array>
@@ -32,6 +32,9 @@ class LlamaModel {
   // Fills grads (zeroed first unless `accumulate`).
   T forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
   T loss(const int* tokens, const int* targets, int B, int Tn);
+  // Full activation recompute: keep each layer's input only and rebuild the
+  // layer's activations during backward (same arithmetic, same gradients).
+  void set_recompute(bool on) { recompute_ = on; }
   // Elements of the saved activations after the last forward.
   size_t activation_elements() const;
   // Wall time of the last forward_backward's two halves.
@@ -49,6 +52,9 @@ class LlamaModel {
     Buffer<int> ids;
   } a_;
   TrackingAllocator* tracker_ = nullptr;
+  bool recompute_ = false;
+  // Layer l's forward from its input x, activations into slot `slot`, output into x3[l].
+  void layer_forward(int l, int slot, const T* x, int B, int Tn);
   T forward(const int* tokens, const int* targets, int B, int Tn);
   T* p(Tensor t) { return params.data() + offset_[t]; }
   T* g(Tensor t) { return grads.data() + offset_[t]; }

@@ -73,7 +73,6 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
         for (bool offload : {false, true}) {
           if (offload && zero == 0) continue;
           for (bool recompute : {false, true}) {
-            if (recompute && llama) continue;  // recompute is built for the GPT-2 style model only so far
             cases.push_back({llama, dp, zero, offload, recompute});
           }
         }
@@ -107,6 +106,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
     Measured mem;
     if (c.llama) {
       LlamaModel<float> model(llama_config(spec), 11, &mem.device);
+      model.set_recompute(c.recompute);
       worst = std::max(worst, check_step(model, c, mem, l, want));
     } else {
       GptModel<float> model(gpt_config(spec), 11, &mem.device);
