@@ -1,6 +1,8 @@
-// MpiCommunicator across real processes: run by ctest under
-// `mpirun -np 4 --oversubscribe`. Every rank runs every case; results are
-// checked against closed forms of the rank numbers.
+// MpiCommunicator and the data-parallel trainer across real processes: run
+// by ctest under `mpirun -np N --oversubscribe` for N = 1, 2, 4 and 8. Every
+// rank runs every case; collectives are checked against closed forms of the
+// rank numbers, training against one process on the whole batch and the
+// cost model's rows.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
@@ -8,6 +10,8 @@
 #include <numeric>
 #include <vector>
 
+#include "costmodel/memory_model.h"
+#include "costmodel/model_shape.h"
 #include "executor/data_parallel.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
@@ -67,66 +71,94 @@ TEST_CASE("broadcast and a ring of point-to-point transfers") {
   c.barrier();
 }
 
-TEST_CASE("data parallel with ZeRO 0, 1, 2 trains to the single-rank losses") {
+namespace {
+
+struct DpCase {
+  bool llama = false;
+  int zero = 0;
+  bool offload = false;
+  bool recompute = false;
+};
+
+// One data-parallel layout on this world: the same losses as one rank on the
+// whole batch (within 1e-4: the sums run in another order), the same
+// parameters on every rank afterwards, and each rank's model-state bytes
+// equal to the cost model's zeroplan rows for dp = world.
+template <class Model, class Config>
+void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCase& k) {
   MpiCommunicator& c = *g_comm;
-  const int world = c.size();
-  const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 16);
-  const int B = 4 * world, T = 8, local = B / world;
+  const int world = c.size(), mb = 2, ga = 2, T = 8, local = mb * ga, B = local * world;
+  const int vocab = static_cast<int>(spec.vocab_size);
   std::vector<int> tokens(B * T), targets(B * T);
   for (int i = 0; i < B * T; ++i) {
-    tokens[i] = (i * 5 + i / T) % 13;
-    targets[i] = (tokens[i] + 2) % 13;
+    tokens[i] = (i * 5 + i / T) % vocab;
+    targets[i] = (tokens[i] + 2) % vocab;
   }
   AdamConfig adam;
   adam.lr = 5e-3f;
-  // The reference: one rank on the whole batch (a group of one).
-  GptModel<float> reference(gpt_config(spec), 11);
+  Model reference(config, 11);  // one rank, the whole batch, plain data layout
   LoopbackCommunicator alone(0, 1);
-  DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
-  std::vector<float> expected;
-  for (int s = 0; s < 6; ++s) expected.push_back(ref_trainer.step(tokens.data(), targets.data(), B, T));
-  for (int stage = 0; stage <= 2; ++stage) {
-    CAPTURE(stage);
-    GptModel<float> model(gpt_config(spec), 11);  // same seed: same initial weights on every rank
-    DataParallelTrainer<GptModel<float>> trainer(model, c, stage, adam);
-    const int* my_tokens = tokens.data() + c.rank() * local * T;
-    const int* my_targets = targets.data() + c.rank() * local * T;
-    for (int s = 0; s < 6; ++s) {
-      const float loss = trainer.step(my_tokens, my_targets, local, T);
-      CHECK(loss == doctest::Approx(expected[s]).epsilon(1e-4));
-    }
-    if (stage > 0 && world > 1) CHECK(trainer.optimizer_state_elements() < 2 * model.params.size());
-    // Every rank holds the same parameters after the steps.
-    std::vector<float> first(model.params.begin(), model.params.end());
-    c.broadcast(first.data(), first.size(), 0);
-    double diff = 0;
-    for (size_t i = 0; i < first.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(first[i] - model.params[i])));
-    CHECK(diff == 0.0);
+  DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
+  TrackingAllocator device, host;
+  Model model(config, 11, &device);  // same seed: same initial weights on every rank
+  model.set_recompute(k.recompute);
+  DataParallelTrainer<Model> trainer(model, c, k.zero, adam, TrainerMemory{&device, &host, k.offload});
+  for (int s = 0; s < 4; ++s) {
+    const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * world);
+    const float loss = trainer.step(tokens.data() + c.rank() * local * T, targets.data() + c.rank() * local * T, mb, T, ga);
+    CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
+  }
+  std::vector<float> first(model.params.begin(), model.params.end());
+  c.broadcast(first.data(), first.size(), 0);
+  double diff = 0;
+  for (size_t i = 0; i < first.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(first[i] - model.params[i])));
+  CHECK(diff == 0.0);
+  Layout l;
+  l.dp = static_cast<uint32_t>(world);
+  l.zero_stage = static_cast<uint8_t>(k.zero);
+  l.offload_optimizer = k.offload ? Offload::Cpu : Offload::None;
+  l.recompute = k.recompute ? Recompute::Full : Recompute::None;
+  l.precision = Precision::Fp32;
+  l.attention = Attention::Materialized;
+  l.micro_batch = mb;
+  l.grad_accum = ga;
+  l.seq_len = T;
+  RowsSink rows;
+  memory_rows_for_stage({make_shape(spec), l, ClusterShape{}, resolve_options({}, l)}, 0, rows);
+  for (Component comp : {Component::Weights, Component::Gradients, Component::MainGradients, Component::OptimizerStates}) {
+    CAPTURE(to_string(comp));
+    CHECK(device.current_bytes(comp) == rows.totals().at(Residence::Gpu, comp));
+    CHECK(host.current_bytes(comp) == rows.totals().at(Residence::Host, comp));
   }
 }
 
-TEST_CASE("data parallel ZeRO-1 trains a Llama-style model to the single-rank losses") {
-  MpiCommunicator& c = *g_comm;
-  const int world = c.size();
-  const ModelSpec spec = test::tiny_llama(13);
-  const int B = 2 * world, T = 8, local = B / world;
-  std::vector<int> tokens(B * T), targets(B * T);
-  for (int i = 0; i < B * T; ++i) {
-    tokens[i] = (i * 3 + i / T) % 13;
-    targets[i] = (tokens[i] + 5) % 13;
+}  // namespace
+
+TEST_CASE("every data-parallel layout trains to the single-rank losses and holds the cost model's model states") {
+  int cases = 0;
+  for (bool llama : {false, true}) {
+    for (int zero = 0; zero <= 2; ++zero) {
+      for (bool offload : {false, true}) {
+        if (offload && zero == 0) continue;
+        for (bool recompute : {false, true}) {
+          const DpCase k{llama, zero, offload, recompute};
+          CAPTURE(llama);
+          CAPTURE(zero);
+          CAPTURE(offload);
+          CAPTURE(recompute);
+          if (llama) {
+            const ModelSpec spec = test::tiny_llama(13);
+            check_layout_trains<LlamaModel<float>>(spec, llama_config(spec), k);
+          } else {
+            const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 16);
+            check_layout_trains<GptModel<float>>(spec, gpt_config(spec), k);
+          }
+          ++cases;
+        }
+      }
+    }
   }
-  AdamConfig adam;
-  adam.lr = 5e-3f;
-  LlamaModel<float> reference(llama_config(spec), 4);
-  LoopbackCommunicator alone(0, 1);
-  DataParallelTrainer<LlamaModel<float>> ref_trainer(reference, alone, 0, adam);
-  LlamaModel<float> model(llama_config(spec), 4);
-  DataParallelTrainer<LlamaModel<float>> trainer(model, c, 1, adam);
-  for (int s = 0; s < 4; ++s) {
-    const float expected = ref_trainer.step(tokens.data(), targets.data(), B, T);
-    const float loss = trainer.step(tokens.data() + c.rank() * local * T, targets.data() + c.rank() * local * T, local, T);
-    CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
-  }
+  CHECK(cases == 20);
 }
 
 int main(int argc, char** argv) {
