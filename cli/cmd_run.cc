@@ -20,6 +20,7 @@
 #include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
+#include "executor/timed_communicator.h"
 #include "cli/plan_file.h"
 #include "costmodel/memory_model.h"
 #include "costmodel/model_shape.h"
@@ -98,6 +99,16 @@ std::array<uint64_t, kNumComponents> current(const TrackingAllocator& a) {
   return out;
 }
 
+// Calls, bytes and seconds of each kind of collective made since the last reset.
+Json collective_stats(const TimedCommunicator& timed) {
+  Json out = Json::object();
+  for (int i = 0; i < kNumCollectives; ++i) {
+    const CollectiveStats& s = timed.stats(static_cast<Collective>(i));
+    if (s.calls > 0) out[to_string(static_cast<Collective>(i))] = {{"calls", s.calls}, {"bytes", s.bytes}, {"seconds", s.seconds}};
+  }
+  return out;
+}
+
 // Measured against predicted: model states exactly, the activation side
 // (activations, recompute workspace, logits) as a relative error.
 Json comparison(const std::array<uint64_t, kNumComponents>& device, const std::array<uint64_t, kNumComponents>& host,
@@ -128,7 +139,9 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   AdamConfig adam;
   adam.lr = 3e-3f;
   TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None};
-  DataParallelTrainer<Model> trainer(model, comm, l.zero_stage, adam, trainer_memory);
+  // Every collective the trainer makes is counted and timed, step by step.
+  TimedCommunicator timed(comm);
+  DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   const int local = mb * ga;
   std::unique_ptr<ByteCorpus> bytes;
@@ -142,6 +155,7 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
     const int first_row = comm.rank() * local;
     const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, local, T)
                           : synthetic.batch(static_cast<uint64_t>(s), first_row, local, T);
+    timed.reset();
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -149,7 +163,8 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
     step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds},
                          {"phases_s", {{"forward", ph.forward_s}, {"backward", ph.backward_s},
                                        {"gradient_sync", ph.gradient_sync_s}, {"optimizer", ph.optimizer_s},
-                                       {"parameter_gather", ph.parameter_gather_s}}}});
+                                       {"parameter_gather", ph.parameter_gather_s}}},
+                         {"collectives", collective_stats(timed)}});
     if (leader) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
   if (!leader) return 0;

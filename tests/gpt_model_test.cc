@@ -7,14 +7,19 @@
 #include <cstdio>
 #include <random>
 
+#include "costmodel/cluster.h"
+#include "costmodel/collectives.h"
+#include "costmodel/time_model.h"
 #include "executor/checkpoint.h"
 #include "executor/data.h"
 #include "executor/data_parallel.h"
 #include "executor/gpt_model.h"
 #include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
+#include "executor/timed_communicator.h"
 #include "models/input_error.h"
 #include "models/param_count.h"
+#include "test_support.h"
 #include "tiny_models.h"
 
 using namespace zp;
@@ -241,4 +246,50 @@ TEST_CASE("the trainer times its phases") {
   CHECK(trainer.last_phases().forward_s > 0);
   CHECK(trainer.last_phases().backward_s > 0);
   CHECK(trainer.last_phases().optimizer_s > 0);
+}
+
+TEST_CASE("per-collective timing: the trainer's calls are the time model's data-parallel rows") {
+  // 4 emulated ranks, 3 micro-batches: ZeRO-0 all-reduces once, ZeRO-1
+  // reduce-scatters once, ZeRO-2 once per micro-batch; ZeRO-1/2 all-gather
+  // the parameters once (zeroplan's time model, costmodel/time_model.cc).
+  const ModelSpec spec = test::tiny_gpt(16, 8, 2, 2, 16);
+  const ModelShape shape = make_shape(spec);
+  const Cluster cluster = make_cluster(test::catalog(), "H100-80GB", "", 4);
+  const Network net = make_network(cluster, Catalog::builtin_data_dir());
+  const SyntheticCorpus corpus(16, 1);
+  const Batch b = corpus.batch(0, 0, 6, 8);
+  for (int zero = 0; zero <= 2; ++zero) {
+    CAPTURE(zero);
+    GptModel<float> model(gpt_config(spec), 1);
+    LoopbackCommunicator rank(3, 4);
+    TimedCommunicator timed(rank);
+    DataParallelTrainer<GptModel<float>> trainer(model, timed, zero, AdamConfig{});
+    trainer.step(b.tokens.data(), b.targets.data(), 2, 8, 3);
+    Layout l;
+    l.dp = 4;
+    l.zero_stage = static_cast<uint8_t>(zero);
+    l.micro_batch = 2;
+    l.grad_accum = 3;
+    l.seq_len = 8;
+    l.precision = Precision::Fp32;
+    const StepTime t = evaluate_time({shape, l, cluster.gpu, cluster.node, net});
+    double model_rs = 0, model_ag = 0, model_ar = 0;
+    for (int i = 0; i < t.comm_rows; ++i) {
+      const std::string what = t.comm[i].collective;
+      if (std::string(t.comm[i].dimension) != "dp") continue;
+      if (what.rfind("reduce-scatter", 0) == 0) model_rs += t.comm[i].calls;
+      if (what.rfind("all-gather", 0) == 0) model_ag += t.comm[i].calls;
+      if (what.rfind("all-reduce", 0) == 0) model_ar += t.comm[i].calls;
+    }
+    CHECK(timed.stats(Collective::ReduceScatter).calls == static_cast<uint64_t>(model_rs));
+    CHECK(timed.stats(Collective::AllGather).calls == static_cast<uint64_t>(model_ag));
+    // The trainer all-reduces the loss (4 bytes) besides the gradients.
+    CHECK(timed.stats(Collective::AllReduce).calls == static_cast<uint64_t>(model_ar) + 1);
+    if (zero > 0) {
+      // Each reduce-scatter moves the whole (padded) gradient: the model's buffer, rounded up to 4 equal shards.
+      const uint64_t padded = (model.params.size() + 3) / 4 * 4 * sizeof(float);
+      CHECK(timed.stats(Collective::ReduceScatter).bytes == padded * timed.stats(Collective::ReduceScatter).calls);
+    }
+    CHECK(timed.stats(Collective::AllReduce).seconds >= 0);
+  }
 }
