@@ -1,8 +1,11 @@
 // A GPT-2 style decoder (LayerNorm, GELU, learned positions, tied embeddings,
 // biases) with a hand-written backward, on the CPU reference kernels
 // (ops_cpu.h): the first model of the executor (issue 6). Parameters and
-// gradients are flat arrays in llm.c's order; the count equals the cost
-// model's count_params() for the same shape (tested). Templated on the
+// gradients are flat arrays laid out unit by unit (the embedding: wte, wpe;
+// each layer: ln1, qkv, attention projection, ln2, fc, fc projection, weights
+// before biases; the final norm), so that ZeRO-3 can gather one unit at a
+// time; the count equals the cost model's count_params() for the same shape
+// (tested). Templated on the
 // scalar: double for finite-difference tests, float for training. Single
 // rank; the parallel strategies come next.
 #pragma once
@@ -11,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "executor/param_units.h"
 #include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
 
@@ -40,6 +44,13 @@ class GptModel {
 
   Buffer<T> params, grads;
   const GptConfig& config() const { return c_; }
+  // Units: 0 the embedding, 1..L the layers, L+1 the final norm.
+  int num_units() const { return c_.layers + 2; }
+  size_t unit_offset(int unit) const { return unit_offset_[static_cast<size_t>(unit)]; }
+  size_t unit_size(int unit) const { return unit_offset_[static_cast<size_t>(unit) + 1] - unit_offset(unit); }
+  // From now on take parameters and gradient buffers from `units` (ZeRO-3);
+  // params and grads may then be released.
+  void set_unit_provider(UnitProvider<T>* units) { units_ = units; }
   // Full activation recompute: keep each layer's input only and rebuild the
   // layer's activations during backward (same arithmetic, same gradients).
   void set_recompute(bool on) { recompute_ = on; }
@@ -50,9 +61,14 @@ class GptModel {
   double last_forward_s = 0, last_backward_s = 0;
 
  private:
-  // Offsets of the 16 parameter tensors in `params`.
-  enum Tensor { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW, FCPROJB, LNFW, LNFB, kTensors };
-  std::array<size_t, kTensors + 1> offset_{};
+  // The tensors of one layer unit, in order, and their offsets in the unit.
+  enum LayerTensor { LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW, FCPROJB, kLayerTensors };
+  std::array<size_t, kLayerTensors + 1> layer_off_{};
+  std::vector<size_t> unit_offset_;  // num_units() + 1 entries
+  // Where each unit's parameters and gradients are now.
+  std::vector<const T*> unit_p_;
+  std::vector<T*> unit_g_;
+  UnitProvider<T>* units_ = nullptr;
   GptConfig c_;
   // Activations of the last forward (sized for B*T), laid out as the cost
   // model's rows (costmodel/activations.h, zeroplan accounting): per layer its
@@ -74,8 +90,13 @@ class GptModel {
   T forward(const int* tokens, const int* targets, int B, int Tn);
   // Layer l's forward from `residual`, activations into slot `slot`, output into residual3[l].
   void layer_forward(int l, int slot, const T* residual, int B, int Tn);
-  T* p(Tensor t) { return params.data() + offset_[t]; }
-  T* g(Tensor t) { return grads.data() + offset_[t]; }
+  void acquire(int unit);
+  void release(int unit);
+  void open_gradients(int unit);
+  void finish_gradients(int unit);
+  const T* w(LayerTensor t, int l) const { return unit_p_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
+  T* gw(LayerTensor t, int l) { return unit_g_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
+  size_t wpe_offset() const { return static_cast<size_t>(c_.vocab) * c_.channels; }
 };
 
 // AdamW on flat fp32 arrays (decoupled weight decay, bias correction).

@@ -27,19 +27,57 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
       tracker_(tracker) {
   const size_t V = c.vocab, L = c.layers, C = c.channels, F = c.ffn;
   const size_t QD = static_cast<size_t>(c.heads) * c.head_dim, KD = static_cast<size_t>(c.kv_heads) * c.head_dim;
-  const std::array<size_t, kTensors> sizes = {V * C, L * C, L * QD * C, L * KD * C, L * KD * C, L * C * QD,
-                                              L * C, L * F * C, L * F * C, L * C * F, C, V * C};
-  for (int i = 0; i < kTensors; ++i) offset_[i + 1] = offset_[i] + sizes[i];
-  params.assign(offset_[kTensors], T(0));
-  grads.assign(offset_[kTensors], T(0));
+  const std::array<size_t, kLayerTensors> layer_sizes = {C, QD * C, KD * C, KD * C, C * QD, C, F * C, F * C, C * F};
+  for (int i = 0; i < kLayerTensors; ++i) layer_off_[i + 1] = layer_off_[i] + layer_sizes[i];
+  // Units: the embedding, the layers, the final norm and the output layer.
+  unit_offset_.assign(L + 3, 0);
+  unit_offset_[1] = V * C;
+  for (size_t l = 0; l < L; ++l) unit_offset_[l + 2] = unit_offset_[l + 1] + layer_off_[kLayerTensors];
+  unit_offset_[L + 2] = unit_offset_[L + 1] + C + V * C;
+  params.assign(unit_offset_.back(), T(0));
+  grads.assign(unit_offset_.back(), T(0));
+  unit_p_.assign(L + 2, nullptr);
+  unit_g_.assign(L + 2, nullptr);
+  // N(0, 0.02) weights and unit norm gains, drawn tensor by tensor, layer by layer.
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 0.02);
-  for (Tensor t : {WTE, WQ, WK, WV, WO, WGATE, WUP, WDOWN, HEAD}) {
-    for (size_t i = offset_[t]; i < offset_[t + 1]; ++i) params[i] = static_cast<T>(normal(rng));
+  for (size_t i = 0; i < V * C; ++i) params[i] = static_cast<T>(normal(rng));
+  for (LayerTensor t : {WQ, WK, WV, WO, WGATE, WUP, WDOWN}) {
+    for (size_t l = 0; l < L; ++l) {
+      T* w = params.data() + unit_offset_[l + 1] + layer_off_[t];
+      for (size_t i = 0; i < layer_sizes[t]; ++i) w[i] = static_cast<T>(normal(rng));
+    }
   }
-  for (Tensor t : {ATTN_NORM, MLP_NORM, FINAL_NORM}) {
-    for (size_t i = offset_[t]; i < offset_[t + 1]; ++i) params[i] = T(1);
+  T* head = params.data() + unit_offset_[L + 1] + C;
+  for (size_t i = 0; i < V * C; ++i) head[i] = static_cast<T>(normal(rng));
+  for (LayerTensor t : {ATTN_NORM, MLP_NORM}) {
+    for (size_t l = 0; l < L; ++l) std::fill_n(params.data() + unit_offset_[l + 1] + layer_off_[t], C, T(1));
   }
+  std::fill_n(params.data() + unit_offset_[L + 1], C, T(1));
+}
+
+template <class T>
+void LlamaModel<T>::acquire(int unit) {
+  const auto u = static_cast<size_t>(unit);
+  unit_p_[u] = units_ ? units_->acquire(unit) : params.data() + unit_offset_[u];
+}
+
+template <class T>
+void LlamaModel<T>::release(int unit) {
+  if (units_) units_->release(unit);
+  unit_p_[static_cast<size_t>(unit)] = nullptr;
+}
+
+template <class T>
+void LlamaModel<T>::open_gradients(int unit) {
+  const auto u = static_cast<size_t>(unit);
+  unit_g_[u] = units_ ? units_->gradients(unit) : grads.data() + unit_offset_[u];
+}
+
+template <class T>
+void LlamaModel<T>::finish_gradients(int unit) {
+  if (units_) units_->finished(unit);
+  unit_g_[static_cast<size_t>(unit)] = nullptr;
 }
 
 template <class T>
@@ -49,30 +87,30 @@ void LlamaModel<T>::layer_forward(int l, int slot, const T* x, int B, int Tn) {
   const size_t s = static_cast<size_t>(slot), att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const T base = static_cast<T>(c_.rope_base);
   T* xn1 = a_.xn1.data() + s * BT * C;
-  cpu::rmsnorm_forward(xn1, a_.rstd1.data() + s * BT, x, p(ATTN_NORM) + l * C, static_cast<int>(BT), C);
+  cpu::rmsnorm_forward(xn1, a_.rstd1.data() + s * BT, x, w(ATTN_NORM, l), static_cast<int>(BT), C);
   T* q = a_.q.data() + s * BT * QD;
   T* k = a_.k.data() + s * BT * KD;
   T* v = a_.v.data() + s * BT * KD;
-  cpu::matmul_forward<T>(q, xn1, p(WQ) + l * QD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
-  cpu::matmul_forward<T>(k, xn1, p(WK) + l * KD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
-  cpu::matmul_forward<T>(v, xn1, p(WV) + l * KD * C, nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  cpu::matmul_forward<T>(q, xn1, w(WQ, l), nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
+  cpu::matmul_forward<T>(k, xn1, w(WK, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  cpu::matmul_forward<T>(v, xn1, w(WV, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
   cpu::rope_forward(q, B, Tn, NH, hs, base);
   cpu::rope_forward(k, B, Tn, KVH, hs, base);
   T* atty = a_.atty.data() + s * BT * QD;
   cpu::gqa_attention_forward(atty, a_.att.data() + s * att_size, q, k, v, B, Tn, NH, KVH, hs);
   T* x2 = a_.x2.data() + s * BT * C;
-  cpu::matmul_forward<T>(x2, atty, p(WO) + l * C * QD, nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
+  cpu::matmul_forward<T>(x2, atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
   for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
   T* xn2 = a_.xn2.data() + s * BT * C;
-  cpu::rmsnorm_forward(xn2, a_.rstd2.data() + s * BT, x2, p(MLP_NORM) + l * C, static_cast<int>(BT), C);
+  cpu::rmsnorm_forward(xn2, a_.rstd2.data() + s * BT, x2, w(MLP_NORM, l), static_cast<int>(BT), C);
   T* gate = a_.gate.data() + s * BT * F;
   T* up = a_.up.data() + s * BT * F;
   T* h = a_.h.data() + s * BT * F;
-  cpu::matmul_forward<T>(gate, xn2, p(WGATE) + static_cast<size_t>(l) * F * C, nullptr, static_cast<int>(BT), C, F);
-  cpu::matmul_forward<T>(up, xn2, p(WUP) + static_cast<size_t>(l) * F * C, nullptr, static_cast<int>(BT), C, F);
+  cpu::matmul_forward<T>(gate, xn2, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
+  cpu::matmul_forward<T>(up, xn2, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
   cpu::swiglu_forward(h, gate, up, BT * F);
   T* x3 = a_.x3.data() + l * BT * C;
-  cpu::matmul_forward<T>(x3, h, p(WDOWN) + static_cast<size_t>(l) * C * F, nullptr, static_cast<int>(BT), F, C);
+  cpu::matmul_forward<T>(x3, h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
   for (size_t i = 0; i < BT * C; ++i) x3[i] += x2[i];
 }
 
@@ -108,17 +146,26 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   size(a_.xf, BT * C, Component::Logits);
   size(a_.rstdf, BT, Component::Logits);
   size(a_.logits, BT * V, Component::Logits);
+  // Each unit's parameters are acquired for the ops that use them and released after.
+  acquire(0);
   for (size_t i = 0; i < BT; ++i) {
-    const T* e = p(WTE) + static_cast<size_t>(tokens[i]) * C;
+    const T* e = unit_p_[0] + static_cast<size_t>(tokens[i]) * C;
     std::copy(e, e + C, a_.x0.begin() + static_cast<std::ptrdiff_t>(i * C));
   }
+  release(0);
   for (int l = 0; l < L; ++l) {
     const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
+    acquire(l + 1);
     layer_forward(l, recompute_ ? 0 : l, x, B, Tn);
+    release(l + 1);
   }
   const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
-  cpu::rmsnorm_forward(a_.xf.data(), a_.rstdf.data(), last, p(FINAL_NORM), static_cast<int>(BT), C);
-  cpu::matmul_forward<T>(a_.logits.data(), a_.xf.data(), p(HEAD), nullptr, static_cast<int>(BT), C, V);
+  const int final_unit = L + 1;
+  acquire(final_unit);
+  const T* final_norm = unit_p_[static_cast<size_t>(final_unit)];
+  cpu::rmsnorm_forward(a_.xf.data(), a_.rstdf.data(), last, final_norm, static_cast<int>(BT), C);
+  cpu::matmul_forward<T>(a_.logits.data(), a_.xf.data(), final_norm + C, nullptr, static_cast<int>(BT), C, V);
+  release(final_unit);
   return cpu::crossentropy_forward_backward(a_.logits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
 }
 
@@ -147,18 +194,27 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const T base = static_cast<T>(c_.rope_base);
-  if (!accumulate) std::fill(grads.begin(), grads.end(), T(0));
+  if (!accumulate && !units_) std::fill(grads.begin(), grads.end(), T(0));
   // Backward's activation gradients: one layer's worth, workspace.
   auto work = [this](size_t n) { return make_buffer<T>(tracker_, Component::Workspace, n); };
   Buffer<T> dx = work(BT * C), dxf = work(BT * C);
-  cpu::matmul_backward<T>(dxf.data(), g(HEAD), nullptr, a_.logits.data(), a_.xf.data(), p(HEAD), static_cast<int>(BT), C, V);
+  const int final_unit = L + 1;
+  acquire(final_unit);
+  open_gradients(final_unit);
+  const T* final_norm = unit_p_[static_cast<size_t>(final_unit)];
+  T* gfinal = unit_g_[static_cast<size_t>(final_unit)];
+  cpu::matmul_backward<T>(dxf.data(), gfinal + C, nullptr, a_.logits.data(), a_.xf.data(), final_norm + C, static_cast<int>(BT), C, V);
   const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
-  cpu::rmsnorm_backward(dx.data(), g(FINAL_NORM), dxf.data(), last, p(FINAL_NORM), a_.rstdf.data(), static_cast<int>(BT), C);
+  cpu::rmsnorm_backward(dx.data(), gfinal, dxf.data(), last, final_norm, a_.rstdf.data(), static_cast<int>(BT), C);
+  finish_gradients(final_unit);
+  release(final_unit);
   Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), dx2 = work(BT * C),
             datty = work(BT * QD), dq = work(BT * QD), dk = work(BT * KD), dv = work(BT * KD), dxn1 = work(BT * C),
             dprev = work(BT * C);
   for (int l = L - 1; l >= 0; --l) {
     const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
+    acquire(l + 1);
+    open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
     if (recompute_) layer_forward(l, 0, x, B, Tn);
     const size_t s = recompute_ ? 0 : static_cast<size_t>(l);
@@ -167,40 +223,44 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
     }
     // x3 = x2 + down(h)
     for (size_t i = 0; i < BT * C; ++i) dx2[i] += dx[i];
-    cpu::matmul_backward<T>(dh.data(), g(WDOWN) + static_cast<size_t>(l) * C * F, nullptr, dx.data(),
-                            a_.h.data() + s * BT * F, p(WDOWN) + static_cast<size_t>(l) * C * F, static_cast<int>(BT), F, C);
+    cpu::matmul_backward<T>(dh.data(), gw(WDOWN, l), nullptr, dx.data(),
+                            a_.h.data() + s * BT * F, w(WDOWN, l), static_cast<int>(BT), F, C);
     cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), a_.gate.data() + s * BT * F, a_.up.data() + s * BT * F, BT * F);
     const T* xn2 = a_.xn2.data() + s * BT * C;
-    cpu::matmul_backward<T>(dxn2.data(), g(WGATE) + static_cast<size_t>(l) * F * C, nullptr, dgate.data(), xn2,
-                            p(WGATE) + static_cast<size_t>(l) * F * C, static_cast<int>(BT), C, F);
-    cpu::matmul_backward<T>(dxn2.data(), g(WUP) + static_cast<size_t>(l) * F * C, nullptr, dup.data(), xn2,
-                            p(WUP) + static_cast<size_t>(l) * F * C, static_cast<int>(BT), C, F);
-    cpu::rmsnorm_backward(dx2.data(), g(MLP_NORM) + l * C, dxn2.data(), a_.x2.data() + s * BT * C, p(MLP_NORM) + l * C,
+    cpu::matmul_backward<T>(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2,
+                            w(WGATE, l), static_cast<int>(BT), C, F);
+    cpu::matmul_backward<T>(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2,
+                            w(WUP, l), static_cast<int>(BT), C, F);
+    cpu::rmsnorm_backward(dx2.data(), gw(MLP_NORM, l), dxn2.data(), a_.x2.data() + s * BT * C, w(MLP_NORM, l),
                           a_.rstd2.data() + s * BT, static_cast<int>(BT), C);
     // x2 = x + wo(atty)
     for (size_t i = 0; i < BT * C; ++i) dprev[i] += dx2[i];
-    cpu::matmul_backward<T>(datty.data(), g(WO) + l * C * QD, nullptr, dx2.data(), a_.atty.data() + s * BT * QD,
-                            p(WO) + l * C * QD, static_cast<int>(BT), static_cast<int>(QD), C);
+    cpu::matmul_backward<T>(datty.data(), gw(WO, l), nullptr, dx2.data(), a_.atty.data() + s * BT * QD,
+                            w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
     cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), a_.q.data() + s * BT * QD,
                                 a_.k.data() + s * BT * KD, a_.v.data() + s * BT * KD, a_.att.data() + s * att_size, B, Tn,
                                 NH, KVH, hs);
     cpu::rope_backward(dq.data(), B, Tn, NH, hs, base);
     cpu::rope_backward(dk.data(), B, Tn, KVH, hs, base);
     const T* xn1 = a_.xn1.data() + s * BT * C;
-    cpu::matmul_backward<T>(dxn1.data(), g(WQ) + l * QD * C, nullptr, dq.data(), xn1, p(WQ) + l * QD * C,
+    cpu::matmul_backward<T>(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l),
                             static_cast<int>(BT), C, static_cast<int>(QD));
-    cpu::matmul_backward<T>(dxn1.data(), g(WK) + l * KD * C, nullptr, dk.data(), xn1, p(WK) + l * KD * C,
+    cpu::matmul_backward<T>(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l),
                             static_cast<int>(BT), C, static_cast<int>(KD));
-    cpu::matmul_backward<T>(dxn1.data(), g(WV) + l * KD * C, nullptr, dv.data(), xn1, p(WV) + l * KD * C,
+    cpu::matmul_backward<T>(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l),
                             static_cast<int>(BT), C, static_cast<int>(KD));
-    cpu::rmsnorm_backward(dprev.data(), g(ATTN_NORM) + l * C, dxn1.data(), x, p(ATTN_NORM) + l * C,
+    cpu::rmsnorm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1.data(), x, w(ATTN_NORM, l),
                           a_.rstd1.data() + s * BT, static_cast<int>(BT), C);
+    finish_gradients(l + 1);
+    release(l + 1);
     dx.swap(dprev);
   }
+  open_gradients(0);
   for (size_t i = 0; i < BT; ++i) {
-    T* e = g(WTE) + static_cast<size_t>(a_.ids[i]) * C;
+    T* e = unit_g_[0] + static_cast<size_t>(a_.ids[i]) * C;
     for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
   }
+  finish_gradients(0);
   last_backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - middle).count();
   return loss_value;
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "executor/param_units.h"
 #include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
 
@@ -40,10 +41,27 @@ class LlamaModel {
   // Wall time of the last forward_backward's two halves.
   double last_forward_s = 0, last_backward_s = 0;
   Buffer<T> params, grads;
+  // Parameters and gradients are laid out unit by unit: 0 the embedding,
+  // 1..L the layers, L+1 the final norm and the output layer.
+  int num_units() const { return c_.layers + 2; }
+  size_t unit_offset(int unit) const { return unit_offset_[static_cast<size_t>(unit)]; }
+  size_t unit_size(int unit) const { return unit_offset_[static_cast<size_t>(unit) + 1] - unit_offset(unit); }
+  // From now on take parameters and gradient buffers from `units` (ZeRO-3).
+  void set_unit_provider(UnitProvider<T>* units) { units_ = units; }
 
  private:
-  enum Tensor { WTE, ATTN_NORM, WQ, WK, WV, WO, MLP_NORM, WGATE, WUP, WDOWN, FINAL_NORM, HEAD, kTensors };
-  std::array<size_t, kTensors + 1> offset_{};
+  enum LayerTensor { ATTN_NORM, WQ, WK, WV, WO, MLP_NORM, WGATE, WUP, WDOWN, kLayerTensors };
+  std::array<size_t, kLayerTensors + 1> layer_off_{};
+  std::vector<size_t> unit_offset_;
+  std::vector<const T*> unit_p_;
+  std::vector<T*> unit_g_;
+  UnitProvider<T>* units_ = nullptr;
+  void acquire(int unit);
+  void release(int unit);
+  void open_gradients(int unit);
+  void finish_gradients(int unit);
+  const T* w(LayerTensor t, int l) const { return unit_p_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
+  T* gw(LayerTensor t, int l) { return unit_g_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
   LlamaConfig c_;
   // Saved for backward, as the cost model's rows; the RMSNorm statistics on
   // top; the cross-entropy writes the logits' gradient over the logits.
@@ -56,8 +74,6 @@ class LlamaModel {
   // Layer l's forward from its input x, activations into slot `slot`, output into x3[l].
   void layer_forward(int l, int slot, const T* x, int B, int Tn);
   T forward(const int* tokens, const int* targets, int B, int Tn);
-  T* p(Tensor t) { return params.data() + offset_[t]; }
-  T* g(Tensor t) { return grads.data() + offset_[t]; }
 };
 
 }  // namespace zp
