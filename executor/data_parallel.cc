@@ -10,13 +10,28 @@ template <class Model>
 DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam,
                                                 TrainerMemory memory)
     : model_(model), comm_(comm), stage_(zero_stage), adam_(adam), memory_(memory) {
-  if (zero_stage < 0 || zero_stage > 2) throw std::runtime_error("data parallel: ZeRO stage 0-2 (stage 3 is not built yet)");
+  if (zero_stage < 0 || zero_stage > 3) throw std::runtime_error("data parallel: ZeRO stage 0-3");
   if (memory.offload_optimizer && zero_stage == 0) throw std::runtime_error("optimizer offload needs ZeRO stage 1 or higher");
   const size_t n = model.params.size(), world = static_cast<size_t>(comm.size());
   TrackingAllocator* dev = memory.device;
   // Offloaded optimizer states live in host memory (the cost model's rules:
   // the moments and an fp32 gradient partition move, costmodel/model_states.cc).
   TrackingAllocator* opt = memory.offload_optimizer ? memory.host : dev;
+  if (stage_ == 3) {
+    std::vector<size_t> units;
+    for (int u = 0; u < model.num_units(); ++u) units.push_back(model.unit_size(u));
+    zero3_ = std::make_unique<Zero3Units>(comm, units, dev, memory.offload_optimizer ? memory.host : dev,
+                                          memory.offload_optimizer ? Component::MainGradients : Component::Gradients);
+    // The model was built whole (as DeepSpeed does without zero.Init); keep
+    // this rank's partition and give the whole copies back.
+    zero3_->partition(model.params.data());
+    model.set_unit_provider(zero3_.get());
+    Buffer<float>(model.params.get_allocator()).swap(model.params);
+    Buffer<float>(model.grads.get_allocator()).swap(model.grads);
+    m_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
+    v_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
+    return;
+  }
   const size_t states = stage_ == 0 ? n : (n + world - 1) / world;
   m_ = make_buffer<float>(opt, Component::OptimizerStates, states);
   v_ = make_buffer<float>(opt, Component::OptimizerStates, states);
@@ -58,6 +73,25 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
   phases_ = Phases{};
   float loss = 0;
   const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
+  if (stage_ == 3) {
+    // Gathers and reduce-scatters happen inside forward and backward (the
+    // model asks Zero3Units for each unit), so they count in those phases.
+    zero3_->zero_gradients();
+    for (int k = 0; k < micro_batches; ++k) {
+      loss += model_.forward_backward(tokens + k * per_micro, targets + k * per_micro, micro_batch, Tn);
+      phases_.forward_s += model_.last_forward_s;
+      phases_.backward_s += model_.last_backward_s;
+    }
+    comm_.all_reduce_sum(&loss, 1);
+    const float scale = 1.0f / (world * static_cast<float>(micro_batches));
+    ++steps_;
+    const auto t = Clock::now();
+    for (float& g : zero3_->gradients_) g *= scale;
+    adamw_step(zero3_->params.data(), zero3_->gradients_.data(), m_.data(), v_.data(), zero3_->shard_size(), steps_,
+               adam_.lr, adam_.beta1, adam_.beta2, adam_.eps, adam_.weight_decay);
+    phases_.optimizer_s = since(t);
+    return loss * scale;
+  }
   for (int k = 0; k < micro_batches; ++k) {
     // Stage 0 and 1 accumulate in the full buffer; stage 2 reduce-scatters each micro-batch.
     const bool accumulate = stage_ < 2 && k > 0;
@@ -111,7 +145,11 @@ template <class Model>
 CheckpointState DataParallelTrainer<Model>::state() const {
   CheckpointState s;
   s.step = static_cast<uint64_t>(steps_);
-  s.params.assign(model_.params.begin(), model_.params.end());
+  if (zero3_) {
+    s.params.assign(zero3_->params.begin(), zero3_->params.end());
+  } else {
+    s.params.assign(model_.params.begin(), model_.params.end());
+  }
   s.m.assign(m_.begin(), m_.end());
   s.v.assign(v_.begin(), v_.end());
   return s;
@@ -119,11 +157,12 @@ CheckpointState DataParallelTrainer<Model>::state() const {
 
 template <class Model>
 void DataParallelTrainer<Model>::restore(const CheckpointState& s) {
-  if (s.params.size() != model_.params.size() || s.m.size() != m_.size() || s.v.size() != v_.size()) {
+  Buffer<float>& params = zero3_ ? zero3_->params : model_.params;
+  if (s.params.size() != params.size() || s.m.size() != m_.size() || s.v.size() != v_.size()) {
     throw std::runtime_error("checkpoint does not match this model and layout (sizes differ)");
   }
   steps_ = static_cast<int>(s.step);
-  std::copy(s.params.begin(), s.params.end(), model_.params.begin());
+  std::copy(s.params.begin(), s.params.end(), params.begin());
   std::copy(s.m.begin(), s.m.end(), m_.begin());
   std::copy(s.v.begin(), s.v.end(), v_.begin());
 }

@@ -11,16 +11,21 @@
 //    backward ends and added to the rank's gradient partition, the only
 //    gradients kept: the model's full gradient buffer is then just the
 //    reduce bucket (the ZeRO paper's Sec. 5.2);
+//  - stage 3: the parameters are partitioned too; the model reaches each
+//    unit through Zero3Units (executor/zero3.h), which all-gathers it for
+//    forward and again for backward and reduce-scatters its gradients into
+//    the rank's partition; the optimizer updates the partition in place;
 //  - optimizer offload (stage >= 1, ZeRO-Offload): the moments and the fp32
 //    gradient partition live in host memory, where the optimizer step runs.
 // Buffers come from the device and host TrackingAllocators under the cost
 // model's tags, so a run's model-state bytes can be set beside the cost
-// model's zeroplan accounting. Stage 3 is not built yet. Each rank computes
+// model's zeroplan accounting. Each rank computes
 // the mean loss of its own slice of the batch; the reported loss is the mean
 // over ranks and micro-batches, as one rank on the whole batch computes it.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "executor/checkpoint.h"
@@ -28,6 +33,7 @@
 #include "executor/gpt_model.h"
 #include "executor/llama_model.h"
 #include "executor/tagged_buffer.h"
+#include "executor/zero3.h"
 
 namespace zp {
 
@@ -75,6 +81,7 @@ class DataParallelTrainer {
   Buffer<float> m_, v_;         // optimizer states (the partition's for stage >= 1)
   Buffer<float> grad_shard_;    // the reduced gradient partition
   Buffer<float> padded_, send_, received_;  // communication buckets
+  std::unique_ptr<Zero3Units> zero3_;
 };
 
 extern template class DataParallelTrainer<GptModel<float>>;

@@ -1,5 +1,5 @@
 // One table, two uses (issue 6): for every data-parallel layout the CPU
-// executor runs (ZeRO 0-2, optimizer offload, full recompute, 1-8 ranks
+// executor runs (ZeRO 0-3, optimizer offload, full recompute, 1-8 ranks
 // emulated with the loopback communicator), the model-state bytes its
 // tracking allocators hold equal the cost model's zeroplan rows exactly, per
 // component and residence, and the activation bytes (activations, recompute
@@ -69,7 +69,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
   std::vector<Case> cases;
   for (bool llama : {false, true}) {
     for (uint32_t dp : {1u, 2u, 4u, 8u}) {
-      for (int zero = 0; zero <= 2; ++zero) {
+      for (int zero = 0; zero <= 3; ++zero) {
         for (bool offload : {false, true}) {
           if (offload && zero == 0) continue;
           for (bool recompute : {false, true}) {

@@ -137,7 +137,7 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
 TEST_CASE("every data-parallel layout trains to the single-rank losses and holds the cost model's model states") {
   int cases = 0;
   for (bool llama : {false, true}) {
-    for (int zero = 0; zero <= 2; ++zero) {
+    for (int zero = 0; zero <= 3; ++zero) {
       for (bool offload : {false, true}) {
         if (offload && zero == 0) continue;
         for (bool recompute : {false, true}) {
@@ -158,7 +158,7 @@ TEST_CASE("every data-parallel layout trains to the single-rank losses and holds
       }
     }
   }
-  CHECK(cases == 20);
+  CHECK(cases == 28);
 }
 
 int main(int argc, char** argv) {

@@ -1,0 +1,53 @@
+// ZeRO-3 (the ZeRO paper's P_os+g+p, arXiv 1910.02054 Sec. 5.3): each rank
+// keeps 1/dp of every unit's parameters (the unit padded to dp equal
+// chunks, the way DeepSpeed partitions each parameter), all-gathers a unit
+// when the model acquires it and frees it on release; backward's gradients of
+// a unit go to a unit-sized bucket that is reduce-scattered into the rank's
+// gradient partition as soon as the unit is finished. Forward all-gathers
+// every unit once, backward once more, and the gradients are reduce-scattered
+// once: 3 Psi per micro-batch, the overview's ZeRO-3 volume. One unit is
+// gathered at a time (no prefetch yet).
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "executor/communicator.h"
+#include "executor/param_units.h"
+#include "executor/tagged_buffer.h"
+
+namespace zp {
+
+class Zero3Units : public UnitProvider<float> {
+ public:
+  // unit_sizes: elements of each unit, in the model's order. The partition
+  // of the parameters lives in `device`; the gradient partition under
+  // `grad_tag` in `grad_home` (the host, as fp32 main gradients, when the
+  // optimizer is offloaded).
+  Zero3Units(Communicator& comm, const std::vector<size_t>& unit_sizes, TrackingAllocator* device,
+             TrackingAllocator* grad_home, Component grad_tag);
+
+  // Takes this rank's chunks of the model's whole flat parameters.
+  void partition(const float* full);
+  // Zeroes the gradient partition (the start of a step).
+  void zero_gradients();
+
+  const float* acquire(int unit) override;
+  void release(int unit) override;
+  float* gradients(int unit) override;
+  void finished(int unit) override;
+
+  Buffer<float> params;     // the rank's chunks of every unit, concatenated
+  Buffer<float> gradients_; // the same layout: the reduced gradient partition
+  size_t shard_size() const { return params.size(); }
+  uint64_t peak_gathered_bytes() const { return peak_gathered_; }
+
+ private:
+  Communicator& comm_;
+  std::vector<size_t> sizes_, chunk_, offset_;  // per unit: elements, chunk length, its place in the partition
+  std::vector<Buffer<float>> gathered_, buckets_;
+  Buffer<float> received_;
+  uint64_t gathered_now_ = 0, peak_gathered_ = 0;
+};
+
+}  // namespace zp
