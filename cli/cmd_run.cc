@@ -194,6 +194,7 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
               {"parameters", count_params(plan.model).total},
               {"memory", {{"device_peak_bytes", memory.device.peak_bytes()},
                           {"device_at_peak", component_bytes(memory.device.at_peak())},
+                          {"zero3_gathered_peak_bytes", trainer.zero3_peak_gathered_bytes()},
                           {"device_after_step", component_bytes(device_now)},
                           {"host_after_step", component_bytes(host_now)}}},
               {"predicted_memory", {{"device", component_bytes(predicted_device)}, {"host", component_bytes(predicted_host)}}},

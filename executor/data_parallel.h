@@ -58,6 +58,8 @@ class DataParallelTrainer {
   // targets; returns the global mean loss.
   float step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches = 1);
   size_t optimizer_state_elements() const { return m_.size() + v_.size(); }
+  // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
+  uint64_t zero3_peak_gathered_bytes() const { return zero3_ ? zero3_->peak_gathered_bytes() : 0; }
   // Wall time of the last step's phases.
   struct Phases {
     double forward_s = 0, backward_s = 0, gradient_sync_s = 0, optimizer_s = 0, parameter_gather_s = 0;

@@ -69,9 +69,10 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
 }
 
 template <class T>
-void GptModel<T>::acquire(int unit) {
+void GptModel<T>::acquire(int unit, int next) {
   const auto u = static_cast<size_t>(unit);
   unit_p_[u] = units_ ? units_->acquire(unit) : params.data() + unit_offset_[u];
+  if (units_ && next >= 0) units_->prefetch(next);
 }
 
 template <class T>
@@ -162,17 +163,17 @@ T GptModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
 
   // Each unit's parameters are acquired for the ops that use them and released after.
   const int final_unit = L + 1;
-  acquire(0);
+  acquire(0, L > 0 ? 1 : final_unit);
   cpu::encoder_forward(a_.encoded.data(), a_.ids.data(), unit_p_[0], unit_p_[0] + wpe_offset(), B, Tn, C);
   release(0);
   for (int l = 0; l < L; ++l) {
     const T* residual = l == 0 ? a_.encoded.data() : a_.residual3.data() + (l - 1) * BT * C;
-    acquire(l + 1);
+    acquire(l + 1, l + 2);
     layer_forward(l, recompute_ ? 0 : l, residual, B, Tn);
     release(l + 1);
   }
   const T* last = L > 0 ? a_.residual3.data() + (L - 1) * BT * C : a_.encoded.data();
-  acquire(final_unit);
+  acquire(final_unit, 0);
   const T* lnf = unit_p_[static_cast<size_t>(final_unit)];
   cpu::layernorm_forward(a_.lnf.data(), a_.lnf_mean.data(), a_.lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(BT), C);
   release(final_unit);
@@ -215,11 +216,11 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
   // token lookup at the end: its gradient buffer stays open throughout.
   const int final_unit = L + 1;
   open_gradients(0);
-  acquire(0);
+  acquire(0, final_unit);
   cpu::matmul_backward<T>(dlnf.data(), unit_g_[0], nullptr, a_.logits.data(), a_.lnf.data(), unit_p_[0], static_cast<int>(BT), C, V);
   release(0);
   const T* last = L > 0 ? a_.residual3.data() + (L - 1) * BT * C : a_.encoded.data();
-  acquire(final_unit);
+  acquire(final_unit, L);
   open_gradients(final_unit);
   T* glnf = unit_g_[static_cast<size_t>(final_unit)];
   cpu::layernorm_backward(dresidual.data(), glnf, glnf + C, dlnf.data(), last, unit_p_[static_cast<size_t>(final_unit)],
@@ -233,7 +234,7 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
   for (int l = L - 1; l >= 0; --l) {
     const T* residual = l == 0 ? a_.encoded.data() : a_.residual3.data() + (l - 1) * BT * C;
     const size_t slot = recompute_ ? 0 : static_cast<size_t>(l);
-    acquire(l + 1);
+    acquire(l + 1, l >= 1 ? l : -1);
     open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
     if (recompute_) layer_forward(l, 0, residual, B, Tn);

@@ -90,7 +90,8 @@ class GptModel {
   T forward(const int* tokens, const int* targets, int B, int Tn);
   // Layer l's forward from `residual`, activations into slot `slot`, output into residual3[l].
   void layer_forward(int l, int slot, const T* residual, int B, int Tn);
-  void acquire(int unit);
+  // The parameters of `unit`; `next` (when >= 0) is the unit needed after it.
+  void acquire(int unit, int next = -1);
   void release(int unit);
   void open_gradients(int unit);
   void finish_gradients(int unit);

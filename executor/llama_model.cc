@@ -57,9 +57,10 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
 }
 
 template <class T>
-void LlamaModel<T>::acquire(int unit) {
+void LlamaModel<T>::acquire(int unit, int next) {
   const auto u = static_cast<size_t>(unit);
   unit_p_[u] = units_ ? units_->acquire(unit) : params.data() + unit_offset_[u];
+  if (units_ && next >= 0) units_->prefetch(next);
 }
 
 template <class T>
@@ -147,7 +148,7 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   size(a_.rstdf, BT, Component::Logits);
   size(a_.logits, BT * V, Component::Logits);
   // Each unit's parameters are acquired for the ops that use them and released after.
-  acquire(0);
+  acquire(0, 1);
   for (size_t i = 0; i < BT; ++i) {
     const T* e = unit_p_[0] + static_cast<size_t>(tokens[i]) * C;
     std::copy(e, e + C, a_.x0.begin() + static_cast<std::ptrdiff_t>(i * C));
@@ -155,7 +156,7 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   release(0);
   for (int l = 0; l < L; ++l) {
     const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
-    acquire(l + 1);
+    acquire(l + 1, l + 2);
     layer_forward(l, recompute_ ? 0 : l, x, B, Tn);
     release(l + 1);
   }
@@ -199,7 +200,7 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
   auto work = [this](size_t n) { return make_buffer<T>(tracker_, Component::Workspace, n); };
   Buffer<T> dx = work(BT * C), dxf = work(BT * C);
   const int final_unit = L + 1;
-  acquire(final_unit);
+  acquire(final_unit, L);
   open_gradients(final_unit);
   const T* final_norm = unit_p_[static_cast<size_t>(final_unit)];
   T* gfinal = unit_g_[static_cast<size_t>(final_unit)];
@@ -213,7 +214,7 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
             dprev = work(BT * C);
   for (int l = L - 1; l >= 0; --l) {
     const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
-    acquire(l + 1);
+    acquire(l + 1, l >= 1 ? l : -1);
     open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
     if (recompute_) layer_forward(l, 0, x, B, Tn);

@@ -56,7 +56,8 @@ class LlamaModel {
   std::vector<const T*> unit_p_;
   std::vector<T*> unit_g_;
   UnitProvider<T>* units_ = nullptr;
-  void acquire(int unit);
+  // The parameters of `unit`; `next` (when >= 0) is the unit needed after it.
+  void acquire(int unit, int next = -1);
   void release(int unit);
   void open_gradients(int unit);
   void finish_gradients(int unit);

@@ -16,6 +16,9 @@ class UnitProvider {
   virtual ~UnitProvider() = default;
   // Parameters of `unit`, valid until release(unit).
   virtual const T* acquire(int unit) = 0;
+  // A hint: `unit` comes next (ZeRO-3 gathers it ahead, as DeepSpeed's
+  // prefetch does, so the current and the next unit are held together).
+  virtual void prefetch(int unit) { (void)unit; }
   virtual void release(int unit) = 0;
   // Zeroed the first time it is asked for in a backward pass.
   virtual T* gradients(int unit) = 0;

@@ -41,15 +41,21 @@ void Zero3Units::partition(const float* full) {
 
 void Zero3Units::zero_gradients() { std::fill(gradients_.begin(), gradients_.end(), 0.0f); }
 
-const float* Zero3Units::acquire(int unit) {
-  const auto u = static_cast<size_t>(unit);
+void Zero3Units::gather(size_t u) {
   Buffer<float>& g = gathered_[u];
+  if (!g.empty()) return;  // already here (prefetched)
   g.assign(chunk_[u] * static_cast<size_t>(comm_.size()), 0.0f);
   comm_.all_gather(params.data() + offset_[u], g.data(), chunk_[u]);
   gathered_now_ += g.size() * sizeof(float);
   peak_gathered_ = std::max(peak_gathered_, gathered_now_);
-  return g.data();
 }
+
+const float* Zero3Units::acquire(int unit) {
+  gather(static_cast<size_t>(unit));
+  return gathered_[static_cast<size_t>(unit)].data();
+}
+
+void Zero3Units::prefetch(int unit) { gather(static_cast<size_t>(unit)); }
 
 void Zero3Units::release(int unit) {
   Buffer<float>& g = gathered_[static_cast<size_t>(unit)];

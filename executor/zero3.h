@@ -5,8 +5,9 @@
 // a unit go to a unit-sized bucket that is reduce-scattered into the rank's
 // gradient partition as soon as the unit is finished. Forward all-gathers
 // every unit once, backward once more, and the gradients are reduce-scattered
-// once: 3 Psi per micro-batch, the overview's ZeRO-3 volume. One unit is
-// gathered at a time (no prefetch yet).
+// once: 3 Psi per micro-batch, the overview's ZeRO-3 volume. The model names
+// the unit it needs next and it is gathered ahead, so the current and the
+// next unit are held together (the cost model's zeroplan working set).
 #pragma once
 
 #include <cstddef>
@@ -33,6 +34,7 @@ class Zero3Units : public UnitProvider<float> {
   void zero_gradients();
 
   const float* acquire(int unit) override;
+  void prefetch(int unit) override;
   void release(int unit) override;
   float* gradients(int unit) override;
   void finished(int unit) override;
@@ -48,6 +50,7 @@ class Zero3Units : public UnitProvider<float> {
   std::vector<Buffer<float>> gathered_, buckets_;
   Buffer<float> received_;
   uint64_t gathered_now_ = 0, peak_gathered_ = 0;
+  void gather(size_t unit);
 };
 
 }  // namespace zp

@@ -50,6 +50,8 @@ double check_step(Model& model, const Case& c, Measured& mem, const Layout& l, c
     CHECK(mem.device.current_bytes(k) == want.at(Residence::Gpu, k));
     CHECK(mem.host.current_bytes(k) == want.at(Residence::Host, k));
   }
+  // ZeRO-3's working set: the current and the prefetched unit, as the rows say.
+  CHECK(trainer.zero3_peak_gathered_bytes() == want.at(Residence::Gpu, Component::Zero3Gathered));
   auto activation_side = [](auto bytes) {
     return static_cast<double>(bytes(Component::Activations) + bytes(Component::RecomputeWorkspace) +
                                bytes(Component::Logits));
