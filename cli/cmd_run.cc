@@ -5,7 +5,7 @@
 // allocators' bytes by component beside the cost model's rows. What the CPU
 // executor runs so far: GPT-2 and Llama-style models, fp32, data parallelism
 // with ZeRO 0-3, gradient accumulation, optimizer offload to host memory,
-// full recompute; other plans are refused with a one-line
+// selective and full recompute; other plans are refused with a one-line
 // reason on rank 0 and a non-zero exit on every rank.
 #include <chrono>
 #include <cstdlib>
@@ -49,7 +49,6 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.precision != Precision::Fp32) {
     refuse(std::string("precision ") + to_string(l.precision) + ": the CPU executor runs fp32 so far (emit with --precision fp32)");
   }
-  if (l.recompute == Recompute::Selective) refuse("recompute selective: the CPU executor recomputes whole layers (none or full) so far");
   if (l.recompute_layers != 0 || l.partition_activations || l.checkpoints_to_cpu) {
     refuse("recompute_layers / partition_activations / checkpoints_to_cpu: not built in the executor yet");
   }
@@ -259,10 +258,12 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   if (plan.model.mlp == MlpKind::SwiGlu) {
     LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device);
     model.set_recompute(l.recompute == Recompute::Full);
+    model.set_selective_recompute(l.recompute == Recompute::Selective);
     return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
   }
   GptModel<float> model(gpt_config(plan.model), 1234, &memory.device);
   model.set_recompute(l.recompute == Recompute::Full);
+  model.set_selective_recompute(l.recompute == Recompute::Selective);
   return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
 }
 

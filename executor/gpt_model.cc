@@ -104,7 +104,8 @@ void GptModel<T>::layer_forward(int l, int slot, const T* residual, int B, int T
   T* qkv = a_.qkv.data() + 3 * o;
   cpu::matmul_forward(qkv, ln1, w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * C);
   T* atty = a_.atty.data() + o;
-  cpu::attention_forward(atty, a_.preatt.data(), a_.att.data() + slot * att_size, qkv, B, Tn, C, NH);
+  cpu::attention_forward(atty, a_.preatt.data(), a_.att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
+                         C, NH);
   T* attproj = a_.attproj.data();
   cpu::matmul_forward(attproj, atty, w(ATTPROJW, l), w(ATTPROJB, l), static_cast<int>(BT), C, C);
   T* res2 = a_.residual2.data() + o;
@@ -142,7 +143,12 @@ T GptModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   ensure(a_.ln1_mean, t, layer_tag, slots * BT);
   ensure(a_.ln1_rstd, t, layer_tag, slots * BT);
   ensure(a_.qkv, t, layer_tag, slots * BT * 3 * C);
-  ensure(a_.att, t, layer_tag, slots * att_size);
+  // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
+  if (selective_ && !recompute_) {
+    ensure(a_.att, t, Component::RecomputeWorkspace, att_size);
+  } else {
+    ensure(a_.att, t, layer_tag, slots * att_size);
+  }
   ensure(a_.atty, t, layer_tag, slots * BT * C);
   ensure(a_.residual2, t, layer_tag, slots * BT * C);
   ensure(a_.ln2, t, layer_tag, slots * BT * C);
@@ -239,6 +245,11 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
     // Full recompute: rebuild this layer's activations from its saved input.
     if (recompute_) layer_forward(l, 0, residual, B, Tn);
     const size_t o = slot * BT * C;
+    // Selective recompute: rebuild this layer's softmax output from its saved q, k
+    // (the attention output goes to a scratch buffer: the saved one is the same).
+    if (selective_ && !recompute_) {
+      cpu::attention_forward(a_.attproj.data(), a_.preatt.data(), a_.att.data(), a_.qkv.data() + 3 * o, B, Tn, C, NH);
+    }
     for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
       std::fill(v->begin(), v->end(), T(0));
     }
@@ -256,7 +267,7 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
     cpu::matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), dattproj.data(),
                          a_.atty.data() + o, w(ATTPROJW, l), static_cast<int>(BT), C, C);
     cpu::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), a_.qkv.data() + 3 * o,
-                            a_.att.data() + slot * att_size, B, Tn, C, NH);
+                            a_.att.data() + att_slot(slot) * att_size, B, Tn, C, NH);
     cpu::matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(),
                          a_.ln1.data() + o, w(QKVW, l), static_cast<int>(BT), C, 3 * C);
     cpu::layernorm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1.data(), residual, w(LN1W, l),

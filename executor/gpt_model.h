@@ -54,6 +54,10 @@ class GptModel {
   // Full activation recompute: keep each layer's input only and rebuild the
   // layer's activations during backward (same arithmetic, same gradients).
   void set_recompute(bool on) { recompute_ = on; }
+  // Selective recompute (Korthikanti et al. 2022 Sec. 5): drop each layer's
+  // softmax output and rebuild it from the saved q, k in backward, one layer
+  // at a time (full recompute, when on, takes precedence).
+  void set_selective_recompute(bool on) { selective_ = on; }
   // Elements of the saved activations after the last forward (the buffers
   // tagged activations, recompute workspace and logits).
   size_t activation_elements() const;
@@ -86,7 +90,9 @@ class GptModel {
   } a_;
   TrackingAllocator* tracker_ = nullptr;
   int B_ = 0, T_ = 0;
-  bool recompute_ = false;
+  bool recompute_ = false, selective_ = false;
+  // The softmax output's slot: one shared slot under either recompute.
+  size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
   T forward(const int* tokens, const int* targets, int B, int Tn);
   // Layer l's forward from `residual`, activations into slot `slot`, output into residual3[l].
   void layer_forward(int l, int slot, const T* residual, int B, int Tn);

@@ -98,7 +98,7 @@ void LlamaModel<T>::layer_forward(int l, int slot, const T* x, int B, int Tn) {
   cpu::rope_forward(q, B, Tn, NH, hs, base);
   cpu::rope_forward(k, B, Tn, KVH, hs, base);
   T* atty = a_.atty.data() + s * BT * QD;
-  cpu::gqa_attention_forward(atty, a_.att.data() + s * att_size, q, k, v, B, Tn, NH, KVH, hs);
+  cpu::gqa_attention_forward(atty, a_.att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
   T* x2 = a_.x2.data() + s * BT * C;
   cpu::matmul_forward<T>(x2, atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
   for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
@@ -135,7 +135,12 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   size(a_.q, slots * BT * QD, layer_tag);
   size(a_.k, slots * BT * KD, layer_tag);
   size(a_.v, slots * BT * KD, layer_tag);
-  size(a_.att, slots * static_cast<size_t>(B) * NH * Tn * Tn, layer_tag);
+  // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
+  if (selective_ && !recompute_) {
+    size(a_.att, static_cast<size_t>(B) * NH * Tn * Tn, Component::RecomputeWorkspace);
+  } else {
+    size(a_.att, slots * static_cast<size_t>(B) * NH * Tn * Tn, layer_tag);
+  }
   size(a_.atty, slots * BT * QD, layer_tag);
   size(a_.x2, slots * BT * C, layer_tag);
   size(a_.xn2, slots * BT * C, layer_tag);
@@ -219,6 +224,13 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
     // Full recompute: rebuild this layer's activations from its saved input.
     if (recompute_) layer_forward(l, 0, x, B, Tn);
     const size_t s = recompute_ ? 0 : static_cast<size_t>(l);
+    // Selective recompute: rebuild this layer's softmax output from its saved
+    // q, k (post-rotary) and v; the attention output goes to scratch (datty,
+    // zeroed below before its use).
+    if (selective_ && !recompute_) {
+      cpu::gqa_attention_forward(datty.data(), a_.att.data(), a_.q.data() + s * BT * QD, a_.k.data() + s * BT * KD,
+                                 a_.v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
+    }
     for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
       std::fill(vec->begin(), vec->end(), T(0));
     }
@@ -239,7 +251,7 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
     cpu::matmul_backward<T>(datty.data(), gw(WO, l), nullptr, dx2.data(), a_.atty.data() + s * BT * QD,
                             w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
     cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), a_.q.data() + s * BT * QD,
-                                a_.k.data() + s * BT * KD, a_.v.data() + s * BT * KD, a_.att.data() + s * att_size, B, Tn,
+                                a_.k.data() + s * BT * KD, a_.v.data() + s * BT * KD, a_.att.data() + att_slot(s) * att_size, B, Tn,
                                 NH, KVH, hs);
     cpu::rope_backward(dq.data(), B, Tn, NH, hs, base);
     cpu::rope_backward(dk.data(), B, Tn, KVH, hs, base);

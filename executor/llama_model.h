@@ -36,6 +36,10 @@ class LlamaModel {
   // Full activation recompute: keep each layer's input only and rebuild the
   // layer's activations during backward (same arithmetic, same gradients).
   void set_recompute(bool on) { recompute_ = on; }
+  // Selective recompute (Korthikanti et al. 2022 Sec. 5): drop each layer's
+  // softmax output and rebuild it from the saved q, k in backward, one layer
+  // at a time (full recompute, when on, takes precedence).
+  void set_selective_recompute(bool on) { selective_ = on; }
   // Elements of the saved activations after the last forward.
   size_t activation_elements() const;
   // Wall time of the last forward_backward's two halves.
@@ -71,7 +75,9 @@ class LlamaModel {
     Buffer<int> ids;
   } a_;
   TrackingAllocator* tracker_ = nullptr;
-  bool recompute_ = false;
+  bool recompute_ = false, selective_ = false;
+  // The softmax output's slot: one shared slot under either recompute.
+  size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
   // Layer l's forward from its input x, activations into slot `slot`, output into x3[l].
   void layer_forward(int l, int slot, const T* x, int B, int Tn);
   T forward(const int* tokens, const int* targets, int B, int Tn);

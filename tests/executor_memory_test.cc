@@ -1,5 +1,5 @@
 // One table, two uses (issue 6): for every data-parallel layout the CPU
-// executor runs (ZeRO 0-3, optimizer offload, full recompute, 1-8 ranks
+// executor runs (ZeRO 0-3, optimizer offload, selective and full recompute, 1-8 ranks
 // emulated with the loopback communicator), the model-state bytes its
 // tracking allocators hold equal the cost model's zeroplan rows exactly, per
 // component and residence, and the activation bytes (activations, recompute
@@ -26,7 +26,7 @@ struct Case {
   uint32_t dp = 1;
   int zero = 0;
   bool offload = false;
-  bool recompute = false;
+  Recompute recompute = Recompute::None;
 };
 
 struct Measured {
@@ -74,7 +74,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
       for (int zero = 0; zero <= 3; ++zero) {
         for (bool offload : {false, true}) {
           if (offload && zero == 0) continue;
-          for (bool recompute : {false, true}) {
+          for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
             cases.push_back({llama, dp, zero, offload, recompute});
           }
         }
@@ -89,7 +89,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
     l.dp = c.dp;
     l.zero_stage = static_cast<uint8_t>(c.zero);
     l.offload_optimizer = c.offload ? Offload::Cpu : Offload::None;
-    l.recompute = c.recompute ? Recompute::Full : Recompute::None;
+    l.recompute = c.recompute;
     l.precision = Precision::Fp32;
     l.framework = Framework::Zeroplan;
     l.attention = Attention::Materialized;  // the CPU kernels keep the softmax output
@@ -108,11 +108,13 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
     Measured mem;
     if (c.llama) {
       LlamaModel<float> model(llama_config(spec), 11, &mem.device);
-      model.set_recompute(c.recompute);
+      model.set_recompute(c.recompute == Recompute::Full);
+      model.set_selective_recompute(c.recompute == Recompute::Selective);
       worst = std::max(worst, check_step(model, c, mem, l, want));
     } else {
       GptModel<float> model(gpt_config(spec), 11, &mem.device);
-      model.set_recompute(c.recompute);
+      model.set_recompute(c.recompute == Recompute::Full);
+      model.set_selective_recompute(c.recompute == Recompute::Selective);
       worst = std::max(worst, check_step(model, c, mem, l, want));
     }
     ++checked;

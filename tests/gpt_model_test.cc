@@ -146,8 +146,12 @@ namespace {
 // Full recompute changes where activations live, not the arithmetic: the
 // same loss and bitwise the same gradients, with far fewer saved elements.
 template <class Model>
-void check_recompute(Model& plain, Model& recomputed, int vocab, double max_fraction) {
-  recomputed.set_recompute(true);
+void check_recompute(Model& plain, Model& recomputed, int vocab, double max_fraction, bool selective = false) {
+  if (selective) {
+    recomputed.set_selective_recompute(true);
+  } else {
+    recomputed.set_recompute(true);
+  }
   const int B = 2, T = 8;
   std::vector<int> tokens(B * T), targets(B * T);
   for (int i = 0; i < B * T; ++i) {
@@ -172,6 +176,20 @@ TEST_CASE("full recompute: identical gradients, one layer's activations instead 
   l.num_layers = 4;
   LlamaModel<double> lplain(llama_config(l), 21), lrecomputed(llama_config(l), 21);
   check_recompute(lplain, lrecomputed, 16, 0.5);
+}
+
+TEST_CASE("selective recompute: identical gradients, one layer's softmax output instead of all") {
+  // Sequence 8 with 2 heads: each layer's softmax output is 2 x 2 x 8 x 8 of the saved elements.
+  const ModelSpec m = test::tiny_gpt(16, 8, 4, 2, 16);
+  GptModel<double> plain(gpt_config(m), 21), recomputed(gpt_config(m), 21);
+  check_recompute(plain, recomputed, 16, 0.97, true);
+  // Exactly three of the four layers' softmax outputs (B x heads x T x T) are no longer kept.
+  CHECK(plain.activation_elements() - recomputed.activation_elements() == 3u * 2 * 2 * 8 * 8);
+  ModelSpec l = test::tiny_llama(16);
+  l.num_layers = 4;
+  LlamaModel<double> lplain(llama_config(l), 21), lrecomputed(llama_config(l), 21);
+  check_recompute(lplain, lrecomputed, 16, 0.97, true);
+  CHECK(lplain.activation_elements() - lrecomputed.activation_elements() == 3u * 2 * 4 * 8 * 8);
 }
 
 namespace {

@@ -77,7 +77,7 @@ struct DpCase {
   bool llama = false;
   int zero = 0;
   bool offload = false;
-  bool recompute = false;
+  Recompute recompute = Recompute::None;
 };
 
 // One data-parallel layout on this world: the same losses as one rank on the
@@ -101,7 +101,8 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
   DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
   TrackingAllocator device, host;
   Model model(config, 11, &device);  // same seed: same initial weights on every rank
-  model.set_recompute(k.recompute);
+  model.set_recompute(k.recompute == Recompute::Full);
+  model.set_selective_recompute(k.recompute == Recompute::Selective);
   DataParallelTrainer<Model> trainer(model, c, k.zero, adam, TrainerMemory{&device, &host, k.offload});
   for (int s = 0; s < 4; ++s) {
     const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * world);
@@ -117,7 +118,7 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
   l.dp = static_cast<uint32_t>(world);
   l.zero_stage = static_cast<uint8_t>(k.zero);
   l.offload_optimizer = k.offload ? Offload::Cpu : Offload::None;
-  l.recompute = k.recompute ? Recompute::Full : Recompute::None;
+  l.recompute = k.recompute;
   l.precision = Precision::Fp32;
   l.attention = Attention::Materialized;
   l.micro_batch = mb;
@@ -140,7 +141,7 @@ TEST_CASE("every data-parallel layout trains to the single-rank losses and holds
     for (int zero = 0; zero <= 3; ++zero) {
       for (bool offload : {false, true}) {
         if (offload && zero == 0) continue;
-        for (bool recompute : {false, true}) {
+        for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
           const DpCase k{llama, zero, offload, recompute};
           CAPTURE(llama);
           CAPTURE(zero);
@@ -158,7 +159,7 @@ TEST_CASE("every data-parallel layout trains to the single-rank losses and holds
       }
     }
   }
-  CHECK(cases == 28);
+  CHECK(cases == 42);
 }
 
 int main(int argc, char** argv) {
