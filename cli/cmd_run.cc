@@ -4,7 +4,8 @@
 // writes the measurements beside the plan: losses, phase times, the tracking
 // allocators' bytes by component beside the cost model's rows. What the CPU
 // executor runs so far: GPT-2 and Llama-style models, fp32, data parallelism
-// with ZeRO 0-3, gradient accumulation, optimizer offload to host memory,
+// with ZeRO 0-3, gradient accumulation, optimizer and (ZeRO-3) parameter
+// offload to host memory,
 // selective and full recompute; other plans are refused with a one-line
 // reason on rank 0 and a non-zero exit on every rank.
 #include <chrono>
@@ -22,6 +23,7 @@
 #include "executor/mpi_communicator.h"
 #include "executor/timed_communicator.h"
 #include "cli/plan_file.h"
+#include "costmodel/layout_check.h"
 #include "costmodel/memory_model.h"
 #include "costmodel/model_shape.h"
 #include "models/input_error.h"
@@ -42,6 +44,11 @@ struct Memory {
 Layout runnable_layout(const std::string& path, const PlanFile& p) {
   const Layout& l = p.layout;
   auto refuse = [&](const std::string& what) { throw InputError(path + ": layout " + what); };
+  // First whether the layout can run the model at all (the planner's rules).
+  ClusterShape any_gpu;
+  any_gpu.has_bf16 = true;
+  const std::string invalid = check_layout(make_shape(p.model), l, any_gpu, l.world());
+  if (!invalid.empty()) refuse(invalid);
   if (l.tp != 1 || l.pp != 1 || l.ep != 1 || l.vpp != 1) {
     refuse("tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp) + " ep " + std::to_string(l.ep) +
            ": the CPU executor runs data parallelism only so far (tp = pp = ep = 1)");
@@ -52,7 +59,7 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.recompute_layers != 0 || l.partition_activations || l.checkpoints_to_cpu) {
     refuse("recompute_layers / partition_activations / checkpoints_to_cpu: not built in the executor yet");
   }
-  if (l.offload_param != Offload::None) refuse("offload_param: parameter offload (ZeRO-Infinity) is not built in the executor yet");
+  if (l.offload_param == Offload::Nvme) refuse("offload_param nvme: the executor offloads parameters to host memory only");
   if (l.offload_optimizer == Offload::Nvme) refuse("offload_optimizer nvme: the executor offloads to host memory only");
   if (l.optimizer != Optimizer::Adam) refuse("optimizer: the executor runs AdamW only");
   if (l.delayed_update) refuse("delayed_update: not built in the executor yet");
@@ -136,7 +143,8 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
           const std::string& plan_path, int steps, const std::string& text, std::string out_path) {
   AdamConfig adam;
   adam.lr = 3e-3f;
-  TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None};
+  TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None,
+                               l.offload_param != Offload::None};
   // Every collective the trainer makes is counted and timed, step by step.
   TimedCommunicator timed(comm);
   DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory);

@@ -12,6 +12,7 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
     : model_(model), comm_(comm), stage_(zero_stage), adam_(adam), memory_(memory) {
   if (zero_stage < 0 || zero_stage > 3) throw std::runtime_error("data parallel: ZeRO stage 0-3");
   if (memory.offload_optimizer && zero_stage == 0) throw std::runtime_error("optimizer offload needs ZeRO stage 1 or higher");
+  if (memory.offload_params && zero_stage != 3) throw std::runtime_error("parameter offload needs ZeRO stage 3");
   const size_t n = model.params.size(), world = static_cast<size_t>(comm.size());
   TrackingAllocator* dev = memory.device;
   // Offloaded optimizer states live in host memory (the cost model's rules:
@@ -21,7 +22,8 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
     std::vector<size_t> units;
     for (int u = 0; u < model.num_units(); ++u) units.push_back(model.unit_size(u));
     zero3_ = std::make_unique<Zero3Units>(comm, units, dev, memory.offload_optimizer ? memory.host : dev,
-                                          memory.offload_optimizer ? Component::MainGradients : Component::Gradients);
+                                          memory.offload_optimizer ? Component::MainGradients : Component::Gradients,
+                                          memory.offload_params ? memory.host : dev);
     // The model was built whole (as DeepSpeed does without zero.Init); keep
     // this rank's partition and give the whole copies back.
     zero3_->partition(model.params.data());

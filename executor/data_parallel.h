@@ -15,6 +15,8 @@
 //    unit through Zero3Units (executor/zero3.h), which all-gathers it for
 //    forward and again for backward and reduce-scatters its gradients into
 //    the rank's partition; the optimizer updates the partition in place;
+//  - parameter offload (stage 3, ZeRO-Infinity, arXiv 2104.07857): the
+//    parameter partition lives in host memory and gathers read it there;
 //  - optimizer offload (stage >= 1, ZeRO-Offload): the moments and the fp32
 //    gradient partition live in host memory, where the optimizer step runs.
 // Buffers come from the device and host TrackingAllocators under the cost
@@ -45,6 +47,7 @@ struct TrainerMemory {
   TrackingAllocator* device = nullptr;  // what the rank's accelerator holds (the CPU backend: tagged host memory)
   TrackingAllocator* host = nullptr;    // host memory of optimizer offload
   bool offload_optimizer = false;
+  bool offload_params = false;  // ZeRO-Infinity (stage 3): the parameter partition in host memory
 };
 
 // Model: GptModel<float> or LlamaModel<float> (flat params and grads,

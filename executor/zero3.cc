@@ -5,7 +5,7 @@
 namespace zp {
 
 Zero3Units::Zero3Units(Communicator& comm, const std::vector<size_t>& unit_sizes, TrackingAllocator* device,
-                       TrackingAllocator* grad_home, Component grad_tag)
+                       TrackingAllocator* grad_home, Component grad_tag, TrackingAllocator* param_home)
     : comm_(comm) {
   const size_t world = static_cast<size_t>(comm.size());
   size_t total = 0, largest = 0;
@@ -15,7 +15,7 @@ Zero3Units::Zero3Units(Communicator& comm, const std::vector<size_t>& unit_sizes
     total += chunk_.back();
     largest = std::max(largest, chunk_.back());
   }
-  params = make_buffer<float>(device, Component::Weights, total);
+  params = make_buffer<float>(param_home, Component::Weights, total);
   gradients_ = make_buffer<float>(grad_home, grad_tag, total);
   received_ = make_buffer<float>(device, Component::Buckets, largest);
   gathered_.resize(unit_sizes.size());

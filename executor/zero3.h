@@ -22,11 +22,13 @@ namespace zp {
 class Zero3Units : public UnitProvider<float> {
  public:
   // unit_sizes: elements of each unit, in the model's order. The partition
-  // of the parameters lives in `device`; the gradient partition under
-  // `grad_tag` in `grad_home` (the host, as fp32 main gradients, when the
-  // optimizer is offloaded).
+  // of the parameters lives in `param_home` (the device, or the host under
+  // ZeRO-Infinity's parameter offload: gathers then read it from there);
+  // the gradient partition under `grad_tag` in `grad_home` (the host, as
+  // fp32 main gradients, when the optimizer is offloaded); gathered units and
+  // buckets on the device.
   Zero3Units(Communicator& comm, const std::vector<size_t>& unit_sizes, TrackingAllocator* device,
-             TrackingAllocator* grad_home, Component grad_tag);
+             TrackingAllocator* grad_home, Component grad_tag, TrackingAllocator* param_home);
 
   // Takes this rank's chunks of the model's whole flat parameters.
   void partition(const float* full);

@@ -27,6 +27,7 @@ struct Case {
   int zero = 0;
   bool offload = false;
   Recompute recompute = Recompute::None;
+  bool offload_params = false;
 };
 
 struct Measured {
@@ -37,7 +38,7 @@ struct Measured {
 template <class Model>
 double check_step(Model& model, const Case& c, Measured& mem, const Layout& l, const MemoryTotals& want) {
   LoopbackCommunicator comm(static_cast<int>(c.dp) - 1, static_cast<int>(c.dp));  // the last rank: the padded tail
-  DataParallelTrainer<Model> trainer(model, comm, c.zero, AdamConfig{}, TrainerMemory{&mem.device, &mem.host, c.offload});
+  DataParallelTrainer<Model> trainer(model, comm, c.zero, AdamConfig{}, TrainerMemory{&mem.device, &mem.host, c.offload, c.offload_params});
   const SyntheticCorpus corpus(64, 7);
   const int seq = static_cast<int>(l.seq_len), mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum);
   const Batch b = corpus.batch(0, 0, mb * ga, seq);
@@ -76,6 +77,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
           if (offload && zero == 0) continue;
           for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
             cases.push_back({llama, dp, zero, offload, recompute});
+            if (zero == 3) cases.push_back({llama, dp, zero, offload, recompute, true});
           }
         }
       }
@@ -90,6 +92,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
     l.zero_stage = static_cast<uint8_t>(c.zero);
     l.offload_optimizer = c.offload ? Offload::Cpu : Offload::None;
     l.recompute = c.recompute;
+    l.offload_param = c.offload_params ? Offload::Cpu : Offload::None;
     l.precision = Precision::Fp32;
     l.framework = Framework::Zeroplan;
     l.attention = Attention::Materialized;  // the CPU kernels keep the softmax output

@@ -78,6 +78,7 @@ struct DpCase {
   int zero = 0;
   bool offload = false;
   Recompute recompute = Recompute::None;
+  bool offload_params = false;
 };
 
 // One data-parallel layout on this world: the same losses as one rank on the
@@ -103,7 +104,7 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
   Model model(config, 11, &device);  // same seed: same initial weights on every rank
   model.set_recompute(k.recompute == Recompute::Full);
   model.set_selective_recompute(k.recompute == Recompute::Selective);
-  DataParallelTrainer<Model> trainer(model, c, k.zero, adam, TrainerMemory{&device, &host, k.offload});
+  DataParallelTrainer<Model> trainer(model, c, k.zero, adam, TrainerMemory{&device, &host, k.offload, k.offload_params});
   for (int s = 0; s < 4; ++s) {
     const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * world);
     const float loss = trainer.step(tokens.data() + c.rank() * local * T, targets.data() + c.rank() * local * T, mb, T, ga);
@@ -119,6 +120,7 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
   l.zero_stage = static_cast<uint8_t>(k.zero);
   l.offload_optimizer = k.offload ? Offload::Cpu : Offload::None;
   l.recompute = k.recompute;
+  l.offload_param = k.offload_params ? Offload::Cpu : Offload::None;
   l.precision = Precision::Fp32;
   l.attention = Attention::Materialized;
   l.micro_batch = mb;
@@ -142,24 +144,28 @@ TEST_CASE("every data-parallel layout trains to the single-rank losses and holds
       for (bool offload : {false, true}) {
         if (offload && zero == 0) continue;
         for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
-          const DpCase k{llama, zero, offload, recompute};
-          CAPTURE(llama);
-          CAPTURE(zero);
-          CAPTURE(offload);
-          CAPTURE(recompute);
-          if (llama) {
-            const ModelSpec spec = test::tiny_llama(13);
-            check_layout_trains<LlamaModel<float>>(spec, llama_config(spec), k);
-          } else {
-            const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 16);
-            check_layout_trains<GptModel<float>>(spec, gpt_config(spec), k);
+          for (bool offload_params : {false, true}) {
+            if (offload_params && zero != 3) continue;
+            const DpCase k{llama, zero, offload, recompute, offload_params};
+            CAPTURE(llama);
+            CAPTURE(zero);
+            CAPTURE(offload);
+            CAPTURE(offload_params);
+            CAPTURE(to_string(recompute));
+            if (llama) {
+              const ModelSpec spec = test::tiny_llama(13);
+              check_layout_trains<LlamaModel<float>>(spec, llama_config(spec), k);
+            } else {
+              const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 16);
+              check_layout_trains<GptModel<float>>(spec, gpt_config(spec), k);
+            }
+            ++cases;
           }
-          ++cases;
         }
       }
     }
   }
-  CHECK(cases == 42);
+  CHECK(cases == 54);
 }
 
 int main(int argc, char** argv) {

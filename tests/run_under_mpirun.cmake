@@ -44,6 +44,16 @@ execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${Z
 if(rc EQUAL 0 OR NOT err MATCHES "bad_plan.json \\(layout\\): field 'zero_stages': unknown field")
   message(FATAL_ERROR "expected a failure naming the unknown field, got ${rc}: ${err}")
 endif()
+# A layout that does not fit the model (3 pipeline stages for 2 layers):
+# check_layout's sentence, exit 2, on every rank.
+string(JSON plan SET "${plan}" layout pp 3)
+string(JSON plan REMOVE "${plan}" layout zero_stages)
+file(WRITE ${WORK}/bad_layout.json "${plan}")
+execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${ZEROPLAN} run --plan ${WORK}/bad_layout.json --steps 1
+                RESULT_VARIABLE rc ERROR_VARIABLE err TIMEOUT 60)
+if(rc EQUAL 0 OR NOT err MATCHES "pp 3 is larger than the 2 layers")
+  message(FATAL_ERROR "expected check_layout's reason, got ${rc}: ${err}")
+endif()
 # One process for a dp=2 plan: a one-line error and exit code 2.
 execute_process(COMMAND ${ZEROPLAN} run --plan ${WORK}/plan.json --steps 1
                 RESULT_VARIABLE rc ERROR_VARIABLE err)
