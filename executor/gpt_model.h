@@ -5,13 +5,15 @@
 // each layer: ln1, qkv, attention projection, ln2, fc, fc projection, weights
 // before biases; the final norm), so that ZeRO-3 can gather one unit at a
 // time; the count equals the cost model's count_params() for the same shape
-// (tested). Templated on the
-// scalar: double for finite-difference tests, float for training. Single
-// rank; the parallel strategies come next.
+// (tested). A model can be one pipeline stage (its layers, the embedding on
+// the first stage, the final norm and the tied output layer's copy on the
+// last) and keep several micro-batches' activations in flight. Templated on
+// the scalar: double for finite-difference tests, float for training.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "executor/param_units.h"
@@ -24,6 +26,14 @@ struct GptConfig {
   int vocab = 0, max_seq = 0, layers = 0, heads = 0, channels = 0;
 };
 
+// The part of a model one pipeline stage holds: layers [first_layer,
+// first_layer + layers), the embedding on the first stage, the final norm and
+// the output layer on the last. The default is the whole model.
+struct PipelineStage {
+  int first_layer = 0, layers = -1;  // -1: every layer from first_layer on
+  bool first = true, last = true;
+};
+
 // The GPT shape of a ModelSpec (GELU, LayerNorm, learned positions, tied).
 // Throws InputError for other architectures.
 GptConfig gpt_config(const ModelSpec& m);
@@ -33,7 +43,7 @@ class GptModel {
  public:
   // Buffers come from `tracker` under the cost model's component tags
   // (untracked without one).
-  GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr);
+  GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr, PipelineStage stage = {});
 
   // Loss of next-token prediction over tokens (B,T) -> targets (B,T); fills
   // grads (zeroed first unless `accumulate`, which adds to them: gradient
@@ -44,10 +54,31 @@ class GptModel {
 
   Buffer<T> params, grads;
   const GptConfig& config() const { return c_; }
-  // Units: 0 the embedding, 1..L the layers, L+1 the final norm.
-  int num_units() const { return c_.layers + 2; }
+  // Units: 0 the embedding, 1..L the layers, L+1 the final norm, L+2 the
+  // last stage's copy of the tied output layer (pipelines only). A stage
+  // holds some of them; unit_size() is 0 for the others.
+  int num_units() const { return c_.layers + 3; }
   size_t unit_offset(int unit) const { return unit_offset_[static_cast<size_t>(unit)]; }
-  size_t unit_size(int unit) const { return unit_offset_[static_cast<size_t>(unit) + 1] - unit_offset(unit); }
+  size_t unit_size(int unit) const { return unit_size_[static_cast<size_t>(unit)]; }
+
+  // Pipeline parallelism. Micro-batch k's forward through this stage, from
+  // tokens on the first stage and from `input` (the previous stage's output,
+  // B*T*C) on the others; returns the loss on the last stage (0 elsewhere).
+  T stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn);
+  // The stage's output for micro-batch k (not on the last stage).
+  const T* stage_output(int k) const;
+  // Micro-batch k's backward from `doutput` (the next stage's input gradient;
+  // null on the last stage), adding to the gradients; then input_gradient()
+  // holds what goes back to the previous stage (not on the first).
+  void stage_backward(int k, const T* doutput, int B, int Tn);
+  const T* input_gradient() const { return dinput_.data(); }
+  // Frees micro-batch k's activations (a pipeline keeps only those in flight).
+  void free_activations(int k);
+  // The tied embedding's gradient on this stage (the first stage's lookup
+  // table, the last stage's output-layer copy), V*C elements, which the two
+  // stages sum every step (Megatron-LM's embedding group); nullptr elsewhere.
+  T* tied_embedding_gradient();
+  const PipelineStage& stage() const { return stage_; }
   // From now on take parameters and gradient buffers from `units` (ZeRO-3);
   // params and grads may then be released.
   void set_unit_provider(UnitProvider<T>* units) { units_ = units; }
@@ -68,7 +99,8 @@ class GptModel {
   // The tensors of one layer unit, in order, and their offsets in the unit.
   enum LayerTensor { LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW, FCPROJB, kLayerTensors };
   std::array<size_t, kLayerTensors + 1> layer_off_{};
-  std::vector<size_t> unit_offset_;  // num_units() + 1 entries
+  std::vector<size_t> unit_offset_, unit_size_;  // per unit: where in params/grads, how long (0: not held)
+  PipelineStage stage_;
   // Where each unit's parameters and gradients are now.
   std::vector<const T*> unit_p_;
   std::vector<T*> unit_g_;
@@ -87,15 +119,21 @@ class GptModel {
         residual3, lnf, lnf_mean, lnf_rstd, logits;
     Buffer<T> preatt, attproj, fcproj;  // workspace
     Buffer<int> ids;
-  } a_;
+  };
+  // One set of activations per micro-batch in flight; a_ is the one in use.
+  std::vector<std::unique_ptr<Acts>> contexts_;
+  Acts* a_ = nullptr;
+  Buffer<T> dinput_;  // the stage input's gradient after backward
+  void select(int k);
   TrackingAllocator* tracker_ = nullptr;
   int B_ = 0, T_ = 0;
   bool recompute_ = false, selective_ = false;
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
-  T forward(const int* tokens, const int* targets, int B, int Tn);
-  // Layer l's forward from `residual`, activations into slot `slot`, output into residual3[l].
-  void layer_forward(int l, int slot, const T* residual, int B, int Tn);
+  // Global layer l's forward from `residual`, activations into slot `slot`,
+  // output into residual3 at the stage-local index `local`.
+  void layer_forward(int l, int local, int slot, const T* residual, int B, int Tn);
+  int head_unit() const { return stage_.first ? 0 : c_.layers + 2; }
   // The parameters of `unit`; `next` (when >= 0) is the unit needed after it.
   void acquire(int unit, int next = -1);
   void release(int unit);
