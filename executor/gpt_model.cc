@@ -95,6 +95,8 @@ void GptModel<T>::select(int k) {
   const auto i = static_cast<size_t>(k);
   while (contexts_.size() <= i) contexts_.push_back(std::make_unique<Acts>());
   a_ = contexts_[i].get();
+  L_ = recompute_ ? shared_.get() : a_;
+  A_ = recompute_ || selective_ ? shared_.get() : a_;
 }
 
 template <class T>
@@ -140,30 +142,43 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   const int C = c_.channels, NH = c_.heads;
   const size_t BT = static_cast<size_t>(B) * Tn;
   const size_t o = slot * BT * C, att_size = static_cast<size_t>(B) * NH * Tn * Tn;
-  T* ln1 = a_->ln1.data() + o;
-  cpu::layernorm_forward(ln1, a_->ln1_mean.data() + slot * BT, a_->ln1_rstd.data() + slot * BT, residual, w(LN1W, l),
+  T* ln1 = L_->ln1.data() + o;
+  cpu::layernorm_forward(ln1, L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, residual, w(LN1W, l),
                          w(LN1B, l), static_cast<int>(BT), C);
-  T* qkv = a_->qkv.data() + 3 * o;
+  T* qkv = L_->qkv.data() + 3 * o;
   cpu::matmul_forward(qkv, ln1, w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * C);
-  T* atty = a_->atty.data() + o;
-  cpu::attention_forward(atty, a_->preatt.data(), a_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
+  T* atty = L_->atty.data() + o;
+  cpu::attention_forward(atty, shared_->preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
                          C, NH);
-  T* attproj = a_->attproj.data();
+  T* attproj = shared_->attproj.data();
   cpu::matmul_forward(attproj, atty, w(ATTPROJW, l), w(ATTPROJB, l), static_cast<int>(BT), C, C);
-  T* res2 = a_->residual2.data() + o;
+  T* res2 = L_->residual2.data() + o;
   cpu::residual_forward(res2, residual, attproj, BT * C);
-  T* ln2 = a_->ln2.data() + o;
-  cpu::layernorm_forward(ln2, a_->ln2_mean.data() + slot * BT, a_->ln2_rstd.data() + slot * BT, res2, w(LN2W, l),
+  T* ln2 = L_->ln2.data() + o;
+  cpu::layernorm_forward(ln2, L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, res2, w(LN2W, l),
                          w(LN2B, l), static_cast<int>(BT), C);
-  T* fch = a_->fch.data() + 4 * o;
+  T* fch = L_->fch.data() + 4 * o;
   cpu::matmul_forward(fch, ln2, w(FCW, l), w(FCB, l), static_cast<int>(BT), C, 4 * C);
-  T* gelu = a_->fch_gelu.data() + 4 * o;
+  T* gelu = L_->fch_gelu.data() + 4 * o;
   cpu::gelu_forward(gelu, fch, BT * 4 * C);
-  T* fcproj = a_->fcproj.data();
+  T* fcproj = shared_->fcproj.data();
   cpu::matmul_forward(fcproj, gelu, w(FCPROJW, l), w(FCPROJB, l), static_cast<int>(BT), 4 * C, C);
   // The layer's output is kept for every layer: it is the next layer's input
-  // (the checkpoint full recompute keeps).
-  cpu::residual_forward(a_->residual3.data() + static_cast<size_t>(local) * BT * C, res2, fcproj, BT * C);
+  // (the checkpoint full recompute keeps). The last layer of a stage that is
+  // not the last writes the stage's output, which is only sent on (and freed
+  // then, as Megatron-LM's deallocate_output_tensor does).
+  T* out = a_->residual3.data() + static_cast<size_t>(local) * BT * C;
+  if (local + 1 == stage_.layers && !stage_.last) {
+    if (a_->out.empty()) ensure(a_->out, tracker_, Component::Workspace, BT * C);
+    out = a_->out.data();
+  }
+  cpu::residual_forward(out, res2, fcproj, BT * C);
+}
+
+template <class T>
+void GptModel<T>::output_sent(int k) {
+  Buffer<T>& out = contexts_[static_cast<size_t>(k)]->out;
+  Buffer<T>(out.get_allocator()).swap(out);
 }
 
 template <class T>
@@ -171,8 +186,6 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   select(k);
   const int C = c_.channels, L = c_.layers, NH = c_.heads, V = c_.vocab, n = stage_.layers;
   const size_t BT = static_cast<size_t>(B) * Tn;
-  B_ = B;
-  T_ = Tn;
   // With full recompute only one layer's activations exist at a time: the
   // recompute workspace; every layer's input stays as its checkpoint.
   const size_t slots = recompute_ ? 1 : static_cast<size_t>(n);
@@ -185,35 +198,35 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   }
   // The stage's input: the embedding's output, or what the previous stage sent.
   ensure(a_->encoded, t, Component::Activations, BT * C);
-  ensure(a_->ln1, t, layer_tag, slots * BT * C);
-  ensure(a_->ln1_mean, t, layer_tag, slots * BT);
-  ensure(a_->ln1_rstd, t, layer_tag, slots * BT);
-  ensure(a_->qkv, t, layer_tag, slots * BT * 3 * C);
+  ensure(L_->ln1, t, layer_tag, slots * BT * C);
+  ensure(L_->ln1_mean, t, layer_tag, slots * BT);
+  ensure(L_->ln1_rstd, t, layer_tag, slots * BT);
+  ensure(L_->qkv, t, layer_tag, slots * BT * 3 * C);
   // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
   if (selective_ && !recompute_) {
-    ensure(a_->att, t, Component::RecomputeWorkspace, att_size);
+    ensure(A_->att, t, Component::RecomputeWorkspace, att_size);
   } else {
-    ensure(a_->att, t, layer_tag, slots * att_size);
+    ensure(A_->att, t, layer_tag, slots * att_size);
   }
-  ensure(a_->atty, t, layer_tag, slots * BT * C);
-  ensure(a_->residual2, t, layer_tag, slots * BT * C);
-  ensure(a_->ln2, t, layer_tag, slots * BT * C);
-  ensure(a_->ln2_mean, t, layer_tag, slots * BT);
-  ensure(a_->ln2_rstd, t, layer_tag, slots * BT);
-  ensure(a_->fch, t, layer_tag, slots * BT * 4 * C);
-  ensure(a_->fch_gelu, t, layer_tag, slots * BT * 4 * C);
+  ensure(L_->atty, t, layer_tag, slots * BT * C);
+  ensure(L_->residual2, t, layer_tag, slots * BT * C);
+  ensure(L_->ln2, t, layer_tag, slots * BT * C);
+  ensure(L_->ln2_mean, t, layer_tag, slots * BT);
+  ensure(L_->ln2_rstd, t, layer_tag, slots * BT);
+  ensure(L_->fch, t, layer_tag, slots * BT * 4 * C);
+  ensure(L_->fch_gelu, t, layer_tag, slots * BT * 4 * C);
   // Layer outputs: residual3[l] is layer l+1's input (its checkpoint under
   // full recompute); the last is the final norm's input.
-  ensure(a_->residual3, t, Component::Activations, static_cast<size_t>(n) * BT * C);
+  ensure(a_->residual3, t, Component::Activations, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * BT * C);
   if (stage_.last) {
     ensure(a_->lnf, t, Component::Logits, BT * C);
     ensure(a_->lnf_mean, t, Component::Logits, BT);
     ensure(a_->lnf_rstd, t, Component::Logits, BT);
     ensure(a_->logits, t, Component::Logits, BT * V);
   }
-  ensure(a_->preatt, t, Component::Workspace, att_size);
-  ensure(a_->attproj, t, Component::Workspace, BT * C);
-  ensure(a_->fcproj, t, Component::Workspace, BT * C);
+  ensure(shared_->preatt, t, Component::Workspace, att_size);
+  ensure(shared_->attproj, t, Component::Workspace, BT * C);
+  ensure(shared_->fcproj, t, Component::Workspace, BT * C);
 
   // Each unit's parameters are acquired for the ops that use them and released after.
   const int final_unit = L + 1, l0 = stage_.first_layer;
@@ -247,9 +260,7 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
 template <class T>
 const T* GptModel<T>::stage_output(int k) const {
   const Acts& a = *contexts_[static_cast<size_t>(k)];
-  const size_t BT = static_cast<size_t>(B_) * T_;
-  return stage_.layers > 0 ? a.residual3.data() + static_cast<size_t>(stage_.layers - 1) * BT * c_.channels
-                           : a.encoded.data();
+  return stage_.layers > 0 ? a.out.data() : a.encoded.data();
 }
 
 template <class T>
@@ -260,7 +271,9 @@ T GptModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
 template <class T>
 size_t GptModel<T>::activation_elements() const {
   size_t n = 0;
-  for (const auto& a : contexts_) {
+  std::vector<const Acts*> sets{shared_.get()};
+  for (const auto& c : contexts_) sets.push_back(c.get());
+  for (const Acts* a : sets) {
     for (const Buffer<T>* v : {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
                                &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->residual3,
                                &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits}) {
@@ -332,7 +345,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).
     if (selective_ && !recompute_) {
-      cpu::attention_forward(a_->attproj.data(), a_->preatt.data(), a_->att.data(), a_->qkv.data() + 3 * o, B, Tn, C, NH);
+      cpu::attention_forward(shared_->attproj.data(), shared_->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * o, B, Tn, C, NH);
     }
     for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
       std::fill(v->begin(), v->end(), T(0));
@@ -340,22 +353,22 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // residual3 = residual2 + fcproj
     cpu::residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), BT * C);
     cpu::matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), dfcproj.data(),
-                         a_->fch_gelu.data() + 4 * o, w(FCPROJW, l), static_cast<int>(BT), 4 * C, C);
-    cpu::gelu_backward(dfch.data(), a_->fch.data() + 4 * o, dgelu.data(), BT * 4 * C);
+                         L_->fch_gelu.data() + 4 * o, w(FCPROJW, l), static_cast<int>(BT), 4 * C, C);
+    cpu::gelu_backward(dfch.data(), L_->fch.data() + 4 * o, dgelu.data(), BT * 4 * C);
     cpu::matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(),
-                         a_->ln2.data() + o, w(FCW, l), static_cast<int>(BT), C, 4 * C);
-    cpu::layernorm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2.data(), a_->residual2.data() + o,
-                            w(LN2W, l), a_->ln2_mean.data() + slot * BT, a_->ln2_rstd.data() + slot * BT, static_cast<int>(BT), C);
+                         L_->ln2.data() + o, w(FCW, l), static_cast<int>(BT), C, 4 * C);
+    cpu::layernorm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2.data(), L_->residual2.data() + o,
+                            w(LN2W, l), L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, static_cast<int>(BT), C);
     // residual2 = residual + attproj
     cpu::residual_backward(dprev.data(), dattproj.data(), dres2.data(), BT * C);
     cpu::matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), dattproj.data(),
-                         a_->atty.data() + o, w(ATTPROJW, l), static_cast<int>(BT), C, C);
-    cpu::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), a_->qkv.data() + 3 * o,
-                            a_->att.data() + att_slot(slot) * att_size, B, Tn, C, NH);
+                         L_->atty.data() + o, w(ATTPROJW, l), static_cast<int>(BT), C, C);
+    cpu::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * o,
+                            A_->att.data() + att_slot(slot) * att_size, B, Tn, C, NH);
     cpu::matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(),
-                         a_->ln1.data() + o, w(QKVW, l), static_cast<int>(BT), C, 3 * C);
+                         L_->ln1.data() + o, w(QKVW, l), static_cast<int>(BT), C, 3 * C);
     cpu::layernorm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1.data(), residual, w(LN1W, l),
-                            a_->ln1_mean.data() + slot * BT, a_->ln1_rstd.data() + slot * BT, static_cast<int>(BT), C);
+                            L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, static_cast<int>(BT), C);
     finish_gradients(l + 1);
     release(l + 1);
     dresidual.swap(dprev);

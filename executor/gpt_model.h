@@ -65,8 +65,10 @@ class GptModel {
   // tokens on the first stage and from `input` (the previous stage's output,
   // B*T*C) on the others; returns the loss on the last stage (0 elsewhere).
   T stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn);
-  // The stage's output for micro-batch k (not on the last stage).
+  // The stage's output for micro-batch k (not on the last stage), until
+  // output_sent(k) frees it.
   const T* stage_output(int k) const;
+  void output_sent(int k);
   // Micro-batch k's backward from `doutput` (the next stage's input gradient;
   // null on the last stage), adding to the gradients; then input_gradient()
   // holds what goes back to the previous stage (not on the first).
@@ -118,15 +120,23 @@ class GptModel {
     Buffer<T> encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
         residual3, lnf, lnf_mean, lnf_rstd, logits;
     Buffer<T> preatt, attproj, fcproj;  // workspace
+    Buffer<T> out;                      // a non-last stage's output, until sent
     Buffer<int> ids;
   };
   // One set of activations per micro-batch in flight; a_ is the one in use.
+  // A layer's own activations live there too, except under recompute, when
+  // one set (the recompute workspace) is shared by all micro-batches and
+  // rebuilt in backward (L_ for the layer's tensors, A_ for the softmax
+  // output, which selective recompute also shares); operator temporaries are
+  // always shared.
   std::vector<std::unique_ptr<Acts>> contexts_;
+  std::unique_ptr<Acts> shared_ = std::make_unique<Acts>();
   Acts* a_ = nullptr;
+  Acts* L_ = nullptr;
+  Acts* A_ = nullptr;
   Buffer<T> dinput_;  // the stage input's gradient after backward
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
-  int B_ = 0, T_ = 0;
   bool recompute_ = false, selective_ = false;
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }

@@ -1,0 +1,63 @@
+// Pipeline parallelism (issue 6) over a Communicator whose ranks are the
+// stages, in order: each rank holds one stage of the model (GptModel built
+// with a PipelineStage), activations go forward and their gradients back
+// point to point, micro-batch by micro-batch, in one of two schedules:
+//  - GPipe (Huang et al. 2019): every forward, then every backward; all m
+//    micro-batches' activations in flight on every stage;
+//  - 1F1B (PipeDream-Flush, Narayanan et al. 2021 Sec. 2.2): stage s runs
+//    min(p - s - 1, m) warm-up forwards, then alternates one forward and one
+//    backward, then drains; at most min(p - s, m) micro-batches in flight,
+//    the cost model's in_flight() (costmodel/pipeline.h).
+// The sends and receives are ordered so that blocking point-to-point calls
+// cannot deadlock (a stage sends forward before it waits for a gradient, and
+// receives forward before it sends a gradient back). With tied embeddings the
+// first and last stages sum their embedding gradients every step (Megatron-
+// LM's embedding group). Data parallelism inside a pipeline is not built yet
+// (dp = 1); the optimizer is AdamW on each stage's parameters.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "executor/communicator.h"
+#include "executor/data_parallel.h"
+#include "executor/gpt_model.h"
+
+namespace zp {
+
+enum class PipeSchedule : uint8_t { GPipe, OneFOneB };
+
+template <class Model>
+class PipelineTrainer {
+ public:
+  // `device` (optional) is the allocator the model's buffers come from: the
+  // trainer records the most activation bytes it held at once.
+  PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam,
+                  TrackingAllocator* device = nullptr);
+  // One step over `micro_batches` micro-batches of `micro_batch` sequences of
+  // Tn tokens (tokens and targets hold them all, one after another; the first
+  // stage reads the tokens, the last the targets). Returns the mean loss on
+  // every rank.
+  float step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches);
+  // The most bytes of activations, recompute workspace and logits held at
+  // once during the steps so far.
+  uint64_t peak_activation_bytes() const { return peak_activation_bytes_; }
+  int max_in_flight() const { return max_in_flight_; }
+
+ private:
+  void forward(int k, const int* tokens, const int* targets, int micro_batch, int Tn);
+  void backward(int k, int micro_batch, int Tn);
+  Model& model_;
+  Communicator& comm_;
+  PipeSchedule schedule_;
+  AdamConfig adam_;
+  TrackingAllocator* device_;
+  int steps_ = 0, in_flight_ = 0, max_in_flight_ = 0;
+  float loss_sum_ = 0;
+  uint64_t peak_activation_bytes_ = 0;
+  Buffer<float> m_, v_, received_, tied_;
+};
+
+extern template class PipelineTrainer<GptModel<float>>;
+
+}  // namespace zp
