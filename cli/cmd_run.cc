@@ -7,7 +7,9 @@
 // with ZeRO 0-3, gradient accumulation, optimizer and (ZeRO-3) parameter
 // offload to host memory,
 // selective and full recompute; other plans are refused with a one-line
-// reason on rank 0 and a non-zero exit on every rank.
+// reason on rank 0 and a non-zero exit on every rank. Pipeline layouts (dp = 1,
+// GPT-2 style, GPipe or 1F1B) run one stage per process; each stage writes
+// its own measurements.
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -21,6 +23,7 @@
 #include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
+#include "executor/pipeline_parallel.h"
 #include "executor/timed_communicator.h"
 #include "cli/plan_file.h"
 #include "costmodel/layout_check.h"
@@ -49,9 +52,17 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   any_gpu.has_bf16 = true;
   const std::string invalid = check_layout(make_shape(p.model), l, any_gpu, l.world());
   if (!invalid.empty()) refuse(invalid);
-  if (l.tp != 1 || l.pp != 1 || l.ep != 1 || l.vpp != 1) {
-    refuse("tp " + std::to_string(l.tp) + " pp " + std::to_string(l.pp) + " ep " + std::to_string(l.ep) +
-           ": the CPU executor runs data parallelism only so far (tp = pp = ep = 1)");
+  if (l.tp != 1 || l.ep != 1) {
+    refuse("tp " + std::to_string(l.tp) + " ep " + std::to_string(l.ep) +
+           ": the CPU executor runs data and pipeline parallelism so far (tp = ep = 1)");
+  }
+  if (l.pp > 1) {
+    if (l.dp != 1) refuse("dp " + std::to_string(l.dp) + " with pp " + std::to_string(l.pp) + ": data parallelism inside a pipeline is not built yet (dp = 1)");
+    if (l.schedule == Schedule::Interleaved) refuse("schedule interleaved: the executor runs GPipe and 1F1B");
+    if (p.model.mlp == MlpKind::SwiGlu) refuse("pp > 1: pipeline stages are built for GPT-2 style models so far");
+    if (l.zero_stage != 0 || l.offload_optimizer != Offload::None || l.offload_param != Offload::None) {
+      refuse("pp > 1 with ZeRO or offload: the pipeline trainer runs plain AdamW per stage (dp = 1) so far");
+    }
   }
   if (l.precision != Precision::Fp32) {
     refuse(std::string("precision ") + to_string(l.precision) + ": the CPU executor runs fp32 so far (emit with --precision fp32)");
@@ -117,7 +128,7 @@ Json collective_stats(const TimedCommunicator& timed) {
 // Measured against predicted: model states exactly, the activation side
 // (activations, recompute workspace, logits) as a relative error.
 Json comparison(const std::array<uint64_t, kNumComponents>& device, const std::array<uint64_t, kNumComponents>& host,
-                const MemoryTotals& want) {
+                const MemoryTotals& want, double activation_bytes_measured) {
   bool states_match = true;
   for (Component c : {Component::Weights, Component::Gradients, Component::MainGradients, Component::MasterWeights,
                       Component::OptimizerStates}) {
@@ -128,13 +139,60 @@ Json comparison(const std::array<uint64_t, kNumComponents>& device, const std::a
     return static_cast<double>(bytes(Component::Activations) + bytes(Component::RecomputeWorkspace) +
                                bytes(Component::Logits));
   };
-  const double measured = side([&](Component c) { return device[static_cast<int>(c)]; });
+  const double measured = activation_bytes_measured >= 0 ? activation_bytes_measured
+                                                         : side([&](Component c) { return device[static_cast<int>(c)]; });
   const double predicted = side([&](Component c) { return want.at(Residence::Gpu, c); });
   return {{"model_states_match", states_match},
           {"activation_bytes", measured},
           {"predicted_activation_bytes", predicted},
           {"activation_error", predicted > 0 ? (measured - predicted) / predicted : 0.0}};
 }
+
+// The measurements of one rank (pipeline stage `stage`) beside the cost
+// model's rows for it (the zeroplan accounting of the executor's layout).
+// activation_bytes_measured < 0: what the device allocator holds now.
+void write_measurements(const PlanFile& plan, const Layout& l, const Communicator& comm, const Memory& memory,
+                        uint32_t stage, const Json& step_rows, const Json& extra_memory, double activation_bytes_measured,
+                        const std::string& plan_path, std::string out_path) {
+  // The cost model's rows for this rank (the zeroplan accounting of the
+  // executor's layout), beside what the tracking allocators hold.
+  const ModelShape shape = make_shape(plan.model);
+  ClusterShape cluster;
+  cluster.gpus_in_node = 1;
+  const MemoryOptions options = resolve_options({}, l);
+  RowsSink rows;
+  memory_rows_for_stage({shape, l, cluster, options}, stage, rows);
+  std::array<uint64_t, kNumComponents> predicted_device{}, predicted_host{};
+  for (int c = 0; c < kNumComponents; ++c) {
+    if (is_runtime_overhead(static_cast<Component>(c))) continue;
+    predicted_device[c] = rows.totals().bytes[static_cast<int>(Residence::Gpu)][c];
+    predicted_host[c] = rows.totals().bytes[static_cast<int>(Residence::Host)][c];
+  }
+  const auto device_now = current(memory.device), host_now = current(memory.host);
+  Json out = {{"schema", "zeroplan.measured"},
+              {"version", 2},
+              {"plan", plan_path},
+              {"backend", "cpu"},
+              {"communicator", comm.name()},
+              {"emulated", comm.emulated()},
+              {"world", comm.size()},
+              {"rank", comm.rank()},
+              {"pipeline_stage", stage},
+              {"layout", describe(l)},
+              {"parameters", count_params(plan.model).total},
+              {"memory", {{"device_peak_bytes", memory.device.peak_bytes()},
+                          {"device_at_peak", component_bytes(memory.device.at_peak())},
+                          {"device_after_step", component_bytes(device_now)},
+                          {"host_after_step", component_bytes(host_now)}}},
+              {"predicted_memory", {{"device", component_bytes(predicted_device)}, {"host", component_bytes(predicted_host)}}},
+              {"comparison", comparison(device_now, host_now, rows.totals(), activation_bytes_measured)},
+              {"steps", step_rows}};
+  out["memory"].update(extra_memory);
+  if (out_path.empty()) out_path = plan_path + ".measured.json";
+  write_atomically(out_path, out.dump(2) + "\n");
+  std::cout << "wrote " << out_path << "\n";
+}
+
 
 // Trains `model` on this rank's slice of each batch and writes the
 // measurements (the leader only).
@@ -174,42 +232,55 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
     if (leader) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
   if (!leader) return 0;
-  // The cost model's rows for this rank (the zeroplan accounting of the
-  // executor's layout), beside what the tracking allocators hold.
-  const ModelShape shape = make_shape(plan.model);
-  ClusterShape cluster;
-  cluster.gpus_in_node = 1;
-  const MemoryOptions options = resolve_options({}, l);
-  RowsSink rows;
-  memory_rows_for_stage({shape, l, cluster, options}, 0, rows);
-  std::array<uint64_t, kNumComponents> predicted_device{}, predicted_host{};
-  for (int c = 0; c < kNumComponents; ++c) {
-    if (is_runtime_overhead(static_cast<Component>(c))) continue;
-    predicted_device[c] = rows.totals().bytes[static_cast<int>(Residence::Gpu)][c];
-    predicted_host[c] = rows.totals().bytes[static_cast<int>(Residence::Host)][c];
+  write_measurements(plan, l, comm, memory, 0, step_rows, {{"zero3_gathered_peak_bytes", trainer.zero3_peak_gathered_bytes()}},
+                     -1, plan_path, out_path);
+  return 0;
+}
+
+// Trains this rank's pipeline stage (dp = 1) and writes its measurements.
+int train_pipeline(const PlanFile& plan, const Layout& l, Communicator& comm, Memory& memory, const std::string& plan_path,
+                   int steps, const std::string& text, std::string out_path) {
+  const uint32_t stage = static_cast<uint32_t>(comm.rank());
+  PipelineStage part;
+  for (uint32_t s = 0; s < stage; ++s) part.first_layer += static_cast<int>(layers_on_stage(plan.model.num_layers, l, s));
+  part.layers = static_cast<int>(layers_on_stage(plan.model.num_layers, l, stage));
+  part.first = stage == 0;
+  part.last = stage + 1 == l.pp;
+  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, part);
+  model.set_recompute(l.recompute == Recompute::Full);
+  model.set_selective_recompute(l.recompute == Recompute::Selective);
+  AdamConfig adam;
+  adam.lr = 3e-3f;
+  TimedCommunicator timed(comm);
+  PipelineTrainer<GptModel<float>> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
+                                           adam, &memory.device);
+  const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
+  std::unique_ptr<ByteCorpus> bytes;
+  if (!text.empty()) {
+    if (plan.model.vocab_size < 256) throw InputError("--text: byte-level data needs a vocabulary of at least 256");
+    bytes = std::make_unique<ByteCorpus>(text);
   }
-  const auto device_now = current(memory.device), host_now = current(memory.host);
-  Json out = {{"schema", "zeroplan.measured"},
-              {"version", 2},
-              {"plan", plan_path},
-              {"backend", "cpu"},
-              {"communicator", comm.name()},
-              {"emulated", comm.emulated()},
-              {"world", comm.size()},
-              {"rank", comm.rank()},
-              {"layout", describe(l)},
-              {"parameters", count_params(plan.model).total},
-              {"memory", {{"device_peak_bytes", memory.device.peak_bytes()},
-                          {"device_at_peak", component_bytes(memory.device.at_peak())},
-                          {"zero3_gathered_peak_bytes", trainer.zero3_peak_gathered_bytes()},
-                          {"device_after_step", component_bytes(device_now)},
-                          {"host_after_step", component_bytes(host_now)}}},
-              {"predicted_memory", {{"device", component_bytes(predicted_device)}, {"host", component_bytes(predicted_host)}}},
-              {"comparison", comparison(device_now, host_now, rows.totals())},
-              {"steps", step_rows}};
+  const SyntheticCorpus synthetic(static_cast<int>(plan.model.vocab_size), 42);
+  Json step_rows = Json::array();
+  for (int s = 0; s < steps; ++s) {
+    // Every stage sees the whole batch: the first reads its tokens, the last its targets.
+    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), 0, mb * ga, T)
+                          : synthetic.batch(static_cast<uint64_t>(s), 0, mb * ga, T);
+    timed.reset();
+    const auto start = std::chrono::steady_clock::now();
+    const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds}, {"collectives", collective_stats(timed)}});
+    if (stage == 0 && !comm.emulated()) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
+  }
+  // Each stage writes its own file: <plan>.measured.json for stage 0,
+  // <plan>.measured.stage<s>.json for the others.
   if (out_path.empty()) out_path = plan_path + ".measured.json";
-  write_atomically(out_path, out.dump(2) + "\n");
-  std::cout << "wrote " << out_path << "\n";
+  if (stage > 0) out_path = out_path.substr(0, out_path.size() - 5) + ".stage" + std::to_string(stage) + ".json";
+  write_measurements(plan, l, comm, memory, stage, step_rows,
+                     {{"max_in_flight_microbatches", trainer.max_in_flight()},
+                      {"activation_peak_bytes", trainer.peak_activation_bytes()}},
+                     static_cast<double>(trainer.peak_activation_bytes()), plan_path, out_path);
   return 0;
 }
 
@@ -239,17 +310,17 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
       if (under_mpi) {
         error = 1;
         message = "--emulate-rank: runs in one process, not under mpirun";
-      } else if (emulate_rank >= static_cast<int>(l.dp)) {
+      } else if (emulate_rank >= static_cast<int>(l.world())) {
         error = 1;
-        message = "--emulate-rank " + std::to_string(emulate_rank) + ": expected a rank below dp " + std::to_string(l.dp);
+        message = "--emulate-rank " + std::to_string(emulate_rank) + ": expected a rank below dp x pp = " + std::to_string(l.world());
       } else {
-        comm = std::make_unique<LoopbackCommunicator>(emulate_rank, static_cast<int>(l.dp));
+        comm = std::make_unique<LoopbackCommunicator>(emulate_rank, static_cast<int>(l.world()));
       }
-    } else if (static_cast<uint32_t>(world) != l.dp) {
+    } else if (static_cast<uint64_t>(world) != l.world()) {
       error = 1;
-      message = plan_path + ": layout dp " + std::to_string(l.dp) + " needs " + std::to_string(l.dp) +
-                " processes; this run has " + std::to_string(world) + " (use mpirun -np " + std::to_string(l.dp) +
-                " or --emulate-rank)";
+      message = plan_path + ": layout dp " + std::to_string(l.dp) + " x pp " + std::to_string(l.pp) + " needs " +
+                std::to_string(l.world()) + " processes; this run has " + std::to_string(world) + " (use mpirun -np " +
+                std::to_string(l.world()) + " or --emulate-rank)";
     }
   }
   if (!comm) comm = std::make_unique<LoopbackCommunicator>(0, 1);
@@ -263,6 +334,7 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
   Memory memory;
+  if (l.pp > 1) return train_pipeline(plan, l, *comm, memory, plan_path, steps, text, out_path);
   if (plan.model.mlp == MlpKind::SwiGlu) {
     LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device);
     model.set_recompute(l.recompute == Recompute::Full);

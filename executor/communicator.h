@@ -29,6 +29,11 @@ class Communicator {
   virtual void broadcast(float* data, size_t count, int root) = 0;
   virtual void send(const float* data, size_t count, int peer) = 0;
   virtual void recv(float* data, size_t count, int peer) = 0;
+  // Both at once (MPI_Sendrecv): what a pipeline's steady state needs, where
+  // two neighbours each send and then receive; with blocking sends of large
+  // messages done one after the other they would wait for each other.
+  virtual void send_recv(const float* send_data, size_t send_count, int dest, float* recv_data, size_t recv_count,
+                         int source) = 0;
   virtual void barrier() = 0;
 };
 

@@ -45,4 +45,10 @@ void LoopbackCommunicator::recv(float* data, size_t count, int peer) {
   std::memset(data, 0, count * sizeof(float));
 }
 
+void LoopbackCommunicator::send_recv(const float* send_data, size_t send_count, int dest, float* recv_data,
+                                     size_t recv_count, int source) {
+  send(send_data, send_count, dest);
+  recv(recv_data, recv_count, source);
+}
+
 }  // namespace zp

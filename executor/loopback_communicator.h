@@ -23,6 +23,8 @@ class LoopbackCommunicator final : public Communicator {
   void broadcast(float* data, size_t count, int root) override;
   void send(const float* data, size_t count, int peer) override;
   void recv(float* data, size_t count, int peer) override;
+  void send_recv(const float* send_data, size_t send_count, int dest, float* recv_data, size_t recv_count,
+                 int source) override;
   void barrier() override {}
 
  private:

@@ -67,6 +67,13 @@ void MpiCommunicator::recv(float* data, size_t count, int peer) {
   check(MPI_Recv(data, count_of(count, "MPI_Recv"), MPI_FLOAT, peer, 0, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
+void MpiCommunicator::send_recv(const float* send_data, size_t send_count, int dest, float* recv_data,
+                                size_t recv_count, int source) {
+  check(MPI_Sendrecv(send_data, count_of(send_count, "MPI_Sendrecv"), MPI_FLOAT, dest, 0, recv_data,
+                     count_of(recv_count, "MPI_Sendrecv"), MPI_FLOAT, source, 0, comm_, MPI_STATUS_IGNORE),
+        "MPI_Sendrecv");
+}
+
 void MpiCommunicator::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
 
 }  // namespace zp

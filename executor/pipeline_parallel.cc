@@ -16,22 +16,17 @@ PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSc
   }
   m_ = make_buffer<float>(device, Component::OptimizerStates, stage.params.size());
   v_ = make_buffer<float>(device, Component::OptimizerStates, stage.params.size());
-  received_ = make_buffer<float>(device, Component::Buckets);
+  input_ = make_buffer<float>(device, Component::Buckets);
+  output_grad_ = make_buffer<float>(device, Component::Buckets);
   tied_ = make_buffer<float>(device, Component::Buckets);
 }
 
 template <class Model>
 void PipelineTrainer<Model>::forward(int k, const int* tokens, const int* targets, int micro_batch, int Tn) {
-  const size_t n = static_cast<size_t>(micro_batch) * Tn * static_cast<size_t>(model_.config().channels);
   const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
   const PipelineStage& s = model_.stage();
-  if (!s.first) {
-    received_.assign(n, 0.0f);
-    comm_.recv(received_.data(), n, comm_.rank() - 1);
-  }
-  const float loss = model_.stage_forward(k, tokens + k * per_micro, targets + k * per_micro,
-                                          s.first ? nullptr : received_.data(), micro_batch, Tn);
-  loss_sum_ += loss;
+  loss_sum_ += model_.stage_forward(k, tokens + k * per_micro, targets + k * per_micro, s.first ? nullptr : input_.data(),
+                                    micro_batch, Tn);
   ++in_flight_;
   max_in_flight_ = std::max(max_in_flight_, in_flight_);
   if (device_) {
@@ -39,22 +34,12 @@ void PipelineTrainer<Model>::forward(int k, const int* tokens, const int* target
                                                                   device_->current_bytes(Component::RecomputeWorkspace) +
                                                                   device_->current_bytes(Component::Logits));
   }
-  if (!s.last) {
-    comm_.send(model_.stage_output(k), n, comm_.rank() + 1);
-    model_.output_sent(k);
-  }
 }
 
 template <class Model>
 void PipelineTrainer<Model>::backward(int k, int micro_batch, int Tn) {
-  const size_t n = static_cast<size_t>(micro_batch) * Tn * static_cast<size_t>(model_.config().channels);
   const PipelineStage& s = model_.stage();
-  if (!s.last) {
-    received_.assign(n, 0.0f);
-    comm_.recv(received_.data(), n, comm_.rank() + 1);
-  }
-  model_.stage_backward(k, s.last ? nullptr : received_.data(), micro_batch, Tn);
-  if (!s.first) comm_.send(model_.input_gradient(), n, comm_.rank() - 1);
+  model_.stage_backward(k, s.last ? nullptr : output_grad_.data(), micro_batch, Tn);
   model_.free_activations(k);
   --in_flight_;
 }
@@ -62,21 +47,65 @@ void PipelineTrainer<Model>::backward(int k, int micro_batch, int Tn) {
 template <class Model>
 float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches) {
   const int p = comm_.size(), stage = comm_.rank(), m = micro_batches;
+  const PipelineStage& s = model_.stage();
+  const size_t n = static_cast<size_t>(micro_batch) * Tn * static_cast<size_t>(model_.config().channels);
+  input_.assign(n, 0.0f);
+  output_grad_.assign(n, 0.0f);
   std::fill(model_.grads.begin(), model_.grads.end(), 0.0f);
   loss_sum_ = 0;
-  // With one stage there is no pipeline to fill: each micro-batch's backward
-  // follows its forward whatever the schedule (the cost model's pp = 1 case).
+  // Point to point with the neighbours (nothing before the first stage or after the last).
+  auto recv_forward = [&] { if (!s.first) comm_.recv(input_.data(), n, stage - 1); };
+  auto send_forward = [&](int k) {
+    if (s.last) return;
+    comm_.send(model_.stage_output(k), n, stage + 1);
+    model_.output_sent(k);
+  };
+  auto recv_backward = [&] { if (!s.last) comm_.recv(output_grad_.data(), n, stage + 1); };
+  auto send_backward = [&] { if (!s.first) comm_.send(model_.input_gradient(), n, stage - 1); };
   if (schedule_ == PipeSchedule::GPipe && p > 1) {
-    for (int k = 0; k < m; ++k) forward(k, tokens, targets, micro_batch, Tn);
-    for (int k = 0; k < m; ++k) backward(k, micro_batch, Tn);
-  } else {
-    const int warmup = std::min(p - stage - 1, m);
-    for (int k = 0; k < warmup; ++k) forward(k, tokens, targets, micro_batch, Tn);
-    for (int k = 0; k < m - warmup; ++k) {
-      forward(warmup + k, tokens, targets, micro_batch, Tn);
-      backward(k, micro_batch, Tn);
+    for (int k = 0; k < m; ++k) {
+      recv_forward();
+      forward(k, tokens, targets, micro_batch, Tn);
+      send_forward(k);
     }
-    for (int k = m - warmup; k < m; ++k) backward(k, micro_batch, Tn);
+    for (int k = 0; k < m; ++k) {
+      recv_backward();
+      backward(k, micro_batch, Tn);
+      send_backward();
+    }
+  } else {
+    // 1F1B in Megatron-LM's order (core/pipeline_parallel/schedules.py,
+    // forward_backward_pipelining_without_interleaving): in the steady state
+    // a stage sends its output while it receives the gradient, and sends the
+    // gradient while it receives the next input, each pair as one call. With
+    // one stage there is no pipeline to fill: each micro-batch's backward
+    // follows its forward whatever the schedule (the cost model's pp = 1 case).
+    const int warmup = std::min(p - stage - 1, m), remaining = m - warmup;
+    for (int k = 0; k < warmup; ++k) {
+      recv_forward();
+      forward(k, tokens, targets, micro_batch, Tn);
+      send_forward(k);
+    }
+    if (remaining > 0) recv_forward();
+    for (int i = 0; i < remaining; ++i) {
+      const int k = warmup + i;
+      forward(k, tokens, targets, micro_batch, Tn);
+      if (!s.last) {
+        comm_.send_recv(model_.stage_output(k), n, stage + 1, output_grad_.data(), n, stage + 1);
+        model_.output_sent(k);
+      }
+      backward(i, micro_batch, Tn);
+      if (i + 1 == remaining) {
+        send_backward();
+      } else if (!s.first) {
+        comm_.send_recv(model_.input_gradient(), n, stage - 1, input_.data(), n, stage - 1);
+      }
+    }
+    for (int k = remaining; k < m; ++k) {
+      recv_backward();
+      backward(k, micro_batch, Tn);
+      send_backward();
+    }
   }
   // The mean loss lives on the last stage; every rank reports it.
   float loss = loss_sum_ / static_cast<float>(m);
@@ -87,16 +116,10 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   // the shared table, so the two copies stay equal.
   float* tied = model_.tied_embedding_gradient();
   if (tied && p > 1) {
-    const size_t n = static_cast<size_t>(model_.config().vocab) * model_.config().channels;
-    tied_.assign(n, 0.0f);
-    if (stage == 0) {
-      comm_.send(tied, n, p - 1);
-      comm_.recv(tied_.data(), n, p - 1);
-    } else {
-      comm_.recv(tied_.data(), n, 0);
-      comm_.send(tied, n, 0);
-    }
-    for (size_t i = 0; i < n; ++i) tied[i] += tied_[i];
+    const size_t table = static_cast<size_t>(model_.config().vocab) * model_.config().channels;
+    tied_.assign(table, 0.0f);
+    comm_.send_recv(tied, table, stage == 0 ? p - 1 : 0, tied_.data(), table, stage == 0 ? p - 1 : 0);
+    for (size_t i = 0; i < table; ++i) tied[i] += tied_[i];
   }
   ++steps_;
   adamw_step(model_.params.data(), model_.grads.data(), m_.data(), v_.data(), model_.params.size(), steps_, adam_.lr,

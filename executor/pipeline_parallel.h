@@ -8,9 +8,10 @@
 //    min(p - s - 1, m) warm-up forwards, then alternates one forward and one
 //    backward, then drains; at most min(p - s, m) micro-batches in flight,
 //    the cost model's in_flight() (costmodel/pipeline.h).
-// The sends and receives are ordered so that blocking point-to-point calls
-// cannot deadlock (a stage sends forward before it waits for a gradient, and
-// receives forward before it sends a gradient back). With tied embeddings the
+// In the 1F1B steady state a stage's send and the matching receive go
+// through one send_recv call, as Megatron-LM's send_forward_recv_backward and
+// send_backward_recv_forward do, so blocking transfers of any size cannot
+// leave two neighbours waiting for each other. With tied embeddings the
 // first and last stages sum their embedding gradients every step (Megatron-
 // LM's embedding group). Data parallelism inside a pipeline is not built yet
 // (dp = 1); the optimizer is AdamW on each stage's parameters.
@@ -55,7 +56,8 @@ class PipelineTrainer {
   int steps_ = 0, in_flight_ = 0, max_in_flight_ = 0;
   float loss_sum_ = 0;
   uint64_t peak_activation_bytes_ = 0;
-  Buffer<float> m_, v_, received_, tied_;
+  Buffer<float> m_, v_, tied_;
+  Buffer<float> input_, output_grad_;  // what the neighbours sent: the stage input, the output's gradient
 };
 
 extern template class PipelineTrainer<GptModel<float>>;

@@ -10,6 +10,7 @@ const char* to_string(Collective c) {
     case Collective::Broadcast: return "broadcast";
     case Collective::Send: return "send";
     case Collective::Recv: return "recv";
+    case Collective::SendRecv: return "send-recv";
     case Collective::Barrier: return "barrier";
     case Collective::kCount: break;
   }
@@ -45,6 +46,12 @@ void TimedCommunicator::send(const float* data, size_t count, int peer) {
 void TimedCommunicator::recv(float* data, size_t count, int peer) {
   timed(Collective::Recv, count * sizeof(float), [&] { inner_.recv(data, count, peer); });
 }
+void TimedCommunicator::send_recv(const float* send_data, size_t send_count, int dest, float* recv_data,
+                                  size_t recv_count, int source) {
+  timed(Collective::SendRecv, send_count * sizeof(float),
+        [&] { inner_.send_recv(send_data, send_count, dest, recv_data, recv_count, source); });
+}
+
 void TimedCommunicator::barrier() {
   timed(Collective::Barrier, 0, [&] { inner_.barrier(); });
 }

@@ -13,7 +13,7 @@
 
 namespace zp {
 
-enum class Collective : uint8_t { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, Barrier, kCount };
+enum class Collective : uint8_t { AllReduce, ReduceScatter, AllGather, Broadcast, Send, Recv, SendRecv, Barrier, kCount };
 constexpr int kNumCollectives = static_cast<int>(Collective::kCount);
 const char* to_string(Collective c);
 
@@ -37,6 +37,8 @@ class TimedCommunicator : public Communicator {
   void broadcast(float* data, size_t count, int root) override;
   void send(const float* data, size_t count, int peer) override;
   void recv(float* data, size_t count, int peer) override;
+  void send_recv(const float* send_data, size_t send_count, int dest, float* recv_data, size_t recv_count,
+                 int source) override;
   void barrier() override;
 
   const CollectiveStats& stats(Collective c) const { return stats_[static_cast<int>(c)]; }

@@ -66,3 +66,29 @@ execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 3 ${Z
 if(rc EQUAL 0)
   message(FATAL_ERROR "a 3-rank run of a dp=2 plan should fail")
 endif()
+# A two-stage 1F1B pipeline (messages of 8 KB: past the eager limit, so the
+# steady state's paired send/receive matters): losses go down, and each
+# stage's file sets its model states (exactly) and activations (within 2%)
+# beside the cost model's rows for that stage.
+execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${MODEL} --gpu H100-80GB --gpus 2 --pp 2 --precision fp32
+                        --seq 32 --micro-batch 2 --grad-accum 4 --out ${WORK}/pipe
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "emit of the pipeline plan failed: ${rc}")
+endif()
+execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${ZEROPLAN} run --plan ${WORK}/pipe/plan.json --steps 20
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "pipeline run failed (${rc}): ${out} ${err}")
+endif()
+foreach(file plan.json.measured.json plan.json.measured.stage1.json)
+  file(READ ${WORK}/pipe/${file} measured)
+  string(JSON first GET "${measured}" steps 0 loss)
+  string(JSON last GET "${measured}" steps 19 loss)
+  string(JSON match GET "${measured}" comparison model_states_match)
+  string(JSON error GET "${measured}" comparison activation_error)
+  if(NOT last LESS first OR NOT match OR error GREATER 0.02 OR error LESS -0.02)
+    message(FATAL_ERROR "${file}: loss ${first} -> ${last}, model states match ${match}, activation error ${error}")
+  endif()
+  message(STATUS "${file}: loss ${first} -> ${last}, activation error ${error}")
+endforeach()
