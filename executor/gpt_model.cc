@@ -1,8 +1,11 @@
 #include "executor/gpt_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <stdexcept>
+#include <type_traits>
 
 #include "executor/ops_cpu.h"
 #include "models/input_error.h"
@@ -34,7 +37,8 @@ void ensure(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size_t n) {
 }  // namespace
 
 template <class T>
-GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker, PipelineStage stage)
+GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker, PipelineStage stage,
+                      TensorParallel tp)
     : params(make_buffer<T>(tracker, Component::Weights)),
       grads(make_buffer<T>(tracker, Component::Gradients)),
       c_(c),
@@ -42,28 +46,49 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   const size_t V = c.vocab, S = c.max_seq, L = c.layers, C = c.channels;
   if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
   stage_ = stage;
-  const std::array<size_t, kLayerTensors> layer_sizes = {C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, C * 4 * C, C};
-  for (int i = 0; i < kLayerTensors; ++i) layer_off_[i + 1] = layer_off_[i] + layer_sizes[i];
+  tp_ = tp.comm;
+  tp_size_ = tp.comm ? tp.comm->size() : 1;
+  tp_rank_ = tp.comm ? tp.comm->rank() : 0;
+  if (c.heads % tp_size_ || c.vocab % tp_size_) {
+    throw std::runtime_error("tensor parallel " + std::to_string(tp_size_) + ": must divide the heads and the vocabulary");
+  }
+  const size_t t = static_cast<size_t>(tp_size_), r = static_cast<size_t>(tp_rank_);
+  const size_t Cl = C / t, Fl = 4 * C / t, Vl = V / t;
+  channels_local_ = static_cast<int>(Cl);
+  heads_local_ = c.heads / tp_size_;
+  ffn_local_ = static_cast<int>(Fl);
+  vocab_local_ = static_cast<int>(Vl);
+  vocab_start_ = static_cast<int>(r * Vl);
+  // One layer's tensors, whole and on this rank (column-parallel QKV and FC
+  // keep 1/t of their output rows, row-parallel projections 1/t of their input columns).
+  const std::array<size_t, kLayerTensors> whole_sizes = {C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, C * 4 * C, C};
+  const std::array<size_t, kLayerTensors> layer_sizes = {C, C, 3 * Cl * C, 3 * Cl, C * Cl, C, C, C, Fl * C, Fl, C * Fl, C};
+  std::array<size_t, kLayerTensors + 1> whole_off{};
+  for (int i = 0; i < kLayerTensors; ++i) {
+    layer_off_[i + 1] = layer_off_[i] + layer_sizes[i];
+    whole_off[i + 1] = whole_off[i] + whole_sizes[i];
+  }
   // The whole model's layout (units: the embedding wte + wpe, the layers, the
   // final norm), initialised as GPT-2 is: N(0, 0.02) weights, zero biases,
   // unit LayerNorm gains, drawn tensor by tensor, layer by layer within a
-  // tensor, so every stage of a pipeline starts from the one model's values.
+  // tensor, so every stage and tensor-parallel rank starts from the one
+  // model's values.
   std::vector<size_t> whole(L + 3, 0);
   whole[1] = V * C + S * C;
-  for (size_t l = 0; l < L; ++l) whole[l + 2] = whole[l + 1] + layer_off_[kLayerTensors];
+  for (size_t l = 0; l < L; ++l) whole[l + 2] = whole[l + 1] + whole_off[kLayerTensors];
   whole[L + 2] = whole[L + 1] + 2 * C;
   std::vector<T> init(whole[L + 2], T(0));
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 0.02);
   for (size_t i = 0; i < whole[1]; ++i) init[i] = static_cast<T>(normal(rng));  // wte, then wpe
-  for (LayerTensor t : {QKVW, ATTPROJW, FCW, FCPROJW}) {
+  for (LayerTensor lt : {QKVW, ATTPROJW, FCW, FCPROJW}) {
     for (size_t l = 0; l < L; ++l) {
-      T* w = init.data() + whole[l + 1] + layer_off_[t];
-      for (size_t i = 0; i < layer_sizes[t]; ++i) w[i] = static_cast<T>(normal(rng));
+      T* w = init.data() + whole[l + 1] + whole_off[lt];
+      for (size_t i = 0; i < whole_sizes[lt]; ++i) w[i] = static_cast<T>(normal(rng));
     }
   }
-  for (LayerTensor t : {LN1W, LN2W}) {
-    for (size_t l = 0; l < L; ++l) std::fill_n(init.data() + whole[l + 1] + layer_off_[t], C, T(1));
+  for (LayerTensor lt : {LN1W, LN2W}) {
+    for (size_t l = 0; l < L; ++l) std::fill_n(init.data() + whole[l + 1] + whole_off[lt], C, T(1));
   }
   std::fill_n(init.data() + whole[L + 1], C, T(1));
   // This stage's units, in order: what it holds and where.
@@ -75,19 +100,95 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
     unit_size_[u] = n;
     held += n;
   };
-  if (stage.first) hold(0, whole[1]);
+  if (stage.first) hold(0, Vl * C + S * C);
   for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) hold(static_cast<size_t>(l) + 1, layer_off_[kLayerTensors]);
   if (stage.last) hold(L + 1, 2 * C);
-  if (stage.last && !stage.first) hold(L + 2, V * C);  // the tied output layer's copy
+  if (stage.last && !stage.first) hold(L + 2, Vl * C);  // the tied output layer's copy
   params.assign(held, T(0));
   grads.assign(held, T(0));
-  for (size_t u = 0; u <= L + 1; ++u) {
-    if (unit_size_[u]) std::copy_n(init.data() + whole[u], unit_size_[u], params.data() + unit_offset_[u]);
+  // This rank's share of each tensor: rows [first, first + count) of every
+  // `blocks` consecutive groups of `rows` rows of `width` columns, or columns
+  // [first, first + count) of each row.
+  auto rows_of = [](const T* from, T* to, size_t blocks, size_t rows, size_t width, size_t first, size_t count) {
+    for (size_t b = 0; b < blocks; ++b) std::copy_n(from + (b * rows + first) * width, count * width, to + b * count * width);
+  };
+  auto cols_of = [](const T* from, T* to, size_t rows, size_t width, size_t first, size_t count) {
+    for (size_t i = 0; i < rows; ++i) std::copy_n(from + i * width + first, count, to + i * count);
+  };
+  if (stage.first) {
+    rows_of(init.data(), params.data(), 1, V, C, r * Vl, Vl);                             // wte rows
+    std::copy_n(init.data() + V * C, S * C, params.data() + unit_offset_[0] + Vl * C);  // wpe
   }
-  if (unit_size_[L + 2]) std::copy_n(init.data(), V * C, params.data() + unit_offset_[L + 2]);
+  for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) {
+    const T* g = init.data() + whole[static_cast<size_t>(l) + 1];
+    T* o = params.data() + unit_offset_[static_cast<size_t>(l) + 1];
+    for (LayerTensor lt : {LN1W, LN1B, ATTPROJB, LN2W, LN2B, FCPROJB}) std::copy_n(g + whole_off[lt], C, o + layer_off_[lt]);
+    rows_of(g + whole_off[QKVW], o + layer_off_[QKVW], 3, C, C, r * Cl, Cl);  // q, k, v rows of this rank's heads
+    rows_of(g + whole_off[QKVB], o + layer_off_[QKVB], 3, C, 1, r * Cl, Cl);
+    cols_of(g + whole_off[ATTPROJW], o + layer_off_[ATTPROJW], C, C, r * Cl, Cl);
+    rows_of(g + whole_off[FCW], o + layer_off_[FCW], 1, 4 * C, C, r * Fl, Fl);
+    rows_of(g + whole_off[FCB], o + layer_off_[FCB], 1, 4 * C, 1, r * Fl, Fl);
+    cols_of(g + whole_off[FCPROJW], o + layer_off_[FCPROJW], C, 4 * C, r * Fl, Fl);
+  }
+  if (stage.last) std::copy_n(init.data() + whole[L + 1], 2 * C, params.data() + unit_offset_[L + 1]);
+  if (unit_size_[L + 2]) rows_of(init.data(), params.data() + unit_offset_[L + 2], 1, V, C, r * Vl, Vl);
   unit_p_.assign(L + 3, nullptr);
   unit_g_.assign(L + 3, nullptr);
   dinput_ = make_buffer<T>(tracker, Component::Workspace);
+}
+
+// Megatron-LM's vocab-parallel cross-entropy (core/tensor_parallel/
+// cross_entropy.py): each rank holds V/t logits per token; the row maxima,
+// the sums of exponentials and the target logits are combined over the ranks,
+// and each rank writes the gradient of its own logits in place.
+template <class T>
+T GptModel<T>::vocab_parallel_cross_entropy(const int* targets, size_t N) {
+  const size_t V = static_cast<size_t>(vocab_local_), t = static_cast<size_t>(tp_size_);
+  T* logits = a_->logits.data();
+  auto work = [this](size_t n) { return make_buffer<T>(tracker_, Component::Workspace, n); };
+  Buffer<T> local_max = work(N), all_max = work(N * t), sum = work(N), target = work(N);
+  for (size_t i = 0; i < N; ++i) local_max[i] = *std::max_element(logits + i * V, logits + (i + 1) * V);
+  if constexpr (std::is_same_v<T, float>) tp_->all_gather(local_max.data(), all_max.data(), N);
+  for (size_t i = 0; i < N; ++i) {
+    T m = all_max[i];
+    for (size_t r = 1; r < t; ++r) m = std::max(m, all_max[r * N + i]);
+    local_max[i] = m;
+    const T* l = logits + i * V;
+    for (size_t v = 0; v < V; ++v) sum[i] += std::exp(l[v] - m);
+    const int row = targets[i] - vocab_start_;
+    if (row >= 0 && row < vocab_local_) target[i] = l[row];
+  }
+  tp_all_reduce(sum.data(), N);
+  tp_all_reduce(target.data(), N);
+  T loss = 0;
+  for (size_t i = 0; i < N; ++i) {
+    const T logz = std::log(sum[i]) + local_max[i];
+    loss += logz - target[i];
+    T* l = logits + i * V;
+    const int row = targets[i] - vocab_start_;
+    for (size_t v = 0; v < V; ++v) {
+      l[v] = (std::exp(l[v] - logz) - (static_cast<int>(v) == row ? T(1) : T(0))) / static_cast<T>(N);
+    }
+  }
+  return loss / static_cast<T>(N);
+}
+
+template <class T>
+void GptModel<T>::add_bias_after_reduce(T* out, const T* bias, size_t rows, int C) {
+  tp_all_reduce(out, rows * static_cast<size_t>(C));
+  for (size_t i = 0; i < rows; ++i) {
+    for (int c = 0; c < C; ++c) out[i * static_cast<size_t>(C) + c] += bias[c];
+  }
+}
+
+template <class T>
+void GptModel<T>::tp_all_reduce(T* data, size_t count) {
+  if (tp_size_ == 1) return;
+  if constexpr (std::is_same_v<T, float>) {
+    tp_->all_reduce_sum(data, count);
+  } else {
+    throw std::runtime_error("tensor parallel runs in fp32");
+  }
 }
 
 template <class T>
@@ -139,30 +240,37 @@ void GptModel<T>::finish_gradients(int unit) {
 
 template <class T>
 void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, int B, int Tn) {
-  const int C = c_.channels, NH = c_.heads;
+  // C: the model width; Cl, NHl, Fl: this tensor-parallel rank's attention
+  // channels, heads and FFN width (all of them with one rank).
+  const int C = c_.channels, Cl = channels_local_, NHl = heads_local_, Fl = ffn_local_;
   const size_t BT = static_cast<size_t>(B) * Tn;
-  const size_t o = slot * BT * C, att_size = static_cast<size_t>(B) * NH * Tn * Tn;
+  const size_t o = slot * BT * C, ol = slot * BT * static_cast<size_t>(Cl), of = slot * BT * static_cast<size_t>(Fl);
+  const size_t att_size = static_cast<size_t>(B) * NHl * Tn * Tn;
   T* ln1 = L_->ln1.data() + o;
   cpu::layernorm_forward(ln1, L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, residual, w(LN1W, l),
                          w(LN1B, l), static_cast<int>(BT), C);
-  T* qkv = L_->qkv.data() + 3 * o;
-  cpu::matmul_forward(qkv, ln1, w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * C);
-  T* atty = L_->atty.data() + o;
+  T* qkv = L_->qkv.data() + 3 * ol;
+  cpu::matmul_forward(qkv, ln1, w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
+  T* atty = L_->atty.data() + ol;
   cpu::attention_forward(atty, shared_->preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
-                         C, NH);
+                         Cl, NHl);
+  // Row-parallel: the partial products are summed over the ranks, then the bias.
   T* attproj = shared_->attproj.data();
-  cpu::matmul_forward(attproj, atty, w(ATTPROJW, l), w(ATTPROJB, l), static_cast<int>(BT), C, C);
+  const bool split = tp_size_ > 1;
+  cpu::matmul_forward<T>(attproj, atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
+  if (split) add_bias_after_reduce(attproj, w(ATTPROJB, l), BT, C);
   T* res2 = L_->residual2.data() + o;
   cpu::residual_forward(res2, residual, attproj, BT * C);
   T* ln2 = L_->ln2.data() + o;
   cpu::layernorm_forward(ln2, L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, res2, w(LN2W, l),
                          w(LN2B, l), static_cast<int>(BT), C);
-  T* fch = L_->fch.data() + 4 * o;
-  cpu::matmul_forward(fch, ln2, w(FCW, l), w(FCB, l), static_cast<int>(BT), C, 4 * C);
-  T* gelu = L_->fch_gelu.data() + 4 * o;
-  cpu::gelu_forward(gelu, fch, BT * 4 * C);
+  T* fch = L_->fch.data() + of;
+  cpu::matmul_forward(fch, ln2, w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
+  T* gelu = L_->fch_gelu.data() + of;
+  cpu::gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
   T* fcproj = shared_->fcproj.data();
-  cpu::matmul_forward(fcproj, gelu, w(FCPROJW, l), w(FCPROJB, l), static_cast<int>(BT), 4 * C, C);
+  cpu::matmul_forward<T>(fcproj, gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
+  if (split) add_bias_after_reduce(fcproj, w(FCPROJB, l), BT, C);
   // The layer's output is kept for every layer: it is the next layer's input
   // (the checkpoint full recompute keeps). The last layer of a stage that is
   // not the last writes the stage's output, which is only sent on (and freed
@@ -184,7 +292,8 @@ void GptModel<T>::output_sent(int k) {
 template <class T>
 T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn) {
   select(k);
-  const int C = c_.channels, L = c_.layers, NH = c_.heads, V = c_.vocab, n = stage_.layers;
+  const int C = c_.channels, L = c_.layers, NH = heads_local_, V = vocab_local_, n = stage_.layers;
+  const size_t Cl = static_cast<size_t>(channels_local_), Fl = static_cast<size_t>(ffn_local_);
   const size_t BT = static_cast<size_t>(B) * Tn;
   // With full recompute only one layer's activations exist at a time: the
   // recompute workspace; every layer's input stays as its checkpoint.
@@ -201,20 +310,20 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   ensure(L_->ln1, t, layer_tag, slots * BT * C);
   ensure(L_->ln1_mean, t, layer_tag, slots * BT);
   ensure(L_->ln1_rstd, t, layer_tag, slots * BT);
-  ensure(L_->qkv, t, layer_tag, slots * BT * 3 * C);
+  ensure(L_->qkv, t, layer_tag, slots * BT * 3 * Cl);
   // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
   if (selective_ && !recompute_) {
     ensure(A_->att, t, Component::RecomputeWorkspace, att_size);
   } else {
     ensure(A_->att, t, layer_tag, slots * att_size);
   }
-  ensure(L_->atty, t, layer_tag, slots * BT * C);
+  ensure(L_->atty, t, layer_tag, slots * BT * Cl);
   ensure(L_->residual2, t, layer_tag, slots * BT * C);
   ensure(L_->ln2, t, layer_tag, slots * BT * C);
   ensure(L_->ln2_mean, t, layer_tag, slots * BT);
   ensure(L_->ln2_rstd, t, layer_tag, slots * BT);
-  ensure(L_->fch, t, layer_tag, slots * BT * 4 * C);
-  ensure(L_->fch_gelu, t, layer_tag, slots * BT * 4 * C);
+  ensure(L_->fch, t, layer_tag, slots * BT * Fl);
+  ensure(L_->fch_gelu, t, layer_tag, slots * BT * Fl);
   // Layer outputs: residual3[l] is layer l+1's input (its checkpoint under
   // full recompute); the last is the final norm's input.
   ensure(a_->residual3, t, Component::Activations, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * BT * C);
@@ -232,7 +341,25 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   const int final_unit = L + 1, l0 = stage_.first_layer;
   if (stage_.first) {
     acquire(0, n > 0 ? l0 + 1 : final_unit);
-    cpu::encoder_forward(a_->encoded.data(), a_->ids.data(), unit_p_[0], unit_p_[0] + wpe_offset(), B, Tn, C);
+    if (tp_size_ == 1) {
+      cpu::encoder_forward(a_->encoded.data(), a_->ids.data(), unit_p_[0], unit_p_[0] + wpe_offset(), B, Tn, C);
+    } else {
+      // Vocabulary-parallel lookup: each rank adds the rows it holds, the sum
+      // over the ranks is the embedding; the positions are replicated.
+      const T* wte = unit_p_[0];
+      const T* wpe = unit_p_[0] + wpe_offset();
+      for (size_t i = 0; i < BT; ++i) {
+        const int row = a_->ids[i] - vocab_start_;
+        T* o = a_->encoded.data() + i * static_cast<size_t>(C);
+        if (row >= 0 && row < vocab_local_) std::copy_n(wte + static_cast<size_t>(row) * C, C, o);
+      }
+      tp_all_reduce(a_->encoded.data(), BT * static_cast<size_t>(C));
+      for (size_t i = 0; i < BT; ++i) {
+        const T* p = wpe + (i % static_cast<size_t>(Tn)) * C;
+        T* o = a_->encoded.data() + i * static_cast<size_t>(C);
+        for (int c = 0; c < C; ++c) o[c] += p[c];
+      }
+    }
     release(0);
   } else {
     std::copy(input, input + BT * C, a_->encoded.begin());
@@ -254,7 +381,8 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
                          static_cast<int>(BT), C, V);
   release(head_unit());
   // The gradient of the mean loss overwrites the logits (each row is read before it is written).
-  return cpu::crossentropy_forward_backward(a_->logits.data(), a_->logits.data(), targets, static_cast<int>(BT), V);
+  if (tp_size_ == 1) return cpu::crossentropy_forward_backward(a_->logits.data(), a_->logits.data(), targets, static_cast<int>(BT), V);
+  return vocab_parallel_cross_entropy(targets, BT);
 }
 
 template <class T>
@@ -299,7 +427,8 @@ T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, in
 template <class T>
 void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   select(k);
-  const int C = c_.channels, L = c_.layers, NH = c_.heads, V = c_.vocab, n = stage_.layers, l0 = stage_.first_layer;
+  const int C = c_.channels, L = c_.layers, NH = heads_local_, V = vocab_local_, n = stage_.layers, l0 = stage_.first_layer;
+  const int Cl = channels_local_, Fl = ffn_local_;
   const size_t BT = static_cast<size_t>(B) * Tn;
   // Backward's activation gradients: one layer's worth, workspace.
   auto work = [this](size_t count) { return make_buffer<T>(tracker_, Component::Workspace, count); };
@@ -316,6 +445,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     acquire(head, final_unit);
     cpu::matmul_backward<T>(dlnf.data(), unit_g_[static_cast<size_t>(head)], nullptr, a_->logits.data(), a_->lnf.data(),
                             unit_p_[static_cast<size_t>(head)], static_cast<int>(BT), C, V);
+    tp_all_reduce(dlnf.data(), BT * static_cast<size_t>(C));  // each rank's vocabulary rows contribute
     release(head);
     if (head != 0) finish_gradients(head);
     const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * BT * C : a_->encoded.data();
@@ -330,9 +460,10 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     std::copy(doutput, doutput + BT * C, dresidual.begin());
   }
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
-  Buffer<T> dfcproj = work(BT * C), dgelu = work(BT * 4 * C), dfch = work(BT * 4 * C), dln2 = work(BT * C),
-            dres2 = work(BT * C), dattproj = work(BT * C), datty = work(BT * C), dqkv = work(BT * 3 * C),
-            dln1 = work(BT * C), dpreatt = work(att_size), datt = work(att_size), dprev = work(BT * C);
+  const size_t BTl = BT * static_cast<size_t>(Cl), BTf = BT * static_cast<size_t>(Fl);
+  Buffer<T> dfcproj = work(BT * C), dgelu = work(BTf), dfch = work(BTf), dln2 = work(BT * C), dres2 = work(BT * C),
+            dattproj = work(BT * C), datty = work(BTl), dqkv = work(3 * BTl), dln1 = work(BT * C), dpreatt = work(att_size),
+            datt = work(att_size), dprev = work(BT * C);
   for (int i = n - 1; i >= 0; --i) {
     const int l = l0 + i;
     const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * BT * C;
@@ -341,11 +472,12 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
     if (recompute_) layer_forward(l, i, 0, residual, B, Tn);
-    const size_t o = slot * BT * C;
+    const size_t o = slot * BT * C, ol = slot * BTl, of = slot * BTf;
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).
     if (selective_ && !recompute_) {
-      cpu::attention_forward(shared_->attproj.data(), shared_->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * o, B, Tn, C, NH);
+      cpu::attention_forward(shared_->attproj.data(), shared_->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
+                             Tn, Cl, NH);
     }
     for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
       std::fill(v->begin(), v->end(), T(0));
@@ -353,20 +485,22 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // residual3 = residual2 + fcproj
     cpu::residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), BT * C);
     cpu::matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), dfcproj.data(),
-                         L_->fch_gelu.data() + 4 * o, w(FCPROJW, l), static_cast<int>(BT), 4 * C, C);
-    cpu::gelu_backward(dfch.data(), L_->fch.data() + 4 * o, dgelu.data(), BT * 4 * C);
+                         L_->fch_gelu.data() + of, w(FCPROJW, l), static_cast<int>(BT), Fl, C);
+    cpu::gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
     cpu::matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(),
-                         L_->ln2.data() + o, w(FCW, l), static_cast<int>(BT), C, 4 * C);
+                         L_->ln2.data() + o, w(FCW, l), static_cast<int>(BT), C, Fl);
+    tp_all_reduce(dln2.data(), BT * static_cast<size_t>(C));  // column-parallel: the input's gradient is a sum over ranks
     cpu::layernorm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2.data(), L_->residual2.data() + o,
                             w(LN2W, l), L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, static_cast<int>(BT), C);
     // residual2 = residual + attproj
     cpu::residual_backward(dprev.data(), dattproj.data(), dres2.data(), BT * C);
     cpu::matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), dattproj.data(),
-                         L_->atty.data() + o, w(ATTPROJW, l), static_cast<int>(BT), C, C);
-    cpu::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * o,
-                            A_->att.data() + att_slot(slot) * att_size, B, Tn, C, NH);
+                         L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C);
+    cpu::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * ol,
+                            A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
     cpu::matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(),
-                         L_->ln1.data() + o, w(QKVW, l), static_cast<int>(BT), C, 3 * C);
+                         L_->ln1.data() + o, w(QKVW, l), static_cast<int>(BT), C, 3 * Cl);
+    tp_all_reduce(dln1.data(), BT * static_cast<size_t>(C));
     cpu::layernorm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1.data(), residual, w(LN1W, l),
                             L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, static_cast<int>(BT), C);
     finish_gradients(l + 1);
@@ -374,7 +508,22 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     dresidual.swap(dprev);
   }
   if (stage_.first) {
-    cpu::encoder_backward(unit_g_[0], unit_g_[0] + wpe_offset(), dresidual.data(), a_->ids.data(), B, Tn, C);
+    if (tp_size_ == 1) {
+      cpu::encoder_backward(unit_g_[0], unit_g_[0] + wpe_offset(), dresidual.data(), a_->ids.data(), B, Tn, C);
+    } else {
+      // Vocabulary-parallel: each rank's rows take their tokens' gradients; positions are replicated.
+      T* dwte = unit_g_[0];
+      T* dwpe = unit_g_[0] + wpe_offset();
+      for (size_t i = 0; i < BT; ++i) {
+        const T* d = dresidual.data() + i * static_cast<size_t>(C);
+        const int row = a_->ids[i] - vocab_start_;
+        T* p = dwpe + (i % static_cast<size_t>(Tn)) * C;
+        for (int c = 0; c < C; ++c) p[c] += d[c];
+        if (row < 0 || row >= vocab_local_) continue;
+        T* w = dwte + static_cast<size_t>(row) * C;
+        for (int c = 0; c < C; ++c) w[c] += d[c];
+      }
+    }
     finish_gradients(0);
   } else {
     dinput_.swap(dresidual);  // for the previous stage

@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "executor/communicator.h"
 #include "executor/param_units.h"
 #include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
@@ -34,6 +35,16 @@ struct PipelineStage {
   bool first = true, last = true;
 };
 
+// Megatron-style tensor parallelism (Shoeybi et al. 2019): over `comm`'s
+// ranks the QKV and first MLP products are split by output columns (heads,
+// FFN), the attention and second MLP projections by input rows with an
+// all-reduce of their outputs, the embedding and output layer by vocabulary
+// rows (vocabulary-parallel lookup and cross-entropy); norms, biases of the
+// row-parallel products and positions are replicated. Null: one rank.
+struct TensorParallel {
+  Communicator* comm = nullptr;
+};
+
 // The GPT shape of a ModelSpec (GELU, LayerNorm, learned positions, tied).
 // Throws InputError for other architectures.
 GptConfig gpt_config(const ModelSpec& m);
@@ -43,7 +54,8 @@ class GptModel {
  public:
   // Buffers come from `tracker` under the cost model's component tags
   // (untracked without one).
-  GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr, PipelineStage stage = {});
+  GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr, PipelineStage stage = {},
+           TensorParallel tp = {});
 
   // Loss of next-token prediction over tokens (B,T) -> targets (B,T); fills
   // grads (zeroed first unless `accumulate`, which adds to them: gradient
@@ -151,7 +163,16 @@ class GptModel {
   void finish_gradients(int unit);
   const T* w(LayerTensor t, int l) const { return unit_p_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
   T* gw(LayerTensor t, int l) { return unit_g_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
-  size_t wpe_offset() const { return static_cast<size_t>(c_.vocab) * c_.channels; }
+  size_t wpe_offset() const { return static_cast<size_t>(vocab_local_) * c_.channels; }
+  // Tensor parallelism: this rank's share of the attention channels, heads,
+  // FFN and vocabulary, and where its vocabulary rows start.
+  Communicator* tp_ = nullptr;
+  int tp_size_ = 1, tp_rank_ = 0;
+  int channels_local_ = 0, heads_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
+  void tp_all_reduce(T* data, size_t count);
+  // A row-parallel product's output: summed over the ranks, then its bias added.
+  void add_bias_after_reduce(T* out, const T* bias, size_t rows, int C);
+  T vocab_parallel_cross_entropy(const int* targets, size_t N);
 };
 
 // AdamW on flat fp32 arrays (decoupled weight decay, bias correction).
