@@ -52,9 +52,14 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   any_gpu.has_bf16 = true;
   const std::string invalid = check_layout(make_shape(p.model), l, any_gpu, l.world());
   if (!invalid.empty()) refuse(invalid);
-  if (l.tp != 1 || l.ep != 1) {
-    refuse("tp " + std::to_string(l.tp) + " ep " + std::to_string(l.ep) +
-           ": the CPU executor runs data and pipeline parallelism so far (tp = ep = 1)");
+  if (l.ep != 1) refuse("ep " + std::to_string(l.ep) + ": expert parallelism is not built in the executor yet");
+  if (l.tp > 1) {
+    if (l.dp != 1 || l.pp != 1) refuse("tp with dp or pp: combining tensor parallelism with the others is not built yet");
+    if (p.model.mlp == MlpKind::SwiGlu) refuse("tp > 1: tensor parallelism is built for GPT-2 style models so far");
+    if (l.sequence_parallel) refuse("sequence_parallel: not built in the executor yet");
+    if (l.zero_stage != 0 || l.offload_optimizer != Offload::None || l.offload_param != Offload::None) {
+      refuse("tp > 1 with ZeRO or offload: the tensor-parallel run uses plain AdamW (dp = 1) so far");
+    }
   }
   if (l.pp > 1) {
     if (l.dp != 1) refuse("dp " + std::to_string(l.dp) + " with pp " + std::to_string(l.pp) + ": data parallelism inside a pipeline is not built yet (dp = 1)");
@@ -74,9 +79,7 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.offload_optimizer == Offload::Nvme) refuse("offload_optimizer nvme: the executor offloads to host memory only");
   if (l.optimizer != Optimizer::Adam) refuse("optimizer: the executor runs AdamW only");
   if (l.delayed_update) refuse("delayed_update: not built in the executor yet");
-  if (l.sequence_parallel || l.tile_factor != 1 || l.fp32_grad_accum) {
-    refuse("sequence_parallel / tile_factor / fp32_grad_accum: not used by the CPU executor");
-  }
+  if (l.tile_factor != 1 || l.fp32_grad_accum) refuse("tile_factor / fp32_grad_accum: not used by the CPU executor");
   Layout run = l;
   // The executor's own accounting: its CPU kernels keep the softmax output
   // (materialized attention), one process stands for each rank (no NCCL or
@@ -204,7 +207,10 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None,
                                l.offload_param != Offload::None};
   // Every collective the trainer makes is counted and timed, step by step.
-  TimedCommunicator timed(comm);
+  // With tensor parallelism (dp = 1) the run's ranks are the model's group
+  // and the data-parallel group is each rank alone.
+  LoopbackCommunicator alone(0, 1);
+  TimedCommunicator timed(l.tp > 1 ? static_cast<Communicator&>(alone) : comm);
   DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   const int local = mb * ga;
@@ -216,7 +222,7 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   const SyntheticCorpus synthetic(static_cast<int>(plan.model.vocab_size), 42);
   Json step_rows = Json::array();
   for (int s = 0; s < steps; ++s) {
-    const int first_row = comm.rank() * local;
+    const int first_row = l.tp > 1 ? 0 : comm.rank() * local;
     const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, local, T)
                           : synthetic.batch(static_cast<uint64_t>(s), first_row, local, T);
     timed.reset();
@@ -341,7 +347,9 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
     model.set_selective_recompute(l.recompute == Recompute::Selective);
     return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
   }
-  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device);
+  // Tensor parallelism: the ranks of the run are the tensor-parallel group (dp = pp = 1).
+  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, PipelineStage{},
+                        TensorParallel{l.tp > 1 ? comm.get() : nullptr});
   model.set_recompute(l.recompute == Recompute::Full);
   model.set_selective_recompute(l.recompute == Recompute::Selective);
   return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
