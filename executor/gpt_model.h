@@ -89,9 +89,11 @@ class GptModel {
   // Frees micro-batch k's activations (a pipeline keeps only those in flight).
   void free_activations(int k);
   // The tied embedding's gradient on this stage (the first stage's lookup
-  // table, the last stage's output-layer copy), V*C elements, which the two
+  // table, the last stage's output-layer copy), tied_embedding_size()
+  // elements (this tensor-parallel rank's vocabulary rows), which the two
   // stages sum every step (Megatron-LM's embedding group); nullptr elsewhere.
   T* tied_embedding_gradient();
+  size_t tied_embedding_size() const { return static_cast<size_t>(vocab_local_) * c_.channels; }
   const PipelineStage& stage() const { return stage_; }
   // From now on take parameters and gradient buffers from `units` (ZeRO-3);
   // params and grads may then be released.

@@ -41,6 +41,18 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
 }
 
+MpiCommunicator::~MpiCommunicator() {
+  if (owned_) MPI_Comm_free(&comm_);
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key) const {
+  MPI_Comm part;
+  check(MPI_Comm_split(comm_, color, key, &part), "MPI_Comm_split");
+  auto out = std::make_unique<MpiCommunicator>(part);
+  out->owned_ = true;
+  return out;
+}
+
 void MpiCommunicator::all_reduce_sum(float* data, size_t count) {
   check(MPI_Allreduce(MPI_IN_PLACE, data, count_of(count, "MPI_Allreduce"), MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce");
 }

@@ -7,6 +7,8 @@
 
 #include <mpi.h>
 
+#include <memory>
+
 #include "executor/communicator.h"
 
 namespace zp {
@@ -22,6 +24,12 @@ class MpiSession {
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+  // The group of the ranks that pass the same `color`, ordered by `key`
+  // (MPI_Comm_split; a collective call over this communicator).
+  std::unique_ptr<MpiCommunicator> split(int color, int key) const;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   bool emulated() const override { return false; }
@@ -38,6 +46,7 @@ class MpiCommunicator final : public Communicator {
 
  private:
   MPI_Comm comm_;
+  bool owned_ = false;  // split from another: freed with this object
   int rank_ = 0, size_ = 1;
 };
 

@@ -7,8 +7,8 @@ namespace zp {
 
 template <class Model>
 PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam,
-                                        TrackingAllocator* device)
-    : model_(stage), comm_(comm), schedule_(schedule), adam_(adam), device_(device) {
+                                        TrackingAllocator* device, Communicator* data_parallel)
+    : model_(stage), comm_(comm), dp_(data_parallel), schedule_(schedule), adam_(adam), device_(device) {
   const PipelineStage& s = stage.stage();
   if (s.first != (comm.rank() == 0) || s.last != (comm.rank() + 1 == comm.size())) {
     throw std::runtime_error("pipeline: rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
@@ -116,10 +116,18 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   // the shared table, so the two copies stay equal.
   float* tied = model_.tied_embedding_gradient();
   if (tied && p > 1) {
-    const size_t table = static_cast<size_t>(model_.config().vocab) * model_.config().channels;
+    const size_t table = model_.tied_embedding_size();
     tied_.assign(table, 0.0f);
     comm_.send_recv(tied, table, stage == 0 ? p - 1 : 0, tied_.data(), table, stage == 0 ? p - 1 : 0);
     for (size_t i = 0; i < table; ++i) tied[i] += tied_[i];
+  }
+  // Data parallelism across pipelines: the mean over their slices of the batch.
+  if (dp_ && dp_->size() > 1) {
+    const float ways = static_cast<float>(dp_->size());
+    dp_->all_reduce_sum(model_.grads.data(), model_.grads.size());
+    for (float& g : model_.grads) g /= ways;
+    dp_->all_reduce_sum(&loss, 1);
+    loss /= ways;
   }
   ++steps_;
   adamw_step(model_.params.data(), model_.grads.data(), m_.data(), v_.data(), model_.params.size(), steps_, adam_.lr,

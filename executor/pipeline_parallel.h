@@ -13,8 +13,10 @@
 // send_backward_recv_forward do, so blocking transfers of any size cannot
 // leave two neighbours waiting for each other. With tied embeddings the
 // first and last stages sum their embedding gradients every step (Megatron-
-// LM's embedding group). Data parallelism inside a pipeline is not built yet
-// (dp = 1); the optimizer is AdamW on each stage's parameters.
+// LM's embedding group). With a data-parallel group the gradients are then
+// all-reduced across the pipelines (ZeRO-0); with a tensor-parallel model the
+// three make Megatron-LM's 3D layout. The optimizer is AdamW on each rank's
+// parameters.
 #pragma once
 
 #include <cstdint>
@@ -33,8 +35,11 @@ class PipelineTrainer {
  public:
   // `device` (optional) is the allocator the model's buffers come from: the
   // trainer records the most activation bytes it held at once.
+  // `data_parallel` (optional): the group of ranks holding the same stage
+  // (and tensor-parallel rank) of other pipelines, each on its own slice of
+  // the batch; their gradients are all-reduced before the optimizer step.
   PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam,
-                  TrackingAllocator* device = nullptr);
+                  TrackingAllocator* device = nullptr, Communicator* data_parallel = nullptr);
   // One step over `micro_batches` micro-batches of `micro_batch` sequences of
   // Tn tokens (tokens and targets hold them all, one after another; the first
   // stage reads the tokens, the last the targets). Returns the mean loss on
@@ -50,6 +55,7 @@ class PipelineTrainer {
   void backward(int k, int micro_batch, int Tn);
   Model& model_;
   Communicator& comm_;
+  Communicator* dp_;
   PipeSchedule schedule_;
   AdamConfig adam_;
   TrackingAllocator* device_;
