@@ -53,20 +53,13 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   const std::string invalid = check_layout(make_shape(p.model), l, any_gpu, l.world());
   if (!invalid.empty()) refuse(invalid);
   if (l.ep != 1) refuse("ep " + std::to_string(l.ep) + ": expert parallelism is not built in the executor yet");
-  if (l.tp > 1) {
-    if (l.dp != 1 || l.pp != 1) refuse("tp with dp or pp: combining tensor parallelism with the others is not built yet");
-    if (p.model.mlp == MlpKind::SwiGlu) refuse("tp > 1: tensor parallelism is built for GPT-2 style models so far");
+  if (l.tp > 1 || l.pp > 1) {
+    // Tensor and pipeline parallelism (with data parallelism across them: 3D).
+    if (p.model.mlp == MlpKind::SwiGlu) refuse("tp or pp > 1: built for GPT-2 style models so far");
     if (l.sequence_parallel) refuse("sequence_parallel: not built in the executor yet");
-    if (l.zero_stage != 0 || l.offload_optimizer != Offload::None || l.offload_param != Offload::None) {
-      refuse("tp > 1 with ZeRO or offload: the tensor-parallel run uses plain AdamW (dp = 1) so far");
-    }
-  }
-  if (l.pp > 1) {
-    if (l.dp != 1) refuse("dp " + std::to_string(l.dp) + " with pp " + std::to_string(l.pp) + ": data parallelism inside a pipeline is not built yet (dp = 1)");
     if (l.schedule == Schedule::Interleaved) refuse("schedule interleaved: the executor runs GPipe and 1F1B");
-    if (p.model.mlp == MlpKind::SwiGlu) refuse("pp > 1: pipeline stages are built for GPT-2 style models so far");
     if (l.zero_stage != 0 || l.offload_optimizer != Offload::None || l.offload_param != Offload::None) {
-      refuse("pp > 1 with ZeRO or offload: the pipeline trainer runs plain AdamW per stage (dp = 1) so far");
+      refuse("tp or pp > 1 with ZeRO or offload: tensor and pipeline runs all-reduce gradients (ZeRO-0) so far");
     }
   }
   if (l.precision != Precision::Fp32) {
@@ -207,10 +200,7 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None,
                                l.offload_param != Offload::None};
   // Every collective the trainer makes is counted and timed, step by step.
-  // With tensor parallelism (dp = 1) the run's ranks are the model's group
-  // and the data-parallel group is each rank alone.
-  LoopbackCommunicator alone(0, 1);
-  TimedCommunicator timed(l.tp > 1 ? static_cast<Communicator&>(alone) : comm);
+  TimedCommunicator timed(comm);
   DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   const int local = mb * ga;
@@ -222,7 +212,7 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   const SyntheticCorpus synthetic(static_cast<int>(plan.model.vocab_size), 42);
   Json step_rows = Json::array();
   for (int s = 0; s < steps; ++s) {
-    const int first_row = l.tp > 1 ? 0 : comm.rank() * local;
+    const int first_row = comm.rank() * local;
     const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, local, T)
                           : synthetic.batch(static_cast<uint64_t>(s), first_row, local, T);
     timed.reset();
@@ -243,23 +233,52 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   return 0;
 }
 
-// Trains this rank's pipeline stage (dp = 1) and writes its measurements.
-int train_pipeline(const PlanFile& plan, const Layout& l, Communicator& comm, Memory& memory, const std::string& plan_path,
-                   int steps, const std::string& text, std::string out_path) {
-  const uint32_t stage = static_cast<uint32_t>(comm.rank());
+// Megatron-Core's rank order: tensor-parallel ranks innermost, then data,
+// then pipeline. The three groups of this rank: split from the world under
+// mpirun, loopback stand-ins for an emulated rank.
+struct ParallelGroups {
+  int tp_rank = 0, dp_rank = 0, pp_rank = 0;
+  std::unique_ptr<Communicator> tp, dp, pp;
+};
+
+ParallelGroups make_groups(Communicator& world, const Layout& l) {
+  ParallelGroups g;
+  const int r = world.rank(), tp = static_cast<int>(l.tp), dp = static_cast<int>(l.dp), pp = static_cast<int>(l.pp);
+  g.tp_rank = r % tp;
+  g.dp_rank = (r / tp) % dp;
+  g.pp_rank = r / (tp * dp);
+  if (auto* mpi = dynamic_cast<MpiCommunicator*>(&world)) {
+    g.tp = mpi->split(g.pp_rank * dp + g.dp_rank, g.tp_rank);
+    g.dp = mpi->split(g.pp_rank * tp + g.tp_rank, g.dp_rank);
+    g.pp = mpi->split(g.dp_rank * tp + g.tp_rank, g.pp_rank);
+  } else {
+    g.tp = std::make_unique<LoopbackCommunicator>(g.tp_rank, tp);
+    g.dp = std::make_unique<LoopbackCommunicator>(g.dp_rank, dp);
+    g.pp = std::make_unique<LoopbackCommunicator>(g.pp_rank, pp);
+  }
+  return g;
+}
+
+// Trains this rank's part of a tensor- and/or pipeline-parallel layout (with
+// data parallelism across the pipelines) and writes its measurements: the
+// first tensor-parallel rank of the first pipeline writes one file per stage.
+int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, Memory& memory,
+                   const std::string& plan_path, int steps, const std::string& text, std::string out_path) {
+  ParallelGroups g = make_groups(world, l);
+  const uint32_t stage = static_cast<uint32_t>(g.pp_rank);
   PipelineStage part;
   for (uint32_t s = 0; s < stage; ++s) part.first_layer += static_cast<int>(layers_on_stage(plan.model.num_layers, l, s));
   part.layers = static_cast<int>(layers_on_stage(plan.model.num_layers, l, stage));
   part.first = stage == 0;
   part.last = stage + 1 == l.pp;
-  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, part);
+  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, part, TensorParallel{l.tp > 1 ? g.tp.get() : nullptr});
   model.set_recompute(l.recompute == Recompute::Full);
   model.set_selective_recompute(l.recompute == Recompute::Selective);
   AdamConfig adam;
   adam.lr = 3e-3f;
-  TimedCommunicator timed(comm);
+  TimedCommunicator timed(*g.pp);
   PipelineTrainer<GptModel<float>> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
-                                           adam, &memory.device);
+                                           adam, &memory.device, g.dp.get());
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   std::unique_ptr<ByteCorpus> bytes;
   if (!text.empty()) {
@@ -267,23 +286,26 @@ int train_pipeline(const PlanFile& plan, const Layout& l, Communicator& comm, Me
     bytes = std::make_unique<ByteCorpus>(text);
   }
   const SyntheticCorpus synthetic(static_cast<int>(plan.model.vocab_size), 42);
+  const bool writer = g.tp_rank == 0 && g.dp_rank == 0;
   Json step_rows = Json::array();
   for (int s = 0; s < steps; ++s) {
-    // Every stage sees the whole batch: the first reads its tokens, the last its targets.
-    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), 0, mb * ga, T)
-                          : synthetic.batch(static_cast<uint64_t>(s), 0, mb * ga, T);
+    // Each pipeline takes its data-parallel slice; every stage and tensor-
+    // parallel rank of it sees that slice (the first stage reads its tokens, the last its targets).
+    const int first_row = g.dp_rank * mb * ga;
+    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, mb * ga, T)
+                          : synthetic.batch(static_cast<uint64_t>(s), first_row, mb * ga, T);
     timed.reset();
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds}, {"collectives", collective_stats(timed)}});
-    if (stage == 0 && !comm.emulated()) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
+    if (world.rank() == 0 && !world.emulated()) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
-  // Each stage writes its own file: <plan>.measured.json for stage 0,
-  // <plan>.measured.stage<s>.json for the others.
+  if (!writer && !world.emulated()) return 0;
+  // <plan>.measured.json for stage 0, <plan>.measured.stage<s>.json for the others.
   if (out_path.empty()) out_path = plan_path + ".measured.json";
   if (stage > 0) out_path = out_path.substr(0, out_path.size() - 5) + ".stage" + std::to_string(stage) + ".json";
-  write_measurements(plan, l, comm, memory, stage, step_rows,
+  write_measurements(plan, l, world, memory, stage, step_rows,
                      {{"max_in_flight_microbatches", trainer.max_in_flight()},
                       {"activation_peak_bytes", trainer.peak_activation_bytes()}},
                      static_cast<double>(trainer.peak_activation_bytes()), plan_path, out_path);
@@ -340,16 +362,14 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
   Memory memory;
-  if (l.pp > 1) return train_pipeline(plan, l, *comm, memory, plan_path, steps, text, out_path);
+  if (l.tp > 1 || l.pp > 1) return train_parallel(plan, l, *comm, memory, plan_path, steps, text, out_path);
   if (plan.model.mlp == MlpKind::SwiGlu) {
     LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device);
     model.set_recompute(l.recompute == Recompute::Full);
     model.set_selective_recompute(l.recompute == Recompute::Selective);
     return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
   }
-  // Tensor parallelism: the ranks of the run are the tensor-parallel group (dp = pp = 1).
-  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, PipelineStage{},
-                        TensorParallel{l.tp > 1 ? comm.get() : nullptr});
+  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device);
   model.set_recompute(l.recompute == Recompute::Full);
   model.set_selective_recompute(l.recompute == Recompute::Selective);
   return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
