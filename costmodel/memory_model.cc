@@ -100,22 +100,20 @@ void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
 void prepare_rules(MemoryPrep& p, const Layout& l) {
   if (p.rules_framework != l.framework || p.rules_precision != l.precision || p.rules_optimizer != l.optimizer ||
       p.rules_fp32_accum != l.fp32_grad_accum) {
-    for (auto& slot : p.rules_slots) slot.valid = false;
+    for (auto& slot : p.rules_slots) slot.reset();
     p.rules_framework = l.framework;
     p.rules_precision = l.precision;
     p.rules_optimizer = l.optimizer;
     p.rules_fp32_accum = l.fp32_grad_accum;
   }
   const int index = (l.zero_stage * 3 + static_cast<int>(l.offload_optimizer)) * 3 + static_cast<int>(l.offload_param);
-  MemoryPrep::RulesSlot& slot = p.rules_slots[index];
-  if (!slot.valid) {
+  std::optional<MemoryPrep::RulesSlot>& slot = p.rules_slots[index];
+  if (!slot) {
     const StateRules rules = state_rules(l);
-    slot.placed = place_states(l, rules);
-    slot.by_residence = state_bytes_by_residence(l, rules);
-    slot.optimizer_side_bytes = optimizer_side_bytes_per_param(l);
-    slot.valid = true;
+    slot.emplace(MemoryPrep::RulesSlot{place_states(l, rules), state_bytes_by_residence(l, rules),
+                                       optimizer_side_bytes_per_param(l)});
   }
-  p.rules = &slot;
+  p.rules = &*slot;
 }
 
 void prepare(MemoryPrep& p, const MemoryInputs& in) {

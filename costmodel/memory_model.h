@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 
 #include "costmodel/activations.h"
 #include "costmodel/cluster.h"
@@ -72,7 +73,6 @@ struct MemoryPrep {
   // State rules for every ZeRO stage x optimizer offload x parameter offload
   // of one (framework, precision, optimizer, gradient dtype), filled lazily.
   struct RulesSlot {
-    bool valid = false;
     PlacedStates placed;
     StateBytesPerParam by_residence;  // the same states summed per residence
     uint64_t optimizer_side_bytes = 0;  // per parameter, what optimizer offload moves
@@ -81,7 +81,8 @@ struct MemoryPrep {
   Precision rules_precision = Precision::Bf16;
   Optimizer rules_optimizer = Optimizer::Adam;
   bool rules_fp32_accum = false;
-  std::array<RulesSlot, 4 * 3 * 3> rules_slots{};
+  // Filled on first use: a cold evaluation builds only the slot it needs.
+  std::array<std::optional<RulesSlot>, 4 * 3 * 3> rules_slots{};
   const RulesSlot* rules = nullptr;  // the slot of the layout being evaluated
   // The activation side (activations, logits, token ids) of each candidate
   // stage, for one pipeline shape.
