@@ -92,12 +92,12 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   }
   std::fill_n(init.data() + whole[L + 1], C, T(1));
   // This stage's units, in order: what it holds and where.
-  unit_offset_.assign(L + 3, 0);
-  unit_size_.assign(L + 3, 0);
+  table_.offset.assign(L + 3, 0);
+  table_.size.assign(L + 3, 0);
   size_t held = 0;
   auto hold = [&](size_t u, size_t n) {
-    unit_offset_[u] = held;
-    unit_size_[u] = n;
+    table_.offset[u] = held;
+    table_.size[u] = n;
     held += n;
   };
   if (stage.first) hold(0, Vl * C + S * C);
@@ -117,11 +117,11 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   };
   if (stage.first) {
     rows_of(init.data(), params.data(), 1, V, C, r * Vl, Vl);                             // wte rows
-    std::copy_n(init.data() + V * C, S * C, params.data() + unit_offset_[0] + Vl * C);  // wpe
+    std::copy_n(init.data() + V * C, S * C, params.data() + table_.offset[0] + Vl * C);  // wpe
   }
   for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) {
     const T* g = init.data() + whole[static_cast<size_t>(l) + 1];
-    T* o = params.data() + unit_offset_[static_cast<size_t>(l) + 1];
+    T* o = params.data() + table_.offset[static_cast<size_t>(l) + 1];
     for (LayerTensor lt : {LN1W, LN1B, ATTPROJB, LN2W, LN2B, FCPROJB}) std::copy_n(g + whole_off[lt], C, o + layer_off_[lt]);
     rows_of(g + whole_off[QKVW], o + layer_off_[QKVW], 3, C, C, r * Cl, Cl);  // q, k, v rows of this rank's heads
     rows_of(g + whole_off[QKVB], o + layer_off_[QKVB], 3, C, 1, r * Cl, Cl);
@@ -130,10 +130,10 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
     rows_of(g + whole_off[FCB], o + layer_off_[FCB], 1, 4 * C, 1, r * Fl, Fl);
     cols_of(g + whole_off[FCPROJW], o + layer_off_[FCPROJW], C, 4 * C, r * Fl, Fl);
   }
-  if (stage.last) std::copy_n(init.data() + whole[L + 1], 2 * C, params.data() + unit_offset_[L + 1]);
-  if (unit_size_[L + 2]) rows_of(init.data(), params.data() + unit_offset_[L + 2], 1, V, C, r * Vl, Vl);
-  unit_p_.assign(L + 3, nullptr);
-  unit_g_.assign(L + 3, nullptr);
+  if (stage.last) std::copy_n(init.data() + whole[L + 1], 2 * C, params.data() + table_.offset[L + 1]);
+  if (table_.size[L + 2]) rows_of(init.data(), params.data() + table_.offset[L + 2], 1, V, C, r * Vl, Vl);
+  table_.p.assign(L + 3, nullptr);
+  table_.g.assign(L + 3, nullptr);
   dinput_ = make_buffer<T>(tracker, Component::Workspace);
 }
 
@@ -208,34 +208,9 @@ void GptModel<T>::free_activations(int k) {
 template <class T>
 T* GptModel<T>::tied_embedding_gradient() {
   if (stage_.first && stage_.last) return nullptr;
-  if (stage_.first) return grads.data() + unit_offset_[0];
-  if (stage_.last) return grads.data() + unit_offset_[static_cast<size_t>(c_.layers) + 2];
+  if (stage_.first) return grads.data() + table_.offset[0];
+  if (stage_.last) return grads.data() + table_.offset[static_cast<size_t>(c_.layers) + 2];
   return nullptr;
-}
-
-template <class T>
-void GptModel<T>::acquire(int unit, int next) {
-  const auto u = static_cast<size_t>(unit);
-  unit_p_[u] = units_ ? units_->acquire(unit) : params.data() + unit_offset_[u];
-  if (units_ && next >= 0) units_->prefetch(next);
-}
-
-template <class T>
-void GptModel<T>::release(int unit) {
-  if (units_) units_->release(unit);
-  unit_p_[static_cast<size_t>(unit)] = nullptr;
-}
-
-template <class T>
-void GptModel<T>::open_gradients(int unit) {
-  const auto u = static_cast<size_t>(unit);
-  unit_g_[u] = units_ ? units_->gradients(unit) : grads.data() + unit_offset_[u];
-}
-
-template <class T>
-void GptModel<T>::finish_gradients(int unit) {
-  if (units_) units_->finished(unit);
-  unit_g_[static_cast<size_t>(unit)] = nullptr;
 }
 
 template <class T>
@@ -342,12 +317,12 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   if (stage_.first) {
     acquire(0, n > 0 ? l0 + 1 : final_unit);
     if (tp_size_ == 1) {
-      cpu::encoder_forward(a_->encoded.data(), a_->ids.data(), unit_p_[0], unit_p_[0] + wpe_offset(), B, Tn, C);
+      cpu::encoder_forward(a_->encoded.data(), a_->ids.data(), table_.p[0], table_.p[0] + wpe_offset(), B, Tn, C);
     } else {
       // Vocabulary-parallel lookup: each rank adds the rows it holds, the sum
       // over the ranks is the embedding; the positions are replicated.
-      const T* wte = unit_p_[0];
-      const T* wpe = unit_p_[0] + wpe_offset();
+      const T* wte = table_.p[0];
+      const T* wpe = table_.p[0] + wpe_offset();
       for (size_t i = 0; i < BT; ++i) {
         const int row = a_->ids[i] - vocab_start_;
         T* o = a_->encoded.data() + i * static_cast<size_t>(C);
@@ -373,11 +348,11 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   if (!stage_.last) return T(0);
   const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * BT * C : a_->encoded.data();
   acquire(final_unit, head_unit());
-  const T* lnf = unit_p_[static_cast<size_t>(final_unit)];
+  const T* lnf = table_.p[static_cast<size_t>(final_unit)];
   cpu::layernorm_forward(a_->lnf.data(), a_->lnf_mean.data(), a_->lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(BT), C);
   release(final_unit);
   acquire(head_unit());  // the tied output layer
-  cpu::matmul_forward<T>(a_->logits.data(), a_->lnf.data(), unit_p_[static_cast<size_t>(head_unit())], nullptr,
+  cpu::matmul_forward<T>(a_->logits.data(), a_->lnf.data(), table_.p[static_cast<size_t>(head_unit())], nullptr,
                          static_cast<int>(BT), C, V);
   release(head_unit());
   // The gradient of the mean loss overwrites the logits (each row is read before it is written).
@@ -415,7 +390,7 @@ size_t GptModel<T>::activation_elements() const {
 template <class T>
 T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
   const auto start = std::chrono::steady_clock::now();
-  if (!accumulate && !units_) std::fill(grads.begin(), grads.end(), T(0));
+  if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
   const T loss_value = stage_forward(0, tokens, targets, nullptr, B, Tn);
   const auto middle = std::chrono::steady_clock::now();
   last_forward_s = std::chrono::duration<double>(middle - start).count();
@@ -443,16 +418,16 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     const int head = head_unit();
     if (head != 0) open_gradients(head);
     acquire(head, final_unit);
-    cpu::matmul_backward<T>(dlnf.data(), unit_g_[static_cast<size_t>(head)], nullptr, a_->logits.data(), a_->lnf.data(),
-                            unit_p_[static_cast<size_t>(head)], static_cast<int>(BT), C, V);
+    cpu::matmul_backward<T>(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(), a_->lnf.data(),
+                            table_.p[static_cast<size_t>(head)], static_cast<int>(BT), C, V);
     tp_all_reduce(dlnf.data(), BT * static_cast<size_t>(C));  // each rank's vocabulary rows contribute
     release(head);
     if (head != 0) finish_gradients(head);
     const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * BT * C : a_->encoded.data();
     acquire(final_unit, n > 0 ? l0 + n : -1);
     open_gradients(final_unit);
-    T* glnf = unit_g_[static_cast<size_t>(final_unit)];
-    cpu::layernorm_backward(dresidual.data(), glnf, glnf + C, dlnf.data(), last, unit_p_[static_cast<size_t>(final_unit)],
+    T* glnf = table_.g[static_cast<size_t>(final_unit)];
+    cpu::layernorm_backward(dresidual.data(), glnf, glnf + C, dlnf.data(), last, table_.p[static_cast<size_t>(final_unit)],
                             a_->lnf_mean.data(), a_->lnf_rstd.data(), static_cast<int>(BT), C);
     finish_gradients(final_unit);
     release(final_unit);
@@ -509,11 +484,11 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   }
   if (stage_.first) {
     if (tp_size_ == 1) {
-      cpu::encoder_backward(unit_g_[0], unit_g_[0] + wpe_offset(), dresidual.data(), a_->ids.data(), B, Tn, C);
+      cpu::encoder_backward(table_.g[0], table_.g[0] + wpe_offset(), dresidual.data(), a_->ids.data(), B, Tn, C);
     } else {
       // Vocabulary-parallel: each rank's rows take their tokens' gradients; positions are replicated.
-      T* dwte = unit_g_[0];
-      T* dwpe = unit_g_[0] + wpe_offset();
+      T* dwte = table_.g[0];
+      T* dwpe = table_.g[0] + wpe_offset();
       for (size_t i = 0; i < BT; ++i) {
         const T* d = dresidual.data() + i * static_cast<size_t>(C);
         const int row = a_->ids[i] - vocab_start_;

@@ -18,6 +18,7 @@
 
 #include "executor/communicator.h"
 #include "executor/param_units.h"
+#include "executor/unit_table.h"
 #include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
 
@@ -70,8 +71,8 @@ class GptModel {
   // last stage's copy of the tied output layer (pipelines only). A stage
   // holds some of them; unit_size() is 0 for the others.
   int num_units() const { return c_.layers + 3; }
-  size_t unit_offset(int unit) const { return unit_offset_[static_cast<size_t>(unit)]; }
-  size_t unit_size(int unit) const { return unit_size_[static_cast<size_t>(unit)]; }
+  size_t unit_offset(int unit) const { return table_.offset[static_cast<size_t>(unit)]; }
+  size_t unit_size(int unit) const { return table_.size[static_cast<size_t>(unit)]; }
 
   // Pipeline parallelism. Micro-batch k's forward through this stage, from
   // tokens on the first stage and from `input` (the previous stage's output,
@@ -97,7 +98,7 @@ class GptModel {
   const PipelineStage& stage() const { return stage_; }
   // From now on take parameters and gradient buffers from `units` (ZeRO-3);
   // params and grads may then be released.
-  void set_unit_provider(UnitProvider<T>* units) { units_ = units; }
+  void set_unit_provider(UnitProvider<T>* units) { table_.provider = units; }
   // Full activation recompute: keep each layer's input only and rebuild the
   // layer's activations during backward (same arithmetic, same gradients).
   void set_recompute(bool on) { recompute_ = on; }
@@ -115,12 +116,8 @@ class GptModel {
   // The tensors of one layer unit, in order, and their offsets in the unit.
   enum LayerTensor { LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW, FCPROJB, kLayerTensors };
   std::array<size_t, kLayerTensors + 1> layer_off_{};
-  std::vector<size_t> unit_offset_, unit_size_;  // per unit: where in params/grads, how long (0: not held)
+  UnitTable<T> table_;
   PipelineStage stage_;
-  // Where each unit's parameters and gradients are now.
-  std::vector<const T*> unit_p_;
-  std::vector<T*> unit_g_;
-  UnitProvider<T>* units_ = nullptr;
   GptConfig c_;
   // Activations of the last forward (sized for B*T), laid out as the cost
   // model's rows (costmodel/activations.h, zeroplan accounting): per layer its
@@ -159,12 +156,12 @@ class GptModel {
   void layer_forward(int l, int local, int slot, const T* residual, int B, int Tn);
   int head_unit() const { return stage_.first ? 0 : c_.layers + 2; }
   // The parameters of `unit`; `next` (when >= 0) is the unit needed after it.
-  void acquire(int unit, int next = -1);
-  void release(int unit);
-  void open_gradients(int unit);
-  void finish_gradients(int unit);
-  const T* w(LayerTensor t, int l) const { return unit_p_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
-  T* gw(LayerTensor t, int l) { return unit_g_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
+  void acquire(int unit, int next = -1) { table_.acquire(unit, next, params.data()); }
+  void release(int unit) { table_.release(unit); }
+  void open_gradients(int unit) { table_.open_gradients(unit, grads.data()); }
+  void finish_gradients(int unit) { table_.finish_gradients(unit); }
+  const T* w(LayerTensor t, int l) const { return table_.p[static_cast<size_t>(l) + 1] + layer_off_[t]; }
+  T* gw(LayerTensor t, int l) { return table_.g[static_cast<size_t>(l) + 1] + layer_off_[t]; }
   size_t wpe_offset() const { return static_cast<size_t>(vocab_local_) * c_.channels; }
   // Tensor parallelism: this rank's share of the attention channels, heads,
   // FFN and vocabulary, and where its vocabulary rows start.

@@ -30,55 +30,30 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   const std::array<size_t, kLayerTensors> layer_sizes = {C, QD * C, KD * C, KD * C, C * QD, C, F * C, F * C, C * F};
   for (int i = 0; i < kLayerTensors; ++i) layer_off_[i + 1] = layer_off_[i] + layer_sizes[i];
   // Units: the embedding, the layers, the final norm and the output layer.
-  unit_offset_.assign(L + 3, 0);
-  unit_offset_[1] = V * C;
-  for (size_t l = 0; l < L; ++l) unit_offset_[l + 2] = unit_offset_[l + 1] + layer_off_[kLayerTensors];
-  unit_offset_[L + 2] = unit_offset_[L + 1] + C + V * C;
-  params.assign(unit_offset_.back(), T(0));
-  grads.assign(unit_offset_.back(), T(0));
-  unit_p_.assign(L + 2, nullptr);
-  unit_g_.assign(L + 2, nullptr);
+  table_.offset.assign(L + 3, 0);
+  table_.offset[1] = V * C;
+  for (size_t l = 0; l < L; ++l) table_.offset[l + 2] = table_.offset[l + 1] + layer_off_[kLayerTensors];
+  table_.offset[L + 2] = table_.offset[L + 1] + C + V * C;
+  params.assign(table_.offset.back(), T(0));
+  grads.assign(table_.offset.back(), T(0));
+  table_.p.assign(L + 2, nullptr);
+  table_.g.assign(L + 2, nullptr);
   // N(0, 0.02) weights and unit norm gains, drawn tensor by tensor, layer by layer.
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 0.02);
   for (size_t i = 0; i < V * C; ++i) params[i] = static_cast<T>(normal(rng));
   for (LayerTensor t : {WQ, WK, WV, WO, WGATE, WUP, WDOWN}) {
     for (size_t l = 0; l < L; ++l) {
-      T* w = params.data() + unit_offset_[l + 1] + layer_off_[t];
+      T* w = params.data() + table_.offset[l + 1] + layer_off_[t];
       for (size_t i = 0; i < layer_sizes[t]; ++i) w[i] = static_cast<T>(normal(rng));
     }
   }
-  T* head = params.data() + unit_offset_[L + 1] + C;
+  T* head = params.data() + table_.offset[L + 1] + C;
   for (size_t i = 0; i < V * C; ++i) head[i] = static_cast<T>(normal(rng));
   for (LayerTensor t : {ATTN_NORM, MLP_NORM}) {
-    for (size_t l = 0; l < L; ++l) std::fill_n(params.data() + unit_offset_[l + 1] + layer_off_[t], C, T(1));
+    for (size_t l = 0; l < L; ++l) std::fill_n(params.data() + table_.offset[l + 1] + layer_off_[t], C, T(1));
   }
-  std::fill_n(params.data() + unit_offset_[L + 1], C, T(1));
-}
-
-template <class T>
-void LlamaModel<T>::acquire(int unit, int next) {
-  const auto u = static_cast<size_t>(unit);
-  unit_p_[u] = units_ ? units_->acquire(unit) : params.data() + unit_offset_[u];
-  if (units_ && next >= 0) units_->prefetch(next);
-}
-
-template <class T>
-void LlamaModel<T>::release(int unit) {
-  if (units_) units_->release(unit);
-  unit_p_[static_cast<size_t>(unit)] = nullptr;
-}
-
-template <class T>
-void LlamaModel<T>::open_gradients(int unit) {
-  const auto u = static_cast<size_t>(unit);
-  unit_g_[u] = units_ ? units_->gradients(unit) : grads.data() + unit_offset_[u];
-}
-
-template <class T>
-void LlamaModel<T>::finish_gradients(int unit) {
-  if (units_) units_->finished(unit);
-  unit_g_[static_cast<size_t>(unit)] = nullptr;
+  std::fill_n(params.data() + table_.offset[L + 1], C, T(1));
 }
 
 template <class T>
@@ -155,7 +130,7 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   // Each unit's parameters are acquired for the ops that use them and released after.
   acquire(0, 1);
   for (size_t i = 0; i < BT; ++i) {
-    const T* e = unit_p_[0] + static_cast<size_t>(tokens[i]) * C;
+    const T* e = table_.p[0] + static_cast<size_t>(tokens[i]) * C;
     std::copy(e, e + C, a_.x0.begin() + static_cast<std::ptrdiff_t>(i * C));
   }
   release(0);
@@ -168,7 +143,7 @@ T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
   const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
   const int final_unit = L + 1;
   acquire(final_unit);
-  const T* final_norm = unit_p_[static_cast<size_t>(final_unit)];
+  const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
   cpu::rmsnorm_forward(a_.xf.data(), a_.rstdf.data(), last, final_norm, static_cast<int>(BT), C);
   cpu::matmul_forward<T>(a_.logits.data(), a_.xf.data(), final_norm + C, nullptr, static_cast<int>(BT), C, V);
   release(final_unit);
@@ -200,15 +175,15 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const T base = static_cast<T>(c_.rope_base);
-  if (!accumulate && !units_) std::fill(grads.begin(), grads.end(), T(0));
+  if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
   // Backward's activation gradients: one layer's worth, workspace.
   auto work = [this](size_t n) { return make_buffer<T>(tracker_, Component::Workspace, n); };
   Buffer<T> dx = work(BT * C), dxf = work(BT * C);
   const int final_unit = L + 1;
   acquire(final_unit, L);
   open_gradients(final_unit);
-  const T* final_norm = unit_p_[static_cast<size_t>(final_unit)];
-  T* gfinal = unit_g_[static_cast<size_t>(final_unit)];
+  const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
+  T* gfinal = table_.g[static_cast<size_t>(final_unit)];
   cpu::matmul_backward<T>(dxf.data(), gfinal + C, nullptr, a_.logits.data(), a_.xf.data(), final_norm + C, static_cast<int>(BT), C, V);
   const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
   cpu::rmsnorm_backward(dx.data(), gfinal, dxf.data(), last, final_norm, a_.rstdf.data(), static_cast<int>(BT), C);
@@ -270,7 +245,7 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
   }
   open_gradients(0);
   for (size_t i = 0; i < BT; ++i) {
-    T* e = unit_g_[0] + static_cast<size_t>(a_.ids[i]) * C;
+    T* e = table_.g[0] + static_cast<size_t>(a_.ids[i]) * C;
     for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
   }
   finish_gradients(0);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "executor/param_units.h"
+#include "executor/unit_table.h"
 #include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
 
@@ -48,25 +49,22 @@ class LlamaModel {
   // Parameters and gradients are laid out unit by unit: 0 the embedding,
   // 1..L the layers, L+1 the final norm and the output layer.
   int num_units() const { return c_.layers + 2; }
-  size_t unit_offset(int unit) const { return unit_offset_[static_cast<size_t>(unit)]; }
-  size_t unit_size(int unit) const { return unit_offset_[static_cast<size_t>(unit) + 1] - unit_offset(unit); }
+  size_t unit_offset(int unit) const { return table_.offset[static_cast<size_t>(unit)]; }
+  size_t unit_size(int unit) const { return table_.offset[static_cast<size_t>(unit) + 1] - unit_offset(unit); }
   // From now on take parameters and gradient buffers from `units` (ZeRO-3).
-  void set_unit_provider(UnitProvider<T>* units) { units_ = units; }
+  void set_unit_provider(UnitProvider<T>* units) { table_.provider = units; }
 
  private:
   enum LayerTensor { ATTN_NORM, WQ, WK, WV, WO, MLP_NORM, WGATE, WUP, WDOWN, kLayerTensors };
   std::array<size_t, kLayerTensors + 1> layer_off_{};
-  std::vector<size_t> unit_offset_;
-  std::vector<const T*> unit_p_;
-  std::vector<T*> unit_g_;
-  UnitProvider<T>* units_ = nullptr;
+  UnitTable<T> table_;
   // The parameters of `unit`; `next` (when >= 0) is the unit needed after it.
-  void acquire(int unit, int next = -1);
-  void release(int unit);
-  void open_gradients(int unit);
-  void finish_gradients(int unit);
-  const T* w(LayerTensor t, int l) const { return unit_p_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
-  T* gw(LayerTensor t, int l) { return unit_g_[static_cast<size_t>(l) + 1] + layer_off_[t]; }
+  void acquire(int unit, int next = -1) { table_.acquire(unit, next, params.data()); }
+  void release(int unit) { table_.release(unit); }
+  void open_gradients(int unit) { table_.open_gradients(unit, grads.data()); }
+  void finish_gradients(int unit) { table_.finish_gradients(unit); }
+  const T* w(LayerTensor t, int l) const { return table_.p[static_cast<size_t>(l) + 1] + layer_off_[t]; }
+  T* gw(LayerTensor t, int l) { return table_.g[static_cast<size_t>(l) + 1] + layer_off_[t]; }
   LlamaConfig c_;
   // Saved for backward, as the cost model's rows; the RMSNorm statistics on
   // top; the cross-entropy writes the logits' gradient over the logits.
