@@ -23,6 +23,7 @@
 #include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
+#include "executor/parallel_groups.h"
 #include "executor/pipeline_parallel.h"
 #include "executor/timed_communicator.h"
 #include "cli/plan_file.h"
@@ -233,44 +234,14 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   return 0;
 }
 
-// Megatron-Core's rank order: tensor-parallel ranks innermost, then data,
-// then pipeline. The three groups of this rank: split from the world under
-// mpirun, loopback stand-ins for an emulated rank.
-struct ParallelGroups {
-  int tp_rank = 0, dp_rank = 0, pp_rank = 0;
-  std::unique_ptr<Communicator> tp, dp, pp;
-};
-
-ParallelGroups make_groups(Communicator& world, const Layout& l) {
-  ParallelGroups g;
-  const int r = world.rank(), tp = static_cast<int>(l.tp), dp = static_cast<int>(l.dp), pp = static_cast<int>(l.pp);
-  g.tp_rank = r % tp;
-  g.dp_rank = (r / tp) % dp;
-  g.pp_rank = r / (tp * dp);
-  if (auto* mpi = dynamic_cast<MpiCommunicator*>(&world)) {
-    g.tp = mpi->split(g.pp_rank * dp + g.dp_rank, g.tp_rank);
-    g.dp = mpi->split(g.pp_rank * tp + g.tp_rank, g.dp_rank);
-    g.pp = mpi->split(g.dp_rank * tp + g.tp_rank, g.pp_rank);
-  } else {
-    g.tp = std::make_unique<LoopbackCommunicator>(g.tp_rank, tp);
-    g.dp = std::make_unique<LoopbackCommunicator>(g.dp_rank, dp);
-    g.pp = std::make_unique<LoopbackCommunicator>(g.pp_rank, pp);
-  }
-  return g;
-}
-
 // Trains this rank's part of a tensor- and/or pipeline-parallel layout (with
 // data parallelism across the pipelines) and writes its measurements: the
 // first tensor-parallel rank of the first pipeline writes one file per stage.
 int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, Memory& memory,
                    const std::string& plan_path, int steps, const std::string& text, std::string out_path) {
-  ParallelGroups g = make_groups(world, l);
+  ParallelGroups g = make_parallel_groups(world, l);
   const uint32_t stage = static_cast<uint32_t>(g.pp_rank);
-  PipelineStage part;
-  for (uint32_t s = 0; s < stage; ++s) part.first_layer += static_cast<int>(layers_on_stage(plan.model.num_layers, l, s));
-  part.layers = static_cast<int>(layers_on_stage(plan.model.num_layers, l, stage));
-  part.first = stage == 0;
-  part.last = stage + 1 == l.pp;
+  const PipelineStage part = pipeline_stage(plan.model.num_layers, l, stage);
   GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, part, TensorParallel{l.tp > 1 ? g.tp.get() : nullptr});
   model.set_recompute(l.recompute == Recompute::Full);
   model.set_selective_recompute(l.recompute == Recompute::Selective);

@@ -3,7 +3,18 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "costmodel/rank_params.h"
+
 namespace zp {
+
+PipelineStage pipeline_stage(uint64_t layers, const Layout& l, uint32_t stage) {
+  PipelineStage part;
+  for (uint32_t s = 0; s < stage; ++s) part.first_layer += static_cast<int>(layers_on_stage(layers, l, s));
+  part.layers = static_cast<int>(layers_on_stage(layers, l, stage));
+  part.first = stage == 0;
+  part.last = stage + 1 == l.pp;
+  return part;
+}
 
 template <class Model>
 PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam,

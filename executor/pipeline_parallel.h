@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "costmodel/layout.h"
 #include "executor/communicator.h"
 #include "executor/data_parallel.h"
 #include "executor/gpt_model.h"
@@ -29,6 +30,11 @@
 namespace zp {
 
 enum class PipeSchedule : uint8_t { GPipe, OneFOneB };
+
+// Pipeline stage `stage` of layout `l` for a model of `layers` layers: the
+// cost model's split (costmodel/rank_params.h layers_on_stage), so the
+// executor and the prediction hold the same layers on every stage.
+PipelineStage pipeline_stage(uint64_t layers, const Layout& l, uint32_t stage);
 
 template <class Model>
 class PipelineTrainer {

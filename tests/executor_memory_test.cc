@@ -14,6 +14,7 @@
 #include "executor/data.h"
 #include "executor/data_parallel.h"
 #include "executor/loopback_communicator.h"
+#include "executor_checks.h"
 #include "test_support.h"
 #include "tiny_models.h"
 
@@ -45,24 +46,9 @@ double check_step(Model& model, const Case& c, Measured& mem, const Layout& l, c
   CHECK(std::isfinite(trainer.step(b.tokens.data(), b.targets.data(), mb, seq, ga)));
   CAPTURE(describe(l));
   CAPTURE(c.llama);
-  for (Component k : {Component::Weights, Component::Gradients, Component::MainGradients, Component::MasterWeights,
-                      Component::OptimizerStates}) {
-    CAPTURE(to_string(k));
-    CHECK(mem.device.current_bytes(k) == want.at(Residence::Gpu, k));
-    CHECK(mem.host.current_bytes(k) == want.at(Residence::Host, k));
-  }
   // ZeRO-3's working set: the current and the prefetched unit, as the rows say.
   CHECK(trainer.zero3_peak_gathered_bytes() == want.at(Residence::Gpu, Component::Zero3Gathered));
-  auto activation_side = [](auto bytes) {
-    return static_cast<double>(bytes(Component::Activations) + bytes(Component::RecomputeWorkspace) +
-                               bytes(Component::Logits));
-  };
-  const double measured = activation_side([&](Component k) { return mem.device.current_bytes(k); });
-  const double predicted = activation_side([&](Component k) { return want.at(Residence::Gpu, k); });
-  CAPTURE(measured);
-  CAPTURE(predicted);
-  CHECK(std::abs(measured - predicted) <= 0.02 * predicted);
-  return std::abs(measured - predicted) / predicted;
+  return test::check_against_rows(mem.device, &mem.host, want);
 }
 
 }  // namespace
@@ -87,26 +73,13 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
   double worst = 0;
   for (const Case& c : cases) {
     const ModelSpec spec = c.llama ? test::tiny_llama(64) : test::tiny_gpt(64, 16, 2, 4, 32);
-    Layout l;
-    l.dp = c.dp;
+    Layout l = test::executor_layout(c.dp, 1, 1, micro_batch, grad_accum, seq, c.recompute);
     l.zero_stage = static_cast<uint8_t>(c.zero);
     l.offload_optimizer = c.offload ? Offload::Cpu : Offload::None;
-    l.recompute = c.recompute;
     l.offload_param = c.offload_params ? Offload::Cpu : Offload::None;
-    l.precision = Precision::Fp32;
-    l.framework = Framework::Zeroplan;
-    l.attention = Attention::Materialized;  // the CPU kernels keep the softmax output
-    l.micro_batch = micro_batch;
-    l.grad_accum = grad_accum;
-    l.seq_len = seq;
-    l.emulated = true;
-    const ModelShape shape = make_shape(spec);
     const ClusterShape cluster = make_cluster_shape(make_cluster(test::catalog(), "H100-80GB", "", c.dp));
-    REQUIRE(check_layout(shape, l, cluster, c.dp).empty());
-    const MemoryOptions options = resolve_options({}, l);
-    RowsSink rows;
-    memory_rows_for_stage({shape, l, cluster, options}, 0, rows);
-    const MemoryTotals& want = rows.totals();
+    REQUIRE(check_layout(make_shape(spec), l, cluster, c.dp).empty());
+    const MemoryTotals want = test::executor_rows(spec, l, 0);
 
     Measured mem;
     if (c.llama) {

@@ -15,8 +15,10 @@
 #include "executor/data_parallel.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
+#include "executor/parallel_groups.h"
 #include "executor/pipeline_parallel.h"
 #include "costmodel/rank_params.h"
+#include "executor_checks.h"
 #include "tiny_models.h"
 
 using namespace zp;
@@ -117,24 +119,11 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
   double diff = 0;
   for (size_t i = 0; i < first.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(first[i] - model.params[i])));
   CHECK(diff == 0.0);
-  Layout l;
-  l.dp = static_cast<uint32_t>(world);
+  Layout l = test::executor_layout(static_cast<uint32_t>(world), 1, 1, mb, ga, T, k.recompute);
   l.zero_stage = static_cast<uint8_t>(k.zero);
   l.offload_optimizer = k.offload ? Offload::Cpu : Offload::None;
-  l.recompute = k.recompute;
   l.offload_param = k.offload_params ? Offload::Cpu : Offload::None;
-  l.precision = Precision::Fp32;
-  l.attention = Attention::Materialized;
-  l.micro_batch = mb;
-  l.grad_accum = ga;
-  l.seq_len = T;
-  RowsSink rows;
-  memory_rows_for_stage({make_shape(spec), l, ClusterShape{}, resolve_options({}, l)}, 0, rows);
-  for (Component comp : {Component::Weights, Component::Gradients, Component::MainGradients, Component::OptimizerStates}) {
-    CAPTURE(std::string(to_string(comp)));
-    CHECK(device.current_bytes(comp) == rows.totals().at(Residence::Gpu, comp));
-    CHECK(host.current_bytes(comp) == rows.totals().at(Residence::Host, comp));
-  }
+  test::check_against_rows(device, &host, test::executor_rows(spec, l, 0));
 }
 
 }  // namespace
@@ -191,24 +180,10 @@ TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and eac
       GptModel<float> reference(config, 11);
       LoopbackCommunicator alone(0, 1);
       DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
-      // This rank's stage: the cost model's split (costmodel/rank_params.h).
-      Layout l;
-      l.pp = static_cast<uint32_t>(p);
-      l.micro_batch = mb;
-      l.grad_accum = m;
-      l.seq_len = T;
+      Layout l = test::executor_layout(1, 1, static_cast<uint32_t>(p), mb, m, T, recompute);
       l.schedule = schedule == PipeSchedule::GPipe ? Schedule::GPipe : Schedule::OneFOneB;
-      l.recompute = recompute;
-      l.precision = Precision::Fp32;
-      l.attention = Attention::Materialized;
-      l.emulated = true;
-      PipelineStage part;
-      for (int s = 0; s < stage; ++s) part.first_layer += static_cast<int>(layers_on_stage(8, l, static_cast<uint32_t>(s)));
-      part.layers = static_cast<int>(layers_on_stage(8, l, static_cast<uint32_t>(stage)));
-      part.first = stage == 0;
-      part.last = stage + 1 == p;
       TrackingAllocator device;
-      GptModel<float> model(config, 11, &device, part);
+      GptModel<float> model(config, 11, &device, pipeline_stage(8, l, static_cast<uint32_t>(stage)));
       model.set_recompute(recompute == Recompute::Full);
       model.set_selective_recompute(recompute == Recompute::Selective);
       PipelineTrainer<GptModel<float>> trainer(model, c, schedule, adam, &device);
@@ -219,21 +194,9 @@ TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and eac
       }
       // In flight: all m with GPipe, min(p - stage, m) with 1F1B (one with one stage).
       CHECK(trainer.max_in_flight() == (schedule == PipeSchedule::GPipe && p > 1 ? m : std::min(p - stage, m)));
-      RowsSink rows;
-      memory_rows_for_stage({make_shape(spec), l, ClusterShape{}, resolve_options({}, l)}, static_cast<uint32_t>(stage), rows);
-      for (Component comp : {Component::Weights, Component::Gradients, Component::OptimizerStates}) {
-        CAPTURE(std::string(to_string(comp)));
-        CHECK(device.current_bytes(comp) == rows.totals().at(Residence::Gpu, comp));
-      }
-      const double predicted = static_cast<double>(rows.totals().at(Residence::Gpu, Component::Activations) +
-                                                   rows.totals().at(Residence::Gpu, Component::RecomputeWorkspace) +
-                                                   rows.totals().at(Residence::Gpu, Component::Logits));
-      const double measured = static_cast<double>(trainer.peak_activation_bytes());
       CAPTURE(stage);
-      CAPTURE(measured);
-      CAPTURE(predicted);
-      CHECK(std::abs(measured - predicted) <= 0.02 * predicted);
-      worst = std::max(worst, std::abs(measured - predicted) / predicted);
+      worst = std::max(worst, test::check_against_rows(device, nullptr, test::executor_rows(spec, l, static_cast<uint32_t>(stage)),
+                                                       static_cast<double>(trainer.peak_activation_bytes())));
     }
   }
   MESSAGE("stage " << stage << " of " << p << ": worst activation difference " << worst * 100 << "%");
@@ -271,38 +234,15 @@ TEST_CASE("tensor parallel: the single-process losses, and each rank holds the c
       const float loss = trainer.step(tokens.data(), targets.data(), mb, T, ga);
       CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
     }
-    Layout l;
-    l.tp = static_cast<uint32_t>(t);
-    l.micro_batch = mb;
-    l.grad_accum = ga;
-    l.seq_len = T;
-    l.recompute = recompute;
-    l.precision = Precision::Fp32;
-    l.attention = Attention::Materialized;
-    l.emulated = true;
-    RowsSink rows;
-    memory_rows_for_stage({make_shape(spec), l, ClusterShape{}, resolve_options({}, l)}, 0, rows);
-    for (Component comp : {Component::Weights, Component::Gradients, Component::OptimizerStates}) {
-      CAPTURE(std::string(to_string(comp)));
-      CHECK(device.current_bytes(comp) == rows.totals().at(Residence::Gpu, comp));
-    }
-    auto side = [](auto bytes) {
-      return static_cast<double>(bytes(Component::Activations) + bytes(Component::RecomputeWorkspace) +
-                                 bytes(Component::Logits));
-    };
-    const double measured = side([&](Component k) { return device.current_bytes(k); });
-    const double predicted = side([&](Component k) { return rows.totals().at(Residence::Gpu, k); });
-    CAPTURE(measured);
-    CAPTURE(predicted);
-    CHECK(std::abs(measured - predicted) <= 0.02 * predicted);
-    worst = std::max(worst, std::abs(measured - predicted) / predicted);
+    worst = std::max(worst, test::check_against_rows(device, nullptr,
+                                                     test::executor_rows(spec, test::executor_layout(1, static_cast<uint32_t>(t), 1, mb, ga, T, recompute), 0)));
   }
   MESSAGE("tensor parallel " << t << ": worst activation difference " << worst * 100 << "%");
 }
 
 TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the single-process losses with the rows") {
   MpiCommunicator& world = *g_comm;
-  const int n = world.size(), r = world.rank(), mb = 2, T = 8, ga = 4;
+  const int n = world.size(), mb = 2, T = 8, ga = 4;
   const ModelSpec spec = test::tiny_gpt(16, 8, 4, 8, 64);  // 4 layers, 8 heads, vocabulary 16
   const GptConfig config = gpt_config(spec);
   AdamConfig adam;
@@ -315,11 +255,9 @@ TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the s
       CAPTURE(dp);
       CAPTURE(tp);
       CAPTURE(pp);
-      // Megatron-Core's rank order (tensor innermost, then data, then pipeline).
-      const int tp_rank = r % tp, dp_rank = (r / tp) % dp, pp_rank = r / (tp * dp);
-      auto tp_group = world.split(pp_rank * dp + dp_rank, tp_rank);
-      auto dp_group = world.split(pp_rank * tp + tp_rank, dp_rank);
-      auto pp_group = world.split(dp_rank * tp + tp_rank, pp_rank);
+      const Layout l = test::executor_layout(static_cast<uint32_t>(dp), static_cast<uint32_t>(tp), static_cast<uint32_t>(pp), mb,
+                                             ga, T, Recompute::None);
+      const ParallelGroups g = make_parallel_groups(world, l);
       const int B = mb * ga * dp;
       std::vector<int> tokens(B * T), targets(B * T);
       for (int i = 0; i < B * T; ++i) {
@@ -329,40 +267,18 @@ TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the s
       LoopbackCommunicator alone(0, 1);
       GptModel<float> reference(config, 11);
       DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
-      Layout l;
-      l.dp = static_cast<uint32_t>(dp);
-      l.tp = static_cast<uint32_t>(tp);
-      l.pp = static_cast<uint32_t>(pp);
-      l.micro_batch = mb;
-      l.grad_accum = ga;
-      l.seq_len = T;
-      l.precision = Precision::Fp32;
-      l.attention = Attention::Materialized;
-      l.emulated = true;
-      PipelineStage part;
-      for (int s = 0; s < pp_rank; ++s) part.first_layer += static_cast<int>(layers_on_stage(4, l, static_cast<uint32_t>(s)));
-      part.layers = static_cast<int>(layers_on_stage(4, l, static_cast<uint32_t>(pp_rank)));
-      part.first = pp_rank == 0;
-      part.last = pp_rank + 1 == pp;
+      const PipelineStage part = pipeline_stage(4, l, static_cast<uint32_t>(g.pp_rank));
       TrackingAllocator device;
-      GptModel<float> model(config, 11, &device, part, TensorParallel{tp > 1 ? tp_group.get() : nullptr});
-      PipelineTrainer<GptModel<float>> trainer(model, *pp_group, PipeSchedule::OneFOneB, adam, &device, dp_group.get());
-      const size_t slice = static_cast<size_t>(dp_rank) * mb * ga * T;
+      GptModel<float> model(config, 11, &device, part, TensorParallel{tp > 1 ? g.tp.get() : nullptr});
+      PipelineTrainer<GptModel<float>> trainer(model, *g.pp, PipeSchedule::OneFOneB, adam, &device, g.dp.get());
+      const size_t slice = static_cast<size_t>(g.dp_rank) * mb * ga * T;
       for (int s = 0; s < 3; ++s) {
         const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * dp);
         const float loss = trainer.step(tokens.data() + slice, targets.data() + slice, mb, T, ga);
         CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
       }
-      RowsSink rows;
-      memory_rows_for_stage({make_shape(spec), l, ClusterShape{}, resolve_options({}, l)}, static_cast<uint32_t>(pp_rank), rows);
-      for (Component comp : {Component::Weights, Component::Gradients, Component::OptimizerStates}) {
-        CAPTURE(std::string(to_string(comp)));
-        CHECK(device.current_bytes(comp) == rows.totals().at(Residence::Gpu, comp));
-      }
-      const double predicted = static_cast<double>(rows.totals().at(Residence::Gpu, Component::Activations) +
-                                                   rows.totals().at(Residence::Gpu, Component::RecomputeWorkspace) +
-                                                   rows.totals().at(Residence::Gpu, Component::Logits));
-      CHECK(std::abs(static_cast<double>(trainer.peak_activation_bytes()) - predicted) <= 0.02 * predicted);
+      test::check_against_rows(device, nullptr, test::executor_rows(spec, l, static_cast<uint32_t>(g.pp_rank)),
+                               static_cast<double>(trainer.peak_activation_bytes()));
       ++layouts;
     }
   }

@@ -1,0 +1,26 @@
+#include "executor/parallel_groups.h"
+
+#include "executor/loopback_communicator.h"
+#include "executor/mpi_communicator.h"
+
+namespace zp {
+
+ParallelGroups make_parallel_groups(Communicator& world, const Layout& l) {
+  ParallelGroups g;
+  const int r = world.rank(), tp = static_cast<int>(l.tp), dp = static_cast<int>(l.dp), pp = static_cast<int>(l.pp);
+  g.tp_rank = r % tp;
+  g.dp_rank = (r / tp) % dp;
+  g.pp_rank = r / (tp * dp);
+  if (auto* mpi = dynamic_cast<MpiCommunicator*>(&world)) {
+    g.tp = mpi->split(g.pp_rank * dp + g.dp_rank, g.tp_rank);
+    g.dp = mpi->split(g.pp_rank * tp + g.tp_rank, g.dp_rank);
+    g.pp = mpi->split(g.dp_rank * tp + g.tp_rank, g.pp_rank);
+  } else {
+    g.tp = std::make_unique<LoopbackCommunicator>(g.tp_rank, tp);
+    g.dp = std::make_unique<LoopbackCommunicator>(g.dp_rank, dp);
+    g.pp = std::make_unique<LoopbackCommunicator>(g.pp_rank, pp);
+  }
+  return g;
+}
+
+}  // namespace zp

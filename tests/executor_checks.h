@@ -1,0 +1,73 @@
+// The executor's buffers beside the cost model's rows, for the executor
+// tests: the layout the CPU executor runs (fp32, zeroplan accounting,
+// materialised attention, no NCCL or CUDA overheads), the rows of one of its
+// ranks, and the comparison: model states byte for byte, the activation side
+// (activations, recompute workspace, logits) as a relative difference.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+#include "costmodel/cluster.h"
+#include "costmodel/memory_model.h"
+#include "costmodel/model_shape.h"
+#include "executor/tracking_allocator.h"
+#include "models/model_spec.h"
+
+namespace zp::test {
+
+inline Layout executor_layout(uint32_t dp, uint32_t tp, uint32_t pp, uint32_t micro_batch, uint32_t grad_accum,
+                              uint32_t seq, Recompute recompute) {
+  Layout l;
+  l.dp = dp;
+  l.tp = tp;
+  l.pp = pp;
+  l.micro_batch = micro_batch;
+  l.grad_accum = grad_accum;
+  l.seq_len = seq;
+  l.recompute = recompute;
+  l.precision = Precision::Fp32;
+  l.framework = Framework::Zeroplan;
+  l.attention = Attention::Materialized;  // the CPU kernels keep the softmax output
+  l.emulated = true;
+  return l;
+}
+
+inline MemoryTotals executor_rows(const ModelSpec& spec, const Layout& l, uint32_t stage) {
+  RowsSink rows;
+  memory_rows_for_stage({make_shape(spec), l, ClusterShape{}, resolve_options({}, l)}, stage, rows);
+  return rows.totals();
+}
+
+inline double activation_side(const MemoryTotals& t) {
+  return static_cast<double>(t.at(Residence::Gpu, Component::Activations) +
+                             t.at(Residence::Gpu, Component::RecomputeWorkspace) + t.at(Residence::Gpu, Component::Logits));
+}
+
+// Checks every model-state component on the device (and in `host`, when
+// given) against the rows, and the activation side within 2%: what the
+// device holds now, or `measured_activation` when >= 0 (a pipeline's peak).
+// Returns the activation side's relative difference.
+inline double check_against_rows(const TrackingAllocator& device, const TrackingAllocator* host, const MemoryTotals& want,
+                                 double measured_activation = -1) {
+  for (Component c : {Component::Weights, Component::Gradients, Component::MainGradients, Component::MasterWeights,
+                      Component::OptimizerStates}) {
+    CAPTURE(std::string(to_string(c)));
+    CHECK(device.current_bytes(c) == want.at(Residence::Gpu, c));
+    if (host) CHECK(host->current_bytes(c) == want.at(Residence::Host, c));
+  }
+  const double measured = measured_activation >= 0
+                              ? measured_activation
+                              : static_cast<double>(device.current_bytes(Component::Activations) +
+                                                    device.current_bytes(Component::RecomputeWorkspace) +
+                                                    device.current_bytes(Component::Logits));
+  const double predicted = activation_side(want);
+  CAPTURE(measured);
+  CAPTURE(predicted);
+  CHECK(std::abs(measured - predicted) <= 0.02 * predicted);
+  return std::abs(measured - predicted) / predicted;
+}
+
+}  // namespace zp::test
