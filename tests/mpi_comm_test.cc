@@ -17,7 +17,6 @@
 #include "executor/mpi_communicator.h"
 #include "executor/parallel_groups.h"
 #include "executor/pipeline_parallel.h"
-#include "costmodel/rank_params.h"
 #include "executor_checks.h"
 #include "tiny_models.h"
 

@@ -66,50 +66,38 @@ execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 3 ${Z
 if(rc EQUAL 0)
   message(FATAL_ERROR "a 3-rank run of a dp=2 plan should fail")
 endif()
-# A two-stage 1F1B pipeline (messages of 8 KB: past the eager limit, so the
-# steady state's paired send/receive matters): losses go down, and each
-# stage's file sets its model states (exactly) and activations (within 2%)
-# beside the cost model's rows for that stage.
-execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${MODEL} --gpu H100-80GB --gpus 2 --pp 2 --precision fp32
-                        --seq 32 --micro-batch 2 --grad-accum 4 --out ${WORK}/pipe
-                RESULT_VARIABLE rc)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "emit of the pipeline plan failed: ${rc}")
-endif()
-execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${ZEROPLAN} run --plan ${WORK}/pipe/plan.json --steps 20
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "pipeline run failed (${rc}): ${out} ${err}")
-endif()
-foreach(file plan.json.measured.json plan.json.measured.stage1.json)
-  file(READ ${WORK}/pipe/${file} measured)
-  string(JSON first GET "${measured}" steps 0 loss)
-  string(JSON last GET "${measured}" steps 19 loss)
-  string(JSON match GET "${measured}" comparison model_states_match)
-  string(JSON error GET "${measured}" comparison activation_error)
-  if(NOT last LESS first OR NOT match OR error GREATER 0.02 OR error LESS -0.02)
-    message(FATAL_ERROR "${file}: loss ${first} -> ${last}, model states match ${match}, activation error ${error}")
+# Emits a plan of `layout_flags` for 2 ranks into ${WORK}/${name}, runs it
+# for 20 steps under mpirun, and checks each measurements file named in the
+# remaining arguments: the loss goes down, the model-state bytes equal the
+# cost model's rows and the activation bytes are within 2% of them.
+function(run_and_check name layout_flags)
+  separate_arguments(flags UNIX_COMMAND "${layout_flags}")
+  execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${MODEL} --gpu H100-80GB --gpus 2 --precision fp32
+                          --seq 32 --micro-batch 2 ${flags} --out ${WORK}/${name}
+                  RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "emit of the ${name} plan failed: ${rc}")
   endif()
-  message(STATUS "${file}: loss ${first} -> ${last}, activation error ${error}")
-endforeach()
-# Tensor parallelism over 2 ranks: the same checks on rank 0's file.
-execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${MODEL} --gpu H100-80GB --gpus 2 --tp 2 --precision fp32
-                        --seq 32 --micro-batch 2 --grad-accum 2 --out ${WORK}/tensor
-                RESULT_VARIABLE rc)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "emit of the tensor-parallel plan failed: ${rc}")
-endif()
-execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${ZEROPLAN} run --plan ${WORK}/tensor/plan.json --steps 20
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "tensor-parallel run failed (${rc}): ${out} ${err}")
-endif()
-file(READ ${WORK}/tensor/plan.json.measured.json measured)
-string(JSON first GET "${measured}" steps 0 loss)
-string(JSON last GET "${measured}" steps 19 loss)
-string(JSON match GET "${measured}" comparison model_states_match)
-string(JSON error GET "${measured}" comparison activation_error)
-if(NOT last LESS first OR NOT match OR error GREATER 0.02 OR error LESS -0.02)
-  message(FATAL_ERROR "tensor parallel: loss ${first} -> ${last}, model states match ${match}, activation error ${error}")
-endif()
-message(STATUS "tensor parallel: loss ${first} -> ${last}, activation error ${error}")
+  execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${ZEROPLAN} run --plan ${WORK}/${name}/plan.json
+                          --steps 20
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${name} run failed (${rc}): ${out} ${err}")
+  endif()
+  foreach(file ${ARGN})
+    file(READ ${WORK}/${name}/${file} measured)
+    string(JSON first GET "${measured}" steps 0 loss)
+    string(JSON last GET "${measured}" steps 19 loss)
+    string(JSON match GET "${measured}" comparison model_states_match)
+    string(JSON error GET "${measured}" comparison activation_error)
+    if(NOT last LESS first OR NOT match OR error GREATER 0.02 OR error LESS -0.02)
+      message(FATAL_ERROR "${name}/${file}: loss ${first} -> ${last}, model states match ${match}, activation error ${error}")
+    endif()
+    message(STATUS "${name}/${file}: loss ${first} -> ${last}, activation error ${error}")
+  endforeach()
+endfunction()
+# A two-stage 1F1B pipeline (messages of 8 KB: past the eager limit, so the
+# steady state's paired send/receive matters), one file per stage.
+run_and_check(pipe "--pp 2 --grad-accum 4" plan.json.measured.json plan.json.measured.stage1.json)
+# Tensor parallelism over the 2 ranks.
+run_and_check(tensor "--tp 2 --grad-accum 2" plan.json.measured.json)
