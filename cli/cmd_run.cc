@@ -59,8 +59,8 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
     if (p.model.mlp == MlpKind::SwiGlu) refuse("tp or pp > 1: built for GPT-2 style models so far");
     if (l.sequence_parallel) refuse("sequence_parallel: not built in the executor yet");
     if (l.schedule == Schedule::Interleaved) refuse("schedule interleaved: the executor runs GPipe and 1F1B");
-    if (l.zero_stage != 0 || l.offload_optimizer != Offload::None || l.offload_param != Offload::None) {
-      refuse("tp or pp > 1 with ZeRO or offload: tensor and pipeline runs all-reduce gradients (ZeRO-0) so far");
+    if (l.zero_stage > 1 || l.offload_param != Offload::None || l.offload_optimizer == Offload::Nvme) {
+      refuse("tp or pp > 1 with ZeRO-2/3 or parameter offload: tensor and pipeline runs take ZeRO 0 or 1 (with optimizer offload to host) so far");
     }
   }
   if (l.precision != Precision::Fp32) {
@@ -249,7 +249,8 @@ int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, M
   adam.lr = 3e-3f;
   TimedCommunicator timed(*g.pp);
   PipelineTrainer<GptModel<float>> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
-                                           adam, &memory.device, g.dp.get());
+                                           adam, TrainerMemory{&memory.device, &memory.host, l.offload_optimizer != Offload::None},
+                                           g.dp.get(), l.zero_stage);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   std::unique_ptr<ByteCorpus> bytes;
   if (!text.empty()) {

@@ -68,7 +68,6 @@ void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add) {
 
 template <class Model>
 float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches) {
-  const size_t n = model_.params.size();
   const float world = static_cast<float>(comm_.size());
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
@@ -107,8 +106,17 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
     }
   }
   comm_.all_reduce_sum(&loss, 1);
-  const float scale = 1.0f / (world * static_cast<float>(micro_batches));
-  loss *= scale;
+  apply_gradients(micro_batches);
+  return loss / (world * static_cast<float>(micro_batches));
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
+  if (stage_ == 3) throw std::runtime_error("apply_gradients: ZeRO-3 reduces inside backward");
+  const size_t n = model_.params.size();
+  const float scale = 1.0f / (static_cast<float>(comm_.size()) * static_cast<float>(micro_batches));
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   ++steps_;
   if (stage_ == 0) {
     auto t = Clock::now();
@@ -119,7 +127,7 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
     adamw_step(model_.params.data(), model_.grads.data(), m_.data(), v_.data(), n, steps_, adam_.lr, adam_.beta1,
                adam_.beta2, adam_.eps, adam_.weight_decay);
     phases_.optimizer_s = since(t);
-    return loss;
+    return;
   }
   auto t = Clock::now();
   if (stage_ == 1) reduce_scatter_into_shard(false);
@@ -140,7 +148,6 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
   comm_.all_gather(send_.data(), padded_.data(), shard_);
   std::copy(padded_.begin(), padded_.begin() + static_cast<std::ptrdiff_t>(n), model_.params.begin());
   phases_.parameter_gather_s = since(t);
-  return loss;
 }
 
 template <class Model>

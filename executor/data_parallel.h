@@ -60,6 +60,12 @@ class DataParallelTrainer {
   // `micro_batch` sequences of Tn tokens, one after another in tokens and
   // targets; returns the global mean loss.
   float step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches = 1);
+  // For trainers that run the micro-batches themselves (pipelines): the
+  // model's gradients hold the sum over `micro_batches` micro-batches of this
+  // rank's slice; averages them over the group and the micro-batches and
+  // steps the optimizer. ZeRO 0 or 1 for such callers (ZeRO-2 and 3 reduce
+  // inside step()'s micro-batch loop).
+  void apply_gradients(int micro_batches);
   size_t optimizer_state_elements() const { return m_.size() + v_.size(); }
   // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
   uint64_t zero3_peak_gathered_bytes() const { return zero3_ ? zero3_->peak_gathered_bytes() : 0; }

@@ -18,18 +18,22 @@ PipelineStage pipeline_stage(uint64_t layers, const Layout& l, uint32_t stage) {
 
 template <class Model>
 PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam,
-                                        TrackingAllocator* device, Communicator* data_parallel)
-    : model_(stage), comm_(comm), dp_(data_parallel), schedule_(schedule), adam_(adam), device_(device) {
+                                        TrainerMemory memory, Communicator* data_parallel, int zero_stage)
+    : model_(stage),
+      comm_(comm),
+      dp_(data_parallel),
+      optimizer_(stage, data_parallel ? *data_parallel : alone_, zero_stage, adam, memory),
+      schedule_(schedule),
+      device_(memory.device) {
+  if (zero_stage > 1) throw std::runtime_error("pipeline: ZeRO stage 0 or 1 (the distributed optimizer)");
   const PipelineStage& s = stage.stage();
   if (s.first != (comm.rank() == 0) || s.last != (comm.rank() + 1 == comm.size())) {
     throw std::runtime_error("pipeline: rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
                              " holds the wrong stage (first/last)");
   }
-  m_ = make_buffer<float>(device, Component::OptimizerStates, stage.params.size());
-  v_ = make_buffer<float>(device, Component::OptimizerStates, stage.params.size());
-  input_ = make_buffer<float>(device, Component::Buckets);
-  output_grad_ = make_buffer<float>(device, Component::Buckets);
-  tied_ = make_buffer<float>(device, Component::Buckets);
+  input_ = make_buffer<float>(device_, Component::Buckets);
+  output_grad_ = make_buffer<float>(device_, Component::Buckets);
+  tied_ = make_buffer<float>(device_, Component::Buckets);
 }
 
 template <class Model>
@@ -121,8 +125,6 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   // The mean loss lives on the last stage; every rank reports it.
   float loss = loss_sum_ / static_cast<float>(m);
   comm_.broadcast(&loss, 1, p - 1);
-  const float scale = 1.0f / static_cast<float>(m);
-  for (float& g : model_.grads) g *= scale;
   // Tied embeddings: the first and last stages add each other's gradient of
   // the shared table, so the two copies stay equal.
   float* tied = model_.tied_embedding_gradient();
@@ -132,17 +134,13 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
     comm_.send_recv(tied, table, stage == 0 ? p - 1 : 0, tied_.data(), table, stage == 0 ? p - 1 : 0);
     for (size_t i = 0; i < table; ++i) tied[i] += tied_[i];
   }
-  // Data parallelism across pipelines: the mean over their slices of the batch.
+  // Across the pipelines: the mean over their slices of the batch and the
+  // optimizer step (the gradients still hold the sum over the micro-batches).
   if (dp_ && dp_->size() > 1) {
-    const float ways = static_cast<float>(dp_->size());
-    dp_->all_reduce_sum(model_.grads.data(), model_.grads.size());
-    for (float& g : model_.grads) g /= ways;
     dp_->all_reduce_sum(&loss, 1);
-    loss /= ways;
+    loss /= static_cast<float>(dp_->size());
   }
-  ++steps_;
-  adamw_step(model_.params.data(), model_.grads.data(), m_.data(), v_.data(), model_.params.size(), steps_, adam_.lr,
-             adam_.beta1, adam_.beta2, adam_.eps, adam_.weight_decay);
+  optimizer_.apply_gradients(m);
   return loss;
 }
 

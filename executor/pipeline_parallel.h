@@ -14,9 +14,8 @@
 // leave two neighbours waiting for each other. With tied embeddings the
 // first and last stages sum their embedding gradients every step (Megatron-
 // LM's embedding group). With a data-parallel group the gradients are then
-// all-reduced across the pipelines (ZeRO-0); with a tensor-parallel model the
-// three make Megatron-LM's 3D layout. The optimizer is AdamW on each rank's
-// parameters.
+// averaged across the pipelines (ZeRO 0 or 1); with a tensor-parallel model
+// the three make Megatron-LM's 3D layout.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +25,7 @@
 #include "executor/communicator.h"
 #include "executor/data_parallel.h"
 #include "executor/gpt_model.h"
+#include "executor/loopback_communicator.h"
 
 namespace zp {
 
@@ -39,13 +39,15 @@ PipelineStage pipeline_stage(uint64_t layers, const Layout& l, uint32_t stage);
 template <class Model>
 class PipelineTrainer {
  public:
-  // `device` (optional) is the allocator the model's buffers come from: the
-  // trainer records the most activation bytes it held at once.
+  // `memory.device` (optional) is the allocator the model's buffers come
+  // from: the trainer records the most activation bytes it held at once.
   // `data_parallel` (optional): the group of ranks holding the same stage
   // (and tensor-parallel rank) of other pipelines, each on its own slice of
-  // the batch; their gradients are all-reduced before the optimizer step.
-  PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam,
-                  TrackingAllocator* device = nullptr, Communicator* data_parallel = nullptr);
+  // the batch; across it the gradients are averaged and the optimizer
+  // partitioned as DataParallelTrainer does (ZeRO 0 or 1, with optimizer
+  // offload at 1: Megatron-LM's distributed optimizer).
+  PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam, TrainerMemory memory = {},
+                  Communicator* data_parallel = nullptr, int zero_stage = 0);
   // One step over `micro_batches` micro-batches of `micro_batch` sequences of
   // Tn tokens (tokens and targets hold them all, one after another; the first
   // stage reads the tokens, the last the targets). Returns the mean loss on
@@ -62,13 +64,14 @@ class PipelineTrainer {
   Model& model_;
   Communicator& comm_;
   Communicator* dp_;
+  LoopbackCommunicator alone_{0, 1};
+  DataParallelTrainer<Model> optimizer_;  // the data-parallel sync and the optimizer step
   PipeSchedule schedule_;
-  AdamConfig adam_;
   TrackingAllocator* device_;
-  int steps_ = 0, in_flight_ = 0, max_in_flight_ = 0;
+  int in_flight_ = 0, max_in_flight_ = 0;
   float loss_sum_ = 0;
   uint64_t peak_activation_bytes_ = 0;
-  Buffer<float> m_, v_, tied_;
+  Buffer<float> tied_;
   Buffer<float> input_, output_grad_;  // what the neighbours sent: the stage input, the output's gradient
 };
 

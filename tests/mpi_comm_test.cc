@@ -185,7 +185,7 @@ TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and eac
       GptModel<float> model(config, 11, &device, pipeline_stage(8, l, static_cast<uint32_t>(stage)));
       model.set_recompute(recompute == Recompute::Full);
       model.set_selective_recompute(recompute == Recompute::Selective);
-      PipelineTrainer<GptModel<float>> trainer(model, c, schedule, adam, &device);
+      PipelineTrainer<GptModel<float>> trainer(model, c, schedule, adam, TrainerMemory{&device});
       for (int s = 0; s < 3; ++s) {
         const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, m);
         const float loss = trainer.step(tokens.data(), targets.data(), mb, T, m);
@@ -247,38 +247,43 @@ TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the s
   AdamConfig adam;
   adam.lr = 5e-3f;
   int layouts = 0;
-  for (int tp = 1; tp <= n; tp *= 2) {
-    for (int pp = 1; tp * pp <= n; pp *= 2) {
-      const int dp = n / (tp * pp);
-      if (dp * tp * pp != n || pp > 4) continue;
-      CAPTURE(dp);
-      CAPTURE(tp);
-      CAPTURE(pp);
-      const Layout l = test::executor_layout(static_cast<uint32_t>(dp), static_cast<uint32_t>(tp), static_cast<uint32_t>(pp), mb,
-                                             ga, T, Recompute::None);
-      const ParallelGroups g = make_parallel_groups(world, l);
-      const int B = mb * ga * dp;
-      std::vector<int> tokens(B * T), targets(B * T);
-      for (int i = 0; i < B * T; ++i) {
-        tokens[i] = (i * 5 + i / T) % 16;
-        targets[i] = (tokens[i] + 3) % 16;
+  for (int zero = 0; zero <= 1; ++zero) {
+    for (int tp = 1; tp <= n; tp *= 2) {
+      for (int pp = 1; tp * pp <= n; pp *= 2) {
+        const int dp = n / (tp * pp);
+        if (dp * tp * pp != n || pp > 4) continue;
+        CAPTURE(zero);
+        CAPTURE(dp);
+        CAPTURE(tp);
+        CAPTURE(pp);
+        Layout l = test::executor_layout(static_cast<uint32_t>(dp), static_cast<uint32_t>(tp), static_cast<uint32_t>(pp), mb, ga,
+                                         T, Recompute::None);
+        l.zero_stage = static_cast<uint8_t>(zero);
+        const ParallelGroups g = make_parallel_groups(world, l);
+        const int B = mb * ga * dp;
+        std::vector<int> tokens(B * T), targets(B * T);
+        for (int i = 0; i < B * T; ++i) {
+          tokens[i] = (i * 5 + i / T) % 16;
+          targets[i] = (tokens[i] + 3) % 16;
+        }
+        LoopbackCommunicator alone(0, 1);
+        GptModel<float> reference(config, 11);
+        DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
+        const PipelineStage part = pipeline_stage(4, l, static_cast<uint32_t>(g.pp_rank));
+        TrackingAllocator device;
+        GptModel<float> model(config, 11, &device, part, TensorParallel{tp > 1 ? g.tp.get() : nullptr});
+        PipelineTrainer<GptModel<float>> trainer(model, *g.pp, PipeSchedule::OneFOneB, adam, TrainerMemory{&device},
+                                                 g.dp.get(), zero);
+        const size_t slice = static_cast<size_t>(g.dp_rank) * mb * ga * T;
+        for (int s = 0; s < 3; ++s) {
+          const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * dp);
+          const float loss = trainer.step(tokens.data() + slice, targets.data() + slice, mb, T, ga);
+          CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
+        }
+        test::check_against_rows(device, nullptr, test::executor_rows(spec, l, static_cast<uint32_t>(g.pp_rank)),
+                                 static_cast<double>(trainer.peak_activation_bytes()));
+        ++layouts;
       }
-      LoopbackCommunicator alone(0, 1);
-      GptModel<float> reference(config, 11);
-      DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
-      const PipelineStage part = pipeline_stage(4, l, static_cast<uint32_t>(g.pp_rank));
-      TrackingAllocator device;
-      GptModel<float> model(config, 11, &device, part, TensorParallel{tp > 1 ? g.tp.get() : nullptr});
-      PipelineTrainer<GptModel<float>> trainer(model, *g.pp, PipeSchedule::OneFOneB, adam, &device, g.dp.get());
-      const size_t slice = static_cast<size_t>(g.dp_rank) * mb * ga * T;
-      for (int s = 0; s < 3; ++s) {
-        const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * dp);
-        const float loss = trainer.step(tokens.data() + slice, targets.data() + slice, mb, T, ga);
-        CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
-      }
-      test::check_against_rows(device, nullptr, test::executor_rows(spec, l, static_cast<uint32_t>(g.pp_rank)),
-                               static_cast<double>(trainer.peak_activation_bytes()));
-      ++layouts;
     }
   }
   CHECK(layouts > 0);
