@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "executor/checkpoint.h"
 #include "executor/data.h"
 #include "executor/data_parallel.h"
 #include "executor/llama_model.h"
@@ -42,6 +43,33 @@ namespace {
 struct Memory {
   TrackingAllocator device, host;
 };
+
+// What `zeroplan run` was asked to do.
+struct RunOptions {
+  std::string plan_path, text, out_path;
+  std::string save_dir, resume_dir;  // checkpoints: one file per rank, rank<r>.ckpt
+  int steps = 10, emulate_rank = -1;
+};
+
+std::string checkpoint_path(const std::string& dir, const Communicator& world) {
+  return (std::filesystem::path(dir) / ("rank" + std::to_string(world.rank()) + ".ckpt")).string();
+}
+
+// --resume: this rank's checkpoint into the trainer; returns the step to continue from.
+template <class Trainer>
+int resume(Trainer& trainer, const RunOptions& o, const Communicator& world) {
+  if (o.resume_dir.empty()) return 0;
+  const CheckpointState s = load_checkpoint(checkpoint_path(o.resume_dir, world));
+  trainer.restore(s);
+  return static_cast<int>(s.step);
+}
+
+// --save: this rank's checkpoint (written to a temporary name, then renamed).
+template <class Trainer>
+void save(const Trainer& trainer, const RunOptions& o, const Communicator& world) {
+  std::filesystem::create_directories(o.save_dir);
+  save_checkpoint(checkpoint_path(o.save_dir, world), trainer.state());
+}
 
 // What the CPU executor runs so far, checked before any rank starts: a plan
 // outside it is refused with the reason.
@@ -195,7 +223,10 @@ void write_measurements(const PlanFile& plan, const Layout& l, const Communicato
 // measurements (the leader only).
 template <class Model>
 int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& comm, Memory& memory, bool leader,
-          const std::string& plan_path, int steps, const std::string& text, std::string out_path) {
+          const RunOptions& o) {
+  const std::string& plan_path = o.plan_path;
+  const std::string& text = o.text;
+  const int steps = o.steps;
   AdamConfig adam;
   adam.lr = 3e-3f;
   TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None,
@@ -203,6 +234,7 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   // Every collective the trainer makes is counted and timed, step by step.
   TimedCommunicator timed(comm);
   DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory);
+  const int first_step = resume(trainer, o, comm);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   const int local = mb * ga;
   std::unique_ptr<ByteCorpus> bytes;
@@ -214,31 +246,35 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
   Json step_rows = Json::array();
   for (int s = 0; s < steps; ++s) {
     const int first_row = comm.rank() * local;
-    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, local, T)
-                          : synthetic.batch(static_cast<uint64_t>(s), first_row, local, T);
+    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(first_step + s), first_row, local, T)
+                          : synthetic.batch(static_cast<uint64_t>(first_step + s), first_row, local, T);
     timed.reset();
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const auto& ph = trainer.last_phases();
-    step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds},
+    step_rows.push_back({{"step", first_step + s}, {"loss", loss}, {"seconds", seconds},
                          {"phases_s", {{"forward", ph.forward_s}, {"backward", ph.backward_s},
                                        {"gradient_sync", ph.gradient_sync_s}, {"optimizer", ph.optimizer_s},
                                        {"parameter_gather", ph.parameter_gather_s}}},
                          {"collectives", collective_stats(timed)}});
     if (leader) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
+  if (!o.save_dir.empty()) save(trainer, o, comm);
   if (!leader) return 0;
   write_measurements(plan, l, comm, memory, 0, step_rows, {{"zero3_gathered_peak_bytes", trainer.zero3_peak_gathered_bytes()}},
-                     -1, plan_path, out_path);
+                     -1, plan_path, o.out_path);
   return 0;
 }
 
 // Trains this rank's part of a tensor- and/or pipeline-parallel layout (with
 // data parallelism across the pipelines) and writes its measurements: the
 // first tensor-parallel rank of the first pipeline writes one file per stage.
-int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, Memory& memory,
-                   const std::string& plan_path, int steps, const std::string& text, std::string out_path) {
+int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, Memory& memory, const RunOptions& o) {
+  const std::string& plan_path = o.plan_path;
+  const std::string& text = o.text;
+  const int steps = o.steps;
+  std::string out_path = o.out_path;
   ParallelGroups g = make_parallel_groups(world, l);
   const uint32_t stage = static_cast<uint32_t>(g.pp_rank);
   const PipelineStage part = pipeline_stage(plan.model.num_layers, l, stage);
@@ -251,6 +287,7 @@ int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, M
   PipelineTrainer<GptModel<float>> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
                                            adam, TrainerMemory{&memory.device, &memory.host, l.offload_optimizer != Offload::None},
                                            g.dp.get(), l.zero_stage);
+  const int first_step = resume(trainer, o, world);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   std::unique_ptr<ByteCorpus> bytes;
   if (!text.empty()) {
@@ -264,15 +301,16 @@ int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, M
     // Each pipeline takes its data-parallel slice; every stage and tensor-
     // parallel rank of it sees that slice (the first stage reads its tokens, the last its targets).
     const int first_row = g.dp_rank * mb * ga;
-    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(s), first_row, mb * ga, T)
-                          : synthetic.batch(static_cast<uint64_t>(s), first_row, mb * ga, T);
+    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(first_step + s), first_row, mb * ga, T)
+                          : synthetic.batch(static_cast<uint64_t>(first_step + s), first_row, mb * ga, T);
     timed.reset();
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    step_rows.push_back({{"step", s}, {"loss", loss}, {"seconds", seconds}, {"collectives", collective_stats(timed)}});
+    step_rows.push_back({{"step", first_step + s}, {"loss", loss}, {"seconds", seconds}, {"collectives", collective_stats(timed)}});
     if (world.rank() == 0 && !world.emulated()) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
+  if (!o.save_dir.empty()) save(trainer, o, world);
   if (!writer && !world.emulated()) return 0;
   // <plan>.measured.json for stage 0, <plan>.measured.stage<s>.json for the others.
   if (out_path.empty()) out_path = plan_path + ".measured.json";
@@ -284,7 +322,9 @@ int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, M
   return 0;
 }
 
-int run(const std::string& plan_path, int steps, int emulate_rank, const std::string& text, std::string out_path) {
+int run(const RunOptions& o) {
+  const std::string& plan_path = o.plan_path;
+  const int emulate_rank = o.emulate_rank;
   // Under mpirun (OpenMPI sets OMPI_COMM_WORLD_SIZE) the group is MPI_COMM_WORLD.
   const bool under_mpi = std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr;
   std::unique_ptr<MpiSession> session;
@@ -334,37 +374,39 @@ int run(const std::string& plan_path, int steps, int emulate_rank, const std::st
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
   Memory memory;
-  if (l.tp > 1 || l.pp > 1) return train_parallel(plan, l, *comm, memory, plan_path, steps, text, out_path);
+  if (l.tp > 1 || l.pp > 1) return train_parallel(plan, l, *comm, memory, o);
   if (plan.model.mlp == MlpKind::SwiGlu) {
     LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device);
     model.set_recompute(l.recompute == Recompute::Full);
     model.set_selective_recompute(l.recompute == Recompute::Selective);
-    return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
+    return train(model, plan, l, *comm, memory, leader, o);
   }
   GptModel<float> model(gpt_config(plan.model), 1234, &memory.device);
   model.set_recompute(l.recompute == Recompute::Full);
   model.set_selective_recompute(l.recompute == Recompute::Selective);
-  return train(model, plan, l, *comm, memory, leader, plan_path, steps, text, out_path);
+  return train(model, plan, l, *comm, memory, leader, o);
 }
 
 }  // namespace
 
 void add_run_command(CLI::App& app, const GlobalOptions& global) {
   (void)global;
-  static std::string plan_path, text, out_path;
-  static int steps = 10, emulate_rank = -1;
+  static RunOptions o;
   auto* cmd = app.add_subcommand("run", "Train a plan's layout on the CPU executor and measure it");
   cmd->footer(
       "Example: zeroplan emit --format zeroplan --model M.json --gpu H100-80GB --gpus 2 --precision fp32 --out run/\n"
       "         mpirun -np 2 zeroplan run --plan run/plan.json --steps 20");
-  cmd->add_option("--plan", plan_path, "A plan file from `zeroplan emit --format zeroplan`")->required();
-  cmd->add_option("--steps", steps, "Training steps")->check(CLI::Range(1, 1000000));
-  cmd->add_option("--emulate-rank", emulate_rank, "Run as this rank of the plan's data-parallel group, in one process")
+  cmd->add_option("--plan", o.plan_path, "A plan file from `zeroplan emit --format zeroplan`")->required();
+  cmd->add_option("--steps", o.steps, "Training steps")->check(CLI::Range(1, 1000000));
+  cmd->add_option("--emulate-rank", o.emulate_rank, "Run as this rank of the plan's dp x tp x pp ranks, in one process")
       ->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--text", text, "Train on this file's bytes instead of the synthetic corpus")->check(CLI::ExistingFile);
-  cmd->add_option("--out", out_path, "Where to write the measurements (default: <plan>.measured.json)");
+  cmd->add_option("--text", o.text, "Train on this file's bytes instead of the synthetic corpus")->check(CLI::ExistingFile);
+  cmd->add_option("--out", o.out_path, "Where to write the measurements (default: <plan>.measured.json)");
+  cmd->add_option("--save", o.save_dir, "After the last step, write each rank's checkpoint to DIR/rank<r>.ckpt");
+  cmd->add_option("--resume", o.resume_dir, "Start from the checkpoints in DIR (the steps continue from theirs)")
+      ->check(CLI::ExistingDirectory);
   cmd->callback([]() {
-    const int code = run(plan_path, steps, emulate_rank, text, out_path);
+    const int code = run(o);
     if (code != 0) std::exit(code);
   });
 }

@@ -57,6 +57,9 @@ class PipelineTrainer {
   // once during the steps so far.
   uint64_t peak_activation_bytes() const { return peak_activation_bytes_; }
   int max_in_flight() const { return max_in_flight_; }
+  // What this rank holds (its stage's parameters and its optimizer states), for checkpoints.
+  CheckpointState state() const { return optimizer_.state(); }
+  void restore(const CheckpointState& s) { optimizer_.restore(s); }
 
  private:
   void forward(int k, const int* tokens, const int* targets, int micro_batch, int Tn);
