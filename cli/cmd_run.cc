@@ -84,7 +84,7 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.ep != 1) refuse("ep " + std::to_string(l.ep) + ": expert parallelism is not built in the executor yet");
   if (l.tp > 1 || l.pp > 1) {
     // Tensor and pipeline parallelism (with data parallelism across them: 3D).
-    if (p.model.mlp == MlpKind::SwiGlu) refuse("tp or pp > 1: built for GPT-2 style models so far");
+    if (l.tp > 1 && p.model.mlp == MlpKind::SwiGlu) refuse("tp > 1: tensor parallelism is built for GPT-2 style models so far");
     if (l.sequence_parallel) refuse("sequence_parallel: not built in the executor yet");
     if (l.schedule == Schedule::Interleaved) refuse("schedule interleaved: the executor runs GPipe and 1F1B");
     if (l.zero_stage > 1 || l.offload_param != Offload::None || l.offload_optimizer == Offload::Nvme) {
@@ -270,21 +270,20 @@ int train(Model& model, const PlanFile& plan, const Layout& l, Communicator& com
 // Trains this rank's part of a tensor- and/or pipeline-parallel layout (with
 // data parallelism across the pipelines) and writes its measurements: the
 // first tensor-parallel rank of the first pipeline writes one file per stage.
-int train_parallel(const PlanFile& plan, const Layout& l, Communicator& world, Memory& memory, const RunOptions& o) {
+template <class Model>
+int train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communicator& world, ParallelGroups& g,
+                   Memory& memory, const RunOptions& o) {
   const std::string& plan_path = o.plan_path;
   const std::string& text = o.text;
   const int steps = o.steps;
   std::string out_path = o.out_path;
-  ParallelGroups g = make_parallel_groups(world, l);
   const uint32_t stage = static_cast<uint32_t>(g.pp_rank);
-  const PipelineStage part = pipeline_stage(plan.model.num_layers, l, stage);
-  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, part, TensorParallel{l.tp > 1 ? g.tp.get() : nullptr});
   model.set_recompute(l.recompute == Recompute::Full);
   model.set_selective_recompute(l.recompute == Recompute::Selective);
   AdamConfig adam;
   adam.lr = 3e-3f;
   TimedCommunicator timed(*g.pp);
-  PipelineTrainer<GptModel<float>> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
+  PipelineTrainer<Model> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
                                            adam, TrainerMemory{&memory.device, &memory.host, l.offload_optimizer != Offload::None},
                                            g.dp.get(), l.zero_stage);
   const int first_step = resume(trainer, o, world);
@@ -374,7 +373,17 @@ int run(const RunOptions& o) {
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
   Memory memory;
-  if (l.tp > 1 || l.pp > 1) return train_parallel(plan, l, *comm, memory, o);
+  if (l.tp > 1 || l.pp > 1) {
+    // This rank's stage (and tensor-parallel slice) of the model, in Megatron-Core's group order.
+    ParallelGroups g = make_parallel_groups(*comm, l);
+    const PipelineStage part = pipeline_stage(plan.model.num_layers, l, static_cast<uint32_t>(g.pp_rank));
+    if (plan.model.mlp == MlpKind::SwiGlu) {
+      LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device, part);
+      return train_parallel(model, plan, l, *comm, g, memory, o);
+    }
+    GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, part, TensorParallel{l.tp > 1 ? g.tp.get() : nullptr});
+    return train_parallel(model, plan, l, *comm, g, memory, o);
+  }
   if (plan.model.mlp == MlpKind::SwiGlu) {
     LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device);
     model.set_recompute(l.recompute == Recompute::Full);

@@ -18,6 +18,7 @@
 
 #include "executor/communicator.h"
 #include "executor/param_units.h"
+#include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
 #include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
@@ -28,13 +29,6 @@ struct GptConfig {
   int vocab = 0, max_seq = 0, layers = 0, heads = 0, channels = 0;
 };
 
-// The part of a model one pipeline stage holds: layers [first_layer,
-// first_layer + layers), the embedding on the first stage, the final norm and
-// the output layer on the last. The default is the whole model.
-struct PipelineStage {
-  int first_layer = 0, layers = -1;  // -1: every layer from first_layer on
-  bool first = true, last = true;
-};
 
 // Megatron-style tensor parallelism (Shoeybi et al. 2019): over `comm`'s
 // ranks the QKV and first MLP products are split by output columns (heads,

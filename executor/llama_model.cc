@@ -1,5 +1,6 @@
 #include "executor/llama_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -20,191 +21,275 @@ LlamaConfig llama_config(const ModelSpec& m) {
 }
 
 template <class T>
-LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker)
+LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker, PipelineStage stage)
     : params(make_buffer<T>(tracker, Component::Weights)),
       grads(make_buffer<T>(tracker, Component::Gradients)),
       c_(c),
       tracker_(tracker) {
   const size_t V = c.vocab, L = c.layers, C = c.channels, F = c.ffn;
   const size_t QD = static_cast<size_t>(c.heads) * c.head_dim, KD = static_cast<size_t>(c.kv_heads) * c.head_dim;
+  if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
+  stage_ = stage;
   const std::array<size_t, kLayerTensors> layer_sizes = {C, QD * C, KD * C, KD * C, C * QD, C, F * C, F * C, C * F};
   for (int i = 0; i < kLayerTensors; ++i) layer_off_[i + 1] = layer_off_[i] + layer_sizes[i];
-  // Units: the embedding, the layers, the final norm and the output layer.
-  table_.offset.assign(L + 3, 0);
-  table_.offset[1] = V * C;
-  for (size_t l = 0; l < L; ++l) table_.offset[l + 2] = table_.offset[l + 1] + layer_off_[kLayerTensors];
-  table_.offset[L + 2] = table_.offset[L + 1] + C + V * C;
-  params.assign(table_.offset.back(), T(0));
-  grads.assign(table_.offset.back(), T(0));
-  table_.p.assign(L + 2, nullptr);
-  table_.g.assign(L + 2, nullptr);
-  // N(0, 0.02) weights and unit norm gains, drawn tensor by tensor, layer by layer.
+  // The whole model's units (the embedding, the layers, the final norm and
+  // the output layer), initialised with N(0, 0.02) weights and unit norm
+  // gains, drawn tensor by tensor, layer by layer, so every pipeline stage
+  // starts from the one model's values.
+  std::vector<size_t> whole(L + 3, 0);
+  whole[1] = V * C;
+  for (size_t l = 0; l < L; ++l) whole[l + 2] = whole[l + 1] + layer_off_[kLayerTensors];
+  whole[L + 2] = whole[L + 1] + C + V * C;
+  std::vector<T> init(whole[L + 2], T(0));
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 0.02);
-  for (size_t i = 0; i < V * C; ++i) params[i] = static_cast<T>(normal(rng));
+  for (size_t i = 0; i < V * C; ++i) init[i] = static_cast<T>(normal(rng));
   for (LayerTensor t : {WQ, WK, WV, WO, WGATE, WUP, WDOWN}) {
     for (size_t l = 0; l < L; ++l) {
-      T* w = params.data() + table_.offset[l + 1] + layer_off_[t];
+      T* w = init.data() + whole[l + 1] + layer_off_[t];
       for (size_t i = 0; i < layer_sizes[t]; ++i) w[i] = static_cast<T>(normal(rng));
     }
   }
-  T* head = params.data() + table_.offset[L + 1] + C;
+  T* head = init.data() + whole[L + 1] + C;
   for (size_t i = 0; i < V * C; ++i) head[i] = static_cast<T>(normal(rng));
   for (LayerTensor t : {ATTN_NORM, MLP_NORM}) {
-    for (size_t l = 0; l < L; ++l) std::fill_n(params.data() + table_.offset[l + 1] + layer_off_[t], C, T(1));
+    for (size_t l = 0; l < L; ++l) std::fill_n(init.data() + whole[l + 1] + layer_off_[t], C, T(1));
   }
-  std::fill_n(params.data() + table_.offset[L + 1], C, T(1));
+  std::fill_n(init.data() + whole[L + 1], C, T(1));
+  // This stage's units, in order.
+  table_.offset.assign(L + 2, 0);
+  table_.size.assign(L + 2, 0);
+  size_t held = 0;
+  auto hold = [&](size_t u) {
+    table_.offset[u] = held;
+    table_.size[u] = whole[u + 1] - whole[u];
+    held += table_.size[u];
+  };
+  if (stage.first) hold(0);
+  for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) hold(static_cast<size_t>(l) + 1);
+  if (stage.last) hold(L + 1);
+  params.assign(held, T(0));
+  grads.assign(held, T(0));
+  for (size_t u = 0; u <= L + 1; ++u) {
+    if (table_.size[u]) std::copy_n(init.data() + whole[u], table_.size[u], params.data() + table_.offset[u]);
+  }
+  table_.p.assign(L + 2, nullptr);
+  table_.g.assign(L + 2, nullptr);
+  dinput_ = make_buffer<T>(tracker, Component::Workspace);
 }
 
 template <class T>
-void LlamaModel<T>::layer_forward(int l, int slot, const T* x, int B, int Tn) {
+void LlamaModel<T>::select(int k) {
+  const auto i = static_cast<size_t>(k);
+  while (contexts_.size() <= i) contexts_.push_back(std::make_unique<Acts>());
+  a_ = contexts_[i].get();
+  L_ = recompute_ ? shared_.get() : a_;
+  A_ = recompute_ || selective_ ? shared_.get() : a_;
+}
+
+template <class T>
+void LlamaModel<T>::free_activations(int k) {
+  if (static_cast<size_t>(k) < contexts_.size()) contexts_[static_cast<size_t>(k)] = std::make_unique<Acts>();
+}
+
+template <class T>
+void LlamaModel<T>::output_sent(int k) {
+  Buffer<T>& out = contexts_[static_cast<size_t>(k)]->out;
+  Buffer<T>(out.get_allocator()).swap(out);
+}
+
+template <class T>
+const T* LlamaModel<T>::stage_output(int k) const {
+  const Acts& a = *contexts_[static_cast<size_t>(k)];
+  return stage_.layers > 0 ? a.out.data() : a.x0.data();
+}
+
+template <class T>
+void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B, int Tn) {
   const int C = c_.channels, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t s = static_cast<size_t>(slot), att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const T base = static_cast<T>(c_.rope_base);
-  T* xn1 = a_.xn1.data() + s * BT * C;
-  cpu::rmsnorm_forward(xn1, a_.rstd1.data() + s * BT, x, w(ATTN_NORM, l), static_cast<int>(BT), C);
-  T* q = a_.q.data() + s * BT * QD;
-  T* k = a_.k.data() + s * BT * KD;
-  T* v = a_.v.data() + s * BT * KD;
+  T* xn1 = L_->xn1.data() + s * BT * C;
+  cpu::rmsnorm_forward(xn1, L_->rstd1.data() + s * BT, x, w(ATTN_NORM, l), static_cast<int>(BT), C);
+  T* q = L_->q.data() + s * BT * QD;
+  T* k = L_->k.data() + s * BT * KD;
+  T* v = L_->v.data() + s * BT * KD;
   cpu::matmul_forward<T>(q, xn1, w(WQ, l), nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
   cpu::matmul_forward<T>(k, xn1, w(WK, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
   cpu::matmul_forward<T>(v, xn1, w(WV, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
   cpu::rope_forward(q, B, Tn, NH, hs, base);
   cpu::rope_forward(k, B, Tn, KVH, hs, base);
-  T* atty = a_.atty.data() + s * BT * QD;
-  cpu::gqa_attention_forward(atty, a_.att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
-  T* x2 = a_.x2.data() + s * BT * C;
+  T* atty = L_->atty.data() + s * BT * QD;
+  cpu::gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
+  T* x2 = L_->x2.data() + s * BT * C;
   cpu::matmul_forward<T>(x2, atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
   for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
-  T* xn2 = a_.xn2.data() + s * BT * C;
-  cpu::rmsnorm_forward(xn2, a_.rstd2.data() + s * BT, x2, w(MLP_NORM, l), static_cast<int>(BT), C);
-  T* gate = a_.gate.data() + s * BT * F;
-  T* up = a_.up.data() + s * BT * F;
-  T* h = a_.h.data() + s * BT * F;
+  T* xn2 = L_->xn2.data() + s * BT * C;
+  cpu::rmsnorm_forward(xn2, L_->rstd2.data() + s * BT, x2, w(MLP_NORM, l), static_cast<int>(BT), C);
+  T* gate = L_->gate.data() + s * BT * F;
+  T* up = L_->up.data() + s * BT * F;
+  T* h = L_->h.data() + s * BT * F;
   cpu::matmul_forward<T>(gate, xn2, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
   cpu::matmul_forward<T>(up, xn2, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
   cpu::swiglu_forward(h, gate, up, BT * F);
-  T* x3 = a_.x3.data() + l * BT * C;
+  // The stage's last layer writes the stage's output when a later stage takes it.
+  T* x3 = a_->x3.data() + static_cast<size_t>(local) * BT * C;
+  if (local + 1 == stage_.layers && !stage_.last) {
+    if (a_->out.empty()) a_->out = make_buffer<T>(tracker_, Component::Workspace, BT * C);
+    x3 = a_->out.data();
+  }
   cpu::matmul_forward<T>(x3, h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
   for (size_t i = 0; i < BT * C; ++i) x3[i] += x2[i];
 }
 
 template <class T>
-T LlamaModel<T>::forward(const int* tokens, const int* targets, int B, int Tn) {
+T LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn) {
+  select(k);
   const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
+  const int n = stage_.layers, l0 = stage_.first_layer;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   auto size = [this](Buffer<T>& b, size_t n, Component tag = Component::Activations) {
     if (b.get_allocator().tracker() != tracker_ || b.get_allocator().tag() != tag) b = make_buffer<T>(tracker_, tag, n);
     else b.assign(n, T(0));
   };
-  if (a_.ids.get_allocator().tracker() != tracker_) a_.ids = make_buffer<int>(tracker_, Component::Activations);
-  a_.ids.assign(tokens, tokens + BT);
+  if (stage_.first) {
+    if (a_->ids.get_allocator().tracker() != tracker_) a_->ids = make_buffer<int>(tracker_, Component::Activations);
+    a_->ids.assign(tokens, tokens + BT);
+  }
   // With full recompute only one layer's activations exist at a time (the
   // recompute workspace); every layer's input stays as its checkpoint.
-  const size_t slots = recompute_ ? 1 : static_cast<size_t>(L);
+  const size_t slots = recompute_ ? 1 : static_cast<size_t>(n);
   const Component layer_tag = recompute_ ? Component::RecomputeWorkspace : Component::Activations;
-  size(a_.x0, BT * C);
-  size(a_.xn1, slots * BT * C, layer_tag);
-  size(a_.rstd1, slots * BT, layer_tag);
-  size(a_.q, slots * BT * QD, layer_tag);
-  size(a_.k, slots * BT * KD, layer_tag);
-  size(a_.v, slots * BT * KD, layer_tag);
+  size(a_->x0, BT * C);
+  size(L_->xn1, slots * BT * C, layer_tag);
+  size(L_->rstd1, slots * BT, layer_tag);
+  size(L_->q, slots * BT * QD, layer_tag);
+  size(L_->k, slots * BT * KD, layer_tag);
+  size(L_->v, slots * BT * KD, layer_tag);
   // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
   if (selective_ && !recompute_) {
-    size(a_.att, static_cast<size_t>(B) * NH * Tn * Tn, Component::RecomputeWorkspace);
+    size(A_->att, static_cast<size_t>(B) * NH * Tn * Tn, Component::RecomputeWorkspace);
   } else {
-    size(a_.att, slots * static_cast<size_t>(B) * NH * Tn * Tn, layer_tag);
+    size(A_->att, slots * static_cast<size_t>(B) * NH * Tn * Tn, layer_tag);
   }
-  size(a_.atty, slots * BT * QD, layer_tag);
-  size(a_.x2, slots * BT * C, layer_tag);
-  size(a_.xn2, slots * BT * C, layer_tag);
-  size(a_.rstd2, slots * BT, layer_tag);
-  size(a_.gate, slots * BT * F, layer_tag);
-  size(a_.up, slots * BT * F, layer_tag);
-  size(a_.h, slots * BT * F, layer_tag);
-  size(a_.x3, L * BT * C);
-  size(a_.xf, BT * C, Component::Logits);
-  size(a_.rstdf, BT, Component::Logits);
-  size(a_.logits, BT * V, Component::Logits);
+  size(L_->atty, slots * BT * QD, layer_tag);
+  size(L_->x2, slots * BT * C, layer_tag);
+  size(L_->xn2, slots * BT * C, layer_tag);
+  size(L_->rstd2, slots * BT, layer_tag);
+  size(L_->gate, slots * BT * F, layer_tag);
+  size(L_->up, slots * BT * F, layer_tag);
+  size(L_->h, slots * BT * F, layer_tag);
+  size(a_->x3, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * BT * C);
+  if (stage_.last) {
+    size(a_->xf, BT * C, Component::Logits);
+    size(a_->rstdf, BT, Component::Logits);
+    size(a_->logits, BT * V, Component::Logits);
+  }
   // Each unit's parameters are acquired for the ops that use them and released after.
-  acquire(0, 1);
-  for (size_t i = 0; i < BT; ++i) {
-    const T* e = table_.p[0] + static_cast<size_t>(tokens[i]) * C;
-    std::copy(e, e + C, a_.x0.begin() + static_cast<std::ptrdiff_t>(i * C));
-  }
-  release(0);
-  for (int l = 0; l < L; ++l) {
-    const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
-    acquire(l + 1, l + 2);
-    layer_forward(l, recompute_ ? 0 : l, x, B, Tn);
-    release(l + 1);
-  }
-  const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
   const int final_unit = L + 1;
+  if (stage_.first) {
+    acquire(0, n > 0 ? l0 + 1 : final_unit);
+    for (size_t i = 0; i < BT; ++i) {
+      const T* e = table_.p[0] + static_cast<size_t>(tokens[i]) * C;
+      std::copy(e, e + C, a_->x0.begin() + static_cast<std::ptrdiff_t>(i * C));
+    }
+    release(0);
+  } else {
+    std::copy(input, input + BT * C, a_->x0.begin());  // what the previous stage sent
+  }
+  for (int i = 0; i < n; ++i) {
+    const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * BT * C;
+    acquire(l0 + i + 1, i + 1 < n ? l0 + i + 2 : (stage_.last ? final_unit : -1));
+    layer_forward(l0 + i, i, recompute_ ? 0 : i, x, B, Tn);
+    release(l0 + i + 1);
+  }
+  if (!stage_.last) return T(0);
+  const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * BT * C : a_->x0.data();
   acquire(final_unit);
   const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
-  cpu::rmsnorm_forward(a_.xf.data(), a_.rstdf.data(), last, final_norm, static_cast<int>(BT), C);
-  cpu::matmul_forward<T>(a_.logits.data(), a_.xf.data(), final_norm + C, nullptr, static_cast<int>(BT), C, V);
+  cpu::rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(BT), C);
+  cpu::matmul_forward<T>(a_->logits.data(), a_->xf.data(), final_norm + C, nullptr, static_cast<int>(BT), C, V);
   release(final_unit);
-  return cpu::crossentropy_forward_backward(a_.logits.data(), a_.logits.data(), targets, static_cast<int>(BT), V);
+  return cpu::crossentropy_forward_backward(a_->logits.data(), a_->logits.data(), targets, static_cast<int>(BT), V);
 }
 
 template <class T>
 T LlamaModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
-  return forward(tokens, targets, B, Tn);
+  return stage_forward(0, tokens, targets, nullptr, B, Tn);
 }
 
 template <class T>
 size_t LlamaModel<T>::activation_elements() const {
   size_t n = 0;
-  for (const Buffer<T>* v : {&a_.x0, &a_.xn1, &a_.rstd1, &a_.q, &a_.k, &a_.v, &a_.att, &a_.atty, &a_.x2, &a_.xn2,
-                             &a_.rstd2, &a_.gate, &a_.up, &a_.h, &a_.x3, &a_.xf, &a_.rstdf, &a_.logits}) {
-    n += v->size();
+  std::vector<const Acts*> sets{shared_.get()};
+  for (const auto& c : contexts_) sets.push_back(c.get());
+  for (const Acts* a : sets) {
+    for (const Buffer<T>* v : {&a->x0, &a->xn1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->x2, &a->xn2,
+                               &a->rstd2, &a->gate, &a->up, &a->h, &a->x3, &a->xf, &a->rstdf, &a->logits}) {
+      n += v->size();
+    }
+    n += a->ids.size() * sizeof(int) / sizeof(T);
   }
-  return n + a_.ids.size() * sizeof(int) / sizeof(T);
+  return n;
 }
 
 template <class T>
 T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
   const auto start = std::chrono::steady_clock::now();
-  const T loss_value = forward(tokens, targets, B, Tn);
+  if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
+  const T loss_value = stage_forward(0, tokens, targets, nullptr, B, Tn);
   const auto middle = std::chrono::steady_clock::now();
   last_forward_s = std::chrono::duration<double>(middle - start).count();
+  stage_backward(0, nullptr, B, Tn);
+  last_backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - middle).count();
+  return loss_value;
+}
+
+template <class T>
+void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
+  select(k);
   const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
+  const int n = stage_.layers, l0 = stage_.first_layer;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const T base = static_cast<T>(c_.rope_base);
-  if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
   // Backward's activation gradients: one layer's worth, workspace.
-  auto work = [this](size_t n) { return make_buffer<T>(tracker_, Component::Workspace, n); };
-  Buffer<T> dx = work(BT * C), dxf = work(BT * C);
+  auto work = [this](size_t count) { return make_buffer<T>(tracker_, Component::Workspace, count); };
+  Buffer<T> dx = work(BT * C);
   const int final_unit = L + 1;
-  acquire(final_unit, L);
-  open_gradients(final_unit);
-  const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
-  T* gfinal = table_.g[static_cast<size_t>(final_unit)];
-  cpu::matmul_backward<T>(dxf.data(), gfinal + C, nullptr, a_.logits.data(), a_.xf.data(), final_norm + C, static_cast<int>(BT), C, V);
-  const T* last = L > 0 ? a_.x3.data() + (L - 1) * BT * C : a_.x0.data();
-  cpu::rmsnorm_backward(dx.data(), gfinal, dxf.data(), last, final_norm, a_.rstdf.data(), static_cast<int>(BT), C);
-  finish_gradients(final_unit);
-  release(final_unit);
+  if (stage_.last) {
+    Buffer<T> dxf = work(BT * C);
+    acquire(final_unit, n > 0 ? l0 + n : -1);
+    open_gradients(final_unit);
+    const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
+    T* gfinal = table_.g[static_cast<size_t>(final_unit)];
+    cpu::matmul_backward<T>(dxf.data(), gfinal + C, nullptr, a_->logits.data(), a_->xf.data(), final_norm + C,
+                            static_cast<int>(BT), C, V);
+    const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * BT * C : a_->x0.data();
+    cpu::rmsnorm_backward(dx.data(), gfinal, dxf.data(), last, final_norm, a_->rstdf.data(), static_cast<int>(BT), C);
+    finish_gradients(final_unit);
+    release(final_unit);
+  } else {
+    std::copy(doutput, doutput + BT * C, dx.begin());
+  }
   Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), dx2 = work(BT * C),
             datty = work(BT * QD), dq = work(BT * QD), dk = work(BT * KD), dv = work(BT * KD), dxn1 = work(BT * C),
             dprev = work(BT * C);
-  for (int l = L - 1; l >= 0; --l) {
-    const T* x = l == 0 ? a_.x0.data() : a_.x3.data() + (l - 1) * BT * C;
-    acquire(l + 1, l >= 1 ? l : -1);
+  for (int i = n - 1; i >= 0; --i) {
+    const int l = l0 + i;
+    const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * BT * C;
+    acquire(l + 1, i >= 1 ? l : -1);
     open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
-    if (recompute_) layer_forward(l, 0, x, B, Tn);
-    const size_t s = recompute_ ? 0 : static_cast<size_t>(l);
+    if (recompute_) layer_forward(l, i, 0, x, B, Tn);
+    const size_t s = recompute_ ? 0 : static_cast<size_t>(i);
     // Selective recompute: rebuild this layer's softmax output from its saved
     // q, k (post-rotary) and v; the attention output goes to scratch (datty,
     // zeroed below before its use).
     if (selective_ && !recompute_) {
-      cpu::gqa_attention_forward(datty.data(), a_.att.data(), a_.q.data() + s * BT * QD, a_.k.data() + s * BT * KD,
-                                 a_.v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
+      cpu::gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
+                                 L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
     }
     for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
       std::fill(vec->begin(), vec->end(), T(0));
@@ -212,25 +297,25 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
     // x3 = x2 + down(h)
     for (size_t i = 0; i < BT * C; ++i) dx2[i] += dx[i];
     cpu::matmul_backward<T>(dh.data(), gw(WDOWN, l), nullptr, dx.data(),
-                            a_.h.data() + s * BT * F, w(WDOWN, l), static_cast<int>(BT), F, C);
-    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), a_.gate.data() + s * BT * F, a_.up.data() + s * BT * F, BT * F);
-    const T* xn2 = a_.xn2.data() + s * BT * C;
+                            L_->h.data() + s * BT * F, w(WDOWN, l), static_cast<int>(BT), F, C);
+    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
+    const T* xn2 = L_->xn2.data() + s * BT * C;
     cpu::matmul_backward<T>(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2,
                             w(WGATE, l), static_cast<int>(BT), C, F);
     cpu::matmul_backward<T>(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2,
                             w(WUP, l), static_cast<int>(BT), C, F);
-    cpu::rmsnorm_backward(dx2.data(), gw(MLP_NORM, l), dxn2.data(), a_.x2.data() + s * BT * C, w(MLP_NORM, l),
-                          a_.rstd2.data() + s * BT, static_cast<int>(BT), C);
+    cpu::rmsnorm_backward(dx2.data(), gw(MLP_NORM, l), dxn2.data(), L_->x2.data() + s * BT * C, w(MLP_NORM, l),
+                          L_->rstd2.data() + s * BT, static_cast<int>(BT), C);
     // x2 = x + wo(atty)
     for (size_t i = 0; i < BT * C; ++i) dprev[i] += dx2[i];
-    cpu::matmul_backward<T>(datty.data(), gw(WO, l), nullptr, dx2.data(), a_.atty.data() + s * BT * QD,
+    cpu::matmul_backward<T>(datty.data(), gw(WO, l), nullptr, dx2.data(), L_->atty.data() + s * BT * QD,
                             w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
-    cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), a_.q.data() + s * BT * QD,
-                                a_.k.data() + s * BT * KD, a_.v.data() + s * BT * KD, a_.att.data() + att_slot(s) * att_size, B, Tn,
+    cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), L_->q.data() + s * BT * QD,
+                                L_->k.data() + s * BT * KD, L_->v.data() + s * BT * KD, A_->att.data() + att_slot(s) * att_size, B, Tn,
                                 NH, KVH, hs);
     cpu::rope_backward(dq.data(), B, Tn, NH, hs, base);
     cpu::rope_backward(dk.data(), B, Tn, KVH, hs, base);
-    const T* xn1 = a_.xn1.data() + s * BT * C;
+    const T* xn1 = L_->xn1.data() + s * BT * C;
     cpu::matmul_backward<T>(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l),
                             static_cast<int>(BT), C, static_cast<int>(QD));
     cpu::matmul_backward<T>(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l),
@@ -238,19 +323,21 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
     cpu::matmul_backward<T>(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l),
                             static_cast<int>(BT), C, static_cast<int>(KD));
     cpu::rmsnorm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1.data(), x, w(ATTN_NORM, l),
-                          a_.rstd1.data() + s * BT, static_cast<int>(BT), C);
+                          L_->rstd1.data() + s * BT, static_cast<int>(BT), C);
     finish_gradients(l + 1);
     release(l + 1);
     dx.swap(dprev);
   }
-  open_gradients(0);
-  for (size_t i = 0; i < BT; ++i) {
-    T* e = table_.g[0] + static_cast<size_t>(a_.ids[i]) * C;
-    for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
+  if (stage_.first) {
+    open_gradients(0);
+    for (size_t i = 0; i < BT; ++i) {
+      T* e = table_.g[0] + static_cast<size_t>(a_->ids[i]) * C;
+      for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
+    }
+    finish_gradients(0);
+  } else {
+    dinput_.swap(dx);  // for the previous stage
   }
-  finish_gradients(0);
-  last_backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - middle).count();
-  return loss_value;
 }
 
 template class LlamaModel<float>;

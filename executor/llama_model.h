@@ -8,9 +8,11 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "executor/param_units.h"
+#include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
 #include "executor/tagged_buffer.h"
 #include "models/model_spec.h"
@@ -30,7 +32,7 @@ class LlamaModel {
  public:
   // Buffers come from `tracker` under the cost model's component tags
   // (untracked without one).
-  LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr);
+  LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr, PipelineStage stage = {});
   // Fills grads (zeroed first unless `accumulate`).
   T forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
   T loss(const int* tokens, const int* targets, int B, int Tn);
@@ -47,10 +49,26 @@ class LlamaModel {
   double last_forward_s = 0, last_backward_s = 0;
   Buffer<T> params, grads;
   // Parameters and gradients are laid out unit by unit: 0 the embedding,
-  // 1..L the layers, L+1 the final norm and the output layer.
+  // 1..L the layers, L+1 the final norm and the output layer. A pipeline
+  // stage holds some of them; unit_size() is 0 for the others.
   int num_units() const { return c_.layers + 2; }
   size_t unit_offset(int unit) const { return table_.offset[static_cast<size_t>(unit)]; }
-  size_t unit_size(int unit) const { return table_.offset[static_cast<size_t>(unit) + 1] - unit_offset(unit); }
+  size_t unit_size(int unit) const { return table_.size[static_cast<size_t>(unit)]; }
+  const LlamaConfig& config() const { return c_; }
+  const PipelineStage& stage() const { return stage_; }
+  // Pipeline parallelism, as GptModel's (executor/gpt_model.h): micro-batch
+  // k's forward through this stage from tokens (first stage) or `input`;
+  // its output until output_sent(k); its backward from `doutput` (null on
+  // the last stage), after which input_gradient() goes back.
+  T stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn);
+  const T* stage_output(int k) const;
+  void output_sent(int k);
+  void stage_backward(int k, const T* doutput, int B, int Tn);
+  const T* input_gradient() const { return dinput_.data(); }
+  void free_activations(int k);
+  // Untied embeddings: nothing for the end stages to exchange.
+  T* tied_embedding_gradient() { return nullptr; }
+  size_t tied_embedding_size() const { return 0; }
   // From now on take parameters and gradient buffers from `units` (ZeRO-3).
   void set_unit_provider(UnitProvider<T>* units) { table_.provider = units; }
 
@@ -70,15 +88,27 @@ class LlamaModel {
   // top; the cross-entropy writes the logits' gradient over the logits.
   struct Acts {
     Buffer<T> x0, xn1, rstd1, q, k, v, att, atty, x2, xn2, rstd2, gate, up, h, x3, xf, rstdf, logits;
+    Buffer<T> out;  // a non-last stage's output, until sent
     Buffer<int> ids;
-  } a_;
+  };
+  // One set per micro-batch in flight (a_); under recompute the layer's own
+  // tensors (L_) and the softmax output (A_, also under selective recompute)
+  // are one set shared by all micro-batches, rebuilt in backward.
+  std::vector<std::unique_ptr<Acts>> contexts_;
+  std::unique_ptr<Acts> shared_ = std::make_unique<Acts>();
+  Acts* a_ = nullptr;
+  Acts* L_ = nullptr;
+  Acts* A_ = nullptr;
+  Buffer<T> dinput_;
+  PipelineStage stage_;
+  void select(int k);
   TrackingAllocator* tracker_ = nullptr;
   bool recompute_ = false, selective_ = false;
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
-  // Layer l's forward from its input x, activations into slot `slot`, output into x3[l].
-  void layer_forward(int l, int slot, const T* x, int B, int Tn);
-  T forward(const int* tokens, const int* targets, int B, int Tn);
+  // Global layer l's forward from its input x, activations into slot
+  // `slot`, output into x3 at the stage-local index `local`.
+  void layer_forward(int l, int local, int slot, const T* x, int B, int Tn);
 };
 
 }  // namespace zp

@@ -145,5 +145,6 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
 }
 
 template class PipelineTrainer<GptModel<float>>;
+template class PipelineTrainer<LlamaModel<float>>;
 
 }  // namespace zp

@@ -1,7 +1,8 @@
 // Pipeline parallelism (issue 6) over a Communicator whose ranks are the
 // stages, in order: each rank holds one stage of the model (GptModel built
 // with a PipelineStage), activations go forward and their gradients back
-// point to point, micro-batch by micro-batch, in one of two schedules:
+// point to point, micro-batch by micro-batch (GptModel or LlamaModel), in
+// one of two schedules:
 //  - GPipe (Huang et al. 2019): every forward, then every backward; all m
 //    micro-batches' activations in flight on every stage;
 //  - 1F1B (PipeDream-Flush, Narayanan et al. 2021 Sec. 2.2): stage s runs
@@ -25,6 +26,7 @@
 #include "executor/communicator.h"
 #include "executor/data_parallel.h"
 #include "executor/gpt_model.h"
+#include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 
 namespace zp {
@@ -79,5 +81,6 @@ class PipelineTrainer {
 };
 
 extern template class PipelineTrainer<GptModel<float>>;
+extern template class PipelineTrainer<LlamaModel<float>>;
 
 }  // namespace zp

@@ -158,12 +158,15 @@ TEST_CASE("every data-parallel layout trains to the single-rank losses and holds
   CHECK(cases == 54);
 }
 
-TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and each stage holds the cost model's rows") {
+namespace {
+
+// One model family through every schedule and recompute mode on a pipeline of all the ranks.
+template <class Model, class Config>
+void check_pipelines(const ModelSpec& spec, const Config& config) {
   MpiCommunicator& c = *g_comm;
   const int p = c.size(), stage = c.rank(), mb = 2, T = 8, m = 6;
-  const ModelSpec spec = test::tiny_gpt(13, 8, 8, 2, 16);  // 8 layers: up to 8 stages
-  const GptConfig config = gpt_config(spec);
-  const int B = mb * m, vocab = 13;
+  const int B = mb * m, vocab = static_cast<int>(spec.vocab_size);
+  const uint64_t layers = spec.num_layers;
   std::vector<int> tokens(B * T), targets(B * T);
   for (int i = 0; i < B * T; ++i) {
     tokens[i] = (i * 5 + i / T) % vocab;
@@ -176,16 +179,16 @@ TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and eac
     for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
       CAPTURE(static_cast<int>(schedule));
       CAPTURE(std::string(to_string(recompute)));
-      GptModel<float> reference(config, 11);
+      Model reference(config, 11);
       LoopbackCommunicator alone(0, 1);
-      DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
+      DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
       Layout l = test::executor_layout(1, 1, static_cast<uint32_t>(p), mb, m, T, recompute);
       l.schedule = schedule == PipeSchedule::GPipe ? Schedule::GPipe : Schedule::OneFOneB;
       TrackingAllocator device;
-      GptModel<float> model(config, 11, &device, pipeline_stage(8, l, static_cast<uint32_t>(stage)));
+      Model model(config, 11, &device, pipeline_stage(layers, l, static_cast<uint32_t>(stage)));
       model.set_recompute(recompute == Recompute::Full);
       model.set_selective_recompute(recompute == Recompute::Selective);
-      PipelineTrainer<GptModel<float>> trainer(model, c, schedule, adam, TrainerMemory{&device});
+      PipelineTrainer<Model> trainer(model, c, schedule, adam, TrainerMemory{&device});
       for (int s = 0; s < 3; ++s) {
         const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, m);
         const float loss = trainer.step(tokens.data(), targets.data(), mb, T, m);
@@ -198,7 +201,17 @@ TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and eac
                                                        static_cast<double>(trainer.peak_activation_bytes())));
     }
   }
-  MESSAGE("stage " << stage << " of " << p << ": worst activation difference " << worst * 100 << "%");
+  MESSAGE(spec.name << ", stage " << stage << " of " << p << ": worst activation difference " << worst * 100 << "%");
+}
+
+}  // namespace
+
+TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and each stage holds the cost model's rows") {
+  const ModelSpec gpt = test::tiny_gpt(13, 8, 8, 2, 16);  // 8 layers: up to 8 stages
+  check_pipelines<GptModel<float>>(gpt, gpt_config(gpt));
+  ModelSpec llama = test::tiny_llama(13);
+  llama.num_layers = 8;
+  check_pipelines<LlamaModel<float>>(llama, llama_config(llama));
 }
 
 TEST_CASE("tensor parallel: the single-process losses, and each rank holds the cost model's rows") {
