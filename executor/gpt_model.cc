@@ -137,42 +137,6 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   dinput_ = make_buffer<T>(tracker, Component::Workspace);
 }
 
-// Megatron-LM's vocab-parallel cross-entropy (core/tensor_parallel/
-// cross_entropy.py): each rank holds V/t logits per token; the row maxima,
-// the sums of exponentials and the target logits are combined over the ranks,
-// and each rank writes the gradient of its own logits in place.
-template <class T>
-T GptModel<T>::vocab_parallel_cross_entropy(const int* targets, size_t N) {
-  const size_t V = static_cast<size_t>(vocab_local_), t = static_cast<size_t>(tp_size_);
-  T* logits = a_->logits.data();
-  auto work = [this](size_t n) { return make_buffer<T>(tracker_, Component::Workspace, n); };
-  Buffer<T> local_max = work(N), all_max = work(N * t), sum = work(N), target = work(N);
-  for (size_t i = 0; i < N; ++i) local_max[i] = *std::max_element(logits + i * V, logits + (i + 1) * V);
-  if constexpr (std::is_same_v<T, float>) tp_->all_gather(local_max.data(), all_max.data(), N);
-  for (size_t i = 0; i < N; ++i) {
-    T m = all_max[i];
-    for (size_t r = 1; r < t; ++r) m = std::max(m, all_max[r * N + i]);
-    local_max[i] = m;
-    const T* l = logits + i * V;
-    for (size_t v = 0; v < V; ++v) sum[i] += std::exp(l[v] - m);
-    const int row = targets[i] - vocab_start_;
-    if (row >= 0 && row < vocab_local_) target[i] = l[row];
-  }
-  tp_all_reduce(sum.data(), N);
-  tp_all_reduce(target.data(), N);
-  T loss = 0;
-  for (size_t i = 0; i < N; ++i) {
-    const T logz = std::log(sum[i]) + local_max[i];
-    loss += logz - target[i];
-    T* l = logits + i * V;
-    const int row = targets[i] - vocab_start_;
-    for (size_t v = 0; v < V; ++v) {
-      l[v] = (std::exp(l[v] - logz) - (static_cast<int>(v) == row ? T(1) : T(0))) / static_cast<T>(N);
-    }
-  }
-  return loss / static_cast<T>(N);
-}
-
 template <class T>
 void GptModel<T>::add_bias_after_reduce(T* out, const T* bias, size_t rows, int C) {
   tp_all_reduce(out, rows * static_cast<size_t>(C));
@@ -183,12 +147,7 @@ void GptModel<T>::add_bias_after_reduce(T* out, const T* bias, size_t rows, int 
 
 template <class T>
 void GptModel<T>::tp_all_reduce(T* data, size_t count) {
-  if (tp_size_ == 1) return;
-  if constexpr (std::is_same_v<T, float>) {
-    tp_->all_reduce_sum(data, count);
-  } else {
-    throw std::runtime_error("tensor parallel runs in fp32");
-  }
+  zp::tp_all_reduce(tp_, data, count);
 }
 
 template <class T>
@@ -319,16 +278,9 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
     if (tp_size_ == 1) {
       cpu::encoder_forward(a_->encoded.data(), a_->ids.data(), table_.p[0], table_.p[0] + wpe_offset(), B, Tn, C);
     } else {
-      // Vocabulary-parallel lookup: each rank adds the rows it holds, the sum
-      // over the ranks is the embedding; the positions are replicated.
-      const T* wte = table_.p[0];
+      // Vocabulary-parallel lookup, then the replicated positions.
       const T* wpe = table_.p[0] + wpe_offset();
-      for (size_t i = 0; i < BT; ++i) {
-        const int row = a_->ids[i] - vocab_start_;
-        T* o = a_->encoded.data() + i * static_cast<size_t>(C);
-        if (row >= 0 && row < vocab_local_) std::copy_n(wte + static_cast<size_t>(row) * C, C, o);
-      }
-      tp_all_reduce(a_->encoded.data(), BT * static_cast<size_t>(C));
+      vocab_parallel_lookup(tp_, a_->encoded.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
       for (size_t i = 0; i < BT; ++i) {
         const T* p = wpe + (i % static_cast<size_t>(Tn)) * C;
         T* o = a_->encoded.data() + i * static_cast<size_t>(C);
@@ -357,7 +309,7 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   release(head_unit());
   // The gradient of the mean loss overwrites the logits (each row is read before it is written).
   if (tp_size_ == 1) return cpu::crossentropy_forward_backward(a_->logits.data(), a_->logits.data(), targets, static_cast<int>(BT), V);
-  return vocab_parallel_cross_entropy(targets, BT);
+  return vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_, tracker_);
 }
 
 template <class T>

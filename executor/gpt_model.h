@@ -21,6 +21,7 @@
 #include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
 #include "executor/tagged_buffer.h"
+#include "executor/tensor_parallel.h"
 #include "models/model_spec.h"
 
 namespace zp {
@@ -30,15 +31,6 @@ struct GptConfig {
 };
 
 
-// Megatron-style tensor parallelism (Shoeybi et al. 2019): over `comm`'s
-// ranks the QKV and first MLP products are split by output columns (heads,
-// FFN), the attention and second MLP projections by input rows with an
-// all-reduce of their outputs, the embedding and output layer by vocabulary
-// rows (vocabulary-parallel lookup and cross-entropy); norms, biases of the
-// row-parallel products and positions are replicated. Null: one rank.
-struct TensorParallel {
-  Communicator* comm = nullptr;
-};
 
 // The GPT shape of a ModelSpec (GELU, LayerNorm, learned positions, tied).
 // Throws InputError for other architectures.
@@ -165,7 +157,6 @@ class GptModel {
   void tp_all_reduce(T* data, size_t count);
   // A row-parallel product's output: summed over the ranks, then its bias added.
   void add_bias_after_reduce(T* out, const T* bias, size_t rows, int C);
-  T vocab_parallel_cross_entropy(const int* targets, size_t N);
 };
 
 // AdamW on flat fp32 arrays (decoupled weight decay, bias correction).
