@@ -84,7 +84,6 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.ep != 1) refuse("ep " + std::to_string(l.ep) + ": expert parallelism is not built in the executor yet");
   if (l.tp > 1 || l.pp > 1) {
     // Tensor and pipeline parallelism (with data parallelism across them: 3D).
-    if (l.tp > 1 && p.model.mlp == MlpKind::SwiGlu) refuse("tp > 1: tensor parallelism is built for GPT-2 style models so far");
     if (l.sequence_parallel) refuse("sequence_parallel: not built in the executor yet");
     if (l.schedule == Schedule::Interleaved) refuse("schedule interleaved: the executor runs GPipe and 1F1B");
     if (l.zero_stage > 1 || l.offload_param != Offload::None || l.offload_optimizer == Offload::Nvme) {
@@ -378,7 +377,7 @@ int run(const RunOptions& o) {
     ParallelGroups g = make_parallel_groups(*comm, l);
     const PipelineStage part = pipeline_stage(plan.model.num_layers, l, static_cast<uint32_t>(g.pp_rank));
     if (plan.model.mlp == MlpKind::SwiGlu) {
-      LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device, part);
+      LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device, part, TensorParallel{l.tp > 1 ? g.tp.get() : nullptr});
       return train_parallel(model, plan, l, *comm, g, memory, o);
     }
     GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, part, TensorParallel{l.tp > 1 ? g.tp.get() : nullptr});

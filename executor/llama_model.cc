@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <random>
+#include <stdexcept>
 
 #include "executor/ops_cpu.h"
 #include "executor/ops_llama_cpu.h"
@@ -21,7 +22,8 @@ LlamaConfig llama_config(const ModelSpec& m) {
 }
 
 template <class T>
-LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker, PipelineStage stage)
+LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker, PipelineStage stage,
+                          TensorParallel tp)
     : params(make_buffer<T>(tracker, Component::Weights)),
       grads(make_buffer<T>(tracker, Component::Gradients)),
       c_(c),
@@ -30,15 +32,35 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   const size_t QD = static_cast<size_t>(c.heads) * c.head_dim, KD = static_cast<size_t>(c.kv_heads) * c.head_dim;
   if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
   stage_ = stage;
-  const std::array<size_t, kLayerTensors> layer_sizes = {C, QD * C, KD * C, KD * C, C * QD, C, F * C, F * C, C * F};
-  for (int i = 0; i < kLayerTensors; ++i) layer_off_[i + 1] = layer_off_[i] + layer_sizes[i];
+  tp_ = tp.comm;
+  const int ranks = tp.comm ? tp.comm->size() : 1;
+  if (c.heads % ranks || c.kv_heads % ranks || c.ffn % ranks || c.vocab % ranks) {
+    throw std::runtime_error("tensor parallel " + std::to_string(ranks) + ": must divide the heads, KV heads, FFN and vocabulary");
+  }
+  const size_t t = static_cast<size_t>(ranks), r = tp.comm ? static_cast<size_t>(tp.comm->rank()) : 0;
+  heads_local_ = c.heads / ranks;
+  kv_local_ = c.kv_heads / ranks;
+  ffn_local_ = c.ffn / ranks;
+  vocab_local_ = c.vocab / ranks;
+  vocab_start_ = static_cast<int>(r) * vocab_local_;
+  const size_t QDl = QD / t, KDl = KD / t, Fl = F / t, Vl = V / t;
+  // One layer's tensors, whole and on this rank (column-parallel Q, K, V,
+  // gate and up keep 1/t of their output rows, row-parallel O and down 1/t
+  // of their input columns).
+  const std::array<size_t, kLayerTensors> whole_sizes = {C, QD * C, KD * C, KD * C, C * QD, C, F * C, F * C, C * F};
+  const std::array<size_t, kLayerTensors> layer_sizes = {C, QDl * C, KDl * C, KDl * C, C * QDl, C, Fl * C, Fl * C, C * Fl};
+  std::array<size_t, kLayerTensors + 1> whole_off{};
+  for (int i = 0; i < kLayerTensors; ++i) {
+    layer_off_[i + 1] = layer_off_[i] + layer_sizes[i];
+    whole_off[i + 1] = whole_off[i] + whole_sizes[i];
+  }
   // The whole model's units (the embedding, the layers, the final norm and
   // the output layer), initialised with N(0, 0.02) weights and unit norm
   // gains, drawn tensor by tensor, layer by layer, so every pipeline stage
   // starts from the one model's values.
   std::vector<size_t> whole(L + 3, 0);
   whole[1] = V * C;
-  for (size_t l = 0; l < L; ++l) whole[l + 2] = whole[l + 1] + layer_off_[kLayerTensors];
+  for (size_t l = 0; l < L; ++l) whole[l + 2] = whole[l + 1] + whole_off[kLayerTensors];
   whole[L + 2] = whole[L + 1] + C + V * C;
   std::vector<T> init(whole[L + 2], T(0));
   std::mt19937_64 rng(seed);
@@ -46,32 +68,55 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   for (size_t i = 0; i < V * C; ++i) init[i] = static_cast<T>(normal(rng));
   for (LayerTensor t : {WQ, WK, WV, WO, WGATE, WUP, WDOWN}) {
     for (size_t l = 0; l < L; ++l) {
-      T* w = init.data() + whole[l + 1] + layer_off_[t];
-      for (size_t i = 0; i < layer_sizes[t]; ++i) w[i] = static_cast<T>(normal(rng));
+      T* w = init.data() + whole[l + 1] + whole_off[t];
+      for (size_t i = 0; i < whole_sizes[t]; ++i) w[i] = static_cast<T>(normal(rng));
     }
   }
   T* head = init.data() + whole[L + 1] + C;
   for (size_t i = 0; i < V * C; ++i) head[i] = static_cast<T>(normal(rng));
   for (LayerTensor t : {ATTN_NORM, MLP_NORM}) {
-    for (size_t l = 0; l < L; ++l) std::fill_n(init.data() + whole[l + 1] + layer_off_[t], C, T(1));
+    for (size_t l = 0; l < L; ++l) std::fill_n(init.data() + whole[l + 1] + whole_off[t], C, T(1));
   }
   std::fill_n(init.data() + whole[L + 1], C, T(1));
-  // This stage's units, in order.
+  // This stage's units, in order, and this rank's share of each tensor.
+  const std::array<size_t, 3> unit_sizes = {Vl * C, layer_off_[kLayerTensors], C + Vl * C};
   table_.offset.assign(L + 2, 0);
   table_.size.assign(L + 2, 0);
   size_t held = 0;
-  auto hold = [&](size_t u) {
+  auto hold = [&](size_t u, size_t n) {
     table_.offset[u] = held;
-    table_.size[u] = whole[u + 1] - whole[u];
-    held += table_.size[u];
+    table_.size[u] = n;
+    held += n;
   };
-  if (stage.first) hold(0);
-  for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) hold(static_cast<size_t>(l) + 1);
-  if (stage.last) hold(L + 1);
+  if (stage.first) hold(0, unit_sizes[0]);
+  for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) hold(static_cast<size_t>(l) + 1, unit_sizes[1]);
+  if (stage.last) hold(L + 1, unit_sizes[2]);
   params.assign(held, T(0));
   grads.assign(held, T(0));
-  for (size_t u = 0; u <= L + 1; ++u) {
-    if (table_.size[u]) std::copy_n(init.data() + whole[u], table_.size[u], params.data() + table_.offset[u]);
+  // Rows [first, first + count) of `rows` rows of `width` columns, or columns of each row.
+  auto rows_of = [](const T* from, T* to, size_t width, size_t first, size_t count) {
+    std::copy_n(from + first * width, count * width, to);
+  };
+  auto cols_of = [](const T* from, T* to, size_t rows, size_t width, size_t first, size_t count) {
+    for (size_t i = 0; i < rows; ++i) std::copy_n(from + i * width + first, count, to + i * count);
+  };
+  if (stage.first) rows_of(init.data(), params.data() + table_.offset[0], C, r * Vl, Vl);
+  for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) {
+    const T* g = init.data() + whole[static_cast<size_t>(l) + 1];
+    T* o = params.data() + table_.offset[static_cast<size_t>(l) + 1];
+    for (LayerTensor lt : {ATTN_NORM, MLP_NORM}) std::copy_n(g + whole_off[lt], C, o + layer_off_[lt]);
+    rows_of(g + whole_off[WQ], o + layer_off_[WQ], C, r * QDl, QDl);
+    rows_of(g + whole_off[WK], o + layer_off_[WK], C, r * KDl, KDl);
+    rows_of(g + whole_off[WV], o + layer_off_[WV], C, r * KDl, KDl);
+    cols_of(g + whole_off[WO], o + layer_off_[WO], C, QD, r * QDl, QDl);
+    rows_of(g + whole_off[WGATE], o + layer_off_[WGATE], C, r * Fl, Fl);
+    rows_of(g + whole_off[WUP], o + layer_off_[WUP], C, r * Fl, Fl);
+    cols_of(g + whole_off[WDOWN], o + layer_off_[WDOWN], C, F, r * Fl, Fl);
+  }
+  if (stage.last) {
+    T* o = params.data() + table_.offset[L + 1];
+    std::copy_n(init.data() + whole[L + 1], C, o);                          // final norm
+    rows_of(init.data() + whole[L + 1] + C, o + C, C, r * Vl, Vl);           // output layer rows
   }
   table_.p.assign(L + 2, nullptr);
   table_.g.assign(L + 2, nullptr);
@@ -106,7 +151,7 @@ const T* LlamaModel<T>::stage_output(int k) const {
 
 template <class T>
 void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B, int Tn) {
-  const int C = c_.channels, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn;
+  const int C = c_.channels, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t s = static_cast<size_t>(slot), att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const T base = static_cast<T>(c_.rope_base);
@@ -124,6 +169,7 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
   cpu::gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
   T* x2 = L_->x2.data() + s * BT * C;
   cpu::matmul_forward<T>(x2, atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
+  tp_all_reduce(tp_, x2, BT * C);  // row-parallel: the ranks' partial products summed
   for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
   T* xn2 = L_->xn2.data() + s * BT * C;
   cpu::rmsnorm_forward(xn2, L_->rstd2.data() + s * BT, x2, w(MLP_NORM, l), static_cast<int>(BT), C);
@@ -140,13 +186,14 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
     x3 = a_->out.data();
   }
   cpu::matmul_forward<T>(x3, h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
+  tp_all_reduce(tp_, x3, BT * C);
   for (size_t i = 0; i < BT * C; ++i) x3[i] += x2[i];
 }
 
 template <class T>
 T LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn) {
   select(k);
-  const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
+  const int C = c_.channels, L = c_.layers, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_, V = vocab_local_;
   const int n = stage_.layers, l0 = stage_.first_layer;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   auto size = [this](Buffer<T>& b, size_t n, Component tag = Component::Activations) {
@@ -190,10 +237,8 @@ T LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targets, con
   const int final_unit = L + 1;
   if (stage_.first) {
     acquire(0, n > 0 ? l0 + 1 : final_unit);
-    for (size_t i = 0; i < BT; ++i) {
-      const T* e = table_.p[0] + static_cast<size_t>(tokens[i]) * C;
-      std::copy(e, e + C, a_->x0.begin() + static_cast<std::ptrdiff_t>(i * C));
-    }
+    // Each rank's vocabulary rows (all of them with one rank), summed over the ranks.
+    vocab_parallel_lookup(tp_, a_->x0.data(), table_.p[0], tokens, BT, C, vocab_start_, vocab_local_);
     release(0);
   } else {
     std::copy(input, input + BT * C, a_->x0.begin());  // what the previous stage sent
@@ -211,7 +256,10 @@ T LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targets, con
   cpu::rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(BT), C);
   cpu::matmul_forward<T>(a_->logits.data(), a_->xf.data(), final_norm + C, nullptr, static_cast<int>(BT), C, V);
   release(final_unit);
-  return cpu::crossentropy_forward_backward(a_->logits.data(), a_->logits.data(), targets, static_cast<int>(BT), V);
+  if (!tp_ || tp_->size() == 1) {
+    return cpu::crossentropy_forward_backward(a_->logits.data(), a_->logits.data(), targets, static_cast<int>(BT), V);
+  }
+  return vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_, tracker_);
 }
 
 template <class T>
@@ -249,7 +297,7 @@ T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, 
 template <class T>
 void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   select(k);
-  const int C = c_.channels, L = c_.layers, NH = c_.heads, KVH = c_.kv_heads, hs = c_.head_dim, F = c_.ffn, V = c_.vocab;
+  const int C = c_.channels, L = c_.layers, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_, V = vocab_local_;
   const int n = stage_.layers, l0 = stage_.first_layer;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
@@ -267,6 +315,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     cpu::matmul_backward<T>(dxf.data(), gfinal + C, nullptr, a_->logits.data(), a_->xf.data(), final_norm + C,
                             static_cast<int>(BT), C, V);
     const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * BT * C : a_->x0.data();
+    tp_all_reduce(tp_, dxf.data(), BT * C);  // each rank's vocabulary rows contribute
     cpu::rmsnorm_backward(dx.data(), gfinal, dxf.data(), last, final_norm, a_->rstdf.data(), static_cast<int>(BT), C);
     finish_gradients(final_unit);
     release(final_unit);
@@ -304,6 +353,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
                             w(WGATE, l), static_cast<int>(BT), C, F);
     cpu::matmul_backward<T>(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2,
                             w(WUP, l), static_cast<int>(BT), C, F);
+    tp_all_reduce(tp_, dxn2.data(), BT * C);  // column-parallel: the input's gradient summed over ranks
     cpu::rmsnorm_backward(dx2.data(), gw(MLP_NORM, l), dxn2.data(), L_->x2.data() + s * BT * C, w(MLP_NORM, l),
                           L_->rstd2.data() + s * BT, static_cast<int>(BT), C);
     // x2 = x + wo(atty)
@@ -322,6 +372,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
                             static_cast<int>(BT), C, static_cast<int>(KD));
     cpu::matmul_backward<T>(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l),
                             static_cast<int>(BT), C, static_cast<int>(KD));
+    tp_all_reduce(tp_, dxn1.data(), BT * C);
     cpu::rmsnorm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1.data(), x, w(ATTN_NORM, l),
                           L_->rstd1.data() + s * BT, static_cast<int>(BT), C);
     finish_gradients(l + 1);
@@ -331,7 +382,9 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   if (stage_.first) {
     open_gradients(0);
     for (size_t i = 0; i < BT; ++i) {
-      T* e = table_.g[0] + static_cast<size_t>(a_->ids[i]) * C;
+      const int row = a_->ids[i] - vocab_start_;  // this rank's vocabulary rows only
+      if (row < 0 || row >= vocab_local_) continue;
+      T* e = table_.g[0] + static_cast<size_t>(row) * C;
       for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
     }
     finish_gradients(0);

@@ -15,6 +15,7 @@
 #include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
 #include "executor/tagged_buffer.h"
+#include "executor/tensor_parallel.h"
 #include "models/model_spec.h"
 
 namespace zp {
@@ -32,7 +33,10 @@ class LlamaModel {
  public:
   // Buffers come from `tracker` under the cost model's component tags
   // (untracked without one).
-  LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr, PipelineStage stage = {});
+  // With a tensor-parallel group: Megatron-style, as GptModel (heads and KV
+  // heads, the FFN and the vocabulary split over its ranks).
+  LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr, PipelineStage stage = {},
+             TensorParallel tp = {});
   // Fills grads (zeroed first unless `accumulate`).
   T forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
   T loss(const int* tokens, const int* targets, int B, int Tn);
@@ -101,6 +105,9 @@ class LlamaModel {
   Acts* A_ = nullptr;
   Buffer<T> dinput_;
   PipelineStage stage_;
+  // Tensor parallelism: this rank's heads, KV heads, FFN width and vocabulary rows.
+  Communicator* tp_ = nullptr;
+  int heads_local_ = 0, kv_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
   bool recompute_ = false, selective_ = false;

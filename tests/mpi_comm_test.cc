@@ -214,15 +214,14 @@ TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and eac
   check_pipelines<LlamaModel<float>>(llama, llama_config(llama));
 }
 
-TEST_CASE("tensor parallel: the single-process losses, and each rank holds the cost model's rows") {
+namespace {
+
+// One model family under tensor parallelism over all the ranks, three recompute modes.
+template <class Model, class Config>
+void check_tensor_parallel(const ModelSpec& spec, const Config& config) {
   MpiCommunicator& c = *g_comm;
   const int t = c.size(), mb = 2, T = 8, ga = 2;
-  // 8 heads, vocabulary 16: up to 8 ranks; width 64, so that the LayerNorm
-  // statistics (2 floats per token per norm, replicated, which the cost
-  // model leaves out) stay a small share next to 1/8 of the rest.
-  const ModelSpec spec = test::tiny_gpt(16, 8, 2, 8, 64);
-  const GptConfig config = gpt_config(spec);
-  const int B = mb * ga, vocab = 16;
+  const int B = mb * ga, vocab = static_cast<int>(spec.vocab_size);
   std::vector<int> tokens(B * T), targets(B * T);
   for (int i = 0; i < B * T; ++i) {
     tokens[i] = (i * 5 + i / T) % vocab;
@@ -234,29 +233,49 @@ TEST_CASE("tensor parallel: the single-process losses, and each rank holds the c
   for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
     CAPTURE(std::string(to_string(recompute)));
     LoopbackCommunicator alone(0, 1);
-    GptModel<float> reference(config, 11);
-    DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
+    Model reference(config, 11);
+    DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
     TrackingAllocator device;
-    GptModel<float> model(config, 11, &device, PipelineStage{}, TensorParallel{&c});
+    Model model(config, 11, &device, PipelineStage{}, TensorParallel{&c});
     model.set_recompute(recompute == Recompute::Full);
     model.set_selective_recompute(recompute == Recompute::Selective);
-    DataParallelTrainer<GptModel<float>> trainer(model, alone, 0, adam, TrainerMemory{&device});  // dp = 1: the whole batch
+    DataParallelTrainer<Model> trainer(model, alone, 0, adam, TrainerMemory{&device});  // dp = 1: the whole batch
     for (int s = 0; s < 4; ++s) {
       const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga);
       const float loss = trainer.step(tokens.data(), targets.data(), mb, T, ga);
       CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
     }
-    worst = std::max(worst, test::check_against_rows(device, nullptr,
-                                                     test::executor_rows(spec, test::executor_layout(1, static_cast<uint32_t>(t), 1, mb, ga, T, recompute), 0)));
+    const Layout l = test::executor_layout(1, static_cast<uint32_t>(t), 1, mb, ga, T, recompute);
+    worst = std::max(worst, test::check_against_rows(device, nullptr, test::executor_rows(spec, l, 0)));
   }
-  MESSAGE("tensor parallel " << t << ": worst activation difference " << worst * 100 << "%");
+  MESSAGE(spec.name << ", tensor parallel " << t << ": worst activation difference " << worst * 100 << "%");
 }
 
-TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the single-process losses with the rows") {
+}  // namespace
+
+TEST_CASE("tensor parallel: the single-process losses, and each rank holds the cost model's rows") {
+  // 8 heads, vocabulary 16: up to 8 ranks; width 64, so that the norm
+  // statistics (2 floats per token per norm, replicated, which the cost
+  // model leaves out) stay a small share next to 1/8 of the rest.
+  const ModelSpec gpt = test::tiny_gpt(16, 8, 2, 8, 64);
+  check_tensor_parallel<GptModel<float>>(gpt, gpt_config(gpt));
+  // Llama-style: 16 query heads sharing 8 KV heads, FFN 64, width 32.
+  ModelSpec llama = test::tiny_llama(16);
+  llama.hidden_size = 32;
+  llama.num_heads = 16;
+  llama.num_kv_heads = 8;
+  llama.head_dim = 2;
+  llama.ffn_hidden_size = 64;
+  check_tensor_parallel<LlamaModel<float>>(llama, llama_config(llama));
+}
+
+namespace {
+
+// Every dp x tp x pp split of the world (pp up to 4) with ZeRO 0 and 1.
+template <class Model, class Config>
+void check_3d(const ModelSpec& spec, const Config& config) {
   MpiCommunicator& world = *g_comm;
-  const int n = world.size(), mb = 2, T = 8, ga = 4;
-  const ModelSpec spec = test::tiny_gpt(16, 8, 4, 8, 64);  // 4 layers, 8 heads, vocabulary 16
-  const GptConfig config = gpt_config(spec);
+  const int n = world.size(), mb = 2, T = 8, ga = 4, vocab = static_cast<int>(spec.vocab_size);
   AdamConfig adam;
   adam.lr = 5e-3f;
   int layouts = 0;
@@ -265,6 +284,7 @@ TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the s
       for (int pp = 1; tp * pp <= n; pp *= 2) {
         const int dp = n / (tp * pp);
         if (dp * tp * pp != n || pp > 4) continue;
+        CAPTURE(spec.name);
         CAPTURE(zero);
         CAPTURE(dp);
         CAPTURE(tp);
@@ -276,17 +296,16 @@ TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the s
         const int B = mb * ga * dp;
         std::vector<int> tokens(B * T), targets(B * T);
         for (int i = 0; i < B * T; ++i) {
-          tokens[i] = (i * 5 + i / T) % 16;
-          targets[i] = (tokens[i] + 3) % 16;
+          tokens[i] = (i * 5 + i / T) % vocab;
+          targets[i] = (tokens[i] + 3) % vocab;
         }
         LoopbackCommunicator alone(0, 1);
-        GptModel<float> reference(config, 11);
-        DataParallelTrainer<GptModel<float>> ref_trainer(reference, alone, 0, adam);
-        const PipelineStage part = pipeline_stage(4, l, static_cast<uint32_t>(g.pp_rank));
+        Model reference(config, 11);
+        DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
+        const PipelineStage part = pipeline_stage(spec.num_layers, l, static_cast<uint32_t>(g.pp_rank));
         TrackingAllocator device;
-        GptModel<float> model(config, 11, &device, part, TensorParallel{tp > 1 ? g.tp.get() : nullptr});
-        PipelineTrainer<GptModel<float>> trainer(model, *g.pp, PipeSchedule::OneFOneB, adam, TrainerMemory{&device},
-                                                 g.dp.get(), zero);
+        Model model(config, 11, &device, part, TensorParallel{tp > 1 ? g.tp.get() : nullptr});
+        PipelineTrainer<Model> trainer(model, *g.pp, PipeSchedule::OneFOneB, adam, TrainerMemory{&device}, g.dp.get(), zero);
         const size_t slice = static_cast<size_t>(g.dp_rank) * mb * ga * T;
         for (int s = 0; s < 3; ++s) {
           const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * dp);
@@ -300,6 +319,21 @@ TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the s
     }
   }
   CHECK(layouts > 0);
+}
+
+}  // namespace
+
+TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the single-process losses with the rows") {
+  const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);  // 4 layers, 8 heads, vocabulary 16
+  check_3d<GptModel<float>>(gpt, gpt_config(gpt));
+  ModelSpec llama = test::tiny_llama(16);  // 4 layers, 16 query heads on 8 KV heads
+  llama.num_layers = 4;
+  llama.hidden_size = 32;
+  llama.num_heads = 16;
+  llama.num_kv_heads = 8;
+  llama.head_dim = 2;
+  llama.ffn_hidden_size = 64;
+  check_3d<LlamaModel<float>>(llama, llama_config(llama));
 }
 
 int main(int argc, char** argv) {
