@@ -152,16 +152,10 @@ void GptModel<T>::tp_all_reduce(T* data, size_t count) {
 
 template <class T>
 void GptModel<T>::select(int k) {
-  const auto i = static_cast<size_t>(k);
-  while (contexts_.size() <= i) contexts_.push_back(std::make_unique<Acts>());
-  a_ = contexts_[i].get();
-  L_ = recompute_ ? shared_.get() : a_;
-  A_ = recompute_ || selective_ ? shared_.get() : a_;
-}
-
-template <class T>
-void GptModel<T>::free_activations(int k) {
-  if (static_cast<size_t>(k) < contexts_.size()) contexts_[static_cast<size_t>(k)] = std::make_unique<Acts>();
+  acts_.select(k, recompute_, selective_);
+  a_ = acts_.current;
+  L_ = acts_.layer;
+  A_ = acts_.scores;
 }
 
 template <class T>
@@ -186,10 +180,10 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   T* qkv = L_->qkv.data() + 3 * ol;
   cpu::matmul_forward(qkv, ln1, w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
   T* atty = L_->atty.data() + ol;
-  cpu::attention_forward(atty, shared_->preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
+  cpu::attention_forward(atty, acts_.shared->preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
                          Cl, NHl);
   // Row-parallel: the partial products are summed over the ranks, then the bias.
-  T* attproj = shared_->attproj.data();
+  T* attproj = acts_.shared->attproj.data();
   const bool split = tp_size_ > 1;
   cpu::matmul_forward<T>(attproj, atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
   if (split) add_bias_after_reduce(attproj, w(ATTPROJB, l), BT, C);
@@ -202,7 +196,7 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   cpu::matmul_forward(fch, ln2, w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
   T* gelu = L_->fch_gelu.data() + of;
   cpu::gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
-  T* fcproj = shared_->fcproj.data();
+  T* fcproj = acts_.shared->fcproj.data();
   cpu::matmul_forward<T>(fcproj, gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
   if (split) add_bias_after_reduce(fcproj, w(FCPROJB, l), BT, C);
   // The layer's output is kept for every layer: it is the next layer's input
@@ -215,12 +209,6 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
     out = a_->out.data();
   }
   cpu::residual_forward(out, res2, fcproj, BT * C);
-}
-
-template <class T>
-void GptModel<T>::output_sent(int k) {
-  Buffer<T>& out = contexts_[static_cast<size_t>(k)]->out;
-  Buffer<T>(out.get_allocator()).swap(out);
 }
 
 template <class T>
@@ -267,9 +255,9 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
     ensure(a_->lnf_rstd, t, Component::Logits, BT);
     ensure(a_->logits, t, Component::Logits, BT * V);
   }
-  ensure(shared_->preatt, t, Component::Workspace, att_size);
-  ensure(shared_->attproj, t, Component::Workspace, BT * C);
-  ensure(shared_->fcproj, t, Component::Workspace, BT * C);
+  ensure(acts_.shared->preatt, t, Component::Workspace, att_size);
+  ensure(acts_.shared->attproj, t, Component::Workspace, BT * C);
+  ensure(acts_.shared->fcproj, t, Component::Workspace, BT * C);
 
   // Each unit's parameters are acquired for the ops that use them and released after.
   const int final_unit = L + 1, l0 = stage_.first_layer;
@@ -314,7 +302,7 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
 
 template <class T>
 const T* GptModel<T>::stage_output(int k) const {
-  const Acts& a = *contexts_[static_cast<size_t>(k)];
+  const Acts& a = acts_.of(k);
   return stage_.layers > 0 ? a.out.data() : a.encoded.data();
 }
 
@@ -326,9 +314,7 @@ T GptModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
 template <class T>
 size_t GptModel<T>::activation_elements() const {
   size_t n = 0;
-  std::vector<const Acts*> sets{shared_.get()};
-  for (const auto& c : contexts_) sets.push_back(c.get());
-  for (const Acts* a : sets) {
+  for (const Acts* a : acts_.all()) {
     for (const Buffer<T>* v : {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
                                &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->residual3,
                                &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits}) {
@@ -403,7 +389,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).
     if (selective_ && !recompute_) {
-      cpu::attention_forward(shared_->attproj.data(), shared_->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
+      cpu::attention_forward(acts_.shared->attproj.data(), acts_.shared->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
                              Tn, Cl, NH);
     }
     for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {

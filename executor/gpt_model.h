@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "executor/communicator.h"
+#include "executor/activation_sets.h"
 #include "executor/param_units.h"
 #include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
@@ -67,14 +68,14 @@ class GptModel {
   // The stage's output for micro-batch k (not on the last stage), until
   // output_sent(k) frees it.
   const T* stage_output(int k) const;
-  void output_sent(int k);
+  void output_sent(int k) { acts_.free_output(k); }
   // Micro-batch k's backward from `doutput` (the next stage's input gradient;
   // null on the last stage), adding to the gradients; then input_gradient()
   // holds what goes back to the previous stage (not on the first).
   void stage_backward(int k, const T* doutput, int B, int Tn);
   const T* input_gradient() const { return dinput_.data(); }
   // Frees micro-batch k's activations (a pipeline keeps only those in flight).
-  void free_activations(int k);
+  void free_activations(int k) { acts_.free(k); }
   // The tied embedding's gradient on this stage (the first stage's lookup
   // table, the last stage's output-layer copy), tied_embedding_size()
   // elements (this tensor-parallel rank's vocabulary rows), which the two
@@ -126,8 +127,7 @@ class GptModel {
   // rebuilt in backward (L_ for the layer's tensors, A_ for the softmax
   // output, which selective recompute also shares); operator temporaries are
   // always shared.
-  std::vector<std::unique_ptr<Acts>> contexts_;
-  std::unique_ptr<Acts> shared_ = std::make_unique<Acts>();
+  ActivationSets<Acts> acts_;
   Acts* a_ = nullptr;
   Acts* L_ = nullptr;
   Acts* A_ = nullptr;

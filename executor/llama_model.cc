@@ -125,27 +125,17 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
 
 template <class T>
 void LlamaModel<T>::select(int k) {
-  const auto i = static_cast<size_t>(k);
-  while (contexts_.size() <= i) contexts_.push_back(std::make_unique<Acts>());
-  a_ = contexts_[i].get();
-  L_ = recompute_ ? shared_.get() : a_;
-  A_ = recompute_ || selective_ ? shared_.get() : a_;
+  acts_.select(k, recompute_, selective_);
+  a_ = acts_.current;
+  L_ = acts_.layer;
+  A_ = acts_.scores;
 }
 
-template <class T>
-void LlamaModel<T>::free_activations(int k) {
-  if (static_cast<size_t>(k) < contexts_.size()) contexts_[static_cast<size_t>(k)] = std::make_unique<Acts>();
-}
 
-template <class T>
-void LlamaModel<T>::output_sent(int k) {
-  Buffer<T>& out = contexts_[static_cast<size_t>(k)]->out;
-  Buffer<T>(out.get_allocator()).swap(out);
-}
 
 template <class T>
 const T* LlamaModel<T>::stage_output(int k) const {
-  const Acts& a = *contexts_[static_cast<size_t>(k)];
+  const Acts& a = acts_.of(k);
   return stage_.layers > 0 ? a.out.data() : a.x0.data();
 }
 
@@ -270,9 +260,7 @@ T LlamaModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
 template <class T>
 size_t LlamaModel<T>::activation_elements() const {
   size_t n = 0;
-  std::vector<const Acts*> sets{shared_.get()};
-  for (const auto& c : contexts_) sets.push_back(c.get());
-  for (const Acts* a : sets) {
+  for (const Acts* a : acts_.all()) {
     for (const Buffer<T>* v : {&a->x0, &a->xn1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->x2, &a->xn2,
                                &a->rstd2, &a->gate, &a->up, &a->h, &a->x3, &a->xf, &a->rstdf, &a->logits}) {
       n += v->size();

@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "executor/activation_sets.h"
 #include "executor/param_units.h"
 #include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
@@ -66,10 +67,10 @@ class LlamaModel {
   // the last stage), after which input_gradient() goes back.
   T stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn);
   const T* stage_output(int k) const;
-  void output_sent(int k);
+  void output_sent(int k) { acts_.free_output(k); }
   void stage_backward(int k, const T* doutput, int B, int Tn);
   const T* input_gradient() const { return dinput_.data(); }
-  void free_activations(int k);
+  void free_activations(int k) { acts_.free(k); }
   // Untied embeddings: nothing for the end stages to exchange.
   T* tied_embedding_gradient() { return nullptr; }
   size_t tied_embedding_size() const { return 0; }
@@ -98,8 +99,7 @@ class LlamaModel {
   // One set per micro-batch in flight (a_); under recompute the layer's own
   // tensors (L_) and the softmax output (A_, also under selective recompute)
   // are one set shared by all micro-batches, rebuilt in backward.
-  std::vector<std::unique_ptr<Acts>> contexts_;
-  std::unique_ptr<Acts> shared_ = std::make_unique<Acts>();
+  ActivationSets<Acts> acts_;
   Acts* a_ = nullptr;
   Acts* L_ = nullptr;
   Acts* A_ = nullptr;
