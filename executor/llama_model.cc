@@ -1,10 +1,10 @@
 #include "executor/llama_model.h"
 
 #include <algorithm>
-#include <chrono>
 #include <random>
 #include <stdexcept>
 
+#include "executor/model_step.h"
 #include "executor/ops_cpu.h"
 #include "executor/ops_llama_cpu.h"
 #include "models/input_error.h"
@@ -272,14 +272,8 @@ size_t LlamaModel<T>::activation_elements() const {
 
 template <class T>
 T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
-  const auto start = std::chrono::steady_clock::now();
   if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
-  const T loss_value = stage_forward(0, tokens, targets, nullptr, B, Tn);
-  const auto middle = std::chrono::steady_clock::now();
-  last_forward_s = std::chrono::duration<double>(middle - start).count();
-  stage_backward(0, nullptr, B, Tn);
-  last_backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - middle).count();
-  return loss_value;
+  return timed_forward_backward(*this, tokens, targets, B, Tn);
 }
 
 template <class T>
