@@ -24,7 +24,23 @@ using namespace zp;
 
 namespace {
 MpiCommunicator* g_comm = nullptr;
+
+// `rows` sequences of T tokens with a learnable rule: each target is its
+// token shifted by `shift`.
+struct TokenBatch {
+  std::vector<int> tokens, targets;
+};
+
+TokenBatch shifted_batch(int rows, int T, int vocab, int shift) {
+  TokenBatch b{std::vector<int>(static_cast<size_t>(rows) * T), std::vector<int>(static_cast<size_t>(rows) * T)};
+  for (int i = 0; i < rows * T; ++i) {
+    b.tokens[i] = (i * 5 + i / T) % vocab;
+    b.targets[i] = (b.tokens[i] + shift) % vocab;
+  }
+  return b;
 }
+
+}  // namespace
 
 TEST_CASE("all-reduce sums every rank's buffer") {
   MpiCommunicator& c = *g_comm;
@@ -93,11 +109,7 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
   MpiCommunicator& c = *g_comm;
   const int world = c.size(), mb = 2, ga = 2, T = 8, local = mb * ga, B = local * world;
   const int vocab = static_cast<int>(spec.vocab_size);
-  std::vector<int> tokens(B * T), targets(B * T);
-  for (int i = 0; i < B * T; ++i) {
-    tokens[i] = (i * 5 + i / T) % vocab;
-    targets[i] = (tokens[i] + 2) % vocab;
-  }
+  auto [tokens, targets] = shifted_batch(B, T, vocab, 2);
   AdamConfig adam;
   adam.lr = 5e-3f;
   Model reference(config, 11);  // one rank, the whole batch, plain data layout
@@ -167,11 +179,7 @@ void check_pipelines(const ModelSpec& spec, const Config& config) {
   const int p = c.size(), stage = c.rank(), mb = 2, T = 8, m = 6;
   const int B = mb * m, vocab = static_cast<int>(spec.vocab_size);
   const uint64_t layers = spec.num_layers;
-  std::vector<int> tokens(B * T), targets(B * T);
-  for (int i = 0; i < B * T; ++i) {
-    tokens[i] = (i * 5 + i / T) % vocab;
-    targets[i] = (tokens[i] + 2) % vocab;
-  }
+  auto [tokens, targets] = shifted_batch(B, T, vocab, 2);
   AdamConfig adam;
   adam.lr = 5e-3f;
   double worst = 0;
@@ -222,11 +230,7 @@ void check_tensor_parallel(const ModelSpec& spec, const Config& config) {
   MpiCommunicator& c = *g_comm;
   const int t = c.size(), mb = 2, T = 8, ga = 2;
   const int B = mb * ga, vocab = static_cast<int>(spec.vocab_size);
-  std::vector<int> tokens(B * T), targets(B * T);
-  for (int i = 0; i < B * T; ++i) {
-    tokens[i] = (i * 5 + i / T) % vocab;
-    targets[i] = (tokens[i] + 3) % vocab;
-  }
+  auto [tokens, targets] = shifted_batch(B, T, vocab, 3);
   AdamConfig adam;
   adam.lr = 5e-3f;
   double worst = 0;
@@ -294,11 +298,7 @@ void check_3d(const ModelSpec& spec, const Config& config) {
         l.zero_stage = static_cast<uint8_t>(zero);
         const ParallelGroups g = make_parallel_groups(world, l);
         const int B = mb * ga * dp;
-        std::vector<int> tokens(B * T), targets(B * T);
-        for (int i = 0; i < B * T; ++i) {
-          tokens[i] = (i * 5 + i / T) % vocab;
-          targets[i] = (tokens[i] + 3) % vocab;
-        }
+        auto [tokens, targets] = shifted_batch(B, T, vocab, 3);
         LoopbackCommunicator alone(0, 1);
         Model reference(config, 11);
         DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
