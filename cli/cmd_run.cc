@@ -55,19 +55,37 @@ std::string checkpoint_path(const std::string& dir, const Communicator& world) {
   return (std::filesystem::path(dir) / ("rank" + std::to_string(world.rank()) + ".ckpt")).string();
 }
 
-// --resume: this rank's checkpoint into the trainer; returns the step to continue from.
+// --resume: this rank's checkpoint into the trainer; returns the step to
+// continue from. The ranks agree before any step, so a missing or
+// mismatched file on one rank stops them all (exit 2), none waiting in a
+// collective for it; the rank that failed names its file.
 template <class Trainer>
-int resume(Trainer& trainer, const RunOptions& o, const Communicator& world) {
+int resume(Trainer& trainer, const RunOptions& o, Communicator& world) {
   if (o.resume_dir.empty()) return 0;
-  const CheckpointState s = load_checkpoint(checkpoint_path(o.resume_dir, world));
-  trainer.restore(s);
-  return static_cast<int>(s.step);
+  const std::string path = checkpoint_path(o.resume_dir, world);
+  std::string error;
+  int step = 0;
+  try {
+    const CheckpointState s = load_checkpoint(path);
+    trainer.restore(s);
+    step = static_cast<int>(s.step);
+  } catch (const InputError& e) {
+    error = e.what();
+  } catch (const std::runtime_error& e) {  // restore(): sizes of another model or layout
+    error = path + ": " + e.what();
+  }
+  float failed = error.empty() ? 0.0f : 1.0f;
+  world.all_reduce_sum(&failed, 1);
+  if (failed > 0) throw InputError(error.empty() ? "--resume " + o.resume_dir + ": another rank could not load its checkpoint" : error);
+  return step;
 }
 
 // --save: this rank's checkpoint (written to a temporary name, then renamed).
 template <class Trainer>
 void save(const Trainer& trainer, const RunOptions& o, const Communicator& world) {
-  std::filesystem::create_directories(o.save_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(o.save_dir, ec);
+  if (ec) throw InputError("--save " + o.save_dir + ": cannot create the directory: " + ec.message());
   save_checkpoint(checkpoint_path(o.save_dir, world), trainer.state());
 }
 

@@ -130,3 +130,11 @@ foreach(i RANGE 0 5)
   endif()
 endforeach()
 message(STATUS "resumed losses equal the straight run's, steps 6-11")
+# A checkpoint missing on one rank: every rank stops with exit 2, the file named, none hangs.
+file(REMOVE ${WORK}/ckpt/rank1.ckpt)
+execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np 2 ${ZEROPLAN} run --plan ${WORK}/plan.json --steps 1
+                        --resume ${WORK}/ckpt
+                RESULT_VARIABLE rc ERROR_VARIABLE err TIMEOUT 60)
+if(rc EQUAL 0 OR NOT err MATCHES "ckpt/rank1.ckpt: cannot open the checkpoint")
+  message(FATAL_ERROR "expected a failure naming the missing checkpoint, got ${rc}: ${err}")
+endif()
