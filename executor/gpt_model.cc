@@ -139,15 +139,10 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
 
 template <class T>
 void GptModel<T>::add_bias_after_reduce(T* out, const T* bias, size_t rows, int C) {
-  tp_all_reduce(out, rows * static_cast<size_t>(C));
+  tp_all_reduce(tp_, out, rows * static_cast<size_t>(C));
   for (size_t i = 0; i < rows; ++i) {
     for (int c = 0; c < C; ++c) out[i * static_cast<size_t>(C) + c] += bias[c];
   }
-}
-
-template <class T>
-void GptModel<T>::tp_all_reduce(T* data, size_t count) {
-  zp::tp_all_reduce(tp_, data, count);
 }
 
 template <class T>
@@ -263,17 +258,13 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   const int final_unit = L + 1, l0 = stage_.first_layer;
   if (stage_.first) {
     acquire(0, n > 0 ? l0 + 1 : final_unit);
-    if (tp_size_ == 1) {
-      cpu::encoder_forward(a_->encoded.data(), a_->ids.data(), table_.p[0], table_.p[0] + wpe_offset(), B, Tn, C);
-    } else {
-      // Vocabulary-parallel lookup, then the replicated positions.
-      const T* wpe = table_.p[0] + wpe_offset();
-      vocab_parallel_lookup(tp_, a_->encoded.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
-      for (size_t i = 0; i < BT; ++i) {
-        const T* p = wpe + (i % static_cast<size_t>(Tn)) * C;
-        T* o = a_->encoded.data() + i * static_cast<size_t>(C);
-        for (int c = 0; c < C; ++c) o[c] += p[c];
-      }
+    // The token rows (vocabulary-parallel), then the replicated positions.
+    const T* wpe = table_.p[0] + wpe_offset();
+    vocab_parallel_lookup(tp_, a_->encoded.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+    for (size_t i = 0; i < BT; ++i) {
+      const T* p = wpe + (i % static_cast<size_t>(Tn)) * C;
+      T* o = a_->encoded.data() + i * static_cast<size_t>(C);
+      for (int c = 0; c < C; ++c) o[c] += p[c];
     }
     release(0);
   } else {
@@ -352,7 +343,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     acquire(head, final_unit);
     cpu::matmul_backward<T>(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(), a_->lnf.data(),
                             table_.p[static_cast<size_t>(head)], static_cast<int>(BT), C, V);
-    tp_all_reduce(dlnf.data(), BT * static_cast<size_t>(C));  // each rank's vocabulary rows contribute
+    tp_all_reduce(tp_, dlnf.data(), BT * static_cast<size_t>(C));  // each rank's vocabulary rows contribute
     release(head);
     if (head != 0) finish_gradients(head);
     const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * BT * C : a_->encoded.data();
@@ -396,7 +387,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     cpu::gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
     cpu::matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(),
                          L_->ln2.data() + o, w(FCW, l), static_cast<int>(BT), C, Fl);
-    tp_all_reduce(dln2.data(), BT * static_cast<size_t>(C));  // column-parallel: the input's gradient is a sum over ranks
+    tp_all_reduce(tp_, dln2.data(), BT * static_cast<size_t>(C));  // column-parallel: the input's gradient is a sum over ranks
     cpu::layernorm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2.data(), L_->residual2.data() + o,
                             w(LN2W, l), L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, static_cast<int>(BT), C);
     // residual2 = residual + attproj
@@ -407,7 +398,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
                             A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
     cpu::matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(),
                          L_->ln1.data() + o, w(QKVW, l), static_cast<int>(BT), C, 3 * Cl);
-    tp_all_reduce(dln1.data(), BT * static_cast<size_t>(C));
+    tp_all_reduce(tp_, dln1.data(), BT * static_cast<size_t>(C));
     cpu::layernorm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1.data(), residual, w(LN1W, l),
                             L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, static_cast<int>(BT), C);
     finish_gradients(l + 1);
@@ -415,21 +406,13 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     dresidual.swap(dprev);
   }
   if (stage_.first) {
-    if (tp_size_ == 1) {
-      cpu::encoder_backward(table_.g[0], table_.g[0] + wpe_offset(), dresidual.data(), a_->ids.data(), B, Tn, C);
-    } else {
-      // Vocabulary-parallel: each rank's rows take their tokens' gradients; positions are replicated.
-      T* dwte = table_.g[0];
-      T* dwpe = table_.g[0] + wpe_offset();
-      for (size_t i = 0; i < BT; ++i) {
-        const T* d = dresidual.data() + i * static_cast<size_t>(C);
-        const int row = a_->ids[i] - vocab_start_;
-        T* p = dwpe + (i % static_cast<size_t>(Tn)) * C;
-        for (int c = 0; c < C; ++c) p[c] += d[c];
-        if (row < 0 || row >= vocab_local_) continue;
-        T* w = dwte + static_cast<size_t>(row) * C;
-        for (int c = 0; c < C; ++c) w[c] += d[c];
-      }
+    // Each rank's token rows take their gradients; the positions are replicated.
+    vocab_parallel_lookup_backward(table_.g[0], dresidual.data(), a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+    T* dwpe = table_.g[0] + wpe_offset();
+    for (size_t i = 0; i < BT; ++i) {
+      const T* d = dresidual.data() + i * static_cast<size_t>(C);
+      T* p = dwpe + (i % static_cast<size_t>(Tn)) * C;
+      for (int c = 0; c < C; ++c) p[c] += d[c];
     }
     finish_gradients(0);
   } else {

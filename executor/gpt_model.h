@@ -154,7 +154,6 @@ class GptModel {
   Communicator* tp_ = nullptr;
   int tp_size_ = 1, tp_rank_ = 0;
   int channels_local_ = 0, heads_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
-  void tp_all_reduce(T* data, size_t count);
   // A row-parallel product's output: summed over the ranks, then its bias added.
   void add_bias_after_reduce(T* out, const T* bias, size_t rows, int C);
 };

@@ -363,12 +363,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   }
   if (stage_.first) {
     open_gradients(0);
-    for (size_t i = 0; i < BT; ++i) {
-      const int row = a_->ids[i] - vocab_start_;  // this rank's vocabulary rows only
-      if (row < 0 || row >= vocab_local_) continue;
-      T* e = table_.g[0] + static_cast<size_t>(row) * C;
-      for (int c = 0; c < C; ++c) e[c] += dx[i * C + c];
-    }
+    vocab_parallel_lookup_backward(table_.g[0], dx.data(), a_->ids.data(), BT, C, vocab_start_, vocab_local_);
     finish_gradients(0);
   } else {
     dinput_.swap(dx);  // for the previous stage

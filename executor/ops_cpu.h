@@ -20,32 +20,6 @@ using MapM = Eigen::Map<Mat<T>>;
 template <class T>
 using CMapM = Eigen::Map<const Mat<T>>;
 
-// out (B,T,C) = wte[token] + wpe[t]
-template <class T>
-void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int B, int Tn, int C) {
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < Tn; ++t) {
-      const T* w = wte + static_cast<size_t>(tokens[b * Tn + t]) * C;
-      const T* p = wpe + static_cast<size_t>(t) * C;
-      T* o = out + (static_cast<size_t>(b) * Tn + t) * C;
-      for (int c = 0; c < C; ++c) o[c] = w[c] + p[c];
-    }
-}
-
-template <class T>
-void encoder_backward(T* dwte, T* dwpe, const T* dout, const int* tokens, int B, int Tn, int C) {
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < Tn; ++t) {
-      const T* d = dout + (static_cast<size_t>(b) * Tn + t) * C;
-      T* w = dwte + static_cast<size_t>(tokens[b * Tn + t]) * C;
-      T* p = dwpe + static_cast<size_t>(t) * C;
-      for (int c = 0; c < C; ++c) {
-        w[c] += d[c];
-        p[c] += d[c];
-      }
-    }
-}
-
 // out (N,C) = LayerNorm(inp) * weight + bias; saves mean and rstd (N).
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int N, int C) {

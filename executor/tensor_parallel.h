@@ -1,8 +1,9 @@
 // Megatron-style tensor parallelism's collective pieces, shared by the
 // models (Shoeybi et al. 2019; Megatron-LM core/tensor_parallel): the group,
 // the all-reduce of a row-parallel product's partial sums, the
-// vocabulary-parallel embedding lookup and cross-entropy. Float only (the
-// communicators move fp32).
+// vocabulary-parallel embedding lookup and cross-entropy. With one rank (no
+// group) they are the plain lookup and its gradient. The collectives move
+// fp32 only.
 #pragma once
 
 #include <algorithm>
@@ -41,6 +42,19 @@ void vocab_parallel_lookup(Communicator* comm, T* out, const T* table, const int
     if (row >= 0 && row < vocab_local) std::copy_n(table + static_cast<size_t>(row) * C, C, out + i * static_cast<size_t>(C));
   }
   tp_all_reduce(comm, out, N * static_cast<size_t>(C));
+}
+
+// Its backward: each rank's rows take their tokens' gradients (dout N x C).
+template <class T>
+void vocab_parallel_lookup_backward(T* dtable, const T* dout, const int* ids, size_t N, int C, int vocab_start,
+                                    int vocab_local) {
+  for (size_t i = 0; i < N; ++i) {
+    const int row = ids[i] - vocab_start;
+    if (row < 0 || row >= vocab_local) continue;
+    T* w = dtable + static_cast<size_t>(row) * C;
+    const T* d = dout + i * static_cast<size_t>(C);
+    for (int c = 0; c < C; ++c) w[c] += d[c];
+  }
 }
 
 // Megatron-LM's vocab-parallel cross-entropy (core/tensor_parallel/
