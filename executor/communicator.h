@@ -1,14 +1,20 @@
 // Communicator: the collectives and point-to-point transfers the parallel
-// engine needs, over fp32 buffers, for one group of ranks. Implementations:
-// MpiCommunicator (processes started by mpirun), LoopbackCommunicator (one
-// process standing in for one rank of a larger group: the collectives move the
-// same bytes through local copies, so memory and compute are those of a real
-// rank, but the values are not; runs so made are labelled emulated), and
-// later NCCL (issue 7). Failures throw std::runtime_error naming the call.
+// engine needs, over fp32 or bf16 buffers, for one group of ranks.
+// Implementations: MpiCommunicator (processes started by mpirun),
+// LoopbackCommunicator (one process standing in for one rank of a larger
+// group: the collectives move the same bytes through local copies, so memory
+// and compute are those of a real rank, but the values are not; runs so made
+// are labelled emulated), TimedCommunicator (counts and times another), and
+// later NCCL (issue 7). Callers use the typed calls; an implementation
+// overrides the do_ calls, which take the element type. bf16 sums are formed
+// in fp32 and rounded once per reduction step, as NCCL's bf16 reductions do.
+// Failures throw std::runtime_error naming the call.
 #pragma once
 
 #include <cstddef>
 #include <string>
+
+#include "executor/scalar.h"
 
 namespace zp {
 
@@ -21,20 +27,40 @@ class Communicator {
   virtual std::string name() const = 0;
 
   // In place, sum over ranks.
-  virtual void all_reduce_sum(float* data, size_t count) = 0;
+  template <class T>
+  void all_reduce_sum(T* data, size_t count) { do_all_reduce_sum(data, count, elem_of<T>()); }
   // in: size() * count_per_rank; out: count_per_rank, this rank's slice of the sum.
-  virtual void reduce_scatter_sum(const float* in, float* out, size_t count_per_rank) = 0;
+  template <class T>
+  void reduce_scatter_sum(const T* in, T* out, size_t count_per_rank) {
+    do_reduce_scatter_sum(in, out, count_per_rank, elem_of<T>());
+  }
   // in: count_per_rank; out: size() * count_per_rank, rank-major.
-  virtual void all_gather(const float* in, float* out, size_t count_per_rank) = 0;
-  virtual void broadcast(float* data, size_t count, int root) = 0;
-  virtual void send(const float* data, size_t count, int peer) = 0;
-  virtual void recv(float* data, size_t count, int peer) = 0;
+  template <class T>
+  void all_gather(const T* in, T* out, size_t count_per_rank) { do_all_gather(in, out, count_per_rank, elem_of<T>()); }
+  template <class T>
+  void broadcast(T* data, size_t count, int root) { do_broadcast(data, count, root, elem_of<T>()); }
+  template <class T>
+  void send(const T* data, size_t count, int peer) { do_send(data, count, peer, elem_of<T>()); }
+  template <class T>
+  void recv(T* data, size_t count, int peer) { do_recv(data, count, peer, elem_of<T>()); }
   // Both at once (MPI_Sendrecv): what a pipeline's steady state needs, where
   // two neighbours each send and then receive; with blocking sends of large
   // messages done one after the other they would wait for each other.
-  virtual void send_recv(const float* send_data, size_t send_count, int dest, float* recv_data, size_t recv_count,
-                         int source) = 0;
+  template <class T>
+  void send_recv(const T* send_data, size_t send_count, int dest, T* recv_data, size_t recv_count, int source) {
+    do_send_recv(send_data, send_count, dest, recv_data, recv_count, source, elem_of<T>());
+  }
   virtual void barrier() = 0;
+
+  // The element-typed calls, for implementations (and wrappers) to override.
+  virtual void do_all_reduce_sum(void* data, size_t count, Elem e) = 0;
+  virtual void do_reduce_scatter_sum(const void* in, void* out, size_t count_per_rank, Elem e) = 0;
+  virtual void do_all_gather(const void* in, void* out, size_t count_per_rank, Elem e) = 0;
+  virtual void do_broadcast(void* data, size_t count, int root, Elem e) = 0;
+  virtual void do_send(const void* data, size_t count, int peer, Elem e) = 0;
+  virtual void do_recv(void* data, size_t count, int peer, Elem e) = 0;
+  virtual void do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data, size_t recv_count,
+                            int source, Elem e) = 0;
 };
 
 }  // namespace zp

@@ -11,44 +11,47 @@ LoopbackCommunicator::LoopbackCommunicator(int rank, int size) : rank_(rank), si
   }
 }
 
-void LoopbackCommunicator::all_reduce_sum(float* data, size_t count) {
+void LoopbackCommunicator::do_all_reduce_sum(void* data, size_t count, Elem e) {
   // A ring all-reduce reads and writes the whole buffer; the sum of identical
   // contributions is not what a real group would hold, so the data stay as they are.
   (void)data;
   (void)count;
+  (void)e;
 }
 
-void LoopbackCommunicator::reduce_scatter_sum(const float* in, float* out, size_t count_per_rank) {
-  std::memcpy(out, in + static_cast<size_t>(rank_) * count_per_rank, count_per_rank * sizeof(float));
+void LoopbackCommunicator::do_reduce_scatter_sum(const void* in, void* out, size_t count_per_rank, Elem e) {
+  const size_t bytes = count_per_rank * elem_bytes(e);
+  std::memcpy(out, static_cast<const char*>(in) + static_cast<size_t>(rank_) * bytes, bytes);
 }
 
-void LoopbackCommunicator::all_gather(const float* in, float* out, size_t count_per_rank) {
-  for (int r = 0; r < size_; ++r) {
-    std::memmove(out + static_cast<size_t>(r) * count_per_rank, in, count_per_rank * sizeof(float));
-  }
+void LoopbackCommunicator::do_all_gather(const void* in, void* out, size_t count_per_rank, Elem e) {
+  const size_t bytes = count_per_rank * elem_bytes(e);
+  for (int r = 0; r < size_; ++r) std::memmove(static_cast<char*>(out) + static_cast<size_t>(r) * bytes, in, bytes);
 }
 
-void LoopbackCommunicator::broadcast(float* data, size_t count, int root) {
+void LoopbackCommunicator::do_broadcast(void* data, size_t count, int root, Elem e) {
   (void)data;
   (void)count;
+  (void)e;
   if (root < 0 || root >= size_) throw std::runtime_error("loopback broadcast: root " + std::to_string(root));
 }
 
-void LoopbackCommunicator::send(const float* data, size_t count, int peer) {
+void LoopbackCommunicator::do_send(const void* data, size_t count, int peer, Elem e) {
   (void)data;
   (void)count;
+  (void)e;
   if (peer < 0 || peer >= size_) throw std::runtime_error("loopback send: peer " + std::to_string(peer));
 }
 
-void LoopbackCommunicator::recv(float* data, size_t count, int peer) {
+void LoopbackCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
   if (peer < 0 || peer >= size_) throw std::runtime_error("loopback recv: peer " + std::to_string(peer));
-  std::memset(data, 0, count * sizeof(float));
+  std::memset(data, 0, count * elem_bytes(e));
 }
 
-void LoopbackCommunicator::send_recv(const float* send_data, size_t send_count, int dest, float* recv_data,
-                                     size_t recv_count, int source) {
-  send(send_data, send_count, dest);
-  recv(recv_data, recv_count, source);
+void LoopbackCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,
+                                        size_t recv_count, int source, Elem e) {
+  do_send(send_data, send_count, dest, e);
+  do_recv(recv_data, recv_count, source, e);
 }
 
 }  // namespace zp

@@ -17,14 +17,14 @@ class LoopbackCommunicator final : public Communicator {
   int size() const override { return size_; }
   bool emulated() const override { return true; }
   std::string name() const override { return "loopback"; }
-  void all_reduce_sum(float* data, size_t count) override;
-  void reduce_scatter_sum(const float* in, float* out, size_t count_per_rank) override;
-  void all_gather(const float* in, float* out, size_t count_per_rank) override;
-  void broadcast(float* data, size_t count, int root) override;
-  void send(const float* data, size_t count, int peer) override;
-  void recv(float* data, size_t count, int peer) override;
-  void send_recv(const float* send_data, size_t send_count, int dest, float* recv_data, size_t recv_count,
-                 int source) override;
+  void do_all_reduce_sum(void* data, size_t count, Elem e) override;
+  void do_reduce_scatter_sum(const void* in, void* out, size_t count_per_rank, Elem e) override;
+  void do_all_gather(const void* in, void* out, size_t count_per_rank, Elem e) override;
+  void do_broadcast(void* data, size_t count, int root, Elem e) override;
+  void do_send(const void* data, size_t count, int peer, Elem e) override;
+  void do_recv(void* data, size_t count, int peer, Elem e) override;
+  void do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data, size_t recv_count, int source,
+                    Elem e) override;
   void barrier() override {}
 
  private:

@@ -20,6 +20,35 @@ int count_of(size_t n, const char* call) {
   return static_cast<int>(n);
 }
 
+// MPI has no bf16: a two-byte type of its own and a sum that adds in fp32
+// and rounds the result to bf16 (made once, on first use, after MPI_Init).
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const bf16* a = static_cast<const bf16*>(in);
+  bf16* b = static_cast<bf16*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = bf16(static_cast<float>(a[i]) + static_cast<float>(b[i]));
+}
+
+MPI_Datatype mpi_type(Elem e) {
+  if (e == Elem::F32) return MPI_FLOAT;
+  static const MPI_Datatype bf16_type = [] {
+    MPI_Datatype t;
+    check(MPI_Type_contiguous(2, MPI_BYTE, &t), "MPI_Type_contiguous");
+    check(MPI_Type_commit(&t), "MPI_Type_commit");
+    return t;
+  }();
+  return bf16_type;
+}
+
+MPI_Op sum_op(Elem e) {
+  if (e == Elem::F32) return MPI_SUM;
+  static const MPI_Op bf16_op = [] {
+    MPI_Op op;
+    check(MPI_Op_create(&bf16_sum, 1, &op), "MPI_Op_create");
+    return op;
+  }();
+  return bf16_op;
+}
+
 }  // namespace
 
 MpiSession::MpiSession(int* argc, char*** argv) {
@@ -53,36 +82,38 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key) cons
   return out;
 }
 
-void MpiCommunicator::all_reduce_sum(float* data, size_t count) {
-  check(MPI_Allreduce(MPI_IN_PLACE, data, count_of(count, "MPI_Allreduce"), MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce");
+void MpiCommunicator::do_all_reduce_sum(void* data, size_t count, Elem e) {
+  check(MPI_Allreduce(MPI_IN_PLACE, data, count_of(count, "MPI_Allreduce"), mpi_type(e), sum_op(e), comm_),
+        "MPI_Allreduce");
 }
 
-void MpiCommunicator::reduce_scatter_sum(const float* in, float* out, size_t count_per_rank) {
-  check(MPI_Reduce_scatter_block(in, out, count_of(count_per_rank, "MPI_Reduce_scatter_block"), MPI_FLOAT, MPI_SUM, comm_),
+void MpiCommunicator::do_reduce_scatter_sum(const void* in, void* out, size_t count_per_rank, Elem e) {
+  check(MPI_Reduce_scatter_block(in, out, count_of(count_per_rank, "MPI_Reduce_scatter_block"), mpi_type(e), sum_op(e),
+                                 comm_),
         "MPI_Reduce_scatter_block");
 }
 
-void MpiCommunicator::all_gather(const float* in, float* out, size_t count_per_rank) {
+void MpiCommunicator::do_all_gather(const void* in, void* out, size_t count_per_rank, Elem e) {
   const int n = count_of(count_per_rank, "MPI_Allgather");
-  check(MPI_Allgather(in, n, MPI_FLOAT, out, n, MPI_FLOAT, comm_), "MPI_Allgather");
+  check(MPI_Allgather(in, n, mpi_type(e), out, n, mpi_type(e), comm_), "MPI_Allgather");
 }
 
-void MpiCommunicator::broadcast(float* data, size_t count, int root) {
-  check(MPI_Bcast(data, count_of(count, "MPI_Bcast"), MPI_FLOAT, root, comm_), "MPI_Bcast");
+void MpiCommunicator::do_broadcast(void* data, size_t count, int root, Elem e) {
+  check(MPI_Bcast(data, count_of(count, "MPI_Bcast"), mpi_type(e), root, comm_), "MPI_Bcast");
 }
 
-void MpiCommunicator::send(const float* data, size_t count, int peer) {
-  check(MPI_Send(data, count_of(count, "MPI_Send"), MPI_FLOAT, peer, 0, comm_), "MPI_Send");
+void MpiCommunicator::do_send(const void* data, size_t count, int peer, Elem e) {
+  check(MPI_Send(data, count_of(count, "MPI_Send"), mpi_type(e), peer, 0, comm_), "MPI_Send");
 }
 
-void MpiCommunicator::recv(float* data, size_t count, int peer) {
-  check(MPI_Recv(data, count_of(count, "MPI_Recv"), MPI_FLOAT, peer, 0, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
+void MpiCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
+  check(MPI_Recv(data, count_of(count, "MPI_Recv"), mpi_type(e), peer, 0, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
-void MpiCommunicator::send_recv(const float* send_data, size_t send_count, int dest, float* recv_data,
-                                size_t recv_count, int source) {
-  check(MPI_Sendrecv(send_data, count_of(send_count, "MPI_Sendrecv"), MPI_FLOAT, dest, 0, recv_data,
-                     count_of(recv_count, "MPI_Sendrecv"), MPI_FLOAT, source, 0, comm_, MPI_STATUS_IGNORE),
+void MpiCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,
+                                   size_t recv_count, int source, Elem e) {
+  check(MPI_Sendrecv(send_data, count_of(send_count, "MPI_Sendrecv"), mpi_type(e), dest, 0, recv_data,
+                     count_of(recv_count, "MPI_Sendrecv"), mpi_type(e), source, 0, comm_, MPI_STATUS_IGNORE),
         "MPI_Sendrecv");
 }
 

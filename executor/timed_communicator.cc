@@ -27,29 +27,35 @@ void TimedCommunicator::timed(Collective c, uint64_t bytes, F&& call) {
   ++s.calls;
 }
 
-void TimedCommunicator::all_reduce_sum(float* data, size_t count) {
-  timed(Collective::AllReduce, count * sizeof(float), [&] { inner_.all_reduce_sum(data, count); });
+void TimedCommunicator::do_all_reduce_sum(void* data, size_t count, Elem e) {
+  timed(Collective::AllReduce, count * elem_bytes(e), [&] { inner_.do_all_reduce_sum(data, count, e); });
 }
-void TimedCommunicator::reduce_scatter_sum(const float* in, float* out, size_t count_per_rank) {
-  timed(Collective::ReduceScatter, count_per_rank * static_cast<uint64_t>(size()) * sizeof(float),
-        [&] { inner_.reduce_scatter_sum(in, out, count_per_rank); });
+
+void TimedCommunicator::do_reduce_scatter_sum(const void* in, void* out, size_t count_per_rank, Elem e) {
+  timed(Collective::ReduceScatter, count_per_rank * static_cast<uint64_t>(size()) * elem_bytes(e),
+        [&] { inner_.do_reduce_scatter_sum(in, out, count_per_rank, e); });
 }
-void TimedCommunicator::all_gather(const float* in, float* out, size_t count_per_rank) {
-  timed(Collective::AllGather, count_per_rank * sizeof(float), [&] { inner_.all_gather(in, out, count_per_rank); });
+
+void TimedCommunicator::do_all_gather(const void* in, void* out, size_t count_per_rank, Elem e) {
+  timed(Collective::AllGather, count_per_rank * elem_bytes(e), [&] { inner_.do_all_gather(in, out, count_per_rank, e); });
 }
-void TimedCommunicator::broadcast(float* data, size_t count, int root) {
-  timed(Collective::Broadcast, count * sizeof(float), [&] { inner_.broadcast(data, count, root); });
+
+void TimedCommunicator::do_broadcast(void* data, size_t count, int root, Elem e) {
+  timed(Collective::Broadcast, count * elem_bytes(e), [&] { inner_.do_broadcast(data, count, root, e); });
 }
-void TimedCommunicator::send(const float* data, size_t count, int peer) {
-  timed(Collective::Send, count * sizeof(float), [&] { inner_.send(data, count, peer); });
+
+void TimedCommunicator::do_send(const void* data, size_t count, int peer, Elem e) {
+  timed(Collective::Send, count * elem_bytes(e), [&] { inner_.do_send(data, count, peer, e); });
 }
-void TimedCommunicator::recv(float* data, size_t count, int peer) {
-  timed(Collective::Recv, count * sizeof(float), [&] { inner_.recv(data, count, peer); });
+
+void TimedCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
+  timed(Collective::Recv, count * elem_bytes(e), [&] { inner_.do_recv(data, count, peer, e); });
 }
-void TimedCommunicator::send_recv(const float* send_data, size_t send_count, int dest, float* recv_data,
-                                  size_t recv_count, int source) {
-  timed(Collective::SendRecv, send_count * sizeof(float),
-        [&] { inner_.send_recv(send_data, send_count, dest, recv_data, recv_count, source); });
+
+void TimedCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,
+                                     size_t recv_count, int source, Elem e) {
+  timed(Collective::SendRecv, send_count * elem_bytes(e),
+        [&] { inner_.do_send_recv(send_data, send_count, dest, recv_data, recv_count, source, e); });
 }
 
 void TimedCommunicator::barrier() {
