@@ -10,7 +10,7 @@ namespace zp {
 namespace {
 
 constexpr uint64_t kMagic = 0x7a65726f706c616eull;  // "zeroplan"
-constexpr uint64_t kVersion = 1;
+constexpr uint64_t kVersion = 2;  // 2: the master weights after the parameters
 
 void write_vector(std::ofstream& out, const std::vector<float>& v) {
   const uint64_t n = v.size();
@@ -39,6 +39,7 @@ void save_checkpoint(const std::string& path, const CheckpointState& s) {
     out.write(reinterpret_cast<const char*>(&kVersion), sizeof kVersion);
     out.write(reinterpret_cast<const char*>(&s.step), sizeof s.step);
     write_vector(out, s.params);
+    write_vector(out, s.master);
     write_vector(out, s.m);
     write_vector(out, s.v);
     if (!out.flush()) throw InputError(tmp + ": writing the checkpoint failed");
@@ -55,11 +56,12 @@ CheckpointState load_checkpoint(const std::string& path) {
   in.read(reinterpret_cast<char*>(&magic), sizeof magic);
   in.read(reinterpret_cast<char*>(&version), sizeof version);
   if (!in || magic != kMagic) throw InputError(path + ": not a zeroplan checkpoint");
-  if (version != kVersion) throw InputError(path + ": checkpoint version " + std::to_string(version) + ", expected 1");
+  if (version != kVersion) throw InputError(path + ": checkpoint version " + std::to_string(version) + ", expected " + std::to_string(kVersion));
   CheckpointState s;
   in.read(reinterpret_cast<char*>(&s.step), sizeof s.step);
   const uint64_t size = std::filesystem::file_size(path);
   s.params = read_vector(in, path, size / sizeof(float));
+  s.master = read_vector(in, path, size / sizeof(float));
   s.m = read_vector(in, path, size / sizeof(float));
   s.v = read_vector(in, path, size / sizeof(float));
   return s;

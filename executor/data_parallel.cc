@@ -16,27 +16,38 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
   const size_t n = model.params.size(), world = static_cast<size_t>(comm.size());
   TrackingAllocator* dev = memory.device;
   // Offloaded optimizer states live in host memory (the cost model's rules:
-  // the moments and an fp32 gradient partition move, costmodel/model_states.cc).
+  // the moments, the master weights and an fp32 gradient partition move,
+  // costmodel/model_states.cc).
   TrackingAllocator* opt = memory.offload_optimizer ? memory.host : dev;
+  // The master weights start as the model's weights, widened exactly.
+  auto make_master = [&](const T* from, size_t count, size_t size) {
+    if constexpr (kMixed) {
+      master_ = make_buffer<float>(opt, Component::MasterWeights, size);
+      for (size_t i = 0; i < count; ++i) master_[i] = static_cast<float>(from[i]);
+    }
+  };
   if (stage_ == 3) {
     std::vector<size_t> units;
     for (int u = 0; u < model.num_units(); ++u) units.push_back(model.unit_size(u));
-    zero3_ = std::make_unique<Zero3Units>(comm, units, dev, memory.offload_optimizer ? memory.host : dev,
-                                          memory.offload_optimizer ? Component::MainGradients : Component::Gradients,
-                                          memory.offload_params ? memory.host : dev);
+    zero3_ = std::make_unique<Zero3Units<T>>(comm, units, dev, memory.offload_optimizer ? memory.host : dev,
+                                             memory.offload_optimizer ? Component::MainGradients : Component::Gradients,
+                                             memory.offload_params ? memory.host : dev);
     // The model was built whole (as DeepSpeed does without zero.Init); keep
     // this rank's partition and give the whole copies back.
     zero3_->partition(model.params.data());
     model.set_unit_provider(zero3_.get());
-    Buffer<float>(model.params.get_allocator()).swap(model.params);
-    Buffer<float>(model.grads.get_allocator()).swap(model.grads);
+    Buffer<T>(model.params.get_allocator()).swap(model.params);
+    Buffer<T>(model.grads.get_allocator()).swap(model.grads);
     m_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
     v_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
+    make_master(zero3_->params.data(), zero3_->shard_size(), zero3_->shard_size());
     return;
   }
   const size_t states = stage_ == 0 ? n : (n + world - 1) / world;
   m_ = make_buffer<float>(opt, Component::OptimizerStates, states);
   v_ = make_buffer<float>(opt, Component::OptimizerStates, states);
+  const size_t begin = stage_ == 0 ? 0 : std::min(n, static_cast<size_t>(comm.rank()) * states);
+  make_master(model.params.data() + begin, std::min(states, n - begin), states);
   if (stage_ == 0) return;
   shard_ = states;
   // The reduced partition: the gradients ZeRO-2 keeps, the fp32 gradients the
@@ -44,10 +55,15 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
   const Component shard_tag = memory.offload_optimizer ? Component::MainGradients
                               : stage_ == 2           ? Component::Gradients
                                                       : Component::Buckets;
-  grad_shard_ = make_buffer<float>(memory.offload_optimizer ? memory.host : dev, shard_tag, shard_);
-  padded_ = make_buffer<float>(dev, Component::Buckets, shard_ * world);
-  send_ = make_buffer<float>(dev, Component::Buckets, shard_);
-  received_ = make_buffer<float>(dev, Component::Buckets, shard_);
+  fp32_shard_ = !kMixed || memory.offload_optimizer;
+  if (fp32_shard_) {
+    grad_fp32_ = make_buffer<float>(memory.offload_optimizer ? memory.host : dev, shard_tag, shard_);
+  } else {
+    grad_low_ = make_buffer<T>(dev, shard_tag, shard_);
+  }
+  padded_ = make_buffer<T>(dev, Component::Buckets, shard_ * world);
+  send_ = make_buffer<T>(dev, Component::Buckets, shard_);
+  received_ = make_buffer<T>(dev, Component::Buckets, shard_);
   // ZeRO-2 keeps only the partition: the model's full gradient buffer holds
   // one micro-batch's gradients until they are reduce-scattered, a bucket.
   if (stage_ == 2 && dev) dev->retag(model.grads.data(), Component::Buckets);
@@ -57,12 +73,27 @@ template <class Model>
 void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add) {
   const size_t n = model_.grads.size();
   std::copy(model_.grads.begin(), model_.grads.end(), padded_.begin());
-  std::fill(padded_.begin() + static_cast<std::ptrdiff_t>(n), padded_.end(), 0.0f);
+  std::fill(padded_.begin() + static_cast<std::ptrdiff_t>(n), padded_.end(), T(0));
   comm_.reduce_scatter_sum(padded_.data(), received_.data(), shard_);
-  if (add) {
-    for (size_t i = 0; i < shard_; ++i) grad_shard_[i] += received_[i];
+  auto into = [&](auto& shard) {
+    using S = typename std::decay_t<decltype(shard)>::value_type;
+    for (size_t i = 0; i < shard_; ++i) shard[i] = (add ? shard[i] : S(0)) + static_cast<S>(received_[i]);
+  };
+  if (fp32_shard_) {
+    into(grad_fp32_);
   } else {
-    std::copy(received_.begin(), received_.end(), grad_shard_.begin());
+    into(grad_low_);
+  }
+}
+
+template <class Model>
+template <class G>
+void DataParallelTrainer<Model>::update(T* weights, const G* grads, float scale, size_t count) {
+  if constexpr (kMixed) {
+    adamw_step(master_.data(), grads, scale, m_.data(), v_.data(), count, steps_, adam_);
+    for (size_t i = 0; i < count; ++i) weights[i] = static_cast<T>(master_[i]);
+  } else {
+    adamw_step(weights, grads, scale, m_.data(), v_.data(), count, steps_, adam_);
   }
 }
 
@@ -87,9 +118,11 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
     const float scale = 1.0f / (world * static_cast<float>(micro_batches));
     ++steps_;
     const auto t = Clock::now();
-    for (float& g : zero3_->gradients_) g *= scale;
-    adamw_step(zero3_->params.data(), zero3_->gradients_.data(), m_.data(), v_.data(), zero3_->shard_size(), steps_,
-               adam_.lr, adam_.beta1, adam_.beta2, adam_.eps, adam_.weight_decay);
+    if (zero3_->fp32_gradients()) {
+      update(zero3_->params.data(), zero3_->gradients_fp32.data(), scale, zero3_->shard_size());
+    } else {
+      update(zero3_->params.data(), zero3_->gradients_low.data(), scale, zero3_->shard_size());
+    }
     phases_.optimizer_s = since(t);
     return loss * scale;
   }
@@ -121,28 +154,28 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   if (stage_ == 0) {
     auto t = Clock::now();
     comm_.all_reduce_sum(model_.grads.data(), n);
-    for (float& g : model_.grads) g *= scale;
     phases_.gradient_sync_s = since(t);
     t = Clock::now();
-    adamw_step(model_.params.data(), model_.grads.data(), m_.data(), v_.data(), n, steps_, adam_.lr, adam_.beta1,
-               adam_.beta2, adam_.eps, adam_.weight_decay);
+    update(model_.params.data(), model_.grads.data(), scale, n);
     phases_.optimizer_s = since(t);
     return;
   }
   auto t = Clock::now();
   if (stage_ == 1) reduce_scatter_into_shard(false);
-  for (float& g : grad_shard_) g *= scale;
   phases_.gradient_sync_s += since(t);
   t = Clock::now();
   // Update this rank's partition of the parameters (the padded tail has no
   // parameters), then all-gather them.
   const size_t begin = static_cast<size_t>(comm_.rank()) * shard_;
   const size_t mine = begin < n ? std::min(shard_, n - begin) : 0;
-  std::fill(send_.begin(), send_.end(), 0.0f);
+  std::fill(send_.begin(), send_.end(), T(0));
   std::copy(model_.params.begin() + static_cast<std::ptrdiff_t>(begin),
             model_.params.begin() + static_cast<std::ptrdiff_t>(begin + mine), send_.begin());
-  adamw_step(send_.data(), grad_shard_.data(), m_.data(), v_.data(), shard_, steps_, adam_.lr, adam_.beta1, adam_.beta2,
-             adam_.eps, adam_.weight_decay);
+  if (fp32_shard_) {
+    update(send_.data(), grad_fp32_.data(), scale, shard_);
+  } else {
+    update(send_.data(), grad_low_.data(), scale, shard_);
+  }
   phases_.optimizer_s = since(t);
   t = Clock::now();
   comm_.all_gather(send_.data(), padded_.data(), shard_);
@@ -154,11 +187,9 @@ template <class Model>
 CheckpointState DataParallelTrainer<Model>::state() const {
   CheckpointState s;
   s.step = static_cast<uint64_t>(steps_);
-  if (zero3_) {
-    s.params.assign(zero3_->params.begin(), zero3_->params.end());
-  } else {
-    s.params.assign(model_.params.begin(), model_.params.end());
-  }
+  const Buffer<T>& params = zero3_ ? zero3_->params : model_.params;
+  for (const T& p : params) s.params.push_back(static_cast<float>(p));
+  s.master.assign(master_.begin(), master_.end());
   s.m.assign(m_.begin(), m_.end());
   s.v.assign(v_.begin(), v_.end());
   return s;
@@ -166,17 +197,21 @@ CheckpointState DataParallelTrainer<Model>::state() const {
 
 template <class Model>
 void DataParallelTrainer<Model>::restore(const CheckpointState& s) {
-  Buffer<float>& params = zero3_ ? zero3_->params : model_.params;
-  if (s.params.size() != params.size() || s.m.size() != m_.size() || s.v.size() != v_.size()) {
-    throw std::runtime_error("checkpoint does not match this model and layout (sizes differ)");
+  Buffer<T>& params = zero3_ ? zero3_->params : model_.params;
+  if (s.params.size() != params.size() || s.master.size() != master_.size() || s.m.size() != m_.size() ||
+      s.v.size() != v_.size()) {
+    throw std::runtime_error("checkpoint does not match this model and layout (sizes or precision differ)");
   }
   steps_ = static_cast<int>(s.step);
-  std::copy(s.params.begin(), s.params.end(), params.begin());
+  for (size_t i = 0; i < params.size(); ++i) params[i] = static_cast<T>(s.params[i]);
+  std::copy(s.master.begin(), s.master.end(), master_.begin());
   std::copy(s.m.begin(), s.m.end(), m_.begin());
   std::copy(s.v.begin(), s.v.end(), v_.begin());
 }
 
 template class DataParallelTrainer<GptModel<float>>;
 template class DataParallelTrainer<LlamaModel<float>>;
+template class DataParallelTrainer<GptModel<bf16>>;
+template class DataParallelTrainer<LlamaModel<bf16>>;
 
 }  // namespace zp

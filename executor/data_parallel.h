@@ -18,7 +18,13 @@
 //  - parameter offload (stage 3, ZeRO-Infinity, arXiv 2104.07857): the
 //    parameter partition lives in host memory and gathers read it there;
 //  - optimizer offload (stage >= 1, ZeRO-Offload): the moments and the fp32
-//    gradient partition live in host memory, where the optimizer step runs.
+//    gradient partition live in host memory, where the optimizer step runs;
+//  - mixed precision (a bf16 model): the weights, gradients and every
+//    collective are bf16; the optimizer keeps fp32 master weights of its
+//    partition beside the moments (with them in host memory under offload),
+//    updates them from the bf16 gradients and rounds them back into the
+//    model's bf16 weights (Micikevicius et al. 2018; the cost model's
+//    zeroplan rows: 2 + 2 + 12 bytes per parameter).
 // Buffers come from the device and host TrackingAllocators under the cost
 // model's tags, so a run's model-state bytes can be set beside the cost
 // model's zeroplan accounting. Each rank computes
@@ -28,8 +34,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
+#include "executor/adamw.h"
 #include "executor/checkpoint.h"
 #include "executor/communicator.h"
 #include "executor/gpt_model.h"
@@ -39,10 +47,6 @@
 
 namespace zp {
 
-struct AdamConfig {
-  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
-};
-
 struct TrainerMemory {
   TrackingAllocator* device = nullptr;  // what the rank's accelerator holds (the CPU backend: tagged host memory)
   TrackingAllocator* host = nullptr;    // host memory of optimizer offload
@@ -50,11 +54,13 @@ struct TrainerMemory {
   bool offload_params = false;  // ZeRO-Infinity (stage 3): the parameter partition in host memory
 };
 
-// Model: GptModel<float> or LlamaModel<float> (flat params and grads,
+// Model: GptModel or LlamaModel of float or bf16 (flat params and grads,
 // forward_backward with accumulation).
 template <class Model>
 class DataParallelTrainer {
  public:
+  using T = typename Model::Scalar;
+  static constexpr bool kMixed = !std::is_same_v<T, float>;
   DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam, TrainerMemory memory = {});
   // One step on this rank's slice: `micro_batches` micro-batches of
   // `micro_batch` sequences of Tn tokens, one after another in tokens and
@@ -66,7 +72,6 @@ class DataParallelTrainer {
   // steps the optimizer. ZeRO 0 or 1 for such callers (ZeRO-2 and 3 reduce
   // inside step()'s micro-batch loop).
   void apply_gradients(int micro_batches);
-  size_t optimizer_state_elements() const { return m_.size() + v_.size(); }
   // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
   uint64_t zero3_peak_gathered_bytes() const { return zero3_ ? zero3_->peak_gathered_bytes() : 0; }
   // Wall time of the last step's phases.
@@ -81,6 +86,11 @@ class DataParallelTrainer {
 
  private:
   void reduce_scatter_into_shard(bool add);
+  // One AdamW step on the fp32 weights of `count` elements (the master copy
+  // under mixed precision, else `weights` themselves) from `grads`, then the
+  // bf16 weights rounded from the master copy.
+  template <class G>
+  void update(T* weights, const G* grads, float scale, size_t count);
   Model& model_;
   Communicator& comm_;
   int stage_;
@@ -89,13 +99,20 @@ class DataParallelTrainer {
   int steps_ = 0;
   Phases phases_;
   size_t shard_ = 0;  // partition size (stage >= 1)
-  Buffer<float> m_, v_;         // optimizer states (the partition's for stage >= 1)
-  Buffer<float> grad_shard_;    // the reduced gradient partition
-  Buffer<float> padded_, send_, received_;  // communication buckets
-  std::unique_ptr<Zero3Units> zero3_;
+  Buffer<float> m_, v_;    // optimizer states (the partition's for stage >= 1)
+  Buffer<float> master_;   // mixed precision: the fp32 master weights of the same elements
+  // The reduced gradient partition (stage 1, 2): fp32 for an fp32 model or
+  // under optimizer offload, bf16 otherwise.
+  bool fp32_shard_ = true;
+  Buffer<float> grad_fp32_;
+  Buffer<T> grad_low_;
+  Buffer<T> padded_, send_, received_;  // communication buckets
+  std::unique_ptr<Zero3Units<T>> zero3_;
 };
 
 extern template class DataParallelTrainer<GptModel<float>>;
 extern template class DataParallelTrainer<LlamaModel<float>>;
+extern template class DataParallelTrainer<GptModel<bf16>>;
+extern template class DataParallelTrainer<LlamaModel<bf16>>;
 
 }  // namespace zp

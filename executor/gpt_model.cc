@@ -7,7 +7,6 @@
 #include <type_traits>
 
 #include "executor/model_step.h"
-#include "executor/ops_cpu.h"
 #include "models/input_error.h"
 
 namespace zp {
@@ -22,19 +21,6 @@ GptConfig gpt_config(const ModelSpec& m) {
                    static_cast<int>(m.num_heads), static_cast<int>(m.hidden_size)};
 }
 
-namespace {
-
-// Sizes `b` to n zeros under `tag`, reallocating only when the tag changes.
-template <class T>
-void ensure(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size_t n) {
-  if (b.get_allocator().tracker() != tracker || b.get_allocator().tag() != tag) {
-    b = make_buffer<T>(tracker, tag, n);
-  } else {
-    b.assign(n, T(0));
-  }
-}
-
-}  // namespace
 
 template <class T>
 GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker, PipelineStage stage,
@@ -42,7 +28,8 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
     : params(make_buffer<T>(tracker, Component::Weights)),
       grads(make_buffer<T>(tracker, Component::Gradients)),
       c_(c),
-      tracker_(tracker) {
+      tracker_(tracker),
+      be_(tracker) {
   const size_t V = c.vocab, S = c.max_seq, L = c.layers, C = c.channels;
   if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
   stage_ = stage;
@@ -170,29 +157,29 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   const size_t o = slot * BT * C, ol = slot * BT * static_cast<size_t>(Cl), of = slot * BT * static_cast<size_t>(Fl);
   const size_t att_size = static_cast<size_t>(B) * NHl * Tn * Tn;
   T* ln1 = L_->ln1.data() + o;
-  cpu::layernorm_forward(ln1, L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, residual, w(LN1W, l),
+  be_.layernorm_forward(ln1, L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, residual, w(LN1W, l),
                          w(LN1B, l), static_cast<int>(BT), C);
   T* qkv = L_->qkv.data() + 3 * ol;
-  cpu::matmul_forward(qkv, ln1, w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
+  be_.matmul_forward(qkv, ln1, w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
   T* atty = L_->atty.data() + ol;
-  cpu::attention_forward(atty, acts_.shared->preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
+  be_.attention_forward(atty, acts_.shared->preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
                          Cl, NHl);
   // Row-parallel: the partial products are summed over the ranks, then the bias.
   T* attproj = acts_.shared->attproj.data();
   const bool split = tp_size_ > 1;
-  cpu::matmul_forward<T>(attproj, atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
+  be_.matmul_forward(attproj, atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
   if (split) add_bias_after_reduce(attproj, w(ATTPROJB, l), BT, C);
   T* res2 = L_->residual2.data() + o;
-  cpu::residual_forward(res2, residual, attproj, BT * C);
+  be_.residual_forward(res2, residual, attproj, BT * C);
   T* ln2 = L_->ln2.data() + o;
-  cpu::layernorm_forward(ln2, L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, res2, w(LN2W, l),
+  be_.layernorm_forward(ln2, L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, res2, w(LN2W, l),
                          w(LN2B, l), static_cast<int>(BT), C);
   T* fch = L_->fch.data() + of;
-  cpu::matmul_forward(fch, ln2, w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
+  be_.matmul_forward(fch, ln2, w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
   T* gelu = L_->fch_gelu.data() + of;
-  cpu::gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
+  be_.gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
   T* fcproj = acts_.shared->fcproj.data();
-  cpu::matmul_forward<T>(fcproj, gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
+  be_.matmul_forward(fcproj, gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
   if (split) add_bias_after_reduce(fcproj, w(FCPROJB, l), BT, C);
   // The layer's output is kept for every layer: it is the next layer's input
   // (the checkpoint full recompute keeps). The last layer of a stage that is
@@ -200,14 +187,14 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   // then, as Megatron-LM's deallocate_output_tensor does).
   T* out = a_->residual3.data() + static_cast<size_t>(local) * BT * C;
   if (local + 1 == stage_.layers && !stage_.last) {
-    if (a_->out.empty()) ensure(a_->out, tracker_, Component::Workspace, BT * C);
+    if (a_->out.empty()) ensure_buffer(a_->out, tracker_, Component::Workspace, BT * C);
     out = a_->out.data();
   }
-  cpu::residual_forward(out, res2, fcproj, BT * C);
+  be_.residual_forward(out, res2, fcproj, BT * C);
 }
 
 template <class T>
-T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn) {
+acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn) {
   select(k);
   const int C = c_.channels, L = c_.layers, NH = heads_local_, V = vocab_local_, n = stage_.layers;
   const size_t Cl = static_cast<size_t>(channels_local_), Fl = static_cast<size_t>(ffn_local_);
@@ -219,40 +206,40 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   TrackingAllocator* t = tracker_;
   if (stage_.first) {
-    ensure(a_->ids, t, Component::Activations, BT);
+    ensure_buffer(a_->ids, t, Component::Activations, BT);
     std::copy(tokens, tokens + BT, a_->ids.begin());
   }
   // The stage's input: the embedding's output, or what the previous stage sent.
-  ensure(a_->encoded, t, Component::Activations, BT * C);
-  ensure(L_->ln1, t, layer_tag, slots * BT * C);
-  ensure(L_->ln1_mean, t, layer_tag, slots * BT);
-  ensure(L_->ln1_rstd, t, layer_tag, slots * BT);
-  ensure(L_->qkv, t, layer_tag, slots * BT * 3 * Cl);
+  ensure_buffer(a_->encoded, t, Component::Activations, BT * C);
+  ensure_buffer(L_->ln1, t, layer_tag, slots * BT * C);
+  ensure_buffer(L_->ln1_mean, t, layer_tag, slots * BT);
+  ensure_buffer(L_->ln1_rstd, t, layer_tag, slots * BT);
+  ensure_buffer(L_->qkv, t, layer_tag, slots * BT * 3 * Cl);
   // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
   if (selective_ && !recompute_) {
-    ensure(A_->att, t, Component::RecomputeWorkspace, att_size);
+    ensure_buffer(A_->att, t, Component::RecomputeWorkspace, att_size);
   } else {
-    ensure(A_->att, t, layer_tag, slots * att_size);
+    ensure_buffer(A_->att, t, layer_tag, slots * att_size);
   }
-  ensure(L_->atty, t, layer_tag, slots * BT * Cl);
-  ensure(L_->residual2, t, layer_tag, slots * BT * C);
-  ensure(L_->ln2, t, layer_tag, slots * BT * C);
-  ensure(L_->ln2_mean, t, layer_tag, slots * BT);
-  ensure(L_->ln2_rstd, t, layer_tag, slots * BT);
-  ensure(L_->fch, t, layer_tag, slots * BT * Fl);
-  ensure(L_->fch_gelu, t, layer_tag, slots * BT * Fl);
+  ensure_buffer(L_->atty, t, layer_tag, slots * BT * Cl);
+  ensure_buffer(L_->residual2, t, layer_tag, slots * BT * C);
+  ensure_buffer(L_->ln2, t, layer_tag, slots * BT * C);
+  ensure_buffer(L_->ln2_mean, t, layer_tag, slots * BT);
+  ensure_buffer(L_->ln2_rstd, t, layer_tag, slots * BT);
+  ensure_buffer(L_->fch, t, layer_tag, slots * BT * Fl);
+  ensure_buffer(L_->fch_gelu, t, layer_tag, slots * BT * Fl);
   // Layer outputs: residual3[l] is layer l+1's input (its checkpoint under
   // full recompute); the last is the final norm's input.
-  ensure(a_->residual3, t, Component::Activations, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * BT * C);
+  ensure_buffer(a_->residual3, t, Component::Activations, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * BT * C);
   if (stage_.last) {
-    ensure(a_->lnf, t, Component::Logits, BT * C);
-    ensure(a_->lnf_mean, t, Component::Logits, BT);
-    ensure(a_->lnf_rstd, t, Component::Logits, BT);
-    ensure(a_->logits, t, Component::Logits, BT * V);
+    ensure_buffer(a_->lnf, t, Component::Logits, BT * C);
+    ensure_buffer(a_->lnf_mean, t, Component::Logits, BT);
+    ensure_buffer(a_->lnf_rstd, t, Component::Logits, BT);
+    ensure_buffer(a_->logits, t, Component::Logits, BT * V);
   }
-  ensure(acts_.shared->preatt, t, Component::Workspace, att_size);
-  ensure(acts_.shared->attproj, t, Component::Workspace, BT * C);
-  ensure(acts_.shared->fcproj, t, Component::Workspace, BT * C);
+  ensure_buffer(acts_.shared->preatt, t, Component::Workspace, att_size);
+  ensure_buffer(acts_.shared->attproj, t, Component::Workspace, BT * C);
+  ensure_buffer(acts_.shared->fcproj, t, Component::Workspace, BT * C);
 
   // Each unit's parameters are acquired for the ops that use them and released after.
   const int final_unit = L + 1, l0 = stage_.first_layer;
@@ -276,19 +263,19 @@ T GptModel<T>::stage_forward(int k, const int* tokens, const int* targets, const
     layer_forward(l0 + i, i, recompute_ ? 0 : i, residual, B, Tn);
     release(l0 + i + 1);
   }
-  if (!stage_.last) return T(0);
+  if (!stage_.last) return acc_t<T>(0);
   const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * BT * C : a_->encoded.data();
   acquire(final_unit, head_unit());
   const T* lnf = table_.p[static_cast<size_t>(final_unit)];
-  cpu::layernorm_forward(a_->lnf.data(), a_->lnf_mean.data(), a_->lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(BT), C);
+  be_.layernorm_forward(a_->lnf.data(), a_->lnf_mean.data(), a_->lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(BT), C);
   release(final_unit);
   acquire(head_unit());  // the tied output layer
-  cpu::matmul_forward<T>(a_->logits.data(), a_->lnf.data(), table_.p[static_cast<size_t>(head_unit())], nullptr,
+  be_.matmul_forward(a_->logits.data(), a_->lnf.data(), table_.p[static_cast<size_t>(head_unit())], nullptr,
                          static_cast<int>(BT), C, V);
   release(head_unit());
   // The gradient of the mean loss overwrites the logits (each row is read before it is written).
-  if (tp_size_ == 1) return cpu::crossentropy_forward_backward(a_->logits.data(), a_->logits.data(), targets, static_cast<int>(BT), V);
-  return vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_, tracker_);
+  if (tp_size_ == 1) return be_.cross_entropy(a_->logits.data(), targets, static_cast<int>(BT), V);
+  return be_.vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_);
 }
 
 template <class T>
@@ -298,26 +285,28 @@ const T* GptModel<T>::stage_output(int k) const {
 }
 
 template <class T>
-T GptModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
+acc_t<T> GptModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
   return stage_forward(0, tokens, targets, nullptr, B, Tn);
 }
 
 template <class T>
-size_t GptModel<T>::activation_elements() const {
+size_t GptModel<T>::activation_bytes() const {
   size_t n = 0;
   for (const Acts* a : acts_.all()) {
-    for (const Buffer<T>* v : {&a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att,
-                               &a->residual2, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->residual3,
-                               &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->logits}) {
-      n += v->size();
+    for (const Buffer<T>* v : {&a->encoded, &a->ln1, &a->qkv, &a->atty, &a->att, &a->residual2, &a->ln2, &a->fch,
+                               &a->fch_gelu, &a->residual3, &a->lnf, &a->logits}) {
+      n += v->size() * sizeof(T);
     }
-    n += a->ids.size() * sizeof(int) / sizeof(T);
+    for (const auto* v : {&a->ln1_mean, &a->ln1_rstd, &a->ln2_mean, &a->ln2_rstd, &a->lnf_mean, &a->lnf_rstd}) {
+      n += v->size() * sizeof(acc_t<T>);
+    }
+    n += a->ids.size() * sizeof(int);
   }
   return n;
 }
 
 template <class T>
-T GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
+acc_t<T> GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
   if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
   return timed_forward_backward(*this, tokens, targets, B, Tn);
 }
@@ -341,7 +330,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     const int head = head_unit();
     if (head != 0) open_gradients(head);
     acquire(head, final_unit);
-    cpu::matmul_backward<T>(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(), a_->lnf.data(),
+    be_.matmul_backward(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(), a_->lnf.data(),
                             table_.p[static_cast<size_t>(head)], static_cast<int>(BT), C, V);
     tp_all_reduce(tp_, dlnf.data(), BT * static_cast<size_t>(C));  // each rank's vocabulary rows contribute
     release(head);
@@ -350,7 +339,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     acquire(final_unit, n > 0 ? l0 + n : -1);
     open_gradients(final_unit);
     T* glnf = table_.g[static_cast<size_t>(final_unit)];
-    cpu::layernorm_backward(dresidual.data(), glnf, glnf + C, dlnf.data(), last, table_.p[static_cast<size_t>(final_unit)],
+    be_.layernorm_backward(dresidual.data(), glnf, glnf + C, dlnf.data(), last, table_.p[static_cast<size_t>(final_unit)],
                             a_->lnf_mean.data(), a_->lnf_rstd.data(), static_cast<int>(BT), C);
     finish_gradients(final_unit);
     release(final_unit);
@@ -374,32 +363,32 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).
     if (selective_ && !recompute_) {
-      cpu::attention_forward(acts_.shared->attproj.data(), acts_.shared->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
+      be_.attention_forward(acts_.shared->attproj.data(), acts_.shared->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
                              Tn, Cl, NH);
     }
     for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
       std::fill(v->begin(), v->end(), T(0));
     }
     // residual3 = residual2 + fcproj
-    cpu::residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), BT * C);
-    cpu::matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), dfcproj.data(),
+    be_.residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), BT * C);
+    be_.matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), dfcproj.data(),
                          L_->fch_gelu.data() + of, w(FCPROJW, l), static_cast<int>(BT), Fl, C);
-    cpu::gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
-    cpu::matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(),
+    be_.gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
+    be_.matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(),
                          L_->ln2.data() + o, w(FCW, l), static_cast<int>(BT), C, Fl);
     tp_all_reduce(tp_, dln2.data(), BT * static_cast<size_t>(C));  // column-parallel: the input's gradient is a sum over ranks
-    cpu::layernorm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2.data(), L_->residual2.data() + o,
+    be_.layernorm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2.data(), L_->residual2.data() + o,
                             w(LN2W, l), L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, static_cast<int>(BT), C);
     // residual2 = residual + attproj
-    cpu::residual_backward(dprev.data(), dattproj.data(), dres2.data(), BT * C);
-    cpu::matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), dattproj.data(),
+    be_.residual_backward(dprev.data(), dattproj.data(), dres2.data(), BT * C);
+    be_.matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), dattproj.data(),
                          L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C);
-    cpu::attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * ol,
+    be_.attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * ol,
                             A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
-    cpu::matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(),
+    be_.matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(),
                          L_->ln1.data() + o, w(QKVW, l), static_cast<int>(BT), C, 3 * Cl);
     tp_all_reduce(tp_, dln1.data(), BT * static_cast<size_t>(C));
-    cpu::layernorm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1.data(), residual, w(LN1W, l),
+    be_.layernorm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1.data(), residual, w(LN1W, l),
                             L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, static_cast<int>(BT), C);
     finish_gradients(l + 1);
     release(l + 1);
@@ -407,32 +396,17 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   }
   if (stage_.first) {
     // Each rank's token rows take their gradients; the positions are replicated.
-    vocab_parallel_lookup_backward(table_.g[0], dresidual.data(), a_->ids.data(), BT, C, vocab_start_, vocab_local_);
-    T* dwpe = table_.g[0] + wpe_offset();
-    for (size_t i = 0; i < BT; ++i) {
-      const T* d = dresidual.data() + i * static_cast<size_t>(C);
-      T* p = dwpe + (i % static_cast<size_t>(Tn)) * C;
-      for (int c = 0; c < C; ++c) p[c] += d[c];
-    }
+    lookup_backward(be_, table_.g[0], dresidual.data(), a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+    be_.scatter_add_rows(table_.g[0] + wpe_offset(), static_cast<size_t>(c_.max_seq), dresidual.data(), BT, C,
+                         [Tn](size_t i) { return static_cast<long>(i % static_cast<size_t>(Tn)); });
     finish_gradients(0);
   } else {
     dinput_.swap(dresidual);  // for the previous stage
   }
 }
 
-void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, int step, float lr, float beta1,
-                float beta2, float eps, float weight_decay) {
-  const float c1 = 1.0f - std::pow(beta1, static_cast<float>(step));
-  const float c2 = 1.0f - std::pow(beta2, static_cast<float>(step));
-  for (size_t i = 0; i < n; ++i) {
-    m[i] = beta1 * m[i] + (1 - beta1) * grads[i];
-    v[i] = beta2 * v[i] + (1 - beta2) * grads[i] * grads[i];
-    const float mh = m[i] / c1, vh = v[i] / c2;
-    params[i] -= lr * (mh / (std::sqrt(vh) + eps) + weight_decay * params[i]);
-  }
-}
-
 template class GptModel<float>;
 template class GptModel<double>;
+template class GptModel<bf16>;
 
 }  // namespace zp

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "executor/communicator.h"
+#include "executor/cpu_backend.h"
 #include "executor/activation_sets.h"
 #include "executor/param_units.h"
 #include "executor/pipeline_stage.h"
@@ -40,6 +41,7 @@ GptConfig gpt_config(const ModelSpec& m);
 template <class T>
 class GptModel {
  public:
+  using Scalar = T;
   // Buffers come from `tracker` under the cost model's component tags
   // (untracked without one).
   GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr, PipelineStage stage = {},
@@ -48,9 +50,9 @@ class GptModel {
   // Loss of next-token prediction over tokens (B,T) -> targets (B,T); fills
   // grads (zeroed first unless `accumulate`, which adds to them: gradient
   // accumulation over micro-batches). T <= max_seq.
-  T forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
+  acc_t<T> forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
   // Forward only (for finite differences).
-  T loss(const int* tokens, const int* targets, int B, int Tn);
+  acc_t<T> loss(const int* tokens, const int* targets, int B, int Tn);
 
   Buffer<T> params, grads;
   const GptConfig& config() const { return c_; }
@@ -64,7 +66,7 @@ class GptModel {
   // Pipeline parallelism. Micro-batch k's forward through this stage, from
   // tokens on the first stage and from `input` (the previous stage's output,
   // B*T*C) on the others; returns the loss on the last stage (0 elsewhere).
-  T stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn);
+  acc_t<T> stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn);
   // The stage's output for micro-batch k (not on the last stage), until
   // output_sent(k) frees it.
   const T* stage_output(int k) const;
@@ -93,9 +95,9 @@ class GptModel {
   // softmax output and rebuild it from the saved q, k in backward, one layer
   // at a time (full recompute, when on, takes precedence).
   void set_selective_recompute(bool on) { selective_ = on; }
-  // Elements of the saved activations after the last forward (the buffers
+  // Bytes of the saved activations after the last forward (the buffers
   // tagged activations, recompute workspace and logits).
-  size_t activation_elements() const;
+  size_t activation_bytes() const;
   // Wall time of the last forward_backward's two halves.
   double last_forward_s = 0, last_backward_s = 0;
 
@@ -115,8 +117,8 @@ class GptModel {
   // outputs are operator temporaries (workspace), one of each. The
   // cross-entropy writes the logits' gradient over the logits.
   struct Acts {
-    Buffer<T> encoded, ln1, ln1_mean, ln1_rstd, qkv, atty, att, residual2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu,
-        residual3, lnf, lnf_mean, lnf_rstd, logits;
+    Buffer<T> encoded, ln1, qkv, atty, att, residual2, ln2, fch, fch_gelu, residual3, lnf, logits;
+    Buffer<acc_t<T>> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lnf_mean, lnf_rstd;  // fp32 under bf16
     Buffer<T> preatt, attproj, fcproj;  // workspace
     Buffer<T> out;                      // a non-last stage's output, until sent
     Buffer<int> ids;
@@ -134,6 +136,7 @@ class GptModel {
   Buffer<T> dinput_;  // the stage input's gradient after backward
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
+  CpuBackend<T> be_;
   bool recompute_ = false, selective_ = false;
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
@@ -157,9 +160,5 @@ class GptModel {
   // A row-parallel product's output: summed over the ranks, then its bias added.
   void add_bias_after_reduce(T* out, const T* bias, size_t rows, int C);
 };
-
-// AdamW on flat fp32 arrays (decoupled weight decay, bias correction).
-void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, int step, float lr, float beta1,
-                float beta2, float eps, float weight_decay);
 
 }  // namespace zp

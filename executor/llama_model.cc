@@ -5,8 +5,6 @@
 #include <stdexcept>
 
 #include "executor/model_step.h"
-#include "executor/ops_cpu.h"
-#include "executor/ops_llama_cpu.h"
 #include "models/input_error.h"
 
 namespace zp {
@@ -27,7 +25,8 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
     : params(make_buffer<T>(tracker, Component::Weights)),
       grads(make_buffer<T>(tracker, Component::Gradients)),
       c_(c),
-      tracker_(tracker) {
+      tracker_(tracker),
+      be_(tracker) {
   const size_t V = c.vocab, L = c.layers, C = c.channels, F = c.ffn;
   const size_t QD = static_cast<size_t>(c.heads) * c.head_dim, KD = static_cast<size_t>(c.kv_heads) * c.head_dim;
   if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
@@ -144,52 +143,49 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
   const int C = c_.channels, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t s = static_cast<size_t>(slot), att_size = static_cast<size_t>(B) * NH * Tn * Tn;
-  const T base = static_cast<T>(c_.rope_base);
+  const acc_t<T> base = static_cast<acc_t<T>>(c_.rope_base);
   T* xn1 = L_->xn1.data() + s * BT * C;
-  cpu::rmsnorm_forward(xn1, L_->rstd1.data() + s * BT, x, w(ATTN_NORM, l), static_cast<int>(BT), C);
+  be_.rmsnorm_forward(xn1, L_->rstd1.data() + s * BT, x, w(ATTN_NORM, l), static_cast<int>(BT), C);
   T* q = L_->q.data() + s * BT * QD;
   T* k = L_->k.data() + s * BT * KD;
   T* v = L_->v.data() + s * BT * KD;
-  cpu::matmul_forward<T>(q, xn1, w(WQ, l), nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
-  cpu::matmul_forward<T>(k, xn1, w(WK, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
-  cpu::matmul_forward<T>(v, xn1, w(WV, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
-  cpu::rope_forward(q, B, Tn, NH, hs, base);
-  cpu::rope_forward(k, B, Tn, KVH, hs, base);
+  be_.matmul_forward(q, xn1, w(WQ, l), nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
+  be_.matmul_forward(k, xn1, w(WK, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  be_.matmul_forward(v, xn1, w(WV, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  be_.rope_forward(q, B, Tn, NH, hs, base);
+  be_.rope_forward(k, B, Tn, KVH, hs, base);
   T* atty = L_->atty.data() + s * BT * QD;
-  cpu::gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
+  be_.gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
   T* x2 = L_->x2.data() + s * BT * C;
-  cpu::matmul_forward<T>(x2, atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
+  be_.matmul_forward(x2, atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
   tp_all_reduce(tp_, x2, BT * C);  // row-parallel: the ranks' partial products summed
   for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
   T* xn2 = L_->xn2.data() + s * BT * C;
-  cpu::rmsnorm_forward(xn2, L_->rstd2.data() + s * BT, x2, w(MLP_NORM, l), static_cast<int>(BT), C);
+  be_.rmsnorm_forward(xn2, L_->rstd2.data() + s * BT, x2, w(MLP_NORM, l), static_cast<int>(BT), C);
   T* gate = L_->gate.data() + s * BT * F;
   T* up = L_->up.data() + s * BT * F;
   T* h = L_->h.data() + s * BT * F;
-  cpu::matmul_forward<T>(gate, xn2, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
-  cpu::matmul_forward<T>(up, xn2, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
-  cpu::swiglu_forward(h, gate, up, BT * F);
+  be_.matmul_forward(gate, xn2, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
+  be_.matmul_forward(up, xn2, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
+  be_.swiglu_forward(h, gate, up, BT * F);
   // The stage's last layer writes the stage's output when a later stage takes it.
   T* x3 = a_->x3.data() + static_cast<size_t>(local) * BT * C;
   if (local + 1 == stage_.layers && !stage_.last) {
     if (a_->out.empty()) a_->out = make_buffer<T>(tracker_, Component::Workspace, BT * C);
     x3 = a_->out.data();
   }
-  cpu::matmul_forward<T>(x3, h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
+  be_.matmul_forward(x3, h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
   tp_all_reduce(tp_, x3, BT * C);
   for (size_t i = 0; i < BT * C; ++i) x3[i] += x2[i];
 }
 
 template <class T>
-T LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn) {
+acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn) {
   select(k);
   const int C = c_.channels, L = c_.layers, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_, V = vocab_local_;
   const int n = stage_.layers, l0 = stage_.first_layer;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
-  auto size = [this](Buffer<T>& b, size_t n, Component tag = Component::Activations) {
-    if (b.get_allocator().tracker() != tracker_ || b.get_allocator().tag() != tag) b = make_buffer<T>(tracker_, tag, n);
-    else b.assign(n, T(0));
-  };
+  auto size = [this](auto& b, size_t n, Component tag = Component::Activations) { ensure_buffer(b, tracker_, tag, n); };
   if (stage_.first) {
     if (a_->ids.get_allocator().tracker() != tracker_) a_->ids = make_buffer<int>(tracker_, Component::Activations);
     a_->ids.assign(tokens, tokens + BT);
@@ -239,39 +235,40 @@ T LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targets, con
     layer_forward(l0 + i, i, recompute_ ? 0 : i, x, B, Tn);
     release(l0 + i + 1);
   }
-  if (!stage_.last) return T(0);
+  if (!stage_.last) return acc_t<T>(0);
   const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * BT * C : a_->x0.data();
   acquire(final_unit);
   const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
-  cpu::rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(BT), C);
-  cpu::matmul_forward<T>(a_->logits.data(), a_->xf.data(), final_norm + C, nullptr, static_cast<int>(BT), C, V);
+  be_.rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(BT), C);
+  be_.matmul_forward(a_->logits.data(), a_->xf.data(), final_norm + C, nullptr, static_cast<int>(BT), C, V);
   release(final_unit);
   if (!tp_ || tp_->size() == 1) {
-    return cpu::crossentropy_forward_backward(a_->logits.data(), a_->logits.data(), targets, static_cast<int>(BT), V);
+    return be_.cross_entropy(a_->logits.data(), targets, static_cast<int>(BT), V);
   }
-  return vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_, tracker_);
+  return be_.vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_);
 }
 
 template <class T>
-T LlamaModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
+acc_t<T> LlamaModel<T>::loss(const int* tokens, const int* targets, int B, int Tn) {
   return stage_forward(0, tokens, targets, nullptr, B, Tn);
 }
 
 template <class T>
-size_t LlamaModel<T>::activation_elements() const {
+size_t LlamaModel<T>::activation_bytes() const {
   size_t n = 0;
   for (const Acts* a : acts_.all()) {
-    for (const Buffer<T>* v : {&a->x0, &a->xn1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->x2, &a->xn2,
-                               &a->rstd2, &a->gate, &a->up, &a->h, &a->x3, &a->xf, &a->rstdf, &a->logits}) {
-      n += v->size();
+    for (const Buffer<T>* v : {&a->x0, &a->xn1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->x2, &a->xn2, &a->gate, &a->up,
+                               &a->h, &a->x3, &a->xf, &a->logits}) {
+      n += v->size() * sizeof(T);
     }
-    n += a->ids.size() * sizeof(int) / sizeof(T);
+    for (const auto* v : {&a->rstd1, &a->rstd2, &a->rstdf}) n += v->size() * sizeof(acc_t<T>);
+    n += a->ids.size() * sizeof(int);
   }
   return n;
 }
 
 template <class T>
-T LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
+acc_t<T> LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
   if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
   return timed_forward_backward(*this, tokens, targets, B, Tn);
 }
@@ -283,7 +280,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   const int n = stage_.layers, l0 = stage_.first_layer;
   const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
-  const T base = static_cast<T>(c_.rope_base);
+  const acc_t<T> base = static_cast<acc_t<T>>(c_.rope_base);
   // Backward's activation gradients: one layer's worth, workspace.
   auto work = [this](size_t count) { return make_buffer<T>(tracker_, Component::Workspace, count); };
   Buffer<T> dx = work(BT * C);
@@ -294,11 +291,11 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     open_gradients(final_unit);
     const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
     T* gfinal = table_.g[static_cast<size_t>(final_unit)];
-    cpu::matmul_backward<T>(dxf.data(), gfinal + C, nullptr, a_->logits.data(), a_->xf.data(), final_norm + C,
+    be_.matmul_backward(dxf.data(), gfinal + C, nullptr, a_->logits.data(), a_->xf.data(), final_norm + C,
                             static_cast<int>(BT), C, V);
     const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * BT * C : a_->x0.data();
     tp_all_reduce(tp_, dxf.data(), BT * C);  // each rank's vocabulary rows contribute
-    cpu::rmsnorm_backward(dx.data(), gfinal, dxf.data(), last, final_norm, a_->rstdf.data(), static_cast<int>(BT), C);
+    be_.rmsnorm_backward(dx.data(), gfinal, dxf.data(), last, final_norm, a_->rstdf.data(), static_cast<int>(BT), C);
     finish_gradients(final_unit);
     release(final_unit);
   } else {
@@ -319,7 +316,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // q, k (post-rotary) and v; the attention output goes to scratch (datty,
     // zeroed below before its use).
     if (selective_ && !recompute_) {
-      cpu::gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
+      be_.gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
                                  L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
     }
     for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
@@ -327,35 +324,35 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     }
     // x3 = x2 + down(h)
     for (size_t i = 0; i < BT * C; ++i) dx2[i] += dx[i];
-    cpu::matmul_backward<T>(dh.data(), gw(WDOWN, l), nullptr, dx.data(),
+    be_.matmul_backward(dh.data(), gw(WDOWN, l), nullptr, dx.data(),
                             L_->h.data() + s * BT * F, w(WDOWN, l), static_cast<int>(BT), F, C);
-    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
+    be_.swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
     const T* xn2 = L_->xn2.data() + s * BT * C;
-    cpu::matmul_backward<T>(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2,
+    be_.matmul_backward(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2,
                             w(WGATE, l), static_cast<int>(BT), C, F);
-    cpu::matmul_backward<T>(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2,
+    be_.matmul_backward(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2,
                             w(WUP, l), static_cast<int>(BT), C, F);
     tp_all_reduce(tp_, dxn2.data(), BT * C);  // column-parallel: the input's gradient summed over ranks
-    cpu::rmsnorm_backward(dx2.data(), gw(MLP_NORM, l), dxn2.data(), L_->x2.data() + s * BT * C, w(MLP_NORM, l),
+    be_.rmsnorm_backward(dx2.data(), gw(MLP_NORM, l), dxn2.data(), L_->x2.data() + s * BT * C, w(MLP_NORM, l),
                           L_->rstd2.data() + s * BT, static_cast<int>(BT), C);
     // x2 = x + wo(atty)
     for (size_t i = 0; i < BT * C; ++i) dprev[i] += dx2[i];
-    cpu::matmul_backward<T>(datty.data(), gw(WO, l), nullptr, dx2.data(), L_->atty.data() + s * BT * QD,
+    be_.matmul_backward(datty.data(), gw(WO, l), nullptr, dx2.data(), L_->atty.data() + s * BT * QD,
                             w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
-    cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), L_->q.data() + s * BT * QD,
+    be_.gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), L_->q.data() + s * BT * QD,
                                 L_->k.data() + s * BT * KD, L_->v.data() + s * BT * KD, A_->att.data() + att_slot(s) * att_size, B, Tn,
                                 NH, KVH, hs);
-    cpu::rope_backward(dq.data(), B, Tn, NH, hs, base);
-    cpu::rope_backward(dk.data(), B, Tn, KVH, hs, base);
+    be_.rope_backward(dq.data(), B, Tn, NH, hs, base);
+    be_.rope_backward(dk.data(), B, Tn, KVH, hs, base);
     const T* xn1 = L_->xn1.data() + s * BT * C;
-    cpu::matmul_backward<T>(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l),
+    be_.matmul_backward(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l),
                             static_cast<int>(BT), C, static_cast<int>(QD));
-    cpu::matmul_backward<T>(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l),
+    be_.matmul_backward(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l),
                             static_cast<int>(BT), C, static_cast<int>(KD));
-    cpu::matmul_backward<T>(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l),
+    be_.matmul_backward(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l),
                             static_cast<int>(BT), C, static_cast<int>(KD));
     tp_all_reduce(tp_, dxn1.data(), BT * C);
-    cpu::rmsnorm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1.data(), x, w(ATTN_NORM, l),
+    be_.rmsnorm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1.data(), x, w(ATTN_NORM, l),
                           L_->rstd1.data() + s * BT, static_cast<int>(BT), C);
     finish_gradients(l + 1);
     release(l + 1);
@@ -363,7 +360,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   }
   if (stage_.first) {
     open_gradients(0);
-    vocab_parallel_lookup_backward(table_.g[0], dx.data(), a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+    lookup_backward(be_, table_.g[0], dx.data(), a_->ids.data(), BT, C, vocab_start_, vocab_local_);
     finish_gradients(0);
   } else {
     dinput_.swap(dx);  // for the previous stage
@@ -372,5 +369,6 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
 
 template class LlamaModel<float>;
 template class LlamaModel<double>;
+template class LlamaModel<bf16>;
 
 }  // namespace zp

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "executor/activation_sets.h"
+#include "executor/cpu_backend.h"
 #include "executor/param_units.h"
 #include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
@@ -32,6 +33,7 @@ LlamaConfig llama_config(const ModelSpec& m);
 template <class T>
 class LlamaModel {
  public:
+  using Scalar = T;
   // Buffers come from `tracker` under the cost model's component tags
   // (untracked without one).
   // With a tensor-parallel group: Megatron-style, as GptModel (heads and KV
@@ -39,8 +41,8 @@ class LlamaModel {
   LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator* tracker = nullptr, PipelineStage stage = {},
              TensorParallel tp = {});
   // Fills grads (zeroed first unless `accumulate`).
-  T forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
-  T loss(const int* tokens, const int* targets, int B, int Tn);
+  acc_t<T> forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate = false);
+  acc_t<T> loss(const int* tokens, const int* targets, int B, int Tn);
   // Full activation recompute: keep each layer's input only and rebuild the
   // layer's activations during backward (same arithmetic, same gradients).
   void set_recompute(bool on) { recompute_ = on; }
@@ -48,8 +50,8 @@ class LlamaModel {
   // softmax output and rebuild it from the saved q, k in backward, one layer
   // at a time (full recompute, when on, takes precedence).
   void set_selective_recompute(bool on) { selective_ = on; }
-  // Elements of the saved activations after the last forward.
-  size_t activation_elements() const;
+  // Bytes of the saved activations after the last forward.
+  size_t activation_bytes() const;
   // Wall time of the last forward_backward's two halves.
   double last_forward_s = 0, last_backward_s = 0;
   Buffer<T> params, grads;
@@ -65,7 +67,7 @@ class LlamaModel {
   // k's forward through this stage from tokens (first stage) or `input`;
   // its output until output_sent(k); its backward from `doutput` (null on
   // the last stage), after which input_gradient() goes back.
-  T stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn);
+  acc_t<T> stage_forward(int k, const int* tokens, const int* targets, const T* input, int B, int Tn);
   const T* stage_output(int k) const;
   void output_sent(int k) { acts_.free_output(k); }
   void stage_backward(int k, const T* doutput, int B, int Tn);
@@ -92,7 +94,8 @@ class LlamaModel {
   // Saved for backward, as the cost model's rows; the RMSNorm statistics on
   // top; the cross-entropy writes the logits' gradient over the logits.
   struct Acts {
-    Buffer<T> x0, xn1, rstd1, q, k, v, att, atty, x2, xn2, rstd2, gate, up, h, x3, xf, rstdf, logits;
+    Buffer<T> x0, xn1, q, k, v, att, atty, x2, xn2, gate, up, h, x3, xf, logits;
+    Buffer<acc_t<T>> rstd1, rstd2, rstdf;  // fp32 under bf16
     Buffer<T> out;  // a non-last stage's output, until sent
     Buffer<int> ids;
   };
@@ -110,6 +113,7 @@ class LlamaModel {
   int heads_local_ = 0, kv_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
+  CpuBackend<T> be_;
   bool recompute_ = false, selective_ = false;
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }

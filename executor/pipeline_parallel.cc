@@ -31,9 +31,9 @@ PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSc
     throw std::runtime_error("pipeline: rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
                              " holds the wrong stage (first/last)");
   }
-  input_ = make_buffer<float>(device_, Component::Buckets);
-  output_grad_ = make_buffer<float>(device_, Component::Buckets);
-  tied_ = make_buffer<float>(device_, Component::Buckets);
+  input_ = make_buffer<T>(device_, Component::Buckets);
+  output_grad_ = make_buffer<T>(device_, Component::Buckets);
+  tied_ = make_buffer<T>(device_, Component::Buckets);
 }
 
 template <class Model>
@@ -64,9 +64,9 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   const int p = comm_.size(), stage = comm_.rank(), m = micro_batches;
   const PipelineStage& s = model_.stage();
   const size_t n = static_cast<size_t>(micro_batch) * Tn * static_cast<size_t>(model_.config().channels);
-  input_.assign(n, 0.0f);
-  output_grad_.assign(n, 0.0f);
-  std::fill(model_.grads.begin(), model_.grads.end(), 0.0f);
+  input_.assign(n, T(0));
+  output_grad_.assign(n, T(0));
+  std::fill(model_.grads.begin(), model_.grads.end(), T(0));
   loss_sum_ = 0;
   // Point to point with the neighbours (nothing before the first stage or after the last).
   auto recv_forward = [&] { if (!s.first) comm_.recv(input_.data(), n, stage - 1); };
@@ -127,10 +127,10 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   comm_.broadcast(&loss, 1, p - 1);
   // Tied embeddings: the first and last stages add each other's gradient of
   // the shared table, so the two copies stay equal.
-  float* tied = model_.tied_embedding_gradient();
+  T* tied = model_.tied_embedding_gradient();
   if (tied && p > 1) {
     const size_t table = model_.tied_embedding_size();
-    tied_.assign(table, 0.0f);
+    tied_.assign(table, T(0));
     comm_.send_recv(tied, table, stage == 0 ? p - 1 : 0, tied_.data(), table, stage == 0 ? p - 1 : 0);
     for (size_t i = 0; i < table; ++i) tied[i] += tied_[i];
   }
@@ -146,5 +146,7 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
 
 template class PipelineTrainer<GptModel<float>>;
 template class PipelineTrainer<LlamaModel<float>>;
+template class PipelineTrainer<GptModel<bf16>>;
+template class PipelineTrainer<LlamaModel<bf16>>;
 
 }  // namespace zp

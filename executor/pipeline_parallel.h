@@ -41,6 +41,7 @@ PipelineStage pipeline_stage(uint64_t layers, const Layout& l, uint32_t stage);
 template <class Model>
 class PipelineTrainer {
  public:
+  using T = typename Model::Scalar;
   // `memory.device` (optional) is the allocator the model's buffers come
   // from: the trainer records the most activation bytes it held at once.
   // `data_parallel` (optional): the group of ranks holding the same stage
@@ -76,11 +77,13 @@ class PipelineTrainer {
   int in_flight_ = 0, max_in_flight_ = 0;
   float loss_sum_ = 0;
   uint64_t peak_activation_bytes_ = 0;
-  Buffer<float> tied_;
-  Buffer<float> input_, output_grad_;  // what the neighbours sent: the stage input, the output's gradient
+  Buffer<T> tied_;
+  Buffer<T> input_, output_grad_;  // what the neighbours sent: the stage input, the output's gradient
 };
 
 extern template class PipelineTrainer<GptModel<float>>;
 extern template class PipelineTrainer<LlamaModel<float>>;
+extern template class PipelineTrainer<GptModel<bf16>>;
+extern template class PipelineTrainer<LlamaModel<bf16>>;
 
 }  // namespace zp

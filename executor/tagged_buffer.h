@@ -55,4 +55,15 @@ Buffer<T> make_buffer(TrackingAllocator* tracker, Component tag, size_t n = 0) {
   return b;
 }
 
+// Sizes `b` to n zeros under `tag` from `tracker`, reallocating only when the
+// tracker or the tag changes (the models' activation buffers, step after step).
+template <class T>
+void ensure_buffer(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size_t n) {
+  if (b.get_allocator().tracker() != tracker || b.get_allocator().tag() != tag) {
+    b = make_buffer<T>(tracker, tag, n);
+  } else {
+    b.assign(n, T(0));
+  }
+}
+
 }  // namespace zp

@@ -3,7 +3,7 @@
 // the all-reduce of a row-parallel product's partial sums, the
 // vocabulary-parallel embedding lookup and cross-entropy. With one rank (no
 // group) they are the plain lookup and its gradient. The collectives move
-// fp32 only.
+// fp32 or bf16 (the cross-entropy's in fp32: CpuBackend promotes bf16 logits).
 #pragma once
 
 #include <algorithm>
@@ -24,10 +24,10 @@ struct TensorParallel {
 template <class T>
 void tp_all_reduce(Communicator* comm, T* data, size_t count) {
   if (!comm || comm->size() == 1) return;
-  if constexpr (std::is_same_v<T, float>) {
-    comm->all_reduce_sum(data, count);
+  if constexpr (std::is_same_v<T, double>) {
+    throw std::runtime_error("tensor parallel runs in fp32 or bf16");
   } else {
-    throw std::runtime_error("tensor parallel runs in fp32");
+    comm->all_reduce_sum(data, count);
   }
 }
 
@@ -44,17 +44,15 @@ void vocab_parallel_lookup(Communicator* comm, T* out, const T* table, const int
   tp_all_reduce(comm, out, N * static_cast<size_t>(C));
 }
 
-// Its backward: each rank's rows take their tokens' gradients (dout N x C).
-template <class T>
-void vocab_parallel_lookup_backward(T* dtable, const T* dout, const int* ids, size_t N, int C, int vocab_start,
-                                    int vocab_local) {
-  for (size_t i = 0; i < N; ++i) {
-    const int row = ids[i] - vocab_start;
-    if (row < 0 || row >= vocab_local) continue;
-    T* w = dtable + static_cast<size_t>(row) * C;
-    const T* d = dout + i * static_cast<size_t>(C);
-    for (int c = 0; c < C; ++c) w[c] += d[c];
-  }
+// Its backward: each rank's rows take their tokens' gradients (dout N x C),
+// through the backend's scatter-add (fp32 accumulation for bf16 tables).
+template <class Backend, class T>
+void lookup_backward(Backend& be, T* dtable, const T* dout, const int* ids, size_t N, int C, int vocab_start,
+                     int vocab_local) {
+  be.scatter_add_rows(dtable, static_cast<size_t>(vocab_local), dout, N, C, [&](size_t i) {
+    const long row = ids[i] - vocab_start;
+    return row >= 0 && row < vocab_local ? row : -1L;
+  });
 }
 
 // Megatron-LM's vocab-parallel cross-entropy (core/tensor_parallel/

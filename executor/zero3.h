@@ -8,6 +8,10 @@
 // once: 3 Psi per micro-batch, the overview's ZeRO-3 volume. The model names
 // the unit it needs next and it is gathered ahead, so the current and the
 // next unit are held together (the cost model's zeroplan working set).
+// T is the model's scalar (fp32, or bf16 under mixed precision: parameters
+// gathered and gradients reduced in bf16); the gradient partition is fp32
+// when the optimizer is offloaded (the host optimizer's main gradients) or
+// the model is fp32, bf16 otherwise.
 #pragma once
 
 #include <cstddef>
@@ -19,7 +23,8 @@
 
 namespace zp {
 
-class Zero3Units : public UnitProvider<float> {
+template <class T>
+class Zero3Units : public UnitProvider<T> {
  public:
   // unit_sizes: elements of each unit, in the model's order. The partition
   // of the parameters lives in `param_home` (the device, or the host under
@@ -31,27 +36,32 @@ class Zero3Units : public UnitProvider<float> {
              TrackingAllocator* grad_home, Component grad_tag, TrackingAllocator* param_home);
 
   // Takes this rank's chunks of the model's whole flat parameters.
-  void partition(const float* full);
+  void partition(const T* full);
   // Zeroes the gradient partition (the start of a step).
   void zero_gradients();
 
-  const float* acquire(int unit) override;
+  const T* acquire(int unit) override;
   void prefetch(int unit) override;
   void release(int unit) override;
-  float* gradients(int unit) override;
+  T* gradients(int unit) override;
   void finished(int unit) override;
 
-  Buffer<float> params;     // the rank's chunks of every unit, concatenated
-  Buffer<float> gradients_; // the same layout: the reduced gradient partition
+  Buffer<T> params;  // the rank's chunks of every unit, concatenated
+  // The same layout: the reduced gradient partition, in one of the two
+  // (fp32_gradients() says which).
+  Buffer<float> gradients_fp32;
+  Buffer<T> gradients_low;
+  bool fp32_gradients() const { return fp32_grads_; }
   size_t shard_size() const { return params.size(); }
   uint64_t peak_gathered_bytes() const { return peak_gathered_; }
 
  private:
   Communicator& comm_;
   std::vector<size_t> sizes_, chunk_, offset_;  // per unit: elements, chunk length, its place in the partition
-  std::vector<Buffer<float>> gathered_, buckets_;
-  Buffer<float> received_;
+  std::vector<Buffer<T>> gathered_, buckets_;
+  Buffer<T> received_;
   uint64_t gathered_now_ = 0, peak_gathered_ = 0;
+  bool fp32_grads_ = true;
   void gather(size_t unit);
 };
 

@@ -10,6 +10,7 @@
 #include "costmodel/cluster.h"
 #include "costmodel/collectives.h"
 #include "costmodel/time_model.h"
+#include "executor/adamw.h"
 #include "executor/checkpoint.h"
 #include "executor/data.h"
 #include "executor/data_parallel.h"
@@ -90,8 +91,8 @@ TEST_CASE("loss goes down with AdamW on a learnable sequence (fp32)") {
   float last = first;
   for (int step = 1; step <= 60; ++step) {
     last = model.forward_backward(tokens.data(), targets.data(), B, T);
-    adamw_step(model.params.data(), model.grads.data(), mom.data(), var.data(), model.params.size(), step, 1e-2f, 0.9f,
-               0.95f, 1e-8f, 0.0f);
+    adamw_step(model.params.data(), model.grads.data(), 1.0f, mom.data(), var.data(), model.params.size(), step,
+               AdamConfig{1e-2f, 0.9f, 0.95f, 1e-8f, 0.0f});
   }
   MESSAGE("loss " << first << " -> " << last);
   CHECK(first == doctest::Approx(std::log(16.0)).epsilon(0.05));
@@ -162,7 +163,7 @@ void check_recompute(Model& plain, Model& recomputed, int vocab, double max_frac
   const double b = recomputed.forward_backward(tokens.data(), targets.data(), B, T);
   CHECK(a == b);
   CHECK(plain.grads == recomputed.grads);  // bitwise: the same operations in the same order
-  CHECK(static_cast<double>(recomputed.activation_elements()) < max_fraction * static_cast<double>(plain.activation_elements()));
+  CHECK(static_cast<double>(recomputed.activation_bytes()) < max_fraction * static_cast<double>(plain.activation_bytes()));
 }
 
 }  // namespace
@@ -183,13 +184,13 @@ TEST_CASE("selective recompute: identical gradients, one layer's softmax output 
   const ModelSpec m = test::tiny_gpt(16, 8, 4, 2, 16);
   GptModel<double> plain(gpt_config(m), 21), recomputed(gpt_config(m), 21);
   check_recompute(plain, recomputed, 16, 0.97, true);
-  // Exactly three of the four layers' softmax outputs (B x heads x T x T) are no longer kept.
-  CHECK(plain.activation_elements() - recomputed.activation_elements() == 3u * 2 * 2 * 8 * 8);
+  // Exactly three of the four layers' softmax outputs (B x heads x T x T doubles) are no longer kept.
+  CHECK(plain.activation_bytes() - recomputed.activation_bytes() == 3u * 2 * 2 * 8 * 8 * sizeof(double));
   ModelSpec l = test::tiny_llama(16);
   l.num_layers = 4;
   LlamaModel<double> lplain(llama_config(l), 21), lrecomputed(llama_config(l), 21);
   check_recompute(lplain, lrecomputed, 16, 0.97, true);
-  CHECK(lplain.activation_elements() - lrecomputed.activation_elements() == 3u * 2 * 4 * 8 * 8);
+  CHECK(lplain.activation_bytes() - lrecomputed.activation_bytes() == 3u * 2 * 4 * 8 * 8 * sizeof(double));
 }
 
 namespace {
@@ -204,8 +205,8 @@ float train_llama(const ModelSpec& m, const std::vector<int>& tokens, const std:
   float last = *first;
   for (int step = 1; step <= steps; ++step) {
     last = model.forward_backward(tokens.data(), targets.data(), B, T);
-    adamw_step(model.params.data(), model.grads.data(), mom.data(), var.data(), model.params.size(), step, 1e-2f, 0.9f,
-               0.95f, 1e-8f, 0.0f);
+    adamw_step(model.params.data(), model.grads.data(), 1.0f, mom.data(), var.data(), model.params.size(), step,
+               AdamConfig{1e-2f, 0.9f, 0.95f, 1e-8f, 0.0f});
   }
   return last;
 }
