@@ -18,6 +18,7 @@ ActivationShape activation_shape(const ModelShape& m, const Layout& l) {
   x.flash = l.attention == Attention::Flash;
   x.dropout = l.dropout == Dropout::ModelDefault ? m.dropout : l.dropout == Dropout::On;
   x.swiglu = m.mlp == MlpKind::SwiGlu;
+  if (l.framework == Framework::Zeroplan) x.norm_stats = m.norm == NormKind::RMSNorm ? 1 : 2;
   finish_activation_shape(x);
   x.dtype = l.precision == Precision::Fp32 ? Dtype::Fp32 : l.precision == Precision::Fp16 ? Dtype::Fp16 : Dtype::Bf16;
   return x;

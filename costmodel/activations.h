@@ -10,7 +10,10 @@
 // Breakdown (Sec. 4.1): attention 11sbh + 5as^2 b (QKV input 2, Q and K 4,
 // softmax 2as^2b, its dropout mask as^2b and output 2as^2b, V 2, projection
 // input 2, dropout mask 1), MLP 19sbh (input 2, GeLU input 8, fc2 input 8,
-// dropout mask 1), two LayerNorm inputs 4sbh.
+// dropout mask 1), two LayerNorm inputs 4sbh. The zeroplan accounting adds
+// the norms' fp32 statistics (LayerNorm's mean and rstd, RMSNorm's rstd, per
+// token: what apex's fused norms and the executor save), which the papers'
+// formulas leave out as small; the framework accountings do not.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +29,9 @@ struct ActivationShape {
   uint64_t experts = 0, top_k = 0;
   bool sp = false, flash = true, dropout = false, swiglu = false;
   Dtype dtype = Dtype::Bf16;  // activation dtype
+  // fp32 statistics saved per token by each norm (2 LayerNorm, 1 RMSNorm)
+  // under zeroplan accounting; 0 under the frameworks' formulas.
+  uint64_t norm_stats = 0;
   // Quotients by t, computed once by activation_shape() (64-bit division is
   // the most expensive instruction on the planner's hot path).
   uint64_t a_t = 0, kv_t = 0, f_t = 0, ad_t = 0;
@@ -51,6 +57,7 @@ void emit_layer_activations(const ActivationShape& x, Recompute mode, uint64_t c
   };
   // Attention block.
   row(dt, "attn_norm_input [To,h]", To, x.h);
+  if (x.norm_stats) row(Dtype::Fp32, "attn_norm_stats [To,n]", To, x.norm_stats);
   row(dt, "qkv_input [To,h]", To, x.h);
   row(dt, "q [T,a/t,d]", T, x.a_t, x.d);
   row(dt, "k [T,kv/t,d]", T, x.kv_t, x.d);
@@ -68,6 +75,7 @@ void emit_layer_activations(const ActivationShape& x, Recompute mode, uint64_t c
   if (x.dropout) row(Dtype::Uint8, "attn_residual_dropout_mask [To,h]", To, x.h);
   // MLP block (per routed token copy for MoE).
   row(dt, "mlp_norm_input [To,h]", To, x.h);
+  if (x.norm_stats) row(Dtype::Fp32, "mlp_norm_stats [To,n]", To, x.norm_stats);
   const uint64_t routed = x.experts > 0 ? x.top_k : 1;
   row(dt, "fc1_input [T*k,h]", To * routed, x.h);
   if (x.swiglu) {

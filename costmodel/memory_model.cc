@@ -31,7 +31,8 @@ StageParams stage_params(const RankParams& r, const Layout& l, uint64_t layers, 
 }
 
 // Logits and loss buffers on the last stage, per framework (docs/memory-model.md):
-//  zeroplan: bf16 logits whose gradient the fused cross-entropy writes in place;
+//  zeroplan: the final norm's fp32 statistics and bf16 logits whose gradient
+//            the fused cross-entropy writes in place;
 //  deepspeed: Hugging Face causal-LM heads keep bf16 logits and an fp32 upcast;
 //  megatron: the final-norm and output-layer inputs and fp32 logits,
 //            4sbh(1 + V/h)/t (theoretical_memory_usage.py, pp = 1 term).
@@ -44,6 +45,7 @@ void emit_output_layer(const MemoryInputs& in, const ActivationShape& x, const R
   sink.add(tensor_row(Component::Logits, G, x.dtype, "head_input [To,h]", To, x.h, 1, 1, mbs));
   switch (in.layout.framework) {
     case Framework::Zeroplan:
+      sink.add(tensor_row(Component::Logits, G, Dtype::Fp32, "final_norm_stats [To,n]", To, x.norm_stats, 1, 1, mbs));
       sink.add(tensor_row(Component::Logits, G, x.dtype, "logits [T,V/t]", T, vt, 1, 1, mbs));
       sink.add(tensor_row(Component::Logits, G, Dtype::Fp32, "loss [T]", T, 1, 1, 1, mbs));
       break;
