@@ -1,5 +1,5 @@
 // The executor's buffers beside the cost model's rows, for the executor
-// tests: the layout the CPU executor runs (fp32, zeroplan accounting,
+// tests: the layout the CPU executor runs (fp32 or bf16, zeroplan accounting,
 // materialised attention, no NCCL or CUDA overheads), the rows of one of its
 // ranks, and the comparison: model states byte for byte, the activation side
 // (activations, recompute workspace, logits) as a relative difference.
@@ -19,7 +19,7 @@
 namespace zp::test {
 
 inline Layout executor_layout(uint32_t dp, uint32_t tp, uint32_t pp, uint32_t micro_batch, uint32_t grad_accum,
-                              uint32_t seq, Recompute recompute) {
+                              uint32_t seq, Recompute recompute, Precision precision = Precision::Fp32) {
   Layout l;
   l.dp = dp;
   l.tp = tp;
@@ -28,7 +28,7 @@ inline Layout executor_layout(uint32_t dp, uint32_t tp, uint32_t pp, uint32_t mi
   l.grad_accum = grad_accum;
   l.seq_len = seq;
   l.recompute = recompute;
-  l.precision = Precision::Fp32;
+  l.precision = precision;
   l.framework = Framework::Zeroplan;
   l.attention = Attention::Materialized;  // the CPU kernels keep the softmax output
   l.emulated = true;

@@ -1,6 +1,6 @@
 // One table, two uses (issue 6): for every data-parallel layout the CPU
-// executor runs (ZeRO 0-3, optimizer offload, selective and full recompute, 1-8 ranks
-// emulated with the loopback communicator), the model-state bytes its
+// executor runs (fp32 and bf16 mixed precision, ZeRO 0-3, optimizer offload,
+// selective and full recompute, 1-8 ranks emulated with the loopback communicator), the model-state bytes its
 // tracking allocators hold equal the cost model's zeroplan rows exactly, per
 // component and residence, and the activation bytes (activations, recompute
 // workspace, logits) match within 2%.
@@ -29,6 +29,7 @@ struct Case {
   bool offload = false;
   Recompute recompute = Recompute::None;
   bool offload_params = false;
+  bool bf16 = false;
 };
 
 struct Measured {
@@ -46,6 +47,7 @@ double check_step(Model& model, const Case& c, Measured& mem, const Layout& l, c
   CHECK(std::isfinite(trainer.step(b.tokens.data(), b.targets.data(), mb, seq, ga)));
   CAPTURE(describe(l));
   CAPTURE(c.llama);
+  CAPTURE(c.bf16);
   // ZeRO-3's working set: the current and the prefetched unit, as the rows say.
   CHECK(trainer.zero3_peak_gathered_bytes() == want.at(Residence::Gpu, Component::Zero3Gathered));
   return test::check_against_rows(mem.device, &mem.host, want);
@@ -56,14 +58,16 @@ double check_step(Model& model, const Case& c, Measured& mem, const Layout& l, c
 TEST_CASE("the executor's buffers are the cost model's rows: model states exact, activations within 2%") {
   const uint32_t micro_batch = 2, grad_accum = 2, seq = 8;
   std::vector<Case> cases;
-  for (bool llama : {false, true}) {
-    for (uint32_t dp : {1u, 2u, 4u, 8u}) {
-      for (int zero = 0; zero <= 3; ++zero) {
-        for (bool offload : {false, true}) {
-          if (offload && zero == 0) continue;
-          for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
-            cases.push_back({llama, dp, zero, offload, recompute});
-            if (zero == 3) cases.push_back({llama, dp, zero, offload, recompute, true});
+  for (bool bf16 : {false, true}) {
+    for (bool llama : {false, true}) {
+      for (uint32_t dp : {1u, 2u, 4u, 8u}) {
+        for (int zero = 0; zero <= 3; ++zero) {
+          for (bool offload : {false, true}) {
+            if (offload && zero == 0) continue;
+            for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+              cases.push_back({llama, dp, zero, offload, recompute, false, bf16});
+              if (zero == 3) cases.push_back({llama, dp, zero, offload, recompute, true, bf16});
+            }
           }
         }
       }
@@ -73,7 +77,8 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
   double worst = 0;
   for (const Case& c : cases) {
     const ModelSpec spec = c.llama ? test::tiny_llama(64) : test::tiny_gpt(64, 16, 2, 4, 32);
-    Layout l = test::executor_layout(c.dp, 1, 1, micro_batch, grad_accum, seq, c.recompute);
+    Layout l = test::executor_layout(c.dp, 1, 1, micro_batch, grad_accum, seq, c.recompute,
+                                     c.bf16 ? Precision::Bf16 : Precision::Fp32);
     l.zero_stage = static_cast<uint8_t>(c.zero);
     l.offload_optimizer = c.offload ? Offload::Cpu : Offload::None;
     l.offload_param = c.offload_params ? Offload::Cpu : Offload::None;
@@ -82,16 +87,23 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
     const MemoryTotals want = test::executor_rows(spec, l, 0);
 
     Measured mem;
-    if (c.llama) {
-      LlamaModel<float> model(llama_config(spec), 11, &mem.device);
+    auto run = [&](auto& model) {
       model.set_recompute(c.recompute == Recompute::Full);
       model.set_selective_recompute(c.recompute == Recompute::Selective);
       worst = std::max(worst, check_step(model, c, mem, l, want));
+    };
+    if (c.llama && c.bf16) {
+      LlamaModel<bf16> model(llama_config(spec), 11, &mem.device);
+      run(model);
+    } else if (c.llama) {
+      LlamaModel<float> model(llama_config(spec), 11, &mem.device);
+      run(model);
+    } else if (c.bf16) {
+      GptModel<bf16> model(gpt_config(spec), 11, &mem.device);
+      run(model);
     } else {
       GptModel<float> model(gpt_config(spec), 11, &mem.device);
-      model.set_recompute(c.recompute == Recompute::Full);
-      model.set_selective_recompute(c.recompute == Recompute::Selective);
-      worst = std::max(worst, check_step(model, c, mem, l, want));
+      run(model);
     }
     ++checked;
   }

@@ -69,6 +69,32 @@ TEST_CASE("reduce-scatter gives each rank its slice of the sum; all-gather puts 
   for (size_t i = 0; i < all.size(); ++i) REQUIRE(all[i] == static_cast<float>(n) * static_cast<float>(i) + rank_sum);
 }
 
+TEST_CASE("bf16 collectives: sums of small integers are exact, gathers and transfers move two bytes an element") {
+  MpiCommunicator& c = *g_comm;
+  const int n = c.size(), r = c.rank();
+  const size_t per = 7;
+  std::vector<bf16> v(per * static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = bf16(static_cast<float>((i + static_cast<size_t>(r)) % 5));
+  std::vector<bf16> mine(per);
+  c.reduce_scatter_sum(v.data(), mine.data(), per);
+  c.all_reduce_sum(v.data(), v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    float want = 0;
+    for (int k = 0; k < n; ++k) want += static_cast<float>((i + static_cast<size_t>(k)) % 5);
+    REQUIRE(static_cast<float>(v[i]) == want);  // at most 4 x 8 = 32: exact in bf16
+  }
+  for (size_t j = 0; j < per; ++j) REQUIRE(static_cast<float>(mine[j]) == static_cast<float>(v[static_cast<size_t>(r) * per + j]));
+  std::vector<bf16> all(per * static_cast<size_t>(n));
+  c.all_gather(mine.data(), all.data(), per);
+  for (size_t i = 0; i < all.size(); ++i) REQUIRE(static_cast<float>(all[i]) == static_cast<float>(v[i]));
+  if (n > 1) {
+    std::vector<bf16> out(3, bf16(static_cast<float>(r) + 0.5f)), in(3, bf16(-1.0f));
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    c.send_recv(out.data(), out.size(), next, in.data(), in.size(), prev);
+    CHECK(static_cast<float>(in[2]) == static_cast<float>(prev) + 0.5f);
+  }
+}
+
 TEST_CASE("broadcast and a ring of point-to-point transfers") {
   MpiCommunicator& c = *g_comm;
   const int n = c.size(), r = c.rank();
@@ -100,8 +126,21 @@ struct DpCase {
   bool offload_params = false;
 };
 
+// Losses of a parallel run against one process: fp32 within 1e-4 (the sums
+// run in another order); bf16 within 1e-2 (its sums round to 8 significant
+// bits, and in another order on each side).
+template <class Model>
+constexpr double loss_tolerance() {
+  return std::is_same_v<typename Model::Scalar, float> ? 1e-4 : 1e-2;
+}
+
+template <class Model>
+constexpr Precision precision_of() {
+  return std::is_same_v<typename Model::Scalar, float> ? Precision::Fp32 : Precision::Bf16;
+}
+
 // One data-parallel layout on this world: the same losses as one rank on the
-// whole batch (within 1e-4: the sums run in another order), the same
+// whole batch (loss_tolerance), the same
 // parameters on every rank afterwards, and each rank's model-state bytes
 // equal to the cost model's zeroplan rows for dp = world.
 template <class Model, class Config>
@@ -123,14 +162,17 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
   for (int s = 0; s < 4; ++s) {
     const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * world);
     const float loss = trainer.step(tokens.data() + c.rank() * local * T, targets.data() + c.rank() * local * T, mb, T, ga);
-    CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
+    CHECK(loss == doctest::Approx(expected).epsilon(loss_tolerance<Model>()));
   }
-  std::vector<float> first(model.params.begin(), model.params.end());
+  std::vector<float> first;
+  for (const auto& p : model.params) first.push_back(static_cast<float>(p));
   c.broadcast(first.data(), first.size(), 0);
   double diff = 0;
-  for (size_t i = 0; i < first.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(first[i] - model.params[i])));
+  for (size_t i = 0; i < first.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::fabs(first[i] - static_cast<float>(model.params[i]))));
+  }
   CHECK(diff == 0.0);
-  Layout l = test::executor_layout(static_cast<uint32_t>(world), 1, 1, mb, ga, T, k.recompute);
+  Layout l = test::executor_layout(static_cast<uint32_t>(world), 1, 1, mb, ga, T, k.recompute, precision_of<Model>());
   l.zero_stage = static_cast<uint8_t>(k.zero);
   l.offload_optimizer = k.offload ? Offload::Cpu : Offload::None;
   l.offload_param = k.offload_params ? Offload::Cpu : Offload::None;
@@ -168,6 +210,36 @@ TEST_CASE("every data-parallel layout trains to the single-rank losses and holds
     }
   }
   CHECK(cases == 54);
+}
+
+TEST_CASE("bf16 mixed precision: every ZeRO stage and offload trains to the single-rank bf16 losses with the rows") {
+  int cases = 0;
+  for (bool llama : {false, true}) {
+    for (int zero = 0; zero <= 3; ++zero) {
+      for (bool offload : {false, true}) {
+        if (offload && zero == 0) continue;
+        for (bool offload_params : {false, true}) {
+          if (offload_params && zero != 3) continue;
+          const DpCase k{llama, zero, offload, Recompute::None, offload_params};
+          CAPTURE(llama);
+          CAPTURE(zero);
+          CAPTURE(offload);
+          CAPTURE(offload_params);
+          if (llama) {
+            const ModelSpec spec = test::tiny_llama(13);
+            check_layout_trains<LlamaModel<bf16>>(spec, llama_config(spec), k);
+          } else {
+            // 32 channels: with 16, the fp32 norm statistics the cost model
+            // leaves out are 3% of a bf16 layer's activations (2% with 32).
+            const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 32);
+            check_layout_trains<GptModel<bf16>>(spec, gpt_config(spec), k);
+          }
+          ++cases;
+        }
+      }
+    }
+  }
+  CHECK(cases == 18);
 }
 
 namespace {
@@ -294,7 +366,7 @@ void check_3d(const ModelSpec& spec, const Config& config) {
         CAPTURE(tp);
         CAPTURE(pp);
         Layout l = test::executor_layout(static_cast<uint32_t>(dp), static_cast<uint32_t>(tp), static_cast<uint32_t>(pp), mb, ga,
-                                         T, Recompute::None);
+                                         T, Recompute::None, precision_of<Model>());
         l.zero_stage = static_cast<uint8_t>(zero);
         const ParallelGroups g = make_parallel_groups(world, l);
         const int B = mb * ga * dp;
@@ -310,7 +382,7 @@ void check_3d(const ModelSpec& spec, const Config& config) {
         for (int s = 0; s < 3; ++s) {
           const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * dp);
           const float loss = trainer.step(tokens.data() + slice, targets.data() + slice, mb, T, ga);
-          CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
+          CHECK(loss == doctest::Approx(expected).epsilon(loss_tolerance<Model>()));
         }
         test::check_against_rows(device, nullptr, test::executor_rows(spec, l, static_cast<uint32_t>(g.pp_rank)),
                                  static_cast<double>(trainer.peak_activation_bytes()));
@@ -334,6 +406,19 @@ TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the s
   llama.head_dim = 2;
   llama.ffn_hidden_size = 64;
   check_3d<LlamaModel<float>>(llama, llama_config(llama));
+}
+
+TEST_CASE("3D parallelism in bf16 mixed precision: the single-process bf16 losses, the rows") {
+  const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);
+  check_3d<GptModel<bf16>>(gpt, gpt_config(gpt));
+  ModelSpec llama = test::tiny_llama(16);
+  llama.num_layers = 4;
+  llama.hidden_size = 32;
+  llama.num_heads = 16;
+  llama.num_kv_heads = 8;
+  llama.head_dim = 2;
+  llama.ffn_hidden_size = 64;
+  check_3d<LlamaModel<bf16>>(llama, llama_config(llama));
 }
 
 int main(int argc, char** argv) {
