@@ -3,13 +3,13 @@
 // one emulated rank of a larger data-parallel group with --emulate-rank) and
 // writes the measurements beside the plan: losses, phase times, the tracking
 // allocators' bytes by component beside the cost model's rows. What the CPU
-// executor runs so far: GPT-2 and Llama-style models, fp32, data parallelism
-// with ZeRO 0-3, gradient accumulation, optimizer and (ZeRO-3) parameter
-// offload to host memory,
-// selective and full recompute; other plans are refused with a one-line
-// reason on rank 0 and a non-zero exit on every rank. Pipeline layouts (dp = 1,
-// GPT-2 style, GPipe or 1F1B) run one stage per process; each stage writes
-// its own measurements.
+// executor runs so far: GPT-2 and Llama-style models in fp32 or bf16 mixed
+// precision; data parallelism with ZeRO 0-3, gradient accumulation,
+// optimizer and (ZeRO-3) parameter offload to host memory; selective and full
+// recompute; tensor and pipeline parallelism (GPipe or 1F1B, one stage per
+// process, each stage writing its own measurements) with ZeRO 0 or 1 across
+// the pipelines. Other plans are refused with a one-line reason on rank 0 and
+// a non-zero exit on every rank.
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -108,8 +108,8 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
       refuse("tp or pp > 1 with ZeRO-2/3 or parameter offload: tensor and pipeline runs take ZeRO 0 or 1 (with optimizer offload to host) so far");
     }
   }
-  if (l.precision != Precision::Fp32) {
-    refuse(std::string("precision ") + to_string(l.precision) + ": the CPU executor runs fp32 so far (emit with --precision fp32)");
+  if (l.precision == Precision::Fp16) {
+    refuse("precision fp16: the executor runs bf16 mixed precision or fp32 (fp16 needs loss scaling, not built)");
   }
   if (l.recompute_layers != 0 || l.partition_activations || l.checkpoints_to_cpu) {
     refuse("recompute_layers / partition_activations / checkpoints_to_cpu: not built in the executor yet");
@@ -215,6 +215,7 @@ void write_measurements(const PlanFile& plan, const Layout& l, const Communicato
               {"version", 2},
               {"plan", plan_path},
               {"backend", "cpu"},
+              {"precision", to_string(l.precision)},
               {"communicator", comm.name()},
               {"emulated", comm.emulated()},
               {"world", comm.size()},
@@ -338,6 +339,35 @@ int train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communic
   return 0;
 }
 
+// Builds this rank's model in scalar T (float: fp32; bf16: mixed precision)
+// and trains it.
+template <class T>
+int run_model(const PlanFile& plan, const Layout& l, Communicator& comm, Memory& memory, bool leader, const RunOptions& o) {
+  if (l.tp > 1 || l.pp > 1) {
+    // This rank's stage (and tensor-parallel slice) of the model, in Megatron-Core's group order.
+    ParallelGroups g = make_parallel_groups(comm, l);
+    const PipelineStage part = pipeline_stage(plan.model.num_layers, l, static_cast<uint32_t>(g.pp_rank));
+    const TensorParallel tp{l.tp > 1 ? g.tp.get() : nullptr};
+    if (plan.model.mlp == MlpKind::SwiGlu) {
+      LlamaModel<T> model(llama_config(plan.model), 1234, &memory.device, part, tp);
+      return train_parallel(model, plan, l, comm, g, memory, o);
+    }
+    GptModel<T> model(gpt_config(plan.model), 1234, &memory.device, part, tp);
+    return train_parallel(model, plan, l, comm, g, memory, o);
+  }
+  auto data_parallel = [&](auto& model) {
+    model.set_recompute(l.recompute == Recompute::Full);
+    model.set_selective_recompute(l.recompute == Recompute::Selective);
+    return train(model, plan, l, comm, memory, leader, o);
+  };
+  if (plan.model.mlp == MlpKind::SwiGlu) {
+    LlamaModel<T> model(llama_config(plan.model), 1234, &memory.device);
+    return data_parallel(model);
+  }
+  GptModel<T> model(gpt_config(plan.model), 1234, &memory.device);
+  return data_parallel(model);
+}
+
 int run(const RunOptions& o) {
   const std::string& plan_path = o.plan_path;
   const int emulate_rank = o.emulate_rank;
@@ -390,27 +420,8 @@ int run(const RunOptions& o) {
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
   Memory memory;
-  if (l.tp > 1 || l.pp > 1) {
-    // This rank's stage (and tensor-parallel slice) of the model, in Megatron-Core's group order.
-    ParallelGroups g = make_parallel_groups(*comm, l);
-    const PipelineStage part = pipeline_stage(plan.model.num_layers, l, static_cast<uint32_t>(g.pp_rank));
-    if (plan.model.mlp == MlpKind::SwiGlu) {
-      LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device, part, TensorParallel{l.tp > 1 ? g.tp.get() : nullptr});
-      return train_parallel(model, plan, l, *comm, g, memory, o);
-    }
-    GptModel<float> model(gpt_config(plan.model), 1234, &memory.device, part, TensorParallel{l.tp > 1 ? g.tp.get() : nullptr});
-    return train_parallel(model, plan, l, *comm, g, memory, o);
-  }
-  if (plan.model.mlp == MlpKind::SwiGlu) {
-    LlamaModel<float> model(llama_config(plan.model), 1234, &memory.device);
-    model.set_recompute(l.recompute == Recompute::Full);
-    model.set_selective_recompute(l.recompute == Recompute::Selective);
-    return train(model, plan, l, *comm, memory, leader, o);
-  }
-  GptModel<float> model(gpt_config(plan.model), 1234, &memory.device);
-  model.set_recompute(l.recompute == Recompute::Full);
-  model.set_selective_recompute(l.recompute == Recompute::Selective);
-  return train(model, plan, l, *comm, memory, leader, o);
+  return l.precision == Precision::Bf16 ? run_model<bf16>(plan, l, *comm, memory, leader, o)
+                                        : run_model<float>(plan, l, *comm, memory, leader, o);
 }
 
 }  // namespace
@@ -420,7 +431,7 @@ void add_run_command(CLI::App& app, const GlobalOptions& global) {
   static RunOptions o;
   auto* cmd = app.add_subcommand("run", "Train a plan's layout on the CPU executor and measure it");
   cmd->footer(
-      "Example: zeroplan emit --format zeroplan --model M.json --gpu H100-80GB --gpus 2 --precision fp32 --out run/\n"
+      "Example: zeroplan emit --format zeroplan --model M.json --gpu H100-80GB --gpus 2 --out run/\n"
       "         mpirun -np 2 zeroplan run --plan run/plan.json --steps 20");
   cmd->add_option("--plan", o.plan_path, "A plan file from `zeroplan emit --format zeroplan`")->required();
   cmd->add_option("--steps", o.steps, "Training steps")->check(CLI::Range(1, 1000000));

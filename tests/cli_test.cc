@@ -178,9 +178,10 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
   const std::string dir = "/tmp/zp_cli_run_test";
   std::system(("rm -rf " + dir).c_str());
   const std::string model = std::string(ZP_TEST_DATA) + "/models/tiny-gpt.json";
+  CHECK(run("emit --format zeroplan --model " + model + " --gpu H100-80GB --gpus 1 --precision fp16 --seq 32 --out " + dir).code == 0);
+  check_one_line_error("run --plan " + dir + "/plan.json --steps 1", "precision fp16: the executor runs bf16 mixed precision or fp32");
+  // The default precision on an H100: bf16 mixed precision.
   CHECK(run("emit --format zeroplan --model " + model + " --gpu H100-80GB --gpus 1 --seq 32 --out " + dir).code == 0);
-  check_one_line_error("run --plan " + dir + "/plan.json --steps 1", "the CPU executor runs fp32 so far");
-  CHECK(run("emit --format zeroplan --model " + model + " --gpu H100-80GB --gpus 1 --precision fp32 --seq 32 --out " + dir).code == 0);
   Run ok = run("run --plan " + dir + "/plan.json --steps 2");
   CHECK(ok.code == 0);
   CHECK(ok.out.find("step 1") != std::string::npos);

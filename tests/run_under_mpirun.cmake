@@ -68,11 +68,11 @@ if(rc EQUAL 0)
 endif()
 # Emits a plan of `layout_flags` for 2 ranks into ${WORK}/${name}, runs it
 # for 20 steps under mpirun, and checks each measurements file named in the
-# remaining arguments: the loss goes down, the model-state bytes equal the
+# remaining arguments (the flags name the precision): the loss goes down, the model-state bytes equal the
 # cost model's rows and the activation bytes are within 2% of them.
 function(run_and_check name layout_flags)
   separate_arguments(flags UNIX_COMMAND "${layout_flags}")
-  execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${MODEL} --gpu H100-80GB --gpus 2 --precision fp32
+  execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${MODEL} --gpu H100-80GB --gpus 2
                           --seq 32 --micro-batch 2 ${flags} --out ${WORK}/${name}
                   RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
@@ -98,9 +98,13 @@ function(run_and_check name layout_flags)
 endfunction()
 # A two-stage 1F1B pipeline (messages of 8 KB: past the eager limit, so the
 # steady state's paired send/receive matters), one file per stage.
-run_and_check(pipe "--pp 2 --grad-accum 4" plan.json.measured.json plan.json.measured.stage1.json)
+run_and_check(pipe "--pp 2 --grad-accum 4 --precision fp32" plan.json.measured.json plan.json.measured.stage1.json)
 # Tensor parallelism over the 2 ranks.
-run_and_check(tensor "--tp 2 --grad-accum 2" plan.json.measured.json)
+run_and_check(tensor "--tp 2 --grad-accum 2 --precision fp32" plan.json.measured.json)
+# bf16 mixed precision (the plans' default on GPUs with bf16): a pipeline, and
+# ZeRO-2 across 2 ranks with the optimizer (and its fp32 master weights) offloaded.
+run_and_check(pipe_bf16 "--pp 2 --grad-accum 4 --precision bf16" plan.json.measured.json plan.json.measured.stage1.json)
+run_and_check(zero2_bf16 "--zero 2 --offload-optimizer cpu --grad-accum 2 --precision bf16" plan.json.measured.json)
 # Checkpoint, stop, resume: 6 steps with --save, 6 more with --resume, against
 # 12 steps straight; the losses after the resume are the same, bit for bit.
 foreach(run "full;12" "first;6;--save;${WORK}/ckpt" "second;6;--resume;${WORK}/ckpt")
