@@ -17,12 +17,14 @@ Dtype low_dtype(const Layout& l) {
 struct StageParams {
   uint64_t dense = 0, experts = 0;
   bool first = false, last = false;
+  uint64_t layers = 0;
 };
 
 StageParams stage_params(const RankParams& r, const Layout& l, uint64_t layers, uint32_t stage) {
   StageParams s;
   s.first = stage == 0;
   s.last = stage + 1 == l.pp;
+  s.layers = layers;
   s.dense = layers * r.layer_dense;
   s.experts = layers * r.layer_experts;
   if (s.first) s.dense += r.embedding + r.position + r.embedding_norm;
@@ -168,13 +170,24 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, const StageParams&
       // stage3_max_live_parameters (deepspeed/runtime/zero/partitioned_param_coordinator.py).
       gathered = std::min(o.max_live_elems, r.largest_module / l.tile_factor + o.prefetch_elems);
     } else {
-      // zeroplan gathers one transformer layer and prefetches the next; the
-      // embedding and output layer are units of their own. Memory-centric
-      // tiling (ZeRO-Infinity Sec. 5.1.3) splits a layer's operators into tiles.
+      // zeroplan gathers one unit and prefetches the next, in the stage's
+      // order: the embedding (first stage), each transformer layer, the
+      // final norm (with the output layer when untied), and a tied output
+      // layer's copy (last stage of a pipeline; with one stage the tied
+      // head is the embedding again). The most held at once is the largest
+      // sum of two neighbours (executor/gpt_model.cc, llama_model.cc hold
+      // exactly these). Memory-centric tiling (ZeRO-Infinity Sec. 5.1.3)
+      // splits a layer's operators into tiles.
       const uint64_t unit = (r.layer_dense + r.layer_experts) / l.tile_factor;
-      gathered = 2 * unit;
-      if (sp.first) gathered = std::max(gathered, r.embedding + r.position + unit);
-      if (sp.last) gathered = std::max(gathered, r.head + unit);
+      const uint64_t layers = sp.layers;
+      const uint64_t first = r.embedding + r.position + r.embedding_norm;
+      const uint64_t final = r.final_norm + (in.model.tied ? 0 : r.head);
+      const uint64_t tied_head = !in.model.tied ? 0 : sp.first ? first : r.head;
+      const uint64_t before_final = layers > 0 ? unit : first;
+      if (layers >= 2) gathered = 2 * unit;
+      if (layers == 1) gathered = unit;
+      if (sp.first && layers > 0) gathered = std::max(gathered, first + unit);
+      if (sp.last) gathered = std::max({gathered, before_final + final, final + tied_head});
     }
     gathered = std::min(gathered, stage_total);
     sink.add(tensor_row(Component::Zero3Gathered, Residence::Gpu, low, "gathered parameters", gathered));
@@ -318,6 +331,7 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
     const StageParams sp = stage_params(in, p, stages[i]);
     p.act_dense[i] = sp.dense;
     p.act_experts[i] = sp.experts;
+    p.act_layers[i] = sp.layers;
   }
 }
 
@@ -375,7 +389,7 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
   for (int i = 0; i < prep.act_count; ++i) {
     Sink sink(prep.act_totals[i]);
     const uint32_t stage = prep.act_stages[i];
-    const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp};
+    const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp, prep.act_layers[i]};
     emit_states(in, prep, sp, sink);
     if constexpr (requires { Sink::kResidenceOnly; }) {
       sink.add_bytes(0, fragmentation_bytes(sink.gpu_total(), ov) + fixed_overheads);

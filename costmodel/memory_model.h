@@ -92,6 +92,7 @@ struct MemoryPrep {
   std::array<TotalsSink, 3> act_totals{};
   std::array<uint32_t, 3> act_stages{};
   std::array<uint64_t, 3> act_dense{}, act_experts{};  // parameters each candidate stage holds
+  std::array<uint64_t, 3> act_layers{};                // and its transformer layers
   int act_count = 0;
 };
 

@@ -70,10 +70,11 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
 }
 
 template <class Model>
-void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add) {
+void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add, bool held_too) {
   const size_t n = model_.grads.size();
   std::copy(model_.grads.begin(), model_.grads.end(), padded_.begin());
   std::fill(padded_.begin() + static_cast<std::ptrdiff_t>(n), padded_.end(), T(0));
+  if (!held_too) std::fill_n(padded_.begin() + static_cast<std::ptrdiff_t>(held_begin_), held_count_, T(0));
   comm_.reduce_scatter_sum(padded_.data(), received_.data(), shard_);
   auto into = [&](auto& shard) {
     using S = typename std::decay_t<decltype(shard)>::value_type;
@@ -115,16 +116,8 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
       phases_.backward_s += model_.last_backward_s;
     }
     comm_.all_reduce_sum(&loss, 1);
-    const float scale = 1.0f / (world * static_cast<float>(micro_batches));
-    ++steps_;
-    const auto t = Clock::now();
-    if (zero3_->fp32_gradients()) {
-      update(zero3_->params.data(), zero3_->gradients_fp32.data(), scale, zero3_->shard_size());
-    } else {
-      update(zero3_->params.data(), zero3_->gradients_low.data(), scale, zero3_->shard_size());
-    }
-    phases_.optimizer_s = since(t);
-    return loss * scale;
+    apply_gradients(micro_batches);
+    return loss / (world * static_cast<float>(micro_batches));
   }
   for (int k = 0; k < micro_batches; ++k) {
     // Stage 0 and 1 accumulate in the full buffer; stage 2 reduce-scatters each micro-batch.
@@ -144,13 +137,65 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
 }
 
 template <class Model>
+void DataParallelTrainer<Model>::begin_step() {
+  if (zero3_) {
+    zero3_->zero_gradients();
+  } else {
+    std::fill(model_.grads.begin(), model_.grads.end(), T(0));
+  }
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::micro_batch_done(int k) {
+  if (stage_ != 2) return;
+  using Clock = std::chrono::steady_clock;
+  const auto t = Clock::now();
+  reduce_scatter_into_shard(k > 0, false);
+  // The model's buffer is the bucket: empty it for the next micro-batch,
+  // except the held unit, which accumulates until apply_gradients.
+  auto g = model_.grads.begin();
+  const auto held = static_cast<std::ptrdiff_t>(held_begin_), count = static_cast<std::ptrdiff_t>(held_count_);
+  std::fill(g, g + held, T(0));
+  std::fill(g + held + count, model_.grads.end(), T(0));
+  phases_.gradient_sync_s += std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::hold_unit(int unit) {
+  if (unit < 0) return;
+  if (zero3_) {
+    zero3_->defer(unit);
+  } else {
+    held_begin_ = model_.unit_offset(unit);
+    held_count_ = model_.unit_size(unit);
+  }
+}
+
+template <class Model>
+typename DataParallelTrainer<Model>::T* DataParallelTrainer<Model>::unit_gradients(int unit) {
+  return zero3_ ? zero3_->gradients(unit) : model_.grads.data() + model_.unit_offset(unit);
+}
+
+template <class Model>
 void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
-  if (stage_ == 3) throw std::runtime_error("apply_gradients: ZeRO-3 reduces inside backward");
   const size_t n = model_.params.size();
   const float scale = 1.0f / (static_cast<float>(comm_.size()) * static_cast<float>(micro_batches));
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   ++steps_;
+  if (stage_ == 3) {
+    auto t = Clock::now();
+    zero3_->flush();  // the held units' gradients
+    phases_.gradient_sync_s += since(t);
+    t = Clock::now();
+    if (zero3_->fp32_gradients()) {
+      update(zero3_->params.data(), zero3_->gradients_fp32.data(), scale, zero3_->shard_size());
+    } else {
+      update(zero3_->params.data(), zero3_->gradients_low.data(), scale, zero3_->shard_size());
+    }
+    phases_.optimizer_s = since(t);
+    return;
+  }
   if (stage_ == 0) {
     auto t = Clock::now();
     comm_.all_reduce_sum(model_.grads.data(), n);
@@ -162,6 +207,9 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   }
   auto t = Clock::now();
   if (stage_ == 1) reduce_scatter_into_shard(false);
+  // ZeRO-2 reduced each micro-batch but the held unit; its sum goes now (the
+  // rest of the buffer is zero).
+  if (stage_ == 2 && held_count_ > 0) reduce_scatter_into_shard(true);
   phases_.gradient_sync_s += since(t);
   t = Clock::now();
   // Update this rank's partition of the parameters (the padded tail has no

@@ -66,12 +66,21 @@ class DataParallelTrainer {
   // `micro_batch` sequences of Tn tokens, one after another in tokens and
   // targets; returns the global mean loss.
   float step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches = 1);
-  // For trainers that run the micro-batches themselves (pipelines): the
-  // model's gradients hold the sum over `micro_batches` micro-batches of this
-  // rank's slice; averages them over the group and the micro-batches and
-  // steps the optimizer. ZeRO 0 or 1 for such callers (ZeRO-2 and 3 reduce
-  // inside step()'s micro-batch loop).
+  // For trainers that run the micro-batches themselves (pipelines), any
+  // ZeRO stage: begin_step() before the first micro-batch; after micro-batch
+  // k's backward, micro_batch_done(k) (ZeRO-2 reduce-scatters it into the
+  // partition there, ZeRO-3 did as each unit finished); then
+  // apply_gradients(m) averages over the group and the m micro-batches,
+  // reduces what is still unreduced and steps the optimizer.
+  void begin_step();
+  void micro_batch_done(int k);
   void apply_gradients(int micro_batches);
+  // Keeps `unit`'s gradients out of the per-micro-batch reductions until
+  // apply_gradients, accumulated whole over the step, where unit_gradients()
+  // reaches them (a pipeline's tied embedding, which the end stages sum
+  // first). -1: none.
+  void hold_unit(int unit);
+  T* unit_gradients(int unit);
   // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
   uint64_t zero3_peak_gathered_bytes() const { return zero3_ ? zero3_->peak_gathered_bytes() : 0; }
   // Wall time of the last step's phases.
@@ -85,7 +94,9 @@ class DataParallelTrainer {
   void restore(const CheckpointState& s);
 
  private:
-  void reduce_scatter_into_shard(bool add);
+  // The model's gradients, reduce-scattered into the partition (added to it
+  // when `add`); the held unit's elements go as zeros unless `held_too`.
+  void reduce_scatter_into_shard(bool add, bool held_too = true);
   // One AdamW step on the fp32 weights of `count` elements (the master copy
   // under mixed precision, else `weights` themselves) from `grads`, then the
   // bf16 weights rounded from the master copy.
@@ -99,6 +110,7 @@ class DataParallelTrainer {
   int steps_ = 0;
   Phases phases_;
   size_t shard_ = 0;  // partition size (stage >= 1)
+  size_t held_begin_ = 0, held_count_ = 0;  // the held unit's elements in the model's gradients
   Buffer<float> m_, v_;    // optimizer states (the partition's for stage >= 1)
   Buffer<float> master_;   // mixed precision: the fp32 master weights of the same elements
   // The reduced gradient partition (stage 1, 2): fp32 for an fp32 model or

@@ -141,11 +141,9 @@ void GptModel<T>::select(int k) {
 }
 
 template <class T>
-T* GptModel<T>::tied_embedding_gradient() {
-  if (stage_.first && stage_.last) return nullptr;
-  if (stage_.first) return grads.data() + table_.offset[0];
-  if (stage_.last) return grads.data() + table_.offset[static_cast<size_t>(c_.layers) + 2];
-  return nullptr;
+int GptModel<T>::tied_embedding_unit() const {
+  if (stage_.first == stage_.last) return -1;
+  return stage_.first ? 0 : c_.layers + 2;
 }
 
 template <class T>

@@ -78,11 +78,13 @@ class GptModel {
   const T* input_gradient() const { return dinput_.data(); }
   // Frees micro-batch k's activations (a pipeline keeps only those in flight).
   void free_activations(int k) { acts_.free(k); }
-  // The tied embedding's gradient on this stage (the first stage's lookup
-  // table, the last stage's output-layer copy), tied_embedding_size()
-  // elements (this tensor-parallel rank's vocabulary rows), which the two
-  // stages sum every step (Megatron-LM's embedding group); nullptr elsewhere.
-  T* tied_embedding_gradient();
+  // The unit holding the tied embedding on this stage of a pipeline (the
+  // first stage's unit 0, whose first tied_embedding_size() elements are the
+  // lookup table; the last stage's output-layer copy, unit L+2), whose
+  // gradients the two stages sum every step (Megatron-LM's embedding group);
+  // -1 on other stages and without a pipeline. tied_embedding_size(): this
+  // tensor-parallel rank's vocabulary rows.
+  int tied_embedding_unit() const;
   size_t tied_embedding_size() const { return static_cast<size_t>(vocab_local_) * c_.channels; }
   const PipelineStage& stage() const { return stage_; }
   // From now on take parameters and gradient buffers from `units` (ZeRO-3);

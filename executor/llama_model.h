@@ -74,7 +74,7 @@ class LlamaModel {
   const T* input_gradient() const { return dinput_.data(); }
   void free_activations(int k) { acts_.free(k); }
   // Untied embeddings: nothing for the end stages to exchange.
-  T* tied_embedding_gradient() { return nullptr; }
+  int tied_embedding_unit() const { return -1; }
   size_t tied_embedding_size() const { return 0; }
   // From now on take parameters and gradient buffers from `units` (ZeRO-3).
   void set_unit_provider(UnitProvider<T>* units) { table_.provider = units; }

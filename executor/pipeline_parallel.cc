@@ -25,7 +25,6 @@ PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSc
       optimizer_(stage, data_parallel ? *data_parallel : alone_, zero_stage, adam, memory),
       schedule_(schedule),
       device_(memory.device) {
-  if (zero_stage > 1) throw std::runtime_error("pipeline: ZeRO stage 0 or 1 (the distributed optimizer)");
   const PipelineStage& s = stage.stage();
   if (s.first != (comm.rank() == 0) || s.last != (comm.rank() + 1 == comm.size())) {
     throw std::runtime_error("pipeline: rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
@@ -34,6 +33,10 @@ PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSc
   input_ = make_buffer<T>(device_, Component::Buckets);
   output_grad_ = make_buffer<T>(device_, Component::Buckets);
   tied_ = make_buffer<T>(device_, Component::Buckets);
+  // The tied embedding's gradient is summed between the end stages once per
+  // step, before the data-parallel reduction: under ZeRO-2/3 it stays out of
+  // the per-micro-batch reductions until then.
+  optimizer_.hold_unit(stage.tied_embedding_unit());
 }
 
 template <class Model>
@@ -57,6 +60,7 @@ void PipelineTrainer<Model>::backward(int k, int micro_batch, int Tn) {
   model_.stage_backward(k, s.last ? nullptr : output_grad_.data(), micro_batch, Tn);
   model_.free_activations(k);
   --in_flight_;
+  optimizer_.micro_batch_done(backwards_done_++);
 }
 
 template <class Model>
@@ -66,7 +70,8 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   const size_t n = static_cast<size_t>(micro_batch) * Tn * static_cast<size_t>(model_.config().channels);
   input_.assign(n, T(0));
   output_grad_.assign(n, T(0));
-  std::fill(model_.grads.begin(), model_.grads.end(), T(0));
+  optimizer_.begin_step();
+  backwards_done_ = 0;
   loss_sum_ = 0;
   // Point to point with the neighbours (nothing before the first stage or after the last).
   auto recv_forward = [&] { if (!s.first) comm_.recv(input_.data(), n, stage - 1); };
@@ -127,8 +132,9 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   comm_.broadcast(&loss, 1, p - 1);
   // Tied embeddings: the first and last stages add each other's gradient of
   // the shared table, so the two copies stay equal.
-  T* tied = model_.tied_embedding_gradient();
-  if (tied && p > 1) {
+  const int tied_unit = model_.tied_embedding_unit();
+  if (tied_unit >= 0) {
+    T* tied = optimizer_.unit_gradients(tied_unit);
     const size_t table = model_.tied_embedding_size();
     tied_.assign(table, T(0));
     comm_.send_recv(tied, table, stage == 0 ? p - 1 : 0, tied_.data(), table, stage == 0 ? p - 1 : 0);

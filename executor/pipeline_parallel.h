@@ -15,8 +15,11 @@
 // leave two neighbours waiting for each other. With tied embeddings the
 // first and last stages sum their embedding gradients every step (Megatron-
 // LM's embedding group). With a data-parallel group the gradients are then
-// averaged across the pipelines (ZeRO 0 or 1); with a tensor-parallel model
-// the three make Megatron-LM's 3D layout.
+// averaged across the pipelines with any ZeRO stage (0 and 1: once per
+// step, Megatron-LM's distributed optimizer at 1; 2: a reduce-scatter after
+// each micro-batch's backward; 3: parameters gathered unit by unit in every
+// forward and backward); with a tensor-parallel model the three make
+// Megatron-LM's 3D layout.
 #pragma once
 
 #include <cstdint>
@@ -47,8 +50,8 @@ class PipelineTrainer {
   // `data_parallel` (optional): the group of ranks holding the same stage
   // (and tensor-parallel rank) of other pipelines, each on its own slice of
   // the batch; across it the gradients are averaged and the optimizer
-  // partitioned as DataParallelTrainer does (ZeRO 0 or 1, with optimizer
-  // offload at 1: Megatron-LM's distributed optimizer).
+  // partitioned as DataParallelTrainer does (ZeRO 0-3, optimizer offload
+  // from 1, parameter offload at 3).
   PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam, TrainerMemory memory = {},
                   Communicator* data_parallel = nullptr, int zero_stage = 0);
   // One step over `micro_batches` micro-batches of `micro_batch` sequences of
@@ -60,6 +63,8 @@ class PipelineTrainer {
   // once during the steps so far.
   uint64_t peak_activation_bytes() const { return peak_activation_bytes_; }
   int max_in_flight() const { return max_in_flight_; }
+  // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
+  uint64_t zero3_peak_gathered_bytes() const { return optimizer_.zero3_peak_gathered_bytes(); }
   // What this rank holds (its stage's parameters and its optimizer states), for checkpoints.
   CheckpointState state() const { return optimizer_.state(); }
   void restore(const CheckpointState& s) { optimizer_.restore(s); }
@@ -74,7 +79,7 @@ class PipelineTrainer {
   DataParallelTrainer<Model> optimizer_;  // the data-parallel sync and the optimizer step
   PipeSchedule schedule_;
   TrackingAllocator* device_;
-  int in_flight_ = 0, max_in_flight_ = 0;
+  int in_flight_ = 0, max_in_flight_ = 0, backwards_done_ = 0;
   float loss_sum_ = 0;
   uint64_t peak_activation_bytes_ = 0;
   Buffer<T> tied_;

@@ -32,6 +32,7 @@ Zero3Units<T>::Zero3Units(Communicator& comm, const std::vector<size_t>& unit_si
     buckets_[u] = make_buffer<T>(device, Component::Buckets);
   }
   sizes_ = unit_sizes;
+  deferred_.assign(unit_sizes.size(), false);
 }
 
 template <class T>
@@ -89,7 +90,18 @@ T* Zero3Units<T>::gradients(int unit) {
 
 template <class T>
 void Zero3Units<T>::finished(int unit) {
-  const auto u = static_cast<size_t>(unit);
+  if (!deferred_[static_cast<size_t>(unit)]) reduce_scatter(static_cast<size_t>(unit));
+}
+
+template <class T>
+void Zero3Units<T>::flush() {
+  for (size_t u = 0; u < deferred_.size(); ++u) {
+    if (deferred_[u] && !buckets_[u].empty()) reduce_scatter(u);
+  }
+}
+
+template <class T>
+void Zero3Units<T>::reduce_scatter(size_t u) {
   Buffer<T>& b = buckets_[u];
   comm_.reduce_scatter_sum(b.data(), received_.data(), chunk_[u]);
   if (fp32_gradients()) {

@@ -39,6 +39,12 @@ class Zero3Units : public UnitProvider<T> {
   void partition(const T* full);
   // Zeroes the gradient partition (the start of a step).
   void zero_gradients();
+  // Keeps `unit`'s gradient bucket, accumulating over the step's
+  // micro-batches, instead of reduce-scattering it as each backward finishes
+  // it (a pipeline's tied embedding: the end stages sum it first); flush()
+  // reduce-scatters the kept buckets. gradients(unit) reaches it meanwhile.
+  void defer(int unit) { deferred_.at(static_cast<size_t>(unit)) = true; }
+  void flush();
 
   const T* acquire(int unit) override;
   void prefetch(int unit) override;
@@ -62,6 +68,8 @@ class Zero3Units : public UnitProvider<T> {
   Buffer<T> received_;
   uint64_t gathered_now_ = 0, peak_gathered_ = 0;
   bool fp32_grads_ = true;
+  std::vector<bool> deferred_;
+  void reduce_scatter(size_t unit);
   void gather(size_t unit);
 };
 

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "costmodel/memory_model.h"
@@ -347,7 +348,13 @@ TEST_CASE("tensor parallel: the single-process losses, and each rank holds the c
 
 namespace {
 
-// Every dp x tp x pp split of the world (pp up to 4) with ZeRO 0 and 1.
+// Every dp x tp x pp split of the world (pp up to 4) with ZeRO 0-3 across
+// the pipelines; in fp32 also optimizer offload (ZeRO-1) and optimizer and
+// parameter offload (ZeRO-3).
+struct ZeroCase {
+  int stage = 0;
+  bool offload = false;
+};
 template <class Model, class Config>
 void check_3d(const ModelSpec& spec, const Config& config) {
   MpiCommunicator& world = *g_comm;
@@ -355,19 +362,25 @@ void check_3d(const ModelSpec& spec, const Config& config) {
   AdamConfig adam;
   adam.lr = 5e-3f;
   int layouts = 0;
-  for (int zero = 0; zero <= 1; ++zero) {
+  std::vector<ZeroCase> zeros = {{0}, {1}, {2}, {3}};
+  if (std::is_same_v<typename Model::Scalar, float>) zeros.insert(zeros.end(), {{1, true}, {3, true}});
+  for (const ZeroCase zc : zeros) {
+    const int zero = zc.stage;
     for (int tp = 1; tp <= n; tp *= 2) {
       for (int pp = 1; tp * pp <= n; pp *= 2) {
         const int dp = n / (tp * pp);
         if (dp * tp * pp != n || pp > 4) continue;
         CAPTURE(spec.name);
         CAPTURE(zero);
+        CAPTURE(zc.offload);
         CAPTURE(dp);
         CAPTURE(tp);
         CAPTURE(pp);
         Layout l = test::executor_layout(static_cast<uint32_t>(dp), static_cast<uint32_t>(tp), static_cast<uint32_t>(pp), mb, ga,
                                          T, Recompute::None, precision_of<Model>());
         l.zero_stage = static_cast<uint8_t>(zero);
+        l.offload_optimizer = zc.offload ? Offload::Cpu : Offload::None;
+        l.offload_param = zc.offload && zero == 3 ? Offload::Cpu : Offload::None;
         const ParallelGroups g = make_parallel_groups(world, l);
         const int B = mb * ga * dp;
         auto [tokens, targets] = shifted_batch(B, T, vocab, 3);
@@ -375,17 +388,19 @@ void check_3d(const ModelSpec& spec, const Config& config) {
         Model reference(config, 11);
         DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
         const PipelineStage part = pipeline_stage(spec.num_layers, l, static_cast<uint32_t>(g.pp_rank));
-        TrackingAllocator device;
+        TrackingAllocator device, host;
         Model model(config, 11, &device, part, TensorParallel{tp > 1 ? g.tp.get() : nullptr});
-        PipelineTrainer<Model> trainer(model, *g.pp, PipeSchedule::OneFOneB, adam, TrainerMemory{&device}, g.dp.get(), zero);
+        PipelineTrainer<Model> trainer(model, *g.pp, PipeSchedule::OneFOneB, adam,
+                                       TrainerMemory{&device, &host, zc.offload, zc.offload && zero == 3}, g.dp.get(), zero);
         const size_t slice = static_cast<size_t>(g.dp_rank) * mb * ga * T;
         for (int s = 0; s < 3; ++s) {
           const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga * dp);
           const float loss = trainer.step(tokens.data() + slice, targets.data() + slice, mb, T, ga);
           CHECK(loss == doctest::Approx(expected).epsilon(loss_tolerance<Model>()));
         }
-        test::check_against_rows(device, nullptr, test::executor_rows(spec, l, static_cast<uint32_t>(g.pp_rank)),
-                                 static_cast<double>(trainer.peak_activation_bytes()));
+        const MemoryTotals want = test::executor_rows(spec, l, static_cast<uint32_t>(g.pp_rank));
+        test::check_against_rows(device, &host, want, static_cast<double>(trainer.peak_activation_bytes()));
+        CHECK(trainer.zero3_peak_gathered_bytes() == want.at(Residence::Gpu, Component::Zero3Gathered));
         ++layouts;
       }
     }
@@ -395,7 +410,7 @@ void check_3d(const ModelSpec& spec, const Config& config) {
 
 }  // namespace
 
-TEST_CASE("3D parallelism: every dp x tp x pp split of the world trains to the single-process losses with the rows") {
+TEST_CASE("3D parallelism: every dp x tp x pp split, ZeRO 0-3 and offload, trains to the single-process losses with the rows") {
   const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);  // 4 layers, 8 heads, vocabulary 16
   check_3d<GptModel<float>>(gpt, gpt_config(gpt));
   ModelSpec llama = test::tiny_llama(16);  // 4 layers, 16 query heads on 8 KV heads
