@@ -105,6 +105,9 @@ run_and_check(tensor "--tp 2 --grad-accum 2 --precision fp32" plan.json.measured
 # ZeRO-2 across 2 ranks with the optimizer (and its fp32 master weights) offloaded.
 run_and_check(pipe_bf16 "--pp 2 --grad-accum 4 --precision bf16" plan.json.measured.json plan.json.measured.stage1.json)
 run_and_check(zero2_bf16 "--zero 2 --offload-optimizer cpu --grad-accum 2 --precision bf16" plan.json.measured.json)
+# ZeRO-3 with the parameters offloaded, in a two-stage pipeline.
+run_and_check(zero3_pipe "--pp 2 --zero 3 --offload-optimizer cpu --offload-param cpu --grad-accum 4 --precision bf16"
+              plan.json.measured.json plan.json.measured.stage1.json)
 # Checkpoint, stop, resume: 6 steps with --save, 6 more with --resume, against
 # 12 steps straight; the losses after the resume are the same, bit for bit.
 foreach(run "full;12" "first;6;--save;${WORK}/ckpt" "second;6;--resume;${WORK}/ckpt")
