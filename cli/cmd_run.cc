@@ -6,7 +6,7 @@
 // executor runs so far: GPT-2 and Llama-style models in fp32 or bf16 mixed
 // precision; data parallelism with ZeRO 0-3, gradient accumulation,
 // optimizer and (ZeRO-3) parameter offload to host memory; selective and full
-// recompute; tensor and pipeline parallelism (GPipe or 1F1B, one stage per
+// recompute; tensor (optionally sequence) and pipeline parallelism (GPipe or 1F1B, one stage per
 // process, each stage writing its own measurements) with any of those ZeRO
 // and offload settings across the pipelines. Other plans are refused with a one-line reason on rank 0 and
 // a non-zero exit on every rank.
@@ -102,7 +102,6 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.ep != 1) refuse("ep " + std::to_string(l.ep) + ": expert parallelism is not built in the executor yet");
   if (l.tp > 1 || l.pp > 1) {
     // Tensor and pipeline parallelism (with data parallelism across them: 3D).
-    if (l.sequence_parallel) refuse("sequence_parallel: not built in the executor yet");
     if (l.schedule == Schedule::Interleaved) refuse("schedule interleaved: the executor runs GPipe and 1F1B");
   }
   if (l.precision == Precision::Fp16) {
@@ -346,7 +345,7 @@ int run_model(const PlanFile& plan, const Layout& l, Communicator& comm, Memory&
     // This rank's stage (and tensor-parallel slice) of the model, in Megatron-Core's group order.
     ParallelGroups g = make_parallel_groups(comm, l);
     const PipelineStage part = pipeline_stage(plan.model.num_layers, l, static_cast<uint32_t>(g.pp_rank));
-    const TensorParallel tp{l.tp > 1 ? g.tp.get() : nullptr};
+    const TensorParallel tp{l.tp > 1 ? g.tp.get() : nullptr, l.sequence_parallel};
     if (plan.model.mlp == MlpKind::SwiGlu) {
       LlamaModel<T> model(llama_config(plan.model), 1234, &memory.device, part, tp);
       return train_parallel(model, plan, l, comm, g, memory, o);

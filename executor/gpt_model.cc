@@ -34,6 +34,7 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
   stage_ = stage;
   tp_ = tp.comm;
+  split_ = TokenSplit<T>{tp.comm, tp.sequence_parallel};
   tp_size_ = tp.comm ? tp.comm->size() : 1;
   tp_rank_ = tp.comm ? tp.comm->rank() : 0;
   if (c.heads % tp_size_ || c.vocab % tp_size_) {
@@ -125,11 +126,12 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
 }
 
 template <class T>
-void GptModel<T>::add_bias_after_reduce(T* out, const T* bias, size_t rows, int C) {
-  tp_all_reduce(tp_, out, rows * static_cast<size_t>(C));
+T* GptModel<T>::add_bias_after_reduce(T* partial, const T* bias, size_t rows, int C) {
+  T* out = split_.reduce(partial, acts_.shared->reduced, rows * static_cast<size_t>(C));
   for (size_t i = 0; i < rows; ++i) {
     for (int c = 0; c < C; ++c) out[i * static_cast<size_t>(C) + c] += bias[c];
   }
+  return out;
 }
 
 template <class T>
@@ -149,46 +151,47 @@ int GptModel<T>::tied_embedding_unit() const {
 template <class T>
 void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, int B, int Tn) {
   // C: the model width; Cl, NHl, Fl: this tensor-parallel rank's attention
-  // channels, heads and FFN width (all of them with one rank).
+  // channels, heads and FFN width (all of them with one rank). BT tokens go
+  // through the tensor-parallel products; Tl of them (BT / t under sequence
+  // parallelism) through the norms and residuals.
   const int C = c_.channels, Cl = channels_local_, NHl = heads_local_, Fl = ffn_local_;
-  const size_t BT = static_cast<size_t>(B) * Tn;
-  const size_t o = slot * BT * C, ol = slot * BT * static_cast<size_t>(Cl), of = slot * BT * static_cast<size_t>(Fl);
+  const size_t BT = static_cast<size_t>(B) * Tn, Tl = split_.local(BT);
+  const size_t o = slot * Tl * C, ol = slot * BT * static_cast<size_t>(Cl), of = slot * BT * static_cast<size_t>(Fl);
   const size_t att_size = static_cast<size_t>(B) * NHl * Tn * Tn;
+  Acts& ws = *acts_.shared;
   T* ln1 = L_->ln1.data() + o;
-  be_.layernorm_forward(ln1, L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, residual, w(LN1W, l),
-                         w(LN1B, l), static_cast<int>(BT), C);
+  be_.layernorm_forward(ln1, L_->ln1_mean.data() + slot * Tl, L_->ln1_rstd.data() + slot * Tl, residual, w(LN1W, l),
+                        w(LN1B, l), static_cast<int>(Tl), C);
   T* qkv = L_->qkv.data() + 3 * ol;
-  be_.matmul_forward(qkv, ln1, w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
+  be_.matmul_forward(qkv, split_.gather(ln1, ws.gathered, Tl * C), w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
   T* atty = L_->atty.data() + ol;
-  be_.attention_forward(atty, acts_.shared->preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
-                         Cl, NHl);
+  be_.attention_forward(atty, ws.preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
+                        Cl, NHl);
   // Row-parallel: the partial products are summed over the ranks, then the bias.
-  T* attproj = acts_.shared->attproj.data();
   const bool split = tp_size_ > 1;
-  be_.matmul_forward(attproj, atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
-  if (split) add_bias_after_reduce(attproj, w(ATTPROJB, l), BT, C);
+  be_.matmul_forward(ws.attproj.data(), atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
+  T* attproj = split ? add_bias_after_reduce(ws.attproj.data(), w(ATTPROJB, l), Tl, C) : ws.attproj.data();
   T* res2 = L_->residual2.data() + o;
-  be_.residual_forward(res2, residual, attproj, BT * C);
+  be_.residual_forward(res2, residual, attproj, Tl * C);
   T* ln2 = L_->ln2.data() + o;
-  be_.layernorm_forward(ln2, L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, res2, w(LN2W, l),
-                         w(LN2B, l), static_cast<int>(BT), C);
+  be_.layernorm_forward(ln2, L_->ln2_mean.data() + slot * Tl, L_->ln2_rstd.data() + slot * Tl, res2, w(LN2W, l),
+                        w(LN2B, l), static_cast<int>(Tl), C);
   T* fch = L_->fch.data() + of;
-  be_.matmul_forward(fch, ln2, w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
+  be_.matmul_forward(fch, split_.gather(ln2, ws.gathered, Tl * C), w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
   T* gelu = L_->fch_gelu.data() + of;
   be_.gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
-  T* fcproj = acts_.shared->fcproj.data();
-  be_.matmul_forward(fcproj, gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
-  if (split) add_bias_after_reduce(fcproj, w(FCPROJB, l), BT, C);
+  be_.matmul_forward(ws.fcproj.data(), gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
+  T* fcproj = split ? add_bias_after_reduce(ws.fcproj.data(), w(FCPROJB, l), Tl, C) : ws.fcproj.data();
   // The layer's output is kept for every layer: it is the next layer's input
   // (the checkpoint full recompute keeps). The last layer of a stage that is
   // not the last writes the stage's output, which is only sent on (and freed
   // then, as Megatron-LM's deallocate_output_tensor does).
-  T* out = a_->residual3.data() + static_cast<size_t>(local) * BT * C;
+  T* out = a_->residual3.data() + static_cast<size_t>(local) * Tl * C;
   if (local + 1 == stage_.layers && !stage_.last) {
-    if (a_->out.empty()) ensure_buffer(a_->out, tracker_, Component::Workspace, BT * C);
+    if (a_->out.empty()) ensure_buffer(a_->out, tracker_, Component::Workspace, Tl * C);
     out = a_->out.data();
   }
-  be_.residual_forward(out, res2, fcproj, BT * C);
+  be_.residual_forward(out, res2, fcproj, Tl * C);
 }
 
 template <class T>
@@ -196,7 +199,10 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
   select(k);
   const int C = c_.channels, L = c_.layers, NH = heads_local_, V = vocab_local_, n = stage_.layers;
   const size_t Cl = static_cast<size_t>(channels_local_), Fl = static_cast<size_t>(ffn_local_);
-  const size_t BT = static_cast<size_t>(B) * Tn;
+  const size_t BT = static_cast<size_t>(B) * Tn, Tl = split_.local(BT);
+  if (split_.split() && BT % static_cast<size_t>(tp_size_) != 0) {
+    throw std::runtime_error("sequence parallelism: micro-batch x sequence must divide by the tensor-parallel size");
+  }
   // With full recompute only one layer's activations exist at a time: the
   // recompute workspace; every layer's input stays as its checkpoint.
   const size_t slots = recompute_ ? 1 : static_cast<size_t>(n);
@@ -207,11 +213,12 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
     ensure_buffer(a_->ids, t, Component::Activations, BT);
     std::copy(tokens, tokens + BT, a_->ids.begin());
   }
-  // The stage's input: the embedding's output, or what the previous stage sent.
-  ensure_buffer(a_->encoded, t, Component::Activations, BT * C);
-  ensure_buffer(L_->ln1, t, layer_tag, slots * BT * C);
-  ensure_buffer(L_->ln1_mean, t, layer_tag, slots * BT);
-  ensure_buffer(L_->ln1_rstd, t, layer_tag, slots * BT);
+  // The stage's input: the embedding's output, or what the previous stage
+  // sent. Tensors outside the tensor-parallel regions hold Tl token rows.
+  ensure_buffer(a_->encoded, t, Component::Activations, Tl * C);
+  ensure_buffer(L_->ln1, t, layer_tag, slots * Tl * C);
+  ensure_buffer(L_->ln1_mean, t, layer_tag, slots * Tl);
+  ensure_buffer(L_->ln1_rstd, t, layer_tag, slots * Tl);
   ensure_buffer(L_->qkv, t, layer_tag, slots * BT * 3 * Cl);
   // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
   if (selective_ && !recompute_) {
@@ -220,56 +227,67 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
     ensure_buffer(A_->att, t, layer_tag, slots * att_size);
   }
   ensure_buffer(L_->atty, t, layer_tag, slots * BT * Cl);
-  ensure_buffer(L_->residual2, t, layer_tag, slots * BT * C);
-  ensure_buffer(L_->ln2, t, layer_tag, slots * BT * C);
-  ensure_buffer(L_->ln2_mean, t, layer_tag, slots * BT);
-  ensure_buffer(L_->ln2_rstd, t, layer_tag, slots * BT);
+  ensure_buffer(L_->residual2, t, layer_tag, slots * Tl * C);
+  ensure_buffer(L_->ln2, t, layer_tag, slots * Tl * C);
+  ensure_buffer(L_->ln2_mean, t, layer_tag, slots * Tl);
+  ensure_buffer(L_->ln2_rstd, t, layer_tag, slots * Tl);
   ensure_buffer(L_->fch, t, layer_tag, slots * BT * Fl);
   ensure_buffer(L_->fch_gelu, t, layer_tag, slots * BT * Fl);
   // Layer outputs: residual3[l] is layer l+1's input (its checkpoint under
   // full recompute); the last is the final norm's input.
-  ensure_buffer(a_->residual3, t, Component::Activations, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * BT * C);
+  ensure_buffer(a_->residual3, t, Component::Activations, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * Tl * C);
   if (stage_.last) {
-    ensure_buffer(a_->lnf, t, Component::Logits, BT * C);
-    ensure_buffer(a_->lnf_mean, t, Component::Logits, BT);
-    ensure_buffer(a_->lnf_rstd, t, Component::Logits, BT);
+    ensure_buffer(a_->lnf, t, Component::Logits, Tl * C);
+    ensure_buffer(a_->lnf_mean, t, Component::Logits, Tl);
+    ensure_buffer(a_->lnf_rstd, t, Component::Logits, Tl);
     ensure_buffer(a_->logits, t, Component::Logits, BT * V);
   }
-  ensure_buffer(acts_.shared->preatt, t, Component::Workspace, att_size);
-  ensure_buffer(acts_.shared->attproj, t, Component::Workspace, BT * C);
-  ensure_buffer(acts_.shared->fcproj, t, Component::Workspace, BT * C);
+  Acts& ws = *acts_.shared;
+  ensure_buffer(ws.preatt, t, Component::Workspace, att_size);
+  ensure_buffer(ws.attproj, t, Component::Workspace, BT * C);
+  ensure_buffer(ws.fcproj, t, Component::Workspace, BT * C);
+  ensure_buffer(ws.gathered, t, Component::Workspace, split_.split() ? BT * C : 0);
+  ensure_buffer(ws.reduced, t, Component::Workspace, split_.split() ? Tl * C : 0);
 
   // Each unit's parameters are acquired for the ops that use them and released after.
   const int final_unit = L + 1, l0 = stage_.first_layer;
   if (stage_.first) {
     acquire(0, n > 0 ? l0 + 1 : final_unit);
-    // The token rows (vocabulary-parallel), then the replicated positions.
+    // The token rows (vocabulary-parallel: each rank's rows, summed over the
+    // ranks; reduce-scattered to this rank's tokens under sequence
+    // parallelism), then the replicated positions.
+    if (split_.split()) {
+      vocab_parallel_lookup(nullptr, ws.gathered.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+      split_.reduce_to(ws.gathered.data(), a_->encoded.data(), Tl * C);
+    } else {
+      vocab_parallel_lookup(tp_, a_->encoded.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+    }
     const T* wpe = table_.p[0] + wpe_offset();
-    vocab_parallel_lookup(tp_, a_->encoded.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
-    for (size_t i = 0; i < BT; ++i) {
-      const T* p = wpe + (i % static_cast<size_t>(Tn)) * C;
+    const size_t first = split_.first(BT);
+    for (size_t i = 0; i < Tl; ++i) {
+      const T* p = wpe + ((first + i) % static_cast<size_t>(Tn)) * C;
       T* o = a_->encoded.data() + i * static_cast<size_t>(C);
       for (int c = 0; c < C; ++c) o[c] += p[c];
     }
     release(0);
   } else {
-    std::copy(input, input + BT * C, a_->encoded.begin());
+    std::copy(input, input + Tl * C, a_->encoded.begin());
   }
   for (int i = 0; i < n; ++i) {
-    const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * BT * C;
+    const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * Tl * C;
     acquire(l0 + i + 1, i + 1 < n ? l0 + i + 2 : (stage_.last ? final_unit : -1));
     layer_forward(l0 + i, i, recompute_ ? 0 : i, residual, B, Tn);
     release(l0 + i + 1);
   }
   if (!stage_.last) return acc_t<T>(0);
-  const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * BT * C : a_->encoded.data();
+  const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * Tl * C : a_->encoded.data();
   acquire(final_unit, head_unit());
   const T* lnf = table_.p[static_cast<size_t>(final_unit)];
-  be_.layernorm_forward(a_->lnf.data(), a_->lnf_mean.data(), a_->lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(BT), C);
+  be_.layernorm_forward(a_->lnf.data(), a_->lnf_mean.data(), a_->lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(Tl), C);
   release(final_unit);
-  acquire(head_unit());  // the tied output layer
-  be_.matmul_forward(a_->logits.data(), a_->lnf.data(), table_.p[static_cast<size_t>(head_unit())], nullptr,
-                         static_cast<int>(BT), C, V);
+  acquire(head_unit());  // the tied output layer, over every token
+  be_.matmul_forward(a_->logits.data(), split_.gather(a_->lnf.data(), ws.gathered, Tl * C),
+                     table_.p[static_cast<size_t>(head_unit())], nullptr, static_cast<int>(BT), C, V);
   release(head_unit());
   // The gradient of the mean loss overwrites the logits (each row is read before it is written).
   if (tp_size_ == 1) return be_.cross_entropy(a_->logits.data(), targets, static_cast<int>(BT), V);
@@ -314,10 +332,30 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   select(k);
   const int C = c_.channels, L = c_.layers, NH = heads_local_, V = vocab_local_, n = stage_.layers, l0 = stage_.first_layer;
   const int Cl = channels_local_, Fl = ffn_local_;
-  const size_t BT = static_cast<size_t>(B) * Tn;
-  // Backward's activation gradients: one layer's worth, workspace.
+  const size_t BT = static_cast<size_t>(B) * Tn, Tl = split_.local(BT), TlC = Tl * static_cast<size_t>(C);
+  // Backward's activation gradients: one layer's worth, workspace. Those of
+  // the residual stream hold Tl token rows, those inside the tensor-parallel
+  // regions all BT.
   auto work = [this](size_t count) { return make_buffer<T>(tracker_, Component::Workspace, count); };
-  Buffer<T> dresidual = work(BT * C);
+  Buffer<T> dresidual = work(TlC), gathered = work(0), reduced = work(0);
+  // A norm's weight and bias gradients from this rank's tokens: summed over
+  // the tensor-parallel group under sequence parallelism (increments only, so
+  // gradient accumulation over micro-batches stays right).
+  Buffer<T> dnorm = work(split_.split() ? 2 * static_cast<size_t>(C) : 0);
+  auto norm_backward = [&](T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                           const acc_t<T>* mean, const acc_t<T>* rstd) {
+    if (!split_.split()) {
+      be_.layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, static_cast<int>(Tl), C);
+      return;
+    }
+    std::fill(dnorm.begin(), dnorm.end(), T(0));
+    be_.layernorm_backward(dinp, dnorm.data(), dnorm.data() + C, dout, inp, weight, mean, rstd, static_cast<int>(Tl), C);
+    split_.sum_replicated(dnorm.data(), dnorm.size());
+    for (int c = 0; c < C; ++c) {
+      dweight[c] += dnorm[static_cast<size_t>(c)];
+      dbias[c] += dnorm[static_cast<size_t>(C + c)];
+    }
+  };
   const int final_unit = L + 1;
   // The first stage's embedding gradients come from the token lookup at the
   // end (and, in one stage, from the tied output layer first): its gradient
@@ -328,74 +366,83 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     const int head = head_unit();
     if (head != 0) open_gradients(head);
     acquire(head, final_unit);
-    be_.matmul_backward(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(), a_->lnf.data(),
-                            table_.p[static_cast<size_t>(head)], static_cast<int>(BT), C, V);
-    tp_all_reduce(tp_, dlnf.data(), BT * static_cast<size_t>(C));  // each rank's vocabulary rows contribute
+    // The head's input over every token (gathered again under sequence parallelism).
+    be_.matmul_backward(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(),
+                        split_.gather(a_->lnf.data(), gathered, TlC), table_.p[static_cast<size_t>(head)],
+                        static_cast<int>(BT), C, V);
+    const T* dlnf_mine = split_.reduce(dlnf.data(), reduced, TlC);  // each rank's vocabulary rows contribute
     release(head);
     if (head != 0) finish_gradients(head);
-    const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * BT * C : a_->encoded.data();
+    const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * TlC : a_->encoded.data();
     acquire(final_unit, n > 0 ? l0 + n : -1);
     open_gradients(final_unit);
     T* glnf = table_.g[static_cast<size_t>(final_unit)];
-    be_.layernorm_backward(dresidual.data(), glnf, glnf + C, dlnf.data(), last, table_.p[static_cast<size_t>(final_unit)],
-                            a_->lnf_mean.data(), a_->lnf_rstd.data(), static_cast<int>(BT), C);
+    norm_backward(dresidual.data(), glnf, glnf + C, dlnf_mine, last, table_.p[static_cast<size_t>(final_unit)],
+                  a_->lnf_mean.data(), a_->lnf_rstd.data());
     finish_gradients(final_unit);
     release(final_unit);
   } else {
-    std::copy(doutput, doutput + BT * C, dresidual.begin());
+    std::copy(doutput, doutput + TlC, dresidual.begin());
   }
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const size_t BTl = BT * static_cast<size_t>(Cl), BTf = BT * static_cast<size_t>(Fl);
-  Buffer<T> dfcproj = work(BT * C), dgelu = work(BTf), dfch = work(BTf), dln2 = work(BT * C), dres2 = work(BT * C),
-            dattproj = work(BT * C), datty = work(BTl), dqkv = work(3 * BTl), dln1 = work(BT * C), dpreatt = work(att_size),
-            datt = work(att_size), dprev = work(BT * C);
+  Buffer<T> dfcproj = work(TlC), dgelu = work(BTf), dfch = work(BTf), dln2 = work(BT * C), dres2 = work(TlC),
+            dattproj = work(TlC), datty = work(BTl), dqkv = work(3 * BTl), dln1 = work(BT * C), dpreatt = work(att_size),
+            datt = work(att_size), dprev = work(TlC);
   for (int i = n - 1; i >= 0; --i) {
     const int l = l0 + i;
-    const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * BT * C;
+    const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * TlC;
     const size_t slot = recompute_ ? 0 : static_cast<size_t>(i);
     acquire(l + 1, i >= 1 ? l : -1);
     open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
     if (recompute_) layer_forward(l, i, 0, residual, B, Tn);
-    const size_t o = slot * BT * C, ol = slot * BTl, of = slot * BTf;
+    const size_t o = slot * TlC, ol = slot * BTl, of = slot * BTf;
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).
     if (selective_ && !recompute_) {
       be_.attention_forward(acts_.shared->attproj.data(), acts_.shared->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
-                             Tn, Cl, NH);
+                            Tn, Cl, NH);
     }
     for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
       std::fill(v->begin(), v->end(), T(0));
     }
-    // residual3 = residual2 + fcproj
-    be_.residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), BT * C);
-    be_.matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), dfcproj.data(),
-                         L_->fch_gelu.data() + of, w(FCPROJW, l), static_cast<int>(BT), Fl, C);
+    // residual3 = residual2 + fcproj; the row-parallel product's output
+    // gradient over every token (gathered under sequence parallelism; its
+    // bias gradient is then the sum over all tokens on every rank).
+    be_.residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), TlC);
+    be_.matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), split_.gather(dfcproj.data(), gathered, TlC),
+                        L_->fch_gelu.data() + of, w(FCPROJW, l), static_cast<int>(BT), Fl, C);
     be_.gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
-    be_.matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(),
-                         L_->ln2.data() + o, w(FCW, l), static_cast<int>(BT), C, Fl);
-    tp_all_reduce(tp_, dln2.data(), BT * static_cast<size_t>(C));  // column-parallel: the input's gradient is a sum over ranks
-    be_.layernorm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2.data(), L_->residual2.data() + o,
-                            w(LN2W, l), L_->ln2_mean.data() + slot * BT, L_->ln2_rstd.data() + slot * BT, static_cast<int>(BT), C);
+    const T* ln2_all = split_.gather(L_->ln2.data() + o, gathered, TlC);
+    be_.matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(), ln2_all, w(FCW, l), static_cast<int>(BT), C, Fl);
+    // Column-parallel: the input's gradient is a sum over ranks.
+    const T* dln2_mine = split_.reduce(dln2.data(), reduced, TlC);
+    norm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2_mine, L_->residual2.data() + o, w(LN2W, l),
+                  L_->ln2_mean.data() + slot * Tl, L_->ln2_rstd.data() + slot * Tl);
     // residual2 = residual + attproj
-    be_.residual_backward(dprev.data(), dattproj.data(), dres2.data(), BT * C);
-    be_.matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), dattproj.data(),
-                         L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C);
+    be_.residual_backward(dprev.data(), dattproj.data(), dres2.data(), TlC);
+    be_.matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), split_.gather(dattproj.data(), gathered, TlC),
+                        L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C);
     be_.attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * ol,
-                            A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
-    be_.matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(),
-                         L_->ln1.data() + o, w(QKVW, l), static_cast<int>(BT), C, 3 * Cl);
-    tp_all_reduce(tp_, dln1.data(), BT * static_cast<size_t>(C));
-    be_.layernorm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1.data(), residual, w(LN1W, l),
-                            L_->ln1_mean.data() + slot * BT, L_->ln1_rstd.data() + slot * BT, static_cast<int>(BT), C);
+                           A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
+    const T* ln1_all = split_.gather(L_->ln1.data() + o, gathered, TlC);
+    be_.matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(), ln1_all, w(QKVW, l), static_cast<int>(BT), C,
+                        3 * Cl);
+    const T* dln1_mine = split_.reduce(dln1.data(), reduced, TlC);
+    norm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1_mine, residual, w(LN1W, l), L_->ln1_mean.data() + slot * Tl,
+                  L_->ln1_rstd.data() + slot * Tl);
     finish_gradients(l + 1);
     release(l + 1);
     dresidual.swap(dprev);
   }
   if (stage_.first) {
-    // Each rank's token rows take their gradients; the positions are replicated.
-    lookup_backward(be_, table_.g[0], dresidual.data(), a_->ids.data(), BT, C, vocab_start_, vocab_local_);
-    be_.scatter_add_rows(table_.g[0] + wpe_offset(), static_cast<size_t>(c_.max_seq), dresidual.data(), BT, C,
+    // Each rank's token rows take their gradients (every token's, gathered
+    // under sequence parallelism); the positions are replicated, and with
+    // every token's gradient every rank has their whole sum.
+    const T* dall = split_.gather(dresidual.data(), gathered, TlC);
+    lookup_backward(be_, table_.g[0], dall, a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+    be_.scatter_add_rows(table_.g[0] + wpe_offset(), static_cast<size_t>(c_.max_seq), dall, BT, C,
                          [Tn](size_t i) { return static_cast<long>(i % static_cast<size_t>(Tn)); });
     finish_gradients(0);
   } else {

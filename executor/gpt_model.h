@@ -23,6 +23,7 @@
 #include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
 #include "executor/tagged_buffer.h"
+#include "executor/sequence_parallel.h"
 #include "executor/tensor_parallel.h"
 #include "models/model_spec.h"
 
@@ -76,6 +77,11 @@ class GptModel {
   // holds what goes back to the previous stage (not on the first).
   void stage_backward(int k, const T* doutput, int B, int Tn);
   const T* input_gradient() const { return dinput_.data(); }
+  // Elements a stage sends on (and its input gradient sends back) per
+  // micro-batch of B x Tn tokens: this rank's token rows under sequence parallelism.
+  size_t stage_io_elements(int B, int Tn) const {
+    return split_.local(static_cast<size_t>(B) * static_cast<size_t>(Tn)) * static_cast<size_t>(c_.channels);
+  }
   // Frees micro-batch k's activations (a pipeline keeps only those in flight).
   void free_activations(int k) { acts_.free(k); }
   // The unit holding the tied embedding on this stage of a pipeline (the
@@ -122,6 +128,7 @@ class GptModel {
     Buffer<T> encoded, ln1, qkv, atty, att, residual2, ln2, fch, fch_gelu, residual3, lnf, logits;
     Buffer<acc_t<T>> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lnf_mean, lnf_rstd;  // fp32 under bf16
     Buffer<T> preatt, attproj, fcproj;  // workspace
+    Buffer<T> gathered, reduced;        // sequence parallelism: all ranks' token rows, this rank's sums
     Buffer<T> out;                      // a non-last stage's output, until sent
     Buffer<int> ids;
   };
@@ -159,8 +166,11 @@ class GptModel {
   Communicator* tp_ = nullptr;
   int tp_size_ = 1, tp_rank_ = 0;
   int channels_local_ = 0, heads_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
-  // A row-parallel product's output: summed over the ranks, then its bias added.
-  void add_bias_after_reduce(T* out, const T* bias, size_t rows, int C);
+  // A row-parallel product's partial sums over all tokens: summed over the
+  // ranks (this rank's `rows` token rows of them under sequence parallelism),
+  // then the bias; returns where the result is.
+  T* add_bias_after_reduce(T* partial, const T* bias, size_t rows, int C);
+  TokenSplit<T> split_;
 };
 
 }  // namespace zp

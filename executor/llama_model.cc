@@ -32,6 +32,7 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
   stage_ = stage;
   tp_ = tp.comm;
+  split_ = TokenSplit<T>{tp.comm, tp.sequence_parallel};
   const int ranks = tp.comm ? tp.comm->size() : 1;
   if (c.heads % ranks || c.kv_heads % ranks || c.ffn % ranks || c.vocab % ranks) {
     throw std::runtime_error("tensor parallel " + std::to_string(ranks) + ": must divide the heads, KV heads, FFN and vocabulary");
@@ -140,43 +141,50 @@ const T* LlamaModel<T>::stage_output(int k) const {
 
 template <class T>
 void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B, int Tn) {
+  // BT tokens go through the tensor-parallel products, Tl of them (BT / t
+  // under sequence parallelism) through the norms and residuals.
   const int C = c_.channels, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_;
-  const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
+  const size_t BT = static_cast<size_t>(B) * Tn, Tl = split_.local(BT), TlC = Tl * C;
+  const size_t QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t s = static_cast<size_t>(slot), att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const acc_t<T> base = static_cast<acc_t<T>>(c_.rope_base);
-  T* xn1 = L_->xn1.data() + s * BT * C;
-  be_.rmsnorm_forward(xn1, L_->rstd1.data() + s * BT, x, w(ATTN_NORM, l), static_cast<int>(BT), C);
+  Acts& ws = *acts_.shared;
+  T* xn1 = L_->xn1.data() + s * TlC;
+  be_.rmsnorm_forward(xn1, L_->rstd1.data() + s * Tl, x, w(ATTN_NORM, l), static_cast<int>(Tl), C);
+  const T* xn1_all = split_.gather(xn1, ws.gathered, TlC);
   T* q = L_->q.data() + s * BT * QD;
   T* k = L_->k.data() + s * BT * KD;
   T* v = L_->v.data() + s * BT * KD;
-  be_.matmul_forward(q, xn1, w(WQ, l), nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
-  be_.matmul_forward(k, xn1, w(WK, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
-  be_.matmul_forward(v, xn1, w(WV, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  be_.matmul_forward(q, xn1_all, w(WQ, l), nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
+  be_.matmul_forward(k, xn1_all, w(WK, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  be_.matmul_forward(v, xn1_all, w(WV, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
   be_.rope_forward(q, B, Tn, NH, hs, base);
   be_.rope_forward(k, B, Tn, KVH, hs, base);
   T* atty = L_->atty.data() + s * BT * QD;
   be_.gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
-  T* x2 = L_->x2.data() + s * BT * C;
-  be_.matmul_forward(x2, atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
-  tp_all_reduce(tp_, x2, BT * C);  // row-parallel: the ranks' partial products summed
-  for (size_t i = 0; i < BT * C; ++i) x2[i] += x[i];
-  T* xn2 = L_->xn2.data() + s * BT * C;
-  be_.rmsnorm_forward(xn2, L_->rstd2.data() + s * BT, x2, w(MLP_NORM, l), static_cast<int>(BT), C);
+  // Row-parallel: the ranks' partial products over every token, summed (this
+  // rank's tokens under sequence parallelism), then the residual.
+  be_.matmul_forward(ws.partial.data(), atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
+  const T* attn = split_.reduce(ws.partial.data(), ws.reduced, TlC);
+  T* x2 = L_->x2.data() + s * TlC;
+  be_.residual_forward(x2, x, attn, TlC);
+  T* xn2 = L_->xn2.data() + s * TlC;
+  be_.rmsnorm_forward(xn2, L_->rstd2.data() + s * Tl, x2, w(MLP_NORM, l), static_cast<int>(Tl), C);
+  const T* xn2_all = split_.gather(xn2, ws.gathered, TlC);
   T* gate = L_->gate.data() + s * BT * F;
   T* up = L_->up.data() + s * BT * F;
   T* h = L_->h.data() + s * BT * F;
-  be_.matmul_forward(gate, xn2, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
-  be_.matmul_forward(up, xn2, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
+  be_.matmul_forward(gate, xn2_all, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
+  be_.matmul_forward(up, xn2_all, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
   be_.swiglu_forward(h, gate, up, BT * F);
   // The stage's last layer writes the stage's output when a later stage takes it.
-  T* x3 = a_->x3.data() + static_cast<size_t>(local) * BT * C;
+  T* x3 = a_->x3.data() + static_cast<size_t>(local) * TlC;
   if (local + 1 == stage_.layers && !stage_.last) {
-    if (a_->out.empty()) a_->out = make_buffer<T>(tracker_, Component::Workspace, BT * C);
+    if (a_->out.empty()) a_->out = make_buffer<T>(tracker_, Component::Workspace, TlC);
     x3 = a_->out.data();
   }
-  be_.matmul_forward(x3, h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
-  tp_all_reduce(tp_, x3, BT * C);
-  for (size_t i = 0; i < BT * C; ++i) x3[i] += x2[i];
+  be_.matmul_forward(ws.partial.data(), h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
+  be_.residual_forward(x3, x2, split_.reduce(ws.partial.data(), ws.reduced, TlC), TlC);
 }
 
 template <class T>
@@ -184,19 +192,24 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
   select(k);
   const int C = c_.channels, L = c_.layers, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_, V = vocab_local_;
   const int n = stage_.layers, l0 = stage_.first_layer;
-  const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
+  const size_t BT = static_cast<size_t>(B) * Tn, Tl = split_.local(BT), TlC = Tl * C;
+  const size_t QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
+  if (split_.split() && BT % static_cast<size_t>(tp_->size()) != 0) {
+    throw std::runtime_error("sequence parallelism: micro-batch x sequence must divide by the tensor-parallel size");
+  }
   auto size = [this](auto& b, size_t n, Component tag = Component::Activations) { ensure_buffer(b, tracker_, tag, n); };
   if (stage_.first) {
-    if (a_->ids.get_allocator().tracker() != tracker_) a_->ids = make_buffer<int>(tracker_, Component::Activations);
-    a_->ids.assign(tokens, tokens + BT);
+    size(a_->ids, BT);
+    std::copy(tokens, tokens + BT, a_->ids.begin());
   }
   // With full recompute only one layer's activations exist at a time (the
   // recompute workspace); every layer's input stays as its checkpoint.
+  // Tensors outside the tensor-parallel regions hold Tl token rows.
   const size_t slots = recompute_ ? 1 : static_cast<size_t>(n);
   const Component layer_tag = recompute_ ? Component::RecomputeWorkspace : Component::Activations;
-  size(a_->x0, BT * C);
-  size(L_->xn1, slots * BT * C, layer_tag);
-  size(L_->rstd1, slots * BT, layer_tag);
+  size(a_->x0, TlC);
+  size(L_->xn1, slots * TlC, layer_tag);
+  size(L_->rstd1, slots * Tl, layer_tag);
   size(L_->q, slots * BT * QD, layer_tag);
   size(L_->k, slots * BT * KD, layer_tag);
   size(L_->v, slots * BT * KD, layer_tag);
@@ -207,40 +220,52 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
     size(A_->att, slots * static_cast<size_t>(B) * NH * Tn * Tn, layer_tag);
   }
   size(L_->atty, slots * BT * QD, layer_tag);
-  size(L_->x2, slots * BT * C, layer_tag);
-  size(L_->xn2, slots * BT * C, layer_tag);
-  size(L_->rstd2, slots * BT, layer_tag);
+  size(L_->x2, slots * TlC, layer_tag);
+  size(L_->xn2, slots * TlC, layer_tag);
+  size(L_->rstd2, slots * Tl, layer_tag);
   size(L_->gate, slots * BT * F, layer_tag);
   size(L_->up, slots * BT * F, layer_tag);
   size(L_->h, slots * BT * F, layer_tag);
-  size(a_->x3, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * BT * C);
+  size(a_->x3, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * TlC);
   if (stage_.last) {
-    size(a_->xf, BT * C, Component::Logits);
-    size(a_->rstdf, BT, Component::Logits);
+    size(a_->xf, TlC, Component::Logits);
+    size(a_->rstdf, Tl, Component::Logits);
     size(a_->logits, BT * V, Component::Logits);
   }
+  Acts& ws = *acts_.shared;
+  size(ws.partial, BT * C, Component::Workspace);
+  size(ws.gathered, split_.split() ? BT * C : 0, Component::Workspace);
+  size(ws.reduced, split_.split() ? TlC : 0, Component::Workspace);
   // Each unit's parameters are acquired for the ops that use them and released after.
   const int final_unit = L + 1;
   if (stage_.first) {
     acquire(0, n > 0 ? l0 + 1 : final_unit);
-    // Each rank's vocabulary rows (all of them with one rank), summed over the ranks.
-    vocab_parallel_lookup(tp_, a_->x0.data(), table_.p[0], tokens, BT, C, vocab_start_, vocab_local_);
+    // Each rank's vocabulary rows (all of them with one rank), summed over
+    // the ranks (reduce-scattered to this rank's tokens under sequence parallelism).
+    if (split_.split()) {
+      std::fill(ws.partial.begin(), ws.partial.end(), T(0));
+      vocab_parallel_lookup(nullptr, ws.partial.data(), table_.p[0], tokens, BT, C, vocab_start_, vocab_local_);
+      split_.reduce_to(ws.partial.data(), a_->x0.data(), TlC);
+    } else {
+      vocab_parallel_lookup(tp_, a_->x0.data(), table_.p[0], tokens, BT, C, vocab_start_, vocab_local_);
+    }
     release(0);
   } else {
-    std::copy(input, input + BT * C, a_->x0.begin());  // what the previous stage sent
+    std::copy(input, input + TlC, a_->x0.begin());  // what the previous stage sent
   }
   for (int i = 0; i < n; ++i) {
-    const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * BT * C;
+    const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * TlC;
     acquire(l0 + i + 1, i + 1 < n ? l0 + i + 2 : (stage_.last ? final_unit : -1));
     layer_forward(l0 + i, i, recompute_ ? 0 : i, x, B, Tn);
     release(l0 + i + 1);
   }
   if (!stage_.last) return acc_t<T>(0);
-  const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * BT * C : a_->x0.data();
+  const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * TlC : a_->x0.data();
   acquire(final_unit);
   const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
-  be_.rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(BT), C);
-  be_.matmul_forward(a_->logits.data(), a_->xf.data(), final_norm + C, nullptr, static_cast<int>(BT), C, V);
+  be_.rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(Tl), C);
+  be_.matmul_forward(a_->logits.data(), split_.gather(a_->xf.data(), ws.gathered, TlC), final_norm + C, nullptr,
+                     static_cast<int>(BT), C, V);
   release(final_unit);
   if (!tp_ || tp_->size() == 1) {
     return be_.cross_entropy(a_->logits.data(), targets, static_cast<int>(BT), V);
@@ -278,12 +303,27 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   select(k);
   const int C = c_.channels, L = c_.layers, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_, V = vocab_local_;
   const int n = stage_.layers, l0 = stage_.first_layer;
-  const size_t BT = static_cast<size_t>(B) * Tn, QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
+  const size_t BT = static_cast<size_t>(B) * Tn, Tl = split_.local(BT), TlC = Tl * C;
+  const size_t QD = static_cast<size_t>(NH) * hs, KD = static_cast<size_t>(KVH) * hs;
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const acc_t<T> base = static_cast<acc_t<T>>(c_.rope_base);
-  // Backward's activation gradients: one layer's worth, workspace.
+  // Backward's activation gradients: one layer's worth, workspace (Tl token
+  // rows on the residual stream, all BT inside the tensor-parallel regions).
   auto work = [this](size_t count) { return make_buffer<T>(tracker_, Component::Workspace, count); };
-  Buffer<T> dx = work(BT * C);
+  Buffer<T> dx = work(TlC), gathered = work(0), reduced = work(0);
+  // A norm's weight gradient from this rank's tokens: summed over the
+  // tensor-parallel group under sequence parallelism (increments only).
+  Buffer<T> dnorm = work(split_.split() ? static_cast<size_t>(C) : 0);
+  auto norm_backward = [&](T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const acc_t<T>* rstd) {
+    if (!split_.split()) {
+      be_.rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, static_cast<int>(Tl), C);
+      return;
+    }
+    std::fill(dnorm.begin(), dnorm.end(), T(0));
+    be_.rmsnorm_backward(dinp, dnorm.data(), dout, inp, weight, rstd, static_cast<int>(Tl), C);
+    split_.sum_replicated(dnorm.data(), dnorm.size());
+    for (int c = 0; c < C; ++c) dweight[c] += dnorm[static_cast<size_t>(c)];
+  };
   const int final_unit = L + 1;
   if (stage_.last) {
     Buffer<T> dxf = work(BT * C);
@@ -291,22 +331,22 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     open_gradients(final_unit);
     const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
     T* gfinal = table_.g[static_cast<size_t>(final_unit)];
-    be_.matmul_backward(dxf.data(), gfinal + C, nullptr, a_->logits.data(), a_->xf.data(), final_norm + C,
-                            static_cast<int>(BT), C, V);
-    const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * BT * C : a_->x0.data();
-    tp_all_reduce(tp_, dxf.data(), BT * C);  // each rank's vocabulary rows contribute
-    be_.rmsnorm_backward(dx.data(), gfinal, dxf.data(), last, final_norm, a_->rstdf.data(), static_cast<int>(BT), C);
+    be_.matmul_backward(dxf.data(), gfinal + C, nullptr, a_->logits.data(), split_.gather(a_->xf.data(), gathered, TlC),
+                        final_norm + C, static_cast<int>(BT), C, V);
+    const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * TlC : a_->x0.data();
+    const T* dxf_mine = split_.reduce(dxf.data(), reduced, TlC);  // each rank's vocabulary rows contribute
+    norm_backward(dx.data(), gfinal, dxf_mine, last, final_norm, a_->rstdf.data());
     finish_gradients(final_unit);
     release(final_unit);
   } else {
-    std::copy(doutput, doutput + BT * C, dx.begin());
+    std::copy(doutput, doutput + TlC, dx.begin());
   }
-  Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), dx2 = work(BT * C),
+  Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), dx2 = work(TlC),
             datty = work(BT * QD), dq = work(BT * QD), dk = work(BT * KD), dv = work(BT * KD), dxn1 = work(BT * C),
-            dprev = work(BT * C);
+            dprev = work(TlC);
   for (int i = n - 1; i >= 0; --i) {
     const int l = l0 + i;
-    const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * BT * C;
+    const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * TlC;
     acquire(l + 1, i >= 1 ? l : -1);
     open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
@@ -317,50 +357,47 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // zeroed below before its use).
     if (selective_ && !recompute_) {
       be_.gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
-                                 L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
+                                L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
     }
     for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
       std::fill(vec->begin(), vec->end(), T(0));
     }
-    // x3 = x2 + down(h)
-    for (size_t i = 0; i < BT * C; ++i) dx2[i] += dx[i];
-    be_.matmul_backward(dh.data(), gw(WDOWN, l), nullptr, dx.data(),
-                            L_->h.data() + s * BT * F, w(WDOWN, l), static_cast<int>(BT), F, C);
+    // x3 = x2 + down(h): the product's output gradient over every token
+    // (gathered under sequence parallelism).
+    for (size_t j = 0; j < TlC; ++j) dx2[j] += dx[j];
+    be_.matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,
+                        w(WDOWN, l), static_cast<int>(BT), F, C);
     be_.swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
-    const T* xn2 = L_->xn2.data() + s * BT * C;
-    be_.matmul_backward(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2,
-                            w(WGATE, l), static_cast<int>(BT), C, F);
-    be_.matmul_backward(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2,
-                            w(WUP, l), static_cast<int>(BT), C, F);
-    tp_all_reduce(tp_, dxn2.data(), BT * C);  // column-parallel: the input's gradient summed over ranks
-    be_.rmsnorm_backward(dx2.data(), gw(MLP_NORM, l), dxn2.data(), L_->x2.data() + s * BT * C, w(MLP_NORM, l),
-                          L_->rstd2.data() + s * BT, static_cast<int>(BT), C);
+    const T* xn2 = split_.gather(L_->xn2.data() + s * TlC, gathered, TlC);
+    be_.matmul_backward(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2, w(WGATE, l), static_cast<int>(BT), C, F);
+    be_.matmul_backward(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2, w(WUP, l), static_cast<int>(BT), C, F);
+    // Column-parallel: the input's gradient summed over ranks.
+    const T* dxn2_mine = split_.reduce(dxn2.data(), reduced, TlC);
+    norm_backward(dx2.data(), gw(MLP_NORM, l), dxn2_mine, L_->x2.data() + s * TlC, w(MLP_NORM, l), L_->rstd2.data() + s * Tl);
     // x2 = x + wo(atty)
-    for (size_t i = 0; i < BT * C; ++i) dprev[i] += dx2[i];
-    be_.matmul_backward(datty.data(), gw(WO, l), nullptr, dx2.data(), L_->atty.data() + s * BT * QD,
-                            w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
+    for (size_t j = 0; j < TlC; ++j) dprev[j] += dx2[j];
+    be_.matmul_backward(datty.data(), gw(WO, l), nullptr, split_.gather(dx2.data(), gathered, TlC),
+                        L_->atty.data() + s * BT * QD, w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
     be_.gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), L_->q.data() + s * BT * QD,
-                                L_->k.data() + s * BT * KD, L_->v.data() + s * BT * KD, A_->att.data() + att_slot(s) * att_size, B, Tn,
-                                NH, KVH, hs);
+                               L_->k.data() + s * BT * KD, L_->v.data() + s * BT * KD, A_->att.data() + att_slot(s) * att_size,
+                               B, Tn, NH, KVH, hs);
     be_.rope_backward(dq.data(), B, Tn, NH, hs, base);
     be_.rope_backward(dk.data(), B, Tn, KVH, hs, base);
-    const T* xn1 = L_->xn1.data() + s * BT * C;
-    be_.matmul_backward(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l),
-                            static_cast<int>(BT), C, static_cast<int>(QD));
-    be_.matmul_backward(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l),
-                            static_cast<int>(BT), C, static_cast<int>(KD));
-    be_.matmul_backward(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l),
-                            static_cast<int>(BT), C, static_cast<int>(KD));
-    tp_all_reduce(tp_, dxn1.data(), BT * C);
-    be_.rmsnorm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1.data(), x, w(ATTN_NORM, l),
-                          L_->rstd1.data() + s * BT, static_cast<int>(BT), C);
+    const T* xn1 = split_.gather(L_->xn1.data() + s * TlC, gathered, TlC);
+    be_.matmul_backward(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l), static_cast<int>(BT), C, static_cast<int>(QD));
+    be_.matmul_backward(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l), static_cast<int>(BT), C, static_cast<int>(KD));
+    be_.matmul_backward(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l), static_cast<int>(BT), C, static_cast<int>(KD));
+    const T* dxn1_mine = split_.reduce(dxn1.data(), reduced, TlC);
+    norm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1_mine, x, w(ATTN_NORM, l), L_->rstd1.data() + s * Tl);
     finish_gradients(l + 1);
     release(l + 1);
     dx.swap(dprev);
   }
   if (stage_.first) {
+    // Each rank's vocabulary rows take every token's gradient (gathered under sequence parallelism).
     open_gradients(0);
-    lookup_backward(be_, table_.g[0], dx.data(), a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+    lookup_backward(be_, table_.g[0], split_.gather(dx.data(), gathered, TlC), a_->ids.data(), BT, C, vocab_start_,
+                    vocab_local_);
     finish_gradients(0);
   } else {
     dinput_.swap(dx);  // for the previous stage

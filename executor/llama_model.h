@@ -17,6 +17,7 @@
 #include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
 #include "executor/tagged_buffer.h"
+#include "executor/sequence_parallel.h"
 #include "executor/tensor_parallel.h"
 #include "models/model_spec.h"
 
@@ -72,6 +73,11 @@ class LlamaModel {
   void output_sent(int k) { acts_.free_output(k); }
   void stage_backward(int k, const T* doutput, int B, int Tn);
   const T* input_gradient() const { return dinput_.data(); }
+  // Elements a stage sends on (and its input gradient sends back) per
+  // micro-batch of B x Tn tokens: this rank's token rows under sequence parallelism.
+  size_t stage_io_elements(int B, int Tn) const {
+    return split_.local(static_cast<size_t>(B) * static_cast<size_t>(Tn)) * static_cast<size_t>(c_.channels);
+  }
   void free_activations(int k) { acts_.free(k); }
   // Untied embeddings: nothing for the end stages to exchange.
   int tied_embedding_unit() const { return -1; }
@@ -98,6 +104,7 @@ class LlamaModel {
     Buffer<acc_t<T>> rstd1, rstd2, rstdf;  // fp32 under bf16
     Buffer<T> out;  // a non-last stage's output, until sent
     Buffer<int> ids;
+    Buffer<T> partial, gathered, reduced;  // workspace: row-parallel partial sums; sequence parallelism's moves
   };
   // One set per micro-batch in flight (a_); under recompute the layer's own
   // tensors (L_) and the softmax output (A_, also under selective recompute)
@@ -110,6 +117,7 @@ class LlamaModel {
   PipelineStage stage_;
   // Tensor parallelism: this rank's heads, KV heads, FFN width and vocabulary rows.
   Communicator* tp_ = nullptr;
+  TokenSplit<T> split_;
   int heads_local_ = 0, kv_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;

@@ -67,7 +67,7 @@ template <class Model>
 float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches) {
   const int p = comm_.size(), stage = comm_.rank(), m = micro_batches;
   const PipelineStage& s = model_.stage();
-  const size_t n = static_cast<size_t>(micro_batch) * Tn * static_cast<size_t>(model_.config().channels);
+  const size_t n = model_.stage_io_elements(micro_batch, Tn);
   input_.assign(n, T(0));
   output_grad_.assign(n, T(0));
   optimizer_.begin_step();

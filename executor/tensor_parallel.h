@@ -19,6 +19,9 @@ namespace zp {
 // The tensor-parallel group of a model; null: one rank.
 struct TensorParallel {
   Communicator* comm = nullptr;
+  // Sequence parallelism (executor/sequence_parallel.h): norms, residuals
+  // and biases on 1/t of the tokens each.
+  bool sequence_parallel = false;
 };
 
 template <class T>

@@ -297,7 +297,8 @@ TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and eac
 
 namespace {
 
-// One model family under tensor parallelism over all the ranks, three recompute modes.
+// One model family under tensor parallelism over all the ranks, with and
+// without sequence parallelism, three recompute modes.
 template <class Model, class Config>
 void check_tensor_parallel(const ModelSpec& spec, const Config& config) {
   MpiCommunicator& c = *g_comm;
@@ -307,13 +308,15 @@ void check_tensor_parallel(const ModelSpec& spec, const Config& config) {
   AdamConfig adam;
   adam.lr = 5e-3f;
   double worst = 0;
+  for (bool sp : {false, true})
   for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+    CAPTURE(sp);
     CAPTURE(std::string(to_string(recompute)));
     LoopbackCommunicator alone(0, 1);
     Model reference(config, 11);
     DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
     TrackingAllocator device;
-    Model model(config, 11, &device, PipelineStage{}, TensorParallel{&c});
+    Model model(config, 11, &device, PipelineStage{}, TensorParallel{&c, sp});
     model.set_recompute(recompute == Recompute::Full);
     model.set_selective_recompute(recompute == Recompute::Selective);
     DataParallelTrainer<Model> trainer(model, alone, 0, adam, TrainerMemory{&device});  // dp = 1: the whole batch
@@ -322,7 +325,8 @@ void check_tensor_parallel(const ModelSpec& spec, const Config& config) {
       const float loss = trainer.step(tokens.data(), targets.data(), mb, T, ga);
       CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
     }
-    const Layout l = test::executor_layout(1, static_cast<uint32_t>(t), 1, mb, ga, T, recompute);
+    Layout l = test::executor_layout(1, static_cast<uint32_t>(t), 1, mb, ga, T, recompute);
+    l.sequence_parallel = sp;
     worst = std::max(worst, test::check_against_rows(device, nullptr, test::executor_rows(spec, l, 0)));
   }
   MESSAGE(spec.name << ", tensor parallel " << t << ": worst activation difference " << worst * 100 << "%");
@@ -381,6 +385,8 @@ void check_3d(const ModelSpec& spec, const Config& config) {
         l.zero_stage = static_cast<uint8_t>(zero);
         l.offload_optimizer = zc.offload ? Offload::Cpu : Offload::None;
         l.offload_param = zc.offload && zero == 3 ? Offload::Cpu : Offload::None;
+        l.sequence_parallel = tp > 1 && zero % 2 == 1;  // half the cases, whichever the precision
+        CAPTURE(l.sequence_parallel);
         const ParallelGroups g = make_parallel_groups(world, l);
         const int B = mb * ga * dp;
         auto [tokens, targets] = shifted_batch(B, T, vocab, 3);
@@ -389,7 +395,7 @@ void check_3d(const ModelSpec& spec, const Config& config) {
         DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
         const PipelineStage part = pipeline_stage(spec.num_layers, l, static_cast<uint32_t>(g.pp_rank));
         TrackingAllocator device, host;
-        Model model(config, 11, &device, part, TensorParallel{tp > 1 ? g.tp.get() : nullptr});
+        Model model(config, 11, &device, part, TensorParallel{tp > 1 ? g.tp.get() : nullptr, l.sequence_parallel});
         PipelineTrainer<Model> trainer(model, *g.pp, PipeSchedule::OneFOneB, adam,
                                        TrainerMemory{&device, &host, zc.offload, zc.offload && zero == 3}, g.dp.get(), zero);
         const size_t slice = static_cast<size_t>(g.dp_rank) * mb * ga * T;

@@ -101,6 +101,8 @@ endfunction()
 run_and_check(pipe "--pp 2 --grad-accum 4 --precision fp32" plan.json.measured.json plan.json.measured.stage1.json)
 # Tensor parallelism over the 2 ranks.
 run_and_check(tensor "--tp 2 --grad-accum 2 --precision fp32" plan.json.measured.json)
+# ... with sequence parallelism, in bf16.
+run_and_check(sequence "--tp 2 --sp --grad-accum 2 --precision bf16" plan.json.measured.json)
 # bf16 mixed precision (the plans' default on GPUs with bf16): a pipeline, and
 # ZeRO-2 across 2 ranks with the optimizer (and its fp32 master weights) offloaded.
 run_and_check(pipe_bf16 "--pp 2 --grad-accum 4 --precision bf16" plan.json.measured.json plan.json.measured.stage1.json)
