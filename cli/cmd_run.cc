@@ -322,7 +322,12 @@ int train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communic
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    step_rows.push_back({{"step", first_step + s}, {"loss", loss}, {"seconds", seconds}, {"collectives", collective_stats(timed)}});
+    const auto& ph = trainer.last_phases();
+    step_rows.push_back({{"step", first_step + s}, {"loss", loss}, {"seconds", seconds},
+                         {"phases_s", {{"forward", ph.forward_s}, {"backward", ph.backward_s},
+                                       {"pipeline_transfer", ph.pipeline_transfer_s}, {"gradient_sync", ph.gradient_sync_s},
+                                       {"optimizer", ph.optimizer_s}, {"parameter_gather", ph.parameter_gather_s}}},
+                         {"collectives", collective_stats(timed)}});
     if (world.rank() == 0 && !world.emulated()) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
   if (!o.save_dir.empty()) save(trainer, o, world);

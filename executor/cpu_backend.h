@@ -1,8 +1,10 @@
-// CpuBackend<T>: the operations a model runs (matrix products, norms,
-// attention, activations, residuals, loss, embedding gradients), for storage
-// type T, on the CPU. The backend interface of issue 6: the models call these
-// and nothing else for their arithmetic, so the CUDA backend (issue 7) can
-// stand in its place.
+// CpuBackend<T>: the operations a model runs (tagged allocation, matrix
+// products, norms, attention, activations, residuals, row adds, loss,
+// embedding gradients), for storage type T, on the CPU. The backend
+// interface of issue 6: the models do all their arithmetic through these
+// calls, so the CUDA backend (issue 7) can stand in its place; what it adds
+// is device memory behind the buffers (the models still copy and zero their
+// buffers with the standard algorithms, which a device buffer must provide).
 //  - float and double: the reference kernels of ops_cpu.h and ops_llama_cpu.h
 //    directly (Eigen for the matrix products);
 //  - bf16 (mixed precision): every operand is read into an fp32 workspace,
@@ -195,6 +197,24 @@ class CpuBackend {
       store(table, f[0], TC);
     }
   }
+
+  // Adds row row_of(i) of table (C wide) to row i of out (rows x C): a bias
+  // (row_of = 0) or the position embedding. One rounding per element.
+  template <class RowOf>
+  void gather_add_rows(T* out, const T* table, size_t rows, int C, RowOf row_of) {
+    for (size_t i = 0; i < rows; ++i) {
+      const T* from = table + static_cast<size_t>(row_of(i)) * sz(C);
+      T* to = out + i * sz(C);
+      for (int c = 0; c < C; ++c) to[c] += from[c];
+    }
+  }
+  // dst += src, n elements.
+  void accumulate(T* dst, const T* src, size_t n) {
+    for (size_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
+  // Tagged allocation: a buffer of n zeros counted under `tag`.
+  template <class U>
+  Buffer<U> buffer(Component tag, size_t n = 0) const { return make_buffer<U>(tracker_, tag, n); }
 
   // Llama style: RMSNorm, SwiGLU, rotary positions, grouped-query attention.
   void rmsnorm_forward(T* out, Acc* rstd, const T* inp, const T* w, int N, int C) {

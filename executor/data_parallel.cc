@@ -138,6 +138,7 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
 
 template <class Model>
 void DataParallelTrainer<Model>::begin_step() {
+  phases_ = Phases{};
   if (zero3_) {
     zero3_->zero_gradients();
   } else {

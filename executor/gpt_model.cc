@@ -128,9 +128,7 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
 template <class T>
 T* GptModel<T>::add_bias_after_reduce(T* partial, const T* bias, size_t rows, int C) {
   T* out = split_.reduce(partial, acts_.shared->reduced, rows * static_cast<size_t>(C));
-  for (size_t i = 0; i < rows; ++i) {
-    for (int c = 0; c < C; ++c) out[i * static_cast<size_t>(C) + c] += bias[c];
-  }
+  be_.gather_add_rows(out, bias, rows, C, [](size_t) { return 0; });
   return out;
 }
 
@@ -262,13 +260,9 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
     } else {
       vocab_parallel_lookup(tp_, a_->encoded.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
     }
-    const T* wpe = table_.p[0] + wpe_offset();
     const size_t first = split_.first(BT);
-    for (size_t i = 0; i < Tl; ++i) {
-      const T* p = wpe + ((first + i) % static_cast<size_t>(Tn)) * C;
-      T* o = a_->encoded.data() + i * static_cast<size_t>(C);
-      for (int c = 0; c < C; ++c) o[c] += p[c];
-    }
+    be_.gather_add_rows(a_->encoded.data(), table_.p[0] + wpe_offset(), Tl, C,
+                        [first, Tn](size_t i) { return (first + i) % static_cast<size_t>(Tn); });
     release(0);
   } else {
     std::copy(input, input + Tl * C, a_->encoded.begin());
@@ -351,10 +345,8 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     std::fill(dnorm.begin(), dnorm.end(), T(0));
     be_.layernorm_backward(dinp, dnorm.data(), dnorm.data() + C, dout, inp, weight, mean, rstd, static_cast<int>(Tl), C);
     split_.sum_replicated(dnorm.data(), dnorm.size());
-    for (int c = 0; c < C; ++c) {
-      dweight[c] += dnorm[static_cast<size_t>(c)];
-      dbias[c] += dnorm[static_cast<size_t>(C + c)];
-    }
+    be_.accumulate(dweight, dnorm.data(), static_cast<size_t>(C));
+    be_.accumulate(dbias, dnorm.data() + C, static_cast<size_t>(C));
   };
   const int final_unit = L + 1;
   // The first stage's embedding gradients come from the token lookup at the

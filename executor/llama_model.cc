@@ -322,7 +322,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     std::fill(dnorm.begin(), dnorm.end(), T(0));
     be_.rmsnorm_backward(dinp, dnorm.data(), dout, inp, weight, rstd, static_cast<int>(Tl), C);
     split_.sum_replicated(dnorm.data(), dnorm.size());
-    for (int c = 0; c < C; ++c) dweight[c] += dnorm[static_cast<size_t>(c)];
+    be_.accumulate(dweight, dnorm.data(), static_cast<size_t>(C));
   };
   const int final_unit = L + 1;
   if (stage_.last) {
@@ -364,7 +364,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     }
     // x3 = x2 + down(h): the product's output gradient over every token
     // (gathered under sequence parallelism).
-    for (size_t j = 0; j < TlC; ++j) dx2[j] += dx[j];
+    be_.accumulate(dx2.data(), dx.data(), TlC);
     be_.matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,
                         w(WDOWN, l), static_cast<int>(BT), F, C);
     be_.swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
@@ -375,7 +375,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     const T* dxn2_mine = split_.reduce(dxn2.data(), reduced, TlC);
     norm_backward(dx2.data(), gw(MLP_NORM, l), dxn2_mine, L_->x2.data() + s * TlC, w(MLP_NORM, l), L_->rstd2.data() + s * Tl);
     // x2 = x + wo(atty)
-    for (size_t j = 0; j < TlC; ++j) dprev[j] += dx2[j];
+    be_.accumulate(dprev.data(), dx2.data(), TlC);
     be_.matmul_backward(datty.data(), gw(WO, l), nullptr, split_.gather(dx2.data(), gathered, TlC),
                         L_->atty.data() + s * BT * QD, w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
     be_.gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), L_->q.data() + s * BT * QD,

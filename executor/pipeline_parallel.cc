@@ -1,6 +1,7 @@
 #include "executor/pipeline_parallel.h"
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 #include "costmodel/rank_params.h"
@@ -39,8 +40,16 @@ PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSc
   optimizer_.hold_unit(stage.tied_embedding_unit());
 }
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+}  // namespace
+
 template <class Model>
 void PipelineTrainer<Model>::forward(int k, const int* tokens, const int* targets, int micro_batch, int Tn) {
+  const auto start = Clock::now();
   const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
   const PipelineStage& s = model_.stage();
   loss_sum_ += model_.stage_forward(k, tokens + k * per_micro, targets + k * per_micro, s.first ? nullptr : input_.data(),
@@ -52,14 +61,17 @@ void PipelineTrainer<Model>::forward(int k, const int* tokens, const int* target
                                                                   device_->current_bytes(Component::RecomputeWorkspace) +
                                                                   device_->current_bytes(Component::Logits));
   }
+  phases_.forward_s += seconds_since(start);
 }
 
 template <class Model>
 void PipelineTrainer<Model>::backward(int k, int micro_batch, int Tn) {
+  const auto start = Clock::now();
   const PipelineStage& s = model_.stage();
   model_.stage_backward(k, s.last ? nullptr : output_grad_.data(), micro_batch, Tn);
   model_.free_activations(k);
   --in_flight_;
+  phases_.backward_s += seconds_since(start);
   optimizer_.micro_batch_done(backwards_done_++);
 }
 
@@ -70,6 +82,8 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   const size_t n = model_.stage_io_elements(micro_batch, Tn);
   input_.assign(n, T(0));
   output_grad_.assign(n, T(0));
+  const auto step_start = Clock::now();
+  phases_ = Phases{};
   optimizer_.begin_step();
   backwards_done_ = 0;
   loss_sum_ = 0;
@@ -147,6 +161,14 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
     loss /= static_cast<float>(dp_->size());
   }
   optimizer_.apply_gradients(m);
+  const auto& o = optimizer_.last_phases();
+  phases_.gradient_sync_s = o.gradient_sync_s;
+  phases_.optimizer_s = o.optimizer_s;
+  phases_.parameter_gather_s = o.parameter_gather_s;
+  // What is left of the step: the transfers with the neighbours (and the
+  // waits for them: the bubble), the loss broadcast and the tied-embedding sum.
+  phases_.pipeline_transfer_s = seconds_since(step_start) - phases_.forward_s - phases_.backward_s -
+                                phases_.gradient_sync_s - phases_.optimizer_s - phases_.parameter_gather_s;
   return loss;
 }
 

@@ -63,6 +63,14 @@ class PipelineTrainer {
   // once during the steps so far.
   uint64_t peak_activation_bytes() const { return peak_activation_bytes_; }
   int max_in_flight() const { return max_in_flight_; }
+  // Wall time of the last step's phases: this stage's forwards and
+  // backwards, the point-to-point transfers (and waits) with its neighbours,
+  // and the data-parallel trainer's gradient sync, optimizer and gather.
+  struct Phases {
+    double forward_s = 0, backward_s = 0, pipeline_transfer_s = 0, gradient_sync_s = 0, optimizer_s = 0,
+           parameter_gather_s = 0;
+  };
+  const Phases& last_phases() const { return phases_; }
   // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
   uint64_t zero3_peak_gathered_bytes() const { return optimizer_.zero3_peak_gathered_bytes(); }
   // What this rank holds (its stage's parameters and its optimizer states), for checkpoints.
@@ -81,6 +89,7 @@ class PipelineTrainer {
   TrackingAllocator* device_;
   int in_flight_ = 0, max_in_flight_ = 0, backwards_done_ = 0;
   float loss_sum_ = 0;
+  Phases phases_;
   uint64_t peak_activation_bytes_ = 0;
   Buffer<T> tied_;
   Buffer<T> input_, output_grad_;  // what the neighbours sent: the stage input, the output's gradient

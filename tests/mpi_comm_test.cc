@@ -275,6 +275,12 @@ void check_pipelines(const ModelSpec& spec, const Config& config) {
         const float loss = trainer.step(tokens.data(), targets.data(), mb, T, m);
         CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
       }
+      // The phases of the last step: this stage computed, and the rest of the
+      // step (transfers and waits) is what is left of its wall time.
+      const auto& ph = trainer.last_phases();
+      CHECK(ph.forward_s > 0);
+      CHECK(ph.backward_s > 0);
+      CHECK(ph.pipeline_transfer_s >= 0);
       // In flight: all m with GPipe, min(p - stage, m) with 1F1B (one with one stage).
       CHECK(trainer.max_in_flight() == (schedule == PipeSchedule::GPipe && p > 1 ? m : std::min(p - stage, m)));
       CAPTURE(stage);
