@@ -138,6 +138,16 @@ void write_atomically(const std::string& path, const std::string& content) {
   if (ec) throw InputError(path + ": cannot rename into place: " + ec.message());
 }
 
+// The build that ran: version, compiler, build type, whether CUDA was built in.
+Json build_info() {
+#ifdef ZP_HAVE_CUDA
+  const bool cuda = true;
+#else
+  const bool cuda = false;
+#endif
+  return {{"version", ZP_VERSION}, {"compiler", ZP_COMPILER}, {"build_type", ZP_BUILD_TYPE}, {"cuda", cuda}};
+}
+
 // Bytes per component, the nonzero ones, as JSON.
 Json component_bytes(const std::array<uint64_t, kNumComponents>& bytes) {
   Json out = Json::object();
@@ -211,6 +221,7 @@ void write_measurements(const PlanFile& plan, const Layout& l, const Communicato
               {"version", 2},
               {"plan", plan_path},
               {"backend", "cpu"},
+              {"build", build_info()},
               {"precision", to_string(l.precision)},
               {"communicator", comm.name()},
               {"emulated", comm.emulated()},

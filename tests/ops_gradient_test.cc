@@ -1,0 +1,212 @@
+// Every CPU kernel's hand-written backward against central finite
+// differences in double: for a random projection R of the op's output, the
+// gradient of <R, op(inputs)> with respect to every input and parameter
+// element (tests/gpt_model_test.cc checks the whole models the same way).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "executor/ops_cpu.h"
+#include "executor/ops_llama_cpu.h"
+
+using namespace zp;
+
+namespace {
+
+using Vec = std::vector<double>;
+
+Vec random_vec(size_t n, std::mt19937_64& rng, double scale = 1.0) {
+  std::normal_distribution<double> normal(0.0, scale);
+  Vec v(n);
+  for (double& x : v) x = normal(rng);
+  return v;
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// forward(inputs) -> output; backward(inputs, dout) -> one gradient per input
+// (each zero-initialised and added to, as the kernels do). Checks every
+// element of every input against (L(x + h) - L(x - h)) / 2h for L = <R, out>.
+void check_op(const std::string& name, std::vector<Vec> inputs, const std::function<Vec(const std::vector<Vec>&)>& forward,
+              const std::function<std::vector<Vec>(const std::vector<Vec>&, const Vec&)>& backward, std::mt19937_64& rng) {
+  const Vec out = forward(inputs);
+  const Vec r = random_vec(out.size(), rng);
+  const std::vector<Vec> analytic = backward(inputs, r);
+  REQUIRE(analytic.size() == inputs.size());
+  double worst = 0;
+  const double h = 1e-5;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    for (size_t i = 0; i < inputs[k].size(); ++i) {
+      const double saved = inputs[k][i];
+      inputs[k][i] = saved + h;
+      const double up = dot(r, forward(inputs));
+      inputs[k][i] = saved - h;
+      const double down = dot(r, forward(inputs));
+      inputs[k][i] = saved;
+      const double numeric = (up - down) / (2 * h);
+      const double err = std::fabs(numeric - analytic[k][i]) / std::max(1e-6, std::fabs(numeric) + std::fabs(analytic[k][i]));
+      worst = std::max(worst, err);
+    }
+  }
+  MESSAGE(name << ": worst relative error " << worst);
+  CHECK(worst < 1e-5);  // a wrong gradient is off by O(1)
+}
+
+}  // namespace
+
+TEST_CASE("every kernel's backward matches central finite differences (double)") {
+  std::mt19937_64 rng(2024);
+  const int N = 6, C = 8, OC = 5, B = 2, T = 3, NH = 2;
+  // LayerNorm: input, weight, bias.
+  check_op(
+      "layernorm", {random_vec(N * C, rng), random_vec(C, rng), random_vec(C, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec out(N * C), mean(N), rstd(N);
+        cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), in[0].data(), in[1].data(), in[2].data(), N, C);
+        return out;
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec out(N * C), mean(N), rstd(N), dx(N * C), dw(C), db(C);
+        cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), in[0].data(), in[1].data(), in[2].data(), N, C);
+        cpu::layernorm_backward(dx.data(), dw.data(), db.data(), d.data(), in[0].data(), in[1].data(), mean.data(),
+                                rstd.data(), N, C);
+        return std::vector<Vec>{dx, dw, db};
+      },
+      rng);
+  // Matrix product with bias.
+  check_op(
+      "matmul", {random_vec(N * C, rng), random_vec(OC * C, rng), random_vec(OC, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec out(N * OC);
+        cpu::matmul_forward(out.data(), in[0].data(), in[1].data(), in[2].data(), N, C, OC);
+        return out;
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec dx(N * C), dw(OC * C), db(OC);
+        cpu::matmul_backward(dx.data(), dw.data(), db.data(), d.data(), in[0].data(), in[1].data(), N, C, OC);
+        return std::vector<Vec>{dx, dw, db};
+      },
+      rng);
+  // Causal attention over packed q, k, v (B, T, 3C).
+  check_op(
+      "attention", {random_vec(B * T * 3 * C, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec out(B * T * C), pre(B * NH * T * T), att(B * NH * T * T);
+        cpu::attention_forward(out.data(), pre.data(), att.data(), in[0].data(), B, T, C, NH);
+        return out;
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec out(B * T * C), pre(B * NH * T * T), att(B * NH * T * T), dqkv(B * T * 3 * C), dpre(pre.size()), datt(att.size());
+        cpu::attention_forward(out.data(), pre.data(), att.data(), in[0].data(), B, T, C, NH);
+        cpu::attention_backward(dqkv.data(), dpre.data(), datt.data(), d.data(), in[0].data(), att.data(), B, T, C, NH);
+        return std::vector<Vec>{dqkv};
+      },
+      rng);
+  check_op(
+      "gelu", {random_vec(N * C, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec out(in[0].size());
+        cpu::gelu_forward(out.data(), in[0].data(), out.size());
+        return out;
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec dx(in[0].size());
+        cpu::gelu_backward(dx.data(), in[0].data(), d.data(), dx.size());
+        return std::vector<Vec>{dx};
+      },
+      rng);
+  check_op(
+      "residual", {random_vec(N * C, rng), random_vec(N * C, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec out(in[0].size());
+        cpu::residual_forward(out.data(), in[0].data(), in[1].data(), out.size());
+        return out;
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec da(in[0].size()), db(in[1].size());
+        cpu::residual_backward(da.data(), db.data(), d.data(), da.size());
+        return std::vector<Vec>{da, db};
+      },
+      rng);
+  // Cross-entropy: the mean loss's gradient with respect to the logits (the
+  // projection is the loss itself: a one-element output).
+  const std::vector<int> targets = {1, 4, 0, 2, 3, 4};
+  check_op(
+      "cross-entropy", {random_vec(N * OC, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec d(in[0].size());
+        return Vec{cpu::crossentropy_forward_backward(d.data(), in[0].data(), targets.data(), N, OC)};
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec dl(in[0].size());
+        cpu::crossentropy_forward_backward(dl.data(), in[0].data(), targets.data(), N, OC);
+        for (double& x : dl) x *= d[0];
+        return std::vector<Vec>{dl};
+      },
+      rng);
+  // Llama style: RMSNorm, SwiGLU, rotary positions, grouped-query attention.
+  check_op(
+      "rmsnorm", {random_vec(N * C, rng), random_vec(C, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec out(N * C), rstd(N);
+        cpu::rmsnorm_forward(out.data(), rstd.data(), in[0].data(), in[1].data(), N, C);
+        return out;
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec out(N * C), rstd(N), dx(N * C), dw(C);
+        cpu::rmsnorm_forward(out.data(), rstd.data(), in[0].data(), in[1].data(), N, C);
+        cpu::rmsnorm_backward(dx.data(), dw.data(), d.data(), in[0].data(), in[1].data(), rstd.data(), N, C);
+        return std::vector<Vec>{dx, dw};
+      },
+      rng);
+  check_op(
+      "swiglu", {random_vec(N * C, rng), random_vec(N * C, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec out(in[0].size());
+        cpu::swiglu_forward(out.data(), in[0].data(), in[1].data(), out.size());
+        return out;
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec dg(in[0].size()), du(in[1].size());
+        cpu::swiglu_backward(dg.data(), du.data(), d.data(), in[0].data(), in[1].data(), dg.size());
+        return std::vector<Vec>{dg, du};
+      },
+      rng);
+  const int H = 2, KVH = 1, hs = 4;
+  check_op(
+      "rope", {random_vec(B * T * H * hs, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec x = in[0];
+        cpu::rope_forward(x.data(), B, T, H, hs, 10000.0);
+        return x;
+      },
+      [&](const std::vector<Vec>&, const Vec& d) {
+        Vec dx = d;  // rope_backward rotates the gradient in place
+        cpu::rope_backward(dx.data(), B, T, H, hs, 10000.0);
+        return std::vector<Vec>{dx};
+      },
+      rng);
+  check_op(
+      "gqa attention", {random_vec(B * T * H * hs, rng), random_vec(B * T * KVH * hs, rng), random_vec(B * T * KVH * hs, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec out(B * T * H * hs), att(B * H * T * T);
+        cpu::gqa_attention_forward(out.data(), att.data(), in[0].data(), in[1].data(), in[2].data(), B, T, H, KVH, hs);
+        return out;
+      },
+      [&](const std::vector<Vec>& in, const Vec& d) {
+        Vec out(B * T * H * hs), att(B * H * T * T), dq(in[0].size()), dk(in[1].size()), dv(in[2].size());
+        cpu::gqa_attention_forward(out.data(), att.data(), in[0].data(), in[1].data(), in[2].data(), B, T, H, KVH, hs);
+        cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), d.data(), in[0].data(), in[1].data(), in[2].data(),
+                                    att.data(), B, T, H, KVH, hs);
+        return std::vector<Vec>{dq, dk, dv};
+      },
+      rng);
+}
