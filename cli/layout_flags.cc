@@ -17,9 +17,9 @@ E pick(const std::string& v, std::initializer_list<std::pair<const char*, E>> ta
 
 }  // namespace
 
-void add_layout_flags(CLI::App* cmd, LayoutFlags& f) {
-  cmd->add_option("--model", f.model, "Catalog name, zeroplan model JSON or Hugging Face config.json")->required();
-  cmd->add_option("--gpu", f.gpu, "GPU name from `zeroplan gpus`")->required();
+void add_layout_flags(CLI::App* cmd, LayoutFlags& f, bool model_required) {
+  cmd->add_option("--model", f.model, "Catalog name, zeroplan model JSON or Hugging Face config.json")->required(model_required);
+  cmd->add_option("--gpu", f.gpu, "GPU name from `zeroplan gpus`")->required(model_required);
   cmd->add_option("--gpus", f.gpus, "Number of GPUs in the job")->check(CLI::Range(uint64_t{1}, uint64_t{1} << 24));
   cmd->add_option("--node", f.node, "Node preset (default: the GPU's own)");
   cmd->add_option("--dp", f.dp, "Data-parallel size (default: gpus / (tp x pp))")->check(CLI::Range(1u, 1u << 24));

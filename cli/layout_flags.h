@@ -53,7 +53,8 @@ struct Job {
   Network network;        // topology summary and efficiency curves for the time model
 };
 
-void add_layout_flags(CLI::App* cmd, LayoutFlags& f);
+// model_required: whether --model and --gpu must be given (validate takes a matrix file instead).
+void add_layout_flags(CLI::App* cmd, LayoutFlags& f, bool model_required = true);
 Job make_job(const LayoutFlags& f, const Catalog& catalog);
 
 }  // namespace zp

@@ -6,8 +6,11 @@
 #include <array>
 #include <cstdlib>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <sys/wait.h>
+
+#include "models/json_file.h"
 
 namespace {
 
@@ -198,5 +201,56 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
   }
   check_one_line_error("run --plan " + dir + "/bad.json", "field 'extra': unknown field");
   check_one_line_error("run --plan " + dir + "/missing.json", "missing.json: cannot open the file");
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("validate: a matrix of layouts runs as emulated ranks; model states predicted exactly; bad matrices are one line") {
+  const std::string dir = "/tmp/zp_cli_validate_test";
+  std::system(("rm -rf " + dir + " && mkdir -p " + dir).c_str());
+  const std::string gpt = std::string(ZP_TEST_DATA) + "/models/tiny-gpt.json";
+  const std::string llama = std::string(ZP_TEST_DATA) + "/models/tiny-llama.json";
+  {
+    FILE* f = fopen((dir + "/matrix.json").c_str(), "w");
+    REQUIRE(f != nullptr);
+    fputs(("{\"cases\": [{\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=3,mb=2\"},\n"
+           " {\"model\": \"" + llama + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"precision\": \"fp32\","
+           " \"layout\": \"tp=2,pp=2,zero=1,mb=2,ga=4,sp=1\"},\n"
+           " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=1,opt=nvme\"}]}")
+              .c_str(),
+          f);
+    fclose(f);
+  }
+  const Run ok = run("validate --matrix " + dir + "/matrix.json --steps 2 --warmup 1 --out " + dir + "/out");
+  CHECK(ok.code == 0);
+  const zp::Json doc = zp::parse_json_file(dir + "/out/validate.json");
+  REQUIRE(doc.at("cases").size() == 3);
+  for (int i = 0; i < 2; ++i) {
+    const zp::Json& c = doc.at("cases")[static_cast<size_t>(i)];
+    CAPTURE(c.at("name").get<std::string>());
+    REQUIRE(c.at("run").get<bool>());
+    // The model states are the cost model's to the byte; the rest is reported as measured.
+    CHECK(c.at("memory").at("model_states_match").get<bool>());
+    for (const char* state : {"weights", "optimizer_states"}) {
+      CHECK(c.at("memory").at("components").at(state).at("error").get<double>() == 0.0);
+    }
+    CHECK(c.at("memory").at("peak").at("measured_bytes").get<double>() > 0);
+    CHECK(c.at("step_time").at("compared").get<bool>() == false);
+    CHECK(std::filesystem::exists(dir + "/out/case" + std::to_string(i) + "_memory.svg"));
+  }
+  // The Llama case's most loaded stage ran as its emulated rank (stage x dp x tp).
+  const zp::Json& second = doc.at("cases")[1];
+  CHECK(second.at("emulated_rank").get<int>() == second.at("pipeline_stage").get<int>() * 4);
+  // NVMe offload is not run, and says why.
+  CHECK(doc.at("cases")[2].at("run").get<bool>() == false);
+  CHECK(doc.at("cases")[2].at("why_not").get<std::string>().find("nvme") != std::string::npos);
+  CHECK(std::filesystem::exists(dir + "/out/report.md"));
+  {
+    FILE* f = fopen((dir + "/bad.json").c_str(), "w");
+    REQUIRE(f != nullptr);
+    fputs(("{\"cases\": [{\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"zero\": 3}]}").c_str(), f);
+    fclose(f);
+  }
+  check_one_line_error("validate --matrix " + dir + "/bad.json --out " + dir + "/bad", "field 'zero': unknown field");
+  check_one_line_error("validate --out " + dir + "/none", "--model and --gpu (or --matrix FILE) are required");
   std::system(("rm -rf " + dir).c_str());
 }

@@ -1,0 +1,368 @@
+// Running a plan's layout on the CPU executor, for `zeroplan run` (one rank
+// of a real or emulated world, cli/cmd_run.cc) and `zeroplan validate` (one
+// emulated rank per layout, cli/cmd_validate.cc): the layout checks, the
+// models in the plan's precision, the trainers, and the measurements as JSON
+// beside the cost model's rows.
+#include "cli/executor_run.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "costmodel/layout_check.h"
+#include "costmodel/memory_model.h"
+#include "costmodel/model_shape.h"
+#include "executor/checkpoint.h"
+#include "executor/data.h"
+#include "executor/data_parallel.h"
+#include "executor/llama_model.h"
+#include "executor/parallel_groups.h"
+#include "executor/pipeline_parallel.h"
+#include "executor/timed_communicator.h"
+#include "models/input_error.h"
+#include "models/param_count.h"
+
+namespace zp {
+namespace {
+
+
+std::string checkpoint_path(const std::string& dir, const Communicator& world) {
+  return (std::filesystem::path(dir) / ("rank" + std::to_string(world.rank()) + ".ckpt")).string();
+}
+
+// --resume: this rank's checkpoint into the trainer; returns the step to
+// continue from. The ranks agree before any step, so a missing or
+// mismatched file on one rank stops them all (exit 2), none waiting in a
+// collective for it; the rank that failed names its file.
+template <class Trainer>
+int resume(Trainer& trainer, const RunOptions& o, Communicator& world) {
+  if (o.resume_dir.empty()) return 0;
+  const std::string path = checkpoint_path(o.resume_dir, world);
+  std::string error;
+  int step = 0;
+  try {
+    const CheckpointState s = load_checkpoint(path);
+    trainer.restore(s);
+    step = static_cast<int>(s.step);
+  } catch (const InputError& e) {
+    error = e.what();
+  } catch (const std::runtime_error& e) {  // restore(): sizes of another model or layout
+    error = path + ": " + e.what();
+  }
+  float failed = error.empty() ? 0.0f : 1.0f;
+  world.all_reduce_sum(&failed, 1);
+  if (failed > 0) throw InputError(error.empty() ? "--resume " + o.resume_dir + ": another rank could not load its checkpoint" : error);
+  return step;
+}
+
+// --save: this rank's checkpoint (written to a temporary name, then renamed).
+template <class Trainer>
+void save(const Trainer& trainer, const RunOptions& o, const Communicator& world) {
+  std::error_code ec;
+  std::filesystem::create_directories(o.save_dir, ec);
+  if (ec) throw InputError("--save " + o.save_dir + ": cannot create the directory: " + ec.message());
+  save_checkpoint(checkpoint_path(o.save_dir, world), trainer.state());
+}
+
+
+
+// The build that ran: version, compiler, build type, whether CUDA was built in.
+Json build_info() {
+#ifdef ZP_HAVE_CUDA
+  const bool cuda = true;
+#else
+  const bool cuda = false;
+#endif
+  return {{"version", ZP_VERSION}, {"compiler", ZP_COMPILER}, {"build_type", ZP_BUILD_TYPE}, {"cuda", cuda}};
+}
+
+// Bytes per component, the nonzero ones, as JSON.
+Json component_bytes(const std::array<uint64_t, kNumComponents>& bytes) {
+  Json out = Json::object();
+  for (int c = 0; c < kNumComponents; ++c) {
+    if (bytes[c] > 0) out[to_string(static_cast<Component>(c))] = bytes[c];
+  }
+  return out;
+}
+
+std::array<uint64_t, kNumComponents> current(const TrackingAllocator& a) {
+  std::array<uint64_t, kNumComponents> out{};
+  for (int c = 0; c < kNumComponents; ++c) out[c] = a.current_bytes(static_cast<Component>(c));
+  return out;
+}
+
+// Calls, bytes and seconds of each kind of collective made since the last reset.
+Json collective_stats(const TimedCommunicator& timed) {
+  Json out = Json::object();
+  for (int i = 0; i < kNumCollectives; ++i) {
+    const CollectiveStats& s = timed.stats(static_cast<Collective>(i));
+    if (s.calls > 0) out[to_string(static_cast<Collective>(i))] = {{"calls", s.calls}, {"bytes", s.bytes}, {"seconds", s.seconds}};
+  }
+  return out;
+}
+
+// Measured against predicted: model states exactly, the activation side
+// (activations, recompute workspace, logits) as a relative error.
+Json comparison(const std::array<uint64_t, kNumComponents>& device, const std::array<uint64_t, kNumComponents>& host,
+                const MemoryTotals& want, double activation_bytes_measured) {
+  bool states_match = true;
+  for (Component c : {Component::Weights, Component::Gradients, Component::MainGradients, Component::MasterWeights,
+                      Component::OptimizerStates}) {
+    const int i = static_cast<int>(c);
+    states_match &= device[i] == want.at(Residence::Gpu, c) && host[i] == want.at(Residence::Host, c);
+  }
+  auto side = [](auto bytes) {
+    return static_cast<double>(bytes(Component::Activations) + bytes(Component::RecomputeWorkspace) +
+                               bytes(Component::Logits));
+  };
+  const double measured = activation_bytes_measured >= 0 ? activation_bytes_measured
+                                                         : side([&](Component c) { return device[static_cast<int>(c)]; });
+  const double predicted = side([&](Component c) { return want.at(Residence::Gpu, c); });
+  return {{"model_states_match", states_match},
+          {"activation_bytes", measured},
+          {"predicted_activation_bytes", predicted},
+          {"activation_error", predicted > 0 ? (measured - predicted) / predicted : 0.0}};
+}
+
+// The measurements of one rank (pipeline stage `stage`) beside the cost
+// model's rows for it (the zeroplan accounting of the executor's layout).
+// activation_bytes_measured < 0: what the device allocator holds now.
+Json measurements(const PlanFile& plan, const Layout& l, const Communicator& comm, const Memory& memory, uint32_t stage,
+                  const Json& step_rows, const Json& extra_memory, double activation_bytes_measured,
+                  const std::string& plan_path) {
+  // The cost model's rows for this rank (the zeroplan accounting of the
+  // executor's layout), beside what the tracking allocators hold.
+  const ModelShape shape = make_shape(plan.model);
+  ClusterShape cluster;
+  cluster.gpus_in_node = 1;
+  const MemoryOptions options = resolve_options({}, l);
+  RowsSink rows;
+  memory_rows_for_stage({shape, l, cluster, options}, stage, rows);
+  std::array<uint64_t, kNumComponents> predicted_device{}, predicted_host{};
+  for (int c = 0; c < kNumComponents; ++c) {
+    if (is_runtime_overhead(static_cast<Component>(c))) continue;
+    predicted_device[c] = rows.totals().bytes[static_cast<int>(Residence::Gpu)][c];
+    predicted_host[c] = rows.totals().bytes[static_cast<int>(Residence::Host)][c];
+  }
+  const auto device_now = current(memory.device), host_now = current(memory.host);
+  Json out = {{"schema", "zeroplan.measured"},
+              {"version", 2},
+              {"plan", plan_path},
+              {"backend", "cpu"},
+              {"build", build_info()},
+              {"precision", to_string(l.precision)},
+              {"communicator", comm.name()},
+              {"emulated", comm.emulated()},
+              {"world", comm.size()},
+              {"rank", comm.rank()},
+              {"pipeline_stage", stage},
+              {"layout", describe(l)},
+              {"parameters", count_params(plan.model).total},
+              {"memory", {{"device_peak_bytes", memory.device.peak_bytes()},
+                          {"device_at_peak", component_bytes(memory.device.at_peak())},
+                          {"device_after_step", component_bytes(device_now)},
+                          {"host_after_step", component_bytes(host_now)}}},
+              {"predicted_memory", {{"device", component_bytes(predicted_device)}, {"host", component_bytes(predicted_host)}}},
+              {"comparison", comparison(device_now, host_now, rows.totals(), activation_bytes_measured)},
+              {"steps", step_rows}};
+  out["memory"].update(extra_memory);
+  return out;
+}
+
+
+// Trains `model` on this rank's slice of each batch; returns the
+// measurements (the leader only; null elsewhere).
+template <class Model>
+Json train(Model& model, const PlanFile& plan, const Layout& l, Communicator& comm, Memory& memory, bool leader,
+          const RunOptions& o) {
+  const std::string& plan_path = o.plan_path;
+  const std::string& text = o.text;
+  const int steps = o.steps;
+  AdamConfig adam;
+  adam.lr = 3e-3f;
+  TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None,
+                               l.offload_param != Offload::None};
+  // Every collective the trainer makes is counted and timed, step by step.
+  TimedCommunicator timed(comm);
+  DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory);
+  const int first_step = resume(trainer, o, comm);
+  const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
+  const int local = mb * ga;
+  std::unique_ptr<ByteCorpus> bytes;
+  if (!text.empty()) {
+    if (plan.model.vocab_size < 256) throw InputError("--text: byte-level data needs a vocabulary of at least 256");
+    bytes = std::make_unique<ByteCorpus>(text);
+  }
+  const SyntheticCorpus synthetic(static_cast<int>(plan.model.vocab_size), 42);
+  Json step_rows = Json::array();
+  for (int s = 0; s < steps; ++s) {
+    const int first_row = comm.rank() * local;
+    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(first_step + s), first_row, local, T)
+                          : synthetic.batch(static_cast<uint64_t>(first_step + s), first_row, local, T);
+    timed.reset();
+    const auto start = std::chrono::steady_clock::now();
+    const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto& ph = trainer.last_phases();
+    step_rows.push_back({{"step", first_step + s}, {"loss", loss}, {"seconds", seconds},
+                         {"phases_s", {{"forward", ph.forward_s}, {"backward", ph.backward_s},
+                                       {"gradient_sync", ph.gradient_sync_s}, {"optimizer", ph.optimizer_s},
+                                       {"parameter_gather", ph.parameter_gather_s}}},
+                         {"collectives", collective_stats(timed)}});
+    if (leader && !o.quiet) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
+  }
+  if (!o.save_dir.empty()) save(trainer, o, comm);
+  if (!leader) return Json();
+  return measurements(plan, l, comm, memory, 0, step_rows,
+                      {{"zero3_gathered_peak_bytes", trainer.zero3_peak_gathered_bytes()}}, -1, plan_path);
+}
+
+// Trains this rank's part of a tensor- and/or pipeline-parallel layout (with
+// data parallelism across the pipelines); returns its measurements on the
+// first tensor-parallel rank of the first pipeline of each stage (and on an
+// emulated rank), null elsewhere.
+template <class Model>
+Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communicator& world, ParallelGroups& g,
+                   Memory& memory, const RunOptions& o) {
+  const std::string& plan_path = o.plan_path;
+  const std::string& text = o.text;
+  const int steps = o.steps;
+  const uint32_t stage = static_cast<uint32_t>(g.pp_rank);
+  model.set_recompute(l.recompute == Recompute::Full);
+  model.set_selective_recompute(l.recompute == Recompute::Selective);
+  AdamConfig adam;
+  adam.lr = 3e-3f;
+  TimedCommunicator timed(*g.pp);
+  PipelineTrainer<Model> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
+                                 adam,
+                                 TrainerMemory{&memory.device, &memory.host, l.offload_optimizer != Offload::None,
+                                               l.offload_param != Offload::None},
+                                 g.dp.get(), l.zero_stage);
+  const int first_step = resume(trainer, o, world);
+  const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
+  std::unique_ptr<ByteCorpus> bytes;
+  if (!text.empty()) {
+    if (plan.model.vocab_size < 256) throw InputError("--text: byte-level data needs a vocabulary of at least 256");
+    bytes = std::make_unique<ByteCorpus>(text);
+  }
+  const SyntheticCorpus synthetic(static_cast<int>(plan.model.vocab_size), 42);
+  const bool writer = g.tp_rank == 0 && g.dp_rank == 0;
+  Json step_rows = Json::array();
+  for (int s = 0; s < steps; ++s) {
+    // Each pipeline takes its data-parallel slice; every stage and tensor-
+    // parallel rank of it sees that slice (the first stage reads its tokens, the last its targets).
+    const int first_row = g.dp_rank * mb * ga;
+    const Batch b = bytes ? bytes->batch(static_cast<uint64_t>(first_step + s), first_row, mb * ga, T)
+                          : synthetic.batch(static_cast<uint64_t>(first_step + s), first_row, mb * ga, T);
+    timed.reset();
+    const auto start = std::chrono::steady_clock::now();
+    const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto& ph = trainer.last_phases();
+    step_rows.push_back({{"step", first_step + s}, {"loss", loss}, {"seconds", seconds},
+                         {"phases_s", {{"forward", ph.forward_s}, {"backward", ph.backward_s},
+                                       {"pipeline_transfer", ph.pipeline_transfer_s}, {"gradient_sync", ph.gradient_sync_s},
+                                       {"optimizer", ph.optimizer_s}, {"parameter_gather", ph.parameter_gather_s}}},
+                         {"collectives", collective_stats(timed)}});
+    if (world.rank() == 0 && !world.emulated() && !o.quiet) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
+  }
+  if (!o.save_dir.empty()) save(trainer, o, world);
+  if (!writer && !world.emulated()) return Json();
+  return measurements(plan, l, world, memory, stage, step_rows,
+                      {{"max_in_flight_microbatches", trainer.max_in_flight()},
+                       {"activation_peak_bytes", trainer.peak_activation_bytes()}},
+                      static_cast<double>(trainer.peak_activation_bytes()), plan_path);
+}
+
+}  // namespace
+
+namespace {
+
+// Builds this rank's model in scalar T (float: fp32; bf16: mixed precision)
+// and trains it.
+template <class T>
+Json run_model(const PlanFile& plan, const Layout& l, Communicator& comm, Memory& memory, bool leader, const RunOptions& o) {
+  if (l.tp > 1 || l.pp > 1) {
+    // This rank's stage (and tensor-parallel slice) of the model, in Megatron-Core's group order.
+    ParallelGroups g = make_parallel_groups(comm, l);
+    const PipelineStage part = pipeline_stage(plan.model.num_layers, l, static_cast<uint32_t>(g.pp_rank));
+    const TensorParallel tp{l.tp > 1 ? g.tp.get() : nullptr, l.sequence_parallel};
+    if (plan.model.mlp == MlpKind::SwiGlu) {
+      LlamaModel<T> model(llama_config(plan.model), 1234, &memory.device, part, tp);
+      return train_parallel(model, plan, l, comm, g, memory, o);
+    }
+    GptModel<T> model(gpt_config(plan.model), 1234, &memory.device, part, tp);
+    return train_parallel(model, plan, l, comm, g, memory, o);
+  }
+  auto data_parallel = [&](auto& model) {
+    model.set_recompute(l.recompute == Recompute::Full);
+    model.set_selective_recompute(l.recompute == Recompute::Selective);
+    return train(model, plan, l, comm, memory, leader, o);
+  };
+  if (plan.model.mlp == MlpKind::SwiGlu) {
+    LlamaModel<T> model(llama_config(plan.model), 1234, &memory.device);
+    return data_parallel(model);
+  }
+  GptModel<T> model(gpt_config(plan.model), 1234, &memory.device);
+  return data_parallel(model);
+}
+
+}  // namespace
+
+// What the CPU executor runs so far, checked before any rank starts: a plan
+// outside it is refused with the reason.
+Layout runnable_layout(const std::string& path, const PlanFile& p) {
+  const Layout& l = p.layout;
+  auto refuse = [&](const std::string& what) { throw InputError(path + ": layout " + what); };
+  // First whether the layout can run the model at all (the planner's rules).
+  ClusterShape any_gpu;
+  any_gpu.has_bf16 = true;
+  const std::string invalid = check_layout(make_shape(p.model), l, any_gpu, l.world());
+  if (!invalid.empty()) refuse(invalid);
+  if (l.ep != 1) refuse("ep " + std::to_string(l.ep) + ": expert parallelism is not built in the executor yet");
+  if (l.tp > 1 || l.pp > 1) {
+    // Tensor and pipeline parallelism (with data parallelism across them: 3D).
+    if (l.schedule == Schedule::Interleaved) refuse("schedule interleaved: the executor runs GPipe and 1F1B");
+  }
+  if (l.precision == Precision::Fp16) {
+    refuse("precision fp16: the executor runs bf16 mixed precision or fp32 (fp16 needs loss scaling, not built)");
+  }
+  if (l.recompute_layers != 0 || l.partition_activations || l.checkpoints_to_cpu) {
+    refuse("recompute_layers / partition_activations / checkpoints_to_cpu: not built in the executor yet");
+  }
+  if (l.offload_param == Offload::Nvme) refuse("offload_param nvme: the executor offloads parameters to host memory only");
+  if (l.offload_optimizer == Offload::Nvme) refuse("offload_optimizer nvme: the executor offloads to host memory only");
+  if (l.optimizer != Optimizer::Adam) refuse("optimizer: the executor runs AdamW only");
+  if (l.delayed_update) refuse("delayed_update: not built in the executor yet");
+  if (l.tile_factor != 1 || l.fp32_grad_accum) refuse("tile_factor / fp32_grad_accum: not used by the CPU executor");
+  Layout run = l;
+  // The executor's own accounting: its CPU kernels keep the softmax output
+  // (materialized attention), one process stands for each rank (no NCCL or
+  // CUDA context: those overheads are not compared).
+  run.framework = Framework::Zeroplan;
+  run.attention = Attention::Materialized;
+  run.emulated = true;
+  return run;
+}
+
+void write_atomically(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) throw InputError(tmp + ": cannot write");
+    out << content;
+    if (!out.flush()) throw InputError(tmp + ": write failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw InputError(path + ": cannot rename into place: " + ec.message());
+}
+
+Json run_rank(const PlanFile& plan, const Layout& l, Communicator& world, Memory& memory, bool leader, const RunOptions& o) {
+  return l.precision == Precision::Bf16 ? run_model<bf16>(plan, l, world, memory, leader, o)
+                                        : run_model<float>(plan, l, world, memory, leader, o);
+}
+
+}  // namespace zp

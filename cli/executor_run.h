@@ -1,0 +1,43 @@
+// Running a plan's layout on the CPU executor: shared by `zeroplan run`
+// (cli/cmd_run.cc) and `zeroplan validate` (cli/cmd_validate.cc).
+#pragma once
+
+#include <string>
+
+#include "cli/plan_file.h"
+#include "costmodel/layout.h"
+#include "executor/communicator.h"
+#include "executor/tracking_allocator.h"
+#include "models/json_file.h"
+
+namespace zp {
+
+// The rank's tracking allocators: what its accelerator holds (on the CPU
+// backend, tagged host memory) and the host memory of offload.
+struct Memory {
+  TrackingAllocator device, host;
+};
+
+// What `zeroplan run` was asked to do.
+struct RunOptions {
+  std::string plan_path, text, out_path;
+  std::string save_dir, resume_dir;  // checkpoints: one file per rank, rank<r>.ckpt
+  int steps = 10, emulate_rank = -1;
+  bool quiet = false;  // no line per step
+};
+
+// What the CPU executor runs, checked before any rank starts: the layout as
+// it runs it (zeroplan accounting, materialised attention, emulated
+// overheads); a plan outside it is an InputError naming `path` and the reason.
+Layout runnable_layout(const std::string& path, const PlanFile& p);
+
+// Trains this rank's part of `l` (from runnable_layout) on `world` for
+// o.steps steps; returns the rank's measurements (zeroplan.measured JSON,
+// with "pipeline_stage") where it reports (the leader, the first rank of each
+// pipeline stage, an emulated rank), null elsewhere.
+Json run_rank(const PlanFile& plan, const Layout& l, Communicator& world, Memory& memory, bool leader, const RunOptions& o);
+
+// Writes `content` to a temporary name and renames it into place.
+void write_atomically(const std::string& path, const std::string& content);
+
+}  // namespace zp
