@@ -103,6 +103,16 @@ Json collective_stats(const TimedCommunicator& timed) {
   return out;
 }
 
+// One step's row of the measurements: loss, wall time, the trainer's phases
+// (a pipeline's include its transfers) and the collectives.
+template <class Phases>
+Json step_row(int step, float loss, double seconds, const Phases& ph, const TimedCommunicator& timed) {
+  Json phases = {{"forward", ph.forward_s}, {"backward", ph.backward_s}, {"gradient_sync", ph.gradient_sync_s},
+                 {"optimizer", ph.optimizer_s}, {"parameter_gather", ph.parameter_gather_s}};
+  if constexpr (requires { ph.pipeline_transfer_s; }) phases["pipeline_transfer"] = ph.pipeline_transfer_s;
+  return {{"step", step}, {"loss", loss}, {"seconds", seconds}, {"phases_s", phases}, {"collectives", collective_stats(timed)}};
+}
+
 // Measured against predicted: model states exactly, the activation side
 // (activations, recompute workspace, logits) as a relative error.
 Json comparison(const std::array<uint64_t, kNumComponents>& device, const std::array<uint64_t, kNumComponents>& host,
@@ -205,12 +215,7 @@ Json train(Model& model, const PlanFile& plan, const Layout& l, Communicator& co
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const auto& ph = trainer.last_phases();
-    step_rows.push_back({{"step", first_step + s}, {"loss", loss}, {"seconds", seconds},
-                         {"phases_s", {{"forward", ph.forward_s}, {"backward", ph.backward_s},
-                                       {"gradient_sync", ph.gradient_sync_s}, {"optimizer", ph.optimizer_s},
-                                       {"parameter_gather", ph.parameter_gather_s}}},
-                         {"collectives", collective_stats(timed)}});
+    step_rows.push_back(step_row(first_step + s, loss, seconds, trainer.last_phases(), timed));
     if (leader && !o.quiet) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
   if (!o.save_dir.empty()) save(trainer, o, comm);
@@ -260,12 +265,7 @@ Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communi
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const auto& ph = trainer.last_phases();
-    step_rows.push_back({{"step", first_step + s}, {"loss", loss}, {"seconds", seconds},
-                         {"phases_s", {{"forward", ph.forward_s}, {"backward", ph.backward_s},
-                                       {"pipeline_transfer", ph.pipeline_transfer_s}, {"gradient_sync", ph.gradient_sync_s},
-                                       {"optimizer", ph.optimizer_s}, {"parameter_gather", ph.parameter_gather_s}}},
-                         {"collectives", collective_stats(timed)}});
+    step_rows.push_back(step_row(first_step + s, loss, seconds, trainer.last_phases(), timed));
     if (world.rank() == 0 && !world.emulated() && !o.quiet) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
   if (!o.save_dir.empty()) save(trainer, o, world);

@@ -182,13 +182,19 @@ void check_layout_trains(const ModelSpec& spec, const Config& config, const DpCa
 
 }  // namespace
 
-TEST_CASE("every data-parallel layout trains to the single-rank losses and holds the cost model's model states") {
+namespace {
+
+// Every data-parallel combination of both models in scalar T (all three
+// recompute modes, or none only); returns how many ran.
+template <class T>
+int check_data_parallel_layouts(bool every_recompute_mode) {
   int cases = 0;
   for (bool llama : {false, true}) {
     for (int zero = 0; zero <= 3; ++zero) {
       for (bool offload : {false, true}) {
         if (offload && zero == 0) continue;
         for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+          if (!every_recompute_mode && recompute != Recompute::None) continue;
           for (bool offload_params : {false, true}) {
             if (offload_params && zero != 3) continue;
             const DpCase k{llama, zero, offload, recompute, offload_params};
@@ -199,10 +205,12 @@ TEST_CASE("every data-parallel layout trains to the single-rank losses and holds
             CAPTURE(std::string(to_string(recompute)));
             if (llama) {
               const ModelSpec spec = test::tiny_llama(13);
-              check_layout_trains<LlamaModel<float>>(spec, llama_config(spec), k);
+              check_layout_trains<LlamaModel<T>>(spec, llama_config(spec), k);
             } else {
-              const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 16);
-              check_layout_trains<GptModel<float>>(spec, gpt_config(spec), k);
+              // bf16: 32 channels, so the fp32 norm statistics stay a small
+              // share of a bf16 layer's activations (3% with 16).
+              const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, std::is_same_v<T, float> ? 16 : 32);
+              check_layout_trains<GptModel<T>>(spec, gpt_config(spec), k);
             }
             ++cases;
           }
@@ -210,37 +218,17 @@ TEST_CASE("every data-parallel layout trains to the single-rank losses and holds
       }
     }
   }
-  CHECK(cases == 54);
+  return cases;
+}
+
+}  // namespace
+
+TEST_CASE("every data-parallel layout trains to the single-rank losses and holds the cost model's model states") {
+  CHECK(check_data_parallel_layouts<float>(true) == 54);
 }
 
 TEST_CASE("bf16 mixed precision: every ZeRO stage and offload trains to the single-rank bf16 losses with the rows") {
-  int cases = 0;
-  for (bool llama : {false, true}) {
-    for (int zero = 0; zero <= 3; ++zero) {
-      for (bool offload : {false, true}) {
-        if (offload && zero == 0) continue;
-        for (bool offload_params : {false, true}) {
-          if (offload_params && zero != 3) continue;
-          const DpCase k{llama, zero, offload, Recompute::None, offload_params};
-          CAPTURE(llama);
-          CAPTURE(zero);
-          CAPTURE(offload);
-          CAPTURE(offload_params);
-          if (llama) {
-            const ModelSpec spec = test::tiny_llama(13);
-            check_layout_trains<LlamaModel<bf16>>(spec, llama_config(spec), k);
-          } else {
-            // 32 channels: with 16, the fp32 norm statistics the cost model
-            // leaves out are 3% of a bf16 layer's activations (2% with 32).
-            const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 32);
-            check_layout_trains<GptModel<bf16>>(spec, gpt_config(spec), k);
-          }
-          ++cases;
-        }
-      }
-    }
-  }
-  CHECK(cases == 18);
+  CHECK(check_data_parallel_layouts<bf16>(false) == 18);
 }
 
 namespace {
@@ -422,22 +410,11 @@ void check_3d(const ModelSpec& spec, const Config& config) {
 
 }  // namespace
 
-TEST_CASE("3D parallelism: every dp x tp x pp split, ZeRO 0-3 and offload, trains to the single-process losses with the rows") {
-  const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);  // 4 layers, 8 heads, vocabulary 16
-  check_3d<GptModel<float>>(gpt, gpt_config(gpt));
-  ModelSpec llama = test::tiny_llama(16);  // 4 layers, 16 query heads on 8 KV heads
-  llama.num_layers = 4;
-  llama.hidden_size = 32;
-  llama.num_heads = 16;
-  llama.num_kv_heads = 8;
-  llama.head_dim = 2;
-  llama.ffn_hidden_size = 64;
-  check_3d<LlamaModel<float>>(llama, llama_config(llama));
-}
+namespace {
 
-TEST_CASE("3D parallelism in bf16 mixed precision: the single-process bf16 losses, the rows") {
-  const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);
-  check_3d<GptModel<bf16>>(gpt, gpt_config(gpt));
+// Llama-style, 4 layers, 16 query heads on 8 KV heads, width 32, FFN 64:
+// splits 8 ways in tensor and pipeline parallelism.
+ModelSpec splittable_llama() {
   ModelSpec llama = test::tiny_llama(16);
   llama.num_layers = 4;
   llama.hidden_size = 32;
@@ -445,6 +422,22 @@ TEST_CASE("3D parallelism in bf16 mixed precision: the single-process bf16 losse
   llama.num_kv_heads = 8;
   llama.head_dim = 2;
   llama.ffn_hidden_size = 64;
+  return llama;
+}
+
+}  // namespace
+
+TEST_CASE("3D parallelism: every dp x tp x pp split, ZeRO 0-3 and offload, trains to the single-process losses with the rows") {
+  const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);  // 4 layers, 8 heads, vocabulary 16
+  check_3d<GptModel<float>>(gpt, gpt_config(gpt));
+  const ModelSpec llama = splittable_llama();
+  check_3d<LlamaModel<float>>(llama, llama_config(llama));
+}
+
+TEST_CASE("3D parallelism in bf16 mixed precision: the single-process bf16 losses, the rows") {
+  const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);
+  check_3d<GptModel<bf16>>(gpt, gpt_config(gpt));
+  const ModelSpec llama = splittable_llama();
   check_3d<LlamaModel<bf16>>(llama, llama_config(llama));
 }
 
