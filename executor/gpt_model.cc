@@ -188,6 +188,8 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   if (local + 1 == stage_.layers && !stage_.last) {
     if (a_->out.empty()) ensure_buffer(a_->out, tracker_, Component::Workspace, Tl * C);
     out = a_->out.data();
+  } else if (local + 1 == stage_.layers) {
+    out = a_->final_in.data();  // the final norm's input, a logits-side row of the cost model
   }
   be_.residual_forward(out, res2, fcproj, Tl * C);
 }
@@ -232,9 +234,11 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
   ensure_buffer(L_->fch, t, layer_tag, slots * BT * Fl);
   ensure_buffer(L_->fch_gelu, t, layer_tag, slots * BT * Fl);
   // Layer outputs: residual3[l] is layer l+1's input (its checkpoint under
-  // full recompute); the last is the final norm's input.
-  ensure_buffer(a_->residual3, t, Component::Activations, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * Tl * C);
+  // full recompute); the last stage's last layer writes the final norm's
+  // input, which the cost model counts with the logits.
+  ensure_buffer(a_->residual3, t, Component::Activations, static_cast<size_t>(std::max(n - 1, 0)) * Tl * C);
   if (stage_.last) {
+    ensure_buffer(a_->final_in, t, Component::Logits, n > 0 ? Tl * C : 0);
     ensure_buffer(a_->lnf, t, Component::Logits, Tl * C);
     ensure_buffer(a_->lnf_mean, t, Component::Logits, Tl);
     ensure_buffer(a_->lnf_rstd, t, Component::Logits, Tl);
@@ -274,7 +278,7 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
     release(l0 + i + 1);
   }
   if (!stage_.last) return acc_t<T>(0);
-  const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * Tl * C : a_->encoded.data();
+  const T* last = n > 0 ? a_->final_in.data() : a_->encoded.data();
   acquire(final_unit, head_unit());
   const T* lnf = table_.p[static_cast<size_t>(final_unit)];
   be_.layernorm_forward(a_->lnf.data(), a_->lnf_mean.data(), a_->lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(Tl), C);
@@ -304,7 +308,7 @@ size_t GptModel<T>::activation_bytes() const {
   size_t n = 0;
   for (const Acts* a : acts_.all()) {
     for (const Buffer<T>* v : {&a->encoded, &a->ln1, &a->qkv, &a->atty, &a->att, &a->residual2, &a->ln2, &a->fch,
-                               &a->fch_gelu, &a->residual3, &a->lnf, &a->logits}) {
+                               &a->fch_gelu, &a->residual3, &a->final_in, &a->lnf, &a->logits}) {
       n += v->size() * sizeof(T);
     }
     for (const auto* v : {&a->ln1_mean, &a->ln1_rstd, &a->ln2_mean, &a->ln2_rstd, &a->lnf_mean, &a->lnf_rstd}) {
@@ -365,7 +369,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     const T* dlnf_mine = split_.reduce(dlnf.data(), reduced, TlC);  // each rank's vocabulary rows contribute
     release(head);
     if (head != 0) finish_gradients(head);
-    const T* last = n > 0 ? a_->residual3.data() + static_cast<size_t>(n - 1) * TlC : a_->encoded.data();
+    const T* last = n > 0 ? a_->final_in.data() : a_->encoded.data();
     acquire(final_unit, n > 0 ? l0 + n : -1);
     open_gradients(final_unit);
     T* glnf = table_.g[static_cast<size_t>(final_unit)];

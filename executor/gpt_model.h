@@ -125,7 +125,7 @@ class GptModel {
   // outputs are operator temporaries (workspace), one of each. The
   // cross-entropy writes the logits' gradient over the logits.
   struct Acts {
-    Buffer<T> encoded, ln1, qkv, atty, att, residual2, ln2, fch, fch_gelu, residual3, lnf, logits;
+    Buffer<T> encoded, ln1, qkv, atty, att, residual2, ln2, fch, fch_gelu, residual3, final_in, lnf, logits;
     Buffer<acc_t<T>> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lnf_mean, lnf_rstd;  // fp32 under bf16
     Buffer<T> preatt, attproj, fcproj;  // workspace
     Buffer<T> gathered, reduced;        // sequence parallelism: all ranks' token rows, this rank's sums

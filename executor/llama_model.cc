@@ -182,6 +182,8 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
   if (local + 1 == stage_.layers && !stage_.last) {
     if (a_->out.empty()) a_->out = make_buffer<T>(tracker_, Component::Workspace, TlC);
     x3 = a_->out.data();
+  } else if (local + 1 == stage_.layers) {
+    x3 = a_->final_in.data();  // the final norm's input, a logits-side row of the cost model
   }
   be_.matmul_forward(ws.partial.data(), h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
   be_.residual_forward(x3, x2, split_.reduce(ws.partial.data(), ws.reduced, TlC), TlC);
@@ -226,8 +228,11 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
   size(L_->gate, slots * BT * F, layer_tag);
   size(L_->up, slots * BT * F, layer_tag);
   size(L_->h, slots * BT * F, layer_tag);
-  size(a_->x3, static_cast<size_t>(stage_.last ? n : std::max(n - 1, 0)) * TlC);
+  // Layer outputs: x3[l] is layer l+1's input; the last stage's last layer
+  // writes the final norm's input, which the cost model counts with the logits.
+  size(a_->x3, static_cast<size_t>(std::max(n - 1, 0)) * TlC);
   if (stage_.last) {
+    size(a_->final_in, n > 0 ? TlC : 0, Component::Logits);
     size(a_->xf, TlC, Component::Logits);
     size(a_->rstdf, Tl, Component::Logits);
     size(a_->logits, BT * V, Component::Logits);
@@ -260,7 +265,7 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
     release(l0 + i + 1);
   }
   if (!stage_.last) return acc_t<T>(0);
-  const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * TlC : a_->x0.data();
+  const T* last = n > 0 ? a_->final_in.data() : a_->x0.data();
   acquire(final_unit);
   const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
   be_.rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(Tl), C);
@@ -283,7 +288,7 @@ size_t LlamaModel<T>::activation_bytes() const {
   size_t n = 0;
   for (const Acts* a : acts_.all()) {
     for (const Buffer<T>* v : {&a->x0, &a->xn1, &a->q, &a->k, &a->v, &a->att, &a->atty, &a->x2, &a->xn2, &a->gate, &a->up,
-                               &a->h, &a->x3, &a->xf, &a->logits}) {
+                               &a->h, &a->x3, &a->final_in, &a->xf, &a->logits}) {
       n += v->size() * sizeof(T);
     }
     for (const auto* v : {&a->rstd1, &a->rstd2, &a->rstdf}) n += v->size() * sizeof(acc_t<T>);
@@ -333,7 +338,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     T* gfinal = table_.g[static_cast<size_t>(final_unit)];
     be_.matmul_backward(dxf.data(), gfinal + C, nullptr, a_->logits.data(), split_.gather(a_->xf.data(), gathered, TlC),
                         final_norm + C, static_cast<int>(BT), C, V);
-    const T* last = n > 0 ? a_->x3.data() + static_cast<size_t>(n - 1) * TlC : a_->x0.data();
+    const T* last = n > 0 ? a_->final_in.data() : a_->x0.data();
     const T* dxf_mine = split_.reduce(dxf.data(), reduced, TlC);  // each rank's vocabulary rows contribute
     norm_backward(dx.data(), gfinal, dxf_mine, last, final_norm, a_->rstdf.data());
     finish_gradients(final_unit);

@@ -100,7 +100,7 @@ class LlamaModel {
   // Saved for backward, as the cost model's rows; the RMSNorm statistics on
   // top; the cross-entropy writes the logits' gradient over the logits.
   struct Acts {
-    Buffer<T> x0, xn1, q, k, v, att, atty, x2, xn2, gate, up, h, x3, xf, logits;
+    Buffer<T> x0, xn1, q, k, v, att, atty, x2, xn2, gate, up, h, x3, final_in, xf, logits;
     Buffer<acc_t<T>> rstd1, rstd2, rstdf;  // fp32 under bf16
     Buffer<T> out;  // a non-last stage's output, until sent
     Buffer<int> ids;
