@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 7, for a machine with an NVIDIA GPU (the H200 of
+# ../shared/reference/h200.md): configures and builds with CUDA, runs the
+# tests labelled gpu (the CUDA kernels against the CPU kernels, fp32 and
+# bf16) and prints what they measured, last. Logs go to ${OUT:-build/gpu_check}.
+# What is not built yet (cuBLASLt products, attention, NCCL, the CUDA
+# backend, validate's time comparison) is issue 7's remaining work.
+set -euo pipefail
+out=${OUT:-build/gpu_check}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DZP_WITH_CUDA=ON > "$out/configure.log"
+cmake --build build-gpu -j "$(nproc)" --target cuda_ops_test > "$out/build.log" 2>&1
+status=0
+build-gpu/tests/cuda_ops_test -s > "$out/cuda_ops_test.log" 2>&1 || status=$?
+echo "cuda_ops_test exit code $status (log: $out/cuda_ops_test.log)"
+grep -E "MESSAGE|ERROR|Status" "$out/cuda_ops_test.log" | sed 's/.*MESSAGE: //' | tail -40
+exit $status
