@@ -118,8 +118,8 @@ TEST_CASE("ZeRO-3 working set: two gathered layers (zeroplan), module + prefetch
   l.zero_stage = 3;
   test::Evaluation e = test::evaluate("llama-2-7b", "A100-80GB", 8, l);
   const ModelShape& m = e.shape;
-  // The largest adjacent pair of units: two layers, or the embedding (or the
-  // untied head) and a layer.
+  // The largest adjacent pair of units: two layers, the embedding and a
+  // layer, or a layer and the final norm with the untied head (here two layers).
   CHECK(e.gpu(Component::Zero3Gathered) ==
         2 * std::max(2 * m.params.layer, m.params.embedding + m.params.layer));
   l.framework = Framework::DeepSpeed;
