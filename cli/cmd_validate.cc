@@ -1,5 +1,5 @@
-// `zeroplan validate`: runs one layout (layout flags) or a matrix of them
-// (--matrix FILE) for a few steps, each as one emulated rank of its world
+// `zeroplan validate`: runs one layout (layout flags or --plan FILE) or a
+// matrix of them (--matrix FILE) for a few steps, each as one emulated rank of its world
 // (the first rank of the cost model's most loaded pipeline stage), and sets
 // every measured memory component beside the cost model's prediction:
 // validate.json (errors per component, the peak, the targets of issue 7:
@@ -19,6 +19,7 @@
 #include "cli/executor_run.h"
 #include "cli/layout_flags.h"
 #include "cli/layout_spec.h"
+#include "cli/plan_file.h"
 #include "costmodel/memory_model.h"
 #include "costmodel/time_model.h"
 #include "executor/loopback_communicator.h"
@@ -34,7 +35,7 @@ namespace {
 constexpr double kPeakTolerance = 0.03, kComponentTolerance = 0.05;
 
 struct ValidateOptions {
-  std::string matrix, out_dir = "validate";
+  std::string matrix, plan, out_dir = "validate";
   int steps = 3, warmup = 1;
 };
 
@@ -100,6 +101,33 @@ std::vector<Case> read_matrix(const std::string& path, const Catalog& catalog) {
   }
   if (cases.empty()) throw InputError(path + ": no cases");
   return cases;
+}
+
+// The case of a plan file (`emit --format zeroplan`): its model and layout,
+// on its cluster (the GPU, node and GPU count it was planned for).
+Case read_plan_case(const std::string& path, const Catalog& catalog) {
+  const PlanFile plan = read_plan_file(path);
+  const Json cluster = parse_json_file(path).value("cluster", Json::object());
+  auto text = [&](const char* key) {
+    if (!cluster.contains(key) || !cluster.at(key).is_string()) {
+      throw InputError(path + ": field 'cluster." + std::string(key) + "': expected a string");
+    }
+    return cluster.at(key).get<std::string>();
+  };
+  if (!cluster.contains("num_gpus") || !cluster.at("num_gpus").is_number_unsigned()) {
+    throw InputError(path + ": field 'cluster.num_gpus': expected a positive integer");
+  }
+  Job job;
+  job.model = plan.model;
+  job.shape = make_shape(job.model);
+  job.cluster = make_cluster(catalog, text("gpu"), text("node"), cluster.at("num_gpus").get<uint64_t>());
+  job.cluster_shape = make_cluster_shape(job.cluster);
+  job.layout = plan.layout;
+  const std::string why = check_layout(job.shape, job.layout, job.cluster_shape, job.cluster.num_gpus);
+  if (!why.empty()) throw InputError(path + ": layout: " + why);
+  job.options = resolve_options({}, job.layout);
+  job.network = make_network(job.cluster, Catalog::builtin_data_dir());
+  return {job.model.name + " " + describe(job.layout), job};
 }
 
 std::string percent(double x) {
@@ -281,11 +309,15 @@ std::string report(const Json& cases, const ValidateOptions& o) {
 int run_validate(const LayoutFlags& flags, const GlobalOptions& global, const ValidateOptions& o, bool have_layout) {
   const Catalog catalog = Catalog::load(global.catalog_dirs);
   std::vector<Case> cases;
+  if (static_cast<int>(!o.matrix.empty()) + static_cast<int>(!o.plan.empty()) + static_cast<int>(have_layout) > 1) {
+    throw InputError("validate: give one of --matrix FILE, --plan FILE or one layout's flags");
+  }
   if (!o.matrix.empty()) {
-    if (have_layout) throw InputError("--matrix: give either a matrix file or one layout's flags, not both");
     cases = read_matrix(o.matrix, catalog);
+  } else if (!o.plan.empty()) {
+    cases.push_back(read_plan_case(o.plan, catalog));
   } else {
-    if (flags.model.empty() || flags.gpu.empty()) throw InputError("validate: --model and --gpu (or --matrix FILE) are required");
+    if (flags.model.empty() || flags.gpu.empty()) throw InputError("validate: --model and --gpu (or --matrix FILE, or --plan FILE) are required");
     Job job = make_job(flags, catalog);
     cases.push_back({flags.model + " " + describe(job.layout), job});
   }
@@ -328,9 +360,12 @@ void add_validate_command(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("validate", "Run layouts on the executor and set measured memory beside the prediction");
   cmd->footer(
       "Example: zeroplan validate --model M.json --gpu H100-80GB --gpus 8 --zero 3 --seq 64 --out validate/\n"
-      "         zeroplan validate --matrix matrix.json --out validate/");
+      "         zeroplan validate --matrix matrix.json --out validate/\n"
+      "         zeroplan validate --plan run/plan.json --out validate/");
   add_layout_flags(cmd, flags, false);
   cmd->add_option("--matrix", o.matrix, "A JSON file of layouts: {\"cases\": [{\"model\", \"gpu\", \"gpus\", \"layout\", ...}]}")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--plan", o.plan, "A plan file from `zeroplan emit --format zeroplan` (its model, layout and cluster)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--steps", o.steps, "Measured steps per layout")->check(CLI::Range(1, 1000));
   cmd->add_option("--warmup", o.warmup, "Warm-up steps per layout, not measured")->check(CLI::Range(0, 1000));

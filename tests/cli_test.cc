@@ -251,6 +251,14 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; model states pr
     fclose(f);
   }
   check_one_line_error("validate --matrix " + dir + "/bad.json --out " + dir + "/bad", "field 'zero': unknown field");
-  check_one_line_error("validate --out " + dir + "/none", "--model and --gpu (or --matrix FILE) are required");
+  check_one_line_error("validate --out " + dir + "/none", "--model and --gpu (or --matrix FILE, or --plan FILE) are required");
+  // A plan file: its model, layout and cluster.
+  CHECK(run("emit --format zeroplan --model " + gpt + " --gpu H100-80GB --gpus 4 --zero 2 --seq 32 --out " + dir + "/plan").code == 0);
+  CHECK(run("validate --plan " + dir + "/plan/plan.json --steps 1 --warmup 0 --out " + dir + "/fromplan").code == 0);
+  const zp::Json planned = zp::parse_json_file(dir + "/fromplan/validate.json");
+  CHECK(planned.at("cases")[0].at("world").get<int>() == 4);
+  CHECK(planned.at("cases")[0].at("memory").at("model_states_match").get<bool>());
+  check_one_line_error("validate --plan " + dir + "/plan/plan.json --matrix " + dir + "/matrix.json --out " + dir + "/both",
+                       "give one of --matrix FILE, --plan FILE or one layout's flags");
   std::system(("rm -rf " + dir).c_str());
 }
