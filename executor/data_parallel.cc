@@ -100,40 +100,22 @@ void DataParallelTrainer<Model>::update(T* weights, const G* grads, float scale,
 
 template <class Model>
 float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches) {
-  const float world = static_cast<float>(comm_.size());
-  using Clock = std::chrono::steady_clock;
-  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
-  phases_ = Phases{};
+  // The same calls a pipeline makes: gradients zeroed once, each micro-batch
+  // adding to them (stage 2 reduce-scatters and empties them after each one;
+  // stage 3's gathers and reduce-scatters happen inside forward and
+  // backward, so they count in those phases).
+  begin_step();
   float loss = 0;
   const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
-  if (stage_ == 3) {
-    // Gathers and reduce-scatters happen inside forward and backward (the
-    // model asks Zero3Units for each unit), so they count in those phases.
-    zero3_->zero_gradients();
-    for (int k = 0; k < micro_batches; ++k) {
-      loss += model_.forward_backward(tokens + k * per_micro, targets + k * per_micro, micro_batch, Tn);
-      phases_.forward_s += model_.last_forward_s;
-      phases_.backward_s += model_.last_backward_s;
-    }
-    comm_.all_reduce_sum(&loss, 1);
-    apply_gradients(micro_batches);
-    return loss / (world * static_cast<float>(micro_batches));
-  }
   for (int k = 0; k < micro_batches; ++k) {
-    // Stage 0 and 1 accumulate in the full buffer; stage 2 reduce-scatters each micro-batch.
-    const bool accumulate = stage_ < 2 && k > 0;
-    loss += model_.forward_backward(tokens + k * per_micro, targets + k * per_micro, micro_batch, Tn, accumulate);
+    loss += model_.forward_backward(tokens + k * per_micro, targets + k * per_micro, micro_batch, Tn, true);
     phases_.forward_s += model_.last_forward_s;
     phases_.backward_s += model_.last_backward_s;
-    if (stage_ == 2) {
-      const auto t = Clock::now();
-      reduce_scatter_into_shard(k > 0);
-      phases_.gradient_sync_s += since(t);
-    }
+    micro_batch_done(k);
   }
   comm_.all_reduce_sum(&loss, 1);
   apply_gradients(micro_batches);
-  return loss / (world * static_cast<float>(micro_batches));
+  return loss / (static_cast<float>(comm_.size()) * static_cast<float>(micro_batches));
 }
 
 template <class Model>
@@ -215,11 +197,14 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   t = Clock::now();
   // Update this rank's partition of the parameters (the padded tail has no
   // parameters), then all-gather them.
-  const size_t begin = static_cast<size_t>(comm_.rank()) * shard_;
-  const size_t mine = begin < n ? std::min(shard_, n - begin) : 0;
-  std::fill(send_.begin(), send_.end(), T(0));
-  std::copy(model_.params.begin() + static_cast<std::ptrdiff_t>(begin),
-            model_.params.begin() + static_cast<std::ptrdiff_t>(begin + mine), send_.begin());
+  // (Mixed precision rounds the whole partition from the master weights instead.)
+  if constexpr (!kMixed) {
+    const size_t begin = static_cast<size_t>(comm_.rank()) * shard_;
+    const size_t mine = begin < n ? std::min(shard_, n - begin) : 0;
+    std::fill(send_.begin(), send_.end(), T(0));
+    std::copy(model_.params.begin() + static_cast<std::ptrdiff_t>(begin),
+              model_.params.begin() + static_cast<std::ptrdiff_t>(begin + mine), send_.begin());
+  }
   if (fp32_shard_) {
     update(send_.data(), grad_fp32_.data(), scale, shard_);
   } else {
