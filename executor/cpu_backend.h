@@ -1,10 +1,11 @@
-// CpuBackend<T>: the operations a model runs (tagged allocation, matrix
-// products, norms, attention, activations, residuals, row adds, loss,
-// embedding gradients), for storage type T, on the CPU. The backend
-// interface of issue 6: the models do all their arithmetic through these
-// calls, so the CUDA backend (issue 7) can stand in its place; what it adds
-// is device memory behind the buffers (the models still copy and zero their
-// buffers with the standard algorithms, which a device buffer must provide).
+// CpuBackend<T>: the operations a model runs (matrix products, norms,
+// attention, activations, residuals, row adds, loss, embedding gradients),
+// for storage type T, on the CPU. The backend interface of issue 6: the
+// models do all their arithmetic through these calls, and allocate through
+// the tagged buffers of tagged_buffer.h, so the CUDA backend (issue 7) can
+// stand in its place; what it adds is device memory behind those buffers
+// (the models still copy and zero them with the standard algorithms, which
+// a device buffer must provide).
 //  - float and double: the reference kernels of ops_cpu.h and ops_llama_cpu.h
 //    directly (Eigen for the matrix products);
 //  - bf16 (mixed precision): every operand is read into an fp32 workspace,
@@ -212,10 +213,6 @@ class CpuBackend {
   void accumulate(T* dst, const T* src, size_t n) {
     for (size_t i = 0; i < n; ++i) dst[i] += src[i];
   }
-  // Tagged allocation: a buffer of n zeros counted under `tag`.
-  template <class U>
-  Buffer<U> buffer(Component tag, size_t n = 0) const { return make_buffer<U>(tracker_, tag, n); }
-
   // Llama style: RMSNorm, SwiGLU, rotary positions, grouped-query attention.
   void rmsnorm_forward(T* out, Acc* rstd, const T* inp, const T* w, int N, int C) {
     if constexpr (kNative) {
@@ -293,9 +290,6 @@ class CpuBackend {
       store(dq, f[0], Q), store(dk, f[1], K), store(dv, f[2], K);
     }
   }
-
-  // The most bytes of fp32 workspace the bf16 path has held (0 otherwise).
-  size_t workspace_bytes() const { return scratch_.size() * sizeof(float); }
 
  private:
   static size_t sz(long n) { return static_cast<size_t>(n); }

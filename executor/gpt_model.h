@@ -119,9 +119,9 @@ class GptModel {
   // Activations of the last forward (sized for B*T), laid out as the cost
   // model's rows (costmodel/activations.h, zeroplan accounting): per layer its
   // input (encoded / residual3 of the layer before), the normalised inputs,
-  // q/k/v, the softmax output, the attention output, the MLP's inputs; the
-  // LayerNorm statistics on top (2 floats per token per norm, which the
-  // cost model leaves out). Scores before softmax and the two projection
+  // q/k/v, the softmax output, the attention output, the MLP's inputs and
+  // the LayerNorm statistics (2 floats per token per norm; fp32 under bf16);
+  // the final norm's input and the logits. Scores before softmax and the two projection
   // outputs are operator temporaries (workspace), one of each. The
   // cross-entropy writes the logits' gradient over the logits.
   struct Acts {
