@@ -207,9 +207,7 @@ int check_data_parallel_layouts(bool every_recompute_mode) {
               const ModelSpec spec = test::tiny_llama(13);
               check_layout_trains<LlamaModel<T>>(spec, llama_config(spec), k);
             } else {
-              // bf16: 32 channels, so the fp32 norm statistics stay a small
-              // share of a bf16 layer's activations (3% with 16).
-              const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, std::is_same_v<T, float> ? 16 : 32);
+              const ModelSpec spec = test::tiny_gpt(13, 8, 2, 2, 16);
               check_layout_trains<GptModel<T>>(spec, gpt_config(spec), k);
             }
             ++cases;
@@ -328,19 +326,28 @@ void check_tensor_parallel(const ModelSpec& spec, const Config& config) {
 
 }  // namespace
 
-TEST_CASE("tensor parallel: the single-process losses, and each rank holds the cost model's rows") {
-  // 8 heads, vocabulary 16: up to 8 ranks; width 64, so that the norm
-  // statistics (2 floats per token per norm, replicated, which the cost
-  // model leaves out) stay a small share next to 1/8 of the rest.
-  const ModelSpec gpt = test::tiny_gpt(16, 8, 2, 8, 64);
-  check_tensor_parallel<GptModel<float>>(gpt, gpt_config(gpt));
-  // Llama-style: 16 query heads sharing 8 KV heads, FFN 64, width 32.
+namespace {
+
+// Llama-style, 16 query heads on 8 KV heads, width 32, FFN 64, vocabulary
+// 16: splits 8 ways in tensor parallelism (and, with 4 layers, in pipelines).
+ModelSpec splittable_llama(uint64_t layers) {
   ModelSpec llama = test::tiny_llama(16);
+  llama.num_layers = layers;
   llama.hidden_size = 32;
   llama.num_heads = 16;
   llama.num_kv_heads = 8;
   llama.head_dim = 2;
   llama.ffn_hidden_size = 64;
+  return llama;
+}
+
+}  // namespace
+
+TEST_CASE("tensor parallel: the single-process losses, and each rank holds the cost model's rows") {
+  // 8 heads, vocabulary 16, width 64: up to 8 ranks.
+  const ModelSpec gpt = test::tiny_gpt(16, 8, 2, 8, 64);
+  check_tensor_parallel<GptModel<float>>(gpt, gpt_config(gpt));
+  const ModelSpec llama = splittable_llama(2);
   check_tensor_parallel<LlamaModel<float>>(llama, llama_config(llama));
 }
 
@@ -410,34 +417,18 @@ void check_3d(const ModelSpec& spec, const Config& config) {
 
 }  // namespace
 
-namespace {
-
-// Llama-style, 4 layers, 16 query heads on 8 KV heads, width 32, FFN 64:
-// splits 8 ways in tensor and pipeline parallelism.
-ModelSpec splittable_llama() {
-  ModelSpec llama = test::tiny_llama(16);
-  llama.num_layers = 4;
-  llama.hidden_size = 32;
-  llama.num_heads = 16;
-  llama.num_kv_heads = 8;
-  llama.head_dim = 2;
-  llama.ffn_hidden_size = 64;
-  return llama;
-}
-
-}  // namespace
 
 TEST_CASE("3D parallelism: every dp x tp x pp split, ZeRO 0-3 and offload, trains to the single-process losses with the rows") {
   const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);  // 4 layers, 8 heads, vocabulary 16
   check_3d<GptModel<float>>(gpt, gpt_config(gpt));
-  const ModelSpec llama = splittable_llama();
+  const ModelSpec llama = splittable_llama(4);
   check_3d<LlamaModel<float>>(llama, llama_config(llama));
 }
 
 TEST_CASE("3D parallelism in bf16 mixed precision: the single-process bf16 losses, the rows") {
   const ModelSpec gpt = test::tiny_gpt(16, 8, 4, 8, 64);
   check_3d<GptModel<bf16>>(gpt, gpt_config(gpt));
-  const ModelSpec llama = splittable_llama();
+  const ModelSpec llama = splittable_llama(4);
   check_3d<LlamaModel<bf16>>(llama, llama_config(llama));
 }
 
