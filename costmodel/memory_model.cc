@@ -101,10 +101,19 @@ void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
   }
 }
 
+// Invalidates every cached state slot.
+void new_states_generation(MemoryPrep& p) {
+  if (++p.states_generation == 0) {  // wrapped: no slot may carry a stale generation
+    for (auto& slot : p.state_slots) slot.generation = 0;
+    p.states_generation = 1;
+  }
+}
+
 void prepare_rules(MemoryPrep& p, const Layout& l) {
   if (p.rules_framework != l.framework || p.rules_precision != l.precision || p.rules_optimizer != l.optimizer ||
       p.rules_fp32_accum != l.fp32_grad_accum) {
     for (auto& slot : p.rules_slots) slot.reset();
+    new_states_generation(p);
     p.rules_framework = l.framework;
     p.rules_precision = l.precision;
     p.rules_optimizer = l.optimizer;
@@ -335,6 +344,65 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
   }
 }
 
+// What the state slots depend on besides the state choice, the rules and the
+// options (checked where those are set): the candidate stages' parameters,
+// dp, ep and the per-rank parameters.
+void refresh_states_key(MemoryPrep& p, const MemoryInputs& in) {
+  MemoryPrep::StatesKey k;
+  k.model = &in.model;
+  k.dp = in.layout.dp;
+  k.ep = in.layout.ep;
+  k.pp = in.layout.pp;
+  k.r = p.r;
+  k.count = p.act_count;
+  k.stages = p.act_stages;
+  k.dense = p.act_dense;
+  k.experts = p.act_experts;
+  k.layers = p.act_layers;
+  if (!(k == p.states_key)) {
+    p.states_key = k;
+    new_states_generation(p);
+  }
+}
+
+int tile_index(uint32_t tile_factor) {
+  switch (tile_factor) {
+    case 1: return 0;
+    case 4: return 1;
+    case 16: return 2;
+    default: return -1;
+  }
+}
+
+// The state side of every candidate stage for this layout's state choice,
+// from its slot or computed into it; nullptr for a tile factor without a slot.
+const MemoryPrep::StateSlot* state_slot(MemoryPrep& p, const MemoryInputs& in) {
+  const Layout& l = in.layout;
+  const int tile = tile_index(l.tile_factor);
+  if (tile < 0) return nullptr;
+  if (p.states_key.dp != l.dp) refresh_states_key(p, in);
+  const MemoryOptions& o = in.options;
+  const MemoryPrep::OptionsKey options{o.reduce_bucket_elems, o.prefetch_elems, o.max_live_elems,
+                                       o.nvme_param_buffer_elems, o.optimizer_subgroup_elems, o.overlap_comm, true};
+  if (!(options == p.options_seen[l.zero_stage])) {
+    p.options_seen[l.zero_stage] = options;
+    new_states_generation(p);
+  }
+  const int index = ((l.zero_stage * 3 + static_cast<int>(l.offload_optimizer)) * 3 + static_cast<int>(l.offload_param)) * 3 + tile;
+  MemoryPrep::StateSlot& slot = p.state_slots[index];
+  if (slot.generation != p.states_generation) {
+    for (int i = 0; i < p.act_count; ++i) {
+      const uint32_t stage = p.act_stages[i];
+      const StageParams sp{p.act_dense[i], p.act_experts[i], stage == 0, stage + 1 == l.pp, p.act_layers[i]};
+      ResidenceTotalsSink states;
+      emit_states(in, p, sp, states);
+      for (int r = 0; r < kNumResidences; ++r) slot.bytes[i][r] = states.total(static_cast<Residence>(r));
+    }
+    slot.generation = p.states_generation;
+  }
+  return &slot;
+}
+
 }  // namespace
 
 void memory_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sink) {
@@ -377,20 +445,30 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
     uint32_t stages[3];
     const int count = candidate_stages(in.model, in.layout, stages);
     prepare_activations(prep, in, stages, count);
+    refresh_states_key(prep, in);
   }
   const uint64_t node_gpus = in.cluster.gpus_in_node;
   // The runtime overheads are the same on every stage: summed once for sinks
   // that keep per-residence totals only.
   const RuntimeOverheads& ov = in.options.overheads;
   uint64_t fixed_overheads = 0;
+  const MemoryPrep::StateSlot* slot = nullptr;
   if constexpr (requires { Sink::kResidenceOnly; }) {
     fixed_overheads = ov.cuda_context_bytes + ov.cublas_workspace_bytes + nccl_communicator_bytes(in.layout, ov);
+    slot = state_slot(prep, in);
   }
   for (int i = 0; i < prep.act_count; ++i) {
     Sink sink(prep.act_totals[i]);
     const uint32_t stage = prep.act_stages[i];
-    const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp, prep.act_layers[i]};
-    emit_states(in, prep, sp, sink);
+    if constexpr (requires { Sink::kResidenceOnly; }) {
+      if (slot) {
+        for (int r = 0; r < kNumResidences; ++r) sink.add_bytes(r, slot->bytes[i][r]);
+      }
+    }
+    if (!slot) {
+      const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp, prep.act_layers[i]};
+      emit_states(in, prep, sp, sink);
+    }
     if constexpr (requires { Sink::kResidenceOnly; }) {
       sink.add_bytes(0, fragmentation_bytes(sink.gpu_total(), ov) + fixed_overheads);
     } else {

@@ -94,6 +94,42 @@ struct MemoryPrep {
   std::array<uint64_t, 3> act_dense{}, act_experts{};  // parameters each candidate stage holds
   std::array<uint64_t, 3> act_layers{};                // and its transformer layers
   int act_count = 0;
+
+  // The state side of each candidate stage (model states, ZeRO-3 working
+  // set, buckets, offload staging: emit_states) per state choice, as bytes
+  // per residence. It depends on the stages' parameters, dp, ep, the state
+  // rules and the options, not on the micro-batch, accumulation, sequence or
+  // recompute, so it outlives the shape part above: the search's
+  // micro-batch, accumulation and recompute variants of one parallel layout
+  // reuse it. A slot is valid while its generation is the current one; any
+  // change to what it depends on starts a new generation.
+  struct StatesKey {
+    const ModelShape* model = nullptr;
+    uint32_t dp = 0, ep = 0, pp = 0;
+    RankParams r;
+    int count = 0;
+    std::array<uint32_t, 3> stages{};
+    std::array<uint64_t, 3> dense{}, experts{}, layers{};
+    bool operator==(const StatesKey&) const = default;
+  };
+  // The option fields emit_states reads, remembered per ZeRO stage (a search
+  // resolves one MemoryOptions per stage).
+  struct OptionsKey {
+    uint64_t reduce_bucket_elems = 0, prefetch_elems = 0, max_live_elems = 0;
+    uint64_t nvme_param_buffer_elems = 0, optimizer_subgroup_elems = 0;
+    bool overlap_comm = false, seen = false;
+    bool operator==(const OptionsKey&) const = default;
+  };
+  struct StateSlot {
+    uint32_t generation = 0;
+    std::array<std::array<uint64_t, 3>, 3> bytes{};  // [candidate stage][residence]
+  };
+  StatesKey states_key;
+  std::array<OptionsKey, 4> options_seen{};
+  uint32_t states_generation = 1;
+  // ZeRO stage x optimizer offload x parameter offload x tiling 1/4/16 (the
+  // search's tile factors; any other factor is evaluated without a slot).
+  std::array<StateSlot, 4 * 3 * 3 * 3> state_slots{};
 };
 
 class MemoryEvaluator {

@@ -23,6 +23,7 @@ struct RankParams {
   uint64_t head = 0;           // last stage: untied output layer, or the tied copy when pp > 1
   uint64_t largest_module = 0; // largest single module on the rank (DeepSpeed's gather unit)
   uint64_t padded_vocab = 0;
+  bool operator==(const RankParams&) const = default;
 };
 
 RankParams rank_params(const ModelShape& m, const Layout& l);

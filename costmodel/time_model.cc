@@ -214,68 +214,24 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in)
   }
 }
 
-}  // namespace
+// The part of a step that the ZeRO stage and offload choices change.
+struct StatePhases {
+  double dp_comm_s = 0, optimizer_s = 0, offload_s = 0;
+};
 
-StepTime evaluate_time(const TimeInputs& in) {
-  TimeEvaluator e;
-  return e.evaluate(in);
-}
-
-const PipelinePrep& TimeEvaluator::prepared(const TimeInputs& in) {
-  if (!prep_matches(prep_, in)) {
-    prepare_time(prep_, in);
-    pipe_.valid = false;
-  }
-  if (!pipe_matches(pipe_, in.layout)) prepare_pipeline(pipe_, prep_, in);
-  return pipe_;
-}
-
-double TimeEvaluator::lower_bound_s(const TimeInputs& in) { return prepared(in).pipeline_s; }
-
-StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
-  const PipelinePrep& p = prepared(in);
-  const TimePrep& pr = prep_;
-  const ModelShape& m = in.model;
+// The exposed data-parallel communication, the optimizer and the offload
+// traffic of one layout on its prepared pipeline. With kRows the
+// collectives' rows go into *rows too; the search's fast path has none.
+template <bool kRows>
+StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* rows) {
   const Layout& l = in.layout;
-  const Network& net = in.network;
-  const EfficiencyCurves& eff = net.eff;
-  StepTime t;
-
+  const EfficiencyCurves& eff = in.network.eff;
   const double mb = static_cast<double>(l.num_microbatches());
-  const ActivationShape& x = pr.x;
-  const double act_bytes = static_cast<double>(dtype_bytes(x.dtype));
-  const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
-  const double layers = p.layers;
-
-  t.microbatch_forward_s = p.microbatch_forward_s;
-  t.microbatch_backward_s = p.microbatch_backward_s;
-  if (l.pp > 1) add_comm(t, "pp", "send/recv", p.p2p_buffer, p.p2p_calls, p.p2p_buffer * p.p2p_calls, p.p2p_per_mb_s * mb);
   const double pipeline_s = p.pipeline_s;
-  const double slot = pipeline_s / (mb + p.fill);
-  t.bubble_s = p.fill * slot;
-  // Fill: the last stage waits for p-1 forwards; drain: the first stage
-  // waits for p-1 backwards (with recompute) to come back.
-  t.warmup_s = p.fill * (t.microbatch_forward_s + p.p2p_per_mb_s / 2);
-  t.cooldown_s = t.bubble_s - t.warmup_s;
-  t.bubble_fraction = l.pp == 1 ? 0 : p.fill / (mb + p.fill);
-  t.pp_comm_s = mb * p.p2p_per_mb_s;
-  t.tp_comm_s = mb * layers * (pr.tp_fwd_s + pr.tp_bwd_s + (l.recompute == Recompute::Full ? pr.tp_fwd_s : 0));
-  t.ep_comm_s = mb * layers * 2 * pr.ep_layer_s;
-  t.recompute_s = mb * layers * p.recompute_layer_s;
-  t.compute_s = pipeline_s - t.bubble_s - t.pp_comm_s - t.tp_comm_s - t.ep_comm_s;
-  if (l.tp > 1) {
-    const double tp_buffer = T * h * act_bytes;
-    const double calls = mb * layers * (pr.tp_calls_fwd + pr.tp_calls_bwd + (l.recompute == Recompute::Full ? pr.tp_calls_fwd : 0));
-    add_comm(t, "tp", x.sp ? "all-gather/reduce-scatter" : "all-reduce", tp_buffer, calls,
-             calls * (x.sp ? ring_all_gather_bytes(tp_buffer, l.tp) : ring_all_reduce_bytes(tp_buffer, l.tp)),
-             t.tp_comm_s);
-  }
-  if (pr.ep_layer_s > 0) {
-    const double a2a_buffer = T * static_cast<double>(m.top_k) * h * act_bytes;
-    const double calls = mb * layers * 4;
-    add_comm(t, "ep", "all-to-all", a2a_buffer, calls, calls * ring_all_gather_bytes(a2a_buffer, l.ep), t.ep_comm_s);
-  }
-
+  StatePhases t;
+  auto row = [rows](const char* dim, const char* coll, double buffer, double calls, double sent, double seconds) {
+    if constexpr (kRows) add_comm(*rows, dim, coll, buffer, calls, sent, seconds);
+  };
   // --- Data parallel and ZeRO -----------------------------------------------
   double dp_s = 0, dp_hidden_by = 0;
   auto sync = [&](double params, const GroupSpan& g, const char* dim, double ar_s, double rs_s, double ag_s) {
@@ -284,22 +240,22 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
     const uint64_t n = g.size;
     if (l.zero_stage == 0) {
       dp_s += ar_s;
-      add_comm(t, dim, "all-reduce (gradients)", grads, 1, ring_all_reduce_bytes(grads, n), ar_s);
+      row(dim, "all-reduce (gradients)", grads, 1, ring_all_reduce_bytes(grads, n), ar_s);
     } else if (l.zero_stage <= 2) {
       // ZeRO-2 keeps only its gradient partition: one reduce-scatter per
       // micro-batch; ZeRO-1 (and Megatron's distributed optimizer) one per step.
       const double rs_calls = l.zero_stage == 2 ? mb : 1;
       const double rs = rs_calls * rs_s;
       dp_s += rs + ag_s;
-      add_comm(t, dim, "reduce-scatter (gradients)", grads, rs_calls, rs_calls * ring_all_gather_bytes(grads, n), rs);
-      add_comm(t, dim, "all-gather (parameters)", weights, 1, ring_all_gather_bytes(weights, n), ag_s);
+      row(dim, "reduce-scatter (gradients)", grads, rs_calls, rs_calls * ring_all_gather_bytes(grads, n), rs);
+      row(dim, "all-gather (parameters)", weights, 1, ring_all_gather_bytes(weights, n), ag_s);
     } else {
       // ZeRO-3: parameters gathered for forward and again for backward, and
       // gradients reduce-scattered, every micro-batch: 3 Psi.
       dp_s += mb * (2 * ag_s + rs_s);
-      add_comm(t, dim, "all-gather (parameters, fwd + bwd)", weights, 2 * mb, 2 * mb * ring_all_gather_bytes(weights, n),
-               2 * mb * ag_s);
-      add_comm(t, dim, "reduce-scatter (gradients)", grads, mb, mb * ring_all_gather_bytes(grads, n), mb * rs_s);
+      row(dim, "all-gather (parameters, fwd + bwd)", weights, 2 * mb, 2 * mb * ring_all_gather_bytes(weights, n),
+          2 * mb * ag_s);
+      row(dim, "reduce-scatter (gradients)", grads, mb, mb * ring_all_gather_bytes(grads, n), mb * rs_s);
     }
   };
   sync(p.dense, p.dp_span, "dp", p.dense_all_reduce_s, p.dense_reduce_scatter_s, p.dense_all_gather_s);
@@ -307,13 +263,13 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   if (dp_overlapped(l)) {
     // Gradient buckets reduce while backward continues; ZeRO-3 prefetches
     // each layer's parameters while the previous one computes.
-    dp_hidden_by = l.zero_stage == 3 ? mb * (t.microbatch_forward_s + t.microbatch_backward_s) : t.microbatch_backward_s;
+    dp_hidden_by = l.zero_stage == 3 ? mb * (p.microbatch_forward_s + p.microbatch_backward_s) : p.microbatch_backward_s;
   }
   t.dp_comm_s = std::max(0.0, dp_s - dp_hidden_by);
   if (p.tied_embedding_s > 0) {
     t.dp_comm_s += p.tied_embedding_s;
-    add_comm(t, "embedding", "all-reduce (tied gradients)", p.tied_embedding_bytes, 1,
-             ring_all_reduce_bytes(p.tied_embedding_bytes, 2), p.tied_embedding_s);
+    row("embedding", "all-reduce (tied gradients)", p.tied_embedding_bytes, 1,
+        ring_all_reduce_bytes(p.tied_embedding_bytes, 2), p.tied_embedding_s);
   }
   const double dense = p.dense, experts = p.experts, grad_bytes = p.grad_bytes, param_bytes = p.param_bytes;
 
@@ -357,13 +313,93 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
     }
     t.offload_s += std::max(0.0, bytes / bw - (dp_overlapped(l) ? pipeline_s : 0));
   }
+  return t;
+}
 
-  t.total_s = pipeline_s + t.dp_comm_s + t.optimizer_s + t.offload_s;
+// The step's total in one order for both paths, so the search's fast
+// throughput and evaluate()'s are the same double.
+double step_total_s(const PipelinePrep& p, const StatePhases& s) {
+  return p.pipeline_s + s.dp_comm_s + s.optimizer_s + s.offload_s;
+}
+
+double tokens_per_step(const Layout& l) {
+  return static_cast<double>(l.global_batch()) * static_cast<double>(l.seq_len);
+}
+
+}  // namespace
+
+StepTime evaluate_time(const TimeInputs& in) {
+  TimeEvaluator e;
+  return e.evaluate(in);
+}
+
+const PipelinePrep& TimeEvaluator::prepared(const TimeInputs& in) {
+  if (!prep_matches(prep_, in)) {
+    prepare_time(prep_, in);
+    pipe_.valid = false;
+  }
+  if (!pipe_matches(pipe_, in.layout)) prepare_pipeline(pipe_, prep_, in);
+  return pipe_;
+}
+
+double TimeEvaluator::lower_bound_s(const TimeInputs& in) { return prepared(in).pipeline_s; }
+
+double TimeEvaluator::tokens_per_s(const TimeInputs& in) {
+  const PipelinePrep& p = prepared(in);
+  return tokens_per_step(in.layout) / step_total_s(p, state_phases<false>(p, in, nullptr));
+}
+
+StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
+  const PipelinePrep& p = prepared(in);
+  const TimePrep& pr = prep_;
+  const ModelShape& m = in.model;
+  const Layout& l = in.layout;
+  StepTime t;
+
+  const double mb = static_cast<double>(l.num_microbatches());
+  const ActivationShape& x = pr.x;
+  const double act_bytes = static_cast<double>(dtype_bytes(x.dtype));
+  const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
+  const double layers = p.layers;
+
+  t.microbatch_forward_s = p.microbatch_forward_s;
+  t.microbatch_backward_s = p.microbatch_backward_s;
+  if (l.pp > 1) add_comm(t, "pp", "send/recv", p.p2p_buffer, p.p2p_calls, p.p2p_buffer * p.p2p_calls, p.p2p_per_mb_s * mb);
+  const double pipeline_s = p.pipeline_s;
+  const double slot = pipeline_s / (mb + p.fill);
+  t.bubble_s = p.fill * slot;
+  // Fill: the last stage waits for p-1 forwards; drain: the first stage
+  // waits for p-1 backwards (with recompute) to come back.
+  t.warmup_s = p.fill * (t.microbatch_forward_s + p.p2p_per_mb_s / 2);
+  t.cooldown_s = t.bubble_s - t.warmup_s;
+  t.bubble_fraction = l.pp == 1 ? 0 : p.fill / (mb + p.fill);
+  t.pp_comm_s = mb * p.p2p_per_mb_s;
+  t.tp_comm_s = mb * layers * (pr.tp_fwd_s + pr.tp_bwd_s + (l.recompute == Recompute::Full ? pr.tp_fwd_s : 0));
+  t.ep_comm_s = mb * layers * 2 * pr.ep_layer_s;
+  t.recompute_s = mb * layers * p.recompute_layer_s;
+  t.compute_s = pipeline_s - t.bubble_s - t.pp_comm_s - t.tp_comm_s - t.ep_comm_s;
+  if (l.tp > 1) {
+    const double tp_buffer = T * h * act_bytes;
+    const double calls = mb * layers * (pr.tp_calls_fwd + pr.tp_calls_bwd + (l.recompute == Recompute::Full ? pr.tp_calls_fwd : 0));
+    add_comm(t, "tp", x.sp ? "all-gather/reduce-scatter" : "all-reduce", tp_buffer, calls,
+             calls * (x.sp ? ring_all_gather_bytes(tp_buffer, l.tp) : ring_all_reduce_bytes(tp_buffer, l.tp)),
+             t.tp_comm_s);
+  }
+  if (pr.ep_layer_s > 0) {
+    const double a2a_buffer = T * static_cast<double>(m.top_k) * h * act_bytes;
+    const double calls = mb * layers * 4;
+    add_comm(t, "ep", "all-to-all", a2a_buffer, calls, calls * ring_all_gather_bytes(a2a_buffer, l.ep), t.ep_comm_s);
+  }
+
+  const StatePhases phases = state_phases<true>(p, in, &t);
+  t.dp_comm_s = phases.dp_comm_s;
+  t.optimizer_s = phases.optimizer_s;
+  t.offload_s = phases.offload_s;
+  t.total_s = step_total_s(p, phases);
 
   // --- Rates ------------------------------------------------------------------
   const double global_batch = static_cast<double>(l.global_batch());
-  const double tokens = global_batch * static_cast<double>(l.seq_len);
-  t.tokens_per_s = tokens / t.total_s;
+  t.tokens_per_s = tokens_per_step(l) / t.total_s;
   t.samples_per_s = global_batch / t.total_s;
   const double fwd = pr.forward_flops_per_sequence * global_batch;
   t.model_flops = 3 * fwd;

@@ -146,6 +146,9 @@ class TimeEvaluator {
   // for every ZeRO stage and offload choice; the planner skips layouts whose
   // best possible throughput cannot enter its answer.
   double lower_bound_s(const TimeInputs& in);
+  // evaluate(in).tokens_per_s, the same double, without the phase breakdown,
+  // communication rows and FLOP rates: what a search ranks by.
+  double tokens_per_s(const TimeInputs& in);
 
  private:
   const PipelinePrep& prepared(const TimeInputs& in);

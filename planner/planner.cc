@@ -149,14 +149,16 @@ PlanResult plan(const PlanQuery& q) {
       ++r.bounded;
       return;
     }
-    const StepTime time = timer.evaluate(time_in);
+    // Ranked by throughput alone; the step's breakdown is built only for the
+    // layouts that enter the answer (the same tokens/s, bit for bit).
+    const double tokens_per_s = timer.tokens_per_s(time_in);
     ++r.timed;
-    const bool top = r.top.size() < q.top_k || ranks_before(l, time.tokens_per_s, r.top.back().layout, r.top.back().time.tokens_per_s);
-    if (!top && dominated(front, headroom, time.tokens_per_s)) return;
+    const bool top = r.top.size() < q.top_k || ranks_before(l, tokens_per_s, r.top.back().layout, r.top.back().time.tokens_per_s);
+    if (!top && dominated(front, headroom, tokens_per_s)) return;
     // Candidates are large (the breakdown, the communication table): build
     // one only for the layouts that enter the answer.
     scratch.layout = l;
-    scratch.time = time;
+    scratch.time = timer.evaluate(time_in);
     scratch.capacity_bytes = capacity;
     scratch.memory = memory.evaluate(mem_in);
     if (top) insert_top(r.top, q.top_k, scratch);

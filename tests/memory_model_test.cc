@@ -331,3 +331,41 @@ TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a
   }
   CHECK(checked > 200);
 }
+
+// The state side is cached per state choice across calls: a change to
+// anything it depends on that leaves the shape alone (dp, the optimizer,
+// fp32 gradient accumulation, the options) must still reach the answer.
+TEST_CASE("MemoryEvaluator: state-side changes between calls reach the answer") {
+  const ModelShape m = make_shape(test::catalog().resolve_model("llama-3.1-8b"));
+  const ClusterShape c = make_cluster_shape(make_cluster(test::catalog(), "H100-80GB", "", 64));
+  MemoryEvaluator evaluator;
+  Layout l;
+  l.tp = 2;
+  l.pp = 2;
+  l.grad_accum = 4;
+  l.zero_stage = 1;
+  auto check_fresh = [&](const MemoryOptions& o) {
+    CAPTURE(describe(l));
+    const MemoryFit f = evaluator.evaluate_fit({m, l, c, o});
+    const MemoryResult b = evaluate_memory({m, l, c, o});
+    CHECK(f.gpu_bytes == b.gpu_bytes);
+    CHECK(f.host_bytes_per_node == b.host_bytes_per_node);
+    return f.gpu_bytes;
+  };
+  const MemoryOptions o = resolve_options({}, l);
+  for (uint32_t dp : {16u, 2u, 16u}) {
+    l.dp = dp;
+    check_fresh(o);
+  }
+  const uint64_t adam = check_fresh(o);
+  l.optimizer = Optimizer::Sgd;
+  CHECK(check_fresh(o) < adam);
+  l.optimizer = Optimizer::Adam;
+  l.fp32_grad_accum = true;
+  CHECK(check_fresh(o) > adam);
+  l.fp32_grad_accum = false;
+  MemoryOptions big = o;
+  big.reduce_bucket_elems = uint64_t{1} << 28;
+  CHECK(check_fresh(big) > adam);
+  CHECK(check_fresh(o) == adam);
+}

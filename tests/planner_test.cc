@@ -286,3 +286,52 @@ TEST_CASE("the throughput bound prunes without changing the answer") {
     MESSAGE(model << ": " << fast.bounded << " of " << fast.fitting << " fitting layouts bounded out");
   }
 }
+
+// The evaluators keep per-shape and per-state work between calls; along the
+// search's own order (where that reuse happens) every answer must equal a
+// fresh evaluation's, also when the options change between calls and for a
+// tile factor that has no cached slot.
+TEST_CASE("the search's evaluators answer as fresh evaluations along the search order") {
+  struct Case {
+    std::string model;
+    uint64_t gpus;
+    uint32_t seq;
+    Framework framework;
+  };
+  for (const Case& c : {Case{"llama-3.1-8b", 16, 2048, Framework::Zeroplan}, Case{"mixtral-8x7b", 16, 2048, Framework::Zeroplan},
+                        Case{"gpt2-1.5b", 8, 1024, Framework::DeepSpeed}}) {
+    CAPTURE(c.model);
+    PlanQuery q = query(test::catalog().resolve_model(c.model), "H100-80GB", "", c.gpus, c.seq, 0, c.framework);
+    MemoryEvaluator memory;
+    TimeEvaluator timer;
+    MemoryOptions small_buckets;
+    small_buckets.reduce_bucket_elems = 1u << 20;
+    uint64_t checked = 0, n = 0;
+    for_each_layout(q.model, q.space, [&](const Layout& visited, uint64_t) {
+      if (!check_layout(q.model, visited, q.cluster_shape, q.space.num_gpus).empty()) return;
+      Layout l = visited;
+      if (n % 97 == 5) l.tile_factor = 8;  // no slot for this factor
+      const MemoryOptions o = resolve_options(n % 13 == 0 ? small_buckets : MemoryOptions{}, l);
+      ++n;
+      const MemoryFit fit = memory.evaluate_fit({q.model, l, q.cluster_shape, o});
+      const MemoryResult fresh = evaluate_memory({q.model, l, q.cluster_shape, o});
+      const TimeInputs t{q.model, l, q.cluster.gpu, q.cluster.node, q.network};
+      const double tokens_per_s = timer.tokens_per_s(t);
+      const bool same = fit.gpu_bytes == fresh.gpu_bytes && fit.stage == fresh.stage &&
+                        fit.host_bytes_per_node == fresh.host_bytes_per_node &&
+                        fit.nvme_bytes_per_node == fresh.nvme_bytes_per_node && fit.fits() == fresh.fits() &&
+                        tokens_per_s == evaluate_time(t).tokens_per_s;
+      if (!same) {
+        CAPTURE(describe(l));
+        CHECK(fit.gpu_bytes == fresh.gpu_bytes);
+        CHECK(fit.host_bytes_per_node == fresh.host_bytes_per_node);
+        CHECK(fit.nvme_bytes_per_node == fresh.nvme_bytes_per_node);
+        CHECK(tokens_per_s == evaluate_time(t).tokens_per_s);
+      }
+      checked += same;
+    });
+    CHECK(checked == n);
+    CHECK(n > 3000);
+    MESSAGE(c.model << ": " << n << " layouts checked against fresh evaluations");
+  }
+}

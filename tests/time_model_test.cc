@@ -196,7 +196,7 @@ TEST_CASE("recompute costs time: full > selective > none") {
   CHECK(sel / none == doctest::Approx(1.07).epsilon(0.05));
 }
 
-TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers as evaluate_time") {
+TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers (and tokens/s) as evaluate_time") {
   const Setup s = setup("H100-80GB", "dgx-h100", 64);
   const ModelShape m = make_shape(test::catalog().resolve_model("mixtral-8x7b"));
   TimeEvaluator evaluator;
@@ -222,6 +222,7 @@ TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers as eva
     CHECK(a.model_flops == b.model_flops);
     CHECK(a.comm_rows == b.comm_rows);
     CHECK(evaluator.lower_bound_s({m, l, s.cluster.gpu, s.cluster.node, s.net}) <= a.total_s);
+    CHECK(evaluator.tokens_per_s({m, l, s.cluster.gpu, s.cluster.node, s.net}) == b.tokens_per_s);
     ++checked;
   }
   CHECK(checked > 100);
