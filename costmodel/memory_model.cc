@@ -101,11 +101,10 @@ void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
   }
 }
 
-// Invalidates every cached state slot.
+// Invalidates every cached state slot (the rules or options changed).
 void new_states_generation(MemoryPrep& p) {
-  if (++p.states_generation == 0) {  // wrapped: no slot may carry a stale generation
-    for (auto& slot : p.state_slots) slot.generation = 0;
-    p.states_generation = 1;
+  for (auto& entry : p.states_entries) {
+    if (entry.generation != 0) entry.generation = ++p.states_generations;
   }
 }
 
@@ -289,6 +288,12 @@ uint64_t fragmentation_bytes(uint64_t tensors, const RuntimeOverheads& ov) {
   return ov.fragmentation_fraction > 0 ? static_cast<uint64_t>(static_cast<double>(tensors) * ov.fragmentation_fraction) : 0;
 }
 
+// The runtime overheads that are the same on every stage.
+uint64_t fixed_overhead_bytes(const MemoryInputs& in) {
+  const RuntimeOverheads& ov = in.options.overheads;
+  return ov.cuda_context_bytes + ov.cublas_workspace_bytes + nccl_communicator_bytes(in.layout, ov);
+}
+
 template <class Sink>
 void emit_overheads(const MemoryInputs& in, Sink& sink) {
   const RuntimeOverheads& ov = in.options.overheads;
@@ -337,6 +342,7 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
     p.act_stages[i] = stages[i];
     p.act_totals[i] = TotalsSink{};
     emit_activations(in, p, stages[i], p.act_totals[i]);
+    for (int r = 0; r < kNumResidences; ++r) p.act_bytes[i][r] = p.act_totals[i].total(static_cast<Residence>(r));
     const StageParams sp = stage_params(in, p, stages[i]);
     p.act_dense[i] = sp.dense;
     p.act_experts[i] = sp.experts;
@@ -353,16 +359,28 @@ void refresh_states_key(MemoryPrep& p, const MemoryInputs& in) {
   k.dp = in.layout.dp;
   k.ep = in.layout.ep;
   k.pp = in.layout.pp;
+  k.tp = in.layout.tp;
+  k.emulated = in.layout.emulated;
   k.r = p.r;
   k.count = p.act_count;
   k.stages = p.act_stages;
   k.dense = p.act_dense;
   k.experts = p.act_experts;
   k.layers = p.act_layers;
-  if (!(k == p.states_key)) {
-    p.states_key = k;
-    new_states_generation(p);
+  auto holds = [&k](const MemoryPrep::StatesEntry& e) { return e.generation != 0 && e.key == k; };
+  if (holds(p.states_entries[p.states_current])) return;
+  for (int i = 0; i < static_cast<int>(p.states_entries.size()); ++i) {
+    if (holds(p.states_entries[i])) {
+      p.states_current = i;
+      return;
+    }
   }
+  // Round robin: the search's splits come back in a fixed cycle.
+  p.states_current = p.states_victim;
+  p.states_victim = (p.states_victim + 1) % static_cast<int>(p.states_entries.size());
+  MemoryPrep::StatesEntry& e = p.states_entries[p.states_current];
+  e.key = k;
+  e.generation = ++p.states_generations;
 }
 
 int tile_index(uint32_t tile_factor) {
@@ -376,21 +394,30 @@ int tile_index(uint32_t tile_factor) {
 
 // The state side of every candidate stage for this layout's state choice,
 // from its slot or computed into it; nullptr for a tile factor without a slot.
-const MemoryPrep::StateSlot* state_slot(MemoryPrep& p, const MemoryInputs& in) {
+const MemoryPrep::StateSlot* state_slot(MemoryPrep& p, const MemoryInputs& in, Reuse reuse) {
   const Layout& l = in.layout;
   const int tile = tile_index(l.tile_factor);
   if (tile < 0) return nullptr;
-  if (p.states_key.dp != l.dp) refresh_states_key(p, in);
+  const MemoryPrep::StatesEntry& current = p.states_entries[p.states_current];
+  if (current.generation == 0 || (reuse == Reuse::Check && (current.key.dp != l.dp || current.key.emulated != l.emulated))) {
+    refresh_states_key(p, in);
+  }
   const MemoryOptions& o = in.options;
+  const RuntimeOverheads& ov = o.overheads;
   const MemoryPrep::OptionsKey options{o.reduce_bucket_elems, o.prefetch_elems, o.max_live_elems,
-                                       o.nvme_param_buffer_elems, o.optimizer_subgroup_elems, o.overlap_comm, true};
+                                       o.nvme_param_buffer_elems, o.optimizer_subgroup_elems,
+                                       ov.cuda_context_bytes, ov.cublas_workspace_bytes,
+                                       ov.nccl_first_communicator_bytes, ov.nccl_communicator_bytes,
+                                       o.overlap_comm, true};
   if (!(options == p.options_seen[l.zero_stage])) {
     p.options_seen[l.zero_stage] = options;
     new_states_generation(p);
   }
   const int index = ((l.zero_stage * 3 + static_cast<int>(l.offload_optimizer)) * 3 + static_cast<int>(l.offload_param)) * 3 + tile;
-  MemoryPrep::StateSlot& slot = p.state_slots[index];
-  if (slot.generation != p.states_generation) {
+  MemoryPrep::StatesEntry& entry = p.states_entries[p.states_current];
+  MemoryPrep::StateSlot& slot = entry.slots[index];
+  if (slot.generation != entry.generation) {
+    prepare_rules(p, l);
     for (int i = 0; i < p.act_count; ++i) {
       const uint32_t stage = p.act_stages[i];
       const StageParams sp{p.act_dense[i], p.act_experts[i], stage == 0, stage + 1 == l.pp, p.act_layers[i]};
@@ -398,7 +425,8 @@ const MemoryPrep::StateSlot* state_slot(MemoryPrep& p, const MemoryInputs& in) {
       emit_states(in, p, sp, states);
       for (int r = 0; r < kNumResidences; ++r) slot.bytes[i][r] = states.total(static_cast<Residence>(r));
     }
-    slot.generation = p.states_generation;
+    slot.fixed_overhead_bytes = fixed_overhead_bytes(in);
+    slot.generation = entry.generation;
   }
   return &slot;
 }
@@ -437,40 +465,37 @@ int candidate_stages(const ModelShape& m, const Layout& l, uint32_t* stages) {
   return count;
 }
 
+// The activation side of the candidate stages, rebuilt when the pipeline
+// shape changed.
+void prepare_activations_if_changed(MemoryPrep& prep, const MemoryInputs& in) {
+  if (activations_match(prep, in.layout)) return;
+  uint32_t stages[3];
+  const int count = candidate_stages(in.model, in.layout, stages);
+  prepare_activations(prep, in, stages, count);
+  refresh_states_key(prep, in);
+}
+
+void set_fits(const MemoryInputs& in, MemoryFit& best) {
+  best.fits_gpu = best.gpu_bytes <= in.cluster.gpu_memory_bytes;
+  best.fits_host = best.host_bytes_per_node <= in.cluster.host_memory_bytes;
+  best.fits_nvme = best.nvme_bytes_per_node <= in.cluster.nvme_bytes;
+}
+
 // Evaluates the candidate stages with sinks of type Sink (started from the
-// cached activation side), keeps the most loaded, and calls keep(sink) for it.
+// prepared activation side, the state side emitted afresh), keeps the most
+// loaded, and calls keep(sink) for it.
 template <class Sink, class Keep>
 void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, Keep&& keep) {
-  if (!activations_match(prep, in.layout)) {
-    uint32_t stages[3];
-    const int count = candidate_stages(in.model, in.layout, stages);
-    prepare_activations(prep, in, stages, count);
-    refresh_states_key(prep, in);
-  }
+  prepare_rules(prep, in.layout);
   const uint64_t node_gpus = in.cluster.gpus_in_node;
-  // The runtime overheads are the same on every stage: summed once for sinks
-  // that keep per-residence totals only.
   const RuntimeOverheads& ov = in.options.overheads;
-  uint64_t fixed_overheads = 0;
-  const MemoryPrep::StateSlot* slot = nullptr;
-  if constexpr (requires { Sink::kResidenceOnly; }) {
-    fixed_overheads = ov.cuda_context_bytes + ov.cublas_workspace_bytes + nccl_communicator_bytes(in.layout, ov);
-    slot = state_slot(prep, in);
-  }
   for (int i = 0; i < prep.act_count; ++i) {
     Sink sink(prep.act_totals[i]);
     const uint32_t stage = prep.act_stages[i];
+    const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp, prep.act_layers[i]};
+    emit_states(in, prep, sp, sink);
     if constexpr (requires { Sink::kResidenceOnly; }) {
-      if (slot) {
-        for (int r = 0; r < kNumResidences; ++r) sink.add_bytes(r, slot->bytes[i][r]);
-      }
-    }
-    if (!slot) {
-      const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp, prep.act_layers[i]};
-      emit_states(in, prep, sp, sink);
-    }
-    if constexpr (requires { Sink::kResidenceOnly; }) {
-      sink.add_bytes(0, fragmentation_bytes(sink.gpu_total(), ov) + fixed_overheads);
+      sink.add_bytes(0, fragmentation_bytes(sink.gpu_total(), ov) + fixed_overhead_bytes(in));
     } else {
       emit_overheads(in, sink);
     }
@@ -483,22 +508,47 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
     best.host_bytes_per_node = std::max(best.host_bytes_per_node, sink.total(Residence::Host) * node_gpus);
     best.nvme_bytes_per_node = std::max(best.nvme_bytes_per_node, sink.total(Residence::Nvme) * node_gpus);
   }
-  best.fits_gpu = best.gpu_bytes <= in.cluster.gpu_memory_bytes;
-  best.fits_host = best.host_bytes_per_node <= in.cluster.host_memory_bytes;
-  best.fits_nvme = best.nvme_bytes_per_node <= in.cluster.nvme_bytes;
+  set_fits(in, best);
+}
+
+// The same sums as evaluate_stages<ResidenceTotalsSink> from the prepared
+// activation side and a state slot, in the same order (the search's hot path).
+MemoryFit fit_from_slot(const MemoryPrep& prep, const MemoryPrep::StateSlot& slot, const MemoryInputs& in) {
+  const uint64_t node_gpus = in.cluster.gpus_in_node;
+  const RuntimeOverheads& ov = in.options.overheads;
+  MemoryFit best;
+  for (int i = 0; i < prep.act_count; ++i) {
+    const uint64_t tensors = prep.act_bytes[i][0] + slot.bytes[i][0];
+    const uint64_t gpu = tensors + (fragmentation_bytes(tensors, ov) + slot.fixed_overhead_bytes);
+    if (i == 0 || gpu > best.gpu_bytes) {
+      best.gpu_bytes = gpu;
+      best.stage = prep.act_stages[i];
+    }
+    best.host_bytes_per_node = std::max(best.host_bytes_per_node, (prep.act_bytes[i][1] + slot.bytes[i][1]) * node_gpus);
+    best.nvme_bytes_per_node = std::max(best.nvme_bytes_per_node, (prep.act_bytes[i][2] + slot.bytes[i][2]) * node_gpus);
+  }
+  set_fits(in, best);
+  return best;
 }
 
 }  // namespace
 
 MemoryResult MemoryEvaluator::evaluate(const MemoryInputs& in) {
   prepare(prep_, in);
+  prepare_activations_if_changed(prep_, in);
   MemoryResult best;
   evaluate_stages<TotalsSink>(prep_, in, best, [&best](const TotalsSink& s) { best.rank = s.totals(); });
   return best;
 }
 
-MemoryFit MemoryEvaluator::evaluate_fit(const MemoryInputs& in) {
-  prepare(prep_, in);
+MemoryFit MemoryEvaluator::evaluate_fit(const MemoryInputs& in, Reuse reuse) {
+  // Same shape: the shape part, the activation side and the rules' key are
+  // as the last call left them; only the state choice is looked up.
+  if (reuse == Reuse::Check) {
+    prepare(prep_, in);
+    prepare_activations_if_changed(prep_, in);
+  }
+  if (const MemoryPrep::StateSlot* slot = state_slot(prep_, in, reuse)) return fit_from_slot(prep_, *slot, in);
   MemoryFit best;
   evaluate_stages<ResidenceTotalsSink>(prep_, in, best, [](const ResidenceTotalsSink&) {});
   return best;

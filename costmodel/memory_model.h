@@ -14,6 +14,7 @@
 
 #include "costmodel/activations.h"
 #include "costmodel/cluster.h"
+#include "costmodel/evaluator_reuse.h"
 #include "costmodel/layout.h"
 #include "costmodel/memory_options.h"
 #include "costmodel/memory_rows.h"
@@ -90,6 +91,7 @@ struct MemoryPrep {
   uint32_t act_pp = 0, act_vpp = 0, act_grad_accum = 0, act_recompute_layers = 0, act_first = 0, act_last = 0;
   Schedule act_schedule = Schedule::OneFOneB;
   std::array<TotalsSink, 3> act_totals{};
+  std::array<std::array<uint64_t, 3>, 3> act_bytes{};  // their sums per residence
   std::array<uint32_t, 3> act_stages{};
   std::array<uint64_t, 3> act_dense{}, act_experts{};  // parameters each candidate stage holds
   std::array<uint64_t, 3> act_layers{};                // and its transformer layers
@@ -101,42 +103,56 @@ struct MemoryPrep {
   // rules and the options, not on the micro-batch, accumulation, sequence or
   // recompute, so it outlives the shape part above: the search's
   // micro-batch, accumulation and recompute variants of one parallel layout
-  // reuse it. A slot is valid while its generation is the current one; any
-  // change to what it depends on starts a new generation.
+  // reuse it. A few entries, one per stage split, since the search alternates
+  // the default split with the uneven one of each recompute mode. A slot is
+  // valid while its generation is its entry's; any change to what the entry
+  // depends on gives the entry a new generation.
   struct StatesKey {
     const ModelShape* model = nullptr;
-    uint32_t dp = 0, ep = 0, pp = 0;
+    uint32_t dp = 0, ep = 0, pp = 0, tp = 0;
+    bool emulated = false;  // the NCCL communicators in the runtime overheads
     RankParams r;
     int count = 0;
     std::array<uint32_t, 3> stages{};
     std::array<uint64_t, 3> dense{}, experts{}, layers{};
     bool operator==(const StatesKey&) const = default;
   };
-  // The option fields emit_states reads, remembered per ZeRO stage (a search
-  // resolves one MemoryOptions per stage).
+  // The option fields emit_states and the fixed runtime overheads read,
+  // remembered per ZeRO stage (a search resolves one MemoryOptions per stage).
   struct OptionsKey {
     uint64_t reduce_bucket_elems = 0, prefetch_elems = 0, max_live_elems = 0;
     uint64_t nvme_param_buffer_elems = 0, optimizer_subgroup_elems = 0;
+    uint64_t cuda_context_bytes = 0, cublas_workspace_bytes = 0;
+    uint64_t nccl_first_communicator_bytes = 0, nccl_communicator_bytes = 0;
     bool overlap_comm = false, seen = false;
     bool operator==(const OptionsKey&) const = default;
   };
   struct StateSlot {
-    uint32_t generation = 0;
+    uint64_t generation = 0;
     std::array<std::array<uint64_t, 3>, 3> bytes{};  // [candidate stage][residence]
+    uint64_t fixed_overhead_bytes = 0;               // CUDA context, cuBLAS, NCCL: every stage alike
   };
-  StatesKey states_key;
+  struct StatesEntry {
+    StatesKey key;
+    uint64_t generation = 0;  // 0: holds nothing
+    // ZeRO stage x optimizer offload x parameter offload x tiling 1/4/16 (the
+    // search's tile factors; any other factor is evaluated without a slot).
+    std::array<StateSlot, 4 * 3 * 3 * 3> slots{};
+  };
+  std::array<StatesEntry, 4> states_entries{};
+  int states_current = 0, states_victim = 0;
+  uint64_t states_generations = 0;  // generations handed out (64 bits: never wraps)
   std::array<OptionsKey, 4> options_seen{};
-  uint32_t states_generation = 1;
-  // ZeRO stage x optimizer offload x parameter offload x tiling 1/4/16 (the
-  // search's tile factors; any other factor is evaluated without a slot).
-  std::array<StateSlot, 4 * 3 * 3 * 3> state_slots{};
 };
 
 class MemoryEvaluator {
  public:
   MemoryResult evaluate(const MemoryInputs& in);
-  // The same totals without the per-component breakdown (the search's pruning step).
-  MemoryFit evaluate_fit(const MemoryInputs& in);
+  // The same totals without the per-component breakdown (the search's pruning
+  // step). Reuse::SameShape skips the checks of what the last call prepared:
+  // the caller guarantees that only the state choices (ZeRO stage, offloads,
+  // tile factor) differ from the previous call's inputs.
+  MemoryFit evaluate_fit(const MemoryInputs& in, Reuse reuse = Reuse::Check);
 
  private:
   MemoryPrep prep_;

@@ -344,8 +344,8 @@ const PipelinePrep& TimeEvaluator::prepared(const TimeInputs& in) {
 
 double TimeEvaluator::lower_bound_s(const TimeInputs& in) { return prepared(in).pipeline_s; }
 
-double TimeEvaluator::tokens_per_s(const TimeInputs& in) {
-  const PipelinePrep& p = prepared(in);
+double TimeEvaluator::tokens_per_s(const TimeInputs& in, Reuse reuse) {
+  const PipelinePrep& p = reuse == Reuse::SameShape ? pipe_ : prepared(in);
   return tokens_per_step(in.layout) / step_total_s(p, state_phases<false>(p, in, nullptr));
 }
 

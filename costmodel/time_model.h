@@ -30,6 +30,7 @@
 
 #include "costmodel/collectives.h"
 #include "costmodel/compute.h"
+#include "costmodel/evaluator_reuse.h"
 #include "costmodel/layout.h"
 #include "costmodel/model_shape.h"
 #include "costmodel/rank_params.h"
@@ -148,7 +149,8 @@ class TimeEvaluator {
   double lower_bound_s(const TimeInputs& in);
   // evaluate(in).tokens_per_s, the same double, without the phase breakdown,
   // communication rows and FLOP rates: what a search ranks by.
-  double tokens_per_s(const TimeInputs& in);
+  // Reuse::SameShape: only state choices changed since the previous call.
+  double tokens_per_s(const TimeInputs& in, Reuse reuse = Reuse::Check);
 
  private:
   const PipelinePrep& prepared(const TimeInputs& in);

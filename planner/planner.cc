@@ -34,40 +34,45 @@ bool ranks_before(const Layout& a, double ta, const Layout& b, double tb) {
   return complexity(a) < complexity(b);
 }
 
-// The front as (headroom, throughput) points: the dominance test the search
-// runs for every bounded layout scans these 16 bytes per member, not whole
-// candidates.
+// The front as (headroom, throughput) points, sorted by headroom: with no
+// member dominating another, throughput then falls strictly as headroom
+// rises, so the dominance test the search runs for every bounded layout is a
+// binary search over these 16-byte points, not a scan of whole candidates.
 struct FrontPoint {
   uint64_t headroom_bytes;
   double tokens_per_s;
 };
 
-// True when a member of the front has at least this headroom and throughput.
-bool dominated(const std::vector<FrontPoint>& front, uint64_t headroom, double tokens_per_s) {
-  for (const FrontPoint& f : front) {
-    if (f.headroom_bytes >= headroom && f.tokens_per_s >= tokens_per_s) return true;
-  }
-  return false;
+// The first member with at least this headroom.
+std::vector<FrontPoint>::const_iterator first_with_headroom(const std::vector<FrontPoint>& front, uint64_t headroom) {
+  return std::lower_bound(front.begin(), front.end(), headroom,
+                          [](const FrontPoint& f, uint64_t h) { return f.headroom_bytes < h; });
 }
 
-// Keeps the candidates no other beats on both headroom and throughput.
+// True when a member of the front has at least this headroom and throughput:
+// of the members with enough headroom, the first is the fastest.
+bool dominated(const std::vector<FrontPoint>& front, uint64_t headroom, double tokens_per_s) {
+  const auto at = first_with_headroom(front, headroom);
+  return at != front.end() && at->tokens_per_s >= tokens_per_s;
+}
+
+// Keeps the candidates no other beats on both headroom and throughput, in
+// headroom order.
 void insert_pareto(std::vector<Candidate>& front, std::vector<FrontPoint>& points, const Candidate& c) {
   const uint64_t h = c.headroom_bytes();
   const double t = c.time.tokens_per_s;
   if (dominated(points, h, t)) return;
-  size_t kept = 0;
-  for (size_t i = 0; i < front.size(); ++i) {
-    if (h >= points[i].headroom_bytes && t >= points[i].tokens_per_s) continue;
-    if (kept != i) {
-      front[kept] = front[i];
-      points[kept] = points[i];
-    }
-    ++kept;
-  }
-  front.resize(kept);
-  points.resize(kept);
-  front.push_back(c);
-  points.push_back({h, t});
+  // The members c dominates are contiguous: those with no more headroom
+  // (up to one with equal headroom) whose throughput is no higher.
+  auto last = first_with_headroom(points, h);
+  if (last != points.end() && last->headroom_bytes == h) ++last;
+  auto first = last;
+  while (first != points.begin() && std::prev(first)->tokens_per_s <= t) --first;
+  const auto from = first - points.begin(), to = last - points.begin();
+  front.erase(front.begin() + from, front.begin() + to);
+  points.erase(points.begin() + from, points.begin() + to);
+  front.insert(front.begin() + from, c);
+  points.insert(points.begin() + from, FrontPoint{h, t});
 }
 
 }  // namespace
@@ -110,6 +115,10 @@ PlanResult plan(const PlanQuery& q) {
   uint64_t shape_seen = 0;
   bool shape_ok = false;
   double shape_best_tokens_per_s = 0;
+  // The memory model's shape part also depends on where checkpoints live,
+  // which the tiled variants of a shape change.
+  uint64_t fit_shape = 0;
+  bool fit_checkpoints_to_cpu = false;
   const uint64_t capacity = q.cluster_shape.gpu_memory_bytes;
   for_each_layout(q.model, q.space, [&](const Layout& l, uint64_t shape_id) {
     ++r.enumerated;
@@ -127,7 +136,10 @@ PlanResult plan(const PlanQuery& q) {
     if (!shape_ok || check_layout_states(l) != nullptr) return;
     ++r.valid;
     const MemoryInputs mem_in{q.model, l, q.cluster_shape, options[l.zero_stage]};
-    const MemoryFit fit = memory.evaluate_fit(mem_in);
+    const bool same_shape = shape_id == fit_shape && l.checkpoints_to_cpu == fit_checkpoints_to_cpu;
+    fit_shape = shape_id;
+    fit_checkpoints_to_cpu = l.checkpoints_to_cpu;
+    const MemoryFit fit = memory.evaluate_fit(mem_in, same_shape ? Reuse::SameShape : Reuse::Check);
     if (!fit.fits()) {
       const uint64_t short_by = fit.gpu_bytes > capacity ? fit.gpu_bytes - capacity : 0;
       if (r.fitting == 0 && (!r.has_nearest_miss || short_by < r.nearest_short_bytes)) {
@@ -151,7 +163,8 @@ PlanResult plan(const PlanQuery& q) {
     }
     // Ranked by throughput alone; the step's breakdown is built only for the
     // layouts that enter the answer (the same tokens/s, bit for bit).
-    const double tokens_per_s = timer.tokens_per_s(time_in);
+    // lower_bound_s prepared this shape's pipeline when the shape began.
+    const double tokens_per_s = timer.tokens_per_s(time_in, Reuse::SameShape);
     ++r.timed;
     const bool top = r.top.size() < q.top_k || ranks_before(l, tokens_per_s, r.top.back().layout, r.top.back().time.tokens_per_s);
     if (!top && dominated(front, headroom, tokens_per_s)) return;
@@ -165,8 +178,6 @@ PlanResult plan(const PlanQuery& q) {
     insert_pareto(r.pareto, front, scratch);
   });
   if (r.fitting > 0) r.has_nearest_miss = false;
-  std::sort(r.pareto.begin(), r.pareto.end(),
-            [](const Candidate& a, const Candidate& b) { return a.headroom_bytes() < b.headroom_bytes(); });
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

@@ -118,6 +118,31 @@ TEST_CASE("ranking: best first, ties towards the simpler layout; the Pareto fron
       CHECK_FALSE(dominates);
     }
   }
+  // The front is the brute-force one: every fitting layout evaluated afresh,
+  // the (headroom, tokens/s) points no other point matches or beats on both,
+  // in headroom order (throughput then strictly falls).
+  std::vector<std::pair<uint64_t, double>> points;
+  for_each_layout(q.model, q.space, [&](const Layout& l, uint64_t) {
+    if (!check_layout(q.model, l, q.cluster_shape, q.space.num_gpus).empty()) return;
+    const MemoryResult m = evaluate_memory({q.model, l, q.cluster_shape, resolve_options({}, l)});
+    if (!m.fits()) return;
+    points.emplace_back(q.cluster_shape.gpu_memory_bytes - m.gpu_bytes,
+                        evaluate_time({q.model, l, q.cluster.gpu, q.cluster.node, q.network}).tokens_per_s);
+  });
+  std::sort(points.begin(), points.end());
+  points.erase(std::unique(points.begin(), points.end()), points.end());
+  std::vector<std::pair<uint64_t, double>> front;
+  for (const auto& p : points) {
+    bool beaten = false;
+    for (const auto& o : points) beaten |= o != p && o.first >= p.first && o.second >= p.second;
+    if (!beaten) front.push_back(p);
+  }
+  REQUIRE(r.pareto.size() == front.size());
+  for (size_t i = 0; i < front.size(); ++i) {
+    CHECK(r.pareto[i].headroom_bytes() == front[i].first);
+    CHECK(r.pareto[i].time.tokens_per_s == front[i].second);
+    if (i > 0) CHECK(front[i].second < front[i - 1].second);
+  }
   Candidate simple = r.top.front(), offloaded = r.top.front();
   simple.layout.offload_optimizer = Offload::None;
   offloaded.layout.offload_optimizer = Offload::Cpu;
@@ -306,17 +331,25 @@ TEST_CASE("the search's evaluators answer as fresh evaluations along the search 
     TimeEvaluator timer;
     MemoryOptions small_buckets;
     small_buckets.reduce_bucket_elems = 1u << 20;
-    uint64_t checked = 0, n = 0;
-    for_each_layout(q.model, q.space, [&](const Layout& visited, uint64_t) {
+    uint64_t checked = 0, n = 0, last_shape = 0;
+    bool last_checkpoints_to_cpu = false;
+    for_each_layout(q.model, q.space, [&](const Layout& visited, uint64_t shape_id) {
       if (!check_layout(q.model, visited, q.cluster_shape, q.space.num_gpus).empty()) return;
       Layout l = visited;
       if (n % 97 == 5) l.tile_factor = 8;  // no slot for this factor
       const MemoryOptions o = resolve_options(n % 13 == 0 ? small_buckets : MemoryOptions{}, l);
       ++n;
-      const MemoryFit fit = memory.evaluate_fit({q.model, l, q.cluster_shape, o});
+      // As the planner calls them: Reuse::SameShape within a shape id (and
+      // checkpoint placement), where the state choices alone change.
+      const Reuse time_reuse = shape_id == last_shape ? Reuse::SameShape : Reuse::Check;
+      const Reuse memory_reuse = time_reuse == Reuse::SameShape && l.checkpoints_to_cpu == last_checkpoints_to_cpu
+                                     ? Reuse::SameShape : Reuse::Check;
+      last_shape = shape_id;
+      last_checkpoints_to_cpu = l.checkpoints_to_cpu;
+      const MemoryFit fit = memory.evaluate_fit({q.model, l, q.cluster_shape, o}, memory_reuse);
       const MemoryResult fresh = evaluate_memory({q.model, l, q.cluster_shape, o});
       const TimeInputs t{q.model, l, q.cluster.gpu, q.cluster.node, q.network};
-      const double tokens_per_s = timer.tokens_per_s(t);
+      const double tokens_per_s = timer.tokens_per_s(t, time_reuse);
       const bool same = fit.gpu_bytes == fresh.gpu_bytes && fit.stage == fresh.stage &&
                         fit.host_bytes_per_node == fresh.host_bytes_per_node &&
                         fit.nvme_bytes_per_node == fresh.nvme_bytes_per_node && fit.fits() == fresh.fits() &&
