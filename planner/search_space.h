@@ -39,6 +39,25 @@ struct SearchSpace {
 template <class F>
 void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit);
 
+// One model-state choice of the search: ZeRO stage, offloads, tiling.
+struct StateChoice {
+  uint8_t zero_stage = 0;
+  Offload offload_optimizer = Offload::None;
+  Offload offload_param = Offload::None;
+  uint32_t tile_factor = 1;
+  bool tiled = false;  // a tiled ZeRO-Infinity variant: full-recompute checkpoints go to the host
+};
+
+// The state choices the search visits for every shape, in its order: the
+// framework's ZeRO stages (DeepSpeed's pipeline engine: 0-1 with pp > 1;
+// Megatron-LM: 0-1, no offload), optimizer offload from stage 1, parameter
+// offload at stage 3 (ZeRO-Infinity), and in a second pass the tiled
+// variants (tile factor 4 and 16) of each parameter offload. The tiled pass
+// comes last so that the checkpoint placement, which the memory model's
+// per-shape work depends on, changes once per shape rather than with every
+// offload choice.
+std::vector<StateChoice> state_choices(const SearchSpace& s, bool pipeline);
+
 // Divisors of n in increasing order, up to `limit`.
 std::vector<uint64_t> divisors(uint64_t n, uint64_t limit);
 

@@ -10,7 +10,9 @@ namespace zp {
 template <class F>
 void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
   const std::vector<uint64_t> tps = divisors(s.num_gpus, s.gpus_per_node);
-  const std::array<Offload, 3> offloads = {Offload::None, Offload::Cpu, Offload::Nvme};
+  // The state choices of one shape, innermost, as a flat list.
+  const std::vector<StateChoice> single_stage_states = state_choices(s, false);
+  const std::vector<StateChoice> pipeline_states = state_choices(s, true);
   uint64_t shape_id = 0;
   // The uneven split offered beside the default one, per (pp, recompute),
   // worked out on first use.
@@ -58,7 +60,7 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
                 for (int variant = 0; variant < split_choices * sp_choices; ++variant) {
                   const int split = variant / sp_choices, sp = variant % sp_choices;
                   ++shape_id;
-                  // The shape's fields once; the state loops below set the rest.
+                  // The shape's fields once; the state choices below set the rest.
                   Layout l;
                   l.tp = static_cast<uint32_t>(tp);
                   l.pp = static_cast<uint32_t>(pp);
@@ -75,34 +77,14 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
                   l.last_stage_layers = split ? uneven.last : 0;
                   l.precision = s.precision;
                   l.framework = s.framework;
-                  // Two passes: ZeRO-Infinity's tiled variants (which move full-recompute
-                  // checkpoints to the host) after the untiled ones, so the checkpoint
-                  // placement, which the memory model's per-shape work depends on,
-                  // changes once per shape rather than with every offload choice.
-                  for (int tiled = 0; tiled < 2; ++tiled) {
-                    for (uint8_t zero = 0; zero <= 3; ++zero) {
-                      if (s.framework == Framework::Megatron && zero > 1) break;
-                      if (s.framework == Framework::DeepSpeed && pp > 1 && zero > 1) break;
-                      for (Offload opt : offloads) {
-                        if (opt != Offload::None && (!s.allow_offload || zero == 0 || s.framework == Framework::Megatron)) break;
-                        if (opt == Offload::Nvme && !s.allow_nvme) break;
-                        for (Offload par : offloads) {
-                          if (par != Offload::None && (zero != 3 || !s.allow_offload || !s.allow_param_offload)) break;
-                          if (par == Offload::Nvme && !s.allow_nvme) break;
-                          // ZeRO-Infinity's tiling and CPU checkpoints only matter with parameter offload.
-                          const int tiles = par != Offload::None ? 3 : 1;
-                          for (int ti = tiled; ti < (tiled ? tiles : 1); ++ti) {
-                            l.zero_stage = zero;
-                            l.offload_optimizer = opt;
-                            l.offload_param = par;
-                            l.tile_factor = 1u << (2 * ti);  // 1, 4, 16
-                            l.checkpoints_to_cpu = ti > 0 && l.recompute == Recompute::Full;
-                            l.delayed_update = s.delayed_update && opt != Offload::None;
-                            visit(l, shape_id);
-                          }
-                        }
-                      }
-                    }
+                  for (const StateChoice& c : pp > 1 ? pipeline_states : single_stage_states) {
+                    l.zero_stage = c.zero_stage;
+                    l.offload_optimizer = c.offload_optimizer;
+                    l.offload_param = c.offload_param;
+                    l.tile_factor = c.tile_factor;
+                    l.checkpoints_to_cpu = c.tiled && l.recompute == Recompute::Full;
+                    l.delayed_update = s.delayed_update && c.offload_optimizer != Offload::None;
+                    visit(l, shape_id);
                   }
                 }
               }
