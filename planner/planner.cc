@@ -22,57 +22,55 @@ uint64_t complexity(const Layout& l) {
          std::min<uint64_t>(l.grad_accum, 9);
 }
 
-void insert_top(std::vector<Candidate>& top, size_t k, const Candidate& c) {
-  if (top.size() == k && !ranks_before(c, top.back())) return;
-  auto at = std::upper_bound(top.begin(), top.end(), c, [](const Candidate& a, const Candidate& b) { return ranks_before(a, b); });
-  top.insert(at, c);
-  if (top.size() > k) top.pop_back();
-}
-
 bool ranks_before(const Layout& a, double ta, const Layout& b, double tb) {
   if (std::max(ta, tb) > 0 && std::abs(ta - tb) > 1e-3 * std::max(ta, tb)) return ta > tb;
   return complexity(a) < complexity(b);
 }
 
-// The front as (headroom, throughput) points, sorted by headroom: with no
-// member dominating another, throughput then falls strictly as headroom
-// rises, so the dominance test the search runs for every bounded layout is a
-// binary search over these 16-byte points, not a scan of whole candidates.
-struct FrontPoint {
-  uint64_t headroom_bytes;
+// What the search keeps of a layout that entered the answer. Candidates are
+// large (the memory breakdown, the step's phases and communication table):
+// they are built once, at the end, for the layouts that are still in it.
+struct Entry {
+  Layout layout;
   double tokens_per_s;
+  uint64_t headroom_bytes;
 };
 
-// The first member with at least this headroom.
-std::vector<FrontPoint>::const_iterator first_with_headroom(const std::vector<FrontPoint>& front, uint64_t headroom) {
+bool ranks_before(const Entry& a, const Entry& b) { return ranks_before(a.layout, a.tokens_per_s, b.layout, b.tokens_per_s); }
+
+void insert_top(std::vector<Entry>& top, size_t k, const Entry& e) {
+  if (top.size() == k && !ranks_before(e, top.back())) return;
+  top.insert(std::upper_bound(top.begin(), top.end(), e, [](const Entry& a, const Entry& b) { return ranks_before(a, b); }),
+             e);
+  if (top.size() > k) top.pop_back();
+}
+
+// The front, sorted by headroom: with no member dominating another,
+// throughput then falls strictly as headroom rises, so the dominance test
+// the search runs for every bounded layout is a binary search.
+std::vector<Entry>::const_iterator first_with_headroom(const std::vector<Entry>& front, uint64_t headroom) {
   return std::lower_bound(front.begin(), front.end(), headroom,
-                          [](const FrontPoint& f, uint64_t h) { return f.headroom_bytes < h; });
+                          [](const Entry& f, uint64_t h) { return f.headroom_bytes < h; });
 }
 
 // True when a member of the front has at least this headroom and throughput:
 // of the members with enough headroom, the first is the fastest.
-bool dominated(const std::vector<FrontPoint>& front, uint64_t headroom, double tokens_per_s) {
+bool dominated(const std::vector<Entry>& front, uint64_t headroom, double tokens_per_s) {
   const auto at = first_with_headroom(front, headroom);
   return at != front.end() && at->tokens_per_s >= tokens_per_s;
 }
 
-// Keeps the candidates no other beats on both headroom and throughput, in
+// Keeps the layouts no other beats on both headroom and throughput, in
 // headroom order.
-void insert_pareto(std::vector<Candidate>& front, std::vector<FrontPoint>& points, const Candidate& c) {
-  const uint64_t h = c.headroom_bytes();
-  const double t = c.time.tokens_per_s;
-  if (dominated(points, h, t)) return;
-  // The members c dominates are contiguous: those with no more headroom
+void insert_pareto(std::vector<Entry>& front, const Entry& e) {
+  if (dominated(front, e.headroom_bytes, e.tokens_per_s)) return;
+  // The members e dominates are contiguous: those with no more headroom
   // (up to one with equal headroom) whose throughput is no higher.
-  auto last = first_with_headroom(points, h);
-  if (last != points.end() && last->headroom_bytes == h) ++last;
+  auto last = first_with_headroom(front, e.headroom_bytes);
+  if (last != front.end() && last->headroom_bytes == e.headroom_bytes) ++last;
   auto first = last;
-  while (first != points.begin() && std::prev(first)->tokens_per_s <= t) --first;
-  const auto from = first - points.begin(), to = last - points.begin();
-  front.erase(front.begin() + from, front.begin() + to);
-  points.erase(points.begin() + from, points.begin() + to);
-  front.insert(front.begin() + from, c);
-  points.insert(points.begin() + from, FrontPoint{h, t});
+  while (first != front.begin() && std::prev(first)->tokens_per_s <= e.tokens_per_s) --first;
+  front.insert(front.erase(first, last), e);
 }
 
 }  // namespace
@@ -97,7 +95,6 @@ bool ranks_before(const Candidate& a, const Candidate& b) {
 PlanResult plan(const PlanQuery& q) {
   const auto start = std::chrono::steady_clock::now();
   PlanResult r;
-  r.top.reserve(q.top_k + 1);
   MemoryEvaluator memory;
   TimeEvaluator timer;
   // Options depend on the framework only (bucket defaults), resolved once per ZeRO stage.
@@ -109,8 +106,9 @@ PlanResult plan(const PlanQuery& q) {
     options[z] = resolve_options(q.options, l);
   }
   uint64_t last_progress = 0;
-  std::vector<FrontPoint> front;
-  Candidate scratch;
+  std::vector<Entry> top, front;
+  top.reserve(q.top_k + 1);
+  Layout nearest_miss;
   // What depends on the shape only (not on ZeRO stage or offload), once per shape.
   uint64_t shape_seen = 0;
   bool shape_ok = false;
@@ -120,6 +118,8 @@ PlanResult plan(const PlanQuery& q) {
   uint64_t fit_shape = 0;
   bool fit_checkpoints_to_cpu = false;
   const uint64_t capacity = q.cluster_shape.gpu_memory_bytes;
+  // Every visited layout's state half is valid (state_choices); its shape
+  // half is checked once per shape.
   for_each_layout(q.model, q.space, [&](const Layout& l, uint64_t shape_id) {
     ++r.enumerated;
     if (q.progress && r.enumerated - last_progress >= 65536) {
@@ -133,7 +133,7 @@ PlanResult plan(const PlanQuery& q) {
       // Exact: lower_bound_s never exceeds a step time of this shape.
       if (shape_ok) shape_best_tokens_per_s = static_cast<double>(l.global_batch()) * l.seq_len / timer.lower_bound_s(time_in);
     }
-    if (!shape_ok || check_layout_states(l) != nullptr) return;
+    if (!shape_ok) return;
     ++r.valid;
     const MemoryInputs mem_in{q.model, l, q.cluster_shape, options[l.zero_stage]};
     const bool same_shape = shape_id == fit_shape && l.checkpoints_to_cpu == fit_checkpoints_to_cpu;
@@ -144,9 +144,7 @@ PlanResult plan(const PlanQuery& q) {
       const uint64_t short_by = fit.gpu_bytes > capacity ? fit.gpu_bytes - capacity : 0;
       if (r.fitting == 0 && (!r.has_nearest_miss || short_by < r.nearest_short_bytes)) {
         r.has_nearest_miss = true;
-        r.nearest_miss.layout = l;
-        r.nearest_miss.memory = memory.evaluate(mem_in);
-        r.nearest_miss.capacity_bytes = capacity;
+        nearest_miss = l;
         r.nearest_short_bytes = short_by;
       }
       return;
@@ -155,29 +153,34 @@ PlanResult plan(const PlanQuery& q) {
     // Bound first: a layout whose pipeline alone is too slow for the answer,
     // and which the front already beats on headroom, cannot enter either.
     const uint64_t headroom = capacity > fit.gpu_bytes ? capacity - fit.gpu_bytes : 0;
-    if (!q.exhaustive && r.top.size() == q.top_k &&
-        shape_best_tokens_per_s < r.top.back().time.tokens_per_s * (1 - 2e-3) &&
+    if (!q.exhaustive && top.size() == q.top_k && shape_best_tokens_per_s < top.back().tokens_per_s * (1 - 2e-3) &&
         dominated(front, headroom, shape_best_tokens_per_s)) {
       ++r.bounded;
       return;
     }
-    // Ranked by throughput alone; the step's breakdown is built only for the
-    // layouts that enter the answer (the same tokens/s, bit for bit).
+    // Ranked by throughput alone (evaluate's tokens/s, bit for bit);
     // lower_bound_s prepared this shape's pipeline when the shape began.
-    const double tokens_per_s = timer.tokens_per_s(time_in, Reuse::SameShape);
+    const Entry e{l, timer.tokens_per_s(time_in, Reuse::SameShape), headroom};
     ++r.timed;
-    const bool top = r.top.size() < q.top_k || ranks_before(l, tokens_per_s, r.top.back().layout, r.top.back().time.tokens_per_s);
-    if (!top && dominated(front, headroom, tokens_per_s)) return;
-    // Candidates are large (the breakdown, the communication table): build
-    // one only for the layouts that enter the answer.
-    scratch.layout = l;
-    scratch.time = timer.evaluate(time_in);
-    scratch.capacity_bytes = capacity;
-    scratch.memory = memory.evaluate(mem_in);
-    if (top) insert_top(r.top, q.top_k, scratch);
-    insert_pareto(r.pareto, front, scratch);
+    const bool enters_top = top.size() < q.top_k || ranks_before(e, top.back());
+    if (!enters_top && dominated(front, headroom, e.tokens_per_s)) return;
+    if (enters_top) insert_top(top, q.top_k, e);
+    insert_pareto(front, e);
   });
+  // The full candidates of what remains, evaluated afresh (the evaluators
+  // give the same numbers as the search's fast paths: tests hold them equal).
+  auto candidate = [&](const Layout& l) {
+    Candidate c;
+    c.layout = l;
+    c.capacity_bytes = capacity;
+    c.memory = memory.evaluate({q.model, l, q.cluster_shape, options[l.zero_stage]});
+    c.time = timer.evaluate({q.model, l, q.cluster.gpu, q.cluster.node, q.network});
+    return c;
+  };
+  for (const Entry& e : top) r.top.push_back(candidate(e.layout));
+  for (const Entry& e : front) r.pareto.push_back(candidate(e.layout));
   if (r.fitting > 0) r.has_nearest_miss = false;
+  if (r.has_nearest_miss) r.nearest_miss = candidate(nearest_miss);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

@@ -1,5 +1,7 @@
 #include "planner/search_space.h"
 
+#include "costmodel/layout_check.h"
+
 namespace zp {
 
 std::vector<uint64_t> divisors(uint64_t n, uint64_t limit) {
@@ -12,21 +14,32 @@ std::vector<uint64_t> divisors(uint64_t n, uint64_t limit) {
 
 std::vector<StateChoice> state_choices(const SearchSpace& s, bool pipeline) {
   const Offload offloads[] = {Offload::None, Offload::Cpu, Offload::Nvme};
+  // A probe with the fields check_layout_states reads besides the state
+  // choice; full recompute admits the tiled variants' host checkpoints.
+  Layout probe;
+  probe.framework = s.framework;
+  probe.pp = pipeline ? 2 : 1;
+  probe.recompute = Recompute::Full;
   std::vector<StateChoice> out;
   for (int tiled = 0; tiled < 2; ++tiled) {
     for (uint8_t zero = 0; zero <= 3; ++zero) {
-      if (s.framework == Framework::Megatron && zero > 1) break;
-      if (s.framework == Framework::DeepSpeed && pipeline && zero > 1) break;
       for (Offload opt : offloads) {
-        if (opt != Offload::None && (!s.allow_offload || zero == 0 || s.framework == Framework::Megatron)) break;
-        if (opt == Offload::Nvme && !s.allow_nvme) break;
+        if (opt != Offload::None && !s.allow_offload) continue;
+        if (opt == Offload::Nvme && !s.allow_nvme) continue;
         for (Offload par : offloads) {
-          if (par != Offload::None && (zero != 3 || !s.allow_offload || !s.allow_param_offload)) break;
-          if (par == Offload::Nvme && !s.allow_nvme) break;
+          if (par != Offload::None && (!s.allow_offload || !s.allow_param_offload)) continue;
+          if (par == Offload::Nvme && !s.allow_nvme) continue;
           // ZeRO-Infinity's tiling and CPU checkpoints only matter with parameter offload.
           const int tiles = par != Offload::None ? 3 : 1;
           for (int ti = tiled; ti < (tiled ? tiles : 1); ++ti) {
-            out.push_back(StateChoice{zero, opt, par, 1u << (2 * ti), ti > 0});  // tile factor 1, 4, 16
+            const StateChoice c{zero, opt, par, 1u << (2 * ti), ti > 0};  // tile factor 1, 4, 16
+            probe.zero_stage = c.zero_stage;
+            probe.offload_optimizer = c.offload_optimizer;
+            probe.offload_param = c.offload_param;
+            probe.tile_factor = c.tile_factor;
+            probe.checkpoints_to_cpu = c.tiled;
+            // The framework's and ZeRO's rules, from the one place that states them.
+            if (check_layout_states(probe) == nullptr) out.push_back(c);
           }
         }
       }

@@ -5,7 +5,8 @@
 // steps meeting the global batch (or a few per pipeline when none is given),
 // ZeRO 0-3, optimizer and parameter offload, recompute and sequence
 // parallelism. for_each_layout() calls a function for each candidate without
-// allocating; the candidates still go through check_layout. The visitor also
+// allocating; the candidates still go through check_layout_shape (their
+// state half is valid by construction, state_choices). The visitor also
 // gets a shape id that changes whenever anything but the model-state choices
 // (ZeRO stage, offload, tiling, checkpoint placement) changes: what depends
 // only on the shape (check_layout_shape, the step time's lower bound) can be
@@ -48,14 +49,16 @@ struct StateChoice {
   bool tiled = false;  // a tiled ZeRO-Infinity variant: full-recompute checkpoints go to the host
 };
 
-// The state choices the search visits for every shape, in its order: the
-// framework's ZeRO stages (DeepSpeed's pipeline engine: 0-1 with pp > 1;
-// Megatron-LM: 0-1, no offload), optimizer offload from stage 1, parameter
-// offload at stage 3 (ZeRO-Infinity), and in a second pass the tiled
-// variants (tile factor 4 and 16) of each parameter offload. The tiled pass
-// comes last so that the checkpoint placement, which the memory model's
-// per-shape work depends on, changes once per shape rather than with every
-// offload choice.
+// The state choices the search visits for every shape, in its order: ZeRO
+// stages 0-3 with optimizer offload and parameter offload (as the space
+// allows them) that check_layout_states admits for the framework (with a
+// pipeline or without: DeepSpeed's pipeline engine takes ZeRO 0-1,
+// Megatron-LM 0-1 without offload), and in a second pass the tiled variants
+// (tile factor 4 and 16) of each parameter offload. The tiled pass comes
+// last so that the checkpoint placement, which the memory model's per-shape
+// work depends on, changes once per shape rather than with every offload
+// choice. Every layout for_each_layout visits therefore passes
+// check_layout_states; check_layout_shape is the caller's.
 std::vector<StateChoice> state_choices(const SearchSpace& s, bool pipeline);
 
 // Divisors of n in increasing order, up to `limit`.

@@ -368,3 +368,32 @@ TEST_CASE("the search's evaluators answer as fresh evaluations along the search 
     MESSAGE(c.model << ": " << n << " layouts checked against fresh evaluations");
   }
 }
+
+TEST_CASE("state choices: the frameworks' ZeRO and offload rules, each visited layout's state half valid") {
+  SearchSpace s;
+  // zeroplan: ZeRO 0 (1), 1 and 2 with three optimizer placements (6), 3 with
+  // three optimizer x three parameter placements (9), and the tiled pass:
+  // parameter offload to CPU or NVMe x three optimizer placements x tile 4, 16 (12).
+  CHECK(state_choices(s, false).size() == 1 + 6 + 9 + 12);
+  CHECK(state_choices(s, true).size() == 28);
+  s.framework = Framework::DeepSpeed;
+  CHECK(state_choices(s, true).size() == 1 + 3);  // the pipeline engine: ZeRO 0-1
+  CHECK(state_choices(s, false).size() == 28);
+  s.framework = Framework::Megatron;
+  CHECK(state_choices(s, false).size() == 2);  // no ZeRO 2/3, no offload
+  s.framework = Framework::Zeroplan;
+  s.allow_nvme = false;
+  CHECK(state_choices(s, false).size() == 1 + 4 + 4 + 4);  // no NVMe: ZeRO-3 with CPU parameter offload tiles 4, 16
+  s.allow_param_offload = false;
+  CHECK(state_choices(s, false).size() == 1 + 2 + 2 + 2);
+  for (Framework f : {Framework::Zeroplan, Framework::DeepSpeed, Framework::Megatron}) {
+    PlanQuery q = query(test::catalog().resolve_model("gpt2-1.5b"), "H100-80GB", "", 8, 1024, 0, f);
+    uint64_t visited = 0, valid = 0;
+    for_each_layout(q.model, q.space, [&](const Layout& l, uint64_t) {
+      ++visited;
+      valid += check_layout_states(l) == nullptr;
+    });
+    CHECK(visited > 100);
+    CHECK(valid == visited);
+  }
+}
