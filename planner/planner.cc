@@ -60,6 +60,16 @@ bool dominated(const std::vector<Entry>& front, uint64_t headroom, double tokens
   return at != front.end() && at->tokens_per_s >= tokens_per_s;
 }
 
+// dominated(front, h, t) for one t as a headroom limit: a layout with no
+// more headroom than this is dominated (-1: none is). The members at least
+// as fast as t are a prefix of the front; the last of them has the most
+// headroom.
+int64_t dominance_limit(const std::vector<Entry>& front, double tokens_per_s) {
+  const auto end = std::partition_point(front.begin(), front.end(),
+                                        [tokens_per_s](const Entry& f) { return f.tokens_per_s >= tokens_per_s; });
+  return end == front.begin() ? -1 : static_cast<int64_t>(std::prev(end)->headroom_bytes);
+}
+
 // Keeps the layouts no other beats on both headroom and throughput, in
 // headroom order.
 void insert_pareto(std::vector<Entry>& front, const Entry& e) {
@@ -113,6 +123,10 @@ PlanResult plan(const PlanQuery& q) {
   uint64_t shape_seen = 0;
   bool shape_ok = false;
   double shape_best_tokens_per_s = 0;
+  // The bound's dominance test at the shape's best throughput, as a headroom
+  // limit; recomputed when the shape or the front changes.
+  int64_t shape_limit = -1;
+  bool shape_limit_known = false;
   // The memory model's shape part also depends on where checkpoints live,
   // which the tiled variants of a shape change.
   uint64_t fit_shape = 0;
@@ -132,6 +146,7 @@ PlanResult plan(const PlanQuery& q) {
       shape_ok = check_layout_shape(q.model, l, q.cluster_shape, q.space.num_gpus).empty();
       // Exact: lower_bound_s never exceeds a step time of this shape.
       if (shape_ok) shape_best_tokens_per_s = static_cast<double>(l.global_batch()) * l.seq_len / timer.lower_bound_s(time_in);
+      shape_limit_known = false;
     }
     if (!shape_ok) return;
     ++r.valid;
@@ -153,19 +168,26 @@ PlanResult plan(const PlanQuery& q) {
     // Bound first: a layout whose pipeline alone is too slow for the answer,
     // and which the front already beats on headroom, cannot enter either.
     const uint64_t headroom = capacity > fit.gpu_bytes ? capacity - fit.gpu_bytes : 0;
-    if (!q.exhaustive && top.size() == q.top_k && shape_best_tokens_per_s < top.back().tokens_per_s * (1 - 2e-3) &&
-        dominated(front, headroom, shape_best_tokens_per_s)) {
-      ++r.bounded;
-      return;
+    if (!q.exhaustive && top.size() == q.top_k && shape_best_tokens_per_s < top.back().tokens_per_s * (1 - 2e-3)) {
+      if (!shape_limit_known) {
+        shape_limit = dominance_limit(front, shape_best_tokens_per_s);
+        shape_limit_known = true;
+      }
+      if (static_cast<int64_t>(headroom) <= shape_limit) {
+        ++r.bounded;
+        return;
+      }
     }
     // Ranked by throughput alone (evaluate's tokens/s, bit for bit);
     // lower_bound_s prepared this shape's pipeline when the shape began.
-    const Entry e{l, timer.tokens_per_s(time_in, Reuse::SameShape), headroom};
+    const double tokens_per_s = timer.tokens_per_s(time_in, Reuse::SameShape);
     ++r.timed;
-    const bool enters_top = top.size() < q.top_k || ranks_before(e, top.back());
-    if (!enters_top && dominated(front, headroom, e.tokens_per_s)) return;
+    const bool enters_top = top.size() < q.top_k || ranks_before(l, tokens_per_s, top.back().layout, top.back().tokens_per_s);
+    if (!enters_top && dominated(front, headroom, tokens_per_s)) return;
+    const Entry e{l, tokens_per_s, headroom};
     if (enters_top) insert_top(top, q.top_k, e);
     insert_pareto(front, e);
+    shape_limit_known = false;
   });
   // The full candidates of what remains, evaluated afresh (the evaluators
   // give the same numbers as the search's fast paths: tests hold them equal).
