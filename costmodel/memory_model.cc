@@ -101,18 +101,11 @@ void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
   }
 }
 
-// Invalidates every cached state slot (the rules or options changed).
-void new_states_generation(MemoryPrep& p) {
-  for (auto& entry : p.states_entries) {
-    if (entry.generation != 0) entry.generation = ++p.states_generations;
-  }
-}
-
 void prepare_rules(MemoryPrep& p, const Layout& l) {
   if (p.rules_framework != l.framework || p.rules_precision != l.precision || p.rules_optimizer != l.optimizer ||
       p.rules_fp32_accum != l.fp32_grad_accum) {
     for (auto& slot : p.rules_slots) slot.reset();
-    new_states_generation(p);
+    ++p.rules_version;
     p.rules_framework = l.framework;
     p.rules_precision = l.precision;
     p.rules_optimizer = l.optimizer;
@@ -338,6 +331,7 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
   p.act_first = l.first_stage_layers;
   p.act_last = l.last_stage_layers;
   p.act_count = count;
+  ++p.activations_version;
   for (int i = 0; i < count; ++i) {
     p.act_stages[i] = stages[i];
     p.act_totals[i] = TotalsSink{};
@@ -350,11 +344,18 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
   }
 }
 
+// Invalidates every cached state slot (the rules or options changed).
+void new_states_generation(StatesCache& c) {
+  for (auto& entry : c.entries) {
+    if (entry.generation != 0) entry.generation = ++c.generations;
+  }
+}
+
 // What the state slots depend on besides the state choice, the rules and the
-// options (checked where those are set): the candidate stages' parameters,
-// dp, ep and the per-rank parameters.
-void refresh_states_key(MemoryPrep& p, const MemoryInputs& in) {
-  MemoryPrep::StatesKey k;
+// options (checked where those are used): the candidate stages' parameters,
+// dp, ep, tp, emulation and the per-rank parameters.
+void refresh_states_key(StatesCache& c, const MemoryPrep& p, const MemoryInputs& in) {
+  StatesCache::StatesKey k;
   k.model = &in.model;
   k.dp = in.layout.dp;
   k.ep = in.layout.ep;
@@ -367,20 +368,21 @@ void refresh_states_key(MemoryPrep& p, const MemoryInputs& in) {
   k.dense = p.act_dense;
   k.experts = p.act_experts;
   k.layers = p.act_layers;
-  auto holds = [&k](const MemoryPrep::StatesEntry& e) { return e.generation != 0 && e.key == k; };
-  if (holds(p.states_entries[p.states_current])) return;
-  for (int i = 0; i < static_cast<int>(p.states_entries.size()); ++i) {
-    if (holds(p.states_entries[i])) {
-      p.states_current = i;
+  c.activations_version_seen = p.activations_version;
+  auto holds = [&k](const StatesCache::StatesEntry& e) { return e.generation != 0 && e.key == k; };
+  if (holds(c.entries[c.current])) return;
+  for (int i = 0; i < static_cast<int>(c.entries.size()); ++i) {
+    if (holds(c.entries[i])) {
+      c.current = i;
       return;
     }
   }
   // Round robin: the search's splits come back in a fixed cycle.
-  p.states_current = p.states_victim;
-  p.states_victim = (p.states_victim + 1) % static_cast<int>(p.states_entries.size());
-  MemoryPrep::StatesEntry& e = p.states_entries[p.states_current];
+  c.current = c.victim;
+  c.victim = (c.victim + 1) % static_cast<int>(c.entries.size());
+  StatesCache::StatesEntry& e = c.entries[c.current];
   e.key = k;
-  e.generation = ++p.states_generations;
+  e.generation = ++c.generations;
 }
 
 int tile_index(uint32_t tile_factor) {
@@ -393,29 +395,35 @@ int tile_index(uint32_t tile_factor) {
 }
 
 // The state side of every candidate stage for this layout's state choice,
-// from its slot or computed into it; nullptr for a tile factor without a slot.
-const MemoryPrep::StateSlot* state_slot(MemoryPrep& p, const MemoryInputs& in, Reuse reuse) {
+// from its slot or computed into it; nullptr for a tile factor without a
+// slot. `p` holds the prepared shape and activation side of `in`.
+const StatesCache::StateSlot* state_slot(StatesCache& c, MemoryPrep& p, const MemoryInputs& in, Reuse reuse) {
   const Layout& l = in.layout;
   const int tile = tile_index(l.tile_factor);
   if (tile < 0) return nullptr;
-  const MemoryPrep::StatesEntry& current = p.states_entries[p.states_current];
-  if (current.generation == 0 || (reuse == Reuse::Check && (current.key.dp != l.dp || current.key.emulated != l.emulated))) {
-    refresh_states_key(p, in);
+  if (c.rules_version_seen != p.rules_version) {
+    c.rules_version_seen = p.rules_version;
+    new_states_generation(c);
+  }
+  const StatesCache::StatesEntry& current = c.entries[c.current];
+  if (current.generation == 0 || c.activations_version_seen != p.activations_version ||
+      (reuse == Reuse::Check && (current.key.dp != l.dp || current.key.emulated != l.emulated))) {
+    refresh_states_key(c, p, in);
   }
   const MemoryOptions& o = in.options;
   const RuntimeOverheads& ov = o.overheads;
-  const MemoryPrep::OptionsKey options{o.reduce_bucket_elems, o.prefetch_elems, o.max_live_elems,
-                                       o.nvme_param_buffer_elems, o.optimizer_subgroup_elems,
-                                       ov.cuda_context_bytes, ov.cublas_workspace_bytes,
-                                       ov.nccl_first_communicator_bytes, ov.nccl_communicator_bytes,
-                                       o.overlap_comm, true};
-  if (!(options == p.options_seen[l.zero_stage])) {
-    p.options_seen[l.zero_stage] = options;
-    new_states_generation(p);
+  const StatesCache::OptionsKey options{o.reduce_bucket_elems, o.prefetch_elems, o.max_live_elems,
+                                        o.nvme_param_buffer_elems, o.optimizer_subgroup_elems,
+                                        ov.cuda_context_bytes, ov.cublas_workspace_bytes,
+                                        ov.nccl_first_communicator_bytes, ov.nccl_communicator_bytes,
+                                        o.overlap_comm, true};
+  if (!(options == c.options_seen[l.zero_stage])) {
+    c.options_seen[l.zero_stage] = options;
+    new_states_generation(c);
   }
   const int index = ((l.zero_stage * 3 + static_cast<int>(l.offload_optimizer)) * 3 + static_cast<int>(l.offload_param)) * 3 + tile;
-  MemoryPrep::StatesEntry& entry = p.states_entries[p.states_current];
-  MemoryPrep::StateSlot& slot = entry.slots[index];
+  StatesCache::StatesEntry& entry = c.entries[c.current];
+  StatesCache::StateSlot& slot = entry.slots[index];
   if (slot.generation != entry.generation) {
     prepare_rules(p, l);
     for (int i = 0; i < p.act_count; ++i) {
@@ -437,11 +445,6 @@ void memory_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sin
   MemoryPrep p;
   prepare(p, in);
   emit_stage(in, p, stage, sink);
-}
-
-MemoryResult evaluate_memory(const MemoryInputs& in) {
-  MemoryEvaluator e;
-  return e.evaluate(in);
 }
 
 namespace {
@@ -472,7 +475,6 @@ void prepare_activations_if_changed(MemoryPrep& prep, const MemoryInputs& in) {
   uint32_t stages[3];
   const int count = candidate_stages(in.model, in.layout, stages);
   prepare_activations(prep, in, stages, count);
-  refresh_states_key(prep, in);
 }
 
 void set_fits(const MemoryInputs& in, MemoryFit& best) {
@@ -513,7 +515,7 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
 
 // The same sums as evaluate_stages<ResidenceTotalsSink> from the prepared
 // activation side and a state slot, in the same order (the search's hot path).
-MemoryFit fit_from_slot(const MemoryPrep& prep, const MemoryPrep::StateSlot& slot, const MemoryInputs& in) {
+MemoryFit fit_from_slot(const MemoryPrep& prep, const StatesCache::StateSlot& slot, const MemoryInputs& in) {
   const uint64_t node_gpus = in.cluster.gpus_in_node;
   const RuntimeOverheads& ov = in.options.overheads;
   MemoryFit best;
@@ -531,15 +533,22 @@ MemoryFit fit_from_slot(const MemoryPrep& prep, const MemoryPrep::StateSlot& slo
   return best;
 }
 
-}  // namespace
-
-MemoryResult MemoryEvaluator::evaluate(const MemoryInputs& in) {
-  prepare(prep_, in);
-  prepare_activations_if_changed(prep_, in);
+MemoryResult evaluate_with(MemoryPrep& prep, const MemoryInputs& in) {
+  prepare(prep, in);
+  prepare_activations_if_changed(prep, in);
   MemoryResult best;
-  evaluate_stages<TotalsSink>(prep_, in, best, [&best](const TotalsSink& s) { best.rank = s.totals(); });
+  evaluate_stages<TotalsSink>(prep, in, best, [&best](const TotalsSink& s) { best.rank = s.totals(); });
   return best;
 }
+
+}  // namespace
+
+MemoryResult evaluate_memory(const MemoryInputs& in) {
+  MemoryPrep p;
+  return evaluate_with(p, in);
+}
+
+MemoryResult MemoryEvaluator::evaluate(const MemoryInputs& in) { return evaluate_with(prep_, in); }
 
 MemoryFit MemoryEvaluator::evaluate_fit(const MemoryInputs& in, Reuse reuse) {
   // Same shape: the shape part, the activation side and the rules' key are
@@ -548,7 +557,7 @@ MemoryFit MemoryEvaluator::evaluate_fit(const MemoryInputs& in, Reuse reuse) {
     prepare(prep_, in);
     prepare_activations_if_changed(prep_, in);
   }
-  if (const MemoryPrep::StateSlot* slot = state_slot(prep_, in, reuse)) return fit_from_slot(prep_, *slot, in);
+  if (const StatesCache::StateSlot* slot = state_slot(states_, prep_, in, reuse)) return fit_from_slot(prep_, *slot, in);
   MemoryFit best;
   evaluate_stages<ResidenceTotalsSink>(prep_, in, best, [](const ResidenceTotalsSink&) {});
   return best;

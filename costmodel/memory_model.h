@@ -97,16 +97,24 @@ struct MemoryPrep {
   std::array<uint64_t, 3> act_layers{};                // and its transformer layers
   int act_count = 0;
 
-  // The state side of each candidate stage (model states, ZeRO-3 working
-  // set, buckets, offload staging: emit_states) per state choice, as bytes
-  // per residence. It depends on the stages' parameters, dp, ep, the state
-  // rules and the options, not on the micro-batch, accumulation, sequence or
-  // recompute, so it outlives the shape part above: the search's
-  // micro-batch, accumulation and recompute variants of one parallel layout
-  // reuse it. A few entries, one per stage split, since the search alternates
-  // the default split with the uneven one of each recompute mode. A slot is
-  // valid while its generation is its entry's; any change to what the entry
-  // depends on gives the entry a new generation.
+  // Bumped whenever the rules or the activation side are rebuilt, so a
+  // StatesCache knows when to look again.
+  uint64_t rules_version = 0, activations_version = 0;
+};
+
+// The state side of each candidate stage (emit_states: model states, ZeRO-3
+// working set, buckets, offload staging; and the fixed runtime overheads)
+// per state choice, as bytes per residence, kept for the search
+// (evaluate_fit). It depends on the stages' parameters, dp, ep, tp, the state
+// rules and the options, not on the micro-batch, accumulation, sequence or
+// recompute, so it outlives MemoryPrep's shape part: the search's
+// micro-batch, accumulation and recompute variants of one parallel layout
+// reuse it. A few entries, one per stage split, since the search alternates
+// the default split with the uneven one of each recompute mode. A slot is
+// valid while its generation is its entry's; any change to what the entry
+// depends on gives the entry a new generation. About 40 KB: a cold
+// evaluate_memory() does without it.
+struct StatesCache {
   struct StatesKey {
     const ModelShape* model = nullptr;
     uint32_t dp = 0, ep = 0, pp = 0, tp = 0;
@@ -139,10 +147,11 @@ struct MemoryPrep {
     // search's tile factors; any other factor is evaluated without a slot).
     std::array<StateSlot, 4 * 3 * 3 * 3> slots{};
   };
-  std::array<StatesEntry, 4> states_entries{};
-  int states_current = 0, states_victim = 0;
-  uint64_t states_generations = 0;  // generations handed out (64 bits: never wraps)
+  std::array<StatesEntry, 4> entries{};
+  int current = 0, victim = 0;
+  uint64_t generations = 0;  // generations handed out (64 bits: never wraps)
   std::array<OptionsKey, 4> options_seen{};
+  uint64_t rules_version_seen = 0, activations_version_seen = 0;  // MemoryPrep's, when last looked at
 };
 
 class MemoryEvaluator {
@@ -156,6 +165,7 @@ class MemoryEvaluator {
 
  private:
   MemoryPrep prep_;
+  StatesCache states_;
 };
 
 // Every row of one stage's rank.
