@@ -399,17 +399,21 @@ int tile_index(uint32_t tile_factor) {
 // slot. `p` holds the prepared shape and activation side of `in`.
 const StatesCache::StateSlot* state_slot(StatesCache& c, MemoryPrep& p, const MemoryInputs& in, Reuse reuse) {
   const Layout& l = in.layout;
+  // Same shape: the rules, the activation side and the key's layout fields
+  // are those the previous call checked (also when that call had no slot).
+  if (reuse == Reuse::Check) {
+    if (c.rules_version_seen != p.rules_version) {
+      c.rules_version_seen = p.rules_version;
+      new_states_generation(c);
+    }
+    const StatesCache::StatesEntry& current = c.entries[c.current];
+    if (current.generation == 0 || c.activations_version_seen != p.activations_version ||
+        current.key.dp != l.dp || current.key.emulated != l.emulated) {
+      refresh_states_key(c, p, in);
+    }
+  }
   const int tile = tile_index(l.tile_factor);
   if (tile < 0) return nullptr;
-  if (c.rules_version_seen != p.rules_version) {
-    c.rules_version_seen = p.rules_version;
-    new_states_generation(c);
-  }
-  const StatesCache::StatesEntry& current = c.entries[c.current];
-  if (current.generation == 0 || c.activations_version_seen != p.activations_version ||
-      (reuse == Reuse::Check && (current.key.dp != l.dp || current.key.emulated != l.emulated))) {
-    refresh_states_key(c, p, in);
-  }
   const MemoryOptions& o = in.options;
   const RuntimeOverheads& ov = o.overheads;
   const StatesCache::OptionsKey options{o.reduce_bucket_elems, o.prefetch_elems, o.max_live_elems,
