@@ -15,12 +15,7 @@ void* TrackingAllocator::allocate(uint64_t bytes, Component tag) {
   void* p = std::aligned_alloc(64, rounded);
   if (!p) throw std::bad_alloc();
   live_.emplace(p, Block{bytes, tag});
-  by_component_[static_cast<int>(tag)] += bytes;
-  current_ += bytes;
-  if (current_ > peak_) {
-    peak_ = current_;
-    at_peak_ = by_component_;
-  }
+  ledger_.add(bytes, tag);
   return p;
 }
 
@@ -28,8 +23,7 @@ void TrackingAllocator::release(void* p) {
   if (!p) return;
   auto it = live_.find(p);
   if (it == live_.end()) return;
-  by_component_[static_cast<int>(it->second.tag)] -= it->second.bytes;
-  current_ -= it->second.bytes;
+  ledger_.remove(it->second.bytes, it->second.tag);
   live_.erase(it);
   std::free(p);
 }
@@ -37,8 +31,7 @@ void TrackingAllocator::release(void* p) {
 void TrackingAllocator::retag(const void* p, Component tag) {
   auto it = live_.find(const_cast<void*>(p));
   if (it == live_.end()) return;
-  by_component_[static_cast<int>(it->second.tag)] -= it->second.bytes;
-  by_component_[static_cast<int>(tag)] += it->second.bytes;
+  ledger_.move(it->second.bytes, it->second.tag, tag);
   it->second.tag = tag;
 }
 

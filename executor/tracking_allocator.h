@@ -2,8 +2,8 @@
 // with the cost model's component (weights, gradients, activations, ...), so
 // a run records the peak of its total and the composition at that peak and
 // can set them beside the prediction. Host memory (64-byte aligned) for the
-// CPU backend; the CUDA backend (issue 7) will track device memory the same
-// way. Owns what it hands out until release(); not thread-safe.
+// CPU backend; device memory goes through CachingAllocator, which keeps the
+// same ledger. Owns what it hands out until release(); not thread-safe.
 #pragma once
 
 #include <array>
@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "costmodel/memory_rows.h"
+#include "executor/tag_ledger.h"
 
 namespace zp {
 
@@ -31,11 +32,11 @@ class TrackingAllocator {
   // only the per-micro-batch reduce bucket; the gradients kept are the shard).
   void retag(const void* p, Component tag);
 
-  uint64_t current_bytes() const { return current_; }
-  uint64_t peak_bytes() const { return peak_; }
-  uint64_t current_bytes(Component c) const { return by_component_[static_cast<int>(c)]; }
+  uint64_t current_bytes() const { return ledger_.current_bytes(); }
+  uint64_t peak_bytes() const { return ledger_.peak_bytes(); }
+  uint64_t current_bytes(Component c) const { return ledger_.current_bytes(c); }
   // The bytes of each component at the moment the total peaked.
-  const std::array<uint64_t, kNumComponents>& at_peak() const { return at_peak_; }
+  const std::array<uint64_t, kNumComponents>& at_peak() const { return ledger_.at_peak(); }
   size_t live_allocations() const { return live_.size(); }
 
  private:
@@ -44,9 +45,7 @@ class TrackingAllocator {
     Component tag;
   };
   std::unordered_map<void*, Block> live_;
-  std::array<uint64_t, kNumComponents> by_component_{};
-  std::array<uint64_t, kNumComponents> at_peak_{};
-  uint64_t current_ = 0, peak_ = 0;
+  TagLedger ledger_;
 };
 
 }  // namespace zp
