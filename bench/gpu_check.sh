@@ -2,9 +2,11 @@
 # The GPU checks of issue 7, for a machine with an NVIDIA GPU (the H200 of
 # ../shared/reference/h200.md): configures and builds with CUDA, runs the
 # tests labelled gpu (the CUDA kernels against the CPU kernels, fp32 and
-# bf16) and prints what they measured, last. Logs go to ${OUT:-build/gpu_check}.
-# What is not built yet (cuBLASLt products, attention, NCCL, the CUDA
-# backend, validate's time comparison) is issue 7's remaining work.
+# bf16: norms, activations, AdamW, attention, rotary positions, embeddings,
+# cross-entropy, cuBLASLt products; the caching allocator against
+# cudaMemGetInfo) and prints what they measured, last. Logs go to
+# ${OUT:-build/gpu_check}. What is not built yet (the CUDA backend behind the
+# models, NCCL, validate's time comparison) is issue 7's remaining work.
 set -euo pipefail
 out=${OUT:-build/gpu_check}
 mkdir -p "$out"

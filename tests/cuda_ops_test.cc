@@ -1,7 +1,10 @@
-// The CUDA kernels (kernels/ops_cuda.h) against the CPU reference kernels on
-// random inputs: fp32 within 1e-5 of the largest reference value, bf16 (inputs
-// rounded to bf16 first, outputs rounded once) within 2e-2. Runs only where a
-// CUDA device is present (ctest label `gpu`); elsewhere it says it skipped.
+// The CUDA kernels (kernels/ops_cuda.h, attention_cuda.h, token_ops_cuda.h,
+// matmul_cublaslt.h) against the CPU reference kernels on random inputs: fp32
+// within 1e-5 of the largest reference value (matrix products and attention,
+// which sum hundreds of products in another order, within 1e-4), bf16 (inputs
+// rounded to bf16 first, outputs rounded once) within 2e-2; and the caching
+// allocator on device memory against cudaMemGetInfo. Runs only where a CUDA
+// device is present (ctest label `gpu`); elsewhere it says it skipped.
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
@@ -14,10 +17,16 @@
 #include <vector>
 
 #include "executor/adamw.h"
+#include "executor/caching_allocator.h"
 #include "executor/ops_cpu.h"
 #include "executor/ops_llama_cpu.h"
+#include "executor/row_groups.h"
 #include "executor/scalar.h"
+#include "kernels/attention_cuda.h"
+#include "kernels/device_memory.h"
+#include "kernels/matmul_cublaslt.h"
 #include "kernels/ops_cuda.h"
+#include "kernels/token_ops_cuda.h"
 
 using namespace zp;
 
@@ -37,6 +46,8 @@ template <class T>
 T to_storage(float x) {
   if constexpr (std::is_same_v<T, float>) {
     return x;
+  } else if constexpr (std::is_same_v<T, int>) {
+    return static_cast<int>(x);  // indices, exact in float below 2^24
   } else {
     return cuda::Bf16{Eigen::numext::bit_cast<uint16_t>(bf16(x))};
   }
@@ -45,6 +56,8 @@ template <class T>
 float from_storage(T x) {
   if constexpr (std::is_same_v<T, float>) {
     return x;
+  } else if constexpr (std::is_same_v<T, int>) {
+    return static_cast<float>(x);
   } else {
     return static_cast<float>(Eigen::numext::bit_cast<bf16>(x.bits));
   }
@@ -91,12 +104,13 @@ std::vector<float> rounded(std::vector<float> x) {
 }
 
 template <class T>
-void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& want) {
+void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& want,
+                  double fp32_tolerance = 1e-5) {
   REQUIRE(got.size() == want.size());
   double worst = 0, scale = 1e-6;
   for (float w : want) scale = std::max(scale, static_cast<double>(std::fabs(w)));
   for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]) / scale);
-  const double tolerance = std::is_same_v<T, float> ? 1e-5 : 2e-2;
+  const double tolerance = std::is_same_v<T, float> ? fp32_tolerance : 2e-2;
   MESSAGE(what << ": worst difference " << worst << " of the largest value");
   CHECK(worst <= tolerance);
 }
@@ -178,6 +192,180 @@ void check_kernels(const char* precision) {
   }
 }
 
+// Attention (grouped and GPT-2's interleaved q,k,v), rotary positions,
+// embeddings and cross-entropy, and the cuBLASLt products.
+template <class T>
+void check_attention_and_tokens(const char* precision) {
+  std::mt19937_64 rng(11);
+  const std::string p = precision;
+  const double sums = 1e-4;  // fp32: long sums in another order
+  // Grouped-query attention: B=2, T=37, 4 query heads sharing 2 KV heads, hs=16.
+  {
+    const int B = 2, Tn = 37, NH = 4, KVH = 2, hs = 16;
+    const size_t nq = static_cast<size_t>(B) * Tn * NH * hs, nkv = static_cast<size_t>(B) * Tn * KVH * hs;
+    const size_t natt = static_cast<size_t>(B) * NH * Tn * Tn;
+    const std::vector<float> q = rounded<T>(random_vec(nq, rng)), k = rounded<T>(random_vec(nkv, rng)),
+                             v = rounded<T>(random_vec(nkv, rng)), d = rounded<T>(random_vec(nq, rng));
+    std::vector<float> out(nq), att(natt), dq(nq), dk(nkv), dv(nkv);
+    cpu::gqa_attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), B, Tn, NH, KVH, hs);
+    const std::vector<float> att_rounded = rounded<T>(att);
+    cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), d.data(), q.data(), k.data(), v.data(),
+                                att_rounded.data(), B, Tn, NH, KVH, hs);
+    DeviceBuffer<T> gq(q), gk(k), gv(v), gd(d), gout(zeros(nq)), gatt(zeros(natt)), gdq(zeros(nq)), gdk(zeros(nkv)),
+        gdv(zeros(nkv));
+    DeviceBuffer<float> gds(zeros(natt));
+    const size_t qs = static_cast<size_t>(NH) * hs, ks = static_cast<size_t>(KVH) * hs;
+    cuda::attention_forward<T>({gout.p, qs}, gatt.p, {gq.p, qs}, {gk.p, ks}, {gv.p, ks}, B, Tn, NH, KVH, hs);
+    cuda::attention_backward<T>({gdq.p, qs}, {gdk.p, ks}, {gdv.p, ks}, gds.p, {gd.p, qs}, {gq.p, qs}, {gk.p, ks},
+                                {gv.p, ks}, gatt.p, B, Tn, NH, KVH, hs);
+    expect_close<T>(p + " gqa attention probabilities", gatt.read(), att, sums);
+    expect_close<T>(p + " gqa attention out", gout.read(), out, sums);
+    expect_close<T>(p + " gqa attention dq", gdq.read(), dq, sums);
+    expect_close<T>(p + " gqa attention dk", gdk.read(), dk, sums);
+    expect_close<T>(p + " gqa attention dv", gdv.read(), dv, sums);
+  }
+  // GPT-2's attention: q, k, v side by side in (B,T,3C); the same kernels by strides.
+  {
+    const int B = 2, Tn = 29, NH = 3, hs = 8, C = NH * hs;
+    const size_t ninp = static_cast<size_t>(B) * Tn * 3 * C, nout = static_cast<size_t>(B) * Tn * C;
+    const size_t natt = static_cast<size_t>(B) * NH * Tn * Tn;
+    const std::vector<float> inp = rounded<T>(random_vec(ninp, rng)), d = rounded<T>(random_vec(nout, rng));
+    std::vector<float> out(nout), pre(natt), att(natt), dinp(ninp), dpre(natt), datt(natt);
+    cpu::attention_forward(out.data(), pre.data(), att.data(), inp.data(), B, Tn, C, NH);
+    const std::vector<float> att_rounded = rounded<T>(att);
+    cpu::attention_backward(dinp.data(), dpre.data(), datt.data(), d.data(), inp.data(), att_rounded.data(), B, Tn, C, NH);
+    DeviceBuffer<T> ginp(inp), gd(d), gout(zeros(nout)), gatt(zeros(natt)), gdinp(zeros(ninp));
+    DeviceBuffer<float> gds(zeros(natt));
+    const size_t s3 = 3 * static_cast<size_t>(C);
+    cuda::attention_forward<T>({gout.p, static_cast<size_t>(C)}, gatt.p, {ginp.p, s3}, {ginp.p + C, s3},
+                               {ginp.p + 2 * C, s3}, B, Tn, NH, NH, hs);
+    cuda::attention_backward<T>({gdinp.p, s3}, {gdinp.p + C, s3}, {gdinp.p + 2 * C, s3}, gds.p,
+                                {gd.p, static_cast<size_t>(C)}, {ginp.p, s3}, {ginp.p + C, s3}, {ginp.p + 2 * C, s3},
+                                gatt.p, B, Tn, NH, NH, hs);
+    expect_close<T>(p + " gpt attention out", gout.read(), out, sums);
+    expect_close<T>(p + " gpt attention dinp", gdinp.read(), dinp, sums);
+  }
+  // Rotary positions, forward and backward in place.
+  {
+    const int B = 2, Tn = 17, H = 3, hs = 12;
+    const size_t n = static_cast<size_t>(B) * Tn * H * hs;
+    std::vector<float> x = rounded<T>(random_vec(n, rng)), dx = rounded<T>(random_vec(n, rng));
+    DeviceBuffer<T> gx(x), gdx(dx);
+    cpu::rope_forward(x.data(), B, Tn, H, hs, 10000.0f);
+    cpu::rope_backward(dx.data(), B, Tn, H, hs, 10000.0f);
+    cuda::rope_forward(gx.p, B, Tn, H, hs, 10000.0f);
+    cuda::rope_backward(gdx.p, B, Tn, H, hs, 10000.0f);
+    expect_close<T>(p + " rope forward", gx.read(), x);
+    expect_close<T>(p + " rope backward", gdx.read(), dx);
+  }
+  // Embedding lookup and its gradient (repeated and skipped rows), cross-entropy in place.
+  {
+    const int V = 50, C = 40, N = 64;
+    std::vector<int> ids(N);
+    for (int& id : ids) id = static_cast<int>(rng() % V);
+    ids[3] = -1;  // outside this rank's shard
+    const std::vector<float> table = rounded<T>(random_vec(static_cast<size_t>(V) * C, rng));
+    const std::vector<float> base = rounded<T>(random_vec(static_cast<size_t>(N) * C, rng));
+    const std::vector<float> grads = rounded<T>(random_vec(static_cast<size_t>(N) * C, rng));
+    std::vector<float> out = base, dtable = table;
+    for (int i = 0; i < N; ++i) {
+      if (ids[i] < 0) continue;
+      for (int c = 0; c < C; ++c) {
+        out[static_cast<size_t>(i) * C + c] += table[static_cast<size_t>(ids[i]) * C + c];
+        dtable[static_cast<size_t>(ids[i]) * C + c] += grads[static_cast<size_t>(i) * C + c];
+      }
+    }
+    const RowGroups g = group_rows(static_cast<size_t>(N), [&](size_t i) { return ids[i]; });
+    DeviceBuffer<T> gtable(table), gout(base), ggrads(grads), gdtable(table);
+    DeviceBuffer<int> gids(std::vector<float>(ids.begin(), ids.end()));
+    DeviceBuffer<int> gorder(std::vector<float>(g.order.begin(), g.order.end()));
+    DeviceBuffer<int> gstart(std::vector<float>(g.start.begin(), g.start.end()));
+    DeviceBuffer<int> grow(std::vector<float>(g.row.begin(), g.row.end()));
+    cuda::gather_add_rows(gout.p, gtable.p, gids.p, N, C);
+    cuda::scatter_add_rows(gdtable.p, ggrads.p, gorder.p, gstart.p, grow.p, g.groups(), C);
+    expect_close<T>(p + " embedding lookup", gout.read(), out);
+    expect_close<T>(p + " embedding gradient", gdtable.read(), dtable);
+
+    const int Vl = 300, Nl = 19;
+    std::vector<float> logits = rounded<T>(random_vec(static_cast<size_t>(Nl) * Vl, rng));
+    std::vector<int> targets(Nl);
+    for (int& t : targets) t = static_cast<int>(rng() % Vl);
+    std::vector<float> dlogits(logits.size());
+    const float loss = cpu::crossentropy_forward_backward(dlogits.data(), logits.data(), targets.data(), Nl, Vl);
+    DeviceBuffer<T> glogits(logits);
+    DeviceBuffer<float> glosses(zeros(Nl));
+    DeviceBuffer<int> gtargets(std::vector<float>(targets.begin(), targets.end()));
+    cuda::cross_entropy_forward_backward(glogits.p, glosses.p, glogits.p, gtargets.p, Nl, Vl);  // in place
+    const std::vector<float> losses = glosses.read();
+    double mean = 0;
+    for (float l : losses) mean += l / Nl;
+    expect_close<float>(p + " cross-entropy mean loss", {static_cast<float>(mean)}, {loss}, 1e-5);
+    expect_close<T>(p + " cross-entropy dlogits (in place)", glogits.read(), dlogits);
+  }
+  // cuBLASLt products against Eigen's, with the bias and every gradient.
+  {
+    const int N = 70, C = 96, OC = 130;
+    const std::vector<float> x = rounded<T>(random_vec(static_cast<size_t>(N) * C, rng)),
+                             w = rounded<T>(random_vec(static_cast<size_t>(OC) * C, rng)),
+                             b = rounded<T>(random_vec(OC, rng)),
+                             d = rounded<T>(random_vec(static_cast<size_t>(N) * OC, rng)),
+                             base_dx = rounded<T>(random_vec(static_cast<size_t>(N) * C, rng));
+    std::vector<float> out(static_cast<size_t>(N) * OC), dx = base_dx, dw(w.size()), db(OC);
+    cpu::matmul_forward(out.data(), x.data(), w.data(), b.data(), N, C, OC);
+    cpu::matmul_backward(dx.data(), dw.data(), db.data(), d.data(), x.data(), w.data(), N, C, OC);
+    DeviceBuffer<T> gx(x), gw(w), gb(b), gd(d), gout(zeros(out.size())), gdx(base_dx), gdw(zeros(w.size())), gdb(zeros(OC));
+    const size_t workspace_bytes = 32u << 20;  // cuBLAS's recommended workspace on Hopper
+    DeviceBuffer<float> workspace(zeros(workspace_bytes / sizeof(float)));
+    cuda::Matmul mm(workspace.p, workspace_bytes);
+    mm.forward(gout.p, gx.p, gw.p, gb.p, N, C, OC);
+    mm.backward(gdx.p, gdw.p, gdb.p, gd.p, gx.p, gw.p, N, C, OC);
+    expect_close<T>(p + " matmul forward (bias epilogue)", gout.read(), out, sums);
+    expect_close<T>(p + " matmul dinp", gdx.read(), dx, sums);
+    expect_close<T>(p + " matmul dweight", gdw.read(), dw, sums);
+    expect_close<T>(p + " matmul dbias", gdb.read(), db, sums);
+  }
+}
+
+// Device memory through the caching allocator: what it reserves is what the
+// device's own count (cudaMemGetInfo) loses, and freed blocks are reused.
+class DeviceSegments : public SegmentSource {
+ public:
+  void* allocate(uint64_t bytes) override { return cuda::device_malloc(bytes); }
+  void release(void* p, uint64_t) override { cuda::device_free(p); }
+};
+
+void check_caching_allocator_on_device() {
+  DeviceSegments source;
+  const uint64_t MiB = uint64_t{1} << 20;
+  {
+    DeviceBuffer<float> warm(zeros(1024));  // the memset kernel's module loads before the first count
+    check(cudaMemset(warm.p, 0, 1024 * sizeof(float)), "cudaMemset");
+  }
+  check(cudaDeviceSynchronize(), "sync");
+  const cuda::DeviceMemoryInfo before = cuda::device_memory_info();
+  {
+    CachingAllocator a(source);
+    std::vector<void*> blocks;
+    for (int i = 0; i < 8; ++i) blocks.push_back(a.allocate((i + 1) * 3 * MiB, Component::Activations));
+    for (int i = 0; i < 64; ++i) blocks.push_back(a.allocate(4096 * (i + 1), Component::Workspace));
+    check(cudaMemset(blocks.front(), 0, 3 * MiB), "cudaMemset");
+    const cuda::DeviceMemoryInfo during = cuda::device_memory_info();
+    const uint64_t device_delta = before.free_bytes - during.free_bytes;
+    MESSAGE("caching allocator on the device: reserved " << a.reserved_bytes() / MiB << " MiB in " << a.segments()
+                                                         << " segments; cudaMemGetInfo saw " << device_delta / MiB
+                                                         << " MiB go");
+    CHECK(device_delta >= a.reserved_bytes());
+    CHECK(device_delta <= a.reserved_bytes() + a.segments() * 2 * MiB);  // the driver's 2 MiB pages at most
+    const uint64_t segments = a.source_allocations();
+    for (void* p : blocks) a.release(p);
+    for (int i = 0; i < 8; ++i) blocks[i] = a.allocate((i + 1) * 3 * MiB, Component::Activations);
+    CHECK(a.source_allocations() == segments);  // all from the cache
+    for (int i = 0; i < 8; ++i) a.release(blocks[i]);
+  }
+  const cuda::DeviceMemoryInfo after = cuda::device_memory_info();
+  CHECK(after.free_bytes == before.free_bytes);  // every segment went back
+}
+
 }  // namespace
 
 TEST_CASE("CUDA kernels against the CPU kernels (fp32 and bf16)") {
@@ -187,6 +375,9 @@ TEST_CASE("CUDA kernels against the CPU kernels (fp32 and bf16)") {
   }
   check_kernels<float>("fp32");
   check_kernels<cuda::Bf16>("bf16");
+  check_attention_and_tokens<float>("fp32");
+  check_attention_and_tokens<cuda::Bf16>("bf16");
+  check_caching_allocator_on_device();
   // The casts: fp32 -> bf16 rounds to nearest even as Eigen's bfloat16 does.
   std::mt19937_64 rng(3);
   const std::vector<float> x = random_vec(4097, rng);

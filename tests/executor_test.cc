@@ -6,6 +6,7 @@
 
 #include "executor/buffer_plan.h"
 #include "executor/loopback_communicator.h"
+#include "executor/row_groups.h"
 #include "test_support.h"
 
 using namespace zp;
@@ -81,4 +82,22 @@ TEST_CASE("loopback: one process stands in for a rank and moves the same bytes")
   CHECK(got == std::vector<float>{0, 0, 0});
   CHECK_THROWS(LoopbackCommunicator(4, 4));
   CHECK_THROWS(c.send(shard.data(), 3, 9));
+}
+
+TEST_CASE("row groups: tokens grouped by table row, token order kept, rows outside the shard left out") {
+  const std::vector<int> ids = {5, 2, 5, -1, 0, 2, 5, 7};
+  const RowGroups g = group_rows(ids.size(), [&](size_t i) { return ids[i]; });
+  CHECK(g.row == std::vector<int>{0, 2, 5, 7});
+  CHECK(g.start == std::vector<int>{0, 1, 3, 6, 7});
+  CHECK(g.order == std::vector<int>{4, 1, 5, 0, 2, 6, 7});
+  // Summing each group in order reproduces the token-by-token scatter.
+  std::vector<double> table(8, 0.0), grouped(8, 0.0);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] >= 0) table[static_cast<size_t>(ids[i])] += static_cast<double>(i) + 0.5;
+  }
+  for (int k = 0; k < g.groups(); ++k) {
+    for (int j = g.start[k]; j < g.start[k + 1]; ++j) grouped[static_cast<size_t>(g.row[k])] += g.order[j] + 0.5;
+  }
+  CHECK(grouped == table);
+  CHECK(group_rows(3, [](size_t) { return -1; }).groups() == 0);
 }

@@ -1,0 +1,33 @@
+#include "kernels/device_memory.h"
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace zp::cuda {
+
+void* device_malloc(uint64_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // clear it: the caller frees its cache and retries
+    return nullptr;
+  }
+  if (e != cudaSuccess) throw std::runtime_error(std::string("cudaMalloc: ") + cudaGetErrorString(e));
+  return p;
+}
+
+void device_free(void* p) {
+  const cudaError_t e = cudaFree(p);
+  if (e != cudaSuccess) throw std::runtime_error(std::string("cudaFree: ") + cudaGetErrorString(e));
+}
+
+DeviceMemoryInfo device_memory_info() {
+  size_t free_b = 0, total_b = 0;
+  const cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+  if (e != cudaSuccess) throw std::runtime_error(std::string("cudaMemGetInfo: ") + cudaGetErrorString(e));
+  return {free_b, total_b};
+}
+
+}  // namespace zp::cuda
