@@ -12,9 +12,13 @@ out=${OUT:-build/gpu_check}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DZP_WITH_CUDA=ON > "$out/configure.log"
-cmake --build build-gpu -j "$(nproc)" --target cuda_ops_test > "$out/build.log" 2>&1
+cmake --build build-gpu -j "$(nproc)" --target cuda_ops_test nccl_comm_test > "$out/build.log" 2>&1
 status=0
 build-gpu/tests/cuda_ops_test -s > "$out/cuda_ops_test.log" 2>&1 || status=$?
 echo "cuda_ops_test exit code $status (log: $out/cuda_ops_test.log)"
-grep -E "MESSAGE|ERROR|Status" "$out/cuda_ops_test.log" | sed 's/.*MESSAGE: //' | tail -40
-exit $status
+gpus=$(nvidia-smi -L | wc -l)
+nccl_status=0
+mpirun --allow-run-as-root -np "$gpus" build-gpu/tests/nccl_comm_test -s > "$out/nccl_comm_test.log" 2>&1 || nccl_status=$?
+echo "nccl_comm_test on $gpus GPU(s) exit code $nccl_status (log: $out/nccl_comm_test.log)"
+grep -hE "MESSAGE|ERROR|Status" "$out/cuda_ops_test.log" "$out/nccl_comm_test.log" | sed 's/.*MESSAGE: //' | tail -60
+[ "$status" -eq 0 ] && [ "$nccl_status" -eq 0 ]

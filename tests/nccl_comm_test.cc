@@ -1,0 +1,115 @@
+// NcclCommunicator on device buffers, under mpirun with one process per GPU
+// (ctest runs it with one; bench/gpu_check.sh as many as the machine has):
+// every collective against closed forms of the rank numbers, fp32 and bf16,
+// and a ring exchange through send_recv. Where there is no CUDA device it
+// says it skipped (label gpu).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "executor/mpi_communicator.h"
+#include "executor/nccl_communicator.h"
+#include "executor/scalar.h"
+
+using namespace zp;
+
+namespace {
+
+std::unique_ptr<NcclCommunicator> g_nccl;
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+// A device copy of host values of T.
+template <class T>
+struct Device {
+  T* p = nullptr;
+  size_t n;
+  explicit Device(const std::vector<T>& host) : n(host.size()) {
+    check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
+    check(cudaMemcpy(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice), "to device");
+  }
+  ~Device() { cudaFree(p); }
+  std::vector<T> read() const {
+    std::vector<T> h(n);
+    check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "to host");
+    return h;
+  }
+};
+
+template <class T>
+std::vector<float> as_float(const std::vector<T>& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
+
+template <class T>
+void check_collectives() {
+  NcclCommunicator& c = *g_nccl;
+  const int r = c.rank(), p = c.size();
+  const size_t n = 1000;  // small integers: exact in bf16 and fp32
+  std::vector<T> mine(n);
+  for (size_t i = 0; i < n; ++i) mine[i] = T(static_cast<float>((r + 1) * (i % 7)));
+  {
+    Device<T> d(mine);
+    c.all_reduce_sum(d.p, n);
+    const std::vector<float> got = as_float(d.read());
+    for (size_t i = 0; i < n; ++i) REQUIRE(got[i] == static_cast<float>(p * (p + 1) / 2 * (i % 7)));
+  }
+  {
+    std::vector<T> in(n * p);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = T(static_cast<float>(r + i % 5));
+    Device<T> din(in), dout{std::vector<T>(n)};
+    c.reduce_scatter_sum(din.p, dout.p, n);
+    const std::vector<float> got = as_float(dout.read());
+    for (size_t i = 0; i < n; ++i) {
+      REQUIRE(got[i] == static_cast<float>(p * (p - 1) / 2 + p * ((r * n + i) % 5)));
+    }
+    Device<T> all{std::vector<T>(n * p)};
+    c.all_gather(dout.p, all.p, n);
+    const std::vector<float> gathered = as_float(all.read());
+    for (int q = 0; q < p; ++q) REQUIRE(gathered[q * n] == static_cast<float>(p * (p - 1) / 2 + p * ((q * n) % 5)));
+  }
+  {
+    Device<T> d{std::vector<T>(n, T(static_cast<float>(r + 3)))};
+    c.broadcast(d.p, n, p - 1);
+    REQUIRE(as_float(d.read())[n - 1] == static_cast<float>(p + 2));
+  }
+  {
+    // A ring: each rank sends its rank to the next and hears from the previous.
+    Device<T> out{std::vector<T>(n, T(static_cast<float>(r)))}, in{std::vector<T>(n)};
+    c.send_recv(out.p, n, (r + 1) % p, in.p, n, (r + p - 1) % p);
+    REQUIRE(as_float(in.read())[0] == static_cast<float>((r + p - 1) % p));
+  }
+  c.barrier();
+}
+
+}  // namespace
+
+TEST_CASE("NCCL collectives on device buffers (fp32, bf16) and a send_recv ring") {
+  if (!g_nccl) {
+    MESSAGE("no CUDA device here: the NCCL checks are skipped (they run where GPUs are, ctest -L gpu)");
+    return;
+  }
+  MESSAGE("rank " << g_nccl->rank() << " of " << g_nccl->size() << " on GPU " << g_nccl->device());
+  check_collectives<float>();
+  check_collectives<bf16>();
+}
+
+int main(int argc, char** argv) {
+  MpiSession session(&argc, &argv);
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) g_nccl = std::make_unique<NcclCommunicator>(MPI_COMM_WORLD);
+  doctest::Context context(argc, argv);
+  const int failed = context.run();
+  g_nccl.reset();
+  int any = failed != 0;
+  MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return any;
+}
