@@ -22,6 +22,7 @@ void add_plan_commands(CLI::App& app, const GlobalOptions& global);
 void add_emit_commands(CLI::App& app, const GlobalOptions& global);
 void add_run_command(CLI::App& app, const GlobalOptions& global);
 void add_validate_command(CLI::App& app, const GlobalOptions& global);
+void add_calibrate_command(CLI::App& app, const GlobalOptions& global);
 
 // The question zeroplan answers with no arguments.
 int run_default_question(const GlobalOptions& global);

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   zp::add_emit_commands(app, global);
   zp::add_run_command(app, global);
   zp::add_validate_command(app, global);
+  zp::add_calibrate_command(app, global);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) return zp::run_default_question(global);

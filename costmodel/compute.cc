@@ -10,11 +10,16 @@ double peak_flops(const GpuSpec& gpu, Precision p) {
   return gpu.bf16_dense_flops;
 }
 
+double gemm_seconds(double m, double n, double k, double peak, double hbm_bytes_per_s, double element_bytes,
+                    const EfficiencyCurves& e) {
+  const double f = 2 * m * n * k;
+  const double bytes = (m * k + k * n + m * n) * element_bytes;
+  return std::max(f / (peak * e.gemm_efficiency(m, n, k)), bytes / hbm_bytes_per_s) + e.kernel_overhead_s;
+}
+
 namespace {
 
-// One GEMM C(MxN) = A(MxK) B(KxN) through a roofline: the slower of its
-// FLOPs at the curve's efficiency and its operands' bytes at the achievable
-// HBM bandwidth (thin products are memory-bound), plus the kernel overhead.
+// The GEMMs of one layer, each through gemm_seconds.
 struct Gemms {
   const EfficiencyCurves& e;
   double peak;
@@ -23,10 +28,8 @@ struct Gemms {
   double flops = 0, seconds = 0;
   void add(double m, double n, double k, double count = 1) {
     if (m <= 0 || n <= 0 || k <= 0) return;
-    const double f = 2 * m * n * k * count;
-    const double bytes = (m * k + k * n + m * n) * element_bytes * count;
-    flops += f;
-    seconds += std::max(f / (peak * e.gemm_efficiency(m, n, k)), bytes / hbm_bytes_per_s) + count * e.kernel_overhead_s;
+    flops += 2 * m * n * k * count;
+    seconds += count * gemm_seconds(m, n, k, peak, hbm_bytes_per_s, element_bytes, e);
   }
 };
 

@@ -44,6 +44,12 @@ struct HeadCompute {
 
 double peak_flops(const GpuSpec& gpu, Precision p);
 
+// One GEMM C(MxN) = A(MxK) B(KxN) through a roofline: the slower of its FLOPs
+// at the curve's efficiency and its operands' bytes (element_bytes each) at
+// `hbm_bytes_per_s` (thin products are memory-bound), plus the kernel overhead.
+double gemm_seconds(double m, double n, double k, double peak, double hbm_bytes_per_s, double element_bytes,
+                    const EfficiencyCurves& e);
+
 LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& gpu, const EfficiencyCurves& e);
 HeadCompute head_compute(const ModelShape& m, const Layout& l, const GpuSpec& gpu, const EfficiencyCurves& e);
 

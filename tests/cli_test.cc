@@ -10,6 +10,7 @@
 #include <string>
 #include <sys/wait.h>
 
+#include "models/catalog.h"
 #include "models/json_file.h"
 
 namespace {
@@ -76,7 +77,8 @@ TEST_CASE("good input exits 0") {
 }
 
 TEST_CASE("every subcommand's --help shows an example") {
-  for (const char* sub : {"models", "gpus", "params", "explain", "fit", "min-gpus", "max-model", "compare", "emit", "run"}) {
+  for (const char* sub : {"models", "gpus", "params", "explain", "fit", "min-gpus", "max-model", "compare", "emit", "run",
+                          "validate", "calibrate"}) {
     CAPTURE(sub);
     Run r = run(std::string(sub) + " --help");
     CHECK(r.code == 0);
@@ -261,4 +263,27 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; model states pr
   check_one_line_error("validate --plan " + dir + "/plan/plan.json --matrix " + dir + "/matrix.json --out " + dir + "/both",
                        "give one of --matrix FILE, --plan FILE or one layout's flags");
   std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("calibrate: fits the GEMM curve to measured products, writes an efficiency file the time model loads") {
+  const std::string csv = std::string(zp::Catalog::builtin_data_dir()) + "/measurements/h200-141gb_gemm.csv";
+  const std::string out = "/tmp/zp_cli_test_calibrated.json";
+  std::filesystem::remove(out);
+  Run r = run("calibrate --gpu H200-141GB --gemm " + csv + " --out " + out);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("fitted to 48 bf16 products") != std::string::npos);
+  const zp::Json j = zp::parse_json_file(out);
+  CHECK(j.at("gemm_peak_fraction").get<double>() > 0.5);
+  CHECK(j.at("gemm_peak_fraction").get<double>() < 1.0);
+  CHECK(j.at("source").get<std::string>().find("fitted by `zeroplan calibrate`") != std::string::npos);
+  CHECK(j.contains("nvlink_busbw_fraction"));  // the other fields kept
+  std::filesystem::remove(out);
+  const std::string bad_csv = "/tmp/zp_cli_test_bad_gemm.csv";
+  FILE* f = fopen(bad_csv.c_str(), "w");
+  REQUIRE(f != nullptr);
+  fputs("m,n,k,tflops\n1024,768,768,96\n4096,4096,x,780\n", f);
+  fclose(f);
+  check_one_line_error("calibrate --gpu H200-141GB --gemm " + bad_csv, "zp_cli_test_bad_gemm.csv:3: expected four positive numbers");
+  check_one_line_error("calibrate --gpu H200-141GB --gemm /nonexistent/gemm.csv", "--gemm /nonexistent/gemm.csv: cannot be read");
+  std::filesystem::remove(bad_csv);
 }

@@ -1,0 +1,100 @@
+// Fitting the GEMM efficiency curve (costmodel/calibration.h): a known curve
+// is recovered from its own samples (with noise), bad CSV is a one-line
+// error naming the line, and on the H200 measurements the least-squares fit
+// is at least as close as the hand-set curve it replaces.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "costmodel/calibration.h"
+#include "costmodel/compute.h"
+#include "costmodel/efficiency.h"
+#include "models/input_error.h"
+#include "test_support.h"
+
+using namespace zp;
+
+namespace {
+
+// The H200's numbers for the GEMM model: dense bf16 peak, HBM bandwidth.
+GemmDevice h200() {
+  const GpuSpec& g = test::catalog().gpu("H200-141GB");
+  return {g.bf16_dense_flops, g.hbm_bytes_per_s, 2};
+}
+
+}  // namespace
+
+TEST_CASE("calibration: a known GEMM curve is recovered from noisy timings made with it") {
+  const GemmDevice d = h200();
+  EfficiencyCurves truth = load_efficiency(Catalog::builtin_data_dir(), "H200-141GB");
+  truth.gemm_peak_fraction = 0.78;
+  truth.gemm_half_dim = 170;
+  std::mt19937 rng(3);
+  std::normal_distribution<double> noise(0.0, 0.01);  // 1% timing noise
+  std::vector<GemmSample> s;
+  for (double m : {256.0, 1024.0, 4096.0})
+    for (double n : {128.0, 768.0, 4096.0})
+      for (double k : {64.0, 1024.0, 8192.0}) {
+        const double t = gemm_seconds(m, n, k, d.peak_flops, d.hbm_bytes_per_s * truth.hbm_fraction, 2, truth);
+        s.push_back({m, n, k, t * std::exp(noise(rng))});
+      }
+  EfficiencyCurves start = truth;
+  start.gemm_peak_fraction = 0.5;
+  start.gemm_half_dim = 500;
+  const GemmFit f = fit_gemm_efficiency(s, d, start);
+  CHECK(f.converged);
+  CHECK(f.curves.gemm_peak_fraction == doctest::Approx(0.78).epsilon(0.02));
+  CHECK(f.curves.gemm_half_dim == doctest::Approx(170).epsilon(0.05));
+  CHECK(f.rms_log_error < 0.015);
+  CHECK(f.curves.kernel_overhead_s == truth.kernel_overhead_s);  // held
+  // Without noise, exact.
+  for (GemmSample& x : s) x.seconds = gemm_seconds(x.m, x.n, x.k, d.peak_flops, d.hbm_bytes_per_s * truth.hbm_fraction, 2, truth);
+  const GemmFit exact = fit_gemm_efficiency(s, d, start);
+  CHECK(exact.curves.gemm_peak_fraction == doctest::Approx(0.78).epsilon(1e-5));
+  CHECK(exact.curves.gemm_half_dim == doctest::Approx(170).epsilon(1e-5));
+  CHECK_THROWS_AS(fit_gemm_efficiency({s[0]}, d, start), std::invalid_argument);
+}
+
+TEST_CASE("calibration: GEMM sample CSV, and one-line errors naming the line") {
+  const std::vector<GemmSample> s = parse_gemm_samples("# comment\nm,n,k,tflops\n1024, 768, 768, 96\n4096,4096,4096,780 # x\n", "f.csv");
+  REQUIRE(s.size() == 2);
+  CHECK(s[1].seconds == doctest::Approx(2.0 * 4096 * 4096 * 4096 / 780e12));
+  auto error = [](const std::string& text) {
+    try {
+      parse_gemm_samples(text, "f.csv");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(error("m,n,k\n1,2,3\n") == "f.csv:1: expected the header m,n,k,tflops, got 'm,n,k'");
+  CHECK(error("m,n,k,tflops\n1,2,3,4\n1,2,x,4\n") == "f.csv:3: expected four positive numbers m,n,k,tflops, got '1,2,x,4'");
+  CHECK(error("m,n,k,tflops\n1,2,3,4,5\n1,2,3,4\n").find("f.csv:2:") == 0);
+  CHECK(error("m,n,k,tflops\n1,2,3,-4\n1,2,3,4\n").find("f.csv:2:") == 0);
+  CHECK(error("m,n,k,tflops\n1,2,3,4\n").find("at least two") != std::string::npos);
+  CHECK(error("").find("empty") != std::string::npos);
+}
+
+TEST_CASE("calibration: on the H200's measured cuBLAS GEMMs the fit beats the hand-set curve") {
+  const std::string file = std::string(Catalog::builtin_data_dir()) + "/measurements/h200-141gb_gemm.csv";
+  std::ifstream in(file);
+  REQUIRE(in);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::vector<GemmSample> s = parse_gemm_samples(text.str(), file);
+  CHECK(s.size() == 48);
+  const EfficiencyCurves file_curves = load_efficiency(Catalog::builtin_data_dir(), "H200-141GB");
+  const GemmFit f = fit_gemm_efficiency(s, h200(), file_curves);
+  const double file_error = gemm_rms_log_error(s, h200(), file_curves);
+  MESSAGE("H200 GEMMs: fitted peak fraction " << f.curves.gemm_peak_fraction << ", half dim " << f.curves.gemm_half_dim
+                                              << ": rms log error of the times " << f.rms_log_error << " (worst "
+                                              << f.worst_rel_error << ") against the file's "
+                                              << file_curves.gemm_peak_fraction << "/" << file_curves.gemm_half_dim
+                                              << ": " << file_error);
+  CHECK(f.converged);
+  CHECK(f.rms_log_error <= file_error + 1e-12);
+  CHECK(f.rms_log_error == doctest::Approx(gemm_rms_log_error(s, h200(), f.curves)));
+}
