@@ -29,15 +29,23 @@ __global__ void rope_kernel(D* x, int Tn, int H, int hs, float base, float direc
   }
 }
 
+// The query row (b, h, t) a block of the row kernels works on, and its KV head.
+struct QueryRow {
+  int b, h, t, kh;
+};
+__device__ inline QueryRow query_row(int Tn, int NH, int KVH) {
+  const int t = blockIdx.x % Tn;
+  const int h = (blockIdx.x / Tn) % NH;
+  return {static_cast<int>(blockIdx.x / (Tn * NH)), h, t, h / (NH / KVH)};
+}
+
 // One block per (b, h, t): scores for t2 <= t, softmax, the row of att, out.
 template <class D>
 __global__ void attention_forward_kernel(D* out, size_t out_stride, D* att, const D* q, size_t q_stride, const D* k,
                                          size_t k_stride, const D* v, size_t v_stride, int Tn, int NH, int KVH, int hs) {
   extern __shared__ float scores[];  // Tn floats
-  const int t = blockIdx.x % Tn;
-  const int h = (blockIdx.x / Tn) % NH;
-  const int b = blockIdx.x / (Tn * NH);
-  const int kh = h / (NH / KVH);
+  const QueryRow w = query_row(Tn, NH, KVH);
+  const int t = w.t, h = w.h, b = w.b, kh = w.kh;
   const float scale = rsqrtf(static_cast<float>(hs));
   const D* qv = q + (static_cast<size_t>(b) * Tn + t) * q_stride + h * hs;
   float local_max = -1e30f;
@@ -77,10 +85,8 @@ __global__ void attention_backward_query_kernel(D* dq, size_t dq_stride, float* 
                                                 const D* k, size_t k_stride, const D* v, size_t v_stride, const D* att,
                                                 int Tn, int NH, int KVH, int hs) {
   extern __shared__ float da[];  // Tn floats
-  const int t = blockIdx.x % Tn;
-  const int h = (blockIdx.x / Tn) % NH;
-  const int b = blockIdx.x / (Tn * NH);
-  const int kh = h / (NH / KVH);
+  const QueryRow w = query_row(Tn, NH, KVH);
+  const int t = w.t, h = w.h, b = w.b, kh = w.kh;
   const float scale = rsqrtf(static_cast<float>(hs));
   const size_t row = (static_cast<size_t>(b) * NH + h) * Tn + t;
   const D* a = att + row * Tn;
