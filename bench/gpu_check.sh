@@ -4,7 +4,8 @@
 # tests labelled gpu (the CUDA kernels against the CPU kernels, fp32 and
 # bf16: norms, activations, AdamW, attention, rotary positions, embeddings,
 # cross-entropy, cuBLASLt products; the caching allocator against
-# cudaMemGetInfo; NCCL on every GPU under mpirun), sweeps bf16 GEMM shapes in
+# cudaMemGetInfo; pinned copies on their own stream, timed by CUDA events;
+# NCCL on every GPU under mpirun), sweeps bf16 GEMM shapes in
 # shuffled rounds and fits the time model's GEMM curve to them (`zeroplan
 # calibrate`, the fitted file left in the log folder, not committed by the
 # script), and prints what they measured, last. Logs go to
