@@ -115,7 +115,7 @@ bool pipe_matches(const PipelinePrep& p, const Layout& l) {
   return p.valid && p.dp == l.dp && p.pp == l.pp && p.vpp == l.vpp && p.grad_accum == l.grad_accum &&
          p.first_stage_layers == l.first_stage_layers && p.last_stage_layers == l.last_stage_layers &&
          p.recompute_layers == l.recompute_layers && p.schedule == l.schedule && p.recompute == l.recompute &&
-         p.fp32_grad_accum == l.fp32_grad_accum;
+         p.optimizer == l.optimizer && p.fp32_grad_accum == l.fp32_grad_accum;
 }
 
 void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in) {
@@ -132,7 +132,14 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in)
   p.recompute_layers = l.recompute_layers;
   p.schedule = l.schedule;
   p.recompute = l.recompute;
+  p.optimizer = l.optimizer;
   p.fp32_grad_accum = l.fp32_grad_accum;
+  // The optimizer-side states NVMe offload moves: the same at every ZeRO
+  // stage that can offload (1-3), so worked out once per pipeline.
+  Layout nvme = l;
+  nvme.zero_stage = 1;
+  nvme.offload_optimizer = Offload::Nvme;
+  p.nvme_optimizer_bytes_per_param = static_cast<double>(optimizer_side_bytes_per_param(nvme));
 
   const double mb = static_cast<double>(l.num_microbatches());
   const LayerCompute& lc = pr.lc;
@@ -296,7 +303,7 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
       // bandwidth is shared by its GPUs.
       const double share_r = in.node.nvme_read_bytes_per_s / static_cast<double>(in.node.gpus_per_node);
       const double share_w = in.node.nvme_write_bytes_per_s / static_cast<double>(in.node.gpus_per_node);
-      const double state = partition * static_cast<double>(optimizer_side_bytes_per_param(l));
+      const double state = partition * p.nvme_optimizer_bytes_per_param;
       nvme_s = state / share_r + state / std::max(share_w, 1.0);
     }
     const double host_step = cpu_s + pcie_s + nvme_s;

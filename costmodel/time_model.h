@@ -122,8 +122,10 @@ struct PipelinePrep {
   uint32_t dp = 0, pp = 0, vpp = 0, grad_accum = 0, recompute_layers = 0, first_stage_layers = 0, last_stage_layers = 0;
   Schedule schedule = Schedule::OneFOneB;
   Recompute recompute = Recompute::None;
+  Optimizer optimizer = Optimizer::Adam;
   bool fp32_grad_accum = false;
   bool valid = false;
+  double nvme_optimizer_bytes_per_param = 0;  // what NVMe optimizer offload reads and writes per parameter
 
   double layers = 0, recompute_layer_s = 0;
   double microbatch_forward_s = 0, microbatch_backward_s = 0;

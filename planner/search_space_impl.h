@@ -51,14 +51,14 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
             for (int gi = 0; gi < n_ga; ++gi) {
               const uint32_t ga = gas[gi];
               if (vpp > 1 && ga % pp) continue;
-              // Shape-changing choices (recompute, sequence parallelism) outside
-              // the state choices, so the evaluators' per-shape work is reused.
+              // Shape-changing choices outside the state choices, so the
+              // evaluators' per-shape work is reused; sequence parallelism
+              // outermost (the step time's per-shape part depends on it, not on
+              // recompute or the split), then recompute, then the split.
+              for (int sp = 0; sp < (tp > 1 ? 2 : 1); ++sp) {
               for (int rc = 0; rc < 3; ++rc) {
                 const StageSplit uneven = s.uneven_splits && vpp == 1 && pp >= 2 ? uneven_for(pp, rc) : StageSplit{};
-                const int split_choices = uneven.first || uneven.last ? 2 : 1;
-                const int sp_choices = tp > 1 ? 2 : 1;
-                for (int variant = 0; variant < split_choices * sp_choices; ++variant) {
-                  const int split = variant / sp_choices, sp = variant % sp_choices;
+                for (int split = 0; split < (uneven.first || uneven.last ? 2 : 1); ++split) {
                   ++shape_id;
                   // The shape's fields once; the state choices below set the rest.
                   Layout l;
@@ -87,6 +87,7 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
                     visit(l, shape_id);
                   }
                 }
+              }
               }
             }
           }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "costmodel/model_states.h"
 #include "costmodel/time_model.h"
 #include "test_support.h"
 
@@ -226,4 +227,28 @@ TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers (and t
     ++checked;
   }
   CHECK(checked > 100);
+}
+
+// The time model works the bytes NVMe optimizer offload moves out once per
+// pipeline, at ZeRO stage 1: they must not depend on the stage (1-3).
+TEST_CASE("NVMe optimizer offload moves the same bytes per parameter at ZeRO 1, 2 and 3") {
+  for (Framework f : {Framework::Zeroplan, Framework::DeepSpeed, Framework::Megatron})
+    for (Precision p : {Precision::Bf16, Precision::Fp16, Precision::Fp32})
+      for (Optimizer o : {Optimizer::Adam, Optimizer::Sgd})
+        for (bool fp32_accum : {false, true}) {
+          Layout l;
+          l.framework = f;
+          l.precision = p;
+          l.optimizer = o;
+          l.fp32_grad_accum = fp32_accum;
+          l.offload_optimizer = Offload::Nvme;
+          l.zero_stage = 1;
+          const uint64_t at_one = optimizer_side_bytes_per_param(l);
+          CHECK(at_one > 0);
+          for (uint8_t z : {2, 3}) {
+            l.zero_stage = z;
+            CAPTURE(describe(l));
+            CHECK(optimizer_side_bytes_per_param(l) == at_one);
+          }
+        }
 }
