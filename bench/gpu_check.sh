@@ -35,12 +35,12 @@ done
 
 failed=0
 if [ -x build-gpu/tests/cuda_ops_test ]; then
-  build-gpu/tests/cuda_ops_test -s > "$out/cuda_ops_test.log" 2>&1; rc=$?
+  build-gpu/tests/cuda_ops_test -s --no-colors > "$out/cuda_ops_test.log" 2>&1; rc=$?
   note "cuda_ops_test exit code $rc (log: $out/cuda_ops_test.log)"; [ "$rc" -eq 0 ] || failed=1
 fi
 if [ -x build-gpu/tests/nccl_comm_test ]; then
   gpus=$(nvidia-smi -L | wc -l)
-  mpirun --allow-run-as-root -np "$gpus" build-gpu/tests/nccl_comm_test -s > "$out/nccl_comm_test.log" 2>&1; rc=$?
+  mpirun --allow-run-as-root -np "$gpus" build-gpu/tests/nccl_comm_test -s --no-colors > "$out/nccl_comm_test.log" 2>&1; rc=$?
   note "nccl_comm_test on $gpus GPU(s) exit code $rc (log: $out/nccl_comm_test.log)"; [ "$rc" -eq 0 ] || failed=1
 fi
 # The GEMM sweep (shuffled rounds) and the time model's curve fitted to it.

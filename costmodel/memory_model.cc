@@ -332,11 +332,12 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
   p.act_last = l.last_stage_layers;
   p.act_count = count;
   ++p.activations_version;
+  p.act_totals_valid = false;  // the per-component totals are built when a breakdown asks for them
   for (int i = 0; i < count; ++i) {
     p.act_stages[i] = stages[i];
-    p.act_totals[i] = TotalsSink{};
-    emit_activations(in, p, stages[i], p.act_totals[i]);
-    for (int r = 0; r < kNumResidences; ++r) p.act_bytes[i][r] = p.act_totals[i].total(static_cast<Residence>(r));
+    ResidenceTotalsSink sums;
+    emit_activations(in, p, stages[i], sums);
+    for (int r = 0; r < kNumResidences; ++r) p.act_bytes[i][r] = sums.total(static_cast<Residence>(r));
     const StageParams sp = stage_params(in, p, stages[i]);
     p.act_dense[i] = sp.dense;
     p.act_experts[i] = sp.experts;
@@ -493,10 +494,24 @@ void set_fits(const MemoryInputs& in, MemoryFit& best) {
 template <class Sink, class Keep>
 void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, Keep&& keep) {
   prepare_rules(prep, in.layout);
+  constexpr bool residence_only = requires { Sink::kResidenceOnly; };
+  if (!residence_only && !prep.act_totals_valid) {
+    for (int i = 0; i < prep.act_count; ++i) {
+      prep.act_totals[i] = TotalsSink{};
+      emit_activations(in, prep, prep.act_stages[i], prep.act_totals[i]);
+    }
+    prep.act_totals_valid = true;
+  }
   const uint64_t node_gpus = in.cluster.gpus_in_node;
   const RuntimeOverheads& ov = in.options.overheads;
   for (int i = 0; i < prep.act_count; ++i) {
-    Sink sink(prep.act_totals[i]);
+    Sink sink = [&] {
+      if constexpr (residence_only) {
+        return Sink(prep.act_bytes[i]);
+      } else {
+        return Sink(prep.act_totals[i]);
+      }
+    }();
     const uint32_t stage = prep.act_stages[i];
     const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp, prep.act_layers[i]};
     emit_states(in, prep, sp, sink);

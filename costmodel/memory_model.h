@@ -90,8 +90,9 @@ struct MemoryPrep {
   bool act_valid = false;
   uint32_t act_pp = 0, act_vpp = 0, act_grad_accum = 0, act_recompute_layers = 0, act_first = 0, act_last = 0;
   Schedule act_schedule = Schedule::OneFOneB;
-  std::array<TotalsSink, 3> act_totals{};
-  std::array<std::array<uint64_t, 3>, 3> act_bytes{};  // their sums per residence
+  std::array<std::array<uint64_t, 3>, 3> act_bytes{};  // per residence: what a fit needs
+  std::array<TotalsSink, 3> act_totals{};              // per component, for a breakdown, built on demand
+  bool act_totals_valid = false;
   std::array<uint32_t, 3> act_stages{};
   std::array<uint64_t, 3> act_dense{}, act_experts{};  // parameters each candidate stage holds
   std::array<uint64_t, 3> act_layers{};                // and its transformer layers

@@ -98,6 +98,7 @@ class ResidenceTotalsSink {
   ResidenceTotalsSink() = default;
   explicit ResidenceTotalsSink(const TotalsSink& start)
       : bytes_{start.total(Residence::Gpu), start.total(Residence::Host), start.total(Residence::Nvme)} {}
+  explicit ResidenceTotalsSink(const std::array<uint64_t, kNumResidences>& start) : bytes_(start) {}
   void add(const MemoryRow& row) { bytes_[static_cast<int>(row.residence)] += row.bytes; }
   // Bytes without a row: emitters may sum whole groups of rows themselves for
   // this sink (the model states, from their bytes per parameter by residence).
