@@ -30,6 +30,7 @@ struct GroupSpan {
   uint64_t per_node = 1;   // members sharing a node
   uint64_t nodes = 1;      // nodes the group touches
   bool cross_leaf = false;
+  bool operator==(const GroupSpan&) const = default;
 };
 
 GroupSpan group_span(const Layout& l, Dimension d, const LinkSummary& links);

@@ -118,7 +118,30 @@ bool pipe_matches(const PipelinePrep& p, const Layout& l) {
          p.optimizer == l.optimizer && p.fp32_grad_accum == l.fp32_grad_accum;
 }
 
-void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in) {
+// The data-parallel collective times for p's parameters and groups, from
+// the memo or computed into its round-robin victim.
+const DpCollectives& dp_collectives(std::array<DpCollectives, 4>& memo, int& victim, const PipelinePrep& p,
+                                    const Network& net) {
+  for (const DpCollectives& d : memo) {
+    if (d.valid && d.network == &net && d.dense == p.dense && d.experts == p.experts && d.grad_bytes == p.grad_bytes &&
+        d.param_bytes == p.param_bytes && d.dp_span == p.dp_span && d.edp_span == p.edp_span) {
+      return d;
+    }
+  }
+  DpCollectives& d = memo[victim];
+  victim = (victim + 1) % static_cast<int>(memo.size());
+  d = DpCollectives{&net, p.dense, p.experts, p.grad_bytes, p.param_bytes, p.dp_span, p.edp_span, true};
+  d.dense_all_reduce_s = all_reduce_s(p.dense * p.grad_bytes, p.dp_span, net);
+  d.dense_reduce_scatter_s = reduce_scatter_s(p.dense * p.grad_bytes, p.dp_span, net);
+  d.dense_all_gather_s = all_gather_s(p.dense * p.param_bytes, p.dp_span, net);
+  d.expert_all_reduce_s = all_reduce_s(p.experts * p.grad_bytes, p.edp_span, net);
+  d.expert_reduce_scatter_s = reduce_scatter_s(p.experts * p.grad_bytes, p.edp_span, net);
+  d.expert_all_gather_s = all_gather_s(p.experts * p.param_bytes, p.edp_span, net);
+  return d;
+}
+
+void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in, std::array<DpCollectives, 4>& memo,
+                      int& victim) {
   const ModelShape& m = in.model;
   const Layout& l = in.layout;
   const Network& net = in.network;
@@ -205,12 +228,13 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in)
   const bool megatron_fp32_grads = l.framework == Framework::Megatron && l.precision == Precision::Bf16;
   p.grad_bytes = (megatron_fp32_grads || l.fp32_grad_accum || l.precision == Precision::Fp32) ? 4 : act_bytes;
   p.param_bytes = act_bytes;
-  p.dense_all_reduce_s = all_reduce_s(p.dense * p.grad_bytes, p.dp_span, net);
-  p.dense_reduce_scatter_s = reduce_scatter_s(p.dense * p.grad_bytes, p.dp_span, net);
-  p.dense_all_gather_s = all_gather_s(p.dense * p.param_bytes, p.dp_span, net);
-  p.expert_all_reduce_s = all_reduce_s(p.experts * p.grad_bytes, p.edp_span, net);
-  p.expert_reduce_scatter_s = reduce_scatter_s(p.experts * p.grad_bytes, p.edp_span, net);
-  p.expert_all_gather_s = all_gather_s(p.experts * p.param_bytes, p.edp_span, net);
+  const DpCollectives& dc = dp_collectives(memo, victim, p, net);
+  p.dense_all_reduce_s = dc.dense_all_reduce_s;
+  p.dense_reduce_scatter_s = dc.dense_reduce_scatter_s;
+  p.dense_all_gather_s = dc.dense_all_gather_s;
+  p.expert_all_reduce_s = dc.expert_all_reduce_s;
+  p.expert_reduce_scatter_s = dc.expert_reduce_scatter_s;
+  p.expert_all_gather_s = dc.expert_all_gather_s;
   // Tied embeddings with pp > 1: the first and last stages all-reduce the
   // embedding gradient (Megatron-LM _allreduce_word_embedding_grads).
   p.tied_embedding_bytes = p.tied_embedding_s = 0;
@@ -345,7 +369,7 @@ const PipelinePrep& TimeEvaluator::prepared(const TimeInputs& in) {
     prepare_time(prep_, in);
     pipe_.valid = false;
   }
-  if (!pipe_matches(pipe_, in.layout)) prepare_pipeline(pipe_, prep_, in);
+  if (!pipe_matches(pipe_, in.layout)) prepare_pipeline(pipe_, prep_, in, dp_collectives_, dp_victim_);
   return pipe_;
 }
 

@@ -140,6 +140,20 @@ struct PipelinePrep {
   double tied_embedding_bytes = 0, tied_embedding_s = 0;
 };
 
+// The data-parallel collective times of one pipeline shape (all-reduce,
+// reduce-scatter and all-gather of the busiest stage's dense and expert
+// parameters), which depend only on these inputs: a search's micro-batch,
+// recompute and sequence-parallel variants of one parallel layout share
+// them, so TimeEvaluator keeps a few (one per stage split).
+struct DpCollectives {
+  const Network* network = nullptr;
+  double dense = 0, experts = 0, grad_bytes = 0, param_bytes = 0;
+  GroupSpan dp_span, edp_span;
+  bool valid = false;
+  double dense_all_reduce_s = 0, dense_reduce_scatter_s = 0, dense_all_gather_s = 0;
+  double expert_all_reduce_s = 0, expert_reduce_scatter_s = 0, expert_all_gather_s = 0;
+};
+
 class TimeEvaluator {
  public:
   StepTime evaluate(const TimeInputs& in);
@@ -158,6 +172,8 @@ class TimeEvaluator {
   const PipelinePrep& prepared(const TimeInputs& in);
   TimePrep prep_;
   PipelinePrep pipe_;
+  std::array<DpCollectives, 4> dp_collectives_{};
+  int dp_victim_ = 0;
 };
 
 // Seconds to train `tokens` tokens at this step time.
