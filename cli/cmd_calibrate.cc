@@ -16,7 +16,6 @@
 #include "models/catalog.h"
 #include "models/input_error.h"
 #include "models/json_file.h"
-#include "models/name_suggest.h"
 
 namespace zp {
 namespace {
@@ -33,20 +32,12 @@ std::string read_text(const std::string& path, const char* flag) {
   return s.str();
 }
 
-// The efficiency file the time model reads for this GPU (its own, else generic.json).
-std::filesystem::path efficiency_file(const std::string& gpu) {
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::path(Catalog::builtin_data_dir()) / "efficiency";
-  const fs::path own = dir / (to_lower(gpu) + ".json");
-  std::error_code ec;
-  return fs::exists(own, ec) ? own : dir / "generic.json";
-}
-
 void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
   const Catalog catalog = Catalog::load(global.catalog_dirs);
   const GpuSpec& gpu = catalog.gpu(o.gpu);
   if (gpu.bf16_dense_flops <= 0) throw InputError("--gpu " + o.gpu + ": has no bf16 peak to fit bf16 GEMMs against");
   const std::vector<GemmSample> samples = parse_gemm_samples(read_text(o.gemm_csv, "--gemm"), o.gemm_csv);
+  const std::string curves_file = efficiency_file(Catalog::builtin_data_dir(), gpu.name);
   const EfficiencyCurves start = load_efficiency(Catalog::builtin_data_dir(), gpu.name);
   const GemmDevice device{gpu.bf16_dense_flops, gpu.hbm_bytes_per_s, 2};
   const GemmFit fit = fit_gemm_efficiency(samples, device, start);
@@ -56,7 +47,7 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
             << o.gemm_csv << " (" << fit.iterations << " iterations" << (fit.converged ? "" : ", NOT converged")
             << "):\n";
   TextTable t({"", "gemm_peak_fraction", "gemm_half_dim", "rms log error", "worst"});
-  t.add({"file (" + efficiency_file(gpu.name).filename().string() + ")", fixed(start.gemm_peak_fraction, 3),
+  t.add({"file (" + std::filesystem::path(curves_file).filename().string() + ")", fixed(start.gemm_peak_fraction, 3),
          fixed(start.gemm_half_dim, 1), fixed(before, 3), ""});
   t.add({"fitted", fixed(fit.curves.gemm_peak_fraction, 3), fixed(fit.curves.gemm_half_dim, 1),
          fixed(fit.rms_log_error, 3), fixed(100 * fit.worst_rel_error, 1) + "%"});
@@ -78,7 +69,7 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
     throw InputError("--gemm " + o.gemm_csv + ": the fitted peak fraction " + fixed(fit.curves.gemm_peak_fraction, 3) +
                      " exceeds 1 (are the rates TFLOP/s of bf16 products?); nothing written");
   }
-  Json j = parse_json_file(efficiency_file(gpu.name).string());
+  Json j = parse_json_file(curves_file);
   j["gpu"] = gpu.name;
   j["gemm_peak_fraction"] = std::round(fit.curves.gemm_peak_fraction * 1e4) / 1e4;
   j["gemm_half_dim"] = std::round(fit.curves.gemm_half_dim * 10) / 10;

@@ -8,13 +8,17 @@
 
 namespace zp {
 
-EfficiencyCurves load_efficiency(const std::string& data_dir, const std::string& gpu_name) {
+std::string efficiency_file(const std::string& data_dir, const std::string& gpu_name) {
   namespace fs = std::filesystem;
-  fs::path file = fs::path(data_dir) / "efficiency" / (to_lower(gpu_name) + ".json");
+  const fs::path own = fs::path(data_dir) / "efficiency" / (to_lower(gpu_name) + ".json");
   std::error_code ec;
-  if (!fs::exists(file, ec)) file = fs::path(data_dir) / "efficiency" / "generic.json";
-  const Json j = parse_json_file(file.string());
-  JsonFields f(j, file.string());
+  return (fs::exists(own, ec) ? own : fs::path(data_dir) / "efficiency" / "generic.json").string();
+}
+
+EfficiencyCurves load_efficiency(const std::string& data_dir, const std::string& gpu_name) {
+  const std::string file = efficiency_file(data_dir, gpu_name);
+  const Json j = parse_json_file(file);
+  JsonFields f(j, file);
   f.reject_unknown({"gpu", "source", "notes", "gemm_peak_fraction", "gemm_half_dim", "attention_peak_fraction",
                     "hbm_fraction", "nvlink_busbw_fraction", "nic_busbw_fraction", "pcie_fraction",
                     "nvlink_latency_us", "nic_latency_us", "kernel_overhead_us", "cpu_adam_s_per_billion_params"});

@@ -36,8 +36,11 @@ struct EfficiencyCurves {
   }
 };
 
-// The curves for `gpu_name` from `data_dir`/efficiency/<lower-case name>.json,
-// or generic.json. Throws InputError on a malformed file.
+// The file that holds `gpu_name`'s curves: `data_dir`/efficiency/<lower-case
+// name>.json, or generic.json when the GPU has none.
+std::string efficiency_file(const std::string& data_dir, const std::string& gpu_name);
+
+// The curves of efficiency_file(data_dir, gpu_name). Throws InputError on a malformed file.
 EfficiencyCurves load_efficiency(const std::string& data_dir, const std::string& gpu_name);
 
 }  // namespace zp

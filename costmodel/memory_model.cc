@@ -345,6 +345,12 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
   }
 }
 
+// The parameters of the prepared activation side's i-th candidate stage.
+StageParams candidate_params(const MemoryPrep& p, int i, uint32_t pp) {
+  const uint32_t stage = p.act_stages[i];
+  return {p.act_dense[i], p.act_experts[i], stage == 0, stage + 1 == pp, p.act_layers[i]};
+}
+
 // Invalidates every cached state slot (the rules or options changed).
 void new_states_generation(StatesCache& c) {
   for (auto& entry : c.entries) {
@@ -432,10 +438,8 @@ const StatesCache::StateSlot* state_slot(StatesCache& c, MemoryPrep& p, const Me
   if (slot.generation != entry.generation) {
     prepare_rules(p, l);
     for (int i = 0; i < p.act_count; ++i) {
-      const uint32_t stage = p.act_stages[i];
-      const StageParams sp{p.act_dense[i], p.act_experts[i], stage == 0, stage + 1 == l.pp, p.act_layers[i]};
       ResidenceTotalsSink states;
-      emit_states(in, p, sp, states);
+      emit_states(in, p, candidate_params(p, i, l.pp), states);
       for (int r = 0; r < kNumResidences; ++r) slot.bytes[i][r] = states.total(static_cast<Residence>(r));
     }
     slot.fixed_overhead_bytes = fixed_overhead_bytes(in);
@@ -493,7 +497,6 @@ void set_fits(const MemoryInputs& in, MemoryFit& best) {
 // loaded, and calls keep(sink) for it.
 template <class Sink, class Keep>
 void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, Keep&& keep) {
-  prepare_rules(prep, in.layout);
   constexpr bool residence_only = requires { Sink::kResidenceOnly; };
   if (!residence_only && !prep.act_totals_valid) {
     for (int i = 0; i < prep.act_count; ++i) {
@@ -512,10 +515,8 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
         return Sink(prep.act_totals[i]);
       }
     }();
-    const uint32_t stage = prep.act_stages[i];
-    const StageParams sp{prep.act_dense[i], prep.act_experts[i], stage == 0, stage + 1 == in.layout.pp, prep.act_layers[i]};
-    emit_states(in, prep, sp, sink);
-    if constexpr (requires { Sink::kResidenceOnly; }) {
+    emit_states(in, prep, candidate_params(prep, i, in.layout.pp), sink);
+    if constexpr (residence_only) {
       sink.add_bytes(0, fragmentation_bytes(sink.gpu_total(), ov) + fixed_overhead_bytes(in));
     } else {
       emit_overheads(in, sink);
@@ -577,6 +578,7 @@ MemoryFit MemoryEvaluator::evaluate_fit(const MemoryInputs& in, Reuse reuse) {
     prepare_activations_if_changed(prep_, in);
   }
   if (const StatesCache::StateSlot* slot = state_slot(states_, prep_, in, reuse)) return fit_from_slot(prep_, *slot, in);
+  prepare_rules(prep_, in.layout);  // a tile factor without a slot: the state side afresh, for this state choice
   MemoryFit best;
   evaluate_stages<ResidenceTotalsSink>(prep_, in, best, [](const ResidenceTotalsSink&) {});
   return best;

@@ -228,13 +228,7 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in,
   const bool megatron_fp32_grads = l.framework == Framework::Megatron && l.precision == Precision::Bf16;
   p.grad_bytes = (megatron_fp32_grads || l.fp32_grad_accum || l.precision == Precision::Fp32) ? 4 : act_bytes;
   p.param_bytes = act_bytes;
-  const DpCollectives& dc = dp_collectives(memo, victim, p, net);
-  p.dense_all_reduce_s = dc.dense_all_reduce_s;
-  p.dense_reduce_scatter_s = dc.dense_reduce_scatter_s;
-  p.dense_all_gather_s = dc.dense_all_gather_s;
-  p.expert_all_reduce_s = dc.expert_all_reduce_s;
-  p.expert_reduce_scatter_s = dc.expert_reduce_scatter_s;
-  p.expert_all_gather_s = dc.expert_all_gather_s;
+  p.collectives = dp_collectives(memo, victim, p, net);
   // Tied embeddings with pp > 1: the first and last stages all-reduce the
   // embedding gradient (Megatron-LM _allreduce_word_embedding_grads).
   p.tied_embedding_bytes = p.tied_embedding_s = 0;
@@ -289,8 +283,9 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
       row(dim, "reduce-scatter (gradients)", grads, mb, mb * ring_all_gather_bytes(grads, n), mb * rs_s);
     }
   };
-  sync(p.dense, p.dp_span, "dp", p.dense_all_reduce_s, p.dense_reduce_scatter_s, p.dense_all_gather_s);
-  sync(p.experts, p.edp_span, "expert-dp", p.expert_all_reduce_s, p.expert_reduce_scatter_s, p.expert_all_gather_s);
+  const DpCollectives& c = p.collectives;
+  sync(p.dense, p.dp_span, "dp", c.dense_all_reduce_s, c.dense_reduce_scatter_s, c.dense_all_gather_s);
+  sync(p.experts, p.edp_span, "expert-dp", c.expert_all_reduce_s, c.expert_reduce_scatter_s, c.expert_all_gather_s);
   if (dp_overlapped(l)) {
     // Gradient buckets reduce while backward continues; ZeRO-3 prefetches
     // each layer's parameters while the previous one computes.

@@ -113,6 +113,20 @@ struct TimePrep {
   double forward_flops_per_sequence = 0;  // model_forward_flops for one sequence
 };
 
+// The data-parallel collective times of one pipeline shape (all-reduce,
+// reduce-scatter and all-gather of the busiest stage's dense and expert
+// parameters), which depend only on these inputs: a search's micro-batch,
+// recompute and sequence-parallel variants of one parallel layout share
+// them, so TimeEvaluator keeps a few (one per stage split).
+struct DpCollectives {
+  const Network* network = nullptr;
+  double dense = 0, experts = 0, grad_bytes = 0, param_bytes = 0;
+  GroupSpan dp_span, edp_span;
+  bool valid = false;
+  double dense_all_reduce_s = 0, dense_reduce_scatter_s = 0, dense_all_gather_s = 0;
+  double expert_all_reduce_s = 0, expert_reduce_scatter_s = 0, expert_all_gather_s = 0;
+};
+
 // The per-pipeline work of evaluate_time on top of TimePrep: the busiest
 // stage's micro-batch times, the pipeline with its bubble and point-to-point
 // traffic, and the data-parallel collectives of every ZeRO stage. It depends
@@ -135,23 +149,8 @@ struct PipelinePrep {
   // bytes on the wire and the collective times over each group.
   double dense = 0, experts = 0, grad_bytes = 0, param_bytes = 0;
   GroupSpan dp_span, edp_span;
-  double dense_all_reduce_s = 0, dense_reduce_scatter_s = 0, dense_all_gather_s = 0;
-  double expert_all_reduce_s = 0, expert_reduce_scatter_s = 0, expert_all_gather_s = 0;
+  DpCollectives collectives;  // their times (from TimeEvaluator's memo)
   double tied_embedding_bytes = 0, tied_embedding_s = 0;
-};
-
-// The data-parallel collective times of one pipeline shape (all-reduce,
-// reduce-scatter and all-gather of the busiest stage's dense and expert
-// parameters), which depend only on these inputs: a search's micro-batch,
-// recompute and sequence-parallel variants of one parallel layout share
-// them, so TimeEvaluator keeps a few (one per stage split).
-struct DpCollectives {
-  const Network* network = nullptr;
-  double dense = 0, experts = 0, grad_bytes = 0, param_bytes = 0;
-  GroupSpan dp_span, edp_span;
-  bool valid = false;
-  double dense_all_reduce_s = 0, dense_reduce_scatter_s = 0, dense_all_gather_s = 0;
-  double expert_all_reduce_s = 0, expert_reduce_scatter_s = 0, expert_all_gather_s = 0;
 };
 
 class TimeEvaluator {
