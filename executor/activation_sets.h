@@ -10,6 +10,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "executor/tagged_buffer.h"
+
 namespace zp {
 
 template <class Acts>
@@ -33,8 +35,7 @@ struct ActivationSets {
   }
   // A stage's output, sent on: it goes (Megatron-LM's deallocate_output_tensor).
   void free_output(int k) {
-    auto& out = per_micro_batch[static_cast<size_t>(k)]->out;
-    std::remove_reference_t<decltype(out)>(out.get_allocator()).swap(out);
+    release_buffer(per_micro_batch[static_cast<size_t>(k)]->out);
   }
   const Acts& of(int k) const { return *per_micro_batch[static_cast<size_t>(k)]; }
   // Every set held now (the shared one first).

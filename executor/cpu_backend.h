@@ -300,7 +300,7 @@ class CpuBackend {
     size_t total = 0;
     for (size_t s : sizes) total += s;
     if (scratch_.size() < total) {
-      Buffer<float>(scratch_.get_allocator()).swap(scratch_);  // the old one goes before the new one comes
+      release_buffer(scratch_);  // the old one goes before the new one comes
       scratch_.resize(total);
     }
     std::array<float*, K> out{};

@@ -36,8 +36,8 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
     // this rank's partition and give the whole copies back.
     zero3_->partition(model.params.data());
     model.set_unit_provider(zero3_.get());
-    Buffer<T>(model.params.get_allocator()).swap(model.params);
-    Buffer<T>(model.grads.get_allocator()).swap(model.grads);
+    release_buffer(model.params);
+    release_buffer(model.grads);
     m_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
     v_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
     make_master(zero3_->params.data(), zero3_->shard_size(), zero3_->shard_size());

@@ -1,44 +1,44 @@
-// Buffer<T>: a std::vector whose storage comes from a TrackingAllocator under
+// Buffer<T>: a flat array whose storage comes from a TrackingAllocator under
 // a component tag (weights, gradients, activations, ...), so every buffer the
 // executor's models and trainers hold is counted where the cost model counts
-// it. Without a tracker (tests in double precision) it is an ordinary vector.
+// it. The bytes live on the allocator's Device (host memory for the CPU
+// backend, GPU memory for the CUDA one), so a buffer is zeroed and copied
+// through that device, never element by element; element access (operator[],
+// begin, end) is for host-accessible devices only. Growth follows
+// std::vector's (libstdc++) rules: assign() reallocates to exactly n when n
+// exceeds the capacity, resize() to max(2 size, n); the new block is taken
+// before the old goes, so the measured peaks are a vector's. Without a
+// tracker (tests in double precision) the storage is plain host memory.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
-#include <memory>
+#include <cstring>
+#include <new>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "executor/tracking_allocator.h"
 
 namespace zp {
 
-template <class T>
-class TaggedAllocator {
+// Which allocator and tag a buffer's storage comes from.
+class BufferHome {
  public:
-  using value_type = T;
-  // Moving or swapping a buffer takes its allocator along (the storage keeps its tag).
-  using propagate_on_container_move_assignment = std::true_type;
-  using propagate_on_container_swap = std::true_type;
-  using propagate_on_container_copy_assignment = std::false_type;
-
-  TaggedAllocator() = default;
-  TaggedAllocator(TrackingAllocator* tracker, Component tag) : tracker_(tracker), tag_(tag) {}
-  template <class U>
-  TaggedAllocator(const TaggedAllocator<U>& o) : tracker_(o.tracker()), tag_(o.tag()) {}
-
-  T* allocate(size_t n) {
-    if (!tracker_) return std::allocator<T>{}.allocate(n);
-    return static_cast<T*>(tracker_->allocate(n * sizeof(T), tag_));
-  }
-  void deallocate(T* p, size_t n) {
-    if (!tracker_) return std::allocator<T>{}.deallocate(p, n);
-    tracker_->release(p);
-  }
+  BufferHome() = default;
+  BufferHome(TrackingAllocator* tracker, Component tag) : tracker_(tracker), tag_(tag) {}
   TrackingAllocator* tracker() const { return tracker_; }
   Component tag() const { return tag_; }
-  template <class U>
-  bool operator==(const TaggedAllocator<U>& o) const { return tracker_ == o.tracker() && tag_ == o.tag(); }
+  Device& device() const { return tracker_ ? tracker_->device() : host_device(); }
+  void* allocate(size_t bytes) const {
+    if (!tracker_) return bytes ? ::operator new(bytes) : nullptr;
+    return tracker_->allocate(bytes, tag_);
+  }
+  void release(void* p) const {
+    if (!tracker_) return ::operator delete(p);
+    tracker_->release(p);
+  }
 
  private:
   TrackingAllocator* tracker_ = nullptr;
@@ -46,24 +46,102 @@ class TaggedAllocator {
 };
 
 template <class T>
-using Buffer = std::vector<T, TaggedAllocator<T>>;
+class Buffer {
+  static_assert(std::is_trivially_copyable_v<T>, "buffers hold plain numbers");
+
+ public:
+  using value_type = T;
+  Buffer() = default;
+  explicit Buffer(BufferHome home) : home_(home) {}
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept { swap(o); }
+  // The moved-from buffer keeps this one's old storage until it goes.
+  Buffer& operator=(Buffer&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  ~Buffer() { home_.release(data_); }
+
+  const BufferHome& home() const { return home_; }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  bool empty() const { return size_ == 0; }
+
+  // n zeros (the only value the models fill with; done on the device).
+  void assign(size_t n, T zero) {
+    (void)zero;
+    if (n > capacity_) reallocate(n, false);
+    size_ = n;
+    home_.device().zero(data_, n * sizeof(T));
+  }
+  // Keeps the first min(size, n) elements; new ones are zero.
+  void resize(size_t n) {
+    if (n > capacity_) reallocate(std::max(2 * size_, n), true);
+    if (n > size_) home_.device().zero(data_ + size_, (n - size_) * sizeof(T));
+    size_ = n;
+  }
+  void swap(Buffer& o) noexcept {
+    std::swap(home_, o.home_);
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    std::swap(capacity_, o.capacity_);
+  }
+
+  // Host-side access (host-accessible devices only).
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
+  T* begin() { return data_; }
+  T* end() { return data_ + size_; }
+  const T* begin() const { return data_; }
+  const T* end() const { return data_ + size_; }
+
+ private:
+  void reallocate(size_t capacity, bool keep) {
+    T* fresh = static_cast<T*>(home_.allocate(capacity * sizeof(T)));
+    if (keep && size_) home_.device().copy(fresh, data_, size_ * sizeof(T));
+    home_.release(data_);
+    data_ = fresh;
+    capacity_ = capacity;
+  }
+  BufferHome home_;
+  T* data_ = nullptr;
+  size_t size_ = 0, capacity_ = 0;
+};
 
 template <class T>
 Buffer<T> make_buffer(TrackingAllocator* tracker, Component tag, size_t n = 0) {
-  Buffer<T> b{TaggedAllocator<T>(tracker, tag)};
+  Buffer<T> b{BufferHome(tracker, tag)};
   b.assign(n, T(0));
   return b;
 }
 
 // Sizes `b` to n zeros under `tag` from `tracker`, reallocating only when the
-// tracker or the tag changes (the models' activation buffers, step after step).
+// tracker or the tag changes or n exceeds its capacity (the models'
+// activation buffers, step after step).
 template <class T>
 void ensure_buffer(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size_t n) {
-  if (b.get_allocator().tracker() != tracker || b.get_allocator().tag() != tag) {
+  if (b.home().tracker() != tracker || b.home().tag() != tag) {
     b = make_buffer<T>(tracker, tag, n);
   } else {
     b.assign(n, T(0));
   }
+}
+
+// The elements, copied to host memory (from any device).
+template <class T>
+std::vector<T> host_copy(const Buffer<T>& b) {
+  std::vector<T> out(b.size());
+  b.home().device().copy(out.data(), b.data(), b.size() * sizeof(T));
+  return out;
+}
+
+// Gives the storage back now (the buffer stays, empty, with its home).
+template <class T>
+void release_buffer(Buffer<T>& b) {
+  Buffer<T>(b.home()).swap(b);
 }
 
 }  // namespace zp

@@ -1,18 +1,16 @@
 #include "executor/tracking_allocator.h"
 
-#include <cstdlib>
 #include <new>
 
 namespace zp {
 
 TrackingAllocator::~TrackingAllocator() {
-  for (auto& [p, block] : live_) std::free(p);
+  for (auto& [p, block] : live_) device_->release(p);
 }
 
 void* TrackingAllocator::allocate(uint64_t bytes, Component tag) {
   if (bytes == 0) return nullptr;
-  const uint64_t rounded = (bytes + 63) / 64 * 64;  // aligned_alloc needs a multiple of the alignment
-  void* p = std::aligned_alloc(64, rounded);
+  void* p = device_->allocate(bytes);
   if (!p) throw std::bad_alloc();
   live_.emplace(p, Block{bytes, tag});
   ledger_.add(bytes, tag);
@@ -25,7 +23,7 @@ void TrackingAllocator::release(void* p) {
   if (it == live_.end()) return;
   ledger_.remove(it->second.bytes, it->second.tag);
   live_.erase(it);
-  std::free(p);
+  device_->release(p);
 }
 
 void TrackingAllocator::retag(const void* p, Component tag) {

@@ -1,9 +1,10 @@
 // TrackingAllocator: every buffer the executor holds comes from here, tagged
 // with the cost model's component (weights, gradients, activations, ...), so
 // a run records the peak of its total and the composition at that peak and
-// can set them beside the prediction. Host memory (64-byte aligned) for the
-// CPU backend; device memory goes through CachingAllocator, which keeps the
-// same ledger. Owns what it hands out until release(); not thread-safe.
+// can set them beside the prediction. The bytes come from a Device
+// (executor/device.h): the host's aligned blocks by default, the CUDA
+// device's caching allocator on a GPU. Owns what it hands out until
+// release(); not thread-safe.
 #pragma once
 
 #include <array>
@@ -12,19 +13,20 @@
 #include <unordered_map>
 
 #include "costmodel/memory_rows.h"
+#include "executor/device.h"
 #include "executor/tag_ledger.h"
 
 namespace zp {
 
 class TrackingAllocator {
  public:
-  TrackingAllocator() = default;
+  explicit TrackingAllocator(Device& device = host_device()) : device_(&device) {}
   TrackingAllocator(const TrackingAllocator&) = delete;
   TrackingAllocator& operator=(const TrackingAllocator&) = delete;
   ~TrackingAllocator();
 
   // Uninitialised (the pages become resident when first written); bytes == 0
-  // gives nullptr. Throws std::bad_alloc.
+  // gives nullptr. Throws std::bad_alloc when the device is out of memory.
   void* allocate(uint64_t bytes, Component tag);
   void release(void* p);
   // Counts a live block under another tag from now on: what a buffer is can
@@ -38,12 +40,14 @@ class TrackingAllocator {
   // The bytes of each component at the moment the total peaked.
   const std::array<uint64_t, kNumComponents>& at_peak() const { return ledger_.at_peak(); }
   size_t live_allocations() const { return live_.size(); }
+  Device& device() const { return *device_; }
 
  private:
   struct Block {
     uint64_t bytes;
     Component tag;
   };
+  Device* device_;
   std::unordered_map<void*, Block> live_;
   TagLedger ledger_;
 };

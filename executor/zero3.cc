@@ -77,7 +77,7 @@ template <class T>
 void Zero3Units<T>::release(int unit) {
   Buffer<T>& g = gathered_[static_cast<size_t>(unit)];
   gathered_now_ -= g.size() * sizeof(T);
-  Buffer<T>(g.get_allocator()).swap(g);  // give the memory back now
+  release_buffer(g);  // give the memory back now
 }
 
 template <class T>
@@ -111,7 +111,7 @@ void Zero3Units<T>::reduce_scatter(size_t u) {
     T* mine = gradients_low.data() + offset_[u];
     for (size_t i = 0; i < chunk_[u]; ++i) mine[i] += received_[i];
   }
-  Buffer<T>(b.get_allocator()).swap(b);
+  release_buffer(b);
 }
 
 template class Zero3Units<float>;

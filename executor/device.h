@@ -1,0 +1,37 @@
+// Device: where a rank's buffers live and how their bytes are zeroed and
+// copied. The host (the CPU backend's memory, aligned host allocations and
+// the standard memset/memcpy) is one; the CUDA device (executor/cuda_device.h,
+// built where nvcc is) is the other: its blocks come from the caching
+// allocator and its zeroing and copies are queued on the compute stream.
+// A TrackingAllocator takes its bytes from one Device, so the models'
+// buffers (executor/tagged_buffer.h) are zeroed and copied through it
+// without knowing where they are.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace zp {
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual std::string name() const = 0;
+  // nullptr when the device has no memory for `bytes` (bytes > 0).
+  virtual void* allocate(uint64_t bytes) = 0;
+  virtual void release(void* p) = 0;
+  virtual void zero(void* p, uint64_t bytes) = 0;
+  // Either side may be host memory or this device's.
+  virtual void copy(void* dst, const void* src, uint64_t bytes) = 0;
+  // Returns once the work queued so far has finished: the host may then
+  // read what it wrote (a no-op on the host).
+  virtual void synchronize() {}
+  // Whether the host may read and write its memory directly.
+  virtual bool host_accessible() const { return true; }
+  virtual bool is_gpu() const { return false; }
+};
+
+// The host: 64-byte aligned blocks, memset, memcpy.
+Device& host_device();
+
+}  // namespace zp
