@@ -1,11 +1,7 @@
-// CpuBackend<T>: the operations a model runs (matrix products, norms,
-// attention, activations, residuals, row adds, loss, embedding gradients),
-// for storage type T, on the CPU. The backend interface of issue 6: the
-// models do all their arithmetic through these calls, and allocate through
-// the tagged buffers of tagged_buffer.h, so the CUDA backend (issue 7) can
-// stand in its place; what it adds is device memory behind those buffers
-// (the models still copy and zero them with the standard algorithms, which
-// a device buffer must provide).
+// CpuBackend<T>: the Backend (executor/backend.h) of the host: the
+// operations a model and its trainer run (matrix products, norms,
+// attention, activations, residuals, row adds, loss, embedding gradients,
+// AdamW), for storage type T, on the CPU.
 //  - float and double: the reference kernels of ops_cpu.h and ops_llama_cpu.h
 //    directly (Eigen for the matrix products);
 //  - bf16 (mixed precision): every operand is read into an fp32 workspace,
@@ -19,10 +15,13 @@
 //    cost model has no row for it.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <type_traits>
 
+#include "executor/adamw.h"
+#include "executor/backend.h"
 #include "executor/ops_cpu.h"
 #include "executor/ops_llama_cpu.h"
 #include "executor/scalar.h"
@@ -32,18 +31,16 @@
 namespace zp {
 
 template <class T>
-class CpuBackend {
+class CpuBackend final : public Backend<T> {
  public:
-  using Acc = acc_t<T>;  // what kernels compute in; also the type of norm statistics and losses
+  using Acc = acc_t<T>;
   static constexpr bool kNative = std::is_same_v<T, Acc>;
 
   explicit CpuBackend(TrackingAllocator* tracker = nullptr)
-      : tracker_(tracker), scratch_(make_buffer<float>(tracker, Component::Workspace)) {}
-  CpuBackend(const CpuBackend&) = delete;
-  CpuBackend& operator=(const CpuBackend&) = delete;
+      : Backend<T>(host_device()), tracker_(tracker), scratch_(make_buffer<float>(tracker, Component::Workspace)) {}
 
   // out (N,C) = LayerNorm(inp) * w + b; mean, rstd (N).
-  void layernorm_forward(T* out, Acc* mean, Acc* rstd, const T* inp, const T* w, const T* b, int N, int C) {
+  void layernorm_forward(T* out, Acc* mean, Acc* rstd, const T* inp, const T* w, const T* b, int N, int C) override {
     if constexpr (kNative) {
       cpu::layernorm_forward(out, mean, rstd, inp, w, b, N, C);
     } else {
@@ -55,7 +52,7 @@ class CpuBackend {
     }
   }
   void layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const Acc* mean,
-                          const Acc* rstd, int N, int C) {
+                          const Acc* rstd, int N, int C) override {
     if constexpr (kNative) {
       cpu::layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
     } else {
@@ -69,7 +66,7 @@ class CpuBackend {
   }
 
   // out (N,OC) = inp (N,C) w(OC,C)^T + bias (OC; may be null).
-  void matmul_forward(T* out, const T* inp, const T* w, const T* bias, int N, int C, int OC) {
+  void matmul_forward(T* out, const T* inp, const T* w, const T* bias, int N, int C, int OC) override {
     if constexpr (kNative) {
       cpu::matmul_forward(out, inp, w, bias, N, C, OC);
     } else {
@@ -81,7 +78,7 @@ class CpuBackend {
     }
   }
   // Adds to dinp (N,C), dw (OC,C) and dbias (OC; may be null).
-  void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC) {
+  void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC) override {
     if constexpr (kNative) {
       cpu::matmul_backward(dinp, dw, dbias, dout, inp, w, N, C, OC);
     } else {
@@ -95,7 +92,7 @@ class CpuBackend {
   }
 
   // Causal attention over packed q,k,v (B,T,3C); preatt, att (B,NH,T,T); out (B,T,C).
-  void attention_forward(T* out, T* preatt, T* att, const T* qkv, int B, int Tn, int C, int NH) {
+  void attention_forward(T* out, T* preatt, T* att, const T* qkv, int B, int Tn, int C, int NH) override {
     if constexpr (kNative) {
       cpu::attention_forward(out, preatt, att, qkv, B, Tn, C, NH);
     } else {
@@ -107,7 +104,7 @@ class CpuBackend {
     }
   }
   void attention_backward(T* dqkv, T* dpreatt, T* datt, const T* dout, const T* qkv, const T* att, int B, int Tn, int C,
-                          int NH) {
+                          int NH) override {
     if constexpr (kNative) {
       cpu::attention_backward(dqkv, dpreatt, datt, dout, qkv, att, B, Tn, C, NH);
     } else {
@@ -120,7 +117,7 @@ class CpuBackend {
     }
   }
 
-  void gelu_forward(T* out, const T* inp, size_t n) {
+  void gelu_forward(T* out, const T* inp, size_t n) override {
     if constexpr (kNative) {
       cpu::gelu_forward(out, inp, n);
     } else {
@@ -130,7 +127,7 @@ class CpuBackend {
       store(out, f[0], n);
     }
   }
-  void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) {
+  void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) override {
     if constexpr (kNative) {
       cpu::gelu_backward(dinp, inp, dout, n);
     } else {
@@ -141,13 +138,13 @@ class CpuBackend {
     }
   }
   // One rounding per element either way: the plain loops serve all types.
-  void residual_forward(T* out, const T* a, const T* b, size_t n) { cpu::residual_forward(out, a, b, n); }
-  void residual_backward(T* da, T* db, const T* dout, size_t n) { cpu::residual_backward(da, db, dout, n); }
+  void residual_forward(T* out, const T* a, const T* b, size_t n) override { cpu::residual_forward(out, a, b, n); }
+  void residual_backward(T* da, T* db, const T* dout, size_t n) override { cpu::residual_backward(da, db, dout, n); }
 
   // Mean cross-entropy of logits (N,V) against targets; the logits' gradient
   // overwrites them. Computed in fp32 for bf16 logits, as Megatron-LM casts
   // the logits to fp32 for the loss.
-  Acc cross_entropy(T* logits, const int* targets, int N, int V) {
+  Acc cross_entropy(T* logits, const int* targets, int N, int V) override {
     if constexpr (kNative) {
       return cpu::crossentropy_forward_backward(logits, logits, targets, N, V);
     } else {
@@ -161,7 +158,7 @@ class CpuBackend {
   }
   // The same over vocabulary-parallel logits (N, V/t per rank): tensor_parallel.h.
   Acc vocab_parallel_cross_entropy(Communicator* comm, T* logits, const int* targets, size_t N, int vocab_local,
-                                   int vocab_start) {
+                                   int vocab_start) override {
     if constexpr (kNative) {
       return zp::vocab_parallel_cross_entropy(comm, logits, targets, N, vocab_local, vocab_start, tracker_);
     } else {
@@ -174,9 +171,138 @@ class CpuBackend {
     }
   }
 
+  void embedding_forward(T* out, const T* table, const int* ids, size_t N, int C, int vocab_start,
+                         int vocab_local) override {
+    for (size_t i = 0; i < N; ++i) {
+      const int row = ids[i] - vocab_start;
+      if (row >= 0 && row < vocab_local) std::copy_n(table + static_cast<size_t>(row) * sz(C), C, out + i * sz(C));
+    }
+  }
+  void embedding_backward(T* dtable, const T* dout, const int* ids, size_t N, int C, int vocab_start,
+                          int vocab_local) override {
+    scatter_add_rows(dtable, static_cast<size_t>(vocab_local), dout, N, C, [&](size_t i) {
+      const long row = ids[i] - vocab_start;
+      return row >= 0 && row < vocab_local ? row : -1L;
+    });
+  }
+  void add_bias(T* out, const T* bias, size_t rows, int C) override {
+    gather_add_rows(out, bias, rows, C, [](size_t) { return size_t{0}; });
+  }
+  void add_positions(T* out, const T* positions, size_t rows, int C, size_t first, int Tn) override {
+    gather_add_rows(out, positions, rows, C, [first, Tn](size_t i) { return (first + i) % static_cast<size_t>(Tn); });
+  }
+  void positions_backward(T* dpositions, const T* dout, size_t N, int C, int Tn) override {
+    scatter_add_rows(dpositions, static_cast<size_t>(Tn), dout, N, C,
+                     [Tn](size_t i) { return static_cast<long>(i % static_cast<size_t>(Tn)); });
+  }
+  void accumulate(T* dst, const T* src, size_t n) override {
+    for (size_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
+  // Llama style: RMSNorm, SwiGLU, rotary positions, grouped-query attention.
+  void rmsnorm_forward(T* out, Acc* rstd, const T* inp, const T* w, int N, int C) override {
+    if constexpr (kNative) {
+      cpu::rmsnorm_forward(out, rstd, inp, w, N, C);
+    } else {
+      const size_t NC = sz(N) * sz(C);
+      auto f = frame<3>({NC, NC, sz(C)});
+      load(f[1], inp, NC), load(f[2], w, sz(C));
+      cpu::rmsnorm_forward(f[0], rstd, f[1], f[2], N, C);
+      store(out, f[0], NC);
+    }
+  }
+  void rmsnorm_backward(T* dinp, T* dw, const T* dout, const T* inp, const T* w, const Acc* rstd, int N, int C) override {
+    if constexpr (kNative) {
+      cpu::rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, C);
+    } else {
+      const size_t NC = sz(N) * sz(C), c = sz(C);
+      auto f = frame<5>({NC, c, NC, NC, c});
+      load(f[0], dinp, NC), load(f[1], dw, c), load(f[2], dout, NC), load(f[3], inp, NC), load(f[4], w, c);
+      cpu::rmsnorm_backward(f[0], f[1], f[2], f[3], f[4], rstd, N, C);
+      store(dinp, f[0], NC), store(dw, f[1], c);
+    }
+  }
+  void swiglu_forward(T* out, const T* gate, const T* up, size_t n) override {
+    if constexpr (kNative) {
+      cpu::swiglu_forward(out, gate, up, n);
+    } else {
+      auto f = frame<3>({n, n, n});
+      load(f[1], gate, n), load(f[2], up, n);
+      cpu::swiglu_forward(f[0], f[1], f[2], n);
+      store(out, f[0], n);
+    }
+  }
+  void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) override {
+    if constexpr (kNative) {
+      cpu::swiglu_backward(dgate, dup, dout, gate, up, n);
+    } else {
+      auto f = frame<5>({n, n, n, n, n});
+      load(f[0], dgate, n), load(f[1], dup, n), load(f[2], dout, n), load(f[3], gate, n), load(f[4], up, n);
+      cpu::swiglu_backward(f[0], f[1], f[2], f[3], f[4], n);
+      store(dgate, f[0], n), store(dup, f[1], n);
+    }
+  }
+  // In place on x (B,T,H,hs).
+  void rope_forward(T* x, int B, int Tn, int H, int hs, Acc base) override {
+    rope(x, B, Tn, H, hs, base, [](auto* p, int b, int t, int h, int s, auto bs) { cpu::rope_forward(p, b, t, h, s, bs); });
+  }
+  void rope_backward(T* dx, int B, int Tn, int H, int hs, Acc base) override {
+    rope(dx, B, Tn, H, hs, base, [](auto* p, int b, int t, int h, int s, auto bs) { cpu::rope_backward(p, b, t, h, s, bs); });
+  }
+  // q (B,T,NH,hs), k and v (B,T,KVH,hs); att (B,NH,T,T); out (B,T,NH,hs).
+  void gqa_attention_forward(T* out, T* att, const T* q, const T* k, const T* v, int B, int Tn, int NH, int KVH, int hs) override {
+    if constexpr (kNative) {
+      cpu::gqa_attention_forward(out, att, q, k, v, B, Tn, NH, KVH, hs);
+    } else {
+      const size_t Q = sz(B) * sz(Tn) * sz(NH) * sz(hs), K = sz(B) * sz(Tn) * sz(KVH) * sz(hs);
+      const size_t A = sz(B) * sz(NH) * sz(Tn) * sz(Tn);
+      auto f = frame<5>({Q, A, Q, K, K});
+      load(f[2], q, Q), load(f[3], k, K), load(f[4], v, K);
+      cpu::gqa_attention_forward(f[0], f[1], f[2], f[3], f[4], B, Tn, NH, KVH, hs);
+      store(out, f[0], Q), store(att, f[1], A);
+    }
+  }
+  void gqa_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* att, int B,
+                              int Tn, int NH, int KVH, int hs) override {
+    if constexpr (kNative) {
+      cpu::gqa_attention_backward(dq, dk, dv, dout, q, k, v, att, B, Tn, NH, KVH, hs);
+    } else {
+      const size_t Q = sz(B) * sz(Tn) * sz(NH) * sz(hs), K = sz(B) * sz(Tn) * sz(KVH) * sz(hs);
+      const size_t A = sz(B) * sz(NH) * sz(Tn) * sz(Tn);
+      auto f = frame<8>({Q, K, K, Q, Q, K, K, A});
+      load(f[0], dq, Q), load(f[1], dk, K), load(f[2], dv, K), load(f[3], dout, Q), load(f[4], q, Q), load(f[5], k, K),
+          load(f[6], v, K), load(f[7], att, A);
+      cpu::gqa_attention_backward(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], B, Tn, NH, KVH, hs);
+      store(dq, f[0], Q), store(dk, f[1], K), store(dv, f[2], K);
+    }
+  }
+
+  void adamw_fp32_grads(float* weights, T* low, const float* grads, float scale, float* m, float* v, size_t count,
+                        int step, const AdamConfig& a) override {
+    adamw_step(weights, grads, scale, m, v, count, step, a);
+    if (low) round_into(low, weights, count);
+  }
+  void adamw_model_grads(float* weights, T* low, const T* grads, float scale, float* m, float* v, size_t count,
+                         int step, const AdamConfig& a) override {
+    adamw_step(weights, grads, scale, m, v, count, step, a);
+    if (low) round_into(low, weights, count);
+  }
+  void add_into_fp32(float* dst, const T* src, size_t n, bool add) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = (add ? dst[i] : 0.0f) + static_cast<float>(src[i]);
+  }
+  void add_into(T* dst, const T* src, size_t n, bool add) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = (add ? dst[i] : T(0)) + src[i];
+  }
+  void round_into(T* dst, const float* src, size_t n) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(src[i]);
+  }
+  void widen_into(float* dst, const T* src, size_t n) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+  }
+
+ private:
   // Adds row i of rows (N,C) to row row_of(i) of table (table_rows,C),
-  // skipping rows where row_of gives -1: the gradient of an embedding or
-  // position lookup. bf16 tables accumulate in fp32 and round once.
+  // skipping rows where row_of gives -1. bf16 tables accumulate in fp32 and
+  // round once.
   template <class RowOf>
   void scatter_add_rows(T* table, size_t table_rows, const T* rows, size_t N, int C, RowOf row_of) {
     auto add = [&](auto* tab, const auto* src) {
@@ -198,100 +324,15 @@ class CpuBackend {
       store(table, f[0], TC);
     }
   }
-
-  // Adds row row_of(i) of table (C wide) to row i of out (rows x C): a bias
-  // (row_of = 0) or the position embedding. One rounding per element.
+  // Adds row row_of(i) of table (C wide) to row i of out (rows x C). One rounding per element.
   template <class RowOf>
   void gather_add_rows(T* out, const T* table, size_t rows, int C, RowOf row_of) {
     for (size_t i = 0; i < rows; ++i) {
-      const T* from = table + static_cast<size_t>(row_of(i)) * sz(C);
+      const T* from = table + row_of(i) * sz(C);
       T* to = out + i * sz(C);
       for (int c = 0; c < C; ++c) to[c] += from[c];
     }
   }
-  // dst += src, n elements.
-  void accumulate(T* dst, const T* src, size_t n) {
-    for (size_t i = 0; i < n; ++i) dst[i] += src[i];
-  }
-  // Llama style: RMSNorm, SwiGLU, rotary positions, grouped-query attention.
-  void rmsnorm_forward(T* out, Acc* rstd, const T* inp, const T* w, int N, int C) {
-    if constexpr (kNative) {
-      cpu::rmsnorm_forward(out, rstd, inp, w, N, C);
-    } else {
-      const size_t NC = sz(N) * sz(C);
-      auto f = frame<3>({NC, NC, sz(C)});
-      load(f[1], inp, NC), load(f[2], w, sz(C));
-      cpu::rmsnorm_forward(f[0], rstd, f[1], f[2], N, C);
-      store(out, f[0], NC);
-    }
-  }
-  void rmsnorm_backward(T* dinp, T* dw, const T* dout, const T* inp, const T* w, const Acc* rstd, int N, int C) {
-    if constexpr (kNative) {
-      cpu::rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, C);
-    } else {
-      const size_t NC = sz(N) * sz(C), c = sz(C);
-      auto f = frame<5>({NC, c, NC, NC, c});
-      load(f[0], dinp, NC), load(f[1], dw, c), load(f[2], dout, NC), load(f[3], inp, NC), load(f[4], w, c);
-      cpu::rmsnorm_backward(f[0], f[1], f[2], f[3], f[4], rstd, N, C);
-      store(dinp, f[0], NC), store(dw, f[1], c);
-    }
-  }
-  void swiglu_forward(T* out, const T* gate, const T* up, size_t n) {
-    if constexpr (kNative) {
-      cpu::swiglu_forward(out, gate, up, n);
-    } else {
-      auto f = frame<3>({n, n, n});
-      load(f[1], gate, n), load(f[2], up, n);
-      cpu::swiglu_forward(f[0], f[1], f[2], n);
-      store(out, f[0], n);
-    }
-  }
-  void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) {
-    if constexpr (kNative) {
-      cpu::swiglu_backward(dgate, dup, dout, gate, up, n);
-    } else {
-      auto f = frame<5>({n, n, n, n, n});
-      load(f[0], dgate, n), load(f[1], dup, n), load(f[2], dout, n), load(f[3], gate, n), load(f[4], up, n);
-      cpu::swiglu_backward(f[0], f[1], f[2], f[3], f[4], n);
-      store(dgate, f[0], n), store(dup, f[1], n);
-    }
-  }
-  // In place on x (B,T,H,hs).
-  void rope_forward(T* x, int B, int Tn, int H, int hs, Acc base) {
-    rope(x, B, Tn, H, hs, base, [](auto* p, int b, int t, int h, int s, auto bs) { cpu::rope_forward(p, b, t, h, s, bs); });
-  }
-  void rope_backward(T* dx, int B, int Tn, int H, int hs, Acc base) {
-    rope(dx, B, Tn, H, hs, base, [](auto* p, int b, int t, int h, int s, auto bs) { cpu::rope_backward(p, b, t, h, s, bs); });
-  }
-  // q (B,T,NH,hs), k and v (B,T,KVH,hs); att (B,NH,T,T); out (B,T,NH,hs).
-  void gqa_attention_forward(T* out, T* att, const T* q, const T* k, const T* v, int B, int Tn, int NH, int KVH, int hs) {
-    if constexpr (kNative) {
-      cpu::gqa_attention_forward(out, att, q, k, v, B, Tn, NH, KVH, hs);
-    } else {
-      const size_t Q = sz(B) * sz(Tn) * sz(NH) * sz(hs), K = sz(B) * sz(Tn) * sz(KVH) * sz(hs);
-      const size_t A = sz(B) * sz(NH) * sz(Tn) * sz(Tn);
-      auto f = frame<5>({Q, A, Q, K, K});
-      load(f[2], q, Q), load(f[3], k, K), load(f[4], v, K);
-      cpu::gqa_attention_forward(f[0], f[1], f[2], f[3], f[4], B, Tn, NH, KVH, hs);
-      store(out, f[0], Q), store(att, f[1], A);
-    }
-  }
-  void gqa_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* att, int B,
-                              int Tn, int NH, int KVH, int hs) {
-    if constexpr (kNative) {
-      cpu::gqa_attention_backward(dq, dk, dv, dout, q, k, v, att, B, Tn, NH, KVH, hs);
-    } else {
-      const size_t Q = sz(B) * sz(Tn) * sz(NH) * sz(hs), K = sz(B) * sz(Tn) * sz(KVH) * sz(hs);
-      const size_t A = sz(B) * sz(NH) * sz(Tn) * sz(Tn);
-      auto f = frame<8>({Q, K, K, Q, Q, K, K, A});
-      load(f[0], dq, Q), load(f[1], dk, K), load(f[2], dv, K), load(f[3], dout, Q), load(f[4], q, Q), load(f[5], k, K),
-          load(f[6], v, K), load(f[7], att, A);
-      cpu::gqa_attention_backward(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], B, Tn, NH, KVH, hs);
-      store(dq, f[0], Q), store(dk, f[1], K), store(dv, f[2], K);
-    }
-  }
-
- private:
   static size_t sz(long n) { return static_cast<size_t>(n); }
   // K consecutive fp32 regions of the given sizes in the workspace, which
   // grows (and stays) to the largest frame asked for.

@@ -9,7 +9,7 @@ namespace zp {
 template <class Model>
 DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam,
                                                 TrainerMemory memory)
-    : model_(model), comm_(comm), stage_(zero_stage), adam_(adam), memory_(memory) {
+    : model_(model), be_(model.backend()), comm_(comm), stage_(zero_stage), adam_(adam), memory_(memory) {
   if (zero_stage < 0 || zero_stage > 3) throw std::runtime_error("data parallel: ZeRO stage 0-3");
   if (memory.offload_optimizer && zero_stage == 0) throw std::runtime_error("optimizer offload needs ZeRO stage 1 or higher");
   if (memory.offload_params && zero_stage != 3) throw std::runtime_error("parameter offload needs ZeRO stage 3");
@@ -19,17 +19,23 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
   // the moments, the master weights and an fp32 gradient partition move,
   // costmodel/model_states.cc).
   TrackingAllocator* opt = memory.offload_optimizer ? memory.host : dev;
+  // On a GPU the offloaded optimizer runs on the host's backend; the
+  // weights it updates travel through host staging (DeepSpeed's pinned
+  // buffers of ZeRO-Offload).
+  Device& opt_device = opt ? opt->device() : host_device();
+  if (&opt_device != &be_.device()) host_be_ = make_backend<T>(opt);
   // The master weights start as the model's weights, widened exactly.
-  auto make_master = [&](const T* from, size_t count, size_t size) {
+  auto make_master = [&](const T* from, Device& from_device, size_t count, size_t size) {
     if constexpr (kMixed) {
       master_ = make_buffer<float>(opt, Component::MasterWeights, size);
-      for (size_t i = 0; i < count; ++i) master_[i] = static_cast<float>(from[i]);
+      const T* src = stage(from, from_device, count);
+      optimizer_backend().widen_into(master_.data(), src, count);
     }
   };
   if (stage_ == 3) {
     std::vector<size_t> units;
     for (int u = 0; u < model.num_units(); ++u) units.push_back(model.unit_size(u));
-    zero3_ = std::make_unique<Zero3Units<T>>(comm, units, dev, memory.offload_optimizer ? memory.host : dev,
+    zero3_ = std::make_unique<Zero3Units<T>>(be_, comm, units, dev, memory.offload_optimizer ? memory.host : dev,
                                              memory.offload_optimizer ? Component::MainGradients : Component::Gradients,
                                              memory.offload_params ? memory.host : dev);
     // The model was built whole (as DeepSpeed does without zero.Init); keep
@@ -40,14 +46,14 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
     release_buffer(model.grads);
     m_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
     v_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
-    make_master(zero3_->params.data(), zero3_->shard_size(), zero3_->shard_size());
+    make_master(zero3_->params.data(), zero3_->params.home().device(), zero3_->shard_size(), zero3_->shard_size());
     return;
   }
   const size_t states = stage_ == 0 ? n : (n + world - 1) / world;
   m_ = make_buffer<float>(opt, Component::OptimizerStates, states);
   v_ = make_buffer<float>(opt, Component::OptimizerStates, states);
   const size_t begin = stage_ == 0 ? 0 : std::min(n, static_cast<size_t>(comm.rank()) * states);
-  make_master(model.params.data() + begin, std::min(states, n - begin), states);
+  make_master(model.params.data() + begin, be_.device(), std::min(states, n - begin), states);
   if (stage_ == 0) return;
   shard_ = states;
   // The reduced partition: the gradients ZeRO-2 keeps, the fp32 gradients the
@@ -72,30 +78,49 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
 template <class Model>
 void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add, bool held_too) {
   const size_t n = model_.grads.size();
-  std::copy(model_.grads.begin(), model_.grads.end(), padded_.begin());
-  std::fill(padded_.begin() + static_cast<std::ptrdiff_t>(n), padded_.end(), T(0));
-  if (!held_too) std::fill_n(padded_.begin() + static_cast<std::ptrdiff_t>(held_begin_), held_count_, T(0));
+  be_.copy(padded_.data(), model_.grads.data(), n);
+  be_.zero(padded_.data() + n, padded_.size() - n);
+  if (!held_too) be_.zero(padded_.data() + held_begin_, held_count_);
   comm_.reduce_scatter_sum(padded_.data(), received_.data(), shard_);
-  auto into = [&](auto& shard) {
-    using S = typename std::decay_t<decltype(shard)>::value_type;
-    for (size_t i = 0; i < shard_; ++i) shard[i] = (add ? shard[i] : S(0)) + static_cast<S>(received_[i]);
-  };
   if (fp32_shard_) {
-    into(grad_fp32_);
+    // Into the optimizer's fp32 gradients, wherever they are.
+    optimizer_backend().add_into_fp32(grad_fp32_.data(), stage(received_.data(), be_.device(), shard_),
+                                      shard_, add);
   } else {
-    into(grad_low_);
+    be_.add_into(grad_low_.data(), received_.data(), shard_, add);
   }
 }
 
 template <class Model>
+const typename DataParallelTrainer<Model>::T* DataParallelTrainer<Model>::stage(const T* from, Device& from_device,
+                                                                                      size_t count) {
+  Backend<T>& opt = optimizer_backend();
+  if (&from_device == &opt.device()) return from;
+  ensure_buffer(staging_, memory_.offload_optimizer ? memory_.host : memory_.device, Component::OffloadStaging, count);
+  mover(from_device, opt.device()).copy(staging_.data(), from, count * sizeof(T));
+  return staging_.data();
+}
+
+template <class Model>
 template <class G>
-void DataParallelTrainer<Model>::update(T* weights, const G* grads, float scale, size_t count) {
+void DataParallelTrainer<Model>::update(T* weights, Device& weights_device, const G* grads, float scale, size_t count) {
+  Backend<T>& opt = optimizer_backend();
+  // The weights where the optimizer runs: themselves, or a staged copy that goes back after.
+  const bool staged = &weights_device != &opt.device();
+  T* at = staged ? const_cast<T*>(stage(weights, weights_device, count)) : weights;
+  auto step = [&](float* fp32, T* low) {
+    if constexpr (std::is_same_v<G, float>) {
+      opt.adamw_fp32_grads(fp32, low, grads, scale, m_.data(), v_.data(), count, steps_, adam_);
+    } else {
+      opt.adamw_model_grads(fp32, low, grads, scale, m_.data(), v_.data(), count, steps_, adam_);
+    }
+  };
   if constexpr (kMixed) {
-    adamw_step(master_.data(), grads, scale, m_.data(), v_.data(), count, steps_, adam_);
-    for (size_t i = 0; i < count; ++i) weights[i] = static_cast<T>(master_[i]);
+    step(master_.data(), at);
   } else {
-    adamw_step(weights, grads, scale, m_.data(), v_.data(), count, steps_, adam_);
+    step(at, nullptr);
   }
+  if (staged) mover(weights_device, opt.device()).copy(weights, at, count * sizeof(T));
 }
 
 template <class Model>
@@ -124,7 +149,7 @@ void DataParallelTrainer<Model>::begin_step() {
   if (zero3_) {
     zero3_->zero_gradients();
   } else {
-    std::fill(model_.grads.begin(), model_.grads.end(), T(0));
+    fill_zero(model_.grads);
   }
 }
 
@@ -136,10 +161,9 @@ void DataParallelTrainer<Model>::micro_batch_done(int k) {
   reduce_scatter_into_shard(k > 0, false);
   // The model's buffer is the bucket: empty it for the next micro-batch,
   // except the held unit, which accumulates until apply_gradients.
-  auto g = model_.grads.begin();
-  const auto held = static_cast<std::ptrdiff_t>(held_begin_), count = static_cast<std::ptrdiff_t>(held_count_);
-  std::fill(g, g + held, T(0));
-  std::fill(g + held + count, model_.grads.end(), T(0));
+  T* g = model_.grads.data();
+  be_.zero(g, held_begin_);
+  be_.zero(g + held_begin_ + held_count_, model_.grads.size() - held_begin_ - held_count_);
   phases_.gradient_sync_s += std::chrono::duration<double>(Clock::now() - t).count();
 }
 
@@ -172,9 +196,11 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
     phases_.gradient_sync_s += since(t);
     t = Clock::now();
     if (zero3_->fp32_gradients()) {
-      update(zero3_->params.data(), zero3_->gradients_fp32.data(), scale, zero3_->shard_size());
+      update(zero3_->params.data(), zero3_->params.home().device(), zero3_->gradients_fp32.data(), scale,
+             zero3_->shard_size());
     } else {
-      update(zero3_->params.data(), zero3_->gradients_low.data(), scale, zero3_->shard_size());
+      update(zero3_->params.data(), zero3_->params.home().device(), zero3_->gradients_low.data(), scale,
+             zero3_->shard_size());
     }
     phases_.optimizer_s = since(t);
     return;
@@ -184,7 +210,7 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
     comm_.all_reduce_sum(model_.grads.data(), n);
     phases_.gradient_sync_s = since(t);
     t = Clock::now();
-    update(model_.params.data(), model_.grads.data(), scale, n);
+    update(model_.params.data(), be_.device(), model_.grads.data(), scale, n);
     phases_.optimizer_s = since(t);
     return;
   }
@@ -201,19 +227,18 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   if constexpr (!kMixed) {
     const size_t begin = static_cast<size_t>(comm_.rank()) * shard_;
     const size_t mine = begin < n ? std::min(shard_, n - begin) : 0;
-    std::fill(send_.begin(), send_.end(), T(0));
-    std::copy(model_.params.begin() + static_cast<std::ptrdiff_t>(begin),
-              model_.params.begin() + static_cast<std::ptrdiff_t>(begin + mine), send_.begin());
+    fill_zero(send_);
+    be_.copy(send_.data(), model_.params.data() + begin, mine);
   }
   if (fp32_shard_) {
-    update(send_.data(), grad_fp32_.data(), scale, shard_);
+    update(send_.data(), be_.device(), grad_fp32_.data(), scale, shard_);
   } else {
-    update(send_.data(), grad_low_.data(), scale, shard_);
+    update(send_.data(), be_.device(), grad_low_.data(), scale, shard_);
   }
   phases_.optimizer_s = since(t);
   t = Clock::now();
   comm_.all_gather(send_.data(), padded_.data(), shard_);
-  std::copy(padded_.begin(), padded_.begin() + static_cast<std::ptrdiff_t>(n), model_.params.begin());
+  be_.copy(model_.params.data(), padded_.data(), n);
   phases_.parameter_gather_s = since(t);
 }
 
@@ -222,10 +247,10 @@ CheckpointState DataParallelTrainer<Model>::state() const {
   CheckpointState s;
   s.step = static_cast<uint64_t>(steps_);
   const Buffer<T>& params = zero3_ ? zero3_->params : model_.params;
-  for (const T& p : params) s.params.push_back(static_cast<float>(p));
-  s.master.assign(master_.begin(), master_.end());
-  s.m.assign(m_.begin(), m_.end());
-  s.v.assign(v_.begin(), v_.end());
+  for (const T& p : host_copy(params)) s.params.push_back(static_cast<float>(p));
+  s.master = host_copy(master_);
+  s.m = host_copy(m_);
+  s.v = host_copy(v_);
   return s;
 }
 
@@ -237,10 +262,12 @@ void DataParallelTrainer<Model>::restore(const CheckpointState& s) {
     throw std::runtime_error("checkpoint does not match this model and layout (sizes or precision differ)");
   }
   steps_ = static_cast<int>(s.step);
-  for (size_t i = 0; i < params.size(); ++i) params[i] = static_cast<T>(s.params[i]);
-  std::copy(s.master.begin(), s.master.end(), master_.begin());
-  std::copy(s.m.begin(), s.m.end(), m_.begin());
-  std::copy(s.v.begin(), s.v.end(), v_.begin());
+  std::vector<T> low(s.params.size());
+  for (size_t i = 0; i < low.size(); ++i) low[i] = static_cast<T>(s.params[i]);
+  copy_in(params, low.data(), low.size());
+  copy_in(master_, s.master.data(), s.master.size());
+  copy_in(m_, s.m.data(), s.m.size());
+  copy_in(v_, s.v.data(), s.v.size());
 }
 
 template class DataParallelTrainer<GptModel<float>>;

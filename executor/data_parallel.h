@@ -101,8 +101,17 @@ class DataParallelTrainer {
   // under mixed precision, else `weights` themselves) from `grads`, then the
   // bf16 weights rounded from the master copy.
   template <class G>
-  void update(T* weights, const G* grads, float scale, size_t count);
+  void update(T* weights, Device& weights_device, const G* grads, float scale, size_t count);
+  // `count` elements of the model's type (weights or reduced gradients),
+  // from `from_device` to where the optimizer runs: themselves when that is
+  // the same device, else a staged copy.
+  const T* stage(const T* from, Device& from_device, size_t count);
+  // Where the optimizer runs: the model's backend, or the host's under offload on a GPU.
+  Backend<T>& optimizer_backend() { return host_be_ ? *host_be_ : be_; }
   Model& model_;
+  Backend<T>& be_;
+  std::unique_ptr<Backend<T>> host_be_;
+  Buffer<T> staging_;  // OffloadStaging: weights or gradients between the GPU and the host optimizer
   Communicator& comm_;
   int stage_;
   AdamConfig adam_;

@@ -9,9 +9,16 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
+#include "executor/scalar.h"
+
 namespace zp {
+
+template <class T>
+class Backend;
+class TrackingAllocator;
 
 class Device {
  public:
@@ -29,6 +36,11 @@ class Device {
   // Whether the host may read and write its memory directly.
   virtual bool host_accessible() const { return true; }
   virtual bool is_gpu() const { return false; }
+  // The backend whose kernels run on this device, its workspace from
+  // `tracker` (executor/backend.h's make_backend picks the overload); the
+  // host's CpuBackend unless a device overrides them.
+  virtual std::unique_ptr<Backend<float>> make_backend(TrackingAllocator* tracker, float* type);
+  virtual std::unique_ptr<Backend<bf16>> make_backend(TrackingAllocator* tracker, bf16* type);
 };
 
 // The host: 64-byte aligned blocks, memset, memcpy.

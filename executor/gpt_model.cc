@@ -29,7 +29,7 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
       grads(make_buffer<T>(tracker, Component::Gradients)),
       c_(c),
       tracker_(tracker),
-      be_(tracker) {
+      be_(make_backend<T>(tracker)) {
   const size_t V = c.vocab, S = c.max_seq, L = c.layers, C = c.channels;
   if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
   stage_ = stage;
@@ -94,6 +94,7 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   if (stage.last && !stage.first) hold(L + 2, Vl * C);  // the tied output layer's copy
   params.assign(held, T(0));
   grads.assign(held, T(0));
+  std::vector<T> local(held, T(0));  // built on the host, then copied to the device
   // This rank's share of each tensor: rows [first, first + count) of every
   // `blocks` consecutive groups of `rows` rows of `width` columns, or columns
   // [first, first + count) of each row.
@@ -104,12 +105,12 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
     for (size_t i = 0; i < rows; ++i) std::copy_n(from + i * width + first, count, to + i * count);
   };
   if (stage.first) {
-    rows_of(init.data(), params.data(), 1, V, C, r * Vl, Vl);                             // wte rows
-    std::copy_n(init.data() + V * C, S * C, params.data() + table_.offset[0] + Vl * C);  // wpe
+    rows_of(init.data(), local.data(), 1, V, C, r * Vl, Vl);                             // wte rows
+    std::copy_n(init.data() + V * C, S * C, local.data() + table_.offset[0] + Vl * C);  // wpe
   }
   for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) {
     const T* g = init.data() + whole[static_cast<size_t>(l) + 1];
-    T* o = params.data() + table_.offset[static_cast<size_t>(l) + 1];
+    T* o = local.data() + table_.offset[static_cast<size_t>(l) + 1];
     for (LayerTensor lt : {LN1W, LN1B, ATTPROJB, LN2W, LN2B, FCPROJB}) std::copy_n(g + whole_off[lt], C, o + layer_off_[lt]);
     rows_of(g + whole_off[QKVW], o + layer_off_[QKVW], 3, C, C, r * Cl, Cl);  // q, k, v rows of this rank's heads
     rows_of(g + whole_off[QKVB], o + layer_off_[QKVB], 3, C, 1, r * Cl, Cl);
@@ -118,8 +119,9 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
     rows_of(g + whole_off[FCB], o + layer_off_[FCB], 1, 4 * C, 1, r * Fl, Fl);
     cols_of(g + whole_off[FCPROJW], o + layer_off_[FCPROJW], C, 4 * C, r * Fl, Fl);
   }
-  if (stage.last) std::copy_n(init.data() + whole[L + 1], 2 * C, params.data() + table_.offset[L + 1]);
-  if (table_.size[L + 2]) rows_of(init.data(), params.data() + table_.offset[L + 2], 1, V, C, r * Vl, Vl);
+  if (stage.last) std::copy_n(init.data() + whole[L + 1], 2 * C, local.data() + table_.offset[L + 1]);
+  if (table_.size[L + 2]) rows_of(init.data(), local.data() + table_.offset[L + 2], 1, V, C, r * Vl, Vl);
+  copy_in(params, local.data(), held);
   table_.p.assign(L + 3, nullptr);
   table_.g.assign(L + 3, nullptr);
   dinput_ = make_buffer<T>(tracker, Component::Workspace);
@@ -128,7 +130,7 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
 template <class T>
 T* GptModel<T>::add_bias_after_reduce(T* partial, const T* bias, size_t rows, int C) {
   T* out = split_.reduce(partial, acts_.shared->reduced, rows * static_cast<size_t>(C));
-  be_.gather_add_rows(out, bias, rows, C, [](size_t) { return 0; });
+  be_->add_bias(out, bias, rows, C);
   return out;
 }
 
@@ -158,27 +160,27 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   const size_t att_size = static_cast<size_t>(B) * NHl * Tn * Tn;
   Acts& ws = *acts_.shared;
   T* ln1 = L_->ln1.data() + o;
-  be_.layernorm_forward(ln1, L_->ln1_mean.data() + slot * Tl, L_->ln1_rstd.data() + slot * Tl, residual, w(LN1W, l),
+  be_->layernorm_forward(ln1, L_->ln1_mean.data() + slot * Tl, L_->ln1_rstd.data() + slot * Tl, residual, w(LN1W, l),
                         w(LN1B, l), static_cast<int>(Tl), C);
   T* qkv = L_->qkv.data() + 3 * ol;
-  be_.matmul_forward(qkv, split_.gather(ln1, ws.gathered, Tl * C), w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
+  be_->matmul_forward(qkv, split_.gather(ln1, ws.gathered, Tl * C), w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
   T* atty = L_->atty.data() + ol;
-  be_.attention_forward(atty, ws.preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
+  be_->attention_forward(atty, ws.preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
                         Cl, NHl);
   // Row-parallel: the partial products are summed over the ranks, then the bias.
   const bool split = tp_size_ > 1;
-  be_.matmul_forward(ws.attproj.data(), atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
+  be_->matmul_forward(ws.attproj.data(), atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
   T* attproj = split ? add_bias_after_reduce(ws.attproj.data(), w(ATTPROJB, l), Tl, C) : ws.attproj.data();
   T* res2 = L_->residual2.data() + o;
-  be_.residual_forward(res2, residual, attproj, Tl * C);
+  be_->residual_forward(res2, residual, attproj, Tl * C);
   T* ln2 = L_->ln2.data() + o;
-  be_.layernorm_forward(ln2, L_->ln2_mean.data() + slot * Tl, L_->ln2_rstd.data() + slot * Tl, res2, w(LN2W, l),
+  be_->layernorm_forward(ln2, L_->ln2_mean.data() + slot * Tl, L_->ln2_rstd.data() + slot * Tl, res2, w(LN2W, l),
                         w(LN2B, l), static_cast<int>(Tl), C);
   T* fch = L_->fch.data() + of;
-  be_.matmul_forward(fch, split_.gather(ln2, ws.gathered, Tl * C), w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
+  be_->matmul_forward(fch, split_.gather(ln2, ws.gathered, Tl * C), w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
   T* gelu = L_->fch_gelu.data() + of;
-  be_.gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
-  be_.matmul_forward(ws.fcproj.data(), gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
+  be_->gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
+  be_->matmul_forward(ws.fcproj.data(), gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
   T* fcproj = split ? add_bias_after_reduce(ws.fcproj.data(), w(FCPROJB, l), Tl, C) : ws.fcproj.data();
   // The layer's output is kept for every layer: it is the next layer's input
   // (the checkpoint full recompute keeps). The last layer of a stage that is
@@ -191,7 +193,7 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   } else if (local + 1 == stage_.layers) {
     out = a_->final_in.data();  // the final norm's input, a logits-side row of the cost model
   }
-  be_.residual_forward(out, res2, fcproj, Tl * C);
+  be_->residual_forward(out, res2, fcproj, Tl * C);
 }
 
 template <class T>
@@ -211,7 +213,7 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
   TrackingAllocator* t = tracker_;
   if (stage_.first) {
     ensure_buffer(a_->ids, t, Component::Activations, BT);
-    std::copy(tokens, tokens + BT, a_->ids.begin());
+    copy_in(a_->ids, tokens, BT);
   }
   // The stage's input: the embedding's output, or what the previous stage
   // sent. Tensors outside the tensor-parallel regions hold Tl token rows.
@@ -259,17 +261,16 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
     // ranks; reduce-scattered to this rank's tokens under sequence
     // parallelism), then the replicated positions.
     if (split_.split()) {
-      vocab_parallel_lookup(nullptr, ws.gathered.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+      vocab_parallel_lookup(*be_, nullptr, ws.gathered.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
       split_.reduce_to(ws.gathered.data(), a_->encoded.data(), Tl * C);
     } else {
-      vocab_parallel_lookup(tp_, a_->encoded.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+      vocab_parallel_lookup(*be_, tp_, a_->encoded.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
     }
     const size_t first = split_.first(BT);
-    be_.gather_add_rows(a_->encoded.data(), table_.p[0] + wpe_offset(), Tl, C,
-                        [first, Tn](size_t i) { return (first + i) % static_cast<size_t>(Tn); });
+    be_->add_positions(a_->encoded.data(), table_.p[0] + wpe_offset(), Tl, C, first, Tn);
     release(0);
   } else {
-    std::copy(input, input + Tl * C, a_->encoded.begin());
+    be_->copy(a_->encoded.data(), input, Tl * C);
   }
   for (int i = 0; i < n; ++i) {
     const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * Tl * C;
@@ -281,15 +282,15 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
   const T* last = n > 0 ? a_->final_in.data() : a_->encoded.data();
   acquire(final_unit, head_unit());
   const T* lnf = table_.p[static_cast<size_t>(final_unit)];
-  be_.layernorm_forward(a_->lnf.data(), a_->lnf_mean.data(), a_->lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(Tl), C);
+  be_->layernorm_forward(a_->lnf.data(), a_->lnf_mean.data(), a_->lnf_rstd.data(), last, lnf, lnf + C, static_cast<int>(Tl), C);
   release(final_unit);
   acquire(head_unit());  // the tied output layer, over every token
-  be_.matmul_forward(a_->logits.data(), split_.gather(a_->lnf.data(), ws.gathered, Tl * C),
+  be_->matmul_forward(a_->logits.data(), split_.gather(a_->lnf.data(), ws.gathered, Tl * C),
                      table_.p[static_cast<size_t>(head_unit())], nullptr, static_cast<int>(BT), C, V);
   release(head_unit());
   // The gradient of the mean loss overwrites the logits (each row is read before it is written).
-  if (tp_size_ == 1) return be_.cross_entropy(a_->logits.data(), targets, static_cast<int>(BT), V);
-  return be_.vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_);
+  if (tp_size_ == 1) return be_->cross_entropy(a_->logits.data(), targets, static_cast<int>(BT), V);
+  return be_->vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_);
 }
 
 template <class T>
@@ -321,7 +322,7 @@ size_t GptModel<T>::activation_bytes() const {
 
 template <class T>
 acc_t<T> GptModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
-  if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
+  if (!accumulate && !table_.provider) be_->zero(grads.data(), grads.size());
   return timed_forward_backward(*this, tokens, targets, B, Tn);
 }
 
@@ -343,14 +344,14 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   auto norm_backward = [&](T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                            const acc_t<T>* mean, const acc_t<T>* rstd) {
     if (!split_.split()) {
-      be_.layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, static_cast<int>(Tl), C);
+      be_->layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, static_cast<int>(Tl), C);
       return;
     }
-    std::fill(dnorm.begin(), dnorm.end(), T(0));
-    be_.layernorm_backward(dinp, dnorm.data(), dnorm.data() + C, dout, inp, weight, mean, rstd, static_cast<int>(Tl), C);
+    be_->zero(dnorm.data(), dnorm.size());
+    be_->layernorm_backward(dinp, dnorm.data(), dnorm.data() + C, dout, inp, weight, mean, rstd, static_cast<int>(Tl), C);
     split_.sum_replicated(dnorm.data(), dnorm.size());
-    be_.accumulate(dweight, dnorm.data(), static_cast<size_t>(C));
-    be_.accumulate(dbias, dnorm.data() + C, static_cast<size_t>(C));
+    be_->accumulate(dweight, dnorm.data(), static_cast<size_t>(C));
+    be_->accumulate(dbias, dnorm.data() + C, static_cast<size_t>(C));
   };
   const int final_unit = L + 1;
   // The first stage's embedding gradients come from the token lookup at the
@@ -363,7 +364,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     if (head != 0) open_gradients(head);
     acquire(head, final_unit);
     // The head's input over every token (gathered again under sequence parallelism).
-    be_.matmul_backward(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(),
+    be_->matmul_backward(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(),
                         split_.gather(a_->lnf.data(), gathered, TlC), table_.p[static_cast<size_t>(head)],
                         static_cast<int>(BT), C, V);
     const T* dlnf_mine = split_.reduce(dlnf.data(), reduced, TlC);  // each rank's vocabulary rows contribute
@@ -378,7 +379,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     finish_gradients(final_unit);
     release(final_unit);
   } else {
-    std::copy(doutput, doutput + TlC, dresidual.begin());
+    be_->copy(dresidual.data(), doutput, TlC);
   }
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const size_t BTl = BT * static_cast<size_t>(Cl), BTf = BT * static_cast<size_t>(Fl);
@@ -397,33 +398,33 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).
     if (selective_ && !recompute_) {
-      be_.attention_forward(acts_.shared->attproj.data(), acts_.shared->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
+      be_->attention_forward(acts_.shared->attproj.data(), acts_.shared->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
                             Tn, Cl, NH);
     }
     for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
-      std::fill(v->begin(), v->end(), T(0));
+      be_->zero(v->data(), v->size());
     }
     // residual3 = residual2 + fcproj; the row-parallel product's output
     // gradient over every token (gathered under sequence parallelism; its
     // bias gradient is then the sum over all tokens on every rank).
-    be_.residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), TlC);
-    be_.matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), split_.gather(dfcproj.data(), gathered, TlC),
+    be_->residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), TlC);
+    be_->matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), split_.gather(dfcproj.data(), gathered, TlC),
                         L_->fch_gelu.data() + of, w(FCPROJW, l), static_cast<int>(BT), Fl, C);
-    be_.gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
+    be_->gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
     const T* ln2_all = split_.gather(L_->ln2.data() + o, gathered, TlC);
-    be_.matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(), ln2_all, w(FCW, l), static_cast<int>(BT), C, Fl);
+    be_->matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(), ln2_all, w(FCW, l), static_cast<int>(BT), C, Fl);
     // Column-parallel: the input's gradient is a sum over ranks.
     const T* dln2_mine = split_.reduce(dln2.data(), reduced, TlC);
     norm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2_mine, L_->residual2.data() + o, w(LN2W, l),
                   L_->ln2_mean.data() + slot * Tl, L_->ln2_rstd.data() + slot * Tl);
     // residual2 = residual + attproj
-    be_.residual_backward(dprev.data(), dattproj.data(), dres2.data(), TlC);
-    be_.matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), split_.gather(dattproj.data(), gathered, TlC),
+    be_->residual_backward(dprev.data(), dattproj.data(), dres2.data(), TlC);
+    be_->matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), split_.gather(dattproj.data(), gathered, TlC),
                         L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C);
-    be_.attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * ol,
+    be_->attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * ol,
                            A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
     const T* ln1_all = split_.gather(L_->ln1.data() + o, gathered, TlC);
-    be_.matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(), ln1_all, w(QKVW, l), static_cast<int>(BT), C,
+    be_->matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(), ln1_all, w(QKVW, l), static_cast<int>(BT), C,
                         3 * Cl);
     const T* dln1_mine = split_.reduce(dln1.data(), reduced, TlC);
     norm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1_mine, residual, w(LN1W, l), L_->ln1_mean.data() + slot * Tl,
@@ -437,9 +438,8 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // under sequence parallelism); the positions are replicated, and with
     // every token's gradient every rank has their whole sum.
     const T* dall = split_.gather(dresidual.data(), gathered, TlC);
-    lookup_backward(be_, table_.g[0], dall, a_->ids.data(), BT, C, vocab_start_, vocab_local_);
-    be_.scatter_add_rows(table_.g[0] + wpe_offset(), static_cast<size_t>(c_.max_seq), dall, BT, C,
-                         [Tn](size_t i) { return static_cast<long>(i % static_cast<size_t>(Tn)); });
+    be_->embedding_backward(table_.g[0], dall, a_->ids.data(), BT, C, vocab_start_, vocab_local_);
+    be_->positions_backward(table_.g[0] + wpe_offset(), dall, BT, C, Tn);
     finish_gradients(0);
   } else {
     dinput_.swap(dresidual);  // for the previous stage

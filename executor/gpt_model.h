@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "executor/communicator.h"
-#include "executor/cpu_backend.h"
+#include "executor/backend.h"
 #include "executor/activation_sets.h"
 #include "executor/param_units.h"
 #include "executor/pipeline_stage.h"
@@ -93,6 +93,8 @@ class GptModel {
   int tied_embedding_unit() const;
   size_t tied_embedding_size() const { return static_cast<size_t>(vocab_local_) * c_.channels; }
   const PipelineStage& stage() const { return stage_; }
+  // What its arithmetic runs on (the trainer runs the optimizer there too).
+  Backend<T>& backend() { return *be_; }
   // From now on take parameters and gradient buffers from `units` (ZeRO-3);
   // params and grads may then be released.
   void set_unit_provider(UnitProvider<T>* units) { table_.provider = units; }
@@ -145,7 +147,7 @@ class GptModel {
   Buffer<T> dinput_;  // the stage input's gradient after backward
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
-  CpuBackend<T> be_;
+  std::unique_ptr<Backend<T>> be_;
   bool recompute_ = false, selective_ = false;
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }

@@ -26,7 +26,7 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
       grads(make_buffer<T>(tracker, Component::Gradients)),
       c_(c),
       tracker_(tracker),
-      be_(tracker) {
+      be_(make_backend<T>(tracker)) {
   const size_t V = c.vocab, L = c.layers, C = c.channels, F = c.ffn;
   const size_t QD = static_cast<size_t>(c.heads) * c.head_dim, KD = static_cast<size_t>(c.kv_heads) * c.head_dim;
   if (stage.layers < 0) stage.layers = c.layers - stage.first_layer;
@@ -93,6 +93,7 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   if (stage.last) hold(L + 1, unit_sizes[2]);
   params.assign(held, T(0));
   grads.assign(held, T(0));
+  std::vector<T> local(held, T(0));  // built on the host, then copied to the device
   // Rows [first, first + count) of `rows` rows of `width` columns, or columns of each row.
   auto rows_of = [](const T* from, T* to, size_t width, size_t first, size_t count) {
     std::copy_n(from + first * width, count * width, to);
@@ -100,10 +101,10 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   auto cols_of = [](const T* from, T* to, size_t rows, size_t width, size_t first, size_t count) {
     for (size_t i = 0; i < rows; ++i) std::copy_n(from + i * width + first, count, to + i * count);
   };
-  if (stage.first) rows_of(init.data(), params.data() + table_.offset[0], C, r * Vl, Vl);
+  if (stage.first) rows_of(init.data(), local.data() + table_.offset[0], C, r * Vl, Vl);
   for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) {
     const T* g = init.data() + whole[static_cast<size_t>(l) + 1];
-    T* o = params.data() + table_.offset[static_cast<size_t>(l) + 1];
+    T* o = local.data() + table_.offset[static_cast<size_t>(l) + 1];
     for (LayerTensor lt : {ATTN_NORM, MLP_NORM}) std::copy_n(g + whole_off[lt], C, o + layer_off_[lt]);
     rows_of(g + whole_off[WQ], o + layer_off_[WQ], C, r * QDl, QDl);
     rows_of(g + whole_off[WK], o + layer_off_[WK], C, r * KDl, KDl);
@@ -114,10 +115,11 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
     cols_of(g + whole_off[WDOWN], o + layer_off_[WDOWN], C, F, r * Fl, Fl);
   }
   if (stage.last) {
-    T* o = params.data() + table_.offset[L + 1];
+    T* o = local.data() + table_.offset[L + 1];
     std::copy_n(init.data() + whole[L + 1], C, o);                          // final norm
     rows_of(init.data() + whole[L + 1] + C, o + C, C, r * Vl, Vl);           // output layer rows
   }
+  copy_in(params, local.data(), held);
   table_.p.assign(L + 2, nullptr);
   table_.g.assign(L + 2, nullptr);
   dinput_ = make_buffer<T>(tracker, Component::Workspace);
@@ -150,33 +152,33 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
   const acc_t<T> base = static_cast<acc_t<T>>(c_.rope_base);
   Acts& ws = *acts_.shared;
   T* xn1 = L_->xn1.data() + s * TlC;
-  be_.rmsnorm_forward(xn1, L_->rstd1.data() + s * Tl, x, w(ATTN_NORM, l), static_cast<int>(Tl), C);
+  be_->rmsnorm_forward(xn1, L_->rstd1.data() + s * Tl, x, w(ATTN_NORM, l), static_cast<int>(Tl), C);
   const T* xn1_all = split_.gather(xn1, ws.gathered, TlC);
   T* q = L_->q.data() + s * BT * QD;
   T* k = L_->k.data() + s * BT * KD;
   T* v = L_->v.data() + s * BT * KD;
-  be_.matmul_forward(q, xn1_all, w(WQ, l), nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
-  be_.matmul_forward(k, xn1_all, w(WK, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
-  be_.matmul_forward(v, xn1_all, w(WV, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
-  be_.rope_forward(q, B, Tn, NH, hs, base);
-  be_.rope_forward(k, B, Tn, KVH, hs, base);
+  be_->matmul_forward(q, xn1_all, w(WQ, l), nullptr, static_cast<int>(BT), C, static_cast<int>(QD));
+  be_->matmul_forward(k, xn1_all, w(WK, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  be_->matmul_forward(v, xn1_all, w(WV, l), nullptr, static_cast<int>(BT), C, static_cast<int>(KD));
+  be_->rope_forward(q, B, Tn, NH, hs, base);
+  be_->rope_forward(k, B, Tn, KVH, hs, base);
   T* atty = L_->atty.data() + s * BT * QD;
-  be_.gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
+  be_->gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
   // Row-parallel: the ranks' partial products over every token, summed (this
   // rank's tokens under sequence parallelism), then the residual.
-  be_.matmul_forward(ws.partial.data(), atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
+  be_->matmul_forward(ws.partial.data(), atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
   const T* attn = split_.reduce(ws.partial.data(), ws.reduced, TlC);
   T* x2 = L_->x2.data() + s * TlC;
-  be_.residual_forward(x2, x, attn, TlC);
+  be_->residual_forward(x2, x, attn, TlC);
   T* xn2 = L_->xn2.data() + s * TlC;
-  be_.rmsnorm_forward(xn2, L_->rstd2.data() + s * Tl, x2, w(MLP_NORM, l), static_cast<int>(Tl), C);
+  be_->rmsnorm_forward(xn2, L_->rstd2.data() + s * Tl, x2, w(MLP_NORM, l), static_cast<int>(Tl), C);
   const T* xn2_all = split_.gather(xn2, ws.gathered, TlC);
   T* gate = L_->gate.data() + s * BT * F;
   T* up = L_->up.data() + s * BT * F;
   T* h = L_->h.data() + s * BT * F;
-  be_.matmul_forward(gate, xn2_all, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
-  be_.matmul_forward(up, xn2_all, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
-  be_.swiglu_forward(h, gate, up, BT * F);
+  be_->matmul_forward(gate, xn2_all, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
+  be_->matmul_forward(up, xn2_all, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
+  be_->swiglu_forward(h, gate, up, BT * F);
   // The stage's last layer writes the stage's output when a later stage takes it.
   T* x3 = a_->x3.data() + static_cast<size_t>(local) * TlC;
   if (local + 1 == stage_.layers && !stage_.last) {
@@ -185,8 +187,8 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
   } else if (local + 1 == stage_.layers) {
     x3 = a_->final_in.data();  // the final norm's input, a logits-side row of the cost model
   }
-  be_.matmul_forward(ws.partial.data(), h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
-  be_.residual_forward(x3, x2, split_.reduce(ws.partial.data(), ws.reduced, TlC), TlC);
+  be_->matmul_forward(ws.partial.data(), h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
+  be_->residual_forward(x3, x2, split_.reduce(ws.partial.data(), ws.reduced, TlC), TlC);
 }
 
 template <class T>
@@ -202,7 +204,7 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
   auto size = [this](auto& b, size_t n, Component tag = Component::Activations) { ensure_buffer(b, tracker_, tag, n); };
   if (stage_.first) {
     size(a_->ids, BT);
-    std::copy(tokens, tokens + BT, a_->ids.begin());
+    copy_in(a_->ids, tokens, BT);
   }
   // With full recompute only one layer's activations exist at a time (the
   // recompute workspace); every layer's input stays as its checkpoint.
@@ -248,15 +250,15 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
     // Each rank's vocabulary rows (all of them with one rank), summed over
     // the ranks (reduce-scattered to this rank's tokens under sequence parallelism).
     if (split_.split()) {
-      std::fill(ws.partial.begin(), ws.partial.end(), T(0));
-      vocab_parallel_lookup(nullptr, ws.partial.data(), table_.p[0], tokens, BT, C, vocab_start_, vocab_local_);
+      be_->zero(ws.partial.data(), ws.partial.size());
+      vocab_parallel_lookup(*be_, nullptr, ws.partial.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
       split_.reduce_to(ws.partial.data(), a_->x0.data(), TlC);
     } else {
-      vocab_parallel_lookup(tp_, a_->x0.data(), table_.p[0], tokens, BT, C, vocab_start_, vocab_local_);
+      vocab_parallel_lookup(*be_, tp_, a_->x0.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
     }
     release(0);
   } else {
-    std::copy(input, input + TlC, a_->x0.begin());  // what the previous stage sent
+    be_->copy(a_->x0.data(), input, TlC);  // what the previous stage sent
   }
   for (int i = 0; i < n; ++i) {
     const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * TlC;
@@ -268,14 +270,14 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
   const T* last = n > 0 ? a_->final_in.data() : a_->x0.data();
   acquire(final_unit);
   const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
-  be_.rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(Tl), C);
-  be_.matmul_forward(a_->logits.data(), split_.gather(a_->xf.data(), ws.gathered, TlC), final_norm + C, nullptr,
+  be_->rmsnorm_forward(a_->xf.data(), a_->rstdf.data(), last, final_norm, static_cast<int>(Tl), C);
+  be_->matmul_forward(a_->logits.data(), split_.gather(a_->xf.data(), ws.gathered, TlC), final_norm + C, nullptr,
                      static_cast<int>(BT), C, V);
   release(final_unit);
   if (!tp_ || tp_->size() == 1) {
-    return be_.cross_entropy(a_->logits.data(), targets, static_cast<int>(BT), V);
+    return be_->cross_entropy(a_->logits.data(), targets, static_cast<int>(BT), V);
   }
-  return be_.vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_);
+  return be_->vocab_parallel_cross_entropy(tp_, a_->logits.data(), targets, BT, vocab_local_, vocab_start_);
 }
 
 template <class T>
@@ -299,7 +301,7 @@ size_t LlamaModel<T>::activation_bytes() const {
 
 template <class T>
 acc_t<T> LlamaModel<T>::forward_backward(const int* tokens, const int* targets, int B, int Tn, bool accumulate) {
-  if (!accumulate && !table_.provider) std::fill(grads.begin(), grads.end(), T(0));
+  if (!accumulate && !table_.provider) be_->zero(grads.data(), grads.size());
   return timed_forward_backward(*this, tokens, targets, B, Tn);
 }
 
@@ -321,13 +323,13 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   Buffer<T> dnorm = work(split_.split() ? static_cast<size_t>(C) : 0);
   auto norm_backward = [&](T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const acc_t<T>* rstd) {
     if (!split_.split()) {
-      be_.rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, static_cast<int>(Tl), C);
+      be_->rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, static_cast<int>(Tl), C);
       return;
     }
-    std::fill(dnorm.begin(), dnorm.end(), T(0));
-    be_.rmsnorm_backward(dinp, dnorm.data(), dout, inp, weight, rstd, static_cast<int>(Tl), C);
+    be_->zero(dnorm.data(), dnorm.size());
+    be_->rmsnorm_backward(dinp, dnorm.data(), dout, inp, weight, rstd, static_cast<int>(Tl), C);
     split_.sum_replicated(dnorm.data(), dnorm.size());
-    be_.accumulate(dweight, dnorm.data(), static_cast<size_t>(C));
+    be_->accumulate(dweight, dnorm.data(), static_cast<size_t>(C));
   };
   const int final_unit = L + 1;
   if (stage_.last) {
@@ -336,7 +338,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     open_gradients(final_unit);
     const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
     T* gfinal = table_.g[static_cast<size_t>(final_unit)];
-    be_.matmul_backward(dxf.data(), gfinal + C, nullptr, a_->logits.data(), split_.gather(a_->xf.data(), gathered, TlC),
+    be_->matmul_backward(dxf.data(), gfinal + C, nullptr, a_->logits.data(), split_.gather(a_->xf.data(), gathered, TlC),
                         final_norm + C, static_cast<int>(BT), C, V);
     const T* last = n > 0 ? a_->final_in.data() : a_->x0.data();
     const T* dxf_mine = split_.reduce(dxf.data(), reduced, TlC);  // each rank's vocabulary rows contribute
@@ -344,7 +346,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     finish_gradients(final_unit);
     release(final_unit);
   } else {
-    std::copy(doutput, doutput + TlC, dx.begin());
+    be_->copy(dx.data(), doutput, TlC);
   }
   Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), dx2 = work(TlC),
             datty = work(BT * QD), dq = work(BT * QD), dk = work(BT * KD), dv = work(BT * KD), dxn1 = work(BT * C),
@@ -361,37 +363,37 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // q, k (post-rotary) and v; the attention output goes to scratch (datty,
     // zeroed below before its use).
     if (selective_ && !recompute_) {
-      be_.gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
+      be_->gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
                                 L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
     }
     for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
-      std::fill(vec->begin(), vec->end(), T(0));
+      be_->zero(vec->data(), vec->size());
     }
     // x3 = x2 + down(h): the product's output gradient over every token
     // (gathered under sequence parallelism).
-    be_.accumulate(dx2.data(), dx.data(), TlC);
-    be_.matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,
+    be_->accumulate(dx2.data(), dx.data(), TlC);
+    be_->matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,
                         w(WDOWN, l), static_cast<int>(BT), F, C);
-    be_.swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
+    be_->swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
     const T* xn2 = split_.gather(L_->xn2.data() + s * TlC, gathered, TlC);
-    be_.matmul_backward(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2, w(WGATE, l), static_cast<int>(BT), C, F);
-    be_.matmul_backward(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2, w(WUP, l), static_cast<int>(BT), C, F);
+    be_->matmul_backward(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2, w(WGATE, l), static_cast<int>(BT), C, F);
+    be_->matmul_backward(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2, w(WUP, l), static_cast<int>(BT), C, F);
     // Column-parallel: the input's gradient summed over ranks.
     const T* dxn2_mine = split_.reduce(dxn2.data(), reduced, TlC);
     norm_backward(dx2.data(), gw(MLP_NORM, l), dxn2_mine, L_->x2.data() + s * TlC, w(MLP_NORM, l), L_->rstd2.data() + s * Tl);
     // x2 = x + wo(atty)
-    be_.accumulate(dprev.data(), dx2.data(), TlC);
-    be_.matmul_backward(datty.data(), gw(WO, l), nullptr, split_.gather(dx2.data(), gathered, TlC),
+    be_->accumulate(dprev.data(), dx2.data(), TlC);
+    be_->matmul_backward(datty.data(), gw(WO, l), nullptr, split_.gather(dx2.data(), gathered, TlC),
                         L_->atty.data() + s * BT * QD, w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
-    be_.gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), L_->q.data() + s * BT * QD,
+    be_->gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), L_->q.data() + s * BT * QD,
                                L_->k.data() + s * BT * KD, L_->v.data() + s * BT * KD, A_->att.data() + att_slot(s) * att_size,
                                B, Tn, NH, KVH, hs);
-    be_.rope_backward(dq.data(), B, Tn, NH, hs, base);
-    be_.rope_backward(dk.data(), B, Tn, KVH, hs, base);
+    be_->rope_backward(dq.data(), B, Tn, NH, hs, base);
+    be_->rope_backward(dk.data(), B, Tn, KVH, hs, base);
     const T* xn1 = split_.gather(L_->xn1.data() + s * TlC, gathered, TlC);
-    be_.matmul_backward(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l), static_cast<int>(BT), C, static_cast<int>(QD));
-    be_.matmul_backward(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l), static_cast<int>(BT), C, static_cast<int>(KD));
-    be_.matmul_backward(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l), static_cast<int>(BT), C, static_cast<int>(KD));
+    be_->matmul_backward(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l), static_cast<int>(BT), C, static_cast<int>(QD));
+    be_->matmul_backward(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l), static_cast<int>(BT), C, static_cast<int>(KD));
+    be_->matmul_backward(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l), static_cast<int>(BT), C, static_cast<int>(KD));
     const T* dxn1_mine = split_.reduce(dxn1.data(), reduced, TlC);
     norm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1_mine, x, w(ATTN_NORM, l), L_->rstd1.data() + s * Tl);
     finish_gradients(l + 1);
@@ -401,7 +403,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   if (stage_.first) {
     // Each rank's vocabulary rows take every token's gradient (gathered under sequence parallelism).
     open_gradients(0);
-    lookup_backward(be_, table_.g[0], split_.gather(dx.data(), gathered, TlC), a_->ids.data(), BT, C, vocab_start_,
+    be_->embedding_backward(table_.g[0], split_.gather(dx.data(), gathered, TlC), a_->ids.data(), BT, C, vocab_start_,
                     vocab_local_);
     finish_gradients(0);
   } else {

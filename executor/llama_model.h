@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "executor/activation_sets.h"
-#include "executor/cpu_backend.h"
+#include "executor/backend.h"
 #include "executor/param_units.h"
 #include "executor/pipeline_stage.h"
 #include "executor/unit_table.h"
@@ -64,6 +64,8 @@ class LlamaModel {
   size_t unit_size(int unit) const { return table_.size[static_cast<size_t>(unit)]; }
   const LlamaConfig& config() const { return c_; }
   const PipelineStage& stage() const { return stage_; }
+  // What its arithmetic runs on (the trainer runs the optimizer there too).
+  Backend<T>& backend() { return *be_; }
   // Pipeline parallelism, as GptModel's (executor/gpt_model.h): micro-batch
   // k's forward through this stage from tokens (first stage) or `input`;
   // its output until output_sent(k); its backward from `doutput` (null on
@@ -121,7 +123,7 @@ class LlamaModel {
   int heads_local_ = 0, kv_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
-  CpuBackend<T> be_;
+  std::unique_ptr<Backend<T>> be_;
   bool recompute_ = false, selective_ = false;
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }

@@ -1,11 +1,11 @@
 #include "executor/loopback_communicator.h"
 
-#include <cstring>
 #include <stdexcept>
 
 namespace zp {
 
-LoopbackCommunicator::LoopbackCommunicator(int rank, int size) : rank_(rank), size_(size) {
+LoopbackCommunicator::LoopbackCommunicator(int rank, int size, Device& device)
+    : rank_(rank), size_(size), device_(device) {
   if (size < 1 || rank < 0 || rank >= size) {
     throw std::runtime_error("loopback communicator: rank " + std::to_string(rank) + " of " + std::to_string(size));
   }
@@ -21,12 +21,12 @@ void LoopbackCommunicator::do_all_reduce_sum(void* data, size_t count, Elem e) {
 
 void LoopbackCommunicator::do_reduce_scatter_sum(const void* in, void* out, size_t count_per_rank, Elem e) {
   const size_t bytes = count_per_rank * elem_bytes(e);
-  std::memcpy(out, static_cast<const char*>(in) + static_cast<size_t>(rank_) * bytes, bytes);
+  device_.copy(out, static_cast<const char*>(in) + static_cast<size_t>(rank_) * bytes, bytes);
 }
 
 void LoopbackCommunicator::do_all_gather(const void* in, void* out, size_t count_per_rank, Elem e) {
   const size_t bytes = count_per_rank * elem_bytes(e);
-  for (int r = 0; r < size_; ++r) std::memmove(static_cast<char*>(out) + static_cast<size_t>(r) * bytes, in, bytes);
+  for (int r = 0; r < size_; ++r) device_.copy(static_cast<char*>(out) + static_cast<size_t>(r) * bytes, in, bytes);
 }
 
 void LoopbackCommunicator::do_broadcast(void* data, size_t count, int root, Elem e) {
@@ -45,7 +45,7 @@ void LoopbackCommunicator::do_send(const void* data, size_t count, int peer, Ele
 
 void LoopbackCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
   if (peer < 0 || peer >= size_) throw std::runtime_error("loopback recv: peer " + std::to_string(peer));
-  std::memset(data, 0, count * elem_bytes(e));
+  device_.zero(data, count * elem_bytes(e));
 }
 
 void LoopbackCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,

@@ -7,12 +7,15 @@
 #pragma once
 
 #include "executor/communicator.h"
+#include "executor/device.h"
 
 namespace zp {
 
 class LoopbackCommunicator final : public Communicator {
  public:
-  LoopbackCommunicator(int rank, int size);
+  // Its copies go through `device`, where the buffers it is given live.
+  LoopbackCommunicator(int rank, int size, Device& device = host_device());
+  Device& device() const { return device_; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   bool emulated() const override { return true; }
@@ -29,6 +32,7 @@ class LoopbackCommunicator final : public Communicator {
 
  private:
   int rank_, size_;
+  Device& device_;
 };
 
 }  // namespace zp

@@ -16,9 +16,12 @@ ParallelGroups make_parallel_groups(Communicator& world, const Layout& l) {
     g.dp = mpi->split(g.pp_rank * tp + g.tp_rank, g.dp_rank);
     g.pp = mpi->split(g.dp_rank * tp + g.tp_rank, g.pp_rank);
   } else {
-    g.tp = std::make_unique<LoopbackCommunicator>(g.tp_rank, tp);
-    g.dp = std::make_unique<LoopbackCommunicator>(g.dp_rank, dp);
-    g.pp = std::make_unique<LoopbackCommunicator>(g.pp_rank, pp);
+    // An emulated rank: its groups copy where the world does (host or GPU memory).
+    auto* loop = dynamic_cast<LoopbackCommunicator*>(&world);
+    Device& device = loop ? loop->device() : host_device();
+    g.tp = std::make_unique<LoopbackCommunicator>(g.tp_rank, tp, device);
+    g.dp = std::make_unique<LoopbackCommunicator>(g.dp_rank, dp, device);
+    g.pp = std::make_unique<LoopbackCommunicator>(g.pp_rank, pp, device);
   }
   return g;
 }

@@ -152,7 +152,7 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
     const size_t table = model_.tied_embedding_size();
     tied_.assign(table, T(0));
     comm_.send_recv(tied, table, stage == 0 ? p - 1 : 0, tied_.data(), table, stage == 0 ? p - 1 : 0);
-    for (size_t i = 0; i < table; ++i) tied[i] += tied_[i];
+    model_.backend().accumulate(tied, tied_.data(), table);
   }
   // Across the pipelines: the mean over their slices of the batch and the
   // optimizer step (the gradients still hold the sum over the micro-batches).

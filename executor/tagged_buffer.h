@@ -138,6 +138,22 @@ std::vector<T> host_copy(const Buffer<T>& b) {
   return out;
 }
 
+// The first n elements of `b` from `src` (host memory or b's device).
+template <class T>
+void copy_in(Buffer<T>& b, const T* src, size_t n) {
+  b.home().device().copy(b.data(), src, n * sizeof(T));
+}
+
+// Every element zero, through the buffer's device.
+template <class T>
+void fill_zero(Buffer<T>& b) {
+  b.home().device().zero(b.data(), b.size() * sizeof(T));
+}
+
+// Of two devices, the one that moves bytes between them: a GPU's copies
+// reach host memory, the host's do not reach a GPU's.
+inline Device& mover(Device& a, Device& b) { return a.is_gpu() ? a : b; }
+
 // Gives the storage back now (the buffer stays, empty, with its home).
 template <class T>
 void release_buffer(Buffer<T>& b) {

@@ -36,26 +36,14 @@ void tp_all_reduce(Communicator* comm, T* data, size_t count) {
 
 // Vocabulary-parallel lookup: each rank copies the rows it holds (table rows
 // [vocab_start, vocab_start + vocab_local)), zeros elsewhere, and the sum over
-// the ranks is the embedding. `out` (N x C) must be zeroed.
-template <class T>
-void vocab_parallel_lookup(Communicator* comm, T* out, const T* table, const int* ids, size_t N, int C, int vocab_start,
-                           int vocab_local) {
-  for (size_t i = 0; i < N; ++i) {
-    const int row = ids[i] - vocab_start;
-    if (row >= 0 && row < vocab_local) std::copy_n(table + static_cast<size_t>(row) * C, C, out + i * static_cast<size_t>(C));
-  }
-  tp_all_reduce(comm, out, N * static_cast<size_t>(C));
-}
-
-// Its backward: each rank's rows take their tokens' gradients (dout N x C),
-// through the backend's scatter-add (fp32 accumulation for bf16 tables).
+// the ranks is the embedding. `out` (N x C) must be zeroed. Its backward is
+// the backend's embedding_backward: each rank's rows take their tokens'
+// gradients.
 template <class Backend, class T>
-void lookup_backward(Backend& be, T* dtable, const T* dout, const int* ids, size_t N, int C, int vocab_start,
-                     int vocab_local) {
-  be.scatter_add_rows(dtable, static_cast<size_t>(vocab_local), dout, N, C, [&](size_t i) {
-    const long row = ids[i] - vocab_start;
-    return row >= 0 && row < vocab_local ? row : -1L;
-  });
+void vocab_parallel_lookup(Backend& be, Communicator* comm, T* out, const T* table, const int* ids, size_t N, int C,
+                           int vocab_start, int vocab_local) {
+  be.embedding_forward(out, table, ids, N, C, vocab_start, vocab_local);
+  tp_all_reduce(comm, out, N * static_cast<size_t>(C));
 }
 
 // Megatron-LM's vocab-parallel cross-entropy (core/tensor_parallel/

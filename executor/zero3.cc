@@ -6,9 +6,10 @@
 namespace zp {
 
 template <class T>
-Zero3Units<T>::Zero3Units(Communicator& comm, const std::vector<size_t>& unit_sizes, TrackingAllocator* device,
-                       TrackingAllocator* grad_home, Component grad_tag, TrackingAllocator* param_home)
-    : comm_(comm) {
+Zero3Units<T>::Zero3Units(Backend<T>& be, Communicator& comm, const std::vector<size_t>& unit_sizes,
+                          TrackingAllocator* device, TrackingAllocator* grad_home, Component grad_tag,
+                          TrackingAllocator* param_home)
+    : be_(be), comm_(comm) {
   const size_t world = static_cast<size_t>(comm.size());
   size_t total = 0, largest = 0;
   for (size_t n : unit_sizes) {
@@ -25,6 +26,11 @@ Zero3Units<T>::Zero3Units(Communicator& comm, const std::vector<size_t>& unit_si
     gradients_low = make_buffer<T>(grad_home, grad_tag, total);
   }
   received_ = make_buffer<T>(device, Component::Buckets, largest);
+  Device& grads_device = fp32_grads_ ? gradients_fp32.home().device() : gradients_low.home().device();
+  if (&grads_device != &be.device()) {
+    staged_ = make_buffer<T>(grad_home, Component::OffloadStaging, largest);
+    host_be_ = make_backend<T>(grad_home);
+  }
   gathered_.resize(unit_sizes.size());
   buckets_.resize(unit_sizes.size());
   for (size_t u = 0; u < unit_sizes.size(); ++u) {
@@ -40,18 +46,18 @@ void Zero3Units<T>::partition(const T* full) {
   const size_t rank = static_cast<size_t>(comm_.rank());
   size_t unit_start = 0;
   for (size_t u = 0; u < chunk_.size(); ++u) {
-    const size_t begin = rank * chunk_[u];
-    for (size_t i = 0; i < chunk_[u]; ++i) {
-      params[offset_[u] + i] = begin + i < sizes_[u] ? full[unit_start + begin + i] : T(0);
-    }
+    // This rank's chunk; the tail past the unit's end stays zero.
+    const size_t begin = std::min(rank * chunk_[u], sizes_[u]), count = std::min(chunk_[u], sizes_[u] - begin);
+    mover(params.home().device(), be_.device())
+        .copy(params.data() + offset_[u], full + unit_start + begin, count * sizeof(T));
     unit_start += sizes_[u];
   }
 }
 
 template <class T>
 void Zero3Units<T>::zero_gradients() {
-  std::fill(gradients_fp32.begin(), gradients_fp32.end(), 0.0f);
-  std::fill(gradients_low.begin(), gradients_low.end(), T(0));
+  fill_zero(gradients_fp32);
+  fill_zero(gradients_low);
 }
 
 template <class T>
@@ -104,12 +110,18 @@ template <class T>
 void Zero3Units<T>::reduce_scatter(size_t u) {
   Buffer<T>& b = buckets_[u];
   comm_.reduce_scatter_sum(b.data(), received_.data(), chunk_[u]);
+  // Added where the partition lives: on the model's device, or (optimizer
+  // offload on a GPU) copied to the host and added there.
+  const T* chunk = received_.data();
+  if (host_be_) {
+    be_.device().copy(staged_.data(), chunk, chunk_[u] * sizeof(T));
+    chunk = staged_.data();
+  }
+  Backend<T>& at = host_be_ ? *host_be_ : be_;
   if (fp32_gradients()) {
-    float* mine = gradients_fp32.data() + offset_[u];
-    for (size_t i = 0; i < chunk_[u]; ++i) mine[i] += static_cast<float>(received_[i]);
+    at.add_into_fp32(gradients_fp32.data() + offset_[u], chunk, chunk_[u], true);
   } else {
-    T* mine = gradients_low.data() + offset_[u];
-    for (size_t i = 0; i < chunk_[u]; ++i) mine[i] += received_[i];
+    at.add_into(gradients_low.data() + offset_[u], chunk, chunk_[u], true);
   }
   release_buffer(b);
 }
