@@ -1,0 +1,92 @@
+// CudaBackend<T>: the Backend (executor/backend.h) of a CudaDevice: the
+// kernels of kernels/ (norms, activations, attention with the softmax
+// fused, rotary positions, token lookups, the fused cross-entropy, AdamW,
+// elementwise sums) and cuBLASLt products, for float or bf16 storage with
+// fp32 arithmetic, all on the legacy default stream. What it holds, from the
+// rank's tracker: the cuBLASLt workspace (cublas_workspace, 32 MiB: NVIDIA's
+// recommendation for Hopper), the fp32 score gradients of attention's
+// backward and the index arrays of the token lookups (workspace). Token
+// ids and targets may be host or device memory; the lookups' row indices
+// are built on the host (ids are a few KB a step) and copied over. The loss
+// is summed on the host from the per-token losses, which makes
+// cross_entropy a synchronisation point, once per micro-batch.
+// Vocabulary-parallel cross-entropy (tensor parallelism) runs on host
+// copies of the logits: correct, not fast; the emulated tensor-parallel
+// runs it serves say so.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "executor/backend.h"
+#include "executor/tagged_buffer.h"
+
+namespace zp {
+
+namespace cuda {
+class Matmul;
+}
+
+template <class T>
+class CudaBackend final : public Backend<T> {
+ public:
+  using Acc = acc_t<T>;
+  static constexpr uint64_t kMatmulWorkspaceBytes = uint64_t{32} << 20;
+  CudaBackend(Device& device, TrackingAllocator* tracker);
+  ~CudaBackend() override;
+
+  void layernorm_forward(T* out, Acc* mean, Acc* rstd, const T* inp, const T* w, const T* b, int N, int C) override;
+  void layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const Acc* mean,
+                          const Acc* rstd, int N, int C) override;
+  void matmul_forward(T* out, const T* inp, const T* w, const T* bias, int N, int C, int OC) override;
+  void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC) override;
+  void attention_forward(T* out, T* preatt, T* att, const T* qkv, int B, int Tn, int C, int NH) override;
+  void attention_backward(T* dqkv, T* dpreatt, T* datt, const T* dout, const T* qkv, const T* att, int B, int Tn, int C,
+                          int NH) override;
+  void gelu_forward(T* out, const T* inp, size_t n) override;
+  void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) override;
+  void residual_forward(T* out, const T* a, const T* b, size_t n) override;
+  void residual_backward(T* da, T* db, const T* dout, size_t n) override;
+  void accumulate(T* dst, const T* src, size_t n) override;
+  Acc cross_entropy(T* logits, const int* targets, int N, int V) override;
+  Acc vocab_parallel_cross_entropy(Communicator* comm, T* logits, const int* targets, size_t N, int vocab_local,
+                                   int vocab_start) override;
+  void embedding_forward(T* out, const T* table, const int* ids, size_t N, int C, int vocab_start,
+                         int vocab_local) override;
+  void embedding_backward(T* dtable, const T* dout, const int* ids, size_t N, int C, int vocab_start,
+                          int vocab_local) override;
+  void add_bias(T* out, const T* bias, size_t rows, int C) override;
+  void add_positions(T* out, const T* positions, size_t rows, int C, size_t first, int Tn) override;
+  void positions_backward(T* dpositions, const T* dout, size_t N, int C, int Tn) override;
+  void rmsnorm_forward(T* out, Acc* rstd, const T* inp, const T* w, int N, int C) override;
+  void rmsnorm_backward(T* dinp, T* dw, const T* dout, const T* inp, const T* w, const Acc* rstd, int N, int C) override;
+  void swiglu_forward(T* out, const T* gate, const T* up, size_t n) override;
+  void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) override;
+  void rope_forward(T* x, int B, int Tn, int H, int hs, Acc base) override;
+  void rope_backward(T* dx, int B, int Tn, int H, int hs, Acc base) override;
+  void gqa_attention_forward(T* out, T* att, const T* q, const T* k, const T* v, int B, int Tn, int NH, int KVH,
+                             int hs) override;
+  void gqa_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* att, int B,
+                              int Tn, int NH, int KVH, int hs) override;
+  void adamw_fp32_grads(float* weights, T* low, const float* grads, float scale, float* m, float* v, size_t count,
+                        int step, const AdamConfig& a) override;
+  void adamw_model_grads(float* weights, T* low, const T* grads, float scale, float* m, float* v, size_t count,
+                         int step, const AdamConfig& a) override;
+  void add_into_fp32(float* dst, const T* src, size_t n, bool add) override;
+  void add_into(T* dst, const T* src, size_t n, bool add) override;
+  void round_into(T* dst, const float* src, size_t n) override;
+  void widen_into(float* dst, const T* src, size_t n) override;
+
+ private:
+  // Device copies of host-built index arrays, one slot per argument of a call.
+  const int* indices(int slot, const std::vector<int>& host);
+  std::vector<int> host_ids(const int* ids, size_t N);
+  float* scores(size_t n);  // the fp32 score-gradient workspace, grown to n
+  TrackingAllocator* tracker_;
+  Buffer<char> matmul_workspace_;
+  std::unique_ptr<cuda::Matmul> matmul_;
+  Buffer<float> scores_, losses_;
+  std::vector<Buffer<int>> indices_;
+};
+
+}  // namespace zp

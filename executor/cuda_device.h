@@ -1,0 +1,50 @@
+// CudaDevice: the GPU as a Device (executor/device.h). Its blocks come from
+// the caching allocator (executor/caching_allocator.h, PyTorch's policy)
+// over cudaMalloc'd segments, so a step's buffers reuse the last step's
+// memory without synchronising cudaMalloc calls and the reserved peak is
+// what PyTorch users would measure. Zeroing and copies are queued on the
+// legacy default stream, where every kernel of the CUDA backend runs, so
+// they are ordered with the kernels without explicit synchronisation; a
+// copy that reaches pageable host memory returns once the host side is done
+// (cudaMemcpyAsync's rules). Its backends are CudaBackend's. Built where
+// nvcc is (target zp_executor_cuda). Buffers from it must go before it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "executor/caching_allocator.h"
+#include "executor/device.h"
+
+namespace zp {
+
+class CudaDevice final : public Device {
+ public:
+  // Selects GPU `ordinal` for this process (cudaSetDevice).
+  explicit CudaDevice(int ordinal = 0);
+  ~CudaDevice() override;
+  std::string name() const override { return name_; }
+  void* allocate(uint64_t bytes) override;
+  void release(void* p) override;
+  void zero(void* p, uint64_t bytes) override;
+  void copy(void* dst, const void* src, uint64_t bytes) override;
+  void synchronize() override;
+  bool host_accessible() const override { return false; }
+  bool is_gpu() const override { return true; }
+  std::unique_ptr<Backend<float>> make_backend(TrackingAllocator* tracker, float* type) override;
+  std::unique_ptr<Backend<bf16>> make_backend(TrackingAllocator* tracker, bf16* type) override;
+  // Reserved (segments) and allocated (rounded blocks) bytes and their peaks.
+  const CachingAllocator& caching() const { return caching_; }
+
+ private:
+  class Segments final : public SegmentSource {
+   public:
+    void* allocate(uint64_t bytes) override;
+    void release(void* p, uint64_t bytes) override;
+  };
+  std::string name_;
+  Segments segments_;
+  CachingAllocator caching_{segments_};
+};
+
+}  // namespace zp
