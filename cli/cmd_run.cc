@@ -31,6 +31,7 @@ int run(const RunOptions& o) {
   // Under mpirun (OpenMPI sets OMPI_COMM_WORLD_SIZE) the group is MPI_COMM_WORLD.
   const bool under_mpi = std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr;
   std::unique_ptr<MpiSession> session;
+  std::unique_ptr<Device> gpu;  // before the communicator and the allocators that use it
   std::unique_ptr<Communicator> comm;
   int error = 0;
   std::string message;
@@ -39,6 +40,10 @@ int run(const RunOptions& o) {
   try {
     plan = read_plan_file(plan_path);
     l = runnable_layout(plan_path, plan);
+    if (o.device != "cpu" && under_mpi) {
+      throw InputError("--device " + o.device + ": runs one process (an emulated rank); NCCL worlds under mpirun are not wired into `run` yet");
+    }
+    if (!under_mpi) gpu = make_run_device(o.device);
   } catch (const InputError& e) {
     error = 1;
     message = e.what();
@@ -57,7 +62,8 @@ int run(const RunOptions& o) {
         error = 1;
         message = "--emulate-rank " + std::to_string(emulate_rank) + ": expected a rank below dp x pp = " + std::to_string(l.world());
       } else {
-        comm = std::make_unique<LoopbackCommunicator>(emulate_rank, static_cast<int>(l.world()));
+        comm = std::make_unique<LoopbackCommunicator>(emulate_rank, static_cast<int>(l.world()),
+                                                      gpu ? *gpu : host_device());
       }
     } else if (static_cast<uint64_t>(world) != l.world()) {
       error = 1;
@@ -66,7 +72,7 @@ int run(const RunOptions& o) {
                 std::to_string(l.world()) + " or --emulate-rank)";
     }
   }
-  if (!comm) comm = std::make_unique<LoopbackCommunicator>(0, 1);
+  if (!comm) comm = std::make_unique<LoopbackCommunicator>(0, 1, gpu ? *gpu : host_device());
   // Every rank agrees on failure, so none waits for another in a collective.
   float flag = static_cast<float>(error);
   if (under_mpi) comm->all_reduce_sum(&flag, 1);
@@ -76,7 +82,7 @@ int run(const RunOptions& o) {
   }
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();
-  Memory memory;
+  Memory memory(gpu ? *gpu : host_device());
   const Json measured = run_rank(plan, l, *comm, memory, leader, o);
   if (measured.is_null()) return 0;
   // <plan>.measured.json for stage 0, <plan>.measured.stage<s>.json for the others.
@@ -101,6 +107,8 @@ void add_run_command(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--steps", o.steps, "Training steps")->check(CLI::Range(1, 1000000));
   cmd->add_option("--emulate-rank", o.emulate_rank, "Run as this rank of the plan's dp x tp x pp ranks, in one process")
       ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--device", o.device, "cpu (default) or cuda: the backend the layout runs on")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--text", o.text, "Train on this file's bytes instead of the synthetic corpus")->check(CLI::ExistingFile);
   cmd->add_option("--out", o.out_path, "Where to write the measurements (default: <plan>.measured.json)");
   cmd->add_option("--save", o.save_dir, "After the last step, write each rank's checkpoint to DIR/rank<r>.ckpt");

@@ -23,6 +23,10 @@
 #include "executor/timed_communicator.h"
 #include "models/input_error.h"
 #include "models/param_count.h"
+#ifdef ZP_HAVE_CUDA
+#include "executor/cuda_device.h"
+#include "kernels/device_memory.h"
+#endif
 
 namespace zp {
 namespace {
@@ -160,7 +164,8 @@ Json measurements(const PlanFile& plan, const Layout& l, const Communicator& com
   Json out = {{"schema", "zeroplan.measured"},
               {"version", 2},
               {"plan", plan_path},
-              {"backend", "cpu"},
+              {"backend", memory.device.device().is_gpu() ? "cuda" : "cpu"},
+              {"device", memory.device.device().name()},
               {"build", build_info()},
               {"precision", to_string(l.precision)},
               {"communicator", comm.name()},
@@ -178,6 +183,18 @@ Json measurements(const PlanFile& plan, const Layout& l, const Communicator& com
               {"comparison", comparison(device_now, host_now, rows.totals(), activation_bytes_measured)},
               {"steps", step_rows}};
   out["memory"].update(extra_memory);
+#ifdef ZP_HAVE_CUDA
+  // The GPU's own view: the caching allocator's segments (what PyTorch
+  // reports as reserved) and the device's used memory (context, cuBLAS and
+  // NCCL included), measured, not predicted.
+  if (const auto* gpu = dynamic_cast<const CudaDevice*>(&memory.device.device())) {
+    out["memory"]["gpu"] = {{"reserved_peak_bytes", gpu->caching().peak_reserved_bytes()},
+                            {"allocated_peak_bytes", gpu->caching().peak_allocated_bytes()},
+                            {"segments", gpu->caching().segments()},
+                            {"cudaMalloc_calls", gpu->caching().source_allocations()},
+                            {"device_used_bytes", cuda::device_memory_info().used_bytes()}};
+  }
+#endif
   return out;
 }
 
@@ -214,6 +231,7 @@ Json train(Model& model, const PlanFile& plan, const Layout& l, Communicator& co
     timed.reset();
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
+    memory.device.device().synchronize();  // a GPU's queued work belongs to this step
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     step_rows.push_back(step_row(first_step + s, loss, seconds, trainer.last_phases(), timed));
     if (leader && !o.quiet) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
@@ -264,6 +282,7 @@ Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communi
     timed.reset();
     const auto start = std::chrono::steady_clock::now();
     const float loss = trainer.step(b.tokens.data(), b.targets.data(), mb, T, ga);
+    memory.device.device().synchronize();  // a GPU's queued work belongs to this step
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     step_rows.push_back(step_row(first_step + s, loss, seconds, trainer.last_phases(), timed));
     if (world.rank() == 0 && !world.emulated() && !o.quiet) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
@@ -345,6 +364,20 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   run.attention = Attention::Materialized;
   run.emulated = true;
   return run;
+}
+
+std::unique_ptr<Device> make_run_device(const std::string& name) {
+  if (name == "cpu") return nullptr;
+  if (name != "cuda") throw InputError("--device " + name + ": expected cpu or cuda");
+#ifdef ZP_HAVE_CUDA
+  try {
+    return std::make_unique<CudaDevice>(0);
+  } catch (const std::runtime_error& e) {
+    throw InputError(std::string("--device cuda: no usable GPU (") + e.what() + ")");
+  }
+#else
+  throw InputError("--device cuda: this zeroplan was built without CUDA (ZP_WITH_CUDA=OFF or no nvcc)");
+#endif
 }
 
 void write_atomically(const std::string& path, const std::string& content) {

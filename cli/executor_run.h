@@ -2,6 +2,7 @@
 // (cli/cmd_run.cc) and `zeroplan validate` (cli/cmd_validate.cc).
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "cli/plan_file.h"
@@ -12,16 +13,24 @@
 
 namespace zp {
 
-// The rank's tracking allocators: what its accelerator holds (on the CPU
-// backend, tagged host memory) and the host memory of offload.
+// The rank's tracking allocators: what its accelerator holds (tagged host
+// memory on the CPU backend, the GPU's on the CUDA one) and the host memory
+// of offload. The Device must outlive it.
 struct Memory {
+  explicit Memory(Device& accelerator = host_device()) : device(accelerator) {}
   TrackingAllocator device, host;
 };
+
+// The device of --device NAME: nullptr for "cpu" (the host), the first GPU
+// for "cuda"; an InputError naming the flag for anything else, or for
+// "cuda" in a build without CUDA.
+std::unique_ptr<Device> make_run_device(const std::string& name);
 
 // What `zeroplan run` was asked to do.
 struct RunOptions {
   std::string plan_path, text, out_path;
   std::string save_dir, resume_dir;  // checkpoints: one file per rank, rank<r>.ckpt
+  std::string device = "cpu";        // --device: cpu or cuda
   int steps = 10, emulate_rank = -1;
   bool quiet = false;  // no line per step
 };
