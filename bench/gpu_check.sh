@@ -9,9 +9,13 @@
 # and fits the time model's GEMM curve to them (`zeroplan calibrate`, the
 # fitted file left in the log folder, not committed by the script), and
 # prints a short summary last. Each step runs even when an earlier one
-# failed, so one run shows everything. Logs go to ${OUT:-build/gpu_check}.
-# What is not built yet (the CUDA backend behind the models, validate's time
-# comparison) is issue 7's remaining work.
+# failed, so one run shows everything. Then the models and trainer on the
+# CUDA backend against the CPU backend (cuda_model_test), the validation
+# matrix on the GPU (`zeroplan validate --device cuda`, bench/data/
+# validate_h200.json: predicted vs measured memory per component and step
+# time) and the throughput comparison with PyTorch eager on GPT-2 XL, 8 x
+# 1024 (bench/pytorch_gpt2_step.py, the same GPU in the same run; the ratio
+# is printed last). Logs go to ${OUT:-build/gpu_check}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The H200 machine keeps cmake in the PyTorch environment (shared/reference/h200.md).
@@ -25,7 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DZP_WITH_CUDA=ON > "$out/configure.log" 2>&1; then
   echo "configure failed: $out/configure.log"; tail -20 "$out/configure.log"; exit 1
 fi
-for target in cuda_ops_test nccl_comm_test gpu_gemm_sweep zeroplan; do
+for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep zeroplan; do
   if cmake --build build-gpu -j "$(nproc)" --target "$target" > "$out/build_$target.log" 2>&1; then
     note "built $target"
   else
@@ -37,6 +41,10 @@ failed=0
 if [ -x build-gpu/tests/cuda_ops_test ]; then
   build-gpu/tests/cuda_ops_test -s --no-colors > "$out/cuda_ops_test.log" 2>&1; rc=$?
   note "cuda_ops_test exit code $rc (log: $out/cuda_ops_test.log)"; [ "$rc" -eq 0 ] || failed=1
+fi
+if [ -x build-gpu/tests/cuda_model_test ]; then
+  build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test.log" 2>&1; rc=$?
+  note "cuda_model_test exit code $rc (log: $out/cuda_model_test.log)"; [ "$rc" -eq 0 ] || failed=1
 fi
 if [ -x build-gpu/tests/nccl_comm_test ]; then
   gpus=$(nvidia-smi -L | wc -l)
@@ -54,9 +62,28 @@ if [ -x build-gpu/bench/gpu_gemm_sweep ] && [ -x build-gpu/zeroplan ]; then
   [ "$rc" -eq 0 ] || failed=1
 fi
 
+# The validation matrix on the GPU, then the PyTorch comparison.
+if [ -x build-gpu/zeroplan ]; then
+  timeout 240 build-gpu/zeroplan validate --device cuda --matrix bench/data/validate_h200.json --warmup 1 --steps 2 \
+    --out "$out/validate" > "$out/validate.log" 2>&1; rc=$?
+  note "validate matrix on the GPU exit code $rc (report: $out/validate/report.md)"; [ "$rc" -eq 0 ] || failed=1
+  timeout 120 build-gpu/zeroplan validate --device cuda --model gpt2-1.5b --gpu H200-141GB --gpus 1 --seq 1024 \
+    --micro-batch 8 --zero 0 --warmup 3 --steps 5 --out "$out/gpt2xl" > "$out/gpt2xl.log" 2>&1; rc=$?
+  note "zeroplan GPT-2 XL 8 x 1024 exit code $rc"
+fi
+py=/opt/torch/.venv/bin/python3; [ -x "$py" ] || py=python3
+timeout 120 "$py" bench/pytorch_gpt2_step.py > "$out/pytorch_gpt2xl.json" 2> "$out/pytorch_gpt2xl.log"; rc=$?
+note "PyTorch GPT-2 XL 8 x 1024 exit code $rc"
+ours=$(python3 -c "import json;print(json.load(open('$out/gpt2xl/validate.json'))['cases'][0]['step_time']['measured_s'])" 2>/dev/null)
+theirs=$(python3 -c "import json;print(json.load(open('$out/pytorch_gpt2xl.json'))['step_s'])" 2>/dev/null)
+if [ -n "$ours" ] && [ -n "$theirs" ]; then
+  note "GPT-2 XL step: zeroplan $ours s, PyTorch eager $theirs s, ratio $(python3 -c "print(round($ours/$theirs, 3))") (target <= 1)"
+fi
+
 echo
 echo "== what the GPU tests measured and found"
-grep -hE "MESSAGE|ERROR|Status" "$out"/cuda_ops_test.log "$out"/nccl_comm_test.log 2>/dev/null | sed 's/.*MESSAGE: //' | tail -70
+grep -hE "MESSAGE|ERROR|Status" "$out"/cuda_ops_test.log "$out"/cuda_model_test.log "$out"/nccl_comm_test.log 2>/dev/null | sed 's/.*MESSAGE: //' | tail -70
+grep -E "^case|peak error|not run" "$out/validate.log" 2>/dev/null | head -45
 [ -f "$out/calibrate.txt" ] && head -4 "$out/calibrate.txt"
 echo "== summary"
 printf '%s\n' "${summary[@]}"
