@@ -1,5 +1,7 @@
 #include "executor/cuda_backend.h"
 
+#include <cuda_runtime.h>
+
 #include <numeric>
 #include <stdexcept>
 #include <type_traits>
@@ -64,8 +66,15 @@ const int* CudaBackend<T>::indices(int slot, const std::vector<int>& host) {
 
 template <class T>
 std::vector<int> CudaBackend<T>::host_ids(const int* ids, size_t N) {
+  // Device memory (a model's ids buffer) is copied over, which returns once
+  // the host copy is complete; host memory (the caller's targets) is read.
+  cudaPointerAttributes where{};
+  const bool on_device = cudaPointerGetAttributes(&where, ids) == cudaSuccess &&
+                         (where.type == cudaMemoryTypeDevice || where.type == cudaMemoryTypeManaged);
+  cudaGetLastError();  // a host pointer may leave an error behind on old runtimes
+  if (!on_device) return std::vector<int>(ids, ids + N);
   std::vector<int> out(N);
-  this->device().copy(out.data(), ids, N * sizeof(int));  // returns once the host copy is complete
+  this->device().copy(out.data(), ids, N * sizeof(int));
   return out;
 }
 
