@@ -278,13 +278,11 @@ class CpuBackend final : public Backend<T> {
 
   void adamw_fp32_grads(float* weights, T* low, const float* grads, float scale, float* m, float* v, size_t count,
                         int step, const AdamConfig& a) override {
-    adamw_step(weights, grads, scale, m, v, count, step, a);
-    if (low) round_into(low, weights, count);
+    adamw(weights, low, grads, scale, m, v, count, step, a);
   }
   void adamw_model_grads(float* weights, T* low, const T* grads, float scale, float* m, float* v, size_t count,
                          int step, const AdamConfig& a) override {
-    adamw_step(weights, grads, scale, m, v, count, step, a);
-    if (low) round_into(low, weights, count);
+    adamw(weights, low, grads, scale, m, v, count, step, a);
   }
   void add_into_fp32(float* dst, const T* src, size_t n, bool add) override {
     for (size_t i = 0; i < n; ++i) dst[i] = (add ? dst[i] : 0.0f) + static_cast<float>(src[i]);
@@ -300,6 +298,12 @@ class CpuBackend final : public Backend<T> {
   }
 
  private:
+  template <class G>
+  void adamw(float* weights, T* low, const G* grads, float scale, float* m, float* v, size_t count, int step,
+             const AdamConfig& a) {
+    adamw_step(weights, grads, scale, m, v, count, step, a);
+    if (low) round_into(low, weights, count);
+  }
   // Adds row i of rows (N,C) to row row_of(i) of table (table_rows,C),
   // skipping rows where row_of gives -1. bf16 tables accumulate in fp32 and
   // round once.

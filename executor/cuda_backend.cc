@@ -48,7 +48,8 @@ CudaBackend<T>::CudaBackend(Device& device, TrackingAllocator* tracker)
       matmul_workspace_(make_buffer<char>(tracker, Component::CublasWorkspace, kMatmulWorkspaceBytes)),
       matmul_(std::make_unique<cuda::Matmul>(matmul_workspace_.data(), kMatmulWorkspaceBytes)),
       scores_(make_buffer<float>(tracker, Component::Workspace)),
-      losses_(make_buffer<float>(tracker, Component::Workspace)) {
+      losses_(make_buffer<float>(tracker, Component::Workspace)),
+      zero_rows_(make_buffer<int>(tracker, Component::Workspace)) {
   if (!device.is_gpu()) throw std::runtime_error("CudaBackend needs a GPU device");
 }
 
@@ -194,7 +195,9 @@ void CudaBackend<T>::embedding_backward(T* dtable, const T* dout, const int* ids
 }
 template <class T>
 void CudaBackend<T>::add_bias(T* out, const T* bias, size_t rows, int C) {
-  cuda::gather_add_rows(K(out), K(bias), indices(0, std::vector<int>(rows, 0)), rows, C);
+  // Every row reads row 0: a device buffer of zeros, grown once, no upload.
+  if (zero_rows_.size() < rows) zero_rows_.assign(rows, 0);
+  cuda::gather_add_rows(K(out), K(bias), zero_rows_.data(), rows, C);
 }
 template <class T>
 void CudaBackend<T>::add_positions(T* out, const T* positions, size_t rows, int C, size_t first, int Tn) {

@@ -86,6 +86,7 @@ class CudaBackend final : public Backend<T> {
   Buffer<char> matmul_workspace_;
   std::unique_ptr<cuda::Matmul> matmul_;
   Buffer<float> scores_, losses_;
+  Buffer<int> zero_rows_;  // add_bias's row index of every row
   std::vector<Buffer<int>> indices_;
 };
 

@@ -9,7 +9,13 @@ namespace zp {
 template <class Model>
 DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam,
                                                 TrainerMemory memory)
-    : model_(model), be_(model.backend()), comm_(comm), stage_(zero_stage), adam_(adam), memory_(memory) {
+    : model_(model),
+      be_(model.backend()),
+      bridge_(be_, memory.offload_optimizer ? memory.host : memory.device),
+      comm_(comm),
+      stage_(zero_stage),
+      adam_(adam),
+      memory_(memory) {
   if (zero_stage < 0 || zero_stage > 3) throw std::runtime_error("data parallel: ZeRO stage 0-3");
   if (memory.offload_optimizer && zero_stage == 0) throw std::runtime_error("optimizer offload needs ZeRO stage 1 or higher");
   if (memory.offload_params && zero_stage != 3) throw std::runtime_error("parameter offload needs ZeRO stage 3");
@@ -19,23 +25,17 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
   // the moments, the master weights and an fp32 gradient partition move,
   // costmodel/model_states.cc).
   TrackingAllocator* opt = memory.offload_optimizer ? memory.host : dev;
-  // On a GPU the offloaded optimizer runs on the host's backend; the
-  // weights it updates travel through host staging (DeepSpeed's pinned
-  // buffers of ZeRO-Offload).
-  Device& opt_device = opt ? opt->device() : host_device();
-  if (&opt_device != &be_.device()) host_be_ = make_backend<T>(opt);
   // The master weights start as the model's weights, widened exactly.
   auto make_master = [&](const T* from, Device& from_device, size_t count, size_t size) {
     if constexpr (kMixed) {
       master_ = make_buffer<float>(opt, Component::MasterWeights, size);
-      const T* src = stage(from, from_device, count);
-      optimizer_backend().widen_into(master_.data(), src, count);
+      bridge_.optimizer().widen_into(master_.data(), bridge_.reach(from, from_device, count), count);
     }
   };
   if (stage_ == 3) {
     std::vector<size_t> units;
     for (int u = 0; u < model.num_units(); ++u) units.push_back(model.unit_size(u));
-    zero3_ = std::make_unique<Zero3Units<T>>(be_, comm, units, dev, memory.offload_optimizer ? memory.host : dev,
+    zero3_ = std::make_unique<Zero3Units<T>>(bridge_, comm, units, dev, memory.offload_optimizer ? memory.host : dev,
                                              memory.offload_optimizer ? Component::MainGradients : Component::Gradients,
                                              memory.offload_params ? memory.host : dev);
     // The model was built whole (as DeepSpeed does without zero.Init); keep
@@ -84,7 +84,7 @@ void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add, bool held_t
   comm_.reduce_scatter_sum(padded_.data(), received_.data(), shard_);
   if (fp32_shard_) {
     // Into the optimizer's fp32 gradients, wherever they are.
-    optimizer_backend().add_into_fp32(grad_fp32_.data(), stage(received_.data(), be_.device(), shard_),
+    bridge_.optimizer().add_into_fp32(grad_fp32_.data(), bridge_.reach(received_.data(), be_.device(), shard_),
                                       shard_, add);
   } else {
     be_.add_into(grad_low_.data(), received_.data(), shard_, add);
@@ -92,22 +92,12 @@ void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add, bool held_t
 }
 
 template <class Model>
-const typename DataParallelTrainer<Model>::T* DataParallelTrainer<Model>::stage(const T* from, Device& from_device,
-                                                                                      size_t count) {
-  Backend<T>& opt = optimizer_backend();
-  if (&from_device == &opt.device()) return from;
-  ensure_buffer(staging_, memory_.offload_optimizer ? memory_.host : memory_.device, Component::OffloadStaging, count);
-  mover(from_device, opt.device()).copy(staging_.data(), from, count * sizeof(T));
-  return staging_.data();
-}
-
-template <class Model>
 template <class G>
 void DataParallelTrainer<Model>::update(T* weights, Device& weights_device, const G* grads, float scale, size_t count) {
-  Backend<T>& opt = optimizer_backend();
+  Backend<T>& opt = bridge_.optimizer();
   // The weights where the optimizer runs: themselves, or a staged copy that goes back after.
-  const bool staged = &weights_device != &opt.device();
-  T* at = staged ? const_cast<T*>(stage(weights, weights_device, count)) : weights;
+  const bool staged = bridge_.elsewhere(weights_device);
+  T* at = staged ? bridge_.stage(weights, weights_device, count) : weights;
   auto step = [&](float* fp32, T* low) {
     if constexpr (std::is_same_v<G, float>) {
       opt.adamw_fp32_grads(fp32, low, grads, scale, m_.data(), v_.data(), count, steps_, adam_);
@@ -120,7 +110,7 @@ void DataParallelTrainer<Model>::update(T* weights, Device& weights_device, cons
   } else {
     step(at, nullptr);
   }
-  if (staged) mover(weights_device, opt.device()).copy(weights, at, count * sizeof(T));
+  if (staged) bridge_.unstage(weights, weights_device, at, count);
 }
 
 template <class Model>

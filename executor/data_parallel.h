@@ -42,6 +42,7 @@
 #include "executor/communicator.h"
 #include "executor/gpt_model.h"
 #include "executor/llama_model.h"
+#include "executor/offload_bridge.h"
 #include "executor/tagged_buffer.h"
 #include "executor/zero3.h"
 
@@ -102,16 +103,9 @@ class DataParallelTrainer {
   // bf16 weights rounded from the master copy.
   template <class G>
   void update(T* weights, Device& weights_device, const G* grads, float scale, size_t count);
-  // `count` elements of the model's type (weights or reduced gradients),
-  // from `from_device` to where the optimizer runs: themselves when that is
-  // the same device, else a staged copy.
-  const T* stage(const T* from, Device& from_device, size_t count);
-  // Where the optimizer runs: the model's backend, or the host's under offload on a GPU.
-  Backend<T>& optimizer_backend() { return host_be_ ? *host_be_ : be_; }
   Model& model_;
   Backend<T>& be_;
-  std::unique_ptr<Backend<T>> host_be_;
-  Buffer<T> staging_;  // OffloadStaging: weights or gradients between the GPU and the host optimizer
+  OffloadBridge<T> bridge_;  // where the optimizer runs (the host's backend under offload on a GPU)
   Communicator& comm_;
   int stage_;
   AdamConfig adam_;

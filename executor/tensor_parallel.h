@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "executor/backend.h"
 #include "executor/communicator.h"
 #include "executor/tagged_buffer.h"
 
@@ -39,8 +40,8 @@ void tp_all_reduce(Communicator* comm, T* data, size_t count) {
 // the ranks is the embedding. `out` (N x C) must be zeroed. Its backward is
 // the backend's embedding_backward: each rank's rows take their tokens'
 // gradients.
-template <class Backend, class T>
-void vocab_parallel_lookup(Backend& be, Communicator* comm, T* out, const T* table, const int* ids, size_t N, int C,
+template <class T>
+void vocab_parallel_lookup(Backend<T>& be, Communicator* comm, T* out, const T* table, const int* ids, size_t N, int C,
                            int vocab_start, int vocab_local) {
   be.embedding_forward(out, table, ids, N, C, vocab_start, vocab_local);
   tp_all_reduce(comm, out, N * static_cast<size_t>(C));

@@ -6,10 +6,10 @@
 namespace zp {
 
 template <class T>
-Zero3Units<T>::Zero3Units(Backend<T>& be, Communicator& comm, const std::vector<size_t>& unit_sizes,
+Zero3Units<T>::Zero3Units(OffloadBridge<T>& bridge, Communicator& comm, const std::vector<size_t>& unit_sizes,
                           TrackingAllocator* device, TrackingAllocator* grad_home, Component grad_tag,
                           TrackingAllocator* param_home)
-    : be_(be), comm_(comm) {
+    : bridge_(bridge), be_(bridge.model()), comm_(comm) {
   const size_t world = static_cast<size_t>(comm.size());
   size_t total = 0, largest = 0;
   for (size_t n : unit_sizes) {
@@ -26,11 +26,6 @@ Zero3Units<T>::Zero3Units(Backend<T>& be, Communicator& comm, const std::vector<
     gradients_low = make_buffer<T>(grad_home, grad_tag, total);
   }
   received_ = make_buffer<T>(device, Component::Buckets, largest);
-  Device& grads_device = fp32_grads_ ? gradients_fp32.home().device() : gradients_low.home().device();
-  if (&grads_device != &be.device()) {
-    staged_ = make_buffer<T>(grad_home, Component::OffloadStaging, largest);
-    host_be_ = make_backend<T>(grad_home);
-  }
   gathered_.resize(unit_sizes.size());
   buckets_.resize(unit_sizes.size());
   for (size_t u = 0; u < unit_sizes.size(); ++u) {
@@ -112,12 +107,8 @@ void Zero3Units<T>::reduce_scatter(size_t u) {
   comm_.reduce_scatter_sum(b.data(), received_.data(), chunk_[u]);
   // Added where the partition lives: on the model's device, or (optimizer
   // offload on a GPU) copied to the host and added there.
-  const T* chunk = received_.data();
-  if (host_be_) {
-    be_.device().copy(staged_.data(), chunk, chunk_[u] * sizeof(T));
-    chunk = staged_.data();
-  }
-  Backend<T>& at = host_be_ ? *host_be_ : be_;
+  const T* chunk = bridge_.reach(received_.data(), be_.device(), chunk_[u]);
+  Backend<T>& at = bridge_.optimizer();
   if (fp32_gradients()) {
     at.add_into_fp32(gradients_fp32.data() + offset_[u], chunk, chunk_[u], true);
   } else {

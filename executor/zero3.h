@@ -15,11 +15,10 @@
 #pragma once
 
 #include <cstddef>
-#include <memory>
 #include <vector>
 
-#include "executor/backend.h"
 #include "executor/communicator.h"
+#include "executor/offload_bridge.h"
 #include "executor/param_units.h"
 #include "executor/tagged_buffer.h"
 
@@ -34,9 +33,10 @@ class Zero3Units : public UnitProvider<T> {
   // the gradient partition under `grad_tag` in `grad_home` (the host, as
   // fp32 main gradients, when the optimizer is offloaded); gathered units and
   // buckets on the device.
-  // `be` is the model's backend (on `device`'s memory): it zeroes, copies
-  // and sums the gathered units and buckets.
-  Zero3Units(Backend<T>& be, Communicator& comm, const std::vector<size_t>& unit_sizes, TrackingAllocator* device,
+  // `bridge` holds the model's backend (on `device`'s memory), which zeroes,
+  // copies and sums the gathered units and buckets, and the way to a
+  // gradient partition in the optimizer's memory (the trainer's bridge).
+  Zero3Units(OffloadBridge<T>& bridge, Communicator& comm, const std::vector<size_t>& unit_sizes, TrackingAllocator* device,
              TrackingAllocator* grad_home, Component grad_tag, TrackingAllocator* param_home);
 
   // Takes this rank's chunks of the model's whole flat parameters.
@@ -66,15 +66,12 @@ class Zero3Units : public UnitProvider<T> {
   uint64_t peak_gathered_bytes() const { return peak_gathered_; }
 
  private:
+  OffloadBridge<T>& bridge_;
   Backend<T>& be_;
   Communicator& comm_;
   std::vector<size_t> sizes_, chunk_, offset_;  // per unit: elements, chunk length, its place in the partition
   std::vector<Buffer<T>> gathered_, buckets_;
   Buffer<T> received_;
-  // Optimizer offload on a GPU: a reduced chunk on its way to the host's
-  // gradient partition, and the host backend that adds it there.
-  Buffer<T> staged_;
-  std::unique_ptr<Backend<T>> host_be_;
   uint64_t gathered_now_ = 0, peak_gathered_ = 0;
   bool fp32_grads_ = true;
   std::vector<bool> deferred_;
