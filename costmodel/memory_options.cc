@@ -9,7 +9,7 @@ MemoryOptions resolve_options(const MemoryOptions& in, const Layout& layout) {
     // DeepSpeed: reduce_bucket_size = 5e8 elements (deepspeed/runtime/zero/config.py).
     // zeroplan's executor: 2^24 elements per bucket. Megatron's buckets are
     // views into its contiguous main-grad buffer and add nothing (0 rows).
-    o.reduce_bucket_elems = ds ? 500000000ull : (uint64_t{1} << 24);
+    o.reduce_bucket_elems = ds ? 500000000ull : kZeroplanBucketElems;
   }
   if (!o.overlap_comm_set) {
     // DeepSpeed's overlap_comm defaults to true for ZeRO-3 and false otherwise

@@ -24,6 +24,10 @@ struct RuntimeOverheads {
   double fragmentation_fraction = 0.0;
 };
 
+// zeroplan's executor: ZeRO-1's reduce-scatter and all-gather bucket, in
+// elements (executor/data_parallel.h, TrainerMemory::reduce_bucket_elems).
+constexpr uint64_t kZeroplanBucketElems = uint64_t{1} << 24;
+
 struct MemoryOptions {
   RuntimeOverheads overheads;
   uint64_t reduce_bucket_elems = 0;     // gradient bucket size; 0 = framework default

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "costmodel/memory_options.h"
 #include "costmodel/model_states.h"
 #include "costmodel/rank_params.h"
 
@@ -220,6 +221,7 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in,
   const RankParams& rp = pr.rp;
   p.dense = static_cast<double>(layers_max * rp.layer_dense + rp.embedding + rp.position + rp.head);
   p.experts = static_cast<double>(layers_max * rp.layer_experts);
+  p.units = static_cast<double>(layers_max) + 2;
   p.dp_span = group_span(l, Dimension::Data, net.links);
   p.edp_span = group_span(l, Dimension::ExpertData, net.links);
   // Gradient dtype on the wire: Megatron-LM all-reduces its fp32 main_grad
@@ -263,24 +265,38 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     if (g.size <= 1 || params <= 0) return;
     const double grads = params * p.grad_bytes, weights = params * p.param_bytes;
     const uint64_t n = g.size;
+    // Calls: zeroplan's executor reduces and gathers ZeRO-2/3 unit by unit
+    // (executor/zero_units.h) and ZeRO-1 through its bucket
+    // (executor/data_parallel.cc); the rows count whole-gradient passes for
+    // the other frameworks. The seconds are those of whole-buffer collectives
+    // either way (the per-call latency is not modelled).
+    const bool ours = l.framework == Framework::Zeroplan;
+    const double units = ours ? p.units : 1;
+    double rounds = 1;
+    if (ours) {
+      const double per_rank = std::ceil(static_cast<double>(kZeroplanBucketElems) / static_cast<double>(n));
+      rounds = std::max(1.0, std::ceil(std::ceil(params / static_cast<double>(n)) / per_rank));
+    }
     if (l.zero_stage == 0) {
       dp_s += ar_s;
       row(dim, "all-reduce (gradients)", grads, 1, ring_all_reduce_bytes(grads, n), ar_s);
     } else if (l.zero_stage <= 2) {
-      // ZeRO-2 keeps only its gradient partition: one reduce-scatter per
-      // micro-batch; ZeRO-1 (and Megatron's distributed optimizer) one per step.
-      const double rs_calls = l.zero_stage == 2 ? mb : 1;
-      const double rs = rs_calls * rs_s;
+      // ZeRO-2 keeps only its gradient partition: its gradients are
+      // reduce-scattered in every micro-batch; ZeRO-1 (and Megatron's
+      // distributed optimizer) once per step.
+      const double passes = l.zero_stage == 2 ? mb : 1;
+      const double calls = l.zero_stage == 2 ? units : rounds;
+      const double rs = passes * rs_s;
       dp_s += rs + ag_s;
-      row(dim, "reduce-scatter (gradients)", grads, rs_calls, rs_calls * ring_all_gather_bytes(grads, n), rs);
-      row(dim, "all-gather (parameters)", weights, 1, ring_all_gather_bytes(weights, n), ag_s);
+      row(dim, "reduce-scatter (gradients)", grads, passes * calls, passes * ring_all_gather_bytes(grads, n), rs);
+      row(dim, "all-gather (parameters)", weights, calls, ring_all_gather_bytes(weights, n), ag_s);
     } else {
       // ZeRO-3: parameters gathered for forward and again for backward, and
       // gradients reduce-scattered, every micro-batch: 3 Psi.
       dp_s += mb * (2 * ag_s + rs_s);
-      row(dim, "all-gather (parameters, fwd + bwd)", weights, 2 * mb, 2 * mb * ring_all_gather_bytes(weights, n),
-          2 * mb * ag_s);
-      row(dim, "reduce-scatter (gradients)", grads, mb, mb * ring_all_gather_bytes(grads, n), mb * rs_s);
+      row(dim, "all-gather (parameters, fwd + bwd)", weights, 2 * mb * units,
+          2 * mb * ring_all_gather_bytes(weights, n), 2 * mb * ag_s);
+      row(dim, "reduce-scatter (gradients)", grads, mb * units, mb * ring_all_gather_bytes(grads, n), mb * rs_s);
     }
   };
   const DpCollectives& c = p.collectives;

@@ -148,6 +148,7 @@ struct PipelinePrep {
   // Data parallel: parameters held by the busiest stage (dense, experts),
   // bytes on the wire and the collective times over each group.
   double dense = 0, experts = 0, grad_bytes = 0, param_bytes = 0;
+  double units = 0;  // the busiest stage's parameter units (its layers, the embedding or the final norm and head)
   GroupSpan dp_span, edp_span;
   DpCollectives collectives;  // their times (from TimeEvaluator's memo)
   double tied_embedding_bytes = 0, tied_embedding_s = 0;

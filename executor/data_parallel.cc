@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
+#include <utility>
 
 namespace zp {
 
@@ -25,92 +26,75 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
   // the moments, the master weights and an fp32 gradient partition move,
   // costmodel/model_states.cc).
   TrackingAllocator* opt = memory.offload_optimizer ? memory.host : dev;
-  // The master weights start as the model's weights, widened exactly.
-  auto make_master = [&](const T* from, Device& from_device, size_t count, size_t size) {
+  // The master weights start as the model's weights of the same elements, widened exactly.
+  auto widen_master = [&](const T* from, Device& from_device, size_t count, size_t at) {
     if constexpr (kMixed) {
-      master_ = make_buffer<float>(opt, Component::MasterWeights, size);
-      bridge_.optimizer().widen_into(master_.data(), bridge_.reach(from, from_device, count), count);
+      if (count > 0) bridge_.optimizer().widen_into(master_.data() + at, bridge_.reach(from, from_device, count), count);
     }
   };
-  if (stage_ == 3) {
+  auto make_states = [&](size_t size) {
+    m_ = make_buffer<float>(opt, Component::OptimizerStates, size);
+    v_ = make_buffer<float>(opt, Component::OptimizerStates, size);
+    if constexpr (kMixed) master_ = make_buffer<float>(opt, Component::MasterWeights, size);
+  };
+  if (stage_ >= 2) {
     std::vector<size_t> units;
     for (int u = 0; u < model.num_units(); ++u) units.push_back(model.unit_size(u));
-    zero3_ = std::make_unique<Zero3Units<T>>(bridge_, comm, units, dev, memory.offload_optimizer ? memory.host : dev,
-                                             memory.offload_optimizer ? Component::MainGradients : Component::Gradients,
-                                             memory.offload_params ? memory.host : dev);
-    // The model was built whole (as DeepSpeed does without zero.Init); keep
-    // this rank's partition and give the whole copies back.
-    zero3_->partition(model.params.data());
-    model.set_unit_provider(zero3_.get());
-    release_buffer(model.params);
+    const bool offload = memory.offload_optimizer;
+    units_ = std::make_unique<ZeroUnits<T>>(bridge_, comm, units, dev, offload ? memory.host : dev,
+                                            offload ? Component::MainGradients : Component::Gradients, stage_ == 3,
+                                            memory.offload_params ? memory.host : dev);
+    // ZeRO-3: the model was built whole (as DeepSpeed does without
+    // zero.Init); keep this rank's partition and give the whole copies back.
+    // ZeRO-2: the parameters stay; only the whole gradient buffer goes.
+    units_->partition(model.params.data());
+    model.set_unit_provider(units_.get());
+    if (stage_ == 3) release_buffer(model.params);
     release_buffer(model.grads);
-    m_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
-    v_ = make_buffer<float>(opt, Component::OptimizerStates, zero3_->shard_size());
-    make_master(zero3_->params.data(), zero3_->params.home().device(), zero3_->shard_size(), zero3_->shard_size());
+    make_states(units_->shard_size());
+    for (size_t u = 0; u < units_->num_units(); ++u) {
+      if (stage_ == 3) {
+        widen_master(units_->params.data() + units_->partition_offset(u), units_->params.home().device(),
+                     units_->chunk_size(u), units_->partition_offset(u));
+      } else {
+        widen_master(model.params.data() + units_->owned_first(u), be_.device(), units_->owned_count(u),
+                     units_->partition_offset(u));
+      }
+    }
     return;
   }
-  const size_t states = stage_ == 0 ? n : (n + world - 1) / world;
-  m_ = make_buffer<float>(opt, Component::OptimizerStates, states);
-  v_ = make_buffer<float>(opt, Component::OptimizerStates, states);
-  const size_t begin = stage_ == 0 ? 0 : std::min(n, static_cast<size_t>(comm.rank()) * states);
-  make_master(model.params.data() + begin, be_.device(), std::min(states, n - begin), states);
-  if (stage_ == 0) return;
-  shard_ = states;
-  // The reduced partition: the gradients ZeRO-2 keeps, the fp32 gradients the
-  // host optimizer reads under offload, a bucket otherwise.
-  const Component shard_tag = memory.offload_optimizer ? Component::MainGradients
-                              : stage_ == 2           ? Component::Gradients
-                                                      : Component::Buckets;
-  fp32_shard_ = !kMixed || memory.offload_optimizer;
-  if (fp32_shard_) {
-    grad_fp32_ = make_buffer<float>(memory.offload_optimizer ? memory.host : dev, shard_tag, shard_);
-  } else {
-    grad_low_ = make_buffer<T>(dev, shard_tag, shard_);
-  }
-  padded_ = make_buffer<T>(dev, Component::Buckets, shard_ * world);
-  send_ = make_buffer<T>(dev, Component::Buckets, shard_);
-  received_ = make_buffer<T>(dev, Component::Buckets, shard_);
-  // ZeRO-2 keeps only the partition: the model's full gradient buffer holds
-  // one micro-batch's gradients until they are reduce-scattered, a bucket.
-  if (stage_ == 2 && dev) dev->retag(model.grads.data(), Component::Buckets);
-}
-
-template <class Model>
-void DataParallelTrainer<Model>::reduce_scatter_into_shard(bool add, bool held_too) {
-  const size_t n = model_.grads.size();
-  be_.copy(padded_.data(), model_.grads.data(), n);
-  be_.zero(padded_.data() + n, padded_.size() - n);
-  if (!held_too) be_.zero(padded_.data() + held_begin_, held_count_);
-  comm_.reduce_scatter_sum(padded_.data(), received_.data(), shard_);
-  if (fp32_shard_) {
-    // Into the optimizer's fp32 gradients, wherever they are.
-    bridge_.optimizer().add_into_fp32(grad_fp32_.data(), bridge_.reach(received_.data(), be_.device(), shard_),
-                                      shard_, add);
-  } else {
-    be_.add_into(grad_low_.data(), received_.data(), shard_, add);
-  }
+  shard_ = stage_ == 0 ? n : (n + world - 1) / world;
+  make_states(shard_);
+  const size_t begin = stage_ == 0 ? 0 : std::min(n, static_cast<size_t>(comm.rank()) * shard_);
+  widen_master(model.params.data() + begin, be_.device(), std::min(shard_, n - begin), 0);
+  // ZeRO-1 under offload: the host optimizer's fp32 gradient partition stays
+  // (a model state); otherwise the reduced partition exists during the
+  // optimizer step only (apply_gradients).
+  if (stage_ == 1 && memory.offload_optimizer) grad_fp32_ = make_buffer<float>(memory.host, Component::MainGradients, shard_);
 }
 
 template <class Model>
 template <class G>
-void DataParallelTrainer<Model>::update(T* weights, Device& weights_device, const G* grads, float scale, size_t count) {
+void DataParallelTrainer<Model>::update(T* weights, Device& weights_device, const G* grads, float scale, size_t count,
+                                        size_t at) {
+  if (count == 0) return;
   Backend<T>& opt = bridge_.optimizer();
   // The weights where the optimizer runs: themselves, or a staged copy that goes back after.
   const bool staged = bridge_.elsewhere(weights_device);
-  T* at = staged ? bridge_.stage(weights, weights_device, count) : weights;
+  T* where = staged ? bridge_.stage(weights, weights_device, count) : weights;
   auto step = [&](float* fp32, T* low) {
     if constexpr (std::is_same_v<G, float>) {
-      opt.adamw_fp32_grads(fp32, low, grads, scale, m_.data(), v_.data(), count, steps_, adam_);
+      opt.adamw_fp32_grads(fp32, low, grads, scale, m_.data() + at, v_.data() + at, count, steps_, adam_);
     } else {
-      opt.adamw_model_grads(fp32, low, grads, scale, m_.data(), v_.data(), count, steps_, adam_);
+      opt.adamw_model_grads(fp32, low, grads, scale, m_.data() + at, v_.data() + at, count, steps_, adam_);
     }
   };
   if constexpr (kMixed) {
-    step(master_.data(), at);
+    step(master_.data() + at, where);
   } else {
-    step(at, nullptr);
+    step(where, nullptr);
   }
-  if (staged) bridge_.unstage(weights, weights_device, at, count);
+  if (staged) bridge_.unstage(weights, weights_device, where, count);
 }
 
 template <class Model>
@@ -136,8 +120,8 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
 template <class Model>
 void DataParallelTrainer<Model>::begin_step() {
   phases_ = Phases{};
-  if (zero3_) {
-    zero3_->zero_gradients();
+  if (units_) {
+    units_->zero_gradients();
   } else {
     fill_zero(model_.grads);
   }
@@ -145,32 +129,20 @@ void DataParallelTrainer<Model>::begin_step() {
 
 template <class Model>
 void DataParallelTrainer<Model>::micro_batch_done(int k) {
-  if (stage_ != 2) return;
-  using Clock = std::chrono::steady_clock;
-  const auto t = Clock::now();
-  reduce_scatter_into_shard(k > 0, false);
-  // The model's buffer is the bucket: empty it for the next micro-batch,
-  // except the held unit, which accumulates until apply_gradients.
-  T* g = model_.grads.data();
-  be_.zero(g, held_begin_);
-  be_.zero(g + held_begin_ + held_count_, model_.grads.size() - held_begin_ - held_count_);
-  phases_.gradient_sync_s += std::chrono::duration<double>(Clock::now() - t).count();
+  // ZeRO-2 and 3 reduce-scatter each unit as backward finishes it; ZeRO-0
+  // and 1 reduce once, in apply_gradients.
+  (void)k;
 }
 
 template <class Model>
 void DataParallelTrainer<Model>::hold_unit(int unit) {
-  if (unit < 0) return;
-  if (zero3_) {
-    zero3_->defer(unit);
-  } else {
-    held_begin_ = model_.unit_offset(unit);
-    held_count_ = model_.unit_size(unit);
-  }
+  // ZeRO-0/1 reduce everything at the end of the step anyway.
+  if (unit >= 0 && units_) units_->defer(unit);
 }
 
 template <class Model>
 typename DataParallelTrainer<Model>::T* DataParallelTrainer<Model>::unit_gradients(int unit) {
-  return zero3_ ? zero3_->gradients(unit) : model_.grads.data() + model_.unit_offset(unit);
+  return units_ ? units_->gradients(unit) : model_.grads.data() + model_.unit_offset(unit);
 }
 
 template <class Model>
@@ -180,19 +152,37 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   ++steps_;
-  if (stage_ == 3) {
+  auto update_partition = [&](T* weights, Device& weights_device, size_t count, size_t at) {
+    if (units_->fp32_gradients()) {
+      update(weights, weights_device, units_->gradients_fp32.data() + at, scale, count, at);
+    } else {
+      update(weights, weights_device, units_->gradients_low.data() + at, scale, count, at);
+    }
+  };
+  if (stage_ >= 2) {
     auto t = Clock::now();
-    zero3_->flush();  // the held units' gradients
+    units_->flush();  // the held units' gradients
     phases_.gradient_sync_s += since(t);
     t = Clock::now();
-    if (zero3_->fp32_gradients()) {
-      update(zero3_->params.data(), zero3_->params.home().device(), zero3_->gradients_fp32.data(), scale,
-             zero3_->shard_size());
-    } else {
-      update(zero3_->params.data(), zero3_->params.home().device(), zero3_->gradients_low.data(), scale,
-             zero3_->shard_size());
+    if (stage_ == 3) {
+      update_partition(units_->params.data(), units_->params.home().device(), units_->shard_size(), 0);
+      phases_.optimizer_s = since(t);
+      return;
     }
-    phases_.optimizer_s = since(t);
+    // ZeRO-2: each unit's chunk is updated, then all-gathered into the model.
+    double optimizer_s = 0;
+    units_->gather_updated([&](size_t u, T* chunk) {
+      const auto o = Clock::now();
+      const size_t count = units_->chunk_size(u), at = units_->partition_offset(u);
+      if constexpr (!kMixed) {
+        be_.zero(chunk, count);
+        be_.copy(chunk, model_.params.data() + units_->owned_first(u), units_->owned_count(u));
+      }
+      update_partition(chunk, be_.device(), count, at);
+      optimizer_s += since(o);
+    });
+    phases_.optimizer_s = optimizer_s;
+    phases_.parameter_gather_s = since(t) - optimizer_s;
     return;
   }
   if (stage_ == 0) {
@@ -200,35 +190,71 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
     comm_.all_reduce_sum(model_.grads.data(), n);
     phases_.gradient_sync_s = since(t);
     t = Clock::now();
-    update(model_.params.data(), be_.device(), model_.grads.data(), scale, n);
+    update(model_.params.data(), be_.device(), model_.grads.data(), scale, n, 0);
     phases_.optimizer_s = since(t);
     return;
   }
+  // ZeRO-1: the accumulated gradients are reduce-scattered bucket by bucket
+  // into this rank's partition, which is updated in the model's own
+  // parameters; these are then all-gathered bucket by bucket.
   auto t = Clock::now();
-  if (stage_ == 1) reduce_scatter_into_shard(false);
-  // ZeRO-2 reduced each micro-batch but the held unit; its sum goes now (the
-  // rest of the buffer is zero).
-  if (stage_ == 2 && held_count_ > 0) reduce_scatter_into_shard(true);
+  const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
+  const size_t begin = std::min(n, rank * shard_), mine = std::min(shard_, n - begin);
+  const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
+  Buffer<T> bucket = make_buffer<T>(memory_.device, Component::Buckets, per_rank * world);
+  Buffer<T> piece = make_buffer<T>(memory_.device, Component::Buckets, per_rank);
+  // Elements [first, first + len) of rank r's partition: where they are in the model's flat buffers.
+  auto owned = [&](size_t r, size_t first, size_t len) {
+    const size_t from = std::min(n, r * shard_ + first);
+    return std::pair<size_t, size_t>{from, std::min(len, n - from)};
+  };
+  const bool offloaded = !grad_fp32_.empty();
+  Buffer<float> grads_fp32 = offloaded || kMixed ? Buffer<float>{} : make_buffer<float>(memory_.device, Component::Buckets, shard_);
+  Buffer<T> grads_low = kMixed && !offloaded ? make_buffer<T>(memory_.device, Component::Buckets, shard_) : Buffer<T>{};
+  for (size_t first = 0; first < shard_; first += per_rank) {
+    const size_t len = std::min(per_rank, shard_ - first);
+    for (size_t r = 0; r < world; ++r) {
+      const auto [from, count] = owned(r, first, len);
+      be_.copy(bucket.data() + r * len, model_.grads.data() + from, count);
+      if (count < len) be_.zero(bucket.data() + r * len + count, len - count);
+    }
+    comm_.reduce_scatter_sum(bucket.data(), piece.data(), len);
+    if (offloaded) {
+      bridge_.optimizer().add_into_fp32(grad_fp32_.data() + first, bridge_.reach(piece.data(), be_.device(), len), len,
+                                        false);
+    } else if constexpr (kMixed) {
+      be_.copy(grads_low.data() + first, piece.data(), len);
+    } else {
+      be_.copy(grads_fp32.data() + first, piece.data(), len);
+    }
+  }
   phases_.gradient_sync_s += since(t);
   t = Clock::now();
-  // Update this rank's partition of the parameters (the padded tail has no
-  // parameters), then all-gather them.
-  // (Mixed precision rounds the whole partition from the master weights instead.)
-  if constexpr (!kMixed) {
-    const size_t begin = static_cast<size_t>(comm_.rank()) * shard_;
-    const size_t mine = begin < n ? std::min(shard_, n - begin) : 0;
-    fill_zero(send_);
-    be_.copy(send_.data(), model_.params.data() + begin, mine);
-  }
-  if (fp32_shard_) {
-    update(send_.data(), be_.device(), grad_fp32_.data(), scale, shard_);
+  // (Mixed precision rounds the partition's weights from the master weights.)
+  if (offloaded) {
+    update(model_.params.data() + begin, be_.device(), grad_fp32_.data(), scale, mine, 0);
+  } else if constexpr (kMixed) {
+    update(model_.params.data() + begin, be_.device(), grads_low.data(), scale, mine, 0);
   } else {
-    update(send_.data(), be_.device(), grad_low_.data(), scale, shard_);
+    update(model_.params.data() + begin, be_.device(), grads_fp32.data(), scale, mine, 0);
   }
   phases_.optimizer_s = since(t);
   t = Clock::now();
-  comm_.all_gather(send_.data(), padded_.data(), shard_);
-  be_.copy(model_.params.data(), padded_.data(), n);
+  for (size_t first = 0; first < shard_; first += per_rank) {
+    const size_t len = std::min(per_rank, shard_ - first);
+    const auto [from, count] = owned(rank, first, len);
+    const T* send = model_.params.data() + from;
+    if (count < len) {  // the padded tail of the last partition
+      be_.copy(piece.data(), send, count);
+      be_.zero(piece.data() + count, len - count);
+      send = piece.data();
+    }
+    comm_.all_gather(send, bucket.data(), len);
+    for (size_t r = 0; r < world; ++r) {
+      const auto [to, got] = owned(r, first, len);
+      if (r != rank) be_.copy(model_.params.data() + to, bucket.data() + r * len, got);
+    }
+  }
   phases_.parameter_gather_s = since(t);
 }
 
@@ -236,7 +262,7 @@ template <class Model>
 CheckpointState DataParallelTrainer<Model>::state() const {
   CheckpointState s;
   s.step = static_cast<uint64_t>(steps_);
-  const Buffer<T>& params = zero3_ ? zero3_->params : model_.params;
+  const Buffer<T>& params = stage_ == 3 ? units_->params : model_.params;
   for (const T& p : host_copy(params)) s.params.push_back(static_cast<float>(p));
   s.master = host_copy(master_);
   s.m = host_copy(m_);
@@ -246,7 +272,7 @@ CheckpointState DataParallelTrainer<Model>::state() const {
 
 template <class Model>
 void DataParallelTrainer<Model>::restore(const CheckpointState& s) {
-  Buffer<T>& params = zero3_ ? zero3_->params : model_.params;
+  Buffer<T>& params = stage_ == 3 ? units_->params : model_.params;
   if (s.params.size() != params.size() || s.master.size() != master_.size() || s.m.size() != m_.size() ||
       s.v.size() != v_.size()) {
     throw std::runtime_error("checkpoint does not match this model and layout (sizes or precision differ)");

@@ -4,17 +4,22 @@
 //  - stage 0: gradients all-reduced (2 Psi), every rank runs AdamW on all
 //    parameters and keeps all optimizer states;
 //  - stage 1: gradients accumulate over the step's micro-batches in the
-//    model's full buffer, are reduce-scattered once, each rank runs AdamW on
-//    its partition (ceil(Psi / dp) elements, the tail padded) and keeps only
-//    that partition's moments; the parameters are then all-gathered (2 Psi);
-//  - stage 2: every micro-batch's gradients are reduce-scattered as soon as
-//    backward ends and added to the rank's gradient partition, the only
-//    gradients kept: the model's full gradient buffer is then just the
-//    reduce bucket (the ZeRO paper's Sec. 5.2);
-//  - stage 3: the parameters are partitioned too; the model reaches each
-//    unit through Zero3Units (executor/zero3.h), which all-gathers it for
-//    forward and again for backward and reduce-scatters its gradients into
-//    the rank's partition; the optimizer updates the partition in place;
+//    model's full buffer and are reduce-scattered once, bucket by bucket
+//    (TrainerMemory::reduce_bucket_elems, DeepSpeed's reduce_bucket_size),
+//    into this rank's partition (ceil(Psi / dp) elements, the tail padded);
+//    each rank runs AdamW on its partition in the model's own parameters and
+//    keeps only that partition's moments; the parameters are then
+//    all-gathered through the same bucket (2 Psi). The bucket and the
+//    reduced partition exist during the step's end only;
+//  - stage 2: the model reaches each unit's gradient buffer through
+//    ZeroUnits (executor/zero_units.h), which reduce-scatters it into the
+//    rank's partition (each unit padded to dp chunks) as soon as backward
+//    finishes the unit, and frees it: the partition is the only gradient
+//    kept (the ZeRO paper's Sec. 5.2); after AdamW each unit's chunks are
+//    all-gathered back into the model's parameters;
+//  - stage 3: the parameters are partitioned too; ZeroUnits all-gathers each
+//    unit for forward and again for backward; the optimizer updates the
+//    partition in place;
 //  - parameter offload (stage 3, ZeRO-Infinity, arXiv 2104.07857): the
 //    parameter partition lives in host memory and gathers read it there;
 //  - optimizer offload (stage >= 1, ZeRO-Offload): the moments and the fp32
@@ -44,7 +49,7 @@
 #include "executor/llama_model.h"
 #include "executor/offload_bridge.h"
 #include "executor/tagged_buffer.h"
-#include "executor/zero3.h"
+#include "executor/zero_units.h"
 
 namespace zp {
 
@@ -53,6 +58,9 @@ struct TrainerMemory {
   TrackingAllocator* host = nullptr;    // host memory of optimizer offload
   bool offload_optimizer = false;
   bool offload_params = false;  // ZeRO-Infinity (stage 3): the parameter partition in host memory
+  // ZeRO-1's reduce-scatter and all-gather bucket, in elements (the cost
+  // model's zeroplan default, costmodel/memory_options.cc).
+  size_t reduce_bucket_elems = size_t{1} << 24;
 };
 
 // Model: GptModel or LlamaModel of float or bf16 (flat params and grads,
@@ -83,7 +91,7 @@ class DataParallelTrainer {
   void hold_unit(int unit);
   T* unit_gradients(int unit);
   // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
-  uint64_t zero3_peak_gathered_bytes() const { return zero3_ ? zero3_->peak_gathered_bytes() : 0; }
+  uint64_t zero3_peak_gathered_bytes() const { return units_ ? units_->peak_gathered_bytes() : 0; }
   // Wall time of the last step's phases.
   struct Phases {
     double forward_s = 0, backward_s = 0, gradient_sync_s = 0, optimizer_s = 0, parameter_gather_s = 0;
@@ -95,14 +103,12 @@ class DataParallelTrainer {
   void restore(const CheckpointState& s);
 
  private:
-  // The model's gradients, reduce-scattered into the partition (added to it
-  // when `add`); the held unit's elements go as zeros unless `held_too`.
-  void reduce_scatter_into_shard(bool add, bool held_too = true);
   // One AdamW step on the fp32 weights of `count` elements (the master copy
-  // under mixed precision, else `weights` themselves) from `grads`, then the
-  // bf16 weights rounded from the master copy.
+  // under mixed precision, else `weights` themselves) from `grads`, with the
+  // moments (and master weights) from element `at` of the partition, then
+  // the bf16 weights rounded from the master copy.
   template <class G>
-  void update(T* weights, Device& weights_device, const G* grads, float scale, size_t count);
+  void update(T* weights, Device& weights_device, const G* grads, float scale, size_t count, size_t at);
   Model& model_;
   Backend<T>& be_;
   OffloadBridge<T> bridge_;  // where the optimizer runs (the host's backend under offload on a GPU)
@@ -112,17 +118,11 @@ class DataParallelTrainer {
   TrainerMemory memory_;
   int steps_ = 0;
   Phases phases_;
-  size_t shard_ = 0;  // partition size (stage >= 1)
-  size_t held_begin_ = 0, held_count_ = 0;  // the held unit's elements in the model's gradients
+  size_t shard_ = 0;       // partition size (stage 0, 1)
   Buffer<float> m_, v_;    // optimizer states (the partition's for stage >= 1)
   Buffer<float> master_;   // mixed precision: the fp32 master weights of the same elements
-  // The reduced gradient partition (stage 1, 2): fp32 for an fp32 model or
-  // under optimizer offload, bf16 otherwise.
-  bool fp32_shard_ = true;
-  Buffer<float> grad_fp32_;
-  Buffer<T> grad_low_;
-  Buffer<T> padded_, send_, received_;  // communication buckets
-  std::unique_ptr<Zero3Units<T>> zero3_;
+  Buffer<float> grad_fp32_;  // stage 1 under offload: the host optimizer's reduced fp32 gradients
+  std::unique_ptr<ZeroUnits<T>> units_;  // stage 2, 3
 };
 
 extern template class DataParallelTrainer<GptModel<float>>;

@@ -1,6 +1,6 @@
 // UnitProvider: how a model reaches its parameters and gradient buffers unit
 // by unit (the embedding, each transformer layer, the final norm and output
-// layer) when it does not hold them whole. ZeRO-3 (executor/zero3.h) gathers
+// layer) when it does not hold them whole. ZeRO-3 (executor/zero_units.h) gathers
 // a unit's parameters on acquire() and frees them on release(); backward
 // accumulates a unit's gradients into gradients(unit) and calls
 // finished(unit) when no more will come, where ZeRO-3 reduce-scatters them

@@ -80,8 +80,10 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   const int p = comm_.size(), stage = comm_.rank(), m = micro_batches;
   const PipelineStage& s = model_.stage();
   const size_t n = model_.stage_io_elements(micro_batch, Tn);
-  input_.assign(n, T(0));
-  output_grad_.assign(n, T(0));
+  // What comes from the stage before, and the gradient from the stage after
+  // (neither on an end of the pipeline, nor without one: tensor parallelism alone).
+  input_.assign(s.first ? 0 : n, T(0));
+  output_grad_.assign(s.last ? 0 : n, T(0));
   const auto step_start = Clock::now();
   phases_ = Phases{};
   optimizer_.begin_step();
@@ -153,6 +155,7 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
     tied_.assign(table, T(0));
     comm_.send_recv(tied, table, stage == 0 ? p - 1 : 0, tied_.data(), table, stage == 0 ? p - 1 : 0);
     model_.backend().accumulate(tied, tied_.data(), table);
+    release_buffer(tied_);  // needed again at the next step's end only
   }
   // Across the pipelines: the mean over their slices of the batch and the
   // optimizer step (the gradients still hold the sum over the micro-batches).

@@ -269,8 +269,9 @@ TEST_CASE("the trainer times its phases") {
 
 TEST_CASE("per-collective timing: the trainer's calls are the time model's data-parallel rows") {
   // 4 emulated ranks, 3 micro-batches: ZeRO-0 all-reduces once, ZeRO-1
-  // reduce-scatters once, ZeRO-2 once per micro-batch; ZeRO-1/2 all-gather
-  // the parameters once (zeroplan's time model, costmodel/time_model.cc).
+  // reduce-scatters once (one bucket holds this model), ZeRO-2 each unit
+  // in every micro-batch; ZeRO-1/2 all-gather the parameters once, ZeRO-2
+  // unit by unit (zeroplan's time model, costmodel/time_model.cc).
   const ModelSpec spec = test::tiny_gpt(16, 8, 2, 2, 16);
   const ModelShape shape = make_shape(spec);
   const Cluster cluster = make_cluster(test::catalog(), "H100-80GB", "", 4);
@@ -304,10 +305,16 @@ TEST_CASE("per-collective timing: the trainer's calls are the time model's data-
     CHECK(timed.stats(Collective::AllGather).calls == static_cast<uint64_t>(model_ag));
     // The trainer all-reduces the loss (4 bytes) besides the gradients.
     CHECK(timed.stats(Collective::AllReduce).calls == static_cast<uint64_t>(model_ar) + 1);
-    if (zero > 0) {
-      // Each reduce-scatter moves the whole (padded) gradient: the model's buffer, rounded up to 4 equal shards.
+    if (zero == 1) {
+      // The reduce-scatter moves the whole (padded) gradient: the model's buffer, rounded up to 4 equal shards.
       const uint64_t padded = (model.params.size() + 3) / 4 * 4 * sizeof(float);
-      CHECK(timed.stats(Collective::ReduceScatter).bytes == padded * timed.stats(Collective::ReduceScatter).calls);
+      CHECK(timed.stats(Collective::ReduceScatter).bytes == padded);
+    }
+    if (zero == 2) {
+      // Each micro-batch moves every unit, each rounded up to 4 equal chunks.
+      uint64_t padded = 0;
+      for (int u = 0; u < model.num_units(); ++u) padded += (model.unit_size(u) + 3) / 4 * 4 * sizeof(float);
+      CHECK(timed.stats(Collective::ReduceScatter).bytes == 3 * padded);
     }
     CHECK(timed.stats(Collective::AllReduce).seconds >= 0);
   }

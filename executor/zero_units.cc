@@ -1,4 +1,4 @@
-#include "executor/zero3.h"
+#include "executor/zero_units.h"
 
 #include <algorithm>
 #include <type_traits>
@@ -6,19 +6,23 @@
 namespace zp {
 
 template <class T>
-Zero3Units<T>::Zero3Units(OffloadBridge<T>& bridge, Communicator& comm, const std::vector<size_t>& unit_sizes,
-                          TrackingAllocator* device, TrackingAllocator* grad_home, Component grad_tag,
-                          TrackingAllocator* param_home)
-    : bridge_(bridge), be_(bridge.model()), comm_(comm) {
+ZeroUnits<T>::ZeroUnits(OffloadBridge<T>& bridge, Communicator& comm, const std::vector<size_t>& unit_sizes,
+                        TrackingAllocator* device, TrackingAllocator* grad_home, Component grad_tag, bool partition_params,
+                        TrackingAllocator* param_home)
+    : bridge_(bridge), be_(bridge.model()), comm_(comm), device_(device) {
   const size_t world = static_cast<size_t>(comm.size());
-  size_t total = 0, largest = 0;
+  size_t total = 0, largest = 0, start = 0;
   for (size_t n : unit_sizes) {
     chunk_.push_back((n + world - 1) / world);
     offset_.push_back(total);
+    start_.push_back(start);
     total += chunk_.back();
+    start += n;
     largest = std::max(largest, chunk_.back());
   }
-  params = make_buffer<T>(param_home, Component::Weights, total);
+  total_ = total;
+  replicated_ = !partition_params;
+  if (partition_params) params = make_buffer<T>(param_home, Component::Weights, total);
   fp32_grads_ = std::is_same_v<T, float> || grad_tag == Component::MainGradients;
   if (fp32_grads_) {
     gradients_fp32 = make_buffer<float>(grad_home, grad_tag, total);
@@ -37,26 +41,38 @@ Zero3Units<T>::Zero3Units(OffloadBridge<T>& bridge, Communicator& comm, const st
 }
 
 template <class T>
-void Zero3Units<T>::partition(const T* full) {
-  const size_t rank = static_cast<size_t>(comm_.rank());
-  size_t unit_start = 0;
+size_t ZeroUnits<T>::owned_first(size_t u) const {
+  return start_[u] + std::min(static_cast<size_t>(comm_.rank()) * chunk_[u], sizes_[u]);
+}
+
+template <class T>
+size_t ZeroUnits<T>::owned_count(size_t u) const {
+  const size_t begin = std::min(static_cast<size_t>(comm_.rank()) * chunk_[u], sizes_[u]);
+  return std::min(chunk_[u], sizes_[u] - begin);
+}
+
+template <class T>
+void ZeroUnits<T>::partition(T* full) {
+  if (replicated_) {
+    full_ = full;  // ZeRO-2: the model keeps its parameters
+    return;
+  }
   for (size_t u = 0; u < chunk_.size(); ++u) {
     // This rank's chunk; the tail past the unit's end stays zero.
-    const size_t begin = std::min(rank * chunk_[u], sizes_[u]), count = std::min(chunk_[u], sizes_[u] - begin);
     mover(params.home().device(), be_.device())
-        .copy(params.data() + offset_[u], full + unit_start + begin, count * sizeof(T));
-    unit_start += sizes_[u];
+        .copy(params.data() + offset_[u], full + owned_first(u), owned_count(u) * sizeof(T));
   }
 }
 
 template <class T>
-void Zero3Units<T>::zero_gradients() {
+void ZeroUnits<T>::zero_gradients() {
   fill_zero(gradients_fp32);
   fill_zero(gradients_low);
 }
 
 template <class T>
-void Zero3Units<T>::gather(size_t u) {
+void ZeroUnits<T>::gather(size_t u) {
+  if (replicated()) return;
   Buffer<T>& g = gathered_[u];
   if (!g.empty()) return;  // already here (prefetched)
   g.assign(chunk_[u] * static_cast<size_t>(comm_.size()), T(0));
@@ -66,23 +82,25 @@ void Zero3Units<T>::gather(size_t u) {
 }
 
 template <class T>
-const T* Zero3Units<T>::acquire(int unit) {
+const T* ZeroUnits<T>::acquire(int unit) {
+  if (replicated()) return full_ + start_[static_cast<size_t>(unit)];
   gather(static_cast<size_t>(unit));
   return gathered_[static_cast<size_t>(unit)].data();
 }
 
 template <class T>
-void Zero3Units<T>::prefetch(int unit) { gather(static_cast<size_t>(unit)); }
+void ZeroUnits<T>::prefetch(int unit) { gather(static_cast<size_t>(unit)); }
 
 template <class T>
-void Zero3Units<T>::release(int unit) {
+void ZeroUnits<T>::release(int unit) {
+  if (replicated()) return;
   Buffer<T>& g = gathered_[static_cast<size_t>(unit)];
   gathered_now_ -= g.size() * sizeof(T);
   release_buffer(g);  // give the memory back now
 }
 
 template <class T>
-T* Zero3Units<T>::gradients(int unit) {
+T* ZeroUnits<T>::gradients(int unit) {
   const auto u = static_cast<size_t>(unit);
   Buffer<T>& b = buckets_[u];
   if (b.empty()) b.assign(chunk_[u] * static_cast<size_t>(comm_.size()), T(0));
@@ -90,19 +108,19 @@ T* Zero3Units<T>::gradients(int unit) {
 }
 
 template <class T>
-void Zero3Units<T>::finished(int unit) {
+void ZeroUnits<T>::finished(int unit) {
   if (!deferred_[static_cast<size_t>(unit)]) reduce_scatter(static_cast<size_t>(unit));
 }
 
 template <class T>
-void Zero3Units<T>::flush() {
+void ZeroUnits<T>::flush() {
   for (size_t u = 0; u < deferred_.size(); ++u) {
     if (deferred_[u] && !buckets_[u].empty()) reduce_scatter(u);
   }
 }
 
 template <class T>
-void Zero3Units<T>::reduce_scatter(size_t u) {
+void ZeroUnits<T>::reduce_scatter(size_t u) {
   Buffer<T>& b = buckets_[u];
   comm_.reduce_scatter_sum(b.data(), received_.data(), chunk_[u]);
   // Added where the partition lives: on the model's device, or (optimizer
@@ -117,7 +135,7 @@ void Zero3Units<T>::reduce_scatter(size_t u) {
   release_buffer(b);
 }
 
-template class Zero3Units<float>;
-template class Zero3Units<bf16>;
+template class ZeroUnits<float>;
+template class ZeroUnits<bf16>;
 
 }  // namespace zp
