@@ -16,6 +16,7 @@ const char* to_string(Component c) {
     case Component::Buckets: return "buckets";
     case Component::OffloadStaging: return "offload_staging";
     case Component::Workspace: return "workspace";
+    case Component::BackendScratch: return "backend_scratch";
     case Component::CudaContext: return "cuda_context";
     case Component::CublasWorkspace: return "cublas_workspace";
     case Component::NcclBuffers: return "nccl_buffers";

@@ -26,8 +26,10 @@ enum class Component : uint8_t {
   Zero3Gathered,      // ZeRO-3 parameters gathered for the current and prefetched units
   Buckets,            // gradient reduce / all-gather buckets
   OffloadStaging,     // pinned or GPU staging buffers for offload
-  Workspace,          // operator temporaries (scores before softmax, backward's activation gradients):
-                      // the executor tags them; the cost model has no rows for them
+  Workspace,          // the executor's operator temporaries: forward's projection outputs, backward's
+                      // activation gradients (zeroplan rows: costmodel/memory_model.cc)
+  BackendScratch,     // a backend's own temporaries: attention score scratch, the CPU backend's fp32
+                      // copies of bf16 operands (zeroplan rows: the CUDA backend's)
   CudaContext,        // runtime overheads from here on
   CublasWorkspace,
   NcclBuffers,

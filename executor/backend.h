@@ -48,10 +48,13 @@ class Backend {
   // Adds to dinp (N,C), dw (OC,C) and dbias (OC; may be null).
   virtual void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C,
                                int OC) = 0;
-  // Causal attention over packed q,k,v (B,T,3C); preatt, att (B,NH,T,T); out (B,T,C).
-  virtual void attention_forward(T* out, T* preatt, T* att, const T* qkv, int B, int Tn, int C, int NH) = 0;
-  virtual void attention_backward(T* dqkv, T* dpreatt, T* datt, const T* dout, const T* qkv, const T* att, int B,
-                                  int Tn, int C, int NH) = 0;
+  // Causal attention over packed q,k,v (B,T,3C); att (B,NH,T,T), the
+  // probabilities backward reads; out (B,T,C). The scores before the softmax
+  // and their gradients are the backend's own scratch (backend_scratch), one
+  // sequence at a time.
+  virtual void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) = 0;
+  // Adds to dqkv.
+  virtual void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int Tn, int C, int NH) = 0;
   virtual void gelu_forward(T* out, const T* inp, size_t n) = 0;
   virtual void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) = 0;
   virtual void residual_forward(T* out, const T* a, const T* b, size_t n) = 0;

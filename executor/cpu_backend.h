@@ -37,7 +37,10 @@ class CpuBackend final : public Backend<T> {
   static constexpr bool kNative = std::is_same_v<T, Acc>;
 
   explicit CpuBackend(TrackingAllocator* tracker = nullptr)
-      : Backend<T>(host_device()), tracker_(tracker), scratch_(make_buffer<float>(tracker, Component::Workspace)) {}
+      : Backend<T>(host_device()),
+        tracker_(tracker),
+        scratch_(make_buffer<float>(tracker, Component::BackendScratch)),
+        scores_(make_buffer<T>(tracker, Component::BackendScratch)) {}
 
   // out (N,C) = LayerNorm(inp) * w + b; mean, rstd (N).
   void layernorm_forward(T* out, Acc* mean, Acc* rstd, const T* inp, const T* w, const T* b, int N, int C) override {
@@ -91,29 +94,42 @@ class CpuBackend final : public Backend<T> {
     }
   }
 
-  // Causal attention over packed q,k,v (B,T,3C); preatt, att (B,NH,T,T); out (B,T,C).
-  void attention_forward(T* out, T* preatt, T* att, const T* qkv, int B, int Tn, int C, int NH) override {
-    if constexpr (kNative) {
-      cpu::attention_forward(out, preatt, att, qkv, B, Tn, C, NH);
-    } else {
-      const size_t BTC = sz(B) * sz(Tn) * sz(C), A = sz(B) * sz(NH) * sz(Tn) * sz(Tn);
-      auto f = frame<4>({BTC, A, A, 3 * BTC});
-      load(f[3], qkv, 3 * BTC);
-      cpu::attention_forward(f[0], f[1], f[2], f[3], B, Tn, C, NH);
-      store(out, f[0], BTC), store(preatt, f[1], A), store(att, f[2], A);
+  // Causal attention over packed q,k,v (B,T,3C); att (B,NH,T,T); out (B,T,C).
+  // One sequence at a time: the reference kernels' scores before the
+  // softmax (forward) and the gradients of both score tensors (backward)
+  // are this backend's scratch for one sequence.
+  void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) override {
+    const size_t TC = sz(Tn) * sz(C), A = sz(NH) * sz(Tn) * sz(Tn);
+    for (size_t b = 0; b < sz(B); ++b) {
+      T* o = out + b * TC;
+      T* a = att + b * A;
+      const T* x = qkv + b * 3 * TC;
+      if constexpr (kNative) {
+        cpu::attention_forward(o, scores(A), a, x, 1, Tn, C, NH);
+      } else {
+        auto f = frame<4>({TC, A, A, 3 * TC});
+        load(f[3], x, 3 * TC);
+        cpu::attention_forward(f[0], f[1], f[2], f[3], 1, Tn, C, NH);
+        store(o, f[0], TC), store(a, f[2], A);
+      }
     }
   }
-  void attention_backward(T* dqkv, T* dpreatt, T* datt, const T* dout, const T* qkv, const T* att, int B, int Tn, int C,
-                          int NH) override {
-    if constexpr (kNative) {
-      cpu::attention_backward(dqkv, dpreatt, datt, dout, qkv, att, B, Tn, C, NH);
-    } else {
-      const size_t BTC = sz(B) * sz(Tn) * sz(C), A = sz(B) * sz(NH) * sz(Tn) * sz(Tn);
-      auto f = frame<6>({3 * BTC, A, A, BTC, 3 * BTC, A});
-      load(f[0], dqkv, 3 * BTC), load(f[1], dpreatt, A), load(f[2], datt, A), load(f[3], dout, BTC),
-          load(f[4], qkv, 3 * BTC), load(f[5], att, A);
-      cpu::attention_backward(f[0], f[1], f[2], f[3], f[4], f[5], B, Tn, C, NH);
-      store(dqkv, f[0], 3 * BTC), store(dpreatt, f[1], A), store(datt, f[2], A);
+  void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int Tn, int C, int NH) override {
+    const size_t TC = sz(Tn) * sz(C), A = sz(NH) * sz(Tn) * sz(Tn);
+    for (size_t b = 0; b < sz(B); ++b) {
+      T* dx = dqkv + b * 3 * TC;
+      const T *d = dout + b * TC, *x = qkv + b * 3 * TC, *a = att + b * A;
+      if constexpr (kNative) {
+        T* s = scores(2 * A);  // the kernel adds to both score gradients
+        std::fill_n(s, 2 * A, T(0));
+        cpu::attention_backward(dx, s, s + A, d, x, a, 1, Tn, C, NH);
+      } else {
+        auto f = frame<6>({3 * TC, A, A, TC, 3 * TC, A});
+        load(f[0], dx, 3 * TC), load(f[3], d, TC), load(f[4], x, 3 * TC), load(f[5], a, A);
+        std::fill_n(f[1], 2 * A, 0.0f);
+        cpu::attention_backward(f[0], f[1], f[2], f[3], f[4], f[5], 1, Tn, C, NH);
+        store(dx, f[0], 3 * TC);
+      }
     }
   }
 
@@ -378,7 +394,16 @@ class CpuBackend final : public Backend<T> {
   }
 
   TrackingAllocator* tracker_;
+  // The fp32 attention's score scratch of one sequence, grown to n.
+  T* scores(size_t n) {
+    if (scores_.size() < n) {
+      release_buffer(scores_);
+      scores_.resize(n);
+    }
+    return scores_.data();
+  }
   Buffer<float> scratch_;
+  Buffer<T> scores_;
 };
 
 }  // namespace zp

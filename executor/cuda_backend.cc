@@ -47,7 +47,7 @@ CudaBackend<T>::CudaBackend(Device& device, TrackingAllocator* tracker)
       tracker_(tracker),
       matmul_workspace_(make_buffer<char>(tracker, Component::CublasWorkspace, kMatmulWorkspaceBytes)),
       matmul_(std::make_unique<cuda::Matmul>(matmul_workspace_.data(), kMatmulWorkspaceBytes)),
-      scores_(make_buffer<float>(tracker, Component::Workspace)),
+      scores_(make_buffer<float>(tracker, Component::BackendScratch)),
       losses_(make_buffer<float>(tracker, Component::Workspace)),
       zero_rows_(make_buffer<int>(tracker, Component::Workspace)) {
   if (!device.is_gpu()) throw std::runtime_error("CudaBackend needs a GPU device");
@@ -106,23 +106,28 @@ void CudaBackend<T>::matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, co
                                      int OC) {
   matmul_->backward(K(dinp), K(dw), K(dbias), K(dout), K(inp), K(w), N, C, OC);
 }
-// GPT-2's q, k, v sit side by side in (B,T,3C): three strided views of one tensor.
+// GPT-2's q, k, v sit side by side in (B,T,3C): three strided views of one
+// tensor. The softmax is fused: no scores before it are kept.
 template <class T>
-void CudaBackend<T>::attention_forward(T* out, T* preatt, T* att, const T* qkv, int B, int Tn, int C, int NH) {
-  (void)preatt;  // the softmax is fused: no scores before it are kept
+void CudaBackend<T>::attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) {
   const size_t c = static_cast<size_t>(C), hs = c / static_cast<size_t>(NH);
   cuda::attention_forward(heads(out, c), K(att), heads(qkv, 3 * c), heads(qkv + c, 3 * c), heads(qkv + 2 * c, 3 * c), B, Tn,
                           NH, NH, static_cast<int>(hs));
 }
+// The fp32 score gradients are scratch of one sequence: backward runs
+// sequence by sequence (B launches of B * NH * T blocks' worth / B each).
 template <class T>
-void CudaBackend<T>::attention_backward(T* dqkv, T* dpreatt, T* datt, const T* dout, const T* qkv, const T* att, int B,
-                                        int Tn, int C, int NH) {
-  (void)dpreatt, (void)datt;  // the score gradients are this backend's fp32 workspace
-  const size_t c = static_cast<size_t>(C), hs = c / static_cast<size_t>(NH);
-  float* ds = scores(static_cast<size_t>(B) * NH * Tn * Tn);
-  cuda::attention_backward(heads(dqkv, 3 * c), heads(dqkv + c, 3 * c), heads(dqkv + 2 * c, 3 * c), ds, heads(dout, c),
-                           heads(qkv, 3 * c), heads(qkv + c, 3 * c), heads(qkv + 2 * c, 3 * c), K(att), B, Tn, NH, NH,
-                           static_cast<int>(hs));
+void CudaBackend<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int Tn, int C, int NH) {
+  const size_t c = static_cast<size_t>(C), hs = c / static_cast<size_t>(NH), tokens = static_cast<size_t>(Tn);
+  const size_t A = static_cast<size_t>(NH) * tokens * tokens;
+  float* ds = scores(A);
+  for (size_t b = 0; b < static_cast<size_t>(B); ++b) {
+    T* dx = dqkv + b * tokens * 3 * c;
+    const T *x = qkv + b * tokens * 3 * c, *d = dout + b * tokens * c;
+    cuda::attention_backward(heads(dx, 3 * c), heads(dx + c, 3 * c), heads(dx + 2 * c, 3 * c), ds, heads(d, c), heads(x, 3 * c),
+                             heads(x + c, 3 * c), heads(x + 2 * c, 3 * c), K(att + b * A), 1, Tn, NH, NH,
+                             static_cast<int>(hs));
+  }
 }
 template <class T>
 void CudaBackend<T>::gelu_forward(T* out, const T* inp, size_t n) {
@@ -246,10 +251,15 @@ void CudaBackend<T>::gqa_attention_forward(T* out, T* att, const T* q, const T* 
 template <class T>
 void CudaBackend<T>::gqa_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                                             const T* att, int B, int Tn, int NH, int KVH, int hs) {
-  const size_t qs = static_cast<size_t>(NH) * hs, ks = static_cast<size_t>(KVH) * hs;
-  float* ds = scores(static_cast<size_t>(B) * NH * Tn * Tn);
-  cuda::attention_backward(heads(dq, qs), heads(dk, ks), heads(dv, ks), ds, heads(dout, qs), heads(q, qs), heads(k, ks),
-                           heads(v, ks), K(att), B, Tn, NH, KVH, hs);
+  // One sequence at a time, as attention_backward.
+  const size_t qs = static_cast<size_t>(NH) * hs, ks = static_cast<size_t>(KVH) * hs, tokens = static_cast<size_t>(Tn);
+  const size_t A = static_cast<size_t>(NH) * tokens * tokens;
+  float* ds = scores(A);
+  for (size_t b = 0; b < static_cast<size_t>(B); ++b) {
+    const size_t qo = b * tokens * qs, ko = b * tokens * ks;
+    cuda::attention_backward(heads(dq + qo, qs), heads(dk + ko, ks), heads(dv + ko, ks), ds, heads(dout + qo, qs),
+                             heads(q + qo, qs), heads(k + ko, ks), heads(v + ko, ks), K(att + b * A), 1, Tn, NH, KVH, hs);
+  }
 }
 
 template <class T>

@@ -5,7 +5,8 @@
 // fp32 arithmetic, all on the legacy default stream. What it holds, from the
 // rank's tracker: the cuBLASLt workspace (cublas_workspace, 32 MiB: NVIDIA's
 // recommendation for Hopper), the fp32 score gradients of attention's
-// backward and the index arrays of the token lookups (workspace). Token
+// backward, one sequence at a time (backend_scratch), and the index arrays
+// of the token lookups and the per-token losses (workspace). Token
 // ids and targets may be host or device memory; the lookups' row indices
 // are built on the host (ids are a few KB a step) and copied over. The loss
 // is summed on the host from the per-token losses, which makes
@@ -40,9 +41,8 @@ class CudaBackend final : public Backend<T> {
                           const Acc* rstd, int N, int C) override;
   void matmul_forward(T* out, const T* inp, const T* w, const T* bias, int N, int C, int OC) override;
   void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC) override;
-  void attention_forward(T* out, T* preatt, T* att, const T* qkv, int B, int Tn, int C, int NH) override;
-  void attention_backward(T* dqkv, T* dpreatt, T* datt, const T* dout, const T* qkv, const T* att, int B, int Tn, int C,
-                          int NH) override;
+  void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) override;
+  void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int Tn, int C, int NH) override;
   void gelu_forward(T* out, const T* inp, size_t n) override;
   void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) override;
   void residual_forward(T* out, const T* a, const T* b, size_t n) override;
@@ -81,7 +81,7 @@ class CudaBackend final : public Backend<T> {
   // Device copies of host-built index arrays, one slot per argument of a call.
   const int* indices(int slot, const std::vector<int>& host);
   std::vector<int> host_ids(const int* ids, size_t N);
-  float* scores(size_t n);  // the fp32 score-gradient workspace, grown to n
+  float* scores(size_t n);  // the fp32 score-gradient scratch, grown to n
   TrackingAllocator* tracker_;
   Buffer<char> matmul_workspace_;
   std::unique_ptr<cuda::Matmul> matmul_;

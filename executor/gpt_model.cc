@@ -165,12 +165,12 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   T* qkv = L_->qkv.data() + 3 * ol;
   be_->matmul_forward(qkv, split_.gather(ln1, ws.gathered, Tl * C), w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
   T* atty = L_->atty.data() + ol;
-  be_->attention_forward(atty, ws.preatt.data(), A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
+  be_->attention_forward(atty, A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
                         Cl, NHl);
   // Row-parallel: the partial products are summed over the ranks, then the bias.
   const bool split = tp_size_ > 1;
-  be_->matmul_forward(ws.attproj.data(), atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
-  T* attproj = split ? add_bias_after_reduce(ws.attproj.data(), w(ATTPROJB, l), Tl, C) : ws.attproj.data();
+  be_->matmul_forward(ws.proj.data(), atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
+  T* attproj = split ? add_bias_after_reduce(ws.proj.data(), w(ATTPROJB, l), Tl, C) : ws.proj.data();
   T* res2 = L_->residual2.data() + o;
   be_->residual_forward(res2, residual, attproj, Tl * C);
   T* ln2 = L_->ln2.data() + o;
@@ -180,8 +180,8 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   be_->matmul_forward(fch, split_.gather(ln2, ws.gathered, Tl * C), w(FCW, l), w(FCB, l), static_cast<int>(BT), C, Fl);
   T* gelu = L_->fch_gelu.data() + of;
   be_->gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
-  be_->matmul_forward(ws.fcproj.data(), gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
-  T* fcproj = split ? add_bias_after_reduce(ws.fcproj.data(), w(FCPROJB, l), Tl, C) : ws.fcproj.data();
+  be_->matmul_forward(ws.proj.data(), gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
+  T* fcproj = split ? add_bias_after_reduce(ws.proj.data(), w(FCPROJB, l), Tl, C) : ws.proj.data();
   // The layer's output is kept for every layer: it is the next layer's input
   // (the checkpoint full recompute keeps). The last layer of a stage that is
   // not the last writes the stage's output, which is only sent on (and freed
@@ -247,9 +247,7 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
     ensure_buffer(a_->logits, t, Component::Logits, BT * V);
   }
   Acts& ws = *acts_.shared;
-  ensure_buffer(ws.preatt, t, Component::Workspace, att_size);
-  ensure_buffer(ws.attproj, t, Component::Workspace, BT * C);
-  ensure_buffer(ws.fcproj, t, Component::Workspace, BT * C);
+  ensure_buffer(ws.proj, t, Component::Workspace, BT * C);
   ensure_buffer(ws.gathered, t, Component::Workspace, split_.split() ? BT * C : 0);
   ensure_buffer(ws.reduced, t, Component::Workspace, split_.split() ? Tl * C : 0);
 
@@ -384,8 +382,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const size_t BTl = BT * static_cast<size_t>(Cl), BTf = BT * static_cast<size_t>(Fl);
   Buffer<T> dfcproj = work(TlC), dgelu = work(BTf), dfch = work(BTf), dln2 = work(BT * C), dres2 = work(TlC),
-            dattproj = work(TlC), datty = work(BTl), dqkv = work(3 * BTl), dln1 = work(BT * C), dpreatt = work(att_size),
-            datt = work(att_size), dprev = work(TlC);
+            dattproj = work(TlC), datty = work(BTl), dqkv = work(3 * BTl), dln1 = work(BT * C), dprev = work(TlC);
   for (int i = n - 1; i >= 0; --i) {
     const int l = l0 + i;
     const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * TlC;
@@ -398,10 +395,10 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).
     if (selective_ && !recompute_) {
-      be_->attention_forward(acts_.shared->attproj.data(), acts_.shared->preatt.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
+      be_->attention_forward(acts_.shared->proj.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
                             Tn, Cl, NH);
     }
-    for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dpreatt, &datt, &dprev}) {
+    for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dprev}) {
       be_->zero(v->data(), v->size());
     }
     // residual3 = residual2 + fcproj; the row-parallel product's output
@@ -421,7 +418,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     be_->residual_backward(dprev.data(), dattproj.data(), dres2.data(), TlC);
     be_->matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), split_.gather(dattproj.data(), gathered, TlC),
                         L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C);
-    be_->attention_backward(dqkv.data(), dpreatt.data(), datt.data(), datty.data(), L_->qkv.data() + 3 * ol,
+    be_->attention_backward(dqkv.data(), datty.data(), L_->qkv.data() + 3 * ol,
                            A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
     const T* ln1_all = split_.gather(L_->ln1.data() + o, gathered, TlC);
     be_->matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(), ln1_all, w(QKVW, l), static_cast<int>(BT), C,

@@ -123,13 +123,15 @@ class GptModel {
   // input (encoded / residual3 of the layer before), the normalised inputs,
   // q/k/v, the softmax output, the attention output, the MLP's inputs and
   // the LayerNorm statistics (2 floats per token per norm; fp32 under bf16);
-  // the final norm's input and the logits. Scores before softmax and the two projection
-  // outputs are operator temporaries (workspace), one of each. The
-  // cross-entropy writes the logits' gradient over the logits.
+  // the final norm's input and the logits. The two projections' outputs
+  // share one operator temporary (workspace: each is added to the residual
+  // stream before the next is computed); the scores before the softmax are
+  // the backend's scratch. The cross-entropy writes the logits' gradient
+  // over the logits.
   struct Acts {
     Buffer<T> encoded, ln1, qkv, atty, att, residual2, ln2, fch, fch_gelu, residual3, final_in, lnf, logits;
     Buffer<acc_t<T>> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lnf_mean, lnf_rstd;  // fp32 under bf16
-    Buffer<T> preatt, attproj, fcproj;  // workspace
+    Buffer<T> proj;                     // workspace: the attention and MLP output projections' partial outputs
     Buffer<T> gathered, reduced;        // sequence parallelism: all ranks' token rows, this rank's sums
     Buffer<T> out;                      // a non-last stage's output, until sent
     Buffer<int> ids;
