@@ -124,6 +124,12 @@ struct StatesCache {
     int count = 0;
     std::array<uint32_t, 3> stages{};
     std::array<uint64_t, 3> dense{}, experts{}, layers{};
+    // zeroplan's executor buffers follow one micro-batch's tokens and width
+    // (costmodel/memory_model.cc, emit_executor_buffers).
+    uint32_t micro_batch = 0, seq_len = 0;
+    bool sequence_parallel = false;
+    Dtype act_dtype = Dtype::Bf16;
+    Framework framework = Framework::Zeroplan;
     bool operator==(const StatesKey&) const = default;
   };
   // The option fields emit_states and the fixed runtime overheads read,

@@ -206,7 +206,7 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
   std::system(("rm -rf " + dir).c_str());
 }
 
-TEST_CASE("validate: a matrix of layouts runs as emulated ranks; model states predicted exactly; bad matrices are one line") {
+TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within issue 7's targets; bad matrices are one line") {
   const std::string dir = "/tmp/zp_cli_validate_test";
   std::system(("rm -rf " + dir + " && mkdir -p " + dir).c_str());
   const std::string gpt = std::string(ZP_TEST_DATA) + "/models/tiny-gpt.json";
@@ -217,7 +217,10 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; model states pr
     fputs(("{\"cases\": [{\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=3,mb=2\"},\n"
            " {\"model\": \"" + llama + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"precision\": \"fp32\","
            " \"layout\": \"tp=2,pp=2,zero=1,mb=2,ga=4,sp=1\"},\n"
-           " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=1,opt=nvme\"}]}")
+           " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=1,opt=nvme\"},\n"
+           " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32,"
+           " \"layout\": \"pp=2,zero=2,mb=2,ga=4,recompute=full\"},\n"
+           " {\"model\": \"" + llama + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=2,mb=2,opt=cpu\"}]}")
               .c_str(),
           f);
     fclose(f);
@@ -225,17 +228,22 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; model states pr
   const Run ok = run("validate --matrix " + dir + "/matrix.json --steps 2 --warmup 1 --out " + dir + "/out");
   CHECK(ok.code == 0);
   const zp::Json doc = zp::parse_json_file(dir + "/out/validate.json");
-  REQUIRE(doc.at("cases").size() == 3);
-  for (int i = 0; i < 2; ++i) {
+  REQUIRE(doc.at("cases").size() == 5);
+  for (int i : {0, 1, 3, 4}) {
     const zp::Json& c = doc.at("cases")[static_cast<size_t>(i)];
     CAPTURE(c.at("name").get<std::string>());
     REQUIRE(c.at("run").get<bool>());
     // The model states are the cost model's to the byte; the rest is reported as measured.
     CHECK(c.at("memory").at("model_states_match").get<bool>());
     for (const char* state : {"weights", "optimizer_states"}) {
-      CHECK(c.at("memory").at("components").at(state).at("error").get<double>() == 0.0);
+      const zp::Json& components = c.at("memory").at("components");
+      if (components.contains(state)) CHECK(components.at(state).at("error").get<double>() == 0.0);  // (offloaded: on the host)
     }
     CHECK(c.at("memory").at("peak").at("measured_bytes").get<double>() > 0);
+    // Peak within 3% and every predicted component within 5% (on the CPU
+    // with the backend's own scratch set aside, which the report says).
+    CHECK(c.at("meets_memory_targets").get<bool>());
+    CHECK(c.at("memory").at("components").at("backend_scratch").value("set_aside", false));
     CHECK(c.at("step_time").at("compared").get<bool>() == false);
     CHECK(std::filesystem::exists(dir + "/out/case" + std::to_string(i) + "_memory.svg"));
   }

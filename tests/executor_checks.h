@@ -70,4 +70,29 @@ inline double check_against_rows(const TrackingAllocator& device, const Tracking
   return std::abs(measured - predicted) / predicted;
 }
 
+// At the device's peak: the operator workspace, the buckets and ZeRO-3's
+// gathered parameters byte for byte as the rows say, and the whole peak
+// within 1% of the rows' sum (the logits' per-token loss row is the
+// difference), both without the backend's scratch (the rows hold the CUDA
+// backend's, the CPU backend keeps its own). Returns the peak's difference.
+inline double check_peak_against_rows(const TrackingAllocator& device, const MemoryTotals& want) {
+  const auto& at_peak = device.at_peak();
+  for (Component c : {Component::Workspace, Component::Buckets, Component::Zero3Gathered}) {
+    CAPTURE(std::string(to_string(c)));
+    CHECK(at_peak[static_cast<int>(c)] == want.at(Residence::Gpu, c));
+  }
+  double predicted = 0;
+  for (int c = 0; c < kNumComponents; ++c) {
+    const auto component = static_cast<Component>(c);
+    if (is_runtime_overhead(component) || component == Component::BackendScratch) continue;
+    predicted += static_cast<double>(want.at(Residence::Gpu, component));
+  }
+  const double measured =
+      static_cast<double>(device.peak_bytes() - at_peak[static_cast<int>(Component::BackendScratch)]);
+  CAPTURE(measured);
+  CAPTURE(predicted);
+  CHECK(std::abs(measured - predicted) <= 0.01 * predicted);
+  return std::abs(measured - predicted) / predicted;
+}
+
 }  // namespace zp::test

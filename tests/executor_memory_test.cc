@@ -2,8 +2,10 @@
 // executor runs (fp32 and bf16 mixed precision, ZeRO 0-3, optimizer offload,
 // selective and full recompute, 1-8 ranks emulated with the loopback communicator), the model-state bytes its
 // tracking allocators hold equal the cost model's zeroplan rows exactly, per
-// component and residence, and the activation bytes (activations, recompute
-// workspace, logits) match within 2%.
+// component and residence, the activation bytes (activations, recompute
+// workspace, logits) match within 2%, and at the device's peak the operator
+// workspace, buckets and ZeRO-3 gathered parameters equal their rows and
+// the peak is the rows' sum within 1% (issue 7's targets: 3% and 5%).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -48,8 +50,10 @@ double check_step(Model& model, const Case& c, Measured& mem, const Layout& l, c
   CAPTURE(describe(l));
   CAPTURE(c.llama);
   CAPTURE(c.bf16);
-  // ZeRO-3's working set: the current and the prefetched unit, as the rows say.
-  CHECK(trainer.zero3_peak_gathered_bytes() == want.at(Residence::Gpu, Component::Zero3Gathered));
+  // ZeRO-3's working set: the current and the prefetched unit; the rows
+  // hold what is gathered at the peak, less than or equal to the most ever.
+  CHECK(trainer.zero3_peak_gathered_bytes() >= want.at(Residence::Gpu, Component::Zero3Gathered));
+  test::check_peak_against_rows(mem.device, want);
   return test::check_against_rows(mem.device, &mem.host, want);
 }
 
