@@ -199,6 +199,13 @@ Json measurements(const PlanFile& plan, const Layout& l, const Communicator& com
 }
 
 
+// Where a trainer's buffers go and what its layout asks of the optimizer.
+TrainerMemory trainer_memory(Memory& memory, const Layout& l) {
+  TrainerMemory t{&memory.device, &memory.host, l.offload_optimizer != Offload::None, l.offload_param != Offload::None};
+  t.delayed_update = l.delayed_update;
+  return t;
+}
+
 // Trains `model` on this rank's slice of each batch; returns the
 // measurements (the leader only; null elsewhere).
 template <class Model>
@@ -209,11 +216,9 @@ Json train(Model& model, const PlanFile& plan, const Layout& l, Communicator& co
   const int steps = o.steps;
   AdamConfig adam;
   adam.lr = 3e-3f;
-  TrainerMemory trainer_memory{&memory.device, &memory.host, l.offload_optimizer != Offload::None,
-                               l.offload_param != Offload::None};
   // Every collective the trainer makes is counted and timed, step by step.
   TimedCommunicator timed(comm);
-  DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory);
+  DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory(memory, l));
   const int first_step = resume(trainer, o, comm);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   const int local = mb * ga;
@@ -236,6 +241,7 @@ Json train(Model& model, const PlanFile& plan, const Layout& l, Communicator& co
     step_rows.push_back(step_row(first_step + s, loss, seconds, trainer.last_phases(), timed));
     if (leader && !o.quiet) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
+  trainer.finish_pending();  // a delayed update's last step reaches the model
   if (!o.save_dir.empty()) save(trainer, o, comm);
   if (!leader) return Json();
   return measurements(plan, l, comm, memory, 0, step_rows,
@@ -259,10 +265,7 @@ Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communi
   adam.lr = 3e-3f;
   TimedCommunicator timed(*g.pp);
   PipelineTrainer<Model> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
-                                 adam,
-                                 TrainerMemory{&memory.device, &memory.host, l.offload_optimizer != Offload::None,
-                                               l.offload_param != Offload::None},
-                                 g.dp.get(), l.zero_stage);
+                                 adam, trainer_memory(memory, l), g.dp.get(), l.zero_stage);
   const int first_step = resume(trainer, o, world);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   std::unique_ptr<ByteCorpus> bytes;
@@ -287,6 +290,7 @@ Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communi
     step_rows.push_back(step_row(first_step + s, loss, seconds, trainer.last_phases(), timed));
     if (world.rank() == 0 && !world.emulated() && !o.quiet) std::cout << "step " << s << "  loss " << loss << "  " << seconds * 1e3 << " ms\n";
   }
+  trainer.finish_pending();
   if (!o.save_dir.empty()) save(trainer, o, world);
   if (!writer && !world.emulated()) return Json();
   return measurements(plan, l, world, memory, stage, step_rows,
@@ -354,7 +358,7 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.offload_param == Offload::Nvme) refuse("offload_param nvme: the executor offloads parameters to host memory only");
   if (l.offload_optimizer == Offload::Nvme) refuse("offload_optimizer nvme: the executor offloads to host memory only");
   if (l.optimizer != Optimizer::Adam) refuse("optimizer: the executor runs AdamW only");
-  if (l.delayed_update) refuse("delayed_update: not built in the executor yet");
+  if (l.delayed_update && l.offload_optimizer != Offload::Cpu) refuse("delayed_update: needs offload_optimizer cpu");
   if (l.tile_factor != 1 || l.fp32_grad_accum) refuse("tile_factor / fp32_grad_accum: not used by the CPU executor");
   Layout run = l;
   // The executor's own accounting: its CPU kernels keep the softmax output

@@ -347,6 +347,17 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, const StageParams&
                         o.overlap_comm ? 2 : 1));
   }
   if (l.framework == Framework::Zeroplan && sp.layers > 0) emit_executor_buffers(in, v, sp, sink);
+  if (l.framework == Framework::Zeroplan && l.delayed_update && l.offload_optimizer != Offload::None) {
+    // ZeRO-Offload's delayed parameter update (arXiv 2101.06840 Sec. 4.3) in
+    // zeroplan's executor (executor/data_parallel.cc): the host optimizer
+    // reads the step before's reduced gradients while the next step reduces
+    // into a second buffer, and writes the partition's weights to one of its
+    // own (for an fp32 model, the fp32 weights it keeps).
+    const uint64_t shard = (stage_total + l.dp - 1) / l.dp;
+    sink.add(tensor_row(Component::MainGradients, Residence::Host, Dtype::Fp32, "delayed update: the step before's gradients",
+                        shard));
+    sink.add(tensor_row(Component::OffloadStaging, Residence::Host, low, "delayed update: the updated weight partition", shard));
+  }
 
   // 4. Offload staging in pinned host memory for NVMe (DeepSpeed aio buffers).
   if (l.offload_param == Offload::Nvme) {
@@ -525,6 +536,7 @@ void refresh_states_key(StatesCache& c, const MemoryPrep& p, const MemoryInputs&
   k.sequence_parallel = p.sequence_parallel;
   k.act_dtype = p.x.dtype;
   k.framework = p.framework;
+  k.delayed_update = in.layout.delayed_update;
   c.activations_version_seen = p.activations_version;
   auto holds = [&k](const StatesCache::StatesEntry& e) { return e.generation != 0 && e.key == k; };
   if (holds(c.entries[c.current])) return;
@@ -565,7 +577,7 @@ const StatesCache::StateSlot* state_slot(StatesCache& c, MemoryPrep& p, const Me
     }
     const StatesCache::StatesEntry& current = c.entries[c.current];
     if (current.generation == 0 || c.activations_version_seen != p.activations_version ||
-        current.key.dp != l.dp || current.key.emulated != l.emulated) {
+        current.key.dp != l.dp || current.key.emulated != l.emulated || current.key.delayed_update != l.delayed_update) {
       refresh_states_key(c, p, in);
     }
   }

@@ -130,6 +130,7 @@ struct StatesCache {
     bool sequence_parallel = false;
     Dtype act_dtype = Dtype::Bf16;
     Framework framework = Framework::Zeroplan;
+    bool delayed_update = false;  // zeroplan's delayed update keeps a second gradient partition
     bool operator==(const StatesKey&) const = default;
   };
   // The option fields emit_states and the fixed runtime overheads read,

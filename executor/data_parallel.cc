@@ -20,6 +20,9 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
   if (zero_stage < 0 || zero_stage > 3) throw std::runtime_error("data parallel: ZeRO stage 0-3");
   if (memory.offload_optimizer && zero_stage == 0) throw std::runtime_error("optimizer offload needs ZeRO stage 1 or higher");
   if (memory.offload_params && zero_stage != 3) throw std::runtime_error("parameter offload needs ZeRO stage 3");
+  if (memory.delayed_update && !memory.offload_optimizer) {
+    throw std::runtime_error("the delayed parameter update needs optimizer offload");
+  }
   const size_t n = model.params.size(), world = static_cast<size_t>(comm.size());
   TrackingAllocator* dev = memory.device;
   // Offloaded optimizer states live in host memory (the cost model's rules:
@@ -61,6 +64,7 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
                      units_->partition_offset(u));
       }
     }
+    setup_delayed();
     return;
   }
   shard_ = stage_ == 0 ? n : (n + world - 1) / world;
@@ -71,6 +75,93 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
   // (a model state); otherwise the reduced partition exists during the
   // optimizer step only (apply_gradients).
   if (stage_ == 1 && memory.offload_optimizer) grad_fp32_ = make_buffer<float>(memory.host, Component::MainGradients, shard_);
+  setup_delayed();
+}
+
+template <class Model>
+DataParallelTrainer<Model>::~DataParallelTrainer() {
+  if (worker_.joinable()) worker_.join();
+}
+
+template <class Model>
+Buffer<float>& DataParallelTrainer<Model>::reduced_gradients() {
+  return units_ ? units_->gradients_fp32 : grad_fp32_;
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::setup_delayed() {
+  if (!memory_.delayed_update) return;
+  // A second fp32 gradient partition, so the next step reduces into one
+  // while the worker reads the other, and the partition's weights.
+  const size_t size = reduced_gradients().size();
+  pending_grads_ = make_buffer<float>(memory_.host, Component::MainGradients, size);
+  delayed_weights_ = make_buffer<T>(memory_.host, Component::OffloadStaging, size);
+  if constexpr (!kMixed) {
+    // An fp32 model has no master weights: the worker keeps the partition's
+    // fp32 weights here, starting from the model's.
+    Device& host = delayed_weights_.home().device();
+    if (stage_ == 3) {
+      mover(host, units_->params.home().device()).copy(delayed_weights_.data(), units_->params.data(), size * sizeof(T));
+    } else if (units_) {
+      for (size_t u = 0; u < units_->num_units(); ++u) {
+        mover(host, be_.device())
+            .copy(delayed_weights_.data() + units_->partition_offset(u), model_.params.data() + units_->owned_first(u),
+                  units_->owned_count(u) * sizeof(T));
+      }
+    } else {
+      const size_t n = model_.params.size(), begin = std::min(n, static_cast<size_t>(comm_.rank()) * shard_);
+      mover(host, be_.device()).copy(delayed_weights_.data(), model_.params.data() + begin, std::min(shard_, n - begin) * sizeof(T));
+    }
+  }
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::launch_delayed(float scale) {
+  // This step's reduced gradients go to the worker; the next step reduces
+  // into the other buffer (zeroed, or overwritten, as it begins).
+  reduced_gradients().swap(pending_grads_);
+  const int step = steps_;
+  // The host optimizer's AdamW reads and writes only the optimizer's own
+  // buffers (no allocation, no shared scratch), so it runs beside the
+  // model's work.
+  worker_ = std::thread([this, scale, step] {
+    float* fp32 = nullptr;
+    T* low = nullptr;
+    if constexpr (kMixed) {
+      fp32 = master_.data();
+      low = delayed_weights_.data();
+    } else {
+      fp32 = delayed_weights_.data();
+    }
+    bridge_.optimizer().adamw_fp32_grads(fp32, low, pending_grads_.data(), scale, m_.data(), v_.data(),
+                                         pending_grads_.size(), step, adam_);
+  });
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::apply_delayed() {
+  Device& host = delayed_weights_.home().device();
+  if (stage_ == 3) {
+    mover(units_->params.home().device(), host)
+        .copy(units_->params.data(), delayed_weights_.data(), units_->shard_size() * sizeof(T));
+  } else if (units_) {
+    units_->gather_updated([&](size_t u, T* chunk) {
+      mover(be_.device(), host)
+          .copy(chunk, delayed_weights_.data() + units_->partition_offset(u), units_->chunk_size(u) * sizeof(T));
+    });
+  } else {
+    const size_t n = model_.params.size(), begin = std::min(n, static_cast<size_t>(comm_.rank()) * shard_);
+    mover(be_.device(), host)
+        .copy(model_.params.data() + begin, delayed_weights_.data(), std::min(shard_, n - begin) * sizeof(T));
+    gather_partition();
+  }
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::finish_pending() {
+  if (!worker_.joinable()) return;
+  worker_.join();
+  apply_delayed();
 }
 
 template <class Model>
@@ -159,10 +250,25 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
       update(weights, weights_device, units_->gradients_low.data() + at, scale, count, at);
     }
   };
+  // Delayed update: wait for the step before's update, put it in the model,
+  // and start this one's (the wait is the optimizer's exposed time).
+  auto delayed = [&] {
+    auto t = Clock::now();
+    if (worker_.joinable()) worker_.join();
+    phases_.optimizer_s = since(t);
+    t = Clock::now();
+    if (steps_ > 1) apply_delayed();
+    phases_.parameter_gather_s = since(t);
+    launch_delayed(scale);
+  };
   if (stage_ >= 2) {
     auto t = Clock::now();
     units_->flush();  // the held units' gradients
     phases_.gradient_sync_s += since(t);
+    if (memory_.delayed_update) {
+      delayed();
+      return;
+    }
     t = Clock::now();
     if (stage_ == 3) {
       update_partition(units_->params.data(), units_->params.home().device(), units_->shard_size(), 0);
@@ -203,11 +309,7 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
   Buffer<T> bucket = make_buffer<T>(memory_.device, Component::Buckets, per_rank * world);
   Buffer<T> piece = make_buffer<T>(memory_.device, Component::Buckets, per_rank);
-  // Elements [first, first + len) of rank r's partition: where they are in the model's flat buffers.
-  auto owned = [&](size_t r, size_t first, size_t len) {
-    const size_t from = std::min(n, r * shard_ + first);
-    return std::pair<size_t, size_t>{from, std::min(len, n - from)};
-  };
+  auto owned = [this](size_t r, size_t first, size_t len) { return owned_range(r, first, len); };
   const bool offloaded = !grad_fp32_.empty();
   Buffer<float> grads_fp32 = offloaded || kMixed ? Buffer<float>{} : make_buffer<float>(memory_.device, Component::Buckets, shard_);
   Buffer<T> grads_low = kMixed && !offloaded ? make_buffer<T>(memory_.device, Component::Buckets, shard_) : Buffer<T>{};
@@ -228,7 +330,13 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
       be_.copy(grads_fp32.data() + first, piece.data(), len);
     }
   }
+  release_buffer(bucket);  // the all-gather takes its own
+  release_buffer(piece);
   phases_.gradient_sync_s += since(t);
+  if (memory_.delayed_update) {
+    delayed();
+    return;
+  }
   t = Clock::now();
   // (Mixed precision rounds the partition's weights from the master weights.)
   if (offloaded) {
@@ -239,7 +347,26 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
     update(model_.params.data() + begin, be_.device(), grads_fp32.data(), scale, mine, 0);
   }
   phases_.optimizer_s = since(t);
+  release_buffer(grads_fp32);
+  release_buffer(grads_low);
   t = Clock::now();
+  gather_partition();
+  phases_.parameter_gather_s = since(t);
+}
+
+template <class Model>
+std::pair<size_t, size_t> DataParallelTrainer<Model>::owned_range(size_t r, size_t first, size_t len) const {
+  const size_t n = model_.params.size(), from = std::min(n, r * shard_ + first);
+  return {from, std::min(len, n - from)};
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::gather_partition() {
+  const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
+  const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
+  Buffer<T> bucket = make_buffer<T>(memory_.device, Component::Buckets, per_rank * world);
+  Buffer<T> piece = make_buffer<T>(memory_.device, Component::Buckets, per_rank);
+  auto owned = [this](size_t r, size_t first, size_t len) { return owned_range(r, first, len); };
   for (size_t first = 0; first < shard_; first += per_rank) {
     const size_t len = std::min(per_rank, shard_ - first);
     const auto [from, count] = owned(rank, first, len);
@@ -255,11 +382,11 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
       if (r != rank) be_.copy(model_.params.data() + to, bucket.data() + r * len, got);
     }
   }
-  phases_.parameter_gather_s = since(t);
 }
 
 template <class Model>
 CheckpointState DataParallelTrainer<Model>::state() const {
+  if (worker_.joinable()) throw std::runtime_error("a delayed update is in flight: finish_pending() before state()");
   CheckpointState s;
   s.step = static_cast<uint64_t>(steps_);
   const Buffer<T>& params = stage_ == 3 ? units_->params : model_.params;

@@ -24,6 +24,14 @@
 //    parameter partition lives in host memory and gathers read it there;
 //  - optimizer offload (stage >= 1, ZeRO-Offload): the moments and the fp32
 //    gradient partition live in host memory, where the optimizer step runs;
+//  - delayed parameter update (with optimizer offload; ZeRO-Offload's DPU,
+//    arXiv 2101.06840 Sec. 4.3): the host optimizer step on step t's
+//    gradients runs on a thread of its own while the device computes step
+//    t+1 on the weights of step t-1's update, and its result reaches the
+//    model at step t+1's end; the reduced gradients are double-buffered on
+//    the host and the updated weight partition has a host buffer of its own.
+//    The first update reaches the model at the end of the second step;
+//    finish_pending() applies the last one (before a checkpoint, at the end);
 //  - mixed precision (a bf16 model): the weights, gradients and every
 //    collective are bf16; the optimizer keeps fp32 master weights of its
 //    partition beside the moments (with them in host memory under offload),
@@ -39,7 +47,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "executor/adamw.h"
@@ -61,6 +71,7 @@ struct TrainerMemory {
   // ZeRO-1's reduce-scatter and all-gather bucket, in elements (the cost
   // model's zeroplan default, costmodel/memory_options.cc).
   size_t reduce_bucket_elems = size_t{1} << 24;
+  bool delayed_update = false;  // ZeRO-Offload's one-step delayed parameter update (needs offload_optimizer)
 };
 
 // Model: GptModel or LlamaModel of float or bf16 (flat params and grads,
@@ -71,6 +82,9 @@ class DataParallelTrainer {
   using T = typename Model::Scalar;
   static constexpr bool kMixed = !std::is_same_v<T, float>;
   DataParallelTrainer(Model& model, Communicator& comm, int zero_stage, AdamConfig adam, TrainerMemory memory = {});
+  ~DataParallelTrainer();
+  DataParallelTrainer(const DataParallelTrainer&) = delete;
+  DataParallelTrainer& operator=(const DataParallelTrainer&) = delete;
   // One step on this rank's slice: `micro_batches` micro-batches of
   // `micro_batch` sequences of Tn tokens, one after another in tokens and
   // targets; returns the global mean loss.
@@ -97,8 +111,12 @@ class DataParallelTrainer {
     double forward_s = 0, backward_s = 0, gradient_sync_s = 0, optimizer_s = 0, parameter_gather_s = 0;
   };
   const Phases& last_phases() const { return phases_; }
+  // Delayed update: waits for the update in flight and puts its weights in
+  // the model (nothing otherwise).
+  void finish_pending();
   // What this rank holds (its moments are its partition's for stage >= 1),
-  // for checkpoints; restore() takes back what state() gave.
+  // for checkpoints; restore() takes back what state() gave. With a delayed
+  // update in flight, state() throws: finish_pending() first.
   CheckpointState state() const;
   void restore(const CheckpointState& s);
 
@@ -109,6 +127,18 @@ class DataParallelTrainer {
   // the bf16 weights rounded from the master copy.
   template <class G>
   void update(T* weights, Device& weights_device, const G* grads, float scale, size_t count, size_t at);
+  // ZeRO-1: this rank's partition of the model's parameters all-gathered
+  // into every rank's copy, bucket by bucket.
+  void gather_partition();
+  // ZeRO-1: elements [first, first + len) of rank r's partition, where they
+  // are in the model's flat buffers: (offset, count), clipped to the model.
+  std::pair<size_t, size_t> owned_range(size_t r, size_t first, size_t len) const;
+  // Delayed update: the host buffers; the step on the reduced gradients,
+  // started on the worker thread; its weights put in the model.
+  void setup_delayed();
+  void launch_delayed(float scale);
+  void apply_delayed();
+  Buffer<float>& reduced_gradients();
   Model& model_;
   Backend<T>& be_;
   OffloadBridge<T> bridge_;  // where the optimizer runs (the host's backend under offload on a GPU)
@@ -123,6 +153,12 @@ class DataParallelTrainer {
   Buffer<float> master_;   // mixed precision: the fp32 master weights of the same elements
   Buffer<float> grad_fp32_;  // stage 1 under offload: the host optimizer's reduced fp32 gradients
   std::unique_ptr<ZeroUnits<T>> units_;  // stage 2, 3
+  // Delayed update: the gradients the worker reads (the step before's), the
+  // partition's weights it writes (for an fp32 model: the fp32 weights it
+  // keeps), and the worker.
+  Buffer<float> pending_grads_;
+  Buffer<T> delayed_weights_;
+  std::thread worker_;
 };
 
 extern template class DataParallelTrainer<GptModel<float>>;

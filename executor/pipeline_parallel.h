@@ -75,6 +75,8 @@ class PipelineTrainer {
   uint64_t zero3_peak_gathered_bytes() const { return optimizer_.zero3_peak_gathered_bytes(); }
   // What this rank holds (its stage's parameters and its optimizer states), for checkpoints.
   CheckpointState state() const { return optimizer_.state(); }
+  // A delayed update in flight reaches the model (executor/data_parallel.h).
+  void finish_pending() { optimizer_.finish_pending(); }
   void restore(const CheckpointState& s) { optimizer_.restore(s); }
 
  private:

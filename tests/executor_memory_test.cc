@@ -32,6 +32,7 @@ struct Case {
   Recompute recompute = Recompute::None;
   bool offload_params = false;
   bool bf16 = false;
+  bool delayed = false;  // ZeRO-Offload's delayed parameter update
 };
 
 struct Measured {
@@ -42,11 +43,14 @@ struct Measured {
 template <class Model>
 double check_step(Model& model, const Case& c, Measured& mem, const Layout& l, const MemoryTotals& want) {
   LoopbackCommunicator comm(static_cast<int>(c.dp) - 1, static_cast<int>(c.dp));  // the last rank: the padded tail
-  DataParallelTrainer<Model> trainer(model, comm, c.zero, AdamConfig{}, TrainerMemory{&mem.device, &mem.host, c.offload, c.offload_params});
+  TrainerMemory memory{&mem.device, &mem.host, c.offload, c.offload_params};
+  memory.delayed_update = c.delayed;
+  DataParallelTrainer<Model> trainer(model, comm, c.zero, AdamConfig{}, memory);
   const SyntheticCorpus corpus(64, 7);
   const int seq = static_cast<int>(l.seq_len), mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum);
   const Batch b = corpus.batch(0, 0, mb * ga, seq);
   CHECK(std::isfinite(trainer.step(b.tokens.data(), b.targets.data(), mb, seq, ga)));
+  trainer.finish_pending();  // a delayed update reaches the model, as at the end of a run
   CAPTURE(describe(l));
   CAPTURE(c.llama);
   CAPTURE(c.bf16);
@@ -71,6 +75,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
             for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
               cases.push_back({llama, dp, zero, offload, recompute, false, bf16});
               if (zero == 3) cases.push_back({llama, dp, zero, offload, recompute, true, bf16});
+              if (offload && recompute == Recompute::None) cases.push_back({llama, dp, zero, offload, recompute, false, bf16, true});
             }
           }
         }
@@ -86,6 +91,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
     l.zero_stage = static_cast<uint8_t>(c.zero);
     l.offload_optimizer = c.offload ? Offload::Cpu : Offload::None;
     l.offload_param = c.offload_params ? Offload::Cpu : Offload::None;
+    l.delayed_update = c.delayed;
     const ClusterShape cluster = make_cluster_shape(make_cluster(test::catalog(), "H100-80GB", "", c.dp));
     REQUIRE(check_layout(make_shape(spec), l, cluster, c.dp).empty());
     const MemoryTotals want = test::executor_rows(spec, l, 0);
