@@ -265,14 +265,17 @@ void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const St
     const uint64_t held_head = sp.last ? padded(head_copy) : 0;
     open = in.model.tied ? embedding + held_head + in_loop : std::max(embedding, in_loop);
   }
-  const uint64_t loop_bytes = emit_executor_workspace(v.x, sp.first, false, discard) + open * dtype_bytes(low);
   const uint64_t shard = (stage_total + dp - 1) / dp;
   const uint64_t per_rank = std::min(shard, (in.options.reduce_bucket_elems + dp - 1) / dp);
   const bool reduced_here = l.offload_optimizer == Offload::None;
   uint64_t end_elems = 0;
   if (l.zero_stage == 1) end_elems = per_rank * dp + per_rank + (reduced_here ? shard : 0);
   if (l.zero_stage == 2) end_elems = chunk + chunk * dp;
-  const bool at_end = l.tp == 1 && l.pp == 1 && end_elems * dtype_bytes(low) > loop_bytes;
+  bool at_end = false;
+  if (l.tp == 1 && l.pp == 1 && end_elems > 0) {
+    const uint64_t loop_bytes = emit_executor_workspace(v.x, sp.first, false, discard) + open * dtype_bytes(low);
+    at_end = end_elems * dtype_bytes(low) > loop_bytes;
+  }
 
   const Component B = Component::Buckets;
   const Residence G = Residence::Gpu;
