@@ -151,7 +151,7 @@ void emit_saved_layers(const MemoryPrep& v, Recompute mode, uint64_t copies, Sin
 // the gathered and reduced token rows of forward and backward and the norm
 // weights' partial gradients; on a stage after the first the input gradient
 // it keeps for the stage before. And the CUDA backend's own scratch:
-// attention's fp32 score gradients of one sequence
+// attention's scores and score gradients of one sequence
 // (executor/cuda_backend.cc). The CPU backend keeps other scratch (the
 // reference kernels' scores, fp32 copies of bf16 operands): validate on the
 // CPU shows that difference under backend_scratch.
@@ -189,8 +189,16 @@ uint64_t emit_executor_workspace(const ActivationShape& x, bool first, bool loop
     row("sequence parallelism: norm weight gradients [h]", h, x.swiglu ? 1 : 2, 1);
   }
   if (!first) row("input gradient kept for the previous stage [To,h]", To, h, 1, false);
-  sink.add(tensor_row(Component::BackendScratch, G, Dtype::Fp32, "CUDA attention score gradients [a/t,s,s], one sequence",
-                      x.a_t, x.s, x.s, 1, 1));
+  // The CUDA backend's cuBLASLt attention (kernels/attention_gemm_cuda.h):
+  // fp32 scores and score gradients of one sequence, and the gradients again
+  // in the working precision for the products that read them (fp32: the same
+  // buffer).
+  sink.add(tensor_row(Component::BackendScratch, G, Dtype::Fp32, "CUDA attention scores [a/t,s,s], one sequence", x.a_t,
+                      x.s, x.s, 1, 1));
+  if (x.dtype != Dtype::Fp32) {
+    sink.add(tensor_row(Component::BackendScratch, G, x.dtype, "CUDA attention score gradients [a/t,s,s], one sequence",
+                        x.a_t, x.s, x.s, 1, 1));
+  }
   return loop_bytes;
 }
 

@@ -2,13 +2,16 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <numeric>
+#include <string>
 #include <stdexcept>
 #include <type_traits>
 
 #include "executor/row_groups.h"
 #include "executor/tensor_parallel.h"
 #include "kernels/attention_cuda.h"
+#include "kernels/attention_gemm_cuda.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/matmul_cublaslt.h"
 #include "kernels/ops_cuda.h"
@@ -47,8 +50,10 @@ CudaBackend<T>::CudaBackend(Device& device, TrackingAllocator* tracker)
       tracker_(tracker),
       matmul_workspace_(make_buffer<char>(tracker, Component::CublasWorkspace, kMatmulWorkspaceBytes)),
       matmul_(std::make_unique<cuda::Matmul>(matmul_workspace_.data(), kMatmulWorkspaceBytes)),
+      gemm_attention_(attention_through_gemm()),
       scores_(make_buffer<float>(tracker, Component::BackendScratch)),
       losses_(make_buffer<float>(tracker, Component::Workspace)),
+      scores_low_(make_buffer<T>(tracker, Component::BackendScratch)),
       zero_rows_(make_buffer<int>(tracker, Component::Workspace)) {
   if (!device.is_gpu()) throw std::runtime_error("CudaBackend needs a GPU device");
 }
@@ -107,26 +112,73 @@ void CudaBackend<T>::matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, co
   matmul_->backward(K(dinp), K(dw), K(dbias), K(dout), K(inp), K(w), N, C, OC);
 }
 // GPT-2's q, k, v sit side by side in (B,T,3C): three strided views of one
-// tensor. The softmax is fused: no scores before it are kept.
+// tensor, through the same grouped-head path with one query head per group.
 template <class T>
 void CudaBackend<T>::attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) {
-  const size_t c = static_cast<size_t>(C), hs = c / static_cast<size_t>(NH);
-  cuda::attention_forward(heads(out, c), K(att), heads(qkv, 3 * c), heads(qkv + c, 3 * c), heads(qkv + 2 * c, 3 * c), B, Tn,
-                          NH, NH, static_cast<int>(hs));
+  const size_t c = static_cast<size_t>(C);
+  const int hs = C / NH;
+  gqa_attention_forward_strided(heads(out, c), att, heads(qkv, 3 * c), heads(qkv + c, 3 * c), heads(qkv + 2 * c, 3 * c), B,
+                                Tn, NH, NH, hs);
 }
-// The fp32 score gradients are scratch of one sequence: backward runs
-// sequence by sequence (B launches of B * NH * T blocks' worth / B each).
 template <class T>
 void CudaBackend<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int Tn, int C, int NH) {
-  const size_t c = static_cast<size_t>(C), hs = c / static_cast<size_t>(NH), tokens = static_cast<size_t>(Tn);
-  const size_t A = static_cast<size_t>(NH) * tokens * tokens;
+  const size_t c = static_cast<size_t>(C);
+  const int hs = C / NH;
+  gqa_attention_backward_strided(heads(dqkv, 3 * c), heads(dqkv + c, 3 * c), heads(dqkv + 2 * c, 3 * c), heads(dout, c),
+                                 heads(qkv, 3 * c), heads(qkv + c, 3 * c), heads(qkv + 2 * c, 3 * c), att, B, Tn, NH, NH, hs);
+}
+
+// ZP_CUDA_ATTENTION=rows selects the row kernels (every dot product on the
+// CUDA cores: slow, kept as the second implementation and a fallback);
+// anything else, or nothing, the cuBLASLt path.
+template <class T>
+bool CudaBackend<T>::attention_through_gemm() {
+  const char* choice = std::getenv("ZP_CUDA_ATTENTION");
+  return !(choice && std::string(choice) == "rows");
+}
+
+// Both paths keep scratch of one sequence and run sequence by sequence:
+// fp32 scores or score gradients (NH*T*T floats), and on the cuBLASLt path
+// the score gradients again in T for the products that read them (for
+// float, the fp32 buffer itself).
+template <class T>
+void CudaBackend<T>::gqa_attention_forward_strided(cuda::Heads<kernel_type> out, T* att, cuda::Heads<const kernel_type> q,
+                                                   cuda::Heads<const kernel_type> k, cuda::Heads<const kernel_type> v, int B,
+                                                   int Tn, int NH, int KVH, int hs) {
+  if (!gemm_attention_) {
+    cuda::attention_forward(out, K(att), q, k, v, B, Tn, NH, KVH, hs);
+    return;
+  }
+  const size_t A = static_cast<size_t>(NH) * Tn * Tn;
+  cuda::attention_forward_gemm(*matmul_, out, K(att), q, k, v, scores(A), B, Tn, NH, KVH, hs);
+}
+
+template <class T>
+void CudaBackend<T>::gqa_attention_backward_strided(cuda::Heads<kernel_type> dq, cuda::Heads<kernel_type> dk,
+                                                    cuda::Heads<kernel_type> dv, cuda::Heads<const kernel_type> dout,
+                                                    cuda::Heads<const kernel_type> q, cuda::Heads<const kernel_type> k,
+                                                    cuda::Heads<const kernel_type> v, const T* att, int B, int Tn, int NH,
+                                                    int KVH, int hs) {
+  const size_t tokens = static_cast<size_t>(Tn), A = static_cast<size_t>(NH) * tokens * tokens;
   float* ds = scores(A);
+  if (gemm_attention_) {
+    kernel_type* low = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      low = ds;
+    } else {
+      if (scores_low_.size() < A) {
+        release_buffer(scores_low_);
+        scores_low_.assign(A, T(0));
+      }
+      low = K(scores_low_.data());
+    }
+    cuda::attention_backward_gemm(*matmul_, dq, dk, dv, ds, low, dout, q, k, v, K(att), B, Tn, NH, KVH, hs);
+    return;
+  }
+  auto at = [tokens](auto h, size_t b) { return decltype(h){h.base + b * tokens * h.token_stride, h.token_stride}; };
   for (size_t b = 0; b < static_cast<size_t>(B); ++b) {
-    T* dx = dqkv + b * tokens * 3 * c;
-    const T *x = qkv + b * tokens * 3 * c, *d = dout + b * tokens * c;
-    cuda::attention_backward(heads(dx, 3 * c), heads(dx + c, 3 * c), heads(dx + 2 * c, 3 * c), ds, heads(d, c), heads(x, 3 * c),
-                             heads(x + c, 3 * c), heads(x + 2 * c, 3 * c), K(att + b * A), 1, Tn, NH, NH,
-                             static_cast<int>(hs));
+    cuda::attention_backward(at(dq, b), at(dk, b), at(dv, b), ds, at(dout, b), at(q, b), at(k, b), at(v, b), K(att + b * A), 1,
+                             Tn, NH, KVH, hs);
   }
 }
 template <class T>
@@ -246,20 +298,14 @@ template <class T>
 void CudaBackend<T>::gqa_attention_forward(T* out, T* att, const T* q, const T* k, const T* v, int B, int Tn, int NH,
                                            int KVH, int hs) {
   const size_t qs = static_cast<size_t>(NH) * hs, ks = static_cast<size_t>(KVH) * hs;
-  cuda::attention_forward(heads(out, qs), K(att), heads(q, qs), heads(k, ks), heads(v, ks), B, Tn, NH, KVH, hs);
+  gqa_attention_forward_strided(heads(out, qs), att, heads(q, qs), heads(k, ks), heads(v, ks), B, Tn, NH, KVH, hs);
 }
 template <class T>
 void CudaBackend<T>::gqa_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                                             const T* att, int B, int Tn, int NH, int KVH, int hs) {
-  // One sequence at a time, as attention_backward.
-  const size_t qs = static_cast<size_t>(NH) * hs, ks = static_cast<size_t>(KVH) * hs, tokens = static_cast<size_t>(Tn);
-  const size_t A = static_cast<size_t>(NH) * tokens * tokens;
-  float* ds = scores(A);
-  for (size_t b = 0; b < static_cast<size_t>(B); ++b) {
-    const size_t qo = b * tokens * qs, ko = b * tokens * ks;
-    cuda::attention_backward(heads(dq + qo, qs), heads(dk + ko, ks), heads(dv + ko, ks), ds, heads(dout + qo, qs),
-                             heads(q + qo, qs), heads(k + ko, ks), heads(v + ko, ks), K(att + b * A), 1, Tn, NH, KVH, hs);
-  }
+  const size_t qs = static_cast<size_t>(NH) * hs, ks = static_cast<size_t>(KVH) * hs;
+  gqa_attention_backward_strided(heads(dq, qs), heads(dk, ks), heads(dv, ks), heads(dout, qs), heads(q, qs), heads(k, ks),
+                                 heads(v, ks), att, B, Tn, NH, KVH, hs);
 }
 
 template <class T>

@@ -1,6 +1,7 @@
 // CudaBackend<T>: the Backend (executor/backend.h) of a CudaDevice: the
-// kernels of kernels/ (norms, activations, attention with the softmax
-// fused, rotary positions, token lookups, the fused cross-entropy, AdamW,
+// kernels of kernels/ (norms, activations, attention through cuBLASLt's
+// batched products with the softmax between them, or with
+// ZP_CUDA_ATTENTION=rows the row kernels, rotary positions, token lookups, the fused cross-entropy, AdamW,
 // elementwise sums) and cuBLASLt products, for float or bf16 storage with
 // fp32 arithmetic, all on the legacy default stream. What it holds, from the
 // rank's tracker: the cuBLASLt workspace (cublas_workspace, 32 MiB: NVIDIA's
@@ -17,10 +18,12 @@
 #pragma once
 
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "executor/backend.h"
 #include "executor/tagged_buffer.h"
+#include "kernels/attention_cuda.h"
 
 namespace zp {
 
@@ -81,11 +84,23 @@ class CudaBackend final : public Backend<T> {
   // Device copies of host-built index arrays, one slot per argument of a call.
   const int* indices(int slot, const std::vector<int>& host);
   std::vector<int> host_ids(const int* ids, size_t N);
-  float* scores(size_t n);  // the fp32 score-gradient scratch, grown to n
+  float* scores(size_t n);  // the fp32 score (gradient) scratch, grown to n
+  // Attention over strided heads, on the path chosen at construction.
+  using kernel_type = std::conditional_t<std::is_same_v<T, bf16>, cuda::Bf16, float>;
+  static bool attention_through_gemm();
+  void gqa_attention_forward_strided(cuda::Heads<kernel_type> out, T* att, cuda::Heads<const kernel_type> q,
+                                     cuda::Heads<const kernel_type> k, cuda::Heads<const kernel_type> v, int B, int Tn, int NH,
+                                     int KVH, int hs);
+  void gqa_attention_backward_strided(cuda::Heads<kernel_type> dq, cuda::Heads<kernel_type> dk, cuda::Heads<kernel_type> dv,
+                                      cuda::Heads<const kernel_type> dout, cuda::Heads<const kernel_type> q,
+                                      cuda::Heads<const kernel_type> k, cuda::Heads<const kernel_type> v, const T* att, int B,
+                                      int Tn, int NH, int KVH, int hs);
   TrackingAllocator* tracker_;
   Buffer<char> matmul_workspace_;
   std::unique_ptr<cuda::Matmul> matmul_;
+  bool gemm_attention_;
   Buffer<float> scores_, losses_;
+  Buffer<T> scores_low_;  // the cuBLASLt path's bf16 score gradients
   Buffer<int> zero_rows_;  // add_bias's row index of every row
   std::vector<Buffer<int>> indices_;
 };

@@ -5,6 +5,7 @@
 
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -23,7 +24,8 @@ cudaDataType_t data_type() {
   return std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
 }
 
-// D (m,n) = op(A) op(B) + beta D [+ bias (m) on every column], column-major.
+// D (m,n) = alpha op(A) op(B) + beta D [+ bias (m) on every column],
+// column-major, `count` times over strided batches.
 struct Gemm {
   bool transa = false, transb = false;
   int m = 0, n = 0, k = 0;
@@ -33,12 +35,36 @@ struct Gemm {
   int ldb = 0;
   void* d = nullptr;
   int ldd = 0;
-  float beta = 0;
+  float alpha = 1, beta = 0;
   const void* bias = nullptr;
+  int count = 1;
+  int64_t stride_a = 0, stride_b = 0, stride_d = 0;
 };
 
-void run(cublasLtHandle_t handle, cudaDataType_t type, const Gemm& g, void* workspace, size_t workspace_bytes,
-         const char* what) {
+// The batch count and stride of a layout (nothing for one matrix).
+void batch(cublasLtMatrixLayout_t layout, int count, int64_t stride, const char* what) {
+  if (count == 1) return;
+  check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)), what);
+  check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)),
+        what);
+}
+
+// The alignment, in bytes (at most 256), every matrix of a batch starting at
+// p, `stride_bytes` apart, is known to have. cuBLASLt's heuristic assumes 256
+// unless told (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*), and attention's heads
+// start hs elements apart; PyTorch tells it the same way (CUDABlas.cpp).
+uint32_t alignment(const void* p, int64_t stride_bytes) {
+  const auto address = reinterpret_cast<uintptr_t>(p) | static_cast<uintptr_t>(stride_bytes);
+  uint32_t a = 256;
+  while (a > 1 && address % a != 0) a /= 2;
+  return a;
+}
+
+size_t bytes_of(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+
+// A and B of `type`, D of `d_type` (fp32 scores from bf16 operands).
+void run(cublasLtHandle_t handle, cudaDataType_t type, cudaDataType_t d_type, const Gemm& g, void* workspace,
+         size_t workspace_bytes, const char* what) {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
@@ -61,16 +87,29 @@ void run(cublasLtHandle_t handle, cudaDataType_t type, const Gemm& g, void* work
     }
     check(cublasLtMatrixLayoutCreate(&la, type, g.transa ? g.k : g.m, g.transa ? g.m : g.k, g.lda), what);
     check(cublasLtMatrixLayoutCreate(&lb, type, g.transb ? g.n : g.k, g.transb ? g.k : g.n, g.ldb), what);
-    check(cublasLtMatrixLayoutCreate(&ld, type, g.m, g.n, g.ldd), what);
+    check(cublasLtMatrixLayoutCreate(&ld, d_type, g.m, g.n, g.ldd), what);
+    batch(la, g.count, g.stride_a, what);
+    batch(lb, g.count, g.stride_b, what);
+    batch(ld, g.count, g.stride_d, what);
     check(cublasLtMatmulPreferenceCreate(&pref), what);
     const uint64_t bytes = workspace_bytes;
     check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &bytes, sizeof(bytes)), what);
+    const int64_t in = static_cast<int64_t>(bytes_of(type)), out = static_cast<int64_t>(bytes_of(d_type));
+    const uint32_t align_a = alignment(g.a, g.stride_a * in), align_b = alignment(g.b, g.stride_b * in);
+    const uint32_t align_d = alignment(g.d, g.stride_d * out);
+    check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)),
+          what);
+    check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)),
+          what);
+    check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, sizeof(align_d)),
+          what);
+    check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof(align_d)),
+          what);
     cublasLtMatmulHeuristicResult_t best{};
     int found = 0;
     check(cublasLtMatmulAlgoGetHeuristic(handle, op, la, lb, ld, ld, pref, 1, &best, &found), what);
     if (found == 0) throw std::runtime_error(std::string(what) + ": cuBLASLt has no algorithm for this product");
-    const float alpha = 1.0f;
-    check(cublasLtMatmul(handle, op, &alpha, g.a, la, g.b, lb, &g.beta, g.d, ld, g.d, ld, &best.algo, workspace,
+    check(cublasLtMatmul(handle, op, &g.alpha, g.a, la, g.b, lb, &g.beta, g.d, ld, g.d, ld, &best.algo, workspace,
                          workspace_bytes, nullptr),
           what);
   } catch (...) {
@@ -110,7 +149,8 @@ void Matmul::forward(T* out, const T* inp, const T* weight, const T* bias, int N
   g.b = inp, g.ldb = C;
   g.d = out, g.ldd = OC;
   g.bias = bias;
-  run(static_cast<cublasLtHandle_t>(handle_), data_type<T>(), g, workspace_, workspace_bytes_, "matmul forward");
+  run(static_cast<cublasLtHandle_t>(handle_), data_type<T>(), data_type<T>(), g, workspace_, workspace_bytes_,
+      "matmul forward");
 }
 
 template <class T>
@@ -123,7 +163,7 @@ void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp
   gi.b = dout, gi.ldb = OC;
   gi.d = dinp, gi.ldd = C;
   gi.beta = 1;
-  run(h, data_type<T>(), gi, workspace_, workspace_bytes_, "matmul backward (input)");
+  run(h, data_type<T>(), data_type<T>(), gi, workspace_, workspace_bytes_, "matmul backward (input)");
   // dweight^T (C,OC) += inp^T (C,N) dout (N,OC): the dout buffer read column-major is (OC,N), transposed.
   Gemm gw;
   gw.transb = true;
@@ -132,13 +172,28 @@ void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp
   gw.b = dout, gw.ldb = OC;
   gw.d = dweight, gw.ldd = C;
   gw.beta = 1;
-  run(h, data_type<T>(), gw, workspace_, workspace_bytes_, "matmul backward (weight)");
+  run(h, data_type<T>(), data_type<T>(), gw, workspace_, workspace_bytes_, "matmul backward (weight)");
   if (dbias) {
     bias_backward_kernel<<<column_blocks(OC), kBlock>>>(dev(dbias), dev(dout), N, OC);
     check_launch("matmul backward (bias)");
   }
 }
 
+template <class T, class Out>
+void Matmul::batched(const Batched& b, const char* what) {
+  Gemm g;
+  g.transa = b.transa, g.transb = b.transb;
+  g.m = b.m, g.n = b.n, g.k = b.k;
+  g.a = b.a, g.lda = b.lda, g.stride_a = b.stride_a;
+  g.b = b.b, g.ldb = b.ldb, g.stride_b = b.stride_b;
+  g.d = b.d, g.ldd = b.ldd, g.stride_d = b.stride_d;
+  g.alpha = b.alpha, g.beta = b.beta, g.count = b.count;
+  run(static_cast<cublasLtHandle_t>(handle_), data_type<T>(), data_type<Out>(), g, workspace_, workspace_bytes_, what);
+}
+
+template void Matmul::batched<float, float>(const Batched&, const char*);
+template void Matmul::batched<Bf16, Bf16>(const Batched&, const char*);
+template void Matmul::batched<Bf16, float>(const Batched&, const char*);
 template void Matmul::forward<float>(float*, const float*, const float*, const float*, int, int, int);
 template void Matmul::forward<Bf16>(Bf16*, const Bf16*, const Bf16*, const Bf16*, int, int, int);
 template void Matmul::backward<float>(float*, float*, float*, const float*, const float*, const float*, int, int, int);

@@ -28,6 +28,27 @@ class Matmul {
   template <class T>
   void backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int N, int C, int OC);
 
+  // A strided batch of column-major products (attention's, kernels/attention_gemm_cuda.cu):
+  // D_i = alpha op(A_i) op(B_i) + beta D_i for i < count, A_i = a + i * stride_a elements (B, D alike).
+  struct Batched {
+    bool transa = false, transb = false;
+    int m = 0, n = 0, k = 0;
+    const void* a = nullptr;
+    int lda = 0;
+    long long stride_a = 0;
+    const void* b = nullptr;
+    int ldb = 0;
+    long long stride_b = 0;
+    void* d = nullptr;
+    int ldd = 0;
+    long long stride_d = 0;
+    float alpha = 1, beta = 0;
+    int count = 1;
+  };
+  // A and B of T (float or Bf16), D of Out (T, or float: fp32 scores of bf16 operands).
+  template <class T, class Out>
+  void batched(const Batched& g, const char* what);
+
  private:
   void* handle_ = nullptr;  // cublasLtHandle_t
   void* workspace_;

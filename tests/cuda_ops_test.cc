@@ -26,6 +26,7 @@
 #include "executor/row_groups.h"
 #include "executor/scalar.h"
 #include "kernels/attention_cuda.h"
+#include "kernels/attention_gemm_cuda.h"
 #include "kernels/device_memory.h"
 #include "kernels/matmul_cublaslt.h"
 #include "kernels/ops_cuda.h"
@@ -227,6 +228,26 @@ void check_attention_and_tokens(const char* precision) {
     expect_close<T>(p + " gqa attention dq", gdq.read(), dq, sums);
     expect_close<T>(p + " gqa attention dk", gdk.read(), dk, sums);
     expect_close<T>(p + " gqa attention dv", gdv.read(), dv, sums);
+    // The cuBLASLt path, one sequence's scratch (for float, the score
+    // gradients in T are the fp32 buffer itself).
+    const size_t one = static_cast<size_t>(NH) * Tn * Tn;
+    DeviceBuffer<float> workspace(zeros((32u << 20) / sizeof(float))), scores(zeros(one));
+    DeviceBuffer<T> low(zeros(one)), hout(zeros(nq)), hatt(zeros(natt)), hdq(zeros(nq)), hdk(zeros(nkv)), hdv(zeros(nkv));
+    T* dscores = nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      dscores = scores.p;
+    } else {
+      dscores = low.p;
+    }
+    cuda::Matmul mm(workspace.p, 32u << 20);
+    cuda::attention_forward_gemm<T>(mm, {hout.p, qs}, hatt.p, {gq.p, qs}, {gk.p, ks}, {gv.p, ks}, scores.p, B, Tn, NH, KVH, hs);
+    cuda::attention_backward_gemm<T>(mm, {hdq.p, qs}, {hdk.p, ks}, {hdv.p, ks}, scores.p, dscores, {gd.p, qs}, {gq.p, qs},
+                                     {gk.p, ks}, {gv.p, ks}, hatt.p, B, Tn, NH, KVH, hs);
+    expect_close<T>(p + " gqa attention (cuBLASLt) probabilities", hatt.read(), att, sums);
+    expect_close<T>(p + " gqa attention (cuBLASLt) out", hout.read(), out, sums);
+    expect_close<T>(p + " gqa attention (cuBLASLt) dq", hdq.read(), dq, sums);
+    expect_close<T>(p + " gqa attention (cuBLASLt) dk", hdk.read(), dk, sums);
+    expect_close<T>(p + " gqa attention (cuBLASLt) dv", hdv.read(), dv, sums);
   }
   // GPT-2's attention: q, k, v side by side in (B,T,3C); the same kernels by strides.
   {
@@ -248,6 +269,17 @@ void check_attention_and_tokens(const char* precision) {
                                 gatt.p, B, Tn, NH, NH, hs);
     expect_close<T>(p + " gpt attention out", gout.read(), out, sums);
     expect_close<T>(p + " gpt attention dinp", gdinp.read(), dinp, sums);
+    const size_t one = static_cast<size_t>(NH) * Tn * Tn;
+    DeviceBuffer<float> workspace(zeros((32u << 20) / sizeof(float))), scores(zeros(one));
+    DeviceBuffer<T> low(zeros(one)), hout(zeros(nout)), hatt(zeros(natt)), hdinp(zeros(ninp));
+    cuda::Matmul mm(workspace.p, 32u << 20);
+    const size_t c = static_cast<size_t>(C);
+    cuda::attention_forward_gemm<T>(mm, {hout.p, c}, hatt.p, {ginp.p, s3}, {ginp.p + C, s3}, {ginp.p + 2 * C, s3}, scores.p, B,
+                                    Tn, NH, NH, hs);
+    cuda::attention_backward_gemm<T>(mm, {hdinp.p, s3}, {hdinp.p + C, s3}, {hdinp.p + 2 * C, s3}, scores.p, low.p, {gd.p, c},
+                                     {ginp.p, s3}, {ginp.p + C, s3}, {ginp.p + 2 * C, s3}, hatt.p, B, Tn, NH, NH, hs);
+    expect_close<T>(p + " gpt attention (cuBLASLt) out", hout.read(), out, sums);
+    expect_close<T>(p + " gpt attention (cuBLASLt) dinp", hdinp.read(), dinp, sums);
   }
   // Rotary positions, forward and backward in place.
   {
