@@ -54,7 +54,6 @@ template <>
 __device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }  // round to nearest even
 
 inline unsigned blocks_for(size_t n) { return static_cast<unsigned>(std::min<size_t>((n + kBlock - 1) / kBlock, 65535)); }
-inline unsigned column_blocks(int C) { return static_cast<unsigned>((C + kBlock - 1) / kBlock); }
 
 // Sum over the block (blockDim.x == kBlock); every thread gets the result.
 __device__ inline float block_sum(float x) {
@@ -80,6 +79,47 @@ __device__ inline float block_max(float x) {
     __syncthreads();
   }
   return partial[0];
+}
+
+// Column sums over N rows of C columns, deterministic (a fixed order, no
+// atomics): a block takes 32 columns; its kRowGroups thread rows each sum
+// every kRowGroups-th row of their column, and the partials are added in
+// order in shared memory. F gives K values per element and stores the K
+// sums of a column: `static constexpr int K`, `void values(size_t row, int
+// column, float* v) const` and `void store(int column, const float* sums)
+// const`, both __device__. The weight gradients of the norms and the bias
+// gradient of a product are such sums (one thread per column over all rows
+// left most of the GPU idle: C / 256 blocks).
+constexpr int kColumns = 32, kRowGroups = 16;
+
+template <class F>
+__global__ void column_sums_kernel(F f, int N, int C) {
+  __shared__ float partial[F::K][kRowGroups][kColumns];
+  const int column = blockIdx.x * kColumns + threadIdx.x, group = threadIdx.y;
+  float sums[F::K] = {};
+  if (column < C) {
+    float v[F::K];
+    for (int row = group; row < N; row += kRowGroups) {
+      f.values(static_cast<size_t>(row), column, v);
+      for (int k = 0; k < F::K; ++k) sums[k] += v[k];
+    }
+  }
+  for (int k = 0; k < F::K; ++k) partial[k][group][threadIdx.x] = sums[k];
+  __syncthreads();
+  if (group != 0 || column >= C) return;
+  for (int k = 0; k < F::K; ++k) {
+    float total = 0;
+    for (int g = 0; g < kRowGroups; ++g) total += partial[k][g][threadIdx.x];
+    sums[k] = total;
+  }
+  f.store(column, sums);
+}
+
+template <class F>
+void column_sums(const F& f, int N, int C, const char* name) {
+  const dim3 block(kColumns, kRowGroups);
+  column_sums_kernel<<<static_cast<unsigned>((C + kColumns - 1) / kColumns), block>>>(f, N, C);
+  check_launch(name);
 }
 
 }  // namespace zp::cuda

@@ -119,15 +119,16 @@ void run(cublasLtHandle_t handle, cudaDataType_t type, cudaDataType_t d_type, co
   release();
 }
 
-// dbias[oc] += sum over rows of dout[:, oc], one thread per column, rows in order.
+// dbias[oc] += sum over rows of dout[:, oc] (column_sums: a fixed order).
 template <class D>
-__global__ void bias_backward_kernel(D* dbias, const D* dout, int N, int OC) {
-  const int oc = blockIdx.x * blockDim.x + threadIdx.x;
-  if (oc >= OC) return;
-  float sum = 0;
-  for (int n = 0; n < N; ++n) sum += to_f(dout[static_cast<size_t>(n) * OC + oc]);
-  dbias[oc] = from_f<D>(to_f(dbias[oc]) + sum);
-}
+struct BiasGradient {
+  static constexpr int K = 1;
+  D* dbias;
+  const D* dout;
+  int OC;
+  __device__ void values(size_t n, int oc, float* v) const { v[0] = to_f(dout[n * OC + oc]); }
+  __device__ void store(int oc, const float* sums) const { dbias[oc] = from_f<D>(to_f(dbias[oc]) + sums[0]); }
+};
 
 }  // namespace
 
@@ -174,8 +175,7 @@ void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp
   gw.beta = 1;
   run(h, data_type<T>(), data_type<T>(), gw, workspace_, workspace_bytes_, "matmul backward (weight)");
   if (dbias) {
-    bias_backward_kernel<<<column_blocks(OC), kBlock>>>(dev(dbias), dev(dout), N, OC);
-    check_launch("matmul backward (bias)");
+    column_sums(BiasGradient<device_t<T>>{dev(dbias), dev(dout), OC}, N, OC, "matmul backward (bias)");
   }
 }
 

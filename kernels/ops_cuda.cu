@@ -1,7 +1,7 @@
 // The kernels of kernels/ops_cuda.h. The formulas are those of the CPU
 // reference kernels (executor/ops_cpu.h, ops_llama_cpu.h), in fp32 whatever
 // the storage type. Row kernels use one block per row with a shared-memory
-// reduction; weight gradients one thread per column over the rows.
+// reduction; weight gradients as deterministic column sums (cuda_common.cuh).
 #include "kernels/ops_cuda.h"
 
 #include "kernels/cuda_common.cuh"
@@ -55,21 +55,25 @@ __global__ void layernorm_backward_input_kernel(D* dinp, const D* dout, const D*
   }
 }
 
+// The norms' weight (and bias) gradients: sums over the rows (column_sums).
 template <class D>
-__global__ void layernorm_backward_params_kernel(D* dweight, D* dbias, const D* dout, const D* inp, const float* mean,
-                                                 const float* rstd, int N, int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  float dw = 0, db = 0;
-  for (int i = 0; i < N; ++i) {
-    const size_t k = static_cast<size_t>(i) * C + c;
+struct LayerNormParamGradients {
+  static constexpr int K = 2;
+  D *dweight, *dbias;
+  const D *dout, *inp;
+  const float *mean, *rstd;
+  int C;
+  __device__ void values(size_t i, int c, float* v) const {
+    const size_t k = i * C + c;
     const float g = to_f(dout[k]);
-    dw += (to_f(inp[k]) - mean[i]) * rstd[i] * g;
-    db += g;
+    v[0] = (to_f(inp[k]) - mean[i]) * rstd[i] * g;
+    v[1] = g;
   }
-  dweight[c] = from_f<D>(to_f(dweight[c]) + dw);
-  dbias[c] = from_f<D>(to_f(dbias[c]) + db);
-}
+  __device__ void store(int c, const float* sums) const {
+    dweight[c] = from_f<D>(to_f(dweight[c]) + sums[0]);
+    dbias[c] = from_f<D>(to_f(dbias[c]) + sums[1]);
+  }
+};
 
 template <class D>
 __global__ void rmsnorm_forward_kernel(D* out, float* rstd, const D* inp, const D* w, int C) {
@@ -98,16 +102,18 @@ __global__ void rmsnorm_backward_input_kernel(D* dinp, const D* dout, const D* i
 }
 
 template <class D>
-__global__ void rmsnorm_backward_params_kernel(D* dweight, const D* dout, const D* inp, const float* rstd, int N, int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  float dw = 0;
-  for (int i = 0; i < N; ++i) {
-    const size_t k = static_cast<size_t>(i) * C + c;
-    dw += to_f(inp[k]) * rstd[i] * to_f(dout[k]);
+struct RmsNormParamGradients {
+  static constexpr int K = 1;
+  D* dweight;
+  const D *dout, *inp;
+  const float* rstd;
+  int C;
+  __device__ void values(size_t i, int c, float* v) const {
+    const size_t k = i * C + c;
+    v[0] = to_f(inp[k]) * rstd[i] * to_f(dout[k]);
   }
-  dweight[c] = from_f<D>(to_f(dweight[c]) + dw);
-}
+  __device__ void store(int c, const float* sums) const { dweight[c] = from_f<D>(to_f(dweight[c]) + sums[0]); }
+};
 
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 
@@ -182,8 +188,8 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
                         const float* rstd, int N, int C) {
   layernorm_backward_input_kernel<<<N, kBlock>>>(dev(dinp), dev(dout), dev(inp), dev(weight), mean, rstd, C);
   check_launch("layernorm_backward (input)");
-  layernorm_backward_params_kernel<<<column_blocks(C), kBlock>>>(dev(dweight), dev(dbias), dev(dout), dev(inp), mean, rstd, N, C);
-  check_launch("layernorm_backward (weights)");
+  column_sums(LayerNormParamGradients<device_t<T>>{dev(dweight), dev(dbias), dev(dout), dev(inp), mean, rstd, C}, N, C,
+              "layernorm_backward (weights)");
 }
 
 template <class T>
@@ -196,8 +202,8 @@ template <class T>
 void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N, int C) {
   rmsnorm_backward_input_kernel<<<N, kBlock>>>(dev(dinp), dev(dout), dev(inp), dev(weight), rstd, C);
   check_launch("rmsnorm_backward (input)");
-  rmsnorm_backward_params_kernel<<<column_blocks(C), kBlock>>>(dev(dweight), dev(dout), dev(inp), rstd, N, C);
-  check_launch("rmsnorm_backward (weights)");
+  column_sums(RmsNormParamGradients<device_t<T>>{dev(dweight), dev(dout), dev(inp), rstd, C}, N, C,
+              "rmsnorm_backward (weights)");
 }
 
 template <class T>
