@@ -5,7 +5,9 @@
 
 #include <cublasLt.h>
 
+#include <array>
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -62,9 +64,16 @@ uint32_t alignment(const void* p, int64_t stride_bytes) {
 
 size_t bytes_of(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 
-// A and B of `type`, D of `d_type` (fp32 scores from bf16 operands).
-void run(cublasLtHandle_t handle, cudaDataType_t type, cudaDataType_t d_type, const Gemm& g, void* workspace,
-         size_t workspace_bytes, const char* what) {
+// What the heuristic's answer depends on: types, operations, shapes,
+// strides, the epilogue and the alignments (not the pointers or scalars).
+using ShapeKey = std::array<int64_t, 18>;
+using AlgorithmCache = std::map<ShapeKey, cublasLtMatmulAlgo_t>;
+
+// A and B of `type`, D of `d_type` (fp32 scores from bf16 operands). The
+// heuristic is asked once per shape (`cache`): a step makes thousands of
+// products of a few dozen shapes, and asking costs tens of microseconds.
+void run(cublasLtHandle_t handle, AlgorithmCache& cache, cudaDataType_t type, cudaDataType_t d_type, const Gemm& g,
+         void* workspace, size_t workspace_bytes, const char* what) {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
@@ -105,11 +114,17 @@ void run(cublasLtHandle_t handle, cudaDataType_t type, cudaDataType_t d_type, co
           what);
     check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof(align_d)),
           what);
-    cublasLtMatmulHeuristicResult_t best{};
-    int found = 0;
-    check(cublasLtMatmulAlgoGetHeuristic(handle, op, la, lb, ld, ld, pref, 1, &best, &found), what);
-    if (found == 0) throw std::runtime_error(std::string(what) + ": cuBLASLt has no algorithm for this product");
-    check(cublasLtMatmul(handle, op, &g.alpha, g.a, la, g.b, lb, &g.beta, g.d, ld, g.d, ld, &best.algo, workspace,
+    const ShapeKey key{type, d_type, g.transa, g.transb, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.count, g.stride_a,
+                       g.stride_b, g.stride_d, g.bias != nullptr, align_a, align_b, align_d};
+    auto known = cache.find(key);
+    if (known == cache.end()) {
+      cublasLtMatmulHeuristicResult_t best{};
+      int found = 0;
+      check(cublasLtMatmulAlgoGetHeuristic(handle, op, la, lb, ld, ld, pref, 1, &best, &found), what);
+      if (found == 0) throw std::runtime_error(std::string(what) + ": cuBLASLt has no algorithm for this product");
+      known = cache.emplace(key, best.algo).first;
+    }
+    check(cublasLtMatmul(handle, op, &g.alpha, g.a, la, g.b, lb, &g.beta, g.d, ld, g.d, ld, &known->second, workspace,
                          workspace_bytes, nullptr),
           what);
   } catch (...) {
@@ -132,7 +147,12 @@ struct BiasGradient {
 
 }  // namespace
 
-Matmul::Matmul(void* workspace, size_t workspace_bytes) : workspace_(workspace), workspace_bytes_(workspace_bytes) {
+struct Matmul::Algorithms {
+  AlgorithmCache cache;
+};
+
+Matmul::Matmul(void* workspace, size_t workspace_bytes)
+    : algorithms_(std::make_unique<Algorithms>()), workspace_(workspace), workspace_bytes_(workspace_bytes) {
   cublasLtHandle_t h = nullptr;
   check(cublasLtCreate(&h), "cublasLtCreate");
   handle_ = h;
@@ -150,8 +170,8 @@ void Matmul::forward(T* out, const T* inp, const T* weight, const T* bias, int N
   g.b = inp, g.ldb = C;
   g.d = out, g.ldd = OC;
   g.bias = bias;
-  run(static_cast<cublasLtHandle_t>(handle_), data_type<T>(), data_type<T>(), g, workspace_, workspace_bytes_,
-      "matmul forward");
+  run(static_cast<cublasLtHandle_t>(handle_), algorithms_->cache, data_type<T>(), data_type<T>(), g, workspace_,
+      workspace_bytes_, "matmul forward");
 }
 
 template <class T>
@@ -164,7 +184,7 @@ void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp
   gi.b = dout, gi.ldb = OC;
   gi.d = dinp, gi.ldd = C;
   gi.beta = 1;
-  run(h, data_type<T>(), data_type<T>(), gi, workspace_, workspace_bytes_, "matmul backward (input)");
+  run(h, algorithms_->cache, data_type<T>(), data_type<T>(), gi, workspace_, workspace_bytes_, "matmul backward (input)");
   // dweight^T (C,OC) += inp^T (C,N) dout (N,OC): the dout buffer read column-major is (OC,N), transposed.
   Gemm gw;
   gw.transb = true;
@@ -173,7 +193,7 @@ void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp
   gw.b = dout, gw.ldb = OC;
   gw.d = dweight, gw.ldd = C;
   gw.beta = 1;
-  run(h, data_type<T>(), data_type<T>(), gw, workspace_, workspace_bytes_, "matmul backward (weight)");
+  run(h, algorithms_->cache, data_type<T>(), data_type<T>(), gw, workspace_, workspace_bytes_, "matmul backward (weight)");
   if (dbias) {
     column_sums(BiasGradient<device_t<T>>{dev(dbias), dev(dout), OC}, N, OC, "matmul backward (bias)");
   }
@@ -188,7 +208,8 @@ void Matmul::batched(const Batched& b, const char* what) {
   g.b = b.b, g.ldb = b.ldb, g.stride_b = b.stride_b;
   g.d = b.d, g.ldd = b.ldd, g.stride_d = b.stride_d;
   g.alpha = b.alpha, g.beta = b.beta, g.count = b.count;
-  run(static_cast<cublasLtHandle_t>(handle_), data_type<T>(), data_type<Out>(), g, workspace_, workspace_bytes_, what);
+  run(static_cast<cublasLtHandle_t>(handle_), algorithms_->cache, data_type<T>(), data_type<Out>(), g, workspace_,
+      workspace_bytes_, what);
 }
 
 template void Matmul::batched<float, float>(const Batched&, const char*);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 
 #include "kernels/ops_cuda.h"
 
@@ -50,6 +51,8 @@ class Matmul {
   void batched(const Batched& g, const char* what);
 
  private:
+  struct Algorithms;  // the heuristic's choice per product shape, asked once
+  std::unique_ptr<Algorithms> algorithms_;
   void* handle_ = nullptr;  // cublasLtHandle_t
   void* workspace_;
   size_t workspace_bytes_;
