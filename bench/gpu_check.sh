@@ -45,6 +45,9 @@ fi
 if [ -x build-gpu/tests/cuda_model_test ]; then
   build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test.log" 2>&1; rc=$?
   note "cuda_model_test exit code $rc (log: $out/cuda_model_test.log)"; [ "$rc" -eq 0 ] || failed=1
+  # The same models on the row-kernel attention (the fallback, ZP_CUDA_ATTENTION=rows).
+  ZP_CUDA_ATTENTION=rows build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test_rows.log" 2>&1; rc=$?
+  note "cuda_model_test (ZP_CUDA_ATTENTION=rows) exit code $rc (log: $out/cuda_model_test_rows.log)"
 fi
 if [ -x build-gpu/tests/nccl_comm_test ]; then
   gpus=$(nvidia-smi -L | wc -l)
