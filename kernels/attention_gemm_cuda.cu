@@ -81,6 +81,25 @@ void scores_product(Matmul& mm, Out* d, const T* x, int ldx, const T* y, int ldy
   mm.batched<T, Out>(p, what);
 }
 
+// D (T x hs rows) = X (T x hs rows) . M over positions, column-major
+// D^T (hs x T) = X^T (hs x T) . op(M^T), with M head j's row-major T x T
+// matrix (probabilities or score gradients): `transposed` sums over M's
+// first index, D[t2][i] = sum_t M[t][t2] X[t][i]; otherwise over its
+// second, D[t][i] = sum_t2 M[t][t2] X[t2][i]. Strides step over the batch.
+template <class T>
+void positions_product(Matmul& mm, T* d, int ldd, long long d_stride, const T* x, int ldx, long long x_stride, const T* m,
+                       bool transposed, const Shape& s, int j, float beta, const char* what) {
+  Matmul::Batched p;
+  p.transb = transposed;
+  p.m = s.hs, p.n = s.Tn, p.k = s.Tn;
+  p.a = x, p.lda = ldx, p.stride_a = x_stride;
+  p.b = m + j * s.TT(), p.ldb = s.Tn, p.stride_b = s.g * s.TT();
+  p.d = d, p.ldd = ldd, p.stride_d = d_stride;
+  p.beta = beta;
+  p.count = s.KVH;
+  mm.batched<T, T>(p, what);
+}
+
 }  // namespace
 
 template <class T>
@@ -95,15 +114,11 @@ void attention_forward_gemm(Matmul& mm, Heads<T> out, T* att, Heads<const T> q, 
     for (int j = 0; j < s.g; ++j) scores_product<T, float>(mm, scores, qb.base, qb.ld, kb.base, kb.ld, s, j, scale, "attention scores");
     causal_softmax_kernel<<<static_cast<unsigned>(NH * Tn), kBlock>>>(dev(p), scores, Tn);
     check_launch("attention softmax");
+    const long long q_side = static_cast<long long>(s.g) * hs;  // the batch's step on the query side
     for (int j = 0; j < s.g; ++j) {
-      // out (t, i) = sum_t2 P[t][t2] V[t2][i]: column-major out^T (hs x t) = V^T (hs x t2) . P^T (t2 x t).
-      Matmul::Batched o;
-      o.m = hs, o.n = Tn, o.k = Tn;
-      o.a = vb.base, o.lda = vb.ld, o.stride_a = hs;
-      o.b = p + j * s.TT(), o.ldb = Tn, o.stride_b = s.g * s.TT();
-      o.d = ob.base + static_cast<size_t>(j) * hs, o.ldd = ob.ld, o.stride_d = static_cast<long long>(s.g) * hs;
-      o.count = KVH;
-      mm.batched<T, T>(o, "attention output");
+      // out[t][i] = sum_t2 P[t][t2] v[t2][i]
+      positions_product<T>(mm, ob.base + static_cast<size_t>(j) * hs, ob.ld, q_side, vb.base, vb.ld, hs, p, false, s, j, 0.0f,
+                           "attention output");
     }
   }
 }
@@ -118,42 +133,22 @@ void attention_backward_gemm(Matmul& mm, Heads<T> dq, Heads<T> dk, Heads<T> dv, 
     const Seq<const T> qb = seq(q, b, Tn), kb = seq(k, b, Tn), vb = seq(v, b, Tn), db = seq(dout, b, Tn);
     const Seq<T> dqb = seq(dq, b, Tn), dkb = seq(dk, b, Tn), dvb = seq(dv, b, Tn);
     const T* p = att + static_cast<size_t>(b) * NH * s.TT();
+    const long long q_side = static_cast<long long>(s.g) * hs;
     for (int j = 0; j < s.g; ++j) {
-      // dv (t2, i) += sum_t P[t][t2] dout[t][i]: dv^T (hs x t2) += dout^T (hs x t) . P (t x t2).
-      Matmul::Batched g;
-      g.transb = true;
-      g.m = hs, g.n = Tn, g.k = Tn;
-      g.a = db.base + static_cast<size_t>(j) * hs, g.lda = db.ld, g.stride_a = static_cast<long long>(s.g) * hs;
-      g.b = p + j * s.TT(), g.ldb = Tn, g.stride_b = s.g * s.TT();
-      g.d = dvb.base, g.ldd = dvb.ld, g.stride_d = hs;
-      g.beta = 1;
-      g.count = KVH;
-      mm.batched<T, T>(g, "attention backward (values)");
+      // dv[t2][i] += sum_t P[t][t2] dout[t][i]
+      positions_product<T>(mm, dvb.base, dvb.ld, hs, db.base + static_cast<size_t>(j) * hs, db.ld, q_side, p, true, s, j, 1.0f,
+                           "attention backward (values)");
       // dP[t][t2] = sum_i dout[t][i] v[t2][i], the scores' product with dout for q and v for k.
       scores_product<T, float>(mm, dprobs, db.base, db.ld, vb.base, vb.ld, s, j, 1.0f, "attention backward (probabilities)");
     }
     causal_softmax_backward_kernel<<<static_cast<unsigned>(NH * Tn), kBlock>>>(dev(dscores), dprobs, dev(p), Tn, scale);
     check_launch("attention softmax backward");
     for (int j = 0; j < s.g; ++j) {
-      // dq (t, i) += sum_t2 dS[t][t2] k[t2][i]: dq^T (hs x t) += k^T (hs x t2) . dS^T (t2 x t).
-      Matmul::Batched gq;
-      gq.m = hs, gq.n = Tn, gq.k = Tn;
-      gq.a = kb.base, gq.lda = kb.ld, gq.stride_a = hs;
-      gq.b = dscores + j * s.TT(), gq.ldb = Tn, gq.stride_b = s.g * s.TT();
-      gq.d = dqb.base + static_cast<size_t>(j) * hs, gq.ldd = dqb.ld, gq.stride_d = static_cast<long long>(s.g) * hs;
-      gq.beta = 1;
-      gq.count = KVH;
-      mm.batched<T, T>(gq, "attention backward (queries)");
-      // dk (t2, i) += sum_t dS[t][t2] q[t][i]: dk^T (hs x t2) += q^T (hs x t) . dS (t x t2).
-      Matmul::Batched gk;
-      gk.transb = true;
-      gk.m = hs, gk.n = Tn, gk.k = Tn;
-      gk.a = qb.base + static_cast<size_t>(j) * hs, gk.lda = qb.ld, gk.stride_a = static_cast<long long>(s.g) * hs;
-      gk.b = dscores + j * s.TT(), gk.ldb = Tn, gk.stride_b = s.g * s.TT();
-      gk.d = dkb.base, gk.ldd = dkb.ld, gk.stride_d = hs;
-      gk.beta = 1;
-      gk.count = KVH;
-      mm.batched<T, T>(gk, "attention backward (keys)");
+      // dq[t][i] += sum_t2 dS[t][t2] k[t2][i]; dk[t2][i] += sum_t dS[t][t2] q[t][i]
+      positions_product<T>(mm, dqb.base + static_cast<size_t>(j) * hs, dqb.ld, q_side, kb.base, kb.ld, hs, dscores, false, s, j,
+                           1.0f, "attention backward (queries)");
+      positions_product<T>(mm, dkb.base, dkb.ld, hs, qb.base + static_cast<size_t>(j) * hs, qb.ld, q_side, dscores, true, s, j,
+                           1.0f, "attention backward (keys)");
     }
   }
 }
