@@ -1,9 +1,10 @@
 #include "executor/data_parallel.h"
 
 #include <algorithm>
-#include <chrono>
 #include <stdexcept>
 #include <utility>
+
+#include "executor/device_clock.h"
 
 namespace zp {
 
@@ -240,8 +241,9 @@ template <class Model>
 void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   const size_t n = model_.params.size();
   const float scale = 1.0f / (static_cast<float>(comm_.size()) * static_cast<float>(micro_batches));
-  using Clock = std::chrono::steady_clock;
-  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  // Each phase's time waits for the device's work (executor/device_clock.h).
+  const DeviceClock clock(be_.device());
+  auto since = [&clock](DeviceClock::Clock::time_point t) { return clock.since(t); };
   ++steps_;
   auto update_partition = [&](T* weights, Device& weights_device, size_t count, size_t at) {
     if (units_->fp32_gradients()) {
@@ -253,23 +255,23 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   // Delayed update: wait for the step before's update, put it in the model,
   // and start this one's (the wait is the optimizer's exposed time).
   auto delayed = [&] {
-    auto t = Clock::now();
+    auto t = clock.now();
     if (worker_.joinable()) worker_.join();
     phases_.optimizer_s = since(t);
-    t = Clock::now();
+    t = clock.now();
     if (steps_ > 1) apply_delayed();
     phases_.parameter_gather_s = since(t);
     launch_delayed(scale);
   };
   if (stage_ >= 2) {
-    auto t = Clock::now();
+    auto t = clock.now();
     units_->flush();  // the held units' gradients
     phases_.gradient_sync_s += since(t);
     if (memory_.delayed_update) {
       delayed();
       return;
     }
-    t = Clock::now();
+    t = clock.now();
     if (stage_ == 3) {
       update_partition(units_->params.data(), units_->params.home().device(), units_->shard_size(), 0);
       phases_.optimizer_s = since(t);
@@ -278,7 +280,7 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
     // ZeRO-2: each unit's chunk is updated, then all-gathered into the model.
     double optimizer_s = 0;
     units_->gather_updated([&](size_t u, T* chunk) {
-      const auto o = Clock::now();
+      const auto o = clock.now();
       const size_t count = units_->chunk_size(u), at = units_->partition_offset(u);
       if constexpr (!kMixed) {
         be_.zero(chunk, count);
@@ -292,10 +294,10 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
     return;
   }
   if (stage_ == 0) {
-    auto t = Clock::now();
+    auto t = clock.now();
     comm_.all_reduce_sum(model_.grads.data(), n);
     phases_.gradient_sync_s = since(t);
-    t = Clock::now();
+    t = clock.now();
     update(model_.params.data(), be_.device(), model_.grads.data(), scale, n, 0);
     phases_.optimizer_s = since(t);
     return;
@@ -303,7 +305,7 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   // ZeRO-1: the accumulated gradients are reduce-scattered bucket by bucket
   // into this rank's partition, which is updated in the model's own
   // parameters; these are then all-gathered bucket by bucket.
-  auto t = Clock::now();
+  auto t = clock.now();
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
   const size_t begin = std::min(n, rank * shard_), mine = std::min(shard_, n - begin);
   const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
@@ -337,7 +339,7 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
     delayed();
     return;
   }
-  t = Clock::now();
+  t = clock.now();
   // (Mixed precision rounds the partition's weights from the master weights.)
   if (offloaded) {
     update(model_.params.data() + begin, be_.device(), grad_fp32_.data(), scale, mine, 0);
@@ -349,7 +351,7 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   phases_.optimizer_s = since(t);
   release_buffer(grads_fp32);
   release_buffer(grads_low);
-  t = Clock::now();
+  t = clock.now();
   gather_partition();
   phases_.parameter_gather_s = since(t);
 }

@@ -1,10 +1,10 @@
 #include "executor/pipeline_parallel.h"
 
 #include <algorithm>
-#include <chrono>
 #include <stdexcept>
 
 #include "costmodel/rank_params.h"
+#include "executor/device_clock.h"
 
 namespace zp {
 
@@ -40,16 +40,10 @@ PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSc
   optimizer_.hold_unit(stage.tied_embedding_unit());
 }
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-}  // namespace
-
 template <class Model>
 void PipelineTrainer<Model>::forward(int k, const int* tokens, const int* targets, int micro_batch, int Tn) {
-  const auto start = Clock::now();
+  const DeviceClock clock(model_.backend().device());  // the phase's kernels, not their launches
+  const auto start = clock.now();
   const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
   const PipelineStage& s = model_.stage();
   loss_sum_ += model_.stage_forward(k, tokens + k * per_micro, targets + k * per_micro, s.first ? nullptr : input_.data(),
@@ -61,17 +55,18 @@ void PipelineTrainer<Model>::forward(int k, const int* tokens, const int* target
                                                                   device_->current_bytes(Component::RecomputeWorkspace) +
                                                                   device_->current_bytes(Component::Logits));
   }
-  phases_.forward_s += seconds_since(start);
+  phases_.forward_s += clock.since(start);
 }
 
 template <class Model>
 void PipelineTrainer<Model>::backward(int k, int micro_batch, int Tn) {
-  const auto start = Clock::now();
+  const DeviceClock clock(model_.backend().device());
+  const auto start = clock.now();
   const PipelineStage& s = model_.stage();
   model_.stage_backward(k, s.last ? nullptr : output_grad_.data(), micro_batch, Tn);
   model_.free_activations(k);
   --in_flight_;
-  phases_.backward_s += seconds_since(start);
+  phases_.backward_s += clock.since(start);
   optimizer_.micro_batch_done(backwards_done_++);
 }
 
@@ -84,7 +79,8 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   // (neither on an end of the pipeline, nor without one: tensor parallelism alone).
   input_.assign(s.first ? 0 : n, T(0));
   output_grad_.assign(s.last ? 0 : n, T(0));
-  const auto step_start = Clock::now();
+  const DeviceClock clock(model_.backend().device());
+  const auto step_start = clock.now();
   phases_ = Phases{};
   optimizer_.begin_step();
   backwards_done_ = 0;
@@ -170,7 +166,7 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   phases_.parameter_gather_s = o.parameter_gather_s;
   // What is left of the step: the transfers with the neighbours (and the
   // waits for them: the bubble), the loss broadcast and the tied-embedding sum.
-  phases_.pipeline_transfer_s = seconds_since(step_start) - phases_.forward_s - phases_.backward_s -
+  phases_.pipeline_transfer_s = clock.since(step_start) - phases_.forward_s - phases_.backward_s -
                                 phases_.gradient_sync_s - phases_.optimizer_s - phases_.parameter_gather_s;
   return loss;
 }
