@@ -17,7 +17,8 @@ namespace zp {
 // memory on the CPU backend, the GPU's on the CUDA one) and the host memory
 // of offload. The Device must outlive it.
 struct Memory {
-  explicit Memory(Device& accelerator = host_device()) : device(accelerator) {}
+  // The host side: the accelerator's own (pinned memory for a GPU).
+  explicit Memory(Device& accelerator = host_device()) : device(accelerator), host(accelerator.host_side()) {}
   TrackingAllocator device, host;
 };
 

@@ -37,7 +37,7 @@ class CpuBackend final : public Backend<T> {
   static constexpr bool kNative = std::is_same_v<T, Acc>;
 
   explicit CpuBackend(TrackingAllocator* tracker = nullptr)
-      : Backend<T>(host_device()),
+      : Backend<T>(tracker ? tracker->device() : host_device()),  // the host, pinned or not
         tracker_(tracker),
         scratch_(make_buffer<float>(tracker, Component::BackendScratch)),
         scores_(make_buffer<T>(tracker, Component::BackendScratch)) {}

@@ -12,6 +12,7 @@
 #include "executor/tensor_parallel.h"
 #include "kernels/attention_cuda.h"
 #include "kernels/attention_gemm_cuda.h"
+#include "kernels/device_memory.h"
 #include "kernels/elementwise_cuda.h"
 #include "kernels/matmul_cublaslt.h"
 #include "kernels/ops_cuda.h"
@@ -74,11 +75,7 @@ template <class T>
 std::vector<int> CudaBackend<T>::host_ids(const int* ids, size_t N) {
   // Device memory (a model's ids buffer) is copied over, which returns once
   // the host copy is complete; host memory (the caller's targets) is read.
-  cudaPointerAttributes where{};
-  const bool on_device = cudaPointerGetAttributes(&where, ids) == cudaSuccess &&
-                         (where.type == cudaMemoryTypeDevice || where.type == cudaMemoryTypeManaged);
-  cudaGetLastError();  // a host pointer may leave an error behind on old runtimes
-  if (!on_device) return std::vector<int>(ids, ids + N);
+  if (cuda::host_pointer(ids)) return std::vector<int>(ids, ids + N);
   std::vector<int> out(N);
   this->device().copy(out.data(), ids, N * sizeof(int));
   return out;

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -46,8 +47,36 @@ void CudaDevice::zero(void* p, uint64_t bytes) {
   if (bytes) check(cudaMemsetAsync(p, 0, bytes, nullptr), "cudaMemsetAsync");
 }
 
+// Device to device, the copy is queued like a kernel. With a host side it
+// returns once the copy is done, as the Device contract says (the host may
+// then read or reuse the host buffer): a copy with pinned memory would
+// otherwise still be in flight (one with pageable memory is staged
+// synchronously by the runtime anyway).
 void CudaDevice::copy(void* dst, const void* src, uint64_t bytes) {
-  if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, nullptr), "cudaMemcpyAsync");
+  if (!bytes) return;
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, nullptr), "cudaMemcpyAsync");
+  if (cuda::host_pointer(dst) || cuda::host_pointer(src)) check(cudaStreamSynchronize(nullptr), "cudaStreamSynchronize");
+}
+
+void* PinnedHostDevice::allocate(uint64_t bytes) {
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return p;
+}
+
+void PinnedHostDevice::release(void* p) {
+  if (p) cudaFreeHost(p);
+}
+
+void PinnedHostDevice::zero(void* p, uint64_t bytes) {
+  if (bytes) std::memset(p, 0, bytes);
+}
+
+void PinnedHostDevice::copy(void* dst, const void* src, uint64_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
 }
 
 void CudaDevice::synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }

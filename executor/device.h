@@ -35,6 +35,10 @@ class Device {
   virtual void synchronize() {}
   // Whether the host may read and write its memory directly.
   virtual bool host_accessible() const { return true; }
+  // Where this device's host-resident buffers (offloaded optimizer states,
+  // parameters, staging) live: the host; a GPU's are pinned, so its copies
+  // to and from them go at full PCIe speed (executor/cuda_device.h).
+  virtual Device& host_side() { return *this; }
   virtual bool is_gpu() const { return false; }
   // The backend whose kernels run on this device, its workspace from
   // `tracker` (executor/backend.h's make_backend picks the overload); the

@@ -23,6 +23,15 @@ void device_free(void* p) {
   if (e != cudaSuccess) throw std::runtime_error(std::string("cudaFree: ") + cudaGetErrorString(e));
 }
 
+bool host_pointer(const void* p) {
+  cudaPointerAttributes where{};
+  if (cudaPointerGetAttributes(&where, p) != cudaSuccess) {
+    cudaGetLastError();  // an unregistered host pointer on old runtimes leaves an error behind
+    return true;
+  }
+  return where.type != cudaMemoryTypeDevice && where.type != cudaMemoryTypeManaged;
+}
+
 DeviceMemoryInfo device_memory_info() {
   size_t free_b = 0, total_b = 0;
   const cudaError_t e = cudaMemGetInfo(&free_b, &total_b);

@@ -12,6 +12,8 @@ namespace zp::cuda {
 // cleared), std::runtime_error for any other failure.
 void* device_malloc(uint64_t bytes);
 void device_free(void* p);
+// Whether p is host memory (pinned or pageable), not a GPU's.
+bool host_pointer(const void* p);
 
 struct DeviceMemoryInfo {
   uint64_t free_bytes = 0, total_bytes = 0;
