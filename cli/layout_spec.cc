@@ -51,6 +51,7 @@ Layout parse_layout_spec(const std::string& spec, Layout l, uint64_t num_gpus, u
     else if (k == "opt") l.offload_optimizer = offload(k, v);
     else if (k == "param") l.offload_param = offload(k, v);
     else if (k == "tile") l.tile_factor = number(k, v);
+    else if (k == "dpu") l.delayed_update = number(k, v) != 0;  // ZeRO-Offload's delayed parameter update
     else if (k == "recompute") {
       if (v == "none") l.recompute = Recompute::None;
       else if (v == "selective") l.recompute = Recompute::Selective;
@@ -62,7 +63,7 @@ Layout parse_layout_spec(const std::string& spec, Layout l, uint64_t num_gpus, u
       else if (v == "interleaved") l.schedule = Schedule::Interleaved;
       else throw InputError("layout 'schedule=" + v + "': expected 1f1b, gpipe or interleaved");
     } else {
-      throw InputError("layout key '" + k + "': expected one of dp tp pp vpp first last ep sp mb ga zero opt param recompute schedule tile");
+      throw InputError("layout key '" + k + "': expected one of dp tp pp vpp first last ep sp mb ga zero opt param dpu recompute schedule tile");
     }
   }
   if (l.vpp > 1 && l.schedule == Schedule::OneFOneB) l.schedule = Schedule::Interleaved;

@@ -60,6 +60,7 @@ std::string describe(const Layout& l) {
   if (l.recompute != Recompute::None) s += std::string(" recompute-") + to_string(l.recompute);
   if (l.offload_optimizer != Offload::None) s += std::string(" opt-offload-") + to_string(l.offload_optimizer);
   if (l.offload_param != Offload::None) s += std::string(" param-offload-") + to_string(l.offload_param);
+  if (l.delayed_update) s += " delayed-update";
   s += std::string(" [") + to_string(l.framework) + "]";
   return s;
 }
