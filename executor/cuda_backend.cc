@@ -53,9 +53,9 @@ CudaBackend<T>::CudaBackend(Device& device, TrackingAllocator* tracker)
       matmul_(std::make_unique<cuda::Matmul>(matmul_workspace_.data(), kMatmulWorkspaceBytes)),
       gemm_attention_(attention_through_gemm()),
       scores_(make_buffer<float>(tracker, Component::BackendScratch)),
-      losses_(make_buffer<float>(tracker, Component::Workspace)),
+      losses_(make_buffer<float>(tracker, Component::Logits)),  // the zeroplan rows' "loss [T]"
       scores_low_(make_buffer<T>(tracker, Component::BackendScratch)),
-      zero_rows_(make_buffer<int>(tracker, Component::Workspace)) {
+      zero_rows_(make_buffer<int>(tracker, Component::BackendScratch)) {
   if (!device.is_gpu()) throw std::runtime_error("CudaBackend needs a GPU device");
 }
 
@@ -64,7 +64,9 @@ CudaBackend<T>::~CudaBackend() = default;
 
 template <class T>
 const int* CudaBackend<T>::indices(int slot, const std::vector<int>& host) {
-  while (indices_.size() <= static_cast<size_t>(slot)) indices_.push_back(make_buffer<int>(tracker_, Component::Workspace));
+  while (indices_.size() <= static_cast<size_t>(slot)) {
+    indices_.push_back(make_buffer<int>(tracker_, Component::BackendScratch));
+  }
   Buffer<int>& b = indices_[static_cast<size_t>(slot)];
   if (b.size() < host.size()) b.assign(host.size(), 0);
   copy_in(b, host.data(), host.size());

@@ -6,8 +6,9 @@
 // fp32 arithmetic, all on the legacy default stream. What it holds, from the
 // rank's tracker: the cuBLASLt workspace (cublas_workspace, 32 MiB: NVIDIA's
 // recommendation for Hopper), the fp32 score gradients of attention's
-// backward, one sequence at a time (backend_scratch), and the index arrays
-// of the token lookups and the per-token losses (workspace). Token
+// backward, one sequence at a time, and the index arrays of the token
+// lookups (backend_scratch; the indices, a few int32 per token, have no row),
+// and the per-token losses (logits: the zeroplan rows' loss [T]). Token
 // ids and targets may be host or device memory; the lookups' row indices
 // are built on the host (ids are a few KB a step) and copied over. The loss
 // is summed on the host from the per-token losses, which makes
