@@ -218,17 +218,19 @@ template <class T>
 typename CudaBackend<T>::Acc CudaBackend<T>::vocab_parallel_cross_entropy(Communicator* comm, T* logits,
                                                                           const int* targets, size_t N, int vocab_local,
                                                                           int vocab_start) {
-  // On host copies (see the header): fp32 logits, the host routine, the gradient back.
+  // On host copies (see the header): the logits come over in their own
+  // precision and are widened, and the gradient rounded, on the host, so the
+  // device holds nothing more than the logits it already has (a device-side
+  // fp32 copy would be the largest buffer of the step).
   const size_t NV = N * static_cast<size_t>(vocab_local);
-  Buffer<float> wide = make_buffer<float>(tracker_, Component::Workspace, NV);
-  widen_into(wide.data(), logits, NV);
-  std::vector<float> host(NV);
-  this->device().copy(host.data(), wide.data(), NV * sizeof(float));
+  std::vector<T> low(NV);
+  this->device().copy(low.data(), logits, NV * sizeof(T));
+  std::vector<float> host(low.begin(), low.end());
   const std::vector<int> t = host_ids(targets, N);
   const float loss = zp::vocab_parallel_cross_entropy(comm, host.data(), t.data(), N, vocab_local, vocab_start,
                                                       static_cast<TrackingAllocator*>(nullptr));
-  copy_in(wide, host.data(), NV);
-  round_into(logits, wide.data(), NV);
+  for (size_t i = 0; i < NV; ++i) low[i] = static_cast<T>(host[i]);  // round to nearest even, as on the device
+  this->device().copy(logits, low.data(), NV * sizeof(T));
   return loss;
 }
 
