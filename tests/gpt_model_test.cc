@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <utility>
 
 #include "costmodel/cluster.h"
 #include "costmodel/collectives.h"
@@ -75,17 +76,28 @@ TEST_CASE("every parameter tensor's gradient matches central finite differences 
   MESSAGE("worst relative gradient error over 200 parameters: " << worst);
 }
 
+namespace {
+
+// B sequences of T tokens of a 16-token vocabulary where the next token is
+// always the current one plus 3: learnable in a few dozen steps.
+std::pair<std::vector<int>, std::vector<int>> plus_three_sequences(int B, int T) {
+  std::vector<int> tokens(static_cast<size_t>(B) * T), targets(static_cast<size_t>(B) * T);
+  for (int b = 0; b < B; ++b) {
+    for (int t = 0; t < T; ++t) {
+      tokens[static_cast<size_t>(b * T + t)] = (b + 3 * t) % 16;
+      targets[static_cast<size_t>(b * T + t)] = (b + 3 * (t + 1)) % 16;
+    }
+  }
+  return {tokens, targets};
+}
+
+}  // namespace
+
 TEST_CASE("loss goes down with AdamW on a learnable sequence (fp32)") {
   const ModelSpec m = test::tiny_gpt(16, 16, 2, 2, 32);
   GptModel<float> model(gpt_config(m), 3);
   const int B = 4, T = 16;
-  std::vector<int> tokens(B * T), targets(B * T);
-  for (int b = 0; b < B; ++b) {
-    for (int t = 0; t < T; ++t) {
-      tokens[b * T + t] = (b + 3 * t) % 16;  // the next token is always +3
-      targets[b * T + t] = (b + 3 * (t + 1)) % 16;
-    }
-  }
+  const auto [tokens, targets] = plus_three_sequences(B, T);
   std::vector<float> mom(model.params.size(), 0.0f), var(model.params.size(), 0.0f);
   const float first = model.forward_backward(tokens.data(), targets.data(), B, T);
   float last = first;
@@ -328,13 +340,7 @@ void check_delayed_update(int zero, int dp) {
   CAPTURE(dp);
   const ModelSpec m = test::tiny_gpt(16, 16, 2, 2, 32);
   const int B = 4, Tn = 16;
-  std::vector<int> tokens(B * Tn), targets(B * Tn);
-  for (int b = 0; b < B; ++b) {
-    for (int t = 0; t < Tn; ++t) {
-      tokens[b * Tn + t] = (b + 3 * t) % 16;  // the next token is always +3
-      targets[b * Tn + t] = (b + 3 * (t + 1)) % 16;
-    }
-  }
+  const auto [tokens, targets] = plus_three_sequences(B, Tn);
   AdamConfig adam;
   adam.lr = 1e-2f;
   struct Run {
