@@ -1,5 +1,6 @@
 // `zeroplan run --plan plan.json`: runs a plan's layout as real training steps
-// on the CPU executor (single process, under mpirun for data parallelism, or
+// on the CPU executor or, with --device cuda, the CUDA backend (single
+// process, under mpirun for data parallelism over MPI or, on GPUs, NCCL, or
 // one emulated rank of a larger data-parallel group with --emulate-rank) and
 // writes the measurements beside the plan: losses, phase times, the tracking
 // allocators' bytes by component beside the cost model's rows. What the CPU
@@ -40,9 +41,6 @@ int run(const RunOptions& o) {
   try {
     plan = read_plan_file(plan_path);
     l = runnable_layout(plan_path, plan);
-    if (o.device != "cpu" && under_mpi) {
-      throw InputError("--device " + o.device + ": runs one process (an emulated rank); NCCL worlds under mpirun are not wired into `run` yet");
-    }
     if (!under_mpi) gpu = make_run_device(o.device);
   } catch (const InputError& e) {
     error = 1;
@@ -74,11 +72,32 @@ int run(const RunOptions& o) {
   }
   if (!comm) comm = std::make_unique<LoopbackCommunicator>(0, 1, gpu ? *gpu : host_device());
   // Every rank agrees on failure, so none waits for another in a collective.
-  float flag = static_cast<float>(error);
-  if (under_mpi) comm->all_reduce_sum(&flag, 1);
-  if (flag > 0) {
-    if (comm->rank() == 0) std::cerr << "zeroplan: " << (message.empty() ? "another rank rejected the plan" : message) << "\n";
-    return 2;
+  auto agree = [&] {
+    float flag = static_cast<float>(error);
+    if (under_mpi) comm->all_reduce_sum(&flag, 1);
+    if (flag > 0 && comm->rank() == 0) {
+      std::cerr << "zeroplan: " << (message.empty() ? "another rank rejected the plan" : message) << "\n";
+    }
+    return flag == 0;
+  };
+  if (!agree()) return 2;
+  // Under mpirun on GPUs the ranks' collectives go over NCCL (one GPU per
+  // process); the MPI communicator stays for the agreement above.
+  // Every rank first checks it can take part (NCCL's set-up is collective:
+  // a rank that fails inside it would leave the others waiting).
+  std::unique_ptr<Communicator> control;
+  if (under_mpi && o.device == "cuda") {
+    try {
+      check_gpu_world();
+    } catch (const InputError& e) {
+      error = 1;
+      message = e.what();
+    }
+    if (!agree()) return 2;
+    GpuWorld w = make_gpu_world();
+    control = std::move(comm);  // kept: NCCL's bootstrap duplicated MPI's world
+    comm = std::move(w.comm);
+    gpu = std::move(w.gpu);
   }
   // The process that reports: rank 0, or the one process of an emulated run.
   const bool leader = comm->rank() == 0 || comm->emulated();

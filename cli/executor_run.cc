@@ -27,6 +27,11 @@
 #include "executor/cuda_device.h"
 #include "kernels/device_memory.h"
 #endif
+#ifdef ZP_HAVE_NCCL
+#include <mpi.h>
+
+#include "executor/nccl_communicator.h"
+#endif
 
 namespace zp {
 namespace {
@@ -382,6 +387,24 @@ std::unique_ptr<Device> make_run_device(const std::string& name) {
 #else
   throw InputError("--device cuda: this zeroplan was built without CUDA (ZP_WITH_CUDA=OFF or no nvcc)");
 #endif
+}
+
+void check_gpu_world() {
+#ifdef ZP_HAVE_NCCL
+  if (!cuda::device_present()) throw InputError("--device cuda: no GPU on this node");
+#else
+  throw InputError("--device cuda under mpirun: this zeroplan was built without NCCL");
+#endif
+}
+
+GpuWorld make_gpu_world() {
+  GpuWorld w;
+#ifdef ZP_HAVE_NCCL
+  auto nccl = std::make_unique<NcclCommunicator>(MPI_COMM_WORLD);
+  w.gpu = std::make_unique<CudaDevice>(nccl->device());
+  w.comm = std::move(nccl);
+#endif
+  return w;
 }
 
 void write_atomically(const std::string& path, const std::string& content) {

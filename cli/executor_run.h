@@ -27,6 +27,17 @@ struct Memory {
 // "cuda" in a build without CUDA.
 std::unique_ptr<Device> make_run_device(const std::string& name);
 
+// Under mpirun with --device cuda: the world as an NCCL communicator (one
+// GPU per process, its rank within the node) and that GPU, a collective
+// call. check_gpu_world() first, on every rank: an InputError in a build
+// without NCCL or on a node without a GPU.
+struct GpuWorld {
+  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<Device> gpu;
+};
+void check_gpu_world();
+GpuWorld make_gpu_world();
+
 // What `zeroplan run` was asked to do.
 struct RunOptions {
   std::string plan_path, text, out_path;

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "executor/scalar.h"
@@ -51,6 +52,14 @@ class Communicator {
     do_send_recv(send_data, send_count, dest, recv_data, recv_count, source, elem_of<T>());
   }
   virtual void barrier() = 0;
+  // The group of the ranks that pass the same `color`, ordered by `key`, of
+  // the same kind (MPI_Comm_split; a collective call over this
+  // communicator); null where there are no other processes to group (an
+  // emulated rank makes its own groups).
+  virtual std::unique_ptr<Communicator> split(int color, int key) const {
+    (void)color, (void)key;
+    return nullptr;
+  }
 
   // The element-typed calls, for implementations (and wrappers) to override.
   virtual void do_all_reduce_sum(void* data, size_t count, Elem e) = 0;

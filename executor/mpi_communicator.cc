@@ -74,7 +74,7 @@ MpiCommunicator::~MpiCommunicator() {
   if (owned_) MPI_Comm_free(&comm_);
 }
 
-std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key) const {
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) const {
   MPI_Comm part;
   check(MPI_Comm_split(comm_, color, key, &part), "MPI_Comm_split");
   auto out = std::make_unique<MpiCommunicator>(part);

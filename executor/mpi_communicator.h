@@ -29,7 +29,7 @@ class MpiCommunicator final : public Communicator {
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
   // The group of the ranks that pass the same `color`, ordered by `key`
   // (MPI_Comm_split; a collective call over this communicator).
-  std::unique_ptr<MpiCommunicator> split(int color, int key) const;
+  std::unique_ptr<Communicator> split(int color, int key) const override;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   bool emulated() const override { return false; }

@@ -5,6 +5,8 @@
 
 #include <stdexcept>
 
+#include "kernels/device_memory.h"
+
 namespace zp {
 namespace {
 
@@ -28,6 +30,7 @@ cudaStream_t st(void* p) { return static_cast<cudaStream_t>(p); }
 }  // namespace
 
 NcclCommunicator::NcclCommunicator(MPI_Comm comm) {
+  check(MPI_Comm_dup(comm, &mpi_), "MPI_Comm_dup");
   check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
   // The GPU of this process: its rank among the processes of its node.
@@ -47,8 +50,11 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm) {
   ncclComm_t c = nullptr;
   check(ncclCommInitRank(&c, size_, id, rank_), "ncclCommInitRank");
   comm_ = c;
+  // A blocking stream: its work waits for what the legacy default stream
+  // (the backend's kernels) queued before, so a collective reads finished
+  // gradients.
   cudaStream_t s = nullptr;
-  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  check(cudaStreamCreate(&s), "cudaStreamCreate");
   stream_ = s;
   check(cudaMalloc(&scratch_, sizeof(float)), "cudaMalloc");
   check(cudaMemset(scratch_, 0, sizeof(float)), "cudaMemset");
@@ -58,6 +64,36 @@ NcclCommunicator::~NcclCommunicator() {
   if (comm_) ncclCommDestroy(nc(comm_));
   if (stream_) cudaStreamDestroy(st(stream_));
   if (scratch_) cudaFree(scratch_);
+  for (void* p : staging_) {
+    if (p) cudaFree(p);
+  }
+  if (mpi_ != MPI_COMM_NULL) MPI_Comm_free(&mpi_);
+}
+
+std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) const {
+  MPI_Comm part = MPI_COMM_NULL;
+  check(MPI_Comm_split(mpi_, color, key, &part), "MPI_Comm_split");
+  auto out = std::make_unique<NcclCommunicator>(part);  // keeps a duplicate
+  MPI_Comm_free(&part);
+  return out;
+}
+
+NcclCommunicator::Operand NcclCommunicator::stage(const void* p, size_t bytes, int slot, bool copy_in) {
+  if (bytes == 0 || !cuda::host_pointer(p)) return {const_cast<void*>(p), nullptr, bytes};
+  if (staging_bytes_[slot] < bytes) {
+    if (staging_[slot]) check(cudaFree(staging_[slot]), "cudaFree (staging)");
+    staging_[slot] = nullptr;
+    check(cudaMalloc(&staging_[slot], bytes), "cudaMalloc (staging)");
+    staging_bytes_[slot] = bytes;
+  }
+  if (copy_in) check(cudaMemcpyAsync(staging_[slot], p, bytes, cudaMemcpyHostToDevice, st(stream_)), "staging in");
+  return {staging_[slot], const_cast<void*>(p), bytes};
+}
+
+void NcclCommunicator::unstage(const Operand& o) {
+  if (!o.host) return;
+  check(cudaMemcpyAsync(o.host, o.device, o.bytes, cudaMemcpyDeviceToHost, st(stream_)), "staging out");
+  wait("staging out");
 }
 
 void NcclCommunicator::wait(const char* what) { check(cudaStreamSynchronize(st(stream_)), what); }
@@ -67,43 +103,61 @@ void NcclCommunicator::barrier() {
   wait("barrier");
 }
 
+// Each call: host operands staged in (slot 0) and out (slot 1; in place: the same slot).
 void NcclCommunicator::do_all_reduce_sum(void* data, size_t count, Elem e) {
-  check(ncclAllReduce(data, data, count, nccl_type(e), ncclSum, nc(comm_), st(stream_)), "all_reduce");
+  const Operand d = stage(data, count * elem_bytes(e), 0, true);
+  check(ncclAllReduce(d.device, d.device, count, nccl_type(e), ncclSum, nc(comm_), st(stream_)), "all_reduce");
   wait("all_reduce");
+  unstage(d);
 }
 
 void NcclCommunicator::do_reduce_scatter_sum(const void* in, void* out, size_t count_per_rank, Elem e) {
-  check(ncclReduceScatter(in, out, count_per_rank, nccl_type(e), ncclSum, nc(comm_), st(stream_)), "reduce_scatter");
+  const size_t bytes = count_per_rank * elem_bytes(e);
+  const Operand i = stage(in, bytes * static_cast<size_t>(size_), 0, true), o = stage(out, bytes, 1, false);
+  check(ncclReduceScatter(i.device, o.device, count_per_rank, nccl_type(e), ncclSum, nc(comm_), st(stream_)),
+        "reduce_scatter");
   wait("reduce_scatter");
+  unstage(o);
 }
 
 void NcclCommunicator::do_all_gather(const void* in, void* out, size_t count_per_rank, Elem e) {
-  check(ncclAllGather(in, out, count_per_rank, nccl_type(e), nc(comm_), st(stream_)), "all_gather");
+  const size_t bytes = count_per_rank * elem_bytes(e);
+  const Operand i = stage(in, bytes, 0, true), o = stage(out, bytes * static_cast<size_t>(size_), 1, false);
+  check(ncclAllGather(i.device, o.device, count_per_rank, nccl_type(e), nc(comm_), st(stream_)), "all_gather");
   wait("all_gather");
+  unstage(o);
 }
 
 void NcclCommunicator::do_broadcast(void* data, size_t count, int root, Elem e) {
-  check(ncclBroadcast(data, data, count, nccl_type(e), root, nc(comm_), st(stream_)), "broadcast");
+  const Operand d = stage(data, count * elem_bytes(e), 0, true);
+  check(ncclBroadcast(d.device, d.device, count, nccl_type(e), root, nc(comm_), st(stream_)), "broadcast");
   wait("broadcast");
+  unstage(d);
 }
 
 void NcclCommunicator::do_send(const void* data, size_t count, int peer, Elem e) {
-  check(ncclSend(data, count, nccl_type(e), peer, nc(comm_), st(stream_)), "send");
+  const Operand d = stage(data, count * elem_bytes(e), 0, true);
+  check(ncclSend(d.device, count, nccl_type(e), peer, nc(comm_), st(stream_)), "send");
   wait("send");
 }
 
 void NcclCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
-  check(ncclRecv(data, count, nccl_type(e), peer, nc(comm_), st(stream_)), "recv");
+  const Operand d = stage(data, count * elem_bytes(e), 1, false);
+  check(ncclRecv(d.device, count, nccl_type(e), peer, nc(comm_), st(stream_)), "recv");
   wait("recv");
+  unstage(d);
 }
 
 void NcclCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,
                                     size_t recv_count, int source, Elem e) {
+  const Operand s = stage(send_data, send_count * elem_bytes(e), 0, true);
+  const Operand r = stage(recv_data, recv_count * elem_bytes(e), 1, false);
   check(ncclGroupStart(), "send_recv (group start)");
-  check(ncclSend(send_data, send_count, nccl_type(e), dest, nc(comm_), st(stream_)), "send_recv (send)");
-  check(ncclRecv(recv_data, recv_count, nccl_type(e), source, nc(comm_), st(stream_)), "send_recv (recv)");
+  check(ncclSend(s.device, send_count, nccl_type(e), dest, nc(comm_), st(stream_)), "send_recv (send)");
+  check(ncclRecv(r.device, recv_count, nccl_type(e), source, nc(comm_), st(stream_)), "send_recv (recv)");
   check(ncclGroupEnd(), "send_recv (group end)");
   wait("send_recv");
+  unstage(r);
 }
 
 }  // namespace zp

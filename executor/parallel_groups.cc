@@ -1,7 +1,8 @@
 #include "executor/parallel_groups.h"
 
+#include <stdexcept>
+
 #include "executor/loopback_communicator.h"
-#include "executor/mpi_communicator.h"
 
 namespace zp {
 
@@ -11,10 +12,12 @@ ParallelGroups make_parallel_groups(Communicator& world, const Layout& l) {
   g.tp_rank = r % tp;
   g.dp_rank = (r / tp) % dp;
   g.pp_rank = r / (tp * dp);
-  if (auto* mpi = dynamic_cast<MpiCommunicator*>(&world)) {
-    g.tp = mpi->split(g.pp_rank * dp + g.dp_rank, g.tp_rank);
-    g.dp = mpi->split(g.pp_rank * tp + g.tp_rank, g.dp_rank);
-    g.pp = mpi->split(g.dp_rank * tp + g.tp_rank, g.pp_rank);
+  if (!world.emulated()) {
+    // Processes (MPI, or NCCL over MPI): groups of the same kind.
+    g.tp = world.split(g.pp_rank * dp + g.dp_rank, g.tp_rank);
+    g.dp = world.split(g.pp_rank * tp + g.tp_rank, g.dp_rank);
+    g.pp = world.split(g.dp_rank * tp + g.tp_rank, g.pp_rank);
+    if (!g.tp || !g.dp || !g.pp) throw std::runtime_error("parallel groups: " + world.name() + " cannot be split");
   } else {
     // An emulated rank: its groups copy where the world does (host or GPU memory).
     auto* loop = dynamic_cast<LoopbackCommunicator*>(&world);

@@ -32,6 +32,13 @@ bool host_pointer(const void* p) {
   return where.type != cudaMemoryTypeDevice && where.type != cudaMemoryTypeManaged;
 }
 
+bool device_present() {
+  int n = 0;
+  const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  cudaGetLastError();
+  return ok;
+}
+
 DeviceMemoryInfo device_memory_info() {
   size_t free_b = 0, total_b = 0;
   const cudaError_t e = cudaMemGetInfo(&free_b, &total_b);

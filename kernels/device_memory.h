@@ -14,6 +14,8 @@ void* device_malloc(uint64_t bytes);
 void device_free(void* p);
 // Whether p is host memory (pinned or pageable), not a GPU's.
 bool host_pointer(const void* p);
+// Whether this process sees a CUDA device.
+bool device_present();
 
 struct DeviceMemoryInfo {
   uint64_t free_bytes = 0, total_bytes = 0;
