@@ -1,7 +1,7 @@
 // NcclCommunicator on device buffers, under mpirun with one process per GPU
 // (ctest runs it with one; bench/gpu_check.sh as many as the machine has):
 // every collective against closed forms of the rank numbers, fp32 and bf16,
-// and a ring exchange through send_recv. Where there is no CUDA device it
+// a ring exchange through send_recv, host operands and split groups. Where there is no CUDA device it
 // says it skipped (label gpu).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
@@ -100,6 +100,31 @@ TEST_CASE("NCCL collectives on device buffers (fp32, bf16) and a send_recv ring"
   MESSAGE("rank " << g_nccl->rank() << " of " << g_nccl->size() << " on GPU " << g_nccl->device());
   check_collectives<float>();
   check_collectives<bf16>();
+}
+
+TEST_CASE("NCCL: host operands are staged (a loss, a gathered host partition); split() makes groups") {
+  if (!g_nccl) {
+    MESSAGE("no CUDA device here: skipped");
+    return;
+  }
+  NcclCommunicator& c = *g_nccl;
+  const int r = c.rank(), p = c.size();
+  float loss = static_cast<float>(r + 1);  // host memory
+  c.all_reduce_sum(&loss, 1);
+  CHECK(loss == static_cast<float>(p * (p + 1) / 2));
+  // A host input gathered into a host output.
+  std::vector<float> part(3, static_cast<float>(r)), whole(3 * static_cast<size_t>(p), -1.0f);
+  c.all_gather(part.data(), whole.data(), 3);
+  for (int q = 0; q < p; ++q) CHECK(whole[static_cast<size_t>(q) * 3 + 2] == static_cast<float>(q));
+  // Even and odd ranks: each group sums its own members.
+  const std::unique_ptr<Communicator> half = c.split(r % 2, r);
+  REQUIRE(half);
+  float mine = static_cast<float>(r);
+  half->all_reduce_sum(&mine, 1);
+  float want = 0;
+  for (int q = r % 2; q < p; q += 2) want += static_cast<float>(q);
+  CHECK(mine == want);
+  CHECK(half->size() == (p + 1 - r % 2) / 2);
 }
 
 int main(int argc, char** argv) {
