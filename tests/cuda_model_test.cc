@@ -75,18 +75,22 @@ void same_gradients(const Config& c, double tolerance, const char* what) {
 }
 
 template <class T>
-std::vector<float> train(Device& device, int zero_stage, bool offload) {
-  TrackingAllocator memory(device), host;
+std::vector<float> train(Device& device, int zero_stage, bool offload, bool delayed = false) {
+  // The host side of a GPU is pinned memory, as zeroplan run gives it.
+  TrackingAllocator memory(device), host(device.host_side());
   const GptConfig c = gpt_config(test::tiny_gpt(32, 8, 2, 2, 16));
   GptModel<T> model(c, 11, &memory);
   LoopbackCommunicator dp(1, 2, device);
-  DataParallelTrainer<GptModel<T>> trainer(model, dp, zero_stage, AdamConfig{}, TrainerMemory{&memory, &host, offload});
+  TrainerMemory where{&memory, &host, offload};
+  where.delayed_update = delayed;
+  DataParallelTrainer<GptModel<T>> trainer(model, dp, zero_stage, AdamConfig{}, where);
   std::vector<float> losses;
   std::vector<int> tokens, targets;
-  for (int step = 0; step < 3; ++step) {
+  for (int step = 0; step < 4; ++step) {
     batch(tokens, targets, 2 * 2 * 8, c.vocab, step);
     losses.push_back(trainer.step(tokens.data(), targets.data(), 2, 8, 2));
   }
+  trainer.finish_pending();
   device.synchronize();
   return losses;
 }
@@ -95,12 +99,13 @@ template <class T>
 void same_training(double tolerance, const char* what) {
   CudaDevice gpu;
   for (int stage = 0; stage <= 3; ++stage) {
-    for (bool offload : {false, true}) {
-      if (offload && stage != 2) continue;
-      const std::vector<float> cpu = train<T>(host_device(), stage, offload), cuda = train<T>(gpu, stage, offload);
+    for (int offload = 0; offload <= 2; ++offload) {  // none, offloaded, offloaded with the delayed update
+      if (offload > 0 && stage != 2) continue;
+      const std::vector<float> cpu = train<T>(host_device(), stage, offload > 0, offload == 2),
+                               cuda = train<T>(gpu, stage, offload > 0, offload == 2);
       for (size_t i = 0; i < cpu.size(); ++i) {
-        INFO(what << " ZeRO-" << stage << (offload ? " + optimizer offload" : "") << " step " << i << ": host " << cpu[i]
-                  << ", GPU " << cuda[i]);
+        INFO(what << " ZeRO-" << stage << (offload == 1 ? " + optimizer offload" : offload == 2 ? " + offload, delayed update" : "")
+                  << " step " << i << ": host " << cpu[i] << ", GPU " << cuda[i]);
         CHECK(std::abs(cpu[i] - cuda[i]) <= tolerance * std::max(1.0f, std::abs(cpu[i])));
       }
     }
