@@ -6,7 +6,7 @@
 // Bf16 (bf16 storage, fp32 arithmetic, one rounding per stored value, as the
 // CPU backend's bf16 path). Norm statistics are fp32. Backward kernels add to
 // their outputs, as the CPU kernels do; weight gradients are summed over the
-// rows by one thread per column (deterministic). Every launch is checked: a
+// rows as column sums in a fixed order (deterministic). Every launch is checked: a
 // failure throws std::runtime_error naming the kernel and CUDA's message.
 // Matrix products and attention come with the cuBLASLt backend; these are
 // checked against the CPU kernels by tests/cuda_ops_test.cc where a GPU is.
