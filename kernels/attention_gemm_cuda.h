@@ -14,7 +14,7 @@
 // gradients in T for the products that read them (NH*T*T of T; for float
 // it may be the same memory as the fp32 one). Which products, with which
 // transposes and strides: kernels/attention_gemm_plan.h, checked on the host
-// by tests/attention_plan_test.cc.
+// by tests/cublaslt_plan_test.cc.
 #pragma once
 
 #include "kernels/attention_cuda.h"

@@ -2,7 +2,7 @@
 // (kernels/attention_gemm_cuda.h), as a plan any executor of them can run:
 // the CUDA one (cuBLASLt strided batches and row kernels,
 // attention_gemm_cuda.cu) and a reference on the host
-// (tests/attention_plan_test.cc, which holds the plan's layouts, transposes
+// (tests/cublaslt_plan_test.cc, which holds the plan's layouts, transposes
 // and strides to the CPU attention kernels without a GPU). Plain C++.
 //
 // cuBLASLt is column-major: a row-major (R,C) matrix with row stride ld is a

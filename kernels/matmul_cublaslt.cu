@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/matmul_plan.h"
 
 namespace zp::cuda {
 namespace {
@@ -160,40 +161,29 @@ Matmul::Matmul(void* workspace, size_t workspace_bytes)
 
 Matmul::~Matmul() { cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_)); }
 
+namespace {
+
+// The plans' products on a Matmul.
+struct MatmulOps {
+  Matmul& mm;
+  template <class In, class Out>
+  void gemm(const Matmul::Batched& p, const char* what) {
+    mm.batched<In, Out>(p, what);
+  }
+};
+
+}  // namespace
+
 template <class T>
 void Matmul::forward(T* out, const T* inp, const T* weight, const T* bias, int N, int C, int OC) {
-  // out^T (OC,N) = weight (OC,C) inp^T (C,N): the weight buffer read column-major is (C,OC), transposed.
-  Gemm g;
-  g.transa = true;
-  g.m = OC, g.n = N, g.k = C;
-  g.a = weight, g.lda = C;
-  g.b = inp, g.ldb = C;
-  g.d = out, g.ldd = OC;
-  g.bias = bias;
-  run(static_cast<cublasLtHandle_t>(handle_), algorithms_->cache, data_type<T>(), data_type<T>(), g, workspace_,
-      workspace_bytes_, "matmul forward");
+  MatmulOps ops{*this};
+  plan::linear_forward(ops, out, inp, weight, bias, N, C, OC);
 }
 
 template <class T>
 void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int N, int C, int OC) {
-  const auto h = static_cast<cublasLtHandle_t>(handle_);
-  // dinp^T (C,N) += weight^T (C,OC) dout^T (OC,N).
-  Gemm gi;
-  gi.m = C, gi.n = N, gi.k = OC;
-  gi.a = weight, gi.lda = C;
-  gi.b = dout, gi.ldb = OC;
-  gi.d = dinp, gi.ldd = C;
-  gi.beta = 1;
-  run(h, algorithms_->cache, data_type<T>(), data_type<T>(), gi, workspace_, workspace_bytes_, "matmul backward (input)");
-  // dweight^T (C,OC) += inp^T (C,N) dout (N,OC): the dout buffer read column-major is (OC,N), transposed.
-  Gemm gw;
-  gw.transb = true;
-  gw.m = C, gw.n = OC, gw.k = N;
-  gw.a = inp, gw.lda = C;
-  gw.b = dout, gw.ldb = OC;
-  gw.d = dweight, gw.ldd = C;
-  gw.beta = 1;
-  run(h, algorithms_->cache, data_type<T>(), data_type<T>(), gw, workspace_, workspace_bytes_, "matmul backward (weight)");
+  MatmulOps ops{*this};
+  plan::linear_backward(ops, dinp, dweight, dout, inp, weight, N, C, OC);
   if (dbias) {
     column_sums(BiasGradient<device_t<T>>{dev(dbias), dev(dout), OC}, N, OC, "matmul backward (bias)");
   }
@@ -208,6 +198,7 @@ void Matmul::batched(const Batched& b, const char* what) {
   g.b = b.b, g.ldb = b.ldb, g.stride_b = b.stride_b;
   g.d = b.d, g.ldd = b.ldd, g.stride_d = b.stride_d;
   g.alpha = b.alpha, g.beta = b.beta, g.count = b.count;
+  g.bias = b.bias;
   run(static_cast<cublasLtHandle_t>(handle_), algorithms_->cache, data_type<T>(), data_type<Out>(), g, workspace_,
       workspace_bytes_, what);
 }

@@ -45,6 +45,7 @@ class Matmul {
     long long stride_d = 0;
     float alpha = 1, beta = 0;
     int count = 1;
+    const void* bias = nullptr;  // added to every column of D (m values; one matrix only)
   };
   // A and B of T (float or Bf16), D of Out (T, or float: fp32 scores of bf16 operands).
   template <class T, class Out>

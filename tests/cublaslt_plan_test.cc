@@ -1,10 +1,12 @@
-// The CUDA backend's attention plan (kernels/attention_gemm_plan.h: which
-// cuBLASLt products, with which transposes, leading dimensions and batch
-// strides, and the softmax passes between them) run by a host reference of
-// cuBLASLt's column-major strided batches, against the CPU attention kernels:
-// grouped KV heads (Llama) and GPT-2's interleaved q,k,v. The CUDA side runs
-// the same plan through cuBLASLt (tests/cuda_ops_test.cc, where a GPU is);
-// this one holds the layout arithmetic to the reference without a GPU.
+// The CUDA backend's cuBLASLt plans (kernels/matmul_plan.h: a linear layer
+// and its gradients; kernels/attention_gemm_plan.h: attention's products and
+// the softmax passes between them), their transposes, leading dimensions,
+// batch strides and epilogue, run by a host reference of cuBLASLt's
+// column-major strided batches against the CPU kernels: linear layers with
+// and without bias, grouped KV heads (Llama) and GPT-2's interleaved q,k,v.
+// The CUDA side runs the same plans through cuBLASLt (tests/cuda_ops_test.cc,
+// where a GPU is); this one holds the layout arithmetic to the reference
+// without a GPU.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include "executor/ops_cpu.h"
 #include "executor/ops_llama_cpu.h"
 #include "kernels/attention_gemm_plan.h"
+#include "kernels/matmul_plan.h"
 
 using namespace zp;
 
@@ -37,7 +40,8 @@ struct HostOps {
             sum += av * bv;
           }
           Out& o = d[row + static_cast<size_t>(col) * p.ldd];
-          o = static_cast<Out>(p.alpha * sum + (p.beta != 0 ? p.beta * o : 0.0));
+          const double bias = p.bias ? static_cast<const Out*>(p.bias)[row] : 0.0;  // the epilogue's, per row of D
+          o = static_cast<Out>(p.alpha * sum + (p.beta != 0 ? p.beta * o : 0.0) + bias);
         }
       }
     }
@@ -129,4 +133,27 @@ TEST_CASE("attention plan: GPT-2's interleaved q, k, v and their gradients (adde
                               patt.data(), B, Tn, NH, NH, hs);
   expect_close("gpt output", pout, out);
   expect_close("gpt dqkv (added to what was there)", pdinp, dinp);
+}
+
+TEST_CASE("linear layer plan: forward with the bias epilogue, input and weight gradients added to") {
+  std::mt19937_64 rng(3);
+  const int N = 7, C = 5, OC = 9;
+  const std::vector<float> x = random_vec(static_cast<size_t>(N) * C, rng), w = random_vec(static_cast<size_t>(OC) * C, rng),
+                           b = random_vec(OC, rng), d = random_vec(static_cast<size_t>(N) * OC, rng),
+                           dx0 = random_vec(static_cast<size_t>(N) * C, rng), dw0 = random_vec(w.size(), rng);
+  std::vector<float> out(static_cast<size_t>(N) * OC), dx = dx0, dw = dw0, db(OC);
+  cpu::matmul_forward(out.data(), x.data(), w.data(), b.data(), N, C, OC);
+  cpu::matmul_backward(dx.data(), dw.data(), db.data(), d.data(), x.data(), w.data(), N, C, OC);
+  std::vector<float> pout(out.size()), pout_nobias(out.size()), pdx = dx0, pdw = dw0;
+  HostOps ops;
+  cuda::plan::linear_forward<float>(ops, pout.data(), x.data(), w.data(), b.data(), N, C, OC);
+  cuda::plan::linear_forward<float>(ops, pout_nobias.data(), x.data(), w.data(), nullptr, N, C, OC);
+  cuda::plan::linear_backward<float>(ops, pdx.data(), pdw.data(), d.data(), x.data(), w.data(), N, C, OC);
+  expect_close("linear out", pout, out);
+  for (int n = 0; n < N; ++n) {
+    for (int o = 0; o < OC; ++o) pout_nobias[static_cast<size_t>(n) * OC + o] += b[static_cast<size_t>(o)];
+  }
+  expect_close("linear out without the bias, plus it", pout_nobias, out);
+  expect_close("linear dinp", pdx, dx);
+  expect_close("linear dweight", pdw, dw);
 }
