@@ -361,6 +361,22 @@ void run_validate(const LayoutFlags& flags, const GlobalOptions& global, Validat
   std::filesystem::create_directories(o.out_dir, ec);
   if (ec) throw InputError("--out " + o.out_dir + ": cannot create the directory: " + ec.message());
   Json results = Json::array();
+  // validate.json and report.md are rewritten (atomically) after every case,
+  // so a run stopped by a time limit keeps the cases it finished.
+  const std::filesystem::path dir(o.out_dir);
+  auto write_results = [&] {
+    const Json doc = {{"schema", "zeroplan.validate"},
+                      {"version", 1},
+                      {"backend", o.gpu ? "cuda" : "cpu"},
+                      {"device", o.gpu ? o.gpu->name() : "host"},
+                      {"targets", {{"peak", kPeakTolerance}, {"component", kComponentTolerance}, {"step_time", kTimeTolerance}}},
+                      {"warmup_steps", o.warmup},
+                      {"steps", o.steps},
+                      {"cases_planned", cases.size()},
+                      {"cases", results}};
+    write_atomically((dir / "validate.json").string(), doc.dump(2) + "\n");
+    write_atomically((dir / "report.md").string(), report(results, o));
+  };
   for (size_t i = 0; i < cases.size(); ++i) {
     std::cout << "case " << i << ": " << cases[i].name << "\n" << std::flush;
     results.push_back(validate_case(cases[i], o));
@@ -373,18 +389,8 @@ void run_validate(const LayoutFlags& flags, const GlobalOptions& global, Validat
     } else {
       std::cout << "  not run: " << r.at("why_not").get<std::string>() << "\n";
     }
+    write_results();
   }
-  const Json doc = {{"schema", "zeroplan.validate"},
-                    {"version", 1},
-                    {"backend", o.gpu ? "cuda" : "cpu"},
-                    {"device", o.gpu ? o.gpu->name() : "host"},
-                    {"targets", {{"peak", kPeakTolerance}, {"component", kComponentTolerance}, {"step_time", kTimeTolerance}}},
-                    {"warmup_steps", o.warmup},
-                    {"steps", o.steps},
-                    {"cases", results}};
-  const std::filesystem::path dir(o.out_dir);
-  write_atomically((dir / "validate.json").string(), doc.dump(2) + "\n");
-  write_atomically((dir / "report.md").string(), report(results, o));
   std::cout << "wrote " << (dir / "report.md").string() << " and validate.json\n";
 }
 
