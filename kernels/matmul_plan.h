@@ -11,19 +11,26 @@
 
 namespace zp::cuda::plan {
 
+// One column-major product D (m,n) = op(A) op(B) + beta D [+ bias].
+inline Matmul::Batched product(bool transa, bool transb, int m, int n, int k, const void* a, int lda, const void* b, int ldb,
+                               void* d, int ldd, float beta, const void* bias = nullptr) {
+  Matmul::Batched g;
+  g.transa = transa, g.transb = transb;
+  g.m = m, g.n = n, g.k = k;
+  g.a = a, g.lda = lda;
+  g.b = b, g.ldb = ldb;
+  g.d = d, g.ldd = ldd;
+  g.beta = beta;
+  g.bias = bias;
+  return g;
+}
+
 // out (N,OC) = inp (N,C) weight (OC,C)^T + bias (OC; may be null):
 // out^T (OC,N) = weight (OC,C) inp^T (C,N), the weight buffer read
 // column-major being (C,OC), transposed; the bias as the epilogue.
 template <class T, class Ops>
 void linear_forward(Ops& ops, T* out, const T* inp, const T* weight, const T* bias, int N, int C, int OC) {
-  Matmul::Batched g;
-  g.transa = true;
-  g.m = OC, g.n = N, g.k = C;
-  g.a = weight, g.lda = C;
-  g.b = inp, g.ldb = C;
-  g.d = out, g.ldd = OC;
-  g.bias = bias;
-  ops.template gemm<T, T>(g, "matmul forward");
+  ops.template gemm<T, T>(product(true, false, OC, N, C, weight, C, inp, C, out, OC, 0.0f, bias), "matmul forward");
 }
 
 // dinp (N,C) += dout weight: dinp^T (C,N) += weight^T (C,OC) dout^T (OC,N);
@@ -32,21 +39,8 @@ void linear_forward(Ops& ops, T* out, const T* inp, const T* weight, const T* bi
 // gradient is a column sum, not a product.)
 template <class T, class Ops>
 void linear_backward(Ops& ops, T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int N, int C, int OC) {
-  Matmul::Batched gi;
-  gi.m = C, gi.n = N, gi.k = OC;
-  gi.a = weight, gi.lda = C;
-  gi.b = dout, gi.ldb = OC;
-  gi.d = dinp, gi.ldd = C;
-  gi.beta = 1;
-  ops.template gemm<T, T>(gi, "matmul backward (input)");
-  Matmul::Batched gw;
-  gw.transb = true;
-  gw.m = C, gw.n = OC, gw.k = N;
-  gw.a = inp, gw.lda = C;
-  gw.b = dout, gw.ldb = OC;
-  gw.d = dweight, gw.ldd = C;
-  gw.beta = 1;
-  ops.template gemm<T, T>(gw, "matmul backward (weight)");
+  ops.template gemm<T, T>(product(false, false, C, N, OC, weight, C, dout, OC, dinp, C, 1.0f), "matmul backward (input)");
+  ops.template gemm<T, T>(product(false, true, C, OC, N, inp, C, dout, OC, dweight, C, 1.0f), "matmul backward (weight)");
 }
 
 }  // namespace zp::cuda::plan
