@@ -13,7 +13,8 @@ MemoryOptions resolve_options(const MemoryOptions& in, const Layout& layout) {
   }
   if (!o.overlap_comm_set) {
     // DeepSpeed's overlap_comm defaults to true for ZeRO-3 and false otherwise
-    // (deepspeed/runtime/zero/config.py); zeroplan always double-buffers.
+    // (deepspeed/runtime/zero/config.py). zeroplan's rows do not read it: its
+    // executor's buffers are its own (memory_model.cc, emit_executor_buffers).
     o.overlap_comm = ds ? layout.zero_stage == 3 : true;
   }
   if (o.prefetch_elems == 0) o.prefetch_elems = 50000000ull;   // stage3_prefetch_bucket_size 5e7

@@ -26,11 +26,5 @@ void TrackingAllocator::release(void* p) {
   device_->release(p);
 }
 
-void TrackingAllocator::retag(const void* p, Component tag) {
-  auto it = live_.find(const_cast<void*>(p));
-  if (it == live_.end()) return;
-  ledger_.move(it->second.bytes, it->second.tag, tag);
-  it->second.tag = tag;
-}
 
 }  // namespace zp

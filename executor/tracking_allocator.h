@@ -29,10 +29,6 @@ class TrackingAllocator {
   // gives nullptr. Throws std::bad_alloc when the device is out of memory.
   void* allocate(uint64_t bytes, Component tag);
   void release(void* p);
-  // Counts a live block under another tag from now on: what a buffer is can
-  // depend on the layout (under ZeRO-2 the model's full gradient buffer is
-  // only the per-micro-batch reduce bucket; the gradients kept are the shard).
-  void retag(const void* p, Component tag);
 
   uint64_t current_bytes() const { return ledger_.current_bytes(); }
   uint64_t peak_bytes() const { return ledger_.peak_bytes(); }
