@@ -303,37 +303,41 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
     return;
   }
   // ZeRO-1: the accumulated gradients are reduce-scattered bucket by bucket
-  // into this rank's partition, which is updated in the model's own
-  // parameters; these are then all-gathered bucket by bucket.
+  // into this rank's partition, which lands where it was, in the model's own
+  // gradient buffer (a round reads each rank's range once, so this rank's is
+  // free to take its sum), or, offloaded, in the host optimizer's fp32
+  // partition; the partition is updated in the model's own parameters, which
+  // are then all-gathered bucket by bucket. One rank has nothing to reduce
+  // or gather.
   auto t = clock.now();
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
   const size_t begin = std::min(n, rank * shard_), mine = std::min(shard_, n - begin);
-  const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
-  Buffer<T> bucket = make_buffer<T>(memory_.device, Component::Buckets, per_rank * world);
-  Buffer<T> piece = make_buffer<T>(memory_.device, Component::Buckets, per_rank);
-  auto owned = [this](size_t r, size_t first, size_t len) { return owned_range(r, first, len); };
   const bool offloaded = !grad_fp32_.empty();
-  Buffer<float> grads_fp32 = offloaded || kMixed ? Buffer<float>{} : make_buffer<float>(memory_.device, Component::Buckets, shard_);
-  Buffer<T> grads_low = kMixed && !offloaded ? make_buffer<T>(memory_.device, Component::Buckets, shard_) : Buffer<T>{};
-  for (size_t first = 0; first < shard_; first += per_rank) {
-    const size_t len = std::min(per_rank, shard_ - first);
-    for (size_t r = 0; r < world; ++r) {
-      const auto [from, count] = owned(r, first, len);
-      be_.copy(bucket.data() + r * len, model_.grads.data() + from, count);
-      if (count < len) be_.zero(bucket.data() + r * len + count, len - count);
-    }
-    comm_.reduce_scatter_sum(bucket.data(), piece.data(), len);
-    if (offloaded) {
-      bridge_.optimizer().add_into_fp32(grad_fp32_.data() + first, bridge_.reach(piece.data(), be_.device(), len), len,
-                                        false);
-    } else if constexpr (kMixed) {
-      be_.copy(grads_low.data() + first, piece.data(), len);
-    } else {
-      be_.copy(grads_fp32.data() + first, piece.data(), len);
+  if (world > 1 || offloaded) {
+    const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
+    Buffer<T> bucket = make_buffer<T>(memory_.device, Component::Buckets, world > 1 ? per_rank * world : 0);
+    Buffer<T> piece = make_buffer<T>(memory_.device, Component::Buckets, world > 1 ? per_rank : 0);
+    for (size_t first = 0; first < shard_; first += per_rank) {
+      const size_t len = std::min(per_rank, shard_ - first);
+      const auto [to, count] = owned_range(rank, first, len);
+      const T* reduced = model_.grads.data() + to;
+      if (world > 1) {
+        for (size_t r = 0; r < world; ++r) {
+          const auto [from, got] = owned_range(r, first, len);
+          be_.copy(bucket.data() + r * len, model_.grads.data() + from, got);
+          if (got < len) be_.zero(bucket.data() + r * len + got, len - got);
+        }
+        comm_.reduce_scatter_sum(bucket.data(), piece.data(), len);
+        reduced = piece.data();
+      }
+      if (offloaded) {
+        bridge_.optimizer().add_into_fp32(grad_fp32_.data() + first, bridge_.reach(reduced, be_.device(), count), count,
+                                          false);
+      } else {
+        be_.copy(model_.grads.data() + to, reduced, count);  // the padded tail has no parameters
+      }
     }
   }
-  release_buffer(bucket);  // the all-gather takes its own
-  release_buffer(piece);
   phases_.gradient_sync_s += since(t);
   if (memory_.delayed_update) {
     delayed();
@@ -343,16 +347,12 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   // (Mixed precision rounds the partition's weights from the master weights.)
   if (offloaded) {
     update(model_.params.data() + begin, be_.device(), grad_fp32_.data(), scale, mine, 0);
-  } else if constexpr (kMixed) {
-    update(model_.params.data() + begin, be_.device(), grads_low.data(), scale, mine, 0);
   } else {
-    update(model_.params.data() + begin, be_.device(), grads_fp32.data(), scale, mine, 0);
+    update(model_.params.data() + begin, be_.device(), model_.grads.data() + begin, scale, mine, 0);
   }
   phases_.optimizer_s = since(t);
-  release_buffer(grads_fp32);
-  release_buffer(grads_low);
   t = clock.now();
-  gather_partition();
+  if (world > 1) gather_partition();
   phases_.parameter_gather_s = since(t);
 }
 
@@ -364,6 +364,7 @@ std::pair<size_t, size_t> DataParallelTrainer<Model>::owned_range(size_t r, size
 
 template <class Model>
 void DataParallelTrainer<Model>::gather_partition() {
+  if (comm_.size() == 1) return;  // nothing to gather
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
   const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
   Buffer<T> bucket = make_buffer<T>(memory_.device, Component::Buckets, per_rank * world);

@@ -111,16 +111,25 @@ class ZeroUnits : public UnitProvider<T> {
 template <class T>
 template <class F>
 void ZeroUnits<T>::gather_updated(F&& updated) {
-  size_t largest = 0;
-  for (size_t c : chunk_) largest = std::max(largest, c);
+  // A unit that divides into dp chunks is gathered straight into the model;
+  // one that does not, through a padded buffer (its tail stays behind).
   const size_t world = static_cast<size_t>(comm_.size());
+  size_t largest = 0, largest_padded = 0;
+  for (size_t u = 0; u < sizes_.size(); ++u) {
+    largest = std::max(largest, chunk_[u]);
+    if (chunk_[u] * world != sizes_[u]) largest_padded = std::max(largest_padded, chunk_[u] * world);
+  }
   Buffer<T> send = make_buffer<T>(device_, Component::Buckets, largest);
-  Buffer<T> whole = make_buffer<T>(device_, Component::Buckets, largest * world);
+  Buffer<T> whole = make_buffer<T>(device_, Component::Buckets, largest_padded);
   for (size_t u = 0; u < sizes_.size(); ++u) {
     if (sizes_[u] == 0) continue;
     updated(u, send.data());
-    comm_.all_gather(send.data(), whole.data(), chunk_[u]);
-    be_.copy(full_ + start_[u], whole.data(), sizes_[u]);  // the padded tail stays behind
+    if (chunk_[u] * world == sizes_[u]) {
+      comm_.all_gather(send.data(), full_ + start_[u], chunk_[u]);
+    } else {
+      comm_.all_gather(send.data(), whole.data(), chunk_[u]);
+      be_.copy(full_ + start_[u], whole.data(), sizes_[u]);
+    }
   }
 }
 
