@@ -363,6 +363,7 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.offload_param == Offload::Nvme) refuse("offload_param nvme: the executor offloads parameters to host memory only");
   if (l.offload_optimizer == Offload::Nvme) refuse("offload_optimizer nvme: the executor offloads to host memory only");
   if (l.optimizer != Optimizer::Adam) refuse("optimizer: the executor runs AdamW only");
+  if (l.dropout == Dropout::On) refuse("dropout on: the executor trains without dropout");
   if (l.delayed_update && l.offload_optimizer != Offload::Cpu) refuse("delayed_update: needs offload_optimizer cpu");
   if (l.tile_factor != 1 || l.fp32_grad_accum) refuse("tile_factor / fp32_grad_accum: not used by the CPU executor");
   Layout run = l;
@@ -372,6 +373,9 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   run.framework = Framework::Zeroplan;
   run.attention = Attention::Materialized;
   run.emulated = true;
+  // The executor trains without dropout (no masks are kept), whatever the
+  // model was trained with.
+  run.dropout = Dropout::Off;
   return run;
 }
 
