@@ -143,52 +143,71 @@ void emit_saved_layers(const MemoryPrep& v, Recompute mode, uint64_t copies, Sin
   }
 }
 
-// 5b. zeroplan's executor: its operator temporaries at the peak, in
-// backward's layer loop, one micro-batch's worth (executor/gpt_model.cc,
-// llama_model.cc stage_backward and stage_forward): the forward's
-// projection output (GPT) or partial row-parallel sums (Llama), which stay;
-// backward's activation gradients of one layer; under sequence parallelism
-// the gathered and reduced token rows of forward and backward and the norm
-// weights' partial gradients; on a stage after the first the input gradient
-// it keeps for the stage before. And the CUDA backend's own scratch:
-// attention's scores and score gradients of one sequence
-// (executor/cuda_backend.cc). The CPU backend keeps other scratch (the
-// reference kernels' scores, fp32 copies of bf16 operands): validate on the
-// CPU shows that difference under backend_scratch.
-// Returns the bytes of backward's activation gradients (the loop's share).
+// zeroplan's executor at its peak (docs/memory-model.md, "zeroplan's
+// executor at its peak"): what it holds besides model states and
+// activations depends on the moment, and the peak is the moment that holds
+// the most:
+//  - Loop: backward's layer loop (executor/gpt_model.cc, llama_model.cc
+//    stage_backward), one layer's activation gradients live;
+//  - Head: the last stage's output layer and final norm at the start of
+//    backward, with the final norm's output gradient and the vocabulary-
+//    sized units gathered and open;
+//  - End: the step's end (executor/data_parallel.cc apply_gradients), with
+//    ZeRO-1's bucket or ZeRO-2's all-gather buffers.
+enum class ExecutorMoment { Loop, Head, End };
+
+// 5b. The operator temporaries of a moment, one micro-batch's worth: the
+// forward's projection output (GPT) or partial row-parallel sums (Llama),
+// which stay; in the loop, backward's activation gradients of one layer; at
+// the head, the residual stream's and the final norm's output gradients;
+// under sequence parallelism the gathered and reduced token rows of forward
+// and backward and the norm weights' partial gradients; on a stage after the
+// first the input gradient it keeps for the stage before. And the CUDA
+// backend's own scratch: attention's scores and score gradients of one
+// sequence (executor/cuda_backend.cc). The CPU backend keeps other scratch
+// (the reference kernels' scores, fp32 copies of bf16 operands): validate on
+// the CPU shows that difference under backend_scratch. Returns the bytes of
+// the moment's own rows (backward's, in the loop or at the head).
 template <class Sink>
-uint64_t emit_executor_workspace(const ActivationShape& x, bool first, bool loop, Sink& sink) {
+uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorMoment moment, Sink& sink) {
   const Component W = Component::Workspace;
   const Residence G = Residence::Gpu;
   const uint64_t T = x.s * x.b, To = x.tokens_outside(), h = x.h, q = x.a_t * x.d, kv = x.kv_t * x.d, f = x.f_t;
-  uint64_t loop_bytes = 0;
-  auto row = [&](const char* name, uint64_t d0, uint64_t d1, uint64_t copies, bool in_loop = true) {
+  uint64_t own_bytes = 0;
+  // `when`: the moment a row belongs to (End: every moment, it stays).
+  auto row = [&](const char* name, uint64_t d0, uint64_t d1, uint64_t copies, ExecutorMoment when) {
+    if (when != ExecutorMoment::End && when != moment) return;
     const MemoryRow r = tensor_row(W, G, x.dtype, name, d0, d1, 1, 1, copies);
-    if (in_loop) loop_bytes += r.bytes;
-    if (loop || !in_loop) sink.add(r);
+    if (when != ExecutorMoment::End) own_bytes += r.bytes;
+    sink.add(r);
   };
+  const ExecutorMoment L = ExecutorMoment::Loop, H = ExecutorMoment::Head, always = ExecutorMoment::End;
   if (x.swiglu) {
-    row("row-parallel partial sums [T,h]", T, h, 1, false);
-    row("backward: residual-stream gradients [To,h]", To, h, 3);
-    row("backward: gate, up and product gradients [T,f/t]", T, f, 3);
-    row("backward: norm-output gradients [T,h]", T, h, 2);
-    row("backward: attention-output and query gradients [T,a/t*d]", T, q, 2);
-    row("backward: key and value gradients [T,kv/t*d]", T, kv, 2);
+    row("row-parallel partial sums [T,h]", T, h, 1, always);
+    row("backward: residual-stream gradients [To,h]", To, h, 3, L);
+    row("backward: gate, up and product gradients [T,f/t]", T, f, 3, L);
+    row("backward: norm-output gradients [T,h]", T, h, 2, L);
+    row("backward: attention-output and query gradients [T,a/t*d]", T, q, 2, L);
+    row("backward: key and value gradients [T,kv/t*d]", T, kv, 2, L);
   } else {
-    row("projection output (attention, then MLP) [T,h]", T, h, 1, false);
-    row("backward: residual-stream gradients [To,h]", To, h, 5);
-    row("backward: MLP gradients [T,f/t]", T, f, 2);
-    row("backward: norm-output gradients [T,h]", T, h, 2);
-    row("backward: attention-output, q, k, v gradients [T,a/t*d]", T, q, 4);
+    row("projection output (attention, then MLP) [T,h]", T, h, 1, always);
+    row("backward: residual-stream gradients [To,h]", To, h, 5, L);
+    row("backward: MLP gradients [T,f/t]", T, f, 2, L);
+    row("backward: norm-output gradients [T,h]", T, h, 2, L);
+    row("backward: attention-output, q, k, v gradients [T,a/t*d]", T, q, 4, L);
   }
+  row("backward: residual-stream gradient [To,h]", To, h, 1, H);
+  row("backward: final norm output gradient [T,h]", T, h, 1, H);
   if (x.sp) {
-    row("sequence parallelism: gathered token rows, forward's [T,h]", T, h, 1, false);
-    row("sequence parallelism: reduced token rows, forward's [To,h]", To, h, 1, false);
-    row("sequence parallelism: gathered token rows, backward's [T,h]", T, h, 1);
-    row("sequence parallelism: reduced token rows, backward's [To,h]", To, h, 1);
-    row("sequence parallelism: norm weight gradients [h]", h, x.swiglu ? 1 : 2, 1);
+    row("sequence parallelism: gathered token rows, forward's [T,h]", T, h, 1, always);
+    row("sequence parallelism: reduced token rows, forward's [To,h]", To, h, 1, always);
+    for (ExecutorMoment m : {L, H}) {
+      row("sequence parallelism: gathered token rows, backward's [T,h]", T, h, 1, m);
+      row("sequence parallelism: reduced token rows, backward's [To,h]", To, h, 1, m);
+      row("sequence parallelism: norm weight gradients [h]", h, x.swiglu ? 1 : 2, 1, m);
+    }
   }
-  if (!first) row("input gradient kept for the previous stage [To,h]", To, h, 1, false);
+  if (!first) row("input gradient kept for the previous stage [To,h]", To, h, 1, always);
   // The CUDA backend's cuBLASLt attention (kernels/attention_gemm_cuda.h):
   // fp32 scores and score gradients of one sequence, and the gradients again
   // in the working precision for the products that read them (fp32: the same
@@ -199,106 +218,102 @@ uint64_t emit_executor_workspace(const ActivationShape& x, bool first, bool loop
     sink.add(tensor_row(Component::BackendScratch, G, x.dtype, "CUDA attention score gradients [a/t,s,s], one sequence",
                         x.a_t, x.s, x.s, 1, 1));
   }
-  return loop_bytes;
+  return own_bytes;
 }
 
-// The most zeroplan's ZeRO-3 holds gathered at once: the largest sum of two
-// neighbours in the stage's order, the embedding (first stage), each
-// transformer layer, the final norm (with the output layer when untied),
-// and a tied output layer's copy (last stage of a pipeline; with one stage
-// the tied head is the embedding again).
-uint64_t zeroplan_largest_gathered(const MemoryInputs& in, const RankParams& r, const StageParams& sp) {
-  const uint64_t unit = (r.layer_dense + r.layer_experts) / in.layout.tile_factor;
-  const uint64_t layers = sp.layers;
-  const uint64_t first = r.embedding + r.position + r.embedding_norm;
-  const uint64_t final = r.final_norm + (in.model.tied ? 0 : r.head);
-  const uint64_t tied_head = !in.model.tied ? 0 : sp.first ? first : r.head;
-  const uint64_t before_final = layers > 0 ? unit : first;
-  uint64_t gathered = 0;
-  if (layers >= 2) gathered = 2 * unit;
-  if (layers == 1) gathered = unit;
-  if (sp.first && layers > 0) gathered = std::max(gathered, first + unit);
-  if (sp.last) gathered = std::max({gathered, before_final + final, final + tied_head});
-  return gathered;
-}
-
-// zeroplan's executor: its gradient buckets, operator workspace and
-// pipeline buffers at the step's peak (dp = 1 too: the same code runs).
-// The peak is in backward's layer loop, or at the step's end, whichever
-// holds more besides what both hold:
-//  - in the loop: one layer's activation gradients (emit_executor_workspace)
-//    and, under ZeRO-2/3, the units' open gradient buffers
-//    (executor/zero_units.h): each unit's gradients go to a buffer padded to
-//    dp chunks while backward computes them and are reduce-scattered into
-//    the partition when the unit is finished. Open in the loop
-//    (executor/gpt_model.cc, llama_model.cc): one layer's, beside a tied
+// zeroplan's executor: its ZeRO-3 gathered units, gradient buckets,
+// operator workspace and pipeline buffers at the step's peak (dp = 1 too:
+// the same code runs). Per moment, besides what every moment holds:
+//  - Loop: ZeRO-3 holds a layer and the one before it gathered; ZeRO-2/3
+//    give each unit's gradients a buffer padded to dp chunks while backward
+//    computes it, reduce-scattered and freed when it is finished
+//    (executor/zero_units.h): open in the loop, one layer's, beside a tied
 //    embedding's on the first stage (its gradients come from the tied head
-//    first and the token lookup last) and a tied head's copy on the last
-//    stage of a pipeline (both kept open over the step until the end stages
-//    have summed them, executor/pipeline_parallel.cc); an untied embedding
-//    opens alone after the last layer; the final norm and an untied head
-//    close before the loop;
-//  - at the step's end (executor/data_parallel.cc apply_gradients): ZeRO-1
-//    reduce-scatters and all-gathers through a bucket of
-//    reduce_bucket_elems (dp chunks of ceil(bucket / dp)) and a chunk-sized
-//    piece into the reduced partition (unless the optimizer is offloaded:
-//    its fp32 partition is then a model state); ZeRO-2 all-gathers each
-//    updated unit through a chunk and a unit-sized buffer. ZeRO-0
-//    all-reduces the flat gradients in place, ZeRO-3 updates its partition
-//    in place. A pipeline or tensor-parallel rank has freed each
-//    micro-batch's activations by then (executor/activation_sets.h), so its
-//    step's end is not its peak.
-// Both: ZeRO-2/3's receive buffer of the largest chunk, forward's
+//    first and the token lookup last) and a tied head's copy on a
+//    pipeline's last stage (both kept open over the step until the end
+//    stages have summed them, executor/pipeline_parallel.cc); an untied
+//    embedding opens alone after the last layer;
+//  - Head (last stage): GPT holds the output layer (the tied embedding, or
+//    its copy) and the final norm gathered, then the final norm and the
+//    last layer; Llama the final norm with its untied head and the last
+//    layer; open: the tied embedding or head copy and the final norm's
+//    gradients (Llama: the final norm's and head's);
+//  - End (one stage only; a pipeline or tensor-parallel rank has freed each
+//    micro-batch's activations by then, executor/activation_sets.h, so its
+//    step's end is taken not to be its peak): ZeRO-1 reduce-scatters and
+//    all-gathers through a bucket of reduce_bucket_elems (dp chunks of
+//    ceil(bucket / dp)) and a chunk-sized piece (nothing with one rank);
+//    ZeRO-2 all-gathers each updated unit from a chunk, through a padded
+//    buffer for a unit dp does not divide. ZeRO-0 all-reduces the flat
+//    gradients in place, ZeRO-3 updates its partition in place.
+// Every moment: ZeRO-2/3's receive buffer of the largest chunk, forward's
 // workspace, a pipeline rank's receive buffers, the backend's scratch.
 template <class Sink>
 void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
   const Layout& l = in.layout;
   const RankParams& r = v.r;
   const Dtype low = low_dtype(l), act = v.x.dtype;
-  const uint64_t dp = l.dp, stage_total = sp.dense + sp.experts;
+  const uint64_t dp = l.dp, stage_total = sp.dense + sp.experts, b = dtype_bytes(low);
   auto padded = [dp](uint64_t n) { return (n + dp - 1) / dp * dp; };
-  const uint64_t layer = r.layer_dense + r.layer_experts, first = r.embedding + r.position + r.embedding_norm;
-  const uint64_t final = r.final_norm + (in.model.tied ? 0 : r.head), head_copy = in.model.tied && !sp.first ? r.head : 0;
-  uint64_t largest = sp.layers > 0 ? layer : 0;
-  if (sp.last) largest = std::max({largest, final, head_copy});
-  if (sp.first) largest = std::max(largest, first);
-  const uint64_t chunk = (largest + dp - 1) / dp;
-
+  auto chunk_of = [dp](uint64_t n) { return (n + dp - 1) / dp; };
+  const bool tied = in.model.tied, zero3 = l.zero_stage == 3, units = l.zero_stage >= 2;
+  const uint64_t layer = r.layer_dense + r.layer_experts, first = sp.first ? r.embedding + r.position + r.embedding_norm : 0;
+  const uint64_t final = sp.last ? r.final_norm + (tied ? 0 : r.head) : 0;
+  const uint64_t head_copy = sp.last && tied && !sp.first ? r.head : 0;
+  const uint64_t tiled = layer / l.tile_factor;
+  uint64_t largest = std::max({layer, first, final, head_copy}), largest_padded = 0;
+  for (uint64_t u : {layer, first, final, head_copy}) {
+    if (u > 0 && padded(u) != u) largest_padded = std::max(largest_padded, padded(u));
+  }
   struct Discard {
     void add(const MemoryRow&) {}
   } discard;
-  uint64_t open = 0;
-  if (l.zero_stage >= 2) {
-    const uint64_t in_loop = padded(layer), embedding = sp.first ? padded(first) : 0;
-    const uint64_t held_head = sp.last ? padded(head_copy) : 0;
-    open = in.model.tied ? embedding + held_head + in_loop : std::max(embedding, in_loop);
+
+  // What each moment holds of its own: gathered and open (elements), workspace (bytes).
+  struct Held {
+    uint64_t gathered = 0, open = 0, workspace_bytes = 0, end = 0;
+    uint64_t bytes(uint64_t b) const { return (gathered + open + end) * b + workspace_bytes; }
+  };
+  Held loop, head, end;
+  loop.gathered = zero3 ? std::min<uint64_t>(sp.layers, 2) * tiled : 0;
+  if (units) {
+    loop.open = tied ? padded(first) * (first > 0) + padded(head_copy) * (head_copy > 0) + padded(layer)
+                     : std::max(first > 0 ? padded(first) : 0, padded(layer));
   }
+  loop.workspace_bytes = emit_executor_workspace(v.x, sp.first, ExecutorMoment::Loop, discard);
+  if (sp.last) {
+    if (zero3) {
+      head.gathered = tied ? std::max((sp.first ? first : r.head) + r.final_norm, r.final_norm + tiled) : final + tiled;
+    }
+    if (units) {
+      head.open = tied ? padded(first) * (first > 0) + padded(head_copy) * (head_copy > 0) + padded(r.final_norm)
+                       : padded(final);
+    }
+    head.workspace_bytes = emit_executor_workspace(v.x, sp.first, ExecutorMoment::Head, discard);
+  }
+  const bool one_stage = l.tp == 1 && l.pp == 1;
   const uint64_t shard = (stage_total + dp - 1) / dp;
   const uint64_t per_rank = std::min(shard, (in.options.reduce_bucket_elems + dp - 1) / dp);
-  const bool reduced_here = l.offload_optimizer == Offload::None;
-  uint64_t end_elems = 0;
-  if (l.zero_stage == 1) end_elems = per_rank * dp + per_rank + (reduced_here ? shard : 0);
-  if (l.zero_stage == 2) end_elems = chunk + chunk * dp;
-  bool at_end = false;
-  if (l.tp == 1 && l.pp == 1 && end_elems > 0) {
-    const uint64_t loop_bytes = emit_executor_workspace(v.x, sp.first, false, discard) + open * dtype_bytes(low);
-    at_end = end_elems * dtype_bytes(low) > loop_bytes;
-  }
+  if (one_stage && l.zero_stage == 1 && dp > 1) end.end = per_rank * dp + per_rank;
+  if (one_stage && l.zero_stage == 2) end.end = chunk_of(largest) + largest_padded;
+  ExecutorMoment moment = ExecutorMoment::Loop;
+  const Held* at = &loop;
+  if (sp.last && head.bytes(b) > at->bytes(b)) moment = ExecutorMoment::Head, at = &head;
+  if (end.end > 0 && end.bytes(b) > at->bytes(b)) moment = ExecutorMoment::End, at = &end;
 
   const Component B = Component::Buckets;
   const Residence G = Residence::Gpu;
-  if (l.zero_stage >= 2) sink.add(tensor_row(B, G, low, "reduce-scatter receive chunk", chunk));
-  if (at_end && l.zero_stage == 1) {
+  if (zero3) sink.add(tensor_row(Component::Zero3Gathered, G, low, "gathered parameters", std::min(at->gathered, stage_total)));
+  if (units) sink.add(tensor_row(B, G, low, "reduce-scatter receive chunk", chunk_of(largest)));
+  if (at->open > 0) sink.add(tensor_row(B, G, low, "open unit gradient buffers", at->open));
+  if (moment == ExecutorMoment::End && l.zero_stage == 1) {
     sink.add(tensor_row(B, G, low, "reduce-scatter/all-gather bucket", per_rank, dp));
     sink.add(tensor_row(B, G, low, "bucket's own chunk", per_rank));
-    if (reduced_here) sink.add(tensor_row(B, G, low, "reduced gradient partition", shard));
-  } else if (at_end) {
-    sink.add(tensor_row(B, G, low, "updated chunk of a unit", chunk));
-    sink.add(tensor_row(B, G, low, "all-gathered unit", chunk, dp));
-  } else if (open > 0) {
-    sink.add(tensor_row(B, G, low, "open unit gradient buffers", open));
+  } else if (moment == ExecutorMoment::End) {
+    sink.add(tensor_row(B, G, low, "updated chunk of a unit", chunk_of(largest)));
+    if (largest_padded > 0) sink.add(tensor_row(B, G, low, "all-gathered unit dp does not divide", largest_padded));
   }
-  emit_executor_workspace(v.x, sp.first, !at_end, sink);
+  emit_executor_workspace(v.x, sp.first, moment, sink);
   // A pipeline rank's receive buffers (executor/pipeline_parallel.cc): the
   // activation from the stage before, the gradient from the stage after.
   const uint64_t boundary = v.x.tokens_outside() * v.x.h;
@@ -326,28 +341,16 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, const StageParams&
   const uint64_t stage_total = sp.dense + sp.experts;
 
   // 2. ZeRO-3 working set: gathered parameters of the current and next unit.
-  if (l.zero_stage == 3) {
-    uint64_t gathered = 0;
-    if (l.framework == Framework::DeepSpeed) {
-      // DeepSpeed gathers module by module, prefetching up to
-      // stage3_prefetch_bucket_size elements and holding at most
-      // stage3_max_live_parameters (deepspeed/runtime/zero/partitioned_param_coordinator.py).
-      gathered = std::min(o.max_live_elems, r.largest_module / l.tile_factor + o.prefetch_elems);
-    } else {
-      // zeroplan gathers one unit and prefetches the next, in the stage's
-      // order (executor/gpt_model.cc, llama_model.cc): the rows hold what is
-      // gathered at the step's peak, in backward's layer loop, where the
-      // activation gradients are live: a layer and the one before it.
-      // (Forward and the start of backward hold the largest pair of
-      // neighbours, zeroplan_largest_gathered(), when less else is live.)
-      // Memory-centric tiling (ZeRO-Infinity Sec. 5.1.3) splits a layer's
-      // operators into tiles.
-      const uint64_t unit = (r.layer_dense + r.layer_experts) / l.tile_factor;
-      gathered = std::min<uint64_t>(sp.layers, 2) * unit;
-      if (sp.layers == 0) gathered = zeroplan_largest_gathered(in, r, sp);
-    }
-    gathered = std::min(gathered, stage_total);
-    sink.add(tensor_row(Component::Zero3Gathered, Residence::Gpu, low, "gathered parameters", gathered));
+  // zeroplan's executor: emit_executor_buffers, with the moment of its peak
+  // (a stage without layers: all of its few units, at most).
+  if (l.zero_stage == 3 && l.framework == Framework::DeepSpeed) {
+    // DeepSpeed gathers module by module, prefetching up to
+    // stage3_prefetch_bucket_size elements and holding at most
+    // stage3_max_live_parameters (deepspeed/runtime/zero/partitioned_param_coordinator.py).
+    const uint64_t gathered = std::min(o.max_live_elems, r.largest_module / l.tile_factor + o.prefetch_elems);
+    sink.add(tensor_row(Component::Zero3Gathered, Residence::Gpu, low, "gathered parameters", std::min(gathered, stage_total)));
+  } else if (l.zero_stage == 3 && sp.layers == 0) {
+    sink.add(tensor_row(Component::Zero3Gathered, Residence::Gpu, low, "gathered parameters", stage_total));
   }
 
   // 3. Gradient buckets (data parallel only). Megatron's are views into its
