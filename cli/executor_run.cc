@@ -211,6 +211,16 @@ TrainerMemory trainer_memory(Memory& memory, const Layout& l) {
   return t;
 }
 
+// The set-up's peak (building the model whole before ZeRO partitions it, as
+// DeepSpeed does without zero.Init, holds every weight and gradient for a
+// moment), after which the allocators' peaks are the training steps'.
+Json setup_peaks(Memory& memory) {
+  const Json j = {{"setup_peak_bytes", memory.device.peak_bytes()}, {"setup_host_peak_bytes", memory.host.peak_bytes()}};
+  memory.device.reset_peak();
+  memory.host.reset_peak();
+  return j;
+}
+
 // Trains `model` on this rank's slice of each batch; returns the
 // measurements (the leader only; null elsewhere).
 template <class Model>
@@ -225,6 +235,7 @@ Json train(Model& model, const PlanFile& plan, const Layout& l, Communicator& co
   TimedCommunicator timed(comm);
   DataParallelTrainer<Model> trainer(model, timed, l.zero_stage, adam, trainer_memory(memory, l));
   const int first_step = resume(trainer, o, comm);
+  Json extra = setup_peaks(memory);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   const int local = mb * ga;
   std::unique_ptr<ByteCorpus> bytes;
@@ -249,8 +260,8 @@ Json train(Model& model, const PlanFile& plan, const Layout& l, Communicator& co
   trainer.finish_pending();  // a delayed update's last step reaches the model
   if (!o.save_dir.empty()) save(trainer, o, comm);
   if (!leader) return Json();
-  return measurements(plan, l, comm, memory, 0, step_rows,
-                      {{"zero3_gathered_peak_bytes", trainer.zero3_peak_gathered_bytes()}}, -1, plan_path);
+  extra["zero3_gathered_peak_bytes"] = trainer.zero3_peak_gathered_bytes();
+  return measurements(plan, l, comm, memory, 0, step_rows, extra, -1, plan_path);
 }
 
 // Trains this rank's part of a tensor- and/or pipeline-parallel layout (with
@@ -272,6 +283,7 @@ Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communi
   PipelineTrainer<Model> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
                                  adam, trainer_memory(memory, l), g.dp.get(), l.zero_stage);
   const int first_step = resume(trainer, o, world);
+  Json extra = setup_peaks(memory);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
   std::unique_ptr<ByteCorpus> bytes;
   if (!text.empty()) {
@@ -298,10 +310,10 @@ Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communi
   trainer.finish_pending();
   if (!o.save_dir.empty()) save(trainer, o, world);
   if (!writer && !world.emulated()) return Json();
-  return measurements(plan, l, world, memory, stage, step_rows,
-                      {{"max_in_flight_microbatches", trainer.max_in_flight()},
-                       {"activation_peak_bytes", trainer.peak_activation_bytes()}},
-                      static_cast<double>(trainer.peak_activation_bytes()), plan_path);
+  extra["max_in_flight_microbatches"] = trainer.max_in_flight();
+  extra["activation_peak_bytes"] = trainer.peak_activation_bytes();
+  return measurements(plan, l, world, memory, stage, step_rows, extra, static_cast<double>(trainer.peak_activation_bytes()),
+                      plan_path);
 }
 
 }  // namespace

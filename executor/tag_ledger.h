@@ -30,6 +30,13 @@ class TagLedger {
     by_component_[static_cast<int>(to)] += bytes;
   }
 
+  // The peak starts again from what is held now (the training steps' peak,
+  // after a set-up that briefly held more).
+  void reset_peak() {
+    peak_ = current_;
+    at_peak_ = by_component_;
+  }
+
   uint64_t current_bytes() const { return current_; }
   uint64_t peak_bytes() const { return peak_; }
   uint64_t current_bytes(Component c) const { return by_component_[static_cast<int>(c)]; }

@@ -32,6 +32,8 @@ class TrackingAllocator {
 
   uint64_t current_bytes() const { return ledger_.current_bytes(); }
   uint64_t peak_bytes() const { return ledger_.peak_bytes(); }
+  // From now on the peak is that of what follows (TagLedger::reset_peak).
+  void reset_peak() { ledger_.reset_peak(); }
   uint64_t current_bytes(Component c) const { return ledger_.current_bytes(c); }
   // The bytes of each component at the moment the total peaked.
   const std::array<uint64_t, kNumComponents>& at_peak() const { return ledger_.at_peak(); }

@@ -46,6 +46,7 @@ double check_step(Model& model, const Case& c, Measured& mem, const Layout& l, c
   TrainerMemory memory{&mem.device, &mem.host, c.offload, c.offload_params};
   memory.delayed_update = c.delayed;
   DataParallelTrainer<Model> trainer(model, comm, c.zero, AdamConfig{}, memory);
+  mem.device.reset_peak();  // the training step's peak, as run and validate measure it
   const SyntheticCorpus corpus(64, 7);
   const int seq = static_cast<int>(l.seq_len), mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum);
   const Batch b = corpus.batch(0, 0, mb * ga, seq);
