@@ -1,6 +1,7 @@
 #include "costmodel/memory_model.h"
 
 #include <algorithm>
+#include <span>
 
 #include "costmodel/activations.h"
 #include "costmodel/model_states.h"
@@ -182,19 +183,32 @@ uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorM
     sink.add(r);
   };
   const ExecutorMoment L = ExecutorMoment::Loop, H = ExecutorMoment::Head, always = ExecutorMoment::End;
-  if (x.swiglu) {
-    row("row-parallel partial sums [T,h]", T, h, 1, always);
-    row("backward: residual-stream gradients [To,h]", To, h, 3, L);
-    row("backward: gate, up and product gradients [T,f/t]", T, f, 3, L);
-    row("backward: norm-output gradients [T,h]", T, h, 2, L);
-    row("backward: attention-output and query gradients [T,a/t*d]", T, q, 2, L);
-    row("backward: key and value gradients [T,kv/t*d]", T, kv, 2, L);
-  } else {
-    row("projection output (attention, then MLP) [T,h]", T, h, 1, always);
-    row("backward: residual-stream gradients [To,h]", To, h, 5, L);
-    row("backward: MLP gradients [T,f/t]", T, f, 2, L);
-    row("backward: norm-output gradients [T,h]", T, h, 2, L);
-    row("backward: attention-output, q, k, v gradients [T,a/t*d]", T, q, 4, L);
+  // The two models' buffers (rows x width, copies), as their stage_forward
+  // and stage_backward allocate them.
+  enum Width { Hidden, Ffn, QueryHeads, KvHeads };
+  struct Buffer {
+    const char* name;
+    bool all_tokens;  // T rows (inside the tensor-parallel regions), else To
+    Width width;
+    uint64_t copies;
+    ExecutorMoment when;
+  };
+  static constexpr Buffer kGpt[] = {
+      {"projection output (attention, then MLP) [T,h]", true, Hidden, 1, ExecutorMoment::End},
+      {"backward: residual-stream gradients [To,h]", false, Hidden, 5, ExecutorMoment::Loop},
+      {"backward: MLP gradients [T,f/t]", true, Ffn, 2, ExecutorMoment::Loop},
+      {"backward: norm-output gradients [T,h]", true, Hidden, 2, ExecutorMoment::Loop},
+      {"backward: attention-output, q, k, v gradients [T,a/t*d]", true, QueryHeads, 4, ExecutorMoment::Loop}};
+  static constexpr Buffer kLlama[] = {
+      {"row-parallel partial sums [T,h]", true, Hidden, 1, ExecutorMoment::End},
+      {"backward: residual-stream gradients [To,h]", false, Hidden, 3, ExecutorMoment::Loop},
+      {"backward: gate, up and product gradients [T,f/t]", true, Ffn, 3, ExecutorMoment::Loop},
+      {"backward: norm-output gradients [T,h]", true, Hidden, 2, ExecutorMoment::Loop},
+      {"backward: attention-output and query gradients [T,a/t*d]", true, QueryHeads, 2, ExecutorMoment::Loop},
+      {"backward: key and value gradients [T,kv/t*d]", true, KvHeads, 2, ExecutorMoment::Loop}};
+  const uint64_t widths[] = {h, f, q, kv};
+  for (const Buffer& buffer : x.swiglu ? std::span<const Buffer>(kLlama) : std::span<const Buffer>(kGpt)) {
+    row(buffer.name, buffer.all_tokens ? T : To, widths[buffer.width], buffer.copies, buffer.when);
   }
   row("backward: residual-stream gradient [To,h]", To, h, 1, H);
   row("backward: final norm output gradient [T,h]", T, h, 1, H);
