@@ -74,6 +74,11 @@ bool shape_matches(const MemoryPrep& p, const ModelShape& m, const Layout& l) {
 // layer's activation bytes per recompute mode, summed from the same row
 // emitters the detailed table uses, so the aggregated hot path and the rows
 // cannot disagree.
+// The moments of zeroplan's executor's peak (emit_executor_buffers).
+enum class ExecutorMoment { Loop, Head, End };
+template <class Sink>
+uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorMoment moment, Sink& sink);
+
 void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
   p.model = &m;
   p.tp = l.tp;
@@ -99,6 +104,15 @@ void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
     ByteCountSink ck;
     emit_layer_checkpoints(p.x, l.partition_activations, l.checkpoints_to_cpu, 1, ck);
     p.layer_checkpoint = ck.bytes();
+  }
+  if (l.framework == Framework::Zeroplan) {
+    // Once per shape: the state side compares the moments for every state choice.
+    for (int first = 0; first < 2; ++first) {
+      for (ExecutorMoment moment : {ExecutorMoment::Loop, ExecutorMoment::Head}) {
+        ByteCountSink discard;
+        p.executor_own_workspace[first][static_cast<int>(moment)] = emit_executor_workspace(p.x, first == 1, moment, discard);
+      }
+    }
   }
 }
 
@@ -155,7 +169,6 @@ void emit_saved_layers(const MemoryPrep& v, Recompute mode, uint64_t copies, Sin
 //    sized units gathered and open;
 //  - End: the step's end (executor/data_parallel.cc apply_gradients), with
 //    ZeRO-1's bucket or ZeRO-2's all-gather buffers.
-enum class ExecutorMoment { Loop, Head, End };
 
 // 5b. The operator temporaries of a moment, one micro-batch's worth: the
 // forward's projection output (GPT) or partial row-parallel sums (Llama),
@@ -279,10 +292,6 @@ void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const St
   for (uint64_t u : {layer, first, final, head_copy}) {
     if (u > 0 && padded(u) != u) largest_padded = std::max(largest_padded, padded(u));
   }
-  struct Discard {
-    void add(const MemoryRow&) {}
-  } discard;
-
   // What each moment holds of its own: gathered and open (elements), workspace (bytes).
   struct Held {
     uint64_t gathered = 0, open = 0, workspace_bytes = 0, end = 0;
@@ -294,7 +303,8 @@ void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const St
     loop.open = tied ? padded(first) * (first > 0) + padded(head_copy) * (head_copy > 0) + padded(layer)
                      : std::max(first > 0 ? padded(first) : 0, padded(layer));
   }
-  loop.workspace_bytes = emit_executor_workspace(v.x, sp.first, ExecutorMoment::Loop, discard);
+  const auto& own = v.executor_own_workspace[sp.first ? 1 : 0];  // prepare_shape's
+  loop.workspace_bytes = own[static_cast<int>(ExecutorMoment::Loop)];
   if (sp.last) {
     if (zero3) {
       head.gathered = tied ? std::max((sp.first ? first : r.head) + r.final_norm, r.final_norm + tiled) : final + tiled;
@@ -303,7 +313,7 @@ void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const St
       head.open = tied ? padded(first) * (first > 0) + padded(head_copy) * (head_copy > 0) + padded(r.final_norm)
                        : padded(final);
     }
-    head.workspace_bytes = emit_executor_workspace(v.x, sp.first, ExecutorMoment::Head, discard);
+    head.workspace_bytes = own[static_cast<int>(ExecutorMoment::Head)];
   }
   const bool one_stage = l.tp == 1 && l.pp == 1;
   const uint64_t shard = (stage_total + dp - 1) / dp;

@@ -70,6 +70,9 @@ struct MemoryPrep {
   uint64_t layer_saved = 0;       // one layer, one micro-batch, as saved under the recompute mode
   uint64_t layer_full = 0;        // one layer without recompute
   uint64_t layer_checkpoint = 0;  // full recompute: the saved input
+  // zeroplan's executor: the bytes of backward's own workspace rows at each
+  // moment of its peak (loop, head, end), on a first stage or another.
+  std::array<std::array<uint64_t, 3>, 2> executor_own_workspace{};
   Residence checkpoint_residence = Residence::Gpu;
   // State rules for every ZeRO stage x optimizer offload x parameter offload
   // of one (framework, precision, optimizer, gradient dtype), filled lazily.
