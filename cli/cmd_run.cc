@@ -82,9 +82,9 @@ int run(const RunOptions& o) {
   };
   if (!agree()) return 2;
   // Under mpirun on GPUs the ranks' collectives go over NCCL (one GPU per
-  // process); the MPI communicator stays for the agreement above.
-  // Every rank first checks it can take part (NCCL's set-up is collective:
-  // a rank that fails inside it would leave the others waiting).
+  // process). Every rank first checks, and agrees over MPI, that it can take
+  // part: NCCL's set-up is collective, and a rank failing inside it would
+  // leave the others waiting.
   std::unique_ptr<Communicator> control;
   if (under_mpi && o.device == "cuda") {
     try {

@@ -70,15 +70,25 @@ bool shape_matches(const MemoryPrep& p, const ModelShape& m, const Layout& l) {
          p.precision == l.precision && p.framework == l.framework;
 }
 
-// Rebuilds the shape part of `p` for (m, l): per-rank parameters and one
-// layer's activation bytes per recompute mode, summed from the same row
-// emitters the detailed table uses, so the aggregated hot path and the rows
-// cannot disagree.
-// The moments of zeroplan's executor's peak (emit_executor_buffers).
+// zeroplan's executor at its peak (docs/memory-model.md, "zeroplan's
+// executor at its peak"): what it holds besides model states and
+// activations depends on the moment, and the peak is the moment that holds
+// the most:
+//  - Loop: backward's layer loop (executor/gpt_model.cc, llama_model.cc
+//    stage_backward), one layer's activation gradients live;
+//  - Head: the last stage's output layer and final norm at the start of
+//    backward, with the final norm's output gradient and the vocabulary-
+//    sized units gathered and open;
+//  - End: the step's end (executor/data_parallel.cc apply_gradients), with
+//    ZeRO-1's bucket or ZeRO-2's all-gather buffers.
 enum class ExecutorMoment { Loop, Head, End };
 template <class Sink>
 uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorMoment moment, Sink& sink);
 
+// Rebuilds the shape part of `p` for (m, l): per-rank parameters and one
+// layer's activation bytes per recompute mode, summed from the same row
+// emitters the detailed table uses, so the aggregated hot path and the rows
+// cannot disagree.
 void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
   p.model = &m;
   p.tp = l.tp;
@@ -157,18 +167,6 @@ void emit_saved_layers(const MemoryPrep& v, Recompute mode, uint64_t copies, Sin
     sink.add(tensor_row(Component::Activations, Residence::Gpu, Dtype::Bytes, "saved layers", per_layer, 1, 1, 1, copies));
   }
 }
-
-// zeroplan's executor at its peak (docs/memory-model.md, "zeroplan's
-// executor at its peak"): what it holds besides model states and
-// activations depends on the moment, and the peak is the moment that holds
-// the most:
-//  - Loop: backward's layer loop (executor/gpt_model.cc, llama_model.cc
-//    stage_backward), one layer's activation gradients live;
-//  - Head: the last stage's output layer and final norm at the start of
-//    backward, with the final norm's output gradient and the vocabulary-
-//    sized units gathered and open;
-//  - End: the step's end (executor/data_parallel.cc apply_gradients), with
-//    ZeRO-1's bucket or ZeRO-2's all-gather buffers.
 
 // 5b. The operator temporaries of a moment, one micro-batch's worth: the
 // forward's projection output (GPT) or partial row-parallel sums (Llama),
@@ -299,20 +297,16 @@ void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const St
   };
   Held loop, head, end;
   loop.gathered = zero3 ? std::min<uint64_t>(sp.layers, 2) * tiled : 0;
-  if (units) {
-    loop.open = tied ? padded(first) * (first > 0) + padded(head_copy) * (head_copy > 0) + padded(layer)
-                     : std::max(first > 0 ? padded(first) : 0, padded(layer));
-  }
+  // Tied units held open over the whole backward (absent ones pad to 0).
+  const uint64_t held_tied = tied ? padded(first) + padded(head_copy) : 0;
+  if (units) loop.open = tied ? held_tied + padded(layer) : std::max(padded(first), padded(layer));
   const auto& own = v.executor_own_workspace[sp.first ? 1 : 0];  // prepare_shape's
   loop.workspace_bytes = own[static_cast<int>(ExecutorMoment::Loop)];
   if (sp.last) {
     if (zero3) {
       head.gathered = tied ? std::max((sp.first ? first : r.head) + r.final_norm, r.final_norm + tiled) : final + tiled;
     }
-    if (units) {
-      head.open = tied ? padded(first) * (first > 0) + padded(head_copy) * (head_copy > 0) + padded(r.final_norm)
-                       : padded(final);
-    }
+    if (units) head.open = tied ? held_tied + padded(r.final_norm) : padded(final);
     head.workspace_bytes = own[static_cast<int>(ExecutorMoment::Head)];
   }
   const bool one_stage = l.tp == 1 && l.pp == 1;

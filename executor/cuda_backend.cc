@@ -21,9 +21,6 @@
 namespace zp {
 namespace {
 
-// The kernels' name for T: bf16 goes as its bits.
-template <class T>
-using kernel_t = std::conditional_t<std::is_same_v<T, bf16>, cuda::Bf16, float>;
 static_assert(sizeof(bf16) == sizeof(cuda::Bf16), "bf16 is 16 bits on both sides");
 
 template <class T>
@@ -83,13 +80,23 @@ std::vector<int> CudaBackend<T>::host_ids(const int* ids, size_t N) {
   return out;
 }
 
+namespace {
+
+// A scratch buffer of at least n elements (the old storage goes before the new comes).
+template <class U>
+U* grown(Buffer<U>& b, size_t n) {
+  if (b.size() < n) {
+    release_buffer(b);
+    b.assign(n, U(0));
+  }
+  return b.data();
+}
+
+}  // namespace
+
 template <class T>
 float* CudaBackend<T>::scores(size_t n) {
-  if (scores_.size() < n) {
-    release_buffer(scores_);
-    scores_.assign(n, 0.0f);
-  }
-  return scores_.data();
+  return grown(scores_, n);
 }
 
 template <class T>
@@ -165,11 +172,7 @@ void CudaBackend<T>::gqa_attention_backward_strided(cuda::Heads<kernel_type> dq,
     if constexpr (std::is_same_v<T, float>) {
       low = ds;
     } else {
-      if (scores_low_.size() < A) {
-        release_buffer(scores_low_);
-        scores_low_.assign(A, T(0));
-      }
-      low = K(scores_low_.data());
+      low = K(grown(scores_low_, A));
     }
     cuda::attention_backward_gemm(*matmul_, dq, dk, dv, ds, low, dout, q, k, v, K(att), B, Tn, NH, KVH, hs);
     return;

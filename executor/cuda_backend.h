@@ -32,6 +32,10 @@ namespace cuda {
 class Matmul;
 }
 
+// The kernels' name for a scalar of the executor: bf16 goes as its bits.
+template <class T>
+using kernel_t = std::conditional_t<std::is_same_v<T, bf16>, cuda::Bf16, float>;
+
 template <class T>
 class CudaBackend final : public Backend<T> {
  public:
@@ -87,7 +91,7 @@ class CudaBackend final : public Backend<T> {
   std::vector<int> host_ids(const int* ids, size_t N);
   float* scores(size_t n);  // the fp32 score (gradient) scratch, grown to n
   // Attention over strided heads, on the path chosen at construction.
-  using kernel_type = std::conditional_t<std::is_same_v<T, bf16>, cuda::Bf16, float>;
+  using kernel_type = kernel_t<T>;
   static bool attention_through_gemm();
   void gqa_attention_forward_strided(cuda::Heads<kernel_type> out, T* att, cuda::Heads<const kernel_type> q,
                                      cuda::Heads<const kernel_type> k, cuda::Heads<const kernel_type> v, int B, int Tn, int NH,

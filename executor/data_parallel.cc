@@ -70,11 +70,11 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
   }
   shard_ = stage_ == 0 ? n : (n + world - 1) / world;
   make_states(shard_);
-  const size_t begin = stage_ == 0 ? 0 : std::min(n, static_cast<size_t>(comm.rank()) * shard_);
-  widen_master(model.params.data() + begin, be_.device(), std::min(shard_, n - begin), 0);
-  // ZeRO-1 under offload: the host optimizer's fp32 gradient partition stays
-  // (a model state); otherwise the reduced partition exists during the
-  // optimizer step only (apply_gradients).
+  const auto [begin, mine] = owned_partition();
+  widen_master(model.params.data() + begin, be_.device(), mine, 0);
+  // ZeRO-1 under offload: the host optimizer's fp32 gradient partition (a
+  // model state); otherwise the reduced partition lands in the model's own
+  // gradient buffer (apply_gradients).
   if (stage_ == 1 && memory.offload_optimizer) grad_fp32_ = make_buffer<float>(memory.host, Component::MainGradients, shard_);
   setup_delayed();
 }
@@ -110,8 +110,8 @@ void DataParallelTrainer<Model>::setup_delayed() {
                   units_->owned_count(u) * sizeof(T));
       }
     } else {
-      const size_t n = model_.params.size(), begin = std::min(n, static_cast<size_t>(comm_.rank()) * shard_);
-      mover(host, be_.device()).copy(delayed_weights_.data(), model_.params.data() + begin, std::min(shard_, n - begin) * sizeof(T));
+      const auto [begin, mine] = owned_partition();
+      mover(host, be_.device()).copy(delayed_weights_.data(), model_.params.data() + begin, mine * sizeof(T));
     }
   }
 }
@@ -151,9 +151,8 @@ void DataParallelTrainer<Model>::apply_delayed() {
           .copy(chunk, delayed_weights_.data() + units_->partition_offset(u), units_->chunk_size(u) * sizeof(T));
     });
   } else {
-    const size_t n = model_.params.size(), begin = std::min(n, static_cast<size_t>(comm_.rank()) * shard_);
-    mover(be_.device(), host)
-        .copy(model_.params.data() + begin, delayed_weights_.data(), std::min(shard_, n - begin) * sizeof(T));
+    const auto [begin, mine] = owned_partition();
+    mover(be_.device(), host).copy(model_.params.data() + begin, delayed_weights_.data(), mine * sizeof(T));
     gather_partition();
   }
 }
@@ -192,9 +191,8 @@ void DataParallelTrainer<Model>::update(T* weights, Device& weights_device, cons
 template <class Model>
 float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches) {
   // The same calls a pipeline makes: gradients zeroed once, each micro-batch
-  // adding to them (stage 2 reduce-scatters and empties them after each one;
-  // stage 3's gathers and reduce-scatters happen inside forward and
-  // backward, so they count in those phases).
+  // adding to them (ZeRO-2/3's reduce-scatters, and ZeRO-3's gathers, happen
+  // inside forward and backward, so they count in those phases).
   begin_step();
   float loss = 0;
   const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
@@ -202,7 +200,6 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
     loss += model_.forward_backward(tokens + k * per_micro, targets + k * per_micro, micro_batch, Tn, true);
     phases_.forward_s += model_.last_forward_s;
     phases_.backward_s += model_.last_backward_s;
-    micro_batch_done(k);
   }
   comm_.all_reduce_sum(&loss, 1);
   apply_gradients(micro_batches);
@@ -217,13 +214,6 @@ void DataParallelTrainer<Model>::begin_step() {
   } else {
     fill_zero(model_.grads);
   }
-}
-
-template <class Model>
-void DataParallelTrainer<Model>::micro_batch_done(int k) {
-  // ZeRO-2 and 3 reduce-scatter each unit as backward finishes it; ZeRO-0
-  // and 1 reduce once, in apply_gradients.
-  (void)k;
 }
 
 template <class Model>
@@ -311,7 +301,7 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   // or gather.
   auto t = clock.now();
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
-  const size_t begin = std::min(n, rank * shard_), mine = std::min(shard_, n - begin);
+  const auto [begin, mine] = owned_partition();
   const bool offloaded = !grad_fp32_.empty();
   if (world > 1 || offloaded) {
     const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
@@ -360,6 +350,11 @@ template <class Model>
 std::pair<size_t, size_t> DataParallelTrainer<Model>::owned_range(size_t r, size_t first, size_t len) const {
   const size_t n = model_.params.size(), from = std::min(n, r * shard_ + first);
   return {from, std::min(len, n - from)};
+}
+
+template <class Model>
+std::pair<size_t, size_t> DataParallelTrainer<Model>::owned_partition() const {
+  return stage_ == 0 ? std::pair<size_t, size_t>{0, shard_} : owned_range(static_cast<size_t>(comm_.rank()), 0, shard_);
 }
 
 template <class Model>

@@ -90,13 +90,12 @@ class DataParallelTrainer {
   // targets; returns the global mean loss.
   float step(const int* tokens, const int* targets, int micro_batch, int Tn, int micro_batches = 1);
   // For trainers that run the micro-batches themselves (pipelines), any
-  // ZeRO stage: begin_step() before the first micro-batch; after micro-batch
-  // k's backward, micro_batch_done(k) (ZeRO-2 reduce-scatters it into the
-  // partition there, ZeRO-3 did as each unit finished); then
-  // apply_gradients(m) averages over the group and the m micro-batches,
-  // reduces what is still unreduced and steps the optimizer.
+  // ZeRO stage: begin_step() before the first micro-batch, the model's
+  // forward and backward of each (ZeRO-2/3 reduce-scatter each unit as
+  // backward finishes it), then apply_gradients(m): it averages over the
+  // group and the m micro-batches, reduces what is still unreduced and
+  // steps the optimizer.
   void begin_step();
-  void micro_batch_done(int k);
   void apply_gradients(int micro_batches);
   // Keeps `unit`'s gradients out of the per-micro-batch reductions until
   // apply_gradients, accumulated whole over the step, where unit_gradients()
@@ -133,6 +132,8 @@ class DataParallelTrainer {
   // ZeRO-1: elements [first, first + len) of rank r's partition, where they
   // are in the model's flat buffers: (offset, count), clipped to the model.
   std::pair<size_t, size_t> owned_range(size_t r, size_t first, size_t len) const;
+  // ZeRO-0/1: this rank's whole partition, owned_range(rank, 0, shard) (ZeRO-0: everything).
+  std::pair<size_t, size_t> owned_partition() const;
   // Delayed update: the host buffers; the step on the reduced gradients,
   // started on the worker thread; its weights put in the model.
   void setup_delayed();

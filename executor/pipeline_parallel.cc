@@ -67,7 +67,6 @@ void PipelineTrainer<Model>::backward(int k, int micro_batch, int Tn) {
   model_.free_activations(k);
   --in_flight_;
   phases_.backward_s += clock.since(start);
-  optimizer_.micro_batch_done(backwards_done_++);
 }
 
 template <class Model>
@@ -83,7 +82,6 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   const auto step_start = clock.now();
   phases_ = Phases{};
   optimizer_.begin_step();
-  backwards_done_ = 0;
   loss_sum_ = 0;
   // Point to point with the neighbours (nothing before the first stage or after the last).
   auto recv_forward = [&] { if (!s.first) comm_.recv(input_.data(), n, stage - 1); };

@@ -89,7 +89,7 @@ class PipelineTrainer {
   DataParallelTrainer<Model> optimizer_;  // the data-parallel sync and the optimizer step
   PipeSchedule schedule_;
   TrackingAllocator* device_;
-  int in_flight_ = 0, max_in_flight_ = 0, backwards_done_ = 0;
+  int in_flight_ = 0, max_in_flight_ = 0;
   float loss_sum_ = 0;
   Phases phases_;
   uint64_t peak_activation_bytes_ = 0;
