@@ -84,6 +84,8 @@ bool shape_matches(const MemoryPrep& p, const ModelShape& m, const Layout& l) {
 enum class ExecutorMoment { Loop, Head, End };
 template <class Sink>
 uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorMoment moment, Sink& sink);
+template <class Sink>
+void emit_pipeline_receive_buffers(const ActivationShape& x, bool first, bool last, Sink& sink);
 
 // Rebuilds the shape part of `p` for (m, l): per-rank parameters and one
 // layer's activation bytes per recompute mode, summed from the same row
@@ -117,12 +119,20 @@ void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
   }
   if (l.framework == Framework::Zeroplan) {
     // Once per shape: the state side compares the moments for every state choice.
+    // The step's end holds the rows every moment holds: the loop's without its own.
     for (int first = 0; first < 2; ++first) {
       for (ExecutorMoment moment : {ExecutorMoment::Loop, ExecutorMoment::Head}) {
-        ByteCountSink discard;
-        p.executor_own_workspace[first][static_cast<int>(moment)] = emit_executor_workspace(p.x, first == 1, moment, discard);
+        ByteCountSink all;
+        const int m = static_cast<int>(moment);
+        p.executor_own_workspace[first][m] = emit_executor_workspace(p.x, first == 1, moment, all);
+        p.executor_workspace_bytes[first][m] = all.bytes();
       }
+      const int loop = static_cast<int>(ExecutorMoment::Loop), end = static_cast<int>(ExecutorMoment::End);
+      p.executor_workspace_bytes[first][end] = p.executor_workspace_bytes[first][loop] - p.executor_own_workspace[first][loop];
     }
+    ByteCountSink one;
+    emit_pipeline_receive_buffers(p.x, true, false, one);
+    p.executor_boundary_bytes = one.bytes();
   }
 }
 
@@ -273,70 +283,149 @@ uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorM
 //    gradients in place, ZeRO-3 updates its partition in place.
 // Every moment: ZeRO-2/3's receive buffer of the largest chunk, forward's
 // workspace, a pipeline rank's receive buffers, the backend's scratch.
-template <class Sink>
-void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
+// What one stage's executor holds at each moment besides the operator
+// workspace: gathered and open units and step-end buffers (elements).
+struct ExecutorHeld {
+  struct Moment {
+    bool possible = false;
+    uint64_t gathered = 0, open = 0, end = 0;
+    uint64_t elems() const { return gathered + open + end; }
+  };
+  std::array<Moment, 3> at{};  // by ExecutorMoment
+  Dtype low = Dtype::Bf16;
+  bool zero3 = false, units = false, zero1 = false;
+  uint64_t stage_total = 0, largest = 0, largest_padded = 0, per_rank = 0;
+};
+
+ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp) {
   const Layout& l = in.layout;
   const RankParams& r = v.r;
-  const Dtype low = low_dtype(l), act = v.x.dtype;
-  const uint64_t dp = l.dp, stage_total = sp.dense + sp.experts, b = dtype_bytes(low);
+  ExecutorHeld h;
+  h.low = low_dtype(l);
+  const uint64_t dp = l.dp;
+  h.stage_total = sp.dense + sp.experts;
   auto padded = [dp](uint64_t n) { return (n + dp - 1) / dp * dp; };
-  auto chunk_of = [dp](uint64_t n) { return (n + dp - 1) / dp; };
-  const bool tied = in.model.tied, zero3 = l.zero_stage == 3, units = l.zero_stage >= 2;
+  const bool tied = in.model.tied;
+  h.zero3 = l.zero_stage == 3;
+  h.units = l.zero_stage >= 2;
+  h.zero1 = l.zero_stage == 1;
   const uint64_t layer = r.layer_dense + r.layer_experts, first = sp.first ? r.embedding + r.position + r.embedding_norm : 0;
   const uint64_t final = sp.last ? r.final_norm + (tied ? 0 : r.head) : 0;
   const uint64_t head_copy = sp.last && tied && !sp.first ? r.head : 0;
   const uint64_t tiled = layer / l.tile_factor;
-  uint64_t largest = std::max({layer, first, final, head_copy}), largest_padded = 0;
+  h.largest = std::max({layer, first, final, head_copy});
   for (uint64_t u : {layer, first, final, head_copy}) {
-    if (u > 0 && padded(u) != u) largest_padded = std::max(largest_padded, padded(u));
+    if (u > 0 && padded(u) != u) h.largest_padded = std::max(h.largest_padded, padded(u));
   }
-  // What each moment holds of its own: gathered and open (elements), workspace (bytes).
-  struct Held {
-    uint64_t gathered = 0, open = 0, workspace_bytes = 0, end = 0;
-    uint64_t bytes(uint64_t b) const { return (gathered + open + end) * b + workspace_bytes; }
-  };
-  Held loop, head, end;
-  loop.gathered = zero3 ? std::min<uint64_t>(sp.layers, 2) * tiled : 0;
+  ExecutorHeld::Moment& loop = h.at[static_cast<int>(ExecutorMoment::Loop)];
+  ExecutorHeld::Moment& head = h.at[static_cast<int>(ExecutorMoment::Head)];
+  ExecutorHeld::Moment& end = h.at[static_cast<int>(ExecutorMoment::End)];
+  loop.possible = true;
+  loop.gathered = h.zero3 ? std::min<uint64_t>(sp.layers, 2) * tiled : 0;
   // Tied units held open over the whole backward (absent ones pad to 0).
   const uint64_t held_tied = tied ? padded(first) + padded(head_copy) : 0;
-  if (units) loop.open = tied ? held_tied + padded(layer) : std::max(padded(first), padded(layer));
-  const auto& own = v.executor_own_workspace[sp.first ? 1 : 0];  // prepare_shape's
-  loop.workspace_bytes = own[static_cast<int>(ExecutorMoment::Loop)];
+  if (h.units) loop.open = tied ? held_tied + padded(layer) : std::max(padded(first), padded(layer));
   if (sp.last) {
-    if (zero3) {
+    head.possible = true;
+    if (h.zero3) {
       head.gathered = tied ? std::max((sp.first ? first : r.head) + r.final_norm, r.final_norm + tiled) : final + tiled;
     }
-    if (units) head.open = tied ? held_tied + padded(r.final_norm) : padded(final);
-    head.workspace_bytes = own[static_cast<int>(ExecutorMoment::Head)];
+    if (h.units) head.open = tied ? held_tied + padded(r.final_norm) : padded(final);
   }
   const bool one_stage = l.tp == 1 && l.pp == 1;
-  const uint64_t shard = (stage_total + dp - 1) / dp;
-  const uint64_t per_rank = std::min(shard, (in.options.reduce_bucket_elems + dp - 1) / dp);
-  if (one_stage && l.zero_stage == 1 && dp > 1) end.end = per_rank * dp + per_rank;
-  if (one_stage && l.zero_stage == 2) end.end = chunk_of(largest) + largest_padded;
-  ExecutorMoment moment = ExecutorMoment::Loop;
-  const Held* at = &loop;
-  if (sp.last && head.bytes(b) > at->bytes(b)) moment = ExecutorMoment::Head, at = &head;
-  if (end.end > 0 && end.bytes(b) > at->bytes(b)) moment = ExecutorMoment::End, at = &end;
+  const uint64_t shard = (h.stage_total + dp - 1) / dp;
+  h.per_rank = std::min(shard, (in.options.reduce_bucket_elems + dp - 1) / dp);
+  if (one_stage && h.zero1 && dp > 1) end.end = h.per_rank * dp + h.per_rank;
+  if (one_stage && l.zero_stage == 2) end.end = (h.largest + dp - 1) / dp + h.largest_padded;
+  end.possible = end.end > 0;
+  return h;
+}
 
+// The moment of the peak: the one whose held units and own workspace rows
+// (prepare_shape's executor_own_workspace) come to the most; the first such
+// in loop, head, end order.
+ExecutorMoment peak_moment(const std::array<uint64_t, 3>& held_bytes, const std::array<bool, 3>& possible,
+                           const std::array<uint64_t, 3>& own_workspace_bytes) {
+  int best = static_cast<int>(ExecutorMoment::Loop);
+  for (int m = best + 1; m < 3; ++m) {
+    if (possible[m] && held_bytes[m] + own_workspace_bytes[m] > held_bytes[best] + own_workspace_bytes[best]) best = m;
+  }
+  return static_cast<ExecutorMoment>(best);
+}
+
+// The rows of the held units and step-end buffers at `moment`.
+template <class Sink>
+void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment moment, Sink& sink) {
   const Component B = Component::Buckets;
   const Residence G = Residence::Gpu;
-  if (zero3) sink.add(tensor_row(Component::Zero3Gathered, G, low, "gathered parameters", std::min(at->gathered, stage_total)));
-  if (units) sink.add(tensor_row(B, G, low, "reduce-scatter receive chunk", chunk_of(largest)));
-  if (at->open > 0) sink.add(tensor_row(B, G, low, "open unit gradient buffers", at->open));
-  if (moment == ExecutorMoment::End && l.zero_stage == 1) {
-    sink.add(tensor_row(B, G, low, "reduce-scatter/all-gather bucket", per_rank, dp));
-    sink.add(tensor_row(B, G, low, "bucket's own chunk", per_rank));
+  const ExecutorHeld::Moment& at = h.at[static_cast<int>(moment)];
+  const uint64_t chunk = (h.largest + dp - 1) / dp;
+  if (h.zero3) sink.add(tensor_row(Component::Zero3Gathered, G, h.low, "gathered parameters", std::min(at.gathered, h.stage_total)));
+  if (h.units) sink.add(tensor_row(B, G, h.low, "reduce-scatter receive chunk", chunk));
+  if (at.open > 0) sink.add(tensor_row(B, G, h.low, "open unit gradient buffers", at.open));
+  if (moment == ExecutorMoment::End && h.zero1) {
+    sink.add(tensor_row(B, G, h.low, "reduce-scatter/all-gather bucket", h.per_rank, dp));
+    sink.add(tensor_row(B, G, h.low, "bucket's own chunk", h.per_rank));
   } else if (moment == ExecutorMoment::End) {
-    sink.add(tensor_row(B, G, low, "updated chunk of a unit", chunk_of(largest)));
-    if (largest_padded > 0) sink.add(tensor_row(B, G, low, "all-gathered unit dp does not divide", largest_padded));
+    sink.add(tensor_row(B, G, h.low, "updated chunk of a unit", chunk));
+    if (h.largest_padded > 0) sink.add(tensor_row(B, G, h.low, "all-gathered unit dp does not divide", h.largest_padded));
   }
+}
+
+// A pipeline rank's receive buffers (executor/pipeline_parallel.cc): the
+// activation from the stage before, the gradient from the stage after.
+template <class Sink>
+void emit_pipeline_receive_buffers(const ActivationShape& x, bool first, bool last, Sink& sink) {
+  const uint64_t boundary = x.tokens_outside() * x.h;
+  if (!first) sink.add(tensor_row(Component::Buckets, Residence::Gpu, x.dtype, "pipeline: received activation [To,h]", boundary));
+  if (!last) sink.add(tensor_row(Component::Buckets, Residence::Gpu, x.dtype, "pipeline: received gradient [To,h]", boundary));
+}
+
+// zeroplan's executor: its ZeRO-3 gathered units, gradient buckets,
+// operator workspace and pipeline buffers at the step's peak (dp = 1 too:
+// the same code runs). Per moment, besides what every moment holds:
+//  - Loop: ZeRO-3 holds a layer and the one before it gathered; ZeRO-2/3
+//    give each unit's gradients a buffer padded to dp chunks while backward
+//    computes it, reduce-scattered and freed when it is finished
+//    (executor/zero_units.h): open in the loop, one layer's, beside a tied
+//    embedding's on the first stage (its gradients come from the tied head
+//    first and the token lookup last) and a tied head's copy on a
+//    pipeline's last stage (both kept open over the step until the end
+//    stages have summed them, executor/pipeline_parallel.cc); an untied
+//    embedding opens alone after the last layer;
+//  - Head (last stage): GPT holds the output layer (the tied embedding, or
+//    its copy) and the final norm gathered, then the final norm and the
+//    last layer; Llama the final norm with its untied head and the last
+//    layer; open: the tied embedding or head copy and the final norm's
+//    gradients (Llama: the final norm's and head's);
+//  - End (one stage only; a pipeline or tensor-parallel rank has freed each
+//    micro-batch's activations by then, executor/activation_sets.h, so its
+//    step's end is taken not to be its peak): ZeRO-1 reduce-scatters and
+//    all-gathers through a bucket of reduce_bucket_elems (dp chunks of
+//    ceil(bucket / dp)) and a chunk-sized piece (nothing with one rank);
+//    ZeRO-2 all-gathers each updated unit from a chunk, through a padded
+//    buffer for a unit dp does not divide. ZeRO-0 all-reduces the flat
+//    gradients in place, ZeRO-3 updates its partition in place.
+// Every moment: ZeRO-2/3's receive buffer of the largest chunk, forward's
+// workspace, a pipeline rank's receive buffers, the backend's scratch.
+template <class Sink>
+void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
+  const ExecutorHeld h = executor_held(in, v, sp);
+  const uint64_t b = dtype_bytes(h.low);
+  std::array<uint64_t, 3> held_bytes{};
+  std::array<bool, 3> possible{};
+  for (int m = 0; m < 3; ++m) held_bytes[m] = h.at[m].elems() * b, possible[m] = h.at[m].possible;
+  const ExecutorMoment moment = peak_moment(held_bytes, possible, v.executor_own_workspace[sp.first ? 1 : 0]);
+  emit_executor_held(h, in.layout.dp, moment, sink);
   emit_executor_workspace(v.x, sp.first, moment, sink);
-  // A pipeline rank's receive buffers (executor/pipeline_parallel.cc): the
-  // activation from the stage before, the gradient from the stage after.
-  const uint64_t boundary = v.x.tokens_outside() * v.x.h;
-  if (!sp.first) sink.add(tensor_row(B, G, act, "pipeline: received activation [To,h]", boundary));
-  if (!sp.last) sink.add(tensor_row(B, G, act, "pipeline: received gradient [To,h]", boundary));
+  emit_pipeline_receive_buffers(v.x, sp.first, sp.last, sink);
+}
+
+// The same rows' GPU bytes on the prepared activation side's i-th candidate
+// stage from a state slot's part (the search's hot path).
+uint64_t executor_bytes(const StatesCache::ExecutorSlot& e, const MemoryPrep& v, int i) {
+  const int m = static_cast<int>(peak_moment(e.held_bytes, e.possible, v.act_executor_own[i]));
+  return e.row_bytes[m] + v.act_executor_bytes[i][m];
 }
 
 // Model states, ZeRO-3 working set, buckets and offload staging of one stage:
@@ -378,7 +467,6 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, const StageParams&
     sink.add(tensor_row(Component::Buckets, Residence::Gpu, low, "gradient reduce bucket", bucket, 1, 1, 1,
                         o.overlap_comm ? 2 : 1));
   }
-  if (l.framework == Framework::Zeroplan && sp.layers > 0) emit_executor_buffers(in, v, sp, sink);
   if (l.framework == Framework::Zeroplan && l.delayed_update && l.offload_optimizer != Offload::None) {
     // ZeRO-Offload's delayed parameter update (arXiv 2101.06840 Sec. 4.3) in
     // zeroplan's executor (executor/data_parallel.cc): the host optimizer
@@ -494,9 +582,37 @@ StageParams stage_params(const MemoryInputs& in, const MemoryPrep& v, uint32_t s
   return stage_params(v.r, in.layout, layers_on_stage(in.model.layers, in.layout, stage), stage);
 }
 
+bool runs_executor(const MemoryInputs& in, const StageParams& sp) {
+  return in.layout.framework == Framework::Zeroplan && sp.layers > 0;
+}
+
+// The state side with zeroplan's executor buffers.
+template <class Sink>
+void emit_states_and_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
+  emit_states(in, v, sp, sink);
+  if (runs_executor(in, sp)) emit_executor_buffers(in, v, sp, sink);
+}
+
+// A state slot's part of the executor buffers (StatesCache::ExecutorSlot).
+StatesCache::ExecutorSlot executor_slot(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp) {
+  StatesCache::ExecutorSlot e;
+  if (!runs_executor(in, sp)) return e;
+  e.present = true;
+  const ExecutorHeld h = executor_held(in, v, sp);
+  const uint64_t b = dtype_bytes(h.low);
+  for (int m = 0; m < 3; ++m) {
+    e.possible[m] = h.at[m].possible;
+    e.held_bytes[m] = h.at[m].elems() * b;
+    ByteCountSink rows;
+    emit_executor_held(h, in.layout.dp, static_cast<ExecutorMoment>(m), rows);
+    e.row_bytes[m] = rows.bytes();
+  }
+  return e;
+}
+
 template <class Sink>
 void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
-  emit_states(in, v, stage_params(in, v, stage), sink);
+  emit_states_and_buffers(in, v, stage_params(in, v, stage), sink);
   emit_activations(in, v, stage, sink);
   emit_overheads(in, sink);
 }
@@ -530,6 +646,12 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
     p.act_dense[i] = sp.dense;
     p.act_experts[i] = sp.experts;
     p.act_layers[i] = sp.layers;
+    const int f = sp.first ? 1 : 0;
+    const uint64_t receive = (sp.first ? 0 : p.executor_boundary_bytes) + (sp.last ? 0 : p.executor_boundary_bytes);
+    for (int m = 0; m < 3; ++m) {
+      p.act_executor_own[i][m] = p.executor_own_workspace[f][m];
+      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + receive;
+    }
   }
 }
 
@@ -563,10 +685,6 @@ void refresh_states_key(StatesCache& c, const MemoryPrep& p, const MemoryInputs&
   k.dense = p.act_dense;
   k.experts = p.act_experts;
   k.layers = p.act_layers;
-  k.micro_batch = p.micro_batch;
-  k.seq_len = p.seq_len;
-  k.sequence_parallel = p.sequence_parallel;
-  k.act_dtype = p.x.dtype;
   k.framework = p.framework;
   k.delayed_update = in.layout.delayed_update;
   c.activations_version_seen = p.activations_version;
@@ -633,8 +751,10 @@ const StatesCache::StateSlot* state_slot(StatesCache& c, MemoryPrep& p, const Me
     prepare_rules(p, l);
     for (int i = 0; i < p.act_count; ++i) {
       ResidenceTotalsSink states;
-      emit_states(in, p, candidate_params(p, i, l.pp), states);
+      const StageParams sp = candidate_params(p, i, l.pp);
+      emit_states(in, p, sp, states);
       for (int r = 0; r < kNumResidences; ++r) slot.bytes[i][r] = states.total(static_cast<Residence>(r));
+      slot.executor[i] = executor_slot(in, p, sp);
     }
     slot.fixed_overhead_bytes = fixed_overhead_bytes(in);
     slot.generation = entry.generation;
@@ -709,7 +829,7 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
         return Sink(prep.act_totals[i]);
       }
     }();
-    emit_states(in, prep, candidate_params(prep, i, in.layout.pp), sink);
+    emit_states_and_buffers(in, prep, candidate_params(prep, i, in.layout.pp), sink);
     if constexpr (residence_only) {
       sink.add_bytes(0, fragmentation_bytes(sink.gpu_total(), ov) + fixed_overhead_bytes(in));
     } else {
@@ -734,7 +854,9 @@ MemoryFit fit_from_slot(const MemoryPrep& prep, const StatesCache::StateSlot& sl
   const RuntimeOverheads& ov = in.options.overheads;
   MemoryFit best;
   for (int i = 0; i < prep.act_count; ++i) {
-    const uint64_t tensors = prep.act_bytes[i][0] + slot.bytes[i][0];
+    const StatesCache::ExecutorSlot& e = slot.executor[i];
+    const uint64_t executor = e.present ? executor_bytes(e, prep, i) : 0;
+    const uint64_t tensors = prep.act_bytes[i][0] + slot.bytes[i][0] + executor;
     const uint64_t gpu = tensors + (fragmentation_bytes(tensors, ov) + slot.fixed_overhead_bytes);
     if (i == 0 || gpu > best.gpu_bytes) {
       best.gpu_bytes = gpu;

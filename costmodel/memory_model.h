@@ -70,9 +70,13 @@ struct MemoryPrep {
   uint64_t layer_saved = 0;       // one layer, one micro-batch, as saved under the recompute mode
   uint64_t layer_full = 0;        // one layer without recompute
   uint64_t layer_checkpoint = 0;  // full recompute: the saved input
-  // zeroplan's executor: the bytes of backward's own workspace rows at each
-  // moment of its peak (loop, head, end), on a first stage or another.
+  // zeroplan's executor, on a stage after the first or the first: the bytes
+  // of backward's own workspace rows at each moment of its peak (loop, head,
+  // end), which decide the moment, and of every workspace row at that
+  // moment; and one pipeline receive buffer.
   std::array<std::array<uint64_t, 3>, 2> executor_own_workspace{};
+  std::array<std::array<uint64_t, 3>, 2> executor_workspace_bytes{};
+  uint64_t executor_boundary_bytes = 0;
   Residence checkpoint_residence = Residence::Gpu;
   // State rules for every ZeRO stage x optimizer offload x parameter offload
   // of one (framework, precision, optimizer, gradient dtype), filled lazily.
@@ -99,6 +103,10 @@ struct MemoryPrep {
   std::array<uint32_t, 3> act_stages{};
   std::array<uint64_t, 3> act_dense{}, act_experts{};  // parameters each candidate stage holds
   std::array<uint64_t, 3> act_layers{};                // and its transformer layers
+  // zeroplan's executor on each candidate stage, per moment: its own
+  // workspace (executor_own_workspace) and every workspace and pipeline
+  // receive buffer's bytes.
+  std::array<std::array<uint64_t, 3>, 3> act_executor_own{}, act_executor_bytes{};
   int act_count = 0;
 
   // Bumped whenever the rules or the activation side are rebuilt, so a
@@ -107,11 +115,11 @@ struct MemoryPrep {
 };
 
 // The state side of each candidate stage (emit_states: model states, ZeRO-3
-// working set, buckets, offload staging; and the fixed runtime overheads)
-// per state choice, as bytes per residence, kept for the search
-// (evaluate_fit). It depends on the stages' parameters, dp, ep, tp, the state
-// rules and the options, not on the micro-batch, accumulation, sequence or
-// recompute, so it outlives MemoryPrep's shape part: the search's
+// working set, buckets, offload staging; zeroplan's executor buffers; and the
+// fixed runtime overheads) per state choice, as bytes per residence, kept for
+// the search (evaluate_fit). It depends on the stages' parameters, dp, ep,
+// tp, the state rules and the options, not on the micro-batch, accumulation,
+// sequence or recompute, so it outlives MemoryPrep's shape part: the search's
 // micro-batch, accumulation and recompute variants of one parallel layout
 // reuse it. A few entries, one per stage split, since the search alternates
 // the default split with the uneven one of each recompute mode. A slot is
@@ -127,11 +135,6 @@ struct StatesCache {
     int count = 0;
     std::array<uint32_t, 3> stages{};
     std::array<uint64_t, 3> dense{}, experts{}, layers{};
-    // zeroplan's executor buffers follow one micro-batch's tokens and width
-    // (costmodel/memory_model.cc, emit_executor_buffers).
-    uint32_t micro_batch = 0, seq_len = 0;
-    bool sequence_parallel = false;
-    Dtype act_dtype = Dtype::Bf16;
     Framework framework = Framework::Zeroplan;
     bool delayed_update = false;  // zeroplan's delayed update keeps a second gradient partition
     bool operator==(const StatesKey&) const = default;
@@ -146,9 +149,22 @@ struct StatesCache {
     bool overlap_comm = false, seen = false;
     bool operator==(const OptionsKey&) const = default;
   };
+  // zeroplan's executor buffers of one candidate stage, without what
+  // follows the micro-batch (its operator workspace and pipeline receive
+  // buffers, which MemoryPrep holds per shape), so that the micro-batch
+  // variants of a layout share the slot: per moment of the peak (loop, head,
+  // end; costmodel/memory_model.cc, emit_executor_buffers), the bytes of the
+  // units it holds, which decide the moment with the workspace, and of the
+  // rows it emits then.
+  struct ExecutorSlot {
+    std::array<bool, 3> possible{};
+    std::array<uint64_t, 3> held_bytes{}, row_bytes{};
+    bool present = false;  // zeroplan's executor runs a stage with layers
+  };
   struct StateSlot {
     uint64_t generation = 0;
     std::array<std::array<uint64_t, 3>, 3> bytes{};  // [candidate stage][residence]
+    std::array<ExecutorSlot, 3> executor{};          // [candidate stage]
     uint64_t fixed_overhead_bytes = 0;               // CUDA context, cuBLAS, NCCL: every stage alike
   };
   struct StatesEntry {
