@@ -19,11 +19,14 @@ bool dp_overlapped(const Layout& l) {
   if (l.dp_overlap != Toggle::Default) return l.dp_overlap == Toggle::On;
   // Framework defaults: DeepSpeed overlap_comm is on for ZeRO-3 only
   // (deepspeed/runtime/zero/config.py); Megatron-LM's --overlap-grad-reduce
-  // is off unless asked for; zeroplan's executor overlaps.
+  // is off unless asked for; zeroplan's executor waits for each collective
+  // (executor/nccl_communicator.cc: every call synchronises its stream, and
+  // ZeRO-3's prefetch gathers before the layer runs), so nothing hides its
+  // data-parallel traffic.
   switch (l.framework) {
     case Framework::DeepSpeed: return l.zero_stage == 3;
     case Framework::Megatron: return false;
-    case Framework::Zeroplan: return true;
+    case Framework::Zeroplan: return false;
   }
   return true;
 }

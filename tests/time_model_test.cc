@@ -160,6 +160,33 @@ TEST_CASE("ring vs tree: latency grows linearly for the ring, logarithmically fo
   CHECK(tiny > 2 * std::log2(128.0) * s.net.eff.nic_latency_s * 0.99);
 }
 
+// Data-parallel traffic hidden behind backward as each framework runs it:
+// DeepSpeed's overlap_comm for ZeRO-3 only, Megatron's --overlap-grad-reduce
+// off, zeroplan's executor never (every collective waits); --dp-overlap
+// overrides. Without overlap the whole collective time is on the step.
+TEST_CASE("data-parallel overlap: the framework's default, and the flag that overrides it") {
+  const Setup s = setup("H100-80GB", "", 16);  // two nodes: the gradients cross the NICs
+  Layout l;
+  l.dp = 16;
+  l.zero_stage = 1;
+  l.micro_batch = 2;
+  l.seq_len = 2048;
+  auto dp_time = [&](Framework f, Toggle overlap) {
+    l.framework = f;
+    l.dp_overlap = overlap;
+    return run("llama-3.1-8b", l, s).dp_comm_s;
+  };
+  const double exposed = dp_time(Framework::Zeroplan, Toggle::Off);
+  CHECK(exposed > 0);
+  CHECK(dp_time(Framework::Zeroplan, Toggle::Default) == exposed);
+  CHECK(dp_time(Framework::Zeroplan, Toggle::On) < exposed);
+  CHECK(dp_time(Framework::Megatron, Toggle::Default) == dp_time(Framework::Megatron, Toggle::Off));
+  CHECK(dp_time(Framework::DeepSpeed, Toggle::Default) == dp_time(Framework::DeepSpeed, Toggle::Off));
+  l.zero_stage = 3;
+  CHECK(dp_time(Framework::DeepSpeed, Toggle::Default) == dp_time(Framework::DeepSpeed, Toggle::On));
+  CHECK(dp_time(Framework::DeepSpeed, Toggle::On) < dp_time(Framework::DeepSpeed, Toggle::Off));
+}
+
 TEST_CASE("ZeRO-Offload: the delayed parameter update hides the CPU step behind the GPU step") {
   const Setup s = setup("V100-32GB", "dgx-2", 16);
   Layout l;
