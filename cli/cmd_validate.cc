@@ -144,35 +144,45 @@ std::string mib(double bytes) {
   return s.str();
 }
 
-// Grouped horizontal bars, predicted and measured bytes per component.
-std::string memory_chart(const std::string& title, const Json& components) {
+std::string milliseconds(double s) {
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(2) << s * 1e3 << " ms";
+  return o.str();
+}
+
+// Grouped horizontal bars, predicted and measured, one pair per row of
+// `rows` (an object of {predicted_<unit>, measured_<unit>} objects).
+std::string bar_chart(const std::string& title, const Json& rows, const std::string& unit, std::string (*format)(double),
+                      const std::string& measured_label) {
   const int bar = 14, gap = 10, label_w = 190, chart_w = 420;
-  double most = 1;
-  for (const auto& [name, c] : components.items()) {
-    most = std::max({most, c.at("predicted_bytes").get<double>(), c.at("measured_bytes").get<double>()});
+  const std::string predicted_key = "predicted_" + unit, measured_key = "measured_" + unit;
+  double most = 0;
+  for (const auto& [name, c] : rows.items()) {
+    most = std::max({most, c.at(predicted_key).get<double>(), c.at(measured_key).get<double>()});
   }
-  const int rows = static_cast<int>(components.size());
-  const int height = 40 + rows * (2 * bar + gap) + 30;
+  if (most <= 0) most = 1;
+  const int count = static_cast<int>(rows.size());
+  const int height = 40 + count * (2 * bar + gap) + 30;
   std::ostringstream s;
   s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << label_w + chart_w + 120 << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
   s << "<text x=\"4\" y=\"16\" font-size=\"13\">" << title << "</text>\n";
   int y = 34;
-  for (const auto& [name, c] : components.items()) {
-    const double p = c.at("predicted_bytes").get<double>(), m = c.at("measured_bytes").get<double>();
+  for (const auto& [name, c] : rows.items()) {
+    const double p = c.at(predicted_key).get<double>(), m = c.at(measured_key).get<double>();
     s << "<text x=\"4\" y=\"" << y + bar + 4 << "\">" << name << "</text>\n";
     s << "<rect x=\"" << label_w << "\" y=\"" << y << "\" width=\"" << chart_w * p / most << "\" height=\"" << bar
       << "\" fill=\"#4e79a7\"/>\n";
     s << "<rect x=\"" << label_w << "\" y=\"" << y + bar << "\" width=\"" << chart_w * m / most << "\" height=\"" << bar
       << "\" fill=\"#f28e2b\"/>\n";
-    s << "<text x=\"" << label_w + chart_w * std::max(p, m) / most + 4 << "\" y=\"" << y + bar + 4 << "\">" << mib(m)
+    s << "<text x=\"" << label_w + chart_w * std::max(p, m) / most + 4 << "\" y=\"" << y + bar + 4 << "\">" << format(m)
       << "</text>\n";
     y += 2 * bar + gap;
   }
   s << "<rect x=\"" << label_w << "\" y=\"" << y + 4 << "\" width=\"10\" height=\"10\" fill=\"#4e79a7\"/><text x=\""
     << label_w + 14 << "\" y=\"" << y + 13 << "\">predicted</text>\n";
   s << "<rect x=\"" << label_w + 90 << "\" y=\"" << y + 4 << "\" width=\"10\" height=\"10\" fill=\"#f28e2b\"/><text x=\""
-    << label_w + 104 << "\" y=\"" << y + 13 << "\">measured (at the peak)</text>\n";
+    << label_w + 104 << "\" y=\"" << y + 13 << "\">" << measured_label << "</text>\n";
   s << "</svg>\n";
   return s.str();
 }
@@ -261,13 +271,34 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
       phases[phase] = phases.value(phase, 0.0) + t.get<double>() / o.steps;
     }
   }
-  const StepTime gpu = evaluate_time({c.job.shape, c.job.layout, c.job.cluster.gpu, c.job.cluster.node, c.job.network});
+  // The prediction compared is that of what the rank ran: its stage's
+  // compute, optimizer and offload (an emulated rank's collectives are local
+  // copies and it waits for no other stage); the whole world's step, with
+  // its network and bubble, beside it.
+  const TimeInputs time_in{c.job.shape, l, c.job.cluster.gpu, c.job.cluster.node, c.job.network};
+  TimeEvaluator timer;
+  const StepTime world_step = timer.evaluate(time_in);
+  const TimeEvaluator::EmulatedRank ran = timer.emulated_rank(time_in, stage);
   const double measured_s = seconds / o.steps;
-  out["step_time"] = {{"measured_s", measured_s}, {"measured_phases_s", phases}, {"predicted_gpu_s", gpu.total_s}};
+  auto phase = [&phases](std::initializer_list<const char*> names) {
+    double sum = 0;
+    for (const char* n : names) sum += phases.value(n, 0.0);
+    return sum;
+  };
+  // The executor's phases in the time model's terms.
+  const Json phase_pairs = {
+      {"compute (forward + backward)", {{"predicted_s", ran.compute_s}, {"measured_s", phase({"forward", "backward"})}}},
+      {"optimizer and offload", {{"predicted_s", ran.optimizer_s + ran.offload_s}, {"measured_s", phase({"optimizer"})}}},
+      {"collectives (local copies)",
+       {{"predicted_s", 0.0}, {"measured_s", phase({"gradient_sync", "parameter_gather", "pipeline_transfer"})}}}};
+  out["step_time"] = {{"measured_s", measured_s},
+                      {"measured_phases_s", phases},
+                      {"predicted_rank_s", ran.total_s},
+                      {"phases", phase_pairs},
+                      {"predicted_world_s", world_step.total_s}};
   if (o.gpu) {
-    // On the GPU the time model's prediction is for this device; an emulated
-    // rank's collectives are local copies, which the report says.
-    const double error = (measured_s - gpu.total_s) / gpu.total_s;
+    // On the GPU the time model's prediction is for this device.
+    const double error = (measured_s - ran.total_s) / ran.total_s;
     out["step_time"]["compared"] = true;
     out["step_time"]["error"] = error;
     out["meets_time_target"] = std::fabs(error) <= kTimeTolerance;
@@ -319,7 +350,9 @@ std::string report(const Json& cases, const ValidateOptions& o) {
       << percent(peak.at("compared_error").get<double>()) << " | " << worst << " | "
       << (c.at("meets_memory_targets").get<bool>() ? "met" : "**missed**") << " |\n";
   }
-  r << "\nPer layout (`case<i>_memory.svg`: predicted and measured bytes per component at the peak):\n\n";
+  r << "\nPer layout (`case<i>_memory.svg`: predicted and measured bytes per component at the peak; `case<i>_time.svg`: "
+       "the step's phases as the time model predicts them for the rank that ran, its compute, optimizer and offload, "
+       "and as measured):\n\n";
   i = 0;
   for (const Json& c : cases) {
     const int k = i++;
@@ -336,11 +369,17 @@ std::string report(const Json& cases, const ValidateOptions& o) {
          "DeepSpeed does without zero.Init) peaked at "
       << mib(c.at("memory").value("setup_peak_bytes", 0.0)) << " (not compared).\n";
     const Json& t = c.at("step_time");
-    r << "\nStep time: " << t.at("measured_s").get<double>() * 1e3 << " ms measured on "
+    r << "\nStep time (`case" << k << "_time.svg`): " << t.at("measured_s").get<double>() * 1e3 << " ms measured on "
       << (o.gpu ? o.gpu->name() : std::string("this CPU")) << "; the time model predicts "
-      << t.at("predicted_gpu_s").get<double>() * 1e3 << " ms on the " << c.at("gpu").get<std::string>()
+      << t.at("predicted_rank_s").get<double>() * 1e3 << " ms for this rank on the " << c.at("gpu").get<std::string>()
       << (t.at("compared").get<bool>() ? " (error " + percent(t.at("error").get<double>()) + ")" : std::string(" (not compared)"))
-      << ".\n\n";
+      << " and " << t.at("predicted_world_s").get<double>() * 1e3 << " ms for the whole world's step.\n\n"
+      << "| phase | predicted | measured |\n|---|---|---|\n";
+    for (const auto& [name, ph] : t.at("phases").items()) {
+      r << "| " << name << " | " << milliseconds(ph.at("predicted_s").get<double>()) << " | "
+        << milliseconds(ph.at("measured_s").get<double>()) << " |\n";
+    }
+    r << "\n";
   }
   return r.str();
 }
@@ -387,8 +426,11 @@ void run_validate(const LayoutFlags& flags, const GlobalOptions& global, Validat
     results.push_back(validate_case(cases[i], o));
     const Json& r = results.back();
     if (r.at("run").get<bool>()) {
-      write_atomically((std::filesystem::path(o.out_dir) / ("case" + std::to_string(i) + "_memory.svg")).string(),
-                       memory_chart("case " + std::to_string(i) + ": " + cases[i].name, r.at("memory").at("components")));
+      const std::string title = "case " + std::to_string(i) + ": " + cases[i].name;
+      write_atomically((dir / ("case" + std::to_string(i) + "_memory.svg")).string(),
+                       bar_chart(title, r.at("memory").at("components"), "bytes", mib, "measured (at the peak)"));
+      write_atomically((dir / ("case" + std::to_string(i) + "_time.svg")).string(),
+                       bar_chart(title, r.at("step_time").at("phases"), "s", milliseconds, "measured (per step)"));
       std::cout << "  peak error " << percent(r.at("memory").at("peak").at("compared_error").get<double>()) << ", targets "
                 << (r.at("meets_memory_targets").get<bool>() ? "met" : "missed") << "\n";
     } else {

@@ -394,6 +394,30 @@ double TimeEvaluator::tokens_per_s(const TimeInputs& in, Reuse reuse) {
   return tokens_per_step(in.layout) / step_total_s(p, state_phases<false>(p, in, nullptr));
 }
 
+// An emulated rank's collectives are local copies and its pipeline
+// neighbours' messages are dropped or zeros: no link is crossed and no stage
+// waits for another (no bubble, no point-to-point time). What it runs is the
+// compute of its own stage, the busiest stage's per-layer and output-layer
+// times applied to its layers, and the optimizer and offload phases of
+// evaluate() (which do not wait on the network either).
+TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, uint32_t stage) {
+  const PipelinePrep& p = prepared(in);
+  const Layout& l = in.layout;
+  const LayerCompute& lc = prep_.lc;
+  const double layers = static_cast<double>(layers_on_stage(in.model.layers, l, stage));
+  const bool last = stage + 1 == l.pp;
+  const double f = layers * lc.forward_s() + (last ? prep_.hc.forward_s : 0);
+  const double b = layers * (lc.backward_s() + recompute_per_layer_s(l, layers, lc.forward_s(), lc)) +
+                   (last ? prep_.hc.backward_s : 0);
+  EmulatedRank r;
+  r.compute_s = static_cast<double>(l.num_microbatches()) * (f + b);
+  const StatePhases phases = state_phases<false>(p, in, nullptr);
+  r.optimizer_s = phases.optimizer_s;
+  r.offload_s = phases.offload_s;
+  r.total_s = r.compute_s + r.optimizer_s + r.offload_s;
+  return r;
+}
+
 StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   const PipelinePrep& p = prepared(in);
   const TimePrep& pr = prep_;

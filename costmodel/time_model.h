@@ -167,6 +167,15 @@ class TimeEvaluator {
   // communication rows and FLOP rates: what a search ranks by.
   // Reuse::SameShape: only state choices changed since the previous call.
   double tokens_per_s(const TimeInputs& in, Reuse reuse = Reuse::Check);
+  // What one rank of `stage` runs when its world is emulated on one GPU
+  // (zeroplan validate, executor/loopback_communicator.h).
+  struct EmulatedRank {
+    double compute_s = 0;    // its layers (and output layer) for every micro-batch, recompute included
+    double optimizer_s = 0;  // as in evaluate()
+    double offload_s = 0;
+    double total_s = 0;
+  };
+  EmulatedRank emulated_rank(const TimeInputs& in, uint32_t stage);
 
  private:
   const PipelinePrep& prepared(const TimeInputs& in);

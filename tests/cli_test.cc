@@ -245,8 +245,22 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
     CHECK(c.at("meets_memory_targets").get<bool>());
     CHECK(c.at("memory").at("components").at("backend_scratch").value("set_aside", false));
     CHECK(c.at("step_time").at("compared").get<bool>() == false);
-    CHECK(std::filesystem::exists(dir + "/out/case" + std::to_string(i) + "_memory.svg"));
+    // The time predicted for the rank that ran is no more than the world's
+    // step (which adds the network and any bubble), and its phases add up to it.
+    const zp::Json& t = c.at("step_time");
+    CHECK(t.at("predicted_rank_s").get<double>() > 0);
+    CHECK(t.at("predicted_rank_s").get<double>() <= t.at("predicted_world_s").get<double>() * (1 + 1e-12));
+    double phases_s = 0;
+    for (const auto& [name, phase] : t.at("phases").items()) phases_s += phase.at("predicted_s").get<double>();
+    CHECK(phases_s == doctest::Approx(t.at("predicted_rank_s").get<double>()).epsilon(1e-9));
+    CHECK(t.at("phases").at("compute (forward + backward)").at("measured_s").get<double>() > 0);
+    for (const char* chart : {"_memory.svg", "_time.svg"}) {
+      CHECK(std::filesystem::exists(dir + "/out/case" + std::to_string(i) + chart));
+    }
   }
+  // A pipeline's rank waits for no other stage: the world's step has a bubble it did not run.
+  CHECK(doc.at("cases")[3].at("step_time").at("predicted_rank_s").get<double>() <
+        doc.at("cases")[3].at("step_time").at("predicted_world_s").get<double>());
   // The Llama case's most loaded stage ran as its emulated rank (stage x dp x tp).
   const zp::Json& second = doc.at("cases")[1];
   CHECK(second.at("emulated_rank").get<int>() == second.at("pipeline_stage").get<int>() * 4);

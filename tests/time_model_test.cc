@@ -187,6 +187,37 @@ TEST_CASE("data-parallel overlap: the framework's default, and the flag that ove
   CHECK(dp_time(Framework::DeepSpeed, Toggle::On) < dp_time(Framework::DeepSpeed, Toggle::Off));
 }
 
+// validate's prediction for one emulated rank: its stage's compute, the
+// optimizer and offload; no network, no bubble.
+TEST_CASE("an emulated rank runs its stage's compute, the optimizer and offload, and waits for no one") {
+  const Setup s = setup("H100-80GB", "", 64);
+  const ModelShape m = make_shape(test::catalog().resolve_model("gpt2-1.5b"));
+  Layout l;
+  l.dp = 1;
+  l.micro_batch = 4;
+  l.seq_len = 1024;
+  l.grad_accum = 4;
+  TimeEvaluator timer;
+  auto inputs = [&]() { return TimeInputs{m, l, s.cluster.gpu, s.cluster.node, s.net}; };
+  // One GPU: the rank is the world.
+  const StepTime one = timer.evaluate(inputs());
+  const TimeEvaluator::EmulatedRank alone = timer.emulated_rank(inputs(), 0);
+  CHECK(alone.total_s == doctest::Approx(one.total_s).epsilon(1e-12));
+  CHECK(alone.compute_s == doctest::Approx(one.compute_s).epsilon(1e-12));
+  // A pipeline: the last stage (the default split's busiest, with the output
+  // layer) computes what the time model's slot holds, without the bubble and
+  // the transfers; the first stage has no output layer.
+  l.pp = 4;
+  l.dp = 16;
+  l.zero_stage = 1;
+  const StepTime piped = timer.evaluate(inputs());
+  const TimeEvaluator::EmulatedRank last = timer.emulated_rank(inputs(), 3), first = timer.emulated_rank(inputs(), 0);
+  CHECK(last.compute_s == doctest::Approx(piped.compute_s).epsilon(1e-9));
+  CHECK(first.compute_s < last.compute_s);
+  CHECK(last.total_s < piped.total_s);  // bubble, point-to-point and data-parallel traffic
+  CHECK(last.total_s == doctest::Approx(piped.compute_s + piped.optimizer_s + piped.offload_s).epsilon(1e-9));
+}
+
 TEST_CASE("ZeRO-Offload: the delayed parameter update hides the CPU step behind the GPU step") {
   const Setup s = setup("V100-32GB", "dgx-2", 16);
   Layout l;
