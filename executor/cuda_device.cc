@@ -8,7 +8,9 @@
 #include <string>
 
 #include "executor/cuda_backend.h"
+#include "executor/timeline.h"
 #include "kernels/device_memory.h"
+#include "kernels/streams_cuda.h"
 
 namespace zp {
 namespace {
@@ -80,6 +82,24 @@ void PinnedHostDevice::copy(void* dst, const void* src, uint64_t bytes) {
 }
 
 void CudaDevice::synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+
+namespace {
+
+// The compute stream's events (the legacy default stream, where the backend's
+// kernels and this device's copies run).
+class CudaEventTimeline final : public Timeline {
+ public:
+  size_t mark() override { return events_.mark(); }
+  double seconds(size_t from, size_t to) override { return events_.seconds(from, to); }
+  void clear() override { events_.clear(); }
+
+ private:
+  cuda::EventTimeline events_{nullptr};
+};
+
+}  // namespace
+
+std::unique_ptr<Timeline> CudaDevice::make_timeline() { return std::make_unique<CudaEventTimeline>(); }
 
 std::unique_ptr<Backend<float>> CudaDevice::make_backend(TrackingAllocator* tracker, float*) {
   return std::make_unique<CudaBackend<float>>(*this, tracker);

@@ -44,6 +44,8 @@ class CudaDevice final : public Device {
   bool host_accessible() const override { return false; }
   bool is_gpu() const override { return true; }
   Device& host_side() override { return pinned_; }
+  // CUDA events on the compute stream (executor/timeline.h).
+  std::unique_ptr<Timeline> make_timeline() override;
   std::unique_ptr<Backend<float>> make_backend(TrackingAllocator* tracker, float* type) override;
   std::unique_ptr<Backend<bf16>> make_backend(TrackingAllocator* tracker, bf16* type) override;
   // Reserved (segments) and allocated (rounded blocks) bytes and their peaks.

@@ -4,7 +4,8 @@
 #include <stdexcept>
 #include <utility>
 
-#include "executor/device_clock.h"
+#include "executor/model_step.h"
+
 
 namespace zp {
 
@@ -17,7 +18,8 @@ DataParallelTrainer<Model>::DataParallelTrainer(Model& model, Communicator& comm
       comm_(comm),
       stage_(zero_stage),
       adam_(adam),
-      memory_(memory) {
+      memory_(memory),
+      timer_(be_.device()) {
   if (zero_stage < 0 || zero_stage > 3) throw std::runtime_error("data parallel: ZeRO stage 0-3");
   if (memory.offload_optimizer && zero_stage == 0) throw std::runtime_error("optimizer offload needs ZeRO stage 1 or higher");
   if (memory.offload_params && zero_stage != 3) throw std::runtime_error("parameter offload needs ZeRO stage 3");
@@ -197,9 +199,8 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
   float loss = 0;
   const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
   for (int k = 0; k < micro_batches; ++k) {
-    loss += model_.forward_backward(tokens + k * per_micro, targets + k * per_micro, micro_batch, Tn, true);
-    phases_.forward_s += model_.last_forward_s;
-    phases_.backward_s += model_.last_backward_s;
+    loss += timed_forward_backward(model_, tokens + k * per_micro, targets + k * per_micro, micro_batch, Tn, timer_,
+                                   phases_.forward_s, phases_.backward_s);
   }
   comm_.all_reduce_sum(&loss, 1);
   apply_gradients(micro_batches);
@@ -229,11 +230,15 @@ typename DataParallelTrainer<Model>::T* DataParallelTrainer<Model>::unit_gradien
 
 template <class Model>
 void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
+  reduce_and_update(micro_batches);
+  timer_.resolve();  // the step's phase times, read once its work is done
+}
+
+template <class Model>
+void DataParallelTrainer<Model>::reduce_and_update(int micro_batches) {
   const size_t n = model_.params.size();
   const float scale = 1.0f / (static_cast<float>(comm_.size()) * static_cast<float>(micro_batches));
-  // Each phase's time waits for the device's work (executor/device_clock.h).
-  const DeviceClock clock(be_.device());
-  auto since = [&clock](DeviceClock::Clock::time_point t) { return clock.since(t); };
+  PhaseTimer& timer = timer_;
   ++steps_;
   auto update_partition = [&](T* weights, Device& weights_device, size_t count, size_t at) {
     if (units_->fp32_gradients()) {
@@ -245,51 +250,48 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   // Delayed update: wait for the step before's update, put it in the model,
   // and start this one's (the wait is the optimizer's exposed time).
   auto delayed = [&] {
-    auto t = clock.now();
+    size_t t = timer.mark();
     if (worker_.joinable()) worker_.join();
-    phases_.optimizer_s = since(t);
-    t = clock.now();
+    t = timer.add(phases_.optimizer_s, t);
     if (steps_ > 1) apply_delayed();
-    phases_.parameter_gather_s = since(t);
+    timer.add(phases_.parameter_gather_s, t);
     launch_delayed(scale);
   };
   if (stage_ >= 2) {
-    auto t = clock.now();
+    size_t t = timer.mark();
     units_->flush();  // the held units' gradients
-    phases_.gradient_sync_s += since(t);
+    t = timer.add(phases_.gradient_sync_s, t);
     if (memory_.delayed_update) {
       delayed();
       return;
     }
-    t = clock.now();
     if (stage_ == 3) {
       update_partition(units_->params.data(), units_->params.home().device(), units_->shard_size(), 0);
-      phases_.optimizer_s = since(t);
+      timer.add(phases_.optimizer_s, t);
       return;
     }
-    // ZeRO-2: each unit's chunk is updated, then all-gathered into the model.
-    double optimizer_s = 0;
+    // ZeRO-2: each unit's chunk is updated, then all-gathered into the model;
+    // the updates count as the optimizer's, the rest as the gather's.
     units_->gather_updated([&](size_t u, T* chunk) {
-      const auto o = clock.now();
+      const size_t o = timer.mark();
       const size_t count = units_->chunk_size(u), at = units_->partition_offset(u);
       if constexpr (!kMixed) {
         be_.zero(chunk, count);
         be_.copy(chunk, model_.params.data() + units_->owned_first(u), units_->owned_count(u));
       }
       update_partition(chunk, be_.device(), count, at);
-      optimizer_s += since(o);
+      const size_t done = timer.add(phases_.optimizer_s, o);
+      timer.add(phases_.parameter_gather_s, o, done, -1);
     });
-    phases_.optimizer_s = optimizer_s;
-    phases_.parameter_gather_s = since(t) - optimizer_s;
+    timer.add(phases_.parameter_gather_s, t);
     return;
   }
   if (stage_ == 0) {
-    auto t = clock.now();
+    size_t t = timer.mark();
     comm_.all_reduce_sum(model_.grads.data(), n);
-    phases_.gradient_sync_s = since(t);
-    t = clock.now();
+    t = timer.add(phases_.gradient_sync_s, t);
     update(model_.params.data(), be_.device(), model_.grads.data(), scale, n, 0);
-    phases_.optimizer_s = since(t);
+    timer.add(phases_.optimizer_s, t);
     return;
   }
   // ZeRO-1: the accumulated gradients are reduce-scattered bucket by bucket
@@ -299,7 +301,7 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
   // partition; the partition is updated in the model's own parameters, which
   // are then all-gathered bucket by bucket. One rank has nothing to reduce
   // or gather.
-  auto t = clock.now();
+  size_t t = timer.mark();
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
   const auto [begin, mine] = owned_partition();
   const bool offloaded = !grad_fp32_.empty();
@@ -328,22 +330,20 @@ void DataParallelTrainer<Model>::apply_gradients(int micro_batches) {
       }
     }
   }
-  phases_.gradient_sync_s += since(t);
+  t = timer.add(phases_.gradient_sync_s, t);
   if (memory_.delayed_update) {
     delayed();
     return;
   }
-  t = clock.now();
   // (Mixed precision rounds the partition's weights from the master weights.)
   if (offloaded) {
     update(model_.params.data() + begin, be_.device(), grad_fp32_.data(), scale, mine, 0);
   } else {
     update(model_.params.data() + begin, be_.device(), model_.grads.data() + begin, scale, mine, 0);
   }
-  phases_.optimizer_s = since(t);
-  t = clock.now();
+  t = timer.add(phases_.optimizer_s, t);
   if (world > 1) gather_partition();
-  phases_.parameter_gather_s = since(t);
+  timer.add(phases_.parameter_gather_s, t);
 }
 
 template <class Model>

@@ -58,6 +58,7 @@
 #include "executor/gpt_model.h"
 #include "executor/llama_model.h"
 #include "executor/offload_bridge.h"
+#include "executor/phase_timer.h"
 #include "executor/tagged_buffer.h"
 #include "executor/zero_units.h"
 
@@ -105,7 +106,7 @@ class DataParallelTrainer {
   T* unit_gradients(int unit);
   // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
   uint64_t zero3_peak_gathered_bytes() const { return units_ ? units_->peak_gathered_bytes() : 0; }
-  // Wall time of the last step's phases.
+  // The last step's phases on the device's timeline (executor/phase_timer.h).
   struct Phases {
     double forward_s = 0, backward_s = 0, gradient_sync_s = 0, optimizer_s = 0, parameter_gather_s = 0;
   };
@@ -134,6 +135,8 @@ class DataParallelTrainer {
   std::pair<size_t, size_t> owned_range(size_t r, size_t first, size_t len) const;
   // ZeRO-0/1: this rank's whole partition, owned_range(rank, 0, shard) (ZeRO-0: everything).
   std::pair<size_t, size_t> owned_partition() const;
+  // apply_gradients' work, its phases marked on timer_.
+  void reduce_and_update(int micro_batches);
   // Delayed update: the host buffers; the step on the reduced gradients,
   // started on the worker thread; its weights put in the model.
   void setup_delayed();
@@ -149,6 +152,7 @@ class DataParallelTrainer {
   TrainerMemory memory_;
   int steps_ = 0;
   Phases phases_;
+  PhaseTimer timer_;  // read once a step, at the end of apply_gradients
   size_t shard_ = 0;       // partition size (stage 0, 1)
   Buffer<float> m_, v_;    // optimizer states (the partition's for stage >= 1)
   Buffer<float> master_;   // mixed precision: the fp32 master weights of the same elements

@@ -3,6 +3,7 @@
 
 #include "executor/cpu_backend.h"
 #include "executor/device.h"
+#include "executor/timeline.h"
 
 namespace zp {
 namespace {
@@ -31,6 +32,8 @@ std::unique_ptr<Backend<float>> Device::make_backend(TrackingAllocator* tracker,
 std::unique_ptr<Backend<bf16>> Device::make_backend(TrackingAllocator* tracker, bf16*) {
   return std::make_unique<CpuBackend<bf16>>(tracker);
 }
+
+std::unique_ptr<Timeline> Device::make_timeline() { return std::make_unique<HostTimeline>(); }
 
 template <class T>
 std::unique_ptr<Backend<T>> make_backend(TrackingAllocator* tracker) {

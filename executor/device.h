@@ -19,6 +19,7 @@ namespace zp {
 template <class T>
 class Backend;
 class TrackingAllocator;
+class Timeline;
 
 class Device {
  public:
@@ -40,6 +41,9 @@ class Device {
   // to and from them go at full PCIe speed (executor/cuda_device.h).
   virtual Device& host_side() { return *this; }
   virtual bool is_gpu() const { return false; }
+  // Marks on this device's timeline for phase times (executor/timeline.h):
+  // the host's clock unless a device overrides it (a GPU's events).
+  virtual std::unique_ptr<Timeline> make_timeline();
   // The backend whose kernels run on this device, its workspace from
   // `tracker` (executor/backend.h's make_backend picks the overload); the
   // host's CpuBackend unless a device overrides them.

@@ -108,8 +108,6 @@ class GptModel {
   // Bytes of the saved activations after the last forward (the buffers
   // tagged activations, recompute workspace and logits).
   size_t activation_bytes() const;
-  // Wall time of the last forward_backward's two halves.
-  double last_forward_s = 0, last_backward_s = 0;
 
  private:
   // The tensors of one layer unit, in order, and their offsets in the unit.

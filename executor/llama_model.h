@@ -53,8 +53,6 @@ class LlamaModel {
   void set_selective_recompute(bool on) { selective_ = on; }
   // Bytes of the saved activations after the last forward.
   size_t activation_bytes() const;
-  // Wall time of the last forward_backward's two halves.
-  double last_forward_s = 0, last_backward_s = 0;
   Buffer<T> params, grads;
   // Parameters and gradients are laid out unit by unit: 0 the embedding,
   // 1..L the layers, L+1 the final norm and the output layer. A pipeline

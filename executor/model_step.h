@@ -1,24 +1,29 @@
-// A whole model's forward and backward as the one-stage pipeline, timed in
-// its two halves: what GptModel and LlamaModel::forward_backward share.
+// A whole model's forward and backward as the one-stage pipeline: what
+// GptModel and LlamaModel::forward_backward share, and the data-parallel
+// trainer's timed form of it.
 #pragma once
 
-#include <chrono>
+#include "executor/phase_timer.h"
 
 namespace zp {
 
 template <class Model>
-auto timed_forward_backward(Model& model, const int* tokens, const int* targets, int B, int Tn) {
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  // Each half waits for the device's queued work (a no-op on the host), so
-  // the two wall times are the GPU's.
+auto forward_backward(Model& model, const int* tokens, const int* targets, int B, int Tn) {
   const auto loss = model.stage_forward(0, tokens, targets, nullptr, B, Tn);
-  model.backend().device().synchronize();
-  const auto middle = Clock::now();
-  model.last_forward_s = std::chrono::duration<double>(middle - start).count();
   model.stage_backward(0, nullptr, B, Tn);
-  model.backend().device().synchronize();
-  model.last_backward_s = std::chrono::duration<double>(Clock::now() - middle).count();
+  return loss;
+}
+
+// The same, its two halves added to `forward_s` and `backward_s` when the
+// timer is next resolved (executor/phase_timer.h).
+template <class Model>
+auto timed_forward_backward(Model& model, const int* tokens, const int* targets, int B, int Tn, PhaseTimer& timer,
+                            double& forward_s, double& backward_s) {
+  const size_t start = timer.mark();
+  const auto loss = model.stage_forward(0, tokens, targets, nullptr, B, Tn);
+  const size_t middle = timer.add(forward_s, start);
+  model.stage_backward(0, nullptr, B, Tn);
+  timer.add(backward_s, middle);
   return loss;
 }
 

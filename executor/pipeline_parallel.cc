@@ -4,7 +4,6 @@
 #include <stdexcept>
 
 #include "costmodel/rank_params.h"
-#include "executor/device_clock.h"
 
 namespace zp {
 
@@ -25,7 +24,8 @@ PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSc
       dp_(data_parallel),
       optimizer_(stage, data_parallel ? *data_parallel : alone_, zero_stage, adam, memory),
       schedule_(schedule),
-      device_(memory.device) {
+      device_(memory.device),
+      timer_(stage.backend().device()) {
   const PipelineStage& s = stage.stage();
   if (s.first != (comm.rank() == 0) || s.last != (comm.rank() + 1 == comm.size())) {
     throw std::runtime_error("pipeline: rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
@@ -42,8 +42,7 @@ PipelineTrainer<Model>::PipelineTrainer(Model& stage, Communicator& comm, PipeSc
 
 template <class Model>
 void PipelineTrainer<Model>::forward(int k, const int* tokens, const int* targets, int micro_batch, int Tn) {
-  const DeviceClock clock(model_.backend().device());  // the phase's kernels, not their launches
-  const auto start = clock.now();
+  const size_t start = timer_.mark();
   const size_t per_micro = static_cast<size_t>(micro_batch) * Tn;
   const PipelineStage& s = model_.stage();
   loss_sum_ += model_.stage_forward(k, tokens + k * per_micro, targets + k * per_micro, s.first ? nullptr : input_.data(),
@@ -55,18 +54,17 @@ void PipelineTrainer<Model>::forward(int k, const int* tokens, const int* target
                                                                   device_->current_bytes(Component::RecomputeWorkspace) +
                                                                   device_->current_bytes(Component::Logits));
   }
-  phases_.forward_s += clock.since(start);
+  timer_.add(phases_.forward_s, start);
 }
 
 template <class Model>
 void PipelineTrainer<Model>::backward(int k, int micro_batch, int Tn) {
-  const DeviceClock clock(model_.backend().device());
-  const auto start = clock.now();
+  const size_t start = timer_.mark();
   const PipelineStage& s = model_.stage();
   model_.stage_backward(k, s.last ? nullptr : output_grad_.data(), micro_batch, Tn);
   model_.free_activations(k);
   --in_flight_;
-  phases_.backward_s += clock.since(start);
+  timer_.add(phases_.backward_s, start);
 }
 
 template <class Model>
@@ -78,9 +76,9 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   // (neither on an end of the pipeline, nor without one: tensor parallelism alone).
   input_.assign(s.first ? 0 : n, T(0));
   output_grad_.assign(s.last ? 0 : n, T(0));
-  const DeviceClock clock(model_.backend().device());
-  const auto step_start = clock.now();
+  const size_t step_start = timer_.mark();
   phases_ = Phases{};
+  step_s_ = 0;
   optimizer_.begin_step();
   loss_sum_ = 0;
   // Point to point with the neighbours (nothing before the first stage or after the last).
@@ -164,8 +162,10 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   phases_.parameter_gather_s = o.parameter_gather_s;
   // What is left of the step: the transfers with the neighbours (and the
   // waits for them: the bubble), the loss broadcast and the tied-embedding sum.
-  phases_.pipeline_transfer_s = clock.since(step_start) - phases_.forward_s - phases_.backward_s -
-                                phases_.gradient_sync_s - phases_.optimizer_s - phases_.parameter_gather_s;
+  timer_.add(step_s_, step_start);
+  timer_.resolve();
+  phases_.pipeline_transfer_s = step_s_ - phases_.forward_s - phases_.backward_s - phases_.gradient_sync_s -
+                                phases_.optimizer_s - phases_.parameter_gather_s;
   return loss;
 }
 

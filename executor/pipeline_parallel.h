@@ -63,7 +63,7 @@ class PipelineTrainer {
   // once during the steps so far.
   uint64_t peak_activation_bytes() const { return peak_activation_bytes_; }
   int max_in_flight() const { return max_in_flight_; }
-  // Wall time of the last step's phases: this stage's forwards and
+  // The last step's phases on the device's timeline: this stage's forwards and
   // backwards, the point-to-point transfers (and waits) with its neighbours,
   // and the data-parallel trainer's gradient sync, optimizer and gather.
   struct Phases {
@@ -92,6 +92,8 @@ class PipelineTrainer {
   int in_flight_ = 0, max_in_flight_ = 0;
   float loss_sum_ = 0;
   Phases phases_;
+  PhaseTimer timer_;  // read once a step, at its end (executor/phase_timer.h)
+  double step_s_ = 0;
   uint64_t peak_activation_bytes_ = 0;
   Buffer<T> tied_;
   Buffer<T> input_, output_grad_;  // what the neighbours sent: the stage input, the output's gradient

@@ -52,27 +52,27 @@ void CopyStream::order_before(void* stream) {
 
 void CopyStream::synchronize() { check(cudaStreamSynchronize(as_stream(stream_)), "cudaStreamSynchronize (copies)"); }
 
-EventTimer::EventTimer(void* stream) : stream_(stream) {
-  cudaEvent_t a = nullptr, b = nullptr;
-  check(cudaEventCreate(&a), "cudaEventCreate");
-  check(cudaEventCreate(&b), "cudaEventCreate");
-  start_ = a;
-  stop_ = b;
+EventTimeline::EventTimeline(void* stream) : stream_(stream) {}
+
+EventTimeline::~EventTimeline() {
+  for (void* e : events_) cudaEventDestroy(as_event(e));
 }
 
-EventTimer::~EventTimer() {
-  cudaEventDestroy(as_event(start_));
-  cudaEventDestroy(as_event(stop_));
+size_t EventTimeline::mark() {
+  if (used_ == events_.size()) {
+    cudaEvent_t e = nullptr;
+    check(cudaEventCreate(&e), "cudaEventCreate");
+    events_.push_back(e);
+  }
+  check(cudaEventRecord(as_event(events_[used_]), as_stream(stream_)), "cudaEventRecord");
+  return used_++;
 }
 
-void EventTimer::start() { check(cudaEventRecord(as_event(start_), as_stream(stream_)), "cudaEventRecord (start)"); }
-
-void EventTimer::stop() { check(cudaEventRecord(as_event(stop_), as_stream(stream_)), "cudaEventRecord (stop)"); }
-
-double EventTimer::seconds() {
-  check(cudaEventSynchronize(as_event(stop_)), "cudaEventSynchronize");
+double EventTimeline::seconds(size_t from, size_t to) {
+  if (from >= used_ || to >= used_) throw std::out_of_range("EventTimeline: no such mark");
+  check(cudaEventSynchronize(as_event(events_[to])), "cudaEventSynchronize");
   float ms = 0;
-  check(cudaEventElapsedTime(&ms, as_event(start_), as_event(stop_)), "cudaEventElapsedTime");
+  check(cudaEventElapsedTime(&ms, as_event(events_[from]), as_event(events_[to])), "cudaEventElapsedTime");
   return ms * 1e-3;
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace zp::cuda {
 
@@ -47,22 +48,24 @@ class CopyStream {
   void* done_ = nullptr;    // cudaEvent_t
 };
 
-// Seconds between two events recorded on one stream, for a step's phases.
-class EventTimer {
+// Points on one stream's timeline as CUDA events, for a step's phases
+// (executor/timeline.h): mark() records an event after the work queued on
+// the stream so far, without waiting; seconds() waits for the later event and
+// reads the GPU's time between two. The events are kept for the next step.
+class EventTimeline {
  public:
-  explicit EventTimer(void* stream = nullptr);
-  ~EventTimer();
-  EventTimer(const EventTimer&) = delete;
-  EventTimer& operator=(const EventTimer&) = delete;
-  void start();
-  void stop();
-  // Waits for the stop event; the GPU time between start() and stop().
-  double seconds();
+  explicit EventTimeline(void* stream = nullptr);  // a cudaStream_t; nullptr = the legacy default stream
+  ~EventTimeline();
+  EventTimeline(const EventTimeline&) = delete;
+  EventTimeline& operator=(const EventTimeline&) = delete;
+  size_t mark();
+  double seconds(size_t from, size_t to);
+  void clear() { used_ = 0; }
 
  private:
   void* stream_;
-  void* start_ = nullptr;  // cudaEvent_t
-  void* stop_ = nullptr;
+  std::vector<void*> events_;  // cudaEvent_t, the first used_ recorded
+  size_t used_ = 0;
 };
 
 }  // namespace zp::cuda

@@ -414,12 +414,12 @@ void check_pinned_copies() {
   void* device = nullptr;
   check(cudaMalloc(&device, bytes), "cudaMalloc");
   cuda::CopyStream copies;
-  cuda::EventTimer timer(copies.stream());
+  cuda::EventTimeline timeline(copies.stream());
   const auto wall_start = std::chrono::steady_clock::now();
-  timer.start();
+  const size_t start = timeline.mark();
   copies.to_device(device, out.data(), bytes);
-  timer.stop();
-  const double h2d_s = timer.seconds();
+  const size_t stop = timeline.mark();
+  const double h2d_s = timeline.seconds(start, stop);
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
   copies.order_before(nullptr);  // the default stream's work would start after the copy
   copies.to_host(back.data(), device, bytes);

@@ -3,6 +3,8 @@
 // loss going down with AdamW on a learnable synthetic sequence.
 #include <doctest/doctest.h>
 
+#include <chrono>
+
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -18,6 +20,7 @@
 #include "executor/gpt_model.h"
 #include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
+#include "executor/phase_timer.h"
 #include "executor/timed_communicator.h"
 #include "models/input_error.h"
 #include "models/param_count.h"
@@ -266,17 +269,70 @@ TEST_CASE("byte corpus: next-byte targets, deterministic, bad files are InputErr
   CHECK_THROWS_AS(ByteCorpus("/tmp/zp_no_such_text.txt"), InputError);
 }
 
-TEST_CASE("the trainer times its phases") {
+// A timeline whose marks are scripted points in time.
+class ScriptedTimeline final : public Timeline {
+ public:
+  explicit ScriptedTimeline(std::vector<double> at) : at_(std::move(at)) {}
+  size_t mark() override { return used_++; }
+  double seconds(size_t from, size_t to) override { return at_.at(to) - at_.at(from); }
+  void clear() override { used_ = 0; }
+
+ private:
+  std::vector<double> at_;
+  size_t used_ = 0;
+};
+
+class ScriptedDevice final : public Device {
+ public:
+  std::string name() const override { return "scripted"; }
+  void* allocate(uint64_t) override { return nullptr; }
+  void release(void*) override {}
+  void zero(void*, uint64_t) override {}
+  void copy(void*, const void*, uint64_t) override {}
+  std::unique_ptr<Timeline> make_timeline() override {
+    return std::make_unique<ScriptedTimeline>(std::vector<double>{0, 1, 3, 6, 10});
+  }
+};
+
+TEST_CASE("phase timer: spans add to (or come off) their phases when resolved, and the marks start again") {
+  ScriptedDevice device;
+  PhaseTimer timer(device);
+  double a = 0, b = 0;
+  const size_t start = timer.mark();      // t = 0
+  const size_t one = timer.add(a, start); // t = 1: a gets 1
+  const size_t three = timer.add(b, one); // t = 3: b gets 2
+  timer.add(a, one, three, -1);           // a gives 2 back
+  timer.add(b, start);                    // t = 6: b gets 6
+  CHECK(a == 0);                          // nothing until resolved
+  timer.resolve();
+  CHECK(a == -1);
+  CHECK(b == 8);
+  const size_t again = timer.mark();  // t = 0 again
+  timer.add(a, again);                // t = 1
+  timer.resolve();
+  CHECK(a == 0);
+}
+
+TEST_CASE("the trainer times its phases: each one's span, all within the step") {
   const ModelSpec m = test::tiny_gpt(16, 8, 2, 2, 16);
-  GptModel<float> model(gpt_config(m), 1);
-  LoopbackCommunicator alone(0, 1);
-  DataParallelTrainer<GptModel<float>> trainer(model, alone, 1, AdamConfig{});
   const SyntheticCorpus corpus(16, 1);
-  const Batch b = corpus.batch(0, 0, 2, 8);
-  trainer.step(b.tokens.data(), b.targets.data(), 2, 8);
-  CHECK(trainer.last_phases().forward_s > 0);
-  CHECK(trainer.last_phases().backward_s > 0);
-  CHECK(trainer.last_phases().optimizer_s > 0);
+  const Batch b = corpus.batch(0, 0, 4, 8);  // two micro-batches of two sequences
+  for (int zero : {0, 1, 2, 3}) {
+    CAPTURE(zero);
+    GptModel<float> model(gpt_config(m), 1);
+    LoopbackCommunicator emulated(0, 2);
+    DataParallelTrainer<GptModel<float>> trainer(model, emulated, zero, AdamConfig{});
+    const auto start = std::chrono::steady_clock::now();
+    trainer.step(b.tokens.data(), b.targets.data(), 2, 8, 2);
+    const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto& ph = trainer.last_phases();
+    CHECK(ph.forward_s > 0);
+    CHECK(ph.backward_s > 0);
+    CHECK(ph.optimizer_s > 0);
+    CHECK(ph.gradient_sync_s >= 0);
+    CHECK(ph.parameter_gather_s >= 0);  // ZeRO-2: the gather's span less the updates inside it
+    CHECK(ph.forward_s + ph.backward_s + ph.gradient_sync_s + ph.optimizer_s + ph.parameter_gather_s <= wall_s);
+  }
 }
 
 TEST_CASE("per-collective timing: the trainer's calls are the time model's data-parallel rows") {
