@@ -30,7 +30,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DZP_WITH_CUDA=ON > "$out/configure.log" 2>&1; then
   echo "configure failed: $out/configure.log"; tail -20 "$out/configure.log"; exit 1
 fi
-for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep zeroplan; do
+for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep host_optimizer_bench zeroplan; do
   if cmake --build build-gpu -j "$(nproc)" --target "$target" > "$out/build_$target.log" 2>&1; then
     note "built $target"
   else
@@ -84,6 +84,12 @@ if [ -x build-gpu/bench/gpu_gemm_sweep ] && [ -x build-gpu/zeroplan ]; then
   fi
   note "gemm sweep + calibrate exit code $rc (files: $out/gemm_sweep.csv, $out/calibrate.txt, $out/h200-141gb.json)"
   [ "$rc" -eq 0 ] || failed=1
+fi
+# The host's optimizer passes (ZeRO-Offload's CPU Adam) on every core: the
+# rate the time model's cpu_adam_s_per_param stands for.
+if [ -x build-gpu/bench/host_optimizer_bench ]; then
+  timeout 60 build-gpu/bench/host_optimizer_bench --benchmark_min_time=0.5 > "$out/host_optimizer.txt" 2>&1; rc=$?
+  note "host optimizer bench exit code $rc: $(grep -m1 'BM_HostAdamW_bf16/67108864' "$out/host_optimizer.txt" | grep -o 's/1e9 params=[^ ]*')"
 fi
 
 if [ -x build-gpu/zeroplan ]; then

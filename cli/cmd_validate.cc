@@ -431,8 +431,13 @@ void run_validate(const LayoutFlags& flags, const GlobalOptions& global, Validat
                        bar_chart(title, r.at("memory").at("components"), "bytes", mib, "measured (at the peak)"));
       write_atomically((dir / ("case" + std::to_string(i) + "_time.svg")).string(),
                        bar_chart(title, r.at("step_time").at("phases"), "s", milliseconds, "measured (per step)"));
+      const Json& t = r.at("step_time");
       std::cout << "  peak error " << percent(r.at("memory").at("peak").at("compared_error").get<double>()) << ", targets "
-                << (r.at("meets_memory_targets").get<bool>() ? "met" : "missed") << "\n";
+                << (r.at("meets_memory_targets").get<bool>() ? "met" : "missed") << "; step "
+                << milliseconds(t.at("measured_s").get<double>()) << " measured, "
+                << milliseconds(t.at("predicted_rank_s").get<double>()) << " predicted for this rank"
+                << (t.at("compared").get<bool>() ? " (error " + percent(t.at("error").get<double>()) + ")" : std::string())
+                << "\n";
     } else {
       std::cout << "  not run: " << r.at("why_not").get<std::string>() << "\n";
     }

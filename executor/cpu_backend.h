@@ -300,17 +300,22 @@ class CpuBackend final : public Backend<T> {
                          int step, const AdamConfig& a) override {
     adamw(weights, low, grads, scale, m, v, count, step, a);
   }
+  // The offloaded optimizer's element-wise passes, on every core when large (executor/adamw.h).
   void add_into_fp32(float* dst, const T* src, size_t n, bool add) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = (add ? dst[i] : 0.0f) + static_cast<float>(src[i]);
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kHostParallelElems)
+    for (size_t i = 0; i < n; ++i) dst[i] = (add ? dst[i] : 0.0f) + widen(src[i]);
   }
   void add_into(T* dst, const T* src, size_t n, bool add) override {
+#pragma omp parallel for schedule(static) if (parallel : n >= kHostParallelElems)
     for (size_t i = 0; i < n; ++i) dst[i] = (add ? dst[i] : T(0)) + src[i];
   }
   void round_into(T* dst, const float* src, size_t n) override {
+#pragma omp parallel for schedule(static) if (parallel : n >= kHostParallelElems)
     for (size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(src[i]);
   }
   void widen_into(float* dst, const T* src, size_t n) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kHostParallelElems)
+    for (size_t i = 0; i < n; ++i) dst[i] = widen(src[i]);
   }
 
  private:

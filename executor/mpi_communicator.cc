@@ -1,5 +1,12 @@
 #include "executor/mpi_communicator.h"
 
+#include <algorithm>
+#include <cstdlib>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <climits>
 #include <stdexcept>
 #include <string>
@@ -49,6 +56,23 @@ MPI_Op sum_op(Elem e) {
   return bf16_op;
 }
 
+// The ranks on one node share its cores: each one's host loops (executor/
+// adamw.h) get cores / local ranks threads, at least one, as DeepSpeed's
+// launcher gives each rank its share (OMP_NUM_THREADS, when set, decides).
+// More threads than cores would have every rank's OpenMP team spin against
+// the others and against MPI's own polling.
+void share_host_cores() {
+#ifdef _OPENMP
+  if (std::getenv("OMP_NUM_THREADS")) return;
+  MPI_Comm node = MPI_COMM_NULL;
+  check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+  int local = 1;
+  check(MPI_Comm_size(node, &local), "MPI_Comm_size (node)");
+  MPI_Comm_free(&node);
+  omp_set_num_threads(std::max(1, omp_get_num_procs() / local));
+#endif
+}
+
 }  // namespace
 
 MpiSession::MpiSession(int* argc, char*** argv) {
@@ -56,6 +80,7 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   MPI_Initialized(&initialized);
   if (!initialized) check(MPI_Init(argc, argv), "MPI_Init");
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  share_host_cores();
 }
 
 MpiSession::~MpiSession() {

@@ -6,6 +6,7 @@
 // in fp32 registers. Eigen's bfloat16 rounds to nearest even.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -15,6 +16,18 @@
 namespace zp {
 
 using bf16 = Eigen::bfloat16;
+
+// A stored value as fp32: bf16's bits are fp32's upper half, so the widening
+// is exact and, unlike Eigen's conversion, branch-free, which lets the host's
+// long element-wise loops vectorize (executor/adamw.h).
+template <class T>
+inline float widen(T x) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    return std::bit_cast<float>(static_cast<uint32_t>(x.value) << 16);
+  } else {
+    return static_cast<float>(x);
+  }
+}
 
 // What a kernel computes and accumulates in for storage type T.
 template <class T>
