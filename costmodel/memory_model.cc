@@ -749,13 +749,17 @@ const StatesCache::StateSlot* state_slot(StatesCache& c, MemoryPrep& p, const Me
   StatesCache::StateSlot& slot = entry.slots[index];
   if (slot.generation != entry.generation) {
     prepare_rules(p, l);
+    StatesCache::StatesEntry::ExecutorPart& part = entry.executor_parts[l.zero_stage * 3 + tile];
+    const bool part_valid = part.generation == entry.generation;
     for (int i = 0; i < p.act_count; ++i) {
       ResidenceTotalsSink states;
       const StageParams sp = candidate_params(p, i, l.pp);
       emit_states(in, p, sp, states);
       for (int r = 0; r < kNumResidences; ++r) slot.bytes[i][r] = states.total(static_cast<Residence>(r));
-      slot.executor[i] = executor_slot(in, p, sp);
+      if (!part_valid) part.stages[i] = executor_slot(in, p, sp);
+      slot.executor[i] = part.stages[i];
     }
+    part.generation = entry.generation;
     slot.fixed_overhead_bytes = fixed_overhead_bytes(in);
     slot.generation = entry.generation;
   }

@@ -173,6 +173,13 @@ struct StatesCache {
     // ZeRO stage x optimizer offload x parameter offload x tiling 1/4/16 (the
     // search's tile factors; any other factor is evaluated without a slot).
     std::array<StateSlot, 4 * 3 * 3 * 3> slots{};
+    // The executor's part follows the ZeRO stage and tiling, not the
+    // offloads: worked out once per ZeRO stage x tiling, copied into the slots.
+    struct ExecutorPart {
+      uint64_t generation = 0;
+      std::array<ExecutorSlot, 3> stages{};
+    };
+    std::array<ExecutorPart, 4 * 3> executor_parts{};
   };
   std::array<StatesEntry, 4> entries{};
   int current = 0, victim = 0;
