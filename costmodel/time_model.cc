@@ -399,7 +399,8 @@ double TimeEvaluator::tokens_per_s(const TimeInputs& in, Reuse reuse) {
 // waits for another (no bubble, no point-to-point time). What it runs is the
 // compute of its own stage, the busiest stage's per-layer and output-layer
 // times applied to its layers, and the optimizer and offload phases of
-// evaluate() (which do not wait on the network either).
+// evaluate() (which do not wait on the network either), with the node's
+// host and NVMe to itself.
 TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, uint32_t stage) {
   const PipelinePrep& p = prepared(in);
   const Layout& l = in.layout;
@@ -411,7 +412,12 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
                    (last ? prep_.hc.backward_s : 0);
   EmulatedRank r;
   r.compute_s = static_cast<double>(l.num_microbatches()) * (f + b);
-  const StatePhases phases = state_phases<false>(p, in, nullptr);
+  // No other rank of its node runs: its host optimizer and NVMe have the
+  // node to themselves.
+  NodeSpec alone = in.node;
+  alone.gpus_per_node = 1;
+  const TimeInputs own_host{in.model, in.layout, in.gpu, alone, in.network};
+  const StatePhases phases = state_phases<false>(p, own_host, nullptr);
   r.optimizer_s = phases.optimizer_s;
   r.offload_s = phases.offload_s;
   r.total_s = r.compute_s + r.optimizer_s + r.offload_s;

@@ -216,6 +216,14 @@ TEST_CASE("an emulated rank runs its stage's compute, the optimizer and offload,
   CHECK(first.compute_s < last.compute_s);
   CHECK(last.total_s < piped.total_s);  // bubble, point-to-point and data-parallel traffic
   CHECK(last.total_s == doctest::Approx(piped.compute_s + piped.optimizer_s + piped.offload_s).epsilon(1e-9));
+  // Offloaded, its CPU optimizer has the host to itself, where the world's
+  // shares it with the node's other GPUs.
+  l.offload_optimizer = Offload::Cpu;
+  const StepTime offloaded = timer.evaluate(inputs());
+  const TimeEvaluator::EmulatedRank alone_on_host = timer.emulated_rank(inputs(), 3);
+  REQUIRE(s.cluster.node.gpus_per_node > 1);
+  CHECK(alone_on_host.optimizer_s ==
+        doctest::Approx(offloaded.optimizer_s / static_cast<double>(s.cluster.node.gpus_per_node)).epsilon(1e-9));
 }
 
 TEST_CASE("ZeRO-Offload: the delayed parameter update hides the CPU step behind the GPU step") {
