@@ -41,6 +41,8 @@ EfficiencyCurves load_efficiency(const std::string& data_dir, const std::string&
   e.nic_latency_s = f.number_or("nic_latency_us", e.nic_latency_s * 1e6) * 1e-6;
   e.kernel_overhead_s = f.number_or("kernel_overhead_us", e.kernel_overhead_s * 1e6) * 1e-6;
   e.cpu_adam_s_per_param = f.number_or("cpu_adam_s_per_billion_params", e.cpu_adam_s_per_param * 1e9) * 1e-9;
+  e.cpu_accumulate_s_per_param =
+      f.number_or("cpu_accumulate_s_per_billion_params", e.cpu_accumulate_s_per_param * 1e9) * 1e-9;
   return e;
 }
 

@@ -29,6 +29,11 @@ struct EfficiencyCurves {
   double nic_latency_s = 12e-6;
   double kernel_overhead_s = 3e-6;    // launch and tail per kernel
   double cpu_adam_s_per_param = 0.22e-9;  // DeepSpeed CPU Adam, ZeRO-Offload Sec. 5 (0.22 s per 1e9 params)
+  // Adding reduced bf16 gradients into an fp32 host partition: a memory-bound
+  // pass of about 10 bytes a parameter against CPU Adam's 28, on the same
+  // host, so 10/28 of its time (an estimate until a machine measures it,
+  // bench/host_optimizer_bench.cc).
+  double cpu_accumulate_s_per_param = 0.22e-9 * 10 / 28;
 
   double gemm_efficiency(double m, double n, double k) const {
     auto g = [this](double x) { return x / (x + gemm_half_dim); };

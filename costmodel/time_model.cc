@@ -331,10 +331,22 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     // ZeRO-Offload: gradients down and parameters up over PCIe (4 Psi bytes per
     // step at 2-byte precision), the Adam step on the CPU.
     const double pcie = in.gpu.pcie_bytes_per_s * eff.pcie_fraction;
-    const double pcie_s = partition * (grad_bytes + param_bytes) / pcie;
+    const double node_gpus = static_cast<double>(in.node.gpus_per_node);
+    // zeroplan's executor copies ZeRO-2/3's reduced gradient chunks to the
+    // host and adds them into the fp32 partition there in every micro-batch,
+    // ZeRO-1's reduced partition once a step (executor/zero_units.cc
+    // reduce_scatter, data_parallel.cc), each copy and add finished before
+    // backward goes on (no copy stream): on the GPU step's path.
+    double on_path_s = 0, grad_pcie_s = partition * grad_bytes / pcie;
+    if (l.framework == Framework::Zeroplan) {
+      const double passes = l.zero_stage >= 2 ? mb : 1;
+      on_path_s = passes * partition * (grad_bytes / pcie + eff.cpu_accumulate_s_per_param * node_gpus);
+      grad_pcie_s = 0;
+    }
+    const double pcie_s = grad_pcie_s + partition * param_bytes / pcie;
     // CPU Adam's 0.22 s per 1e9 parameters is the whole host's rate; the
     // node's GPUs update their partitions on it at once.
-    double cpu_s = partition * eff.cpu_adam_s_per_param * static_cast<double>(in.node.gpus_per_node);
+    double cpu_s = partition * eff.cpu_adam_s_per_param * node_gpus;
     double nvme_s = 0;
     if (l.offload_optimizer == Offload::Nvme && in.node.nvme_read_bytes_per_s > 0) {
       // Read and write the offloaded states once per step; the node's NVMe
@@ -347,7 +359,7 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     const double host_step = cpu_s + pcie_s + nvme_s;
     const double gpu_step = pipeline_s;
     t.optimizer_s = l.delayed_update ? 0 : cpu_s;
-    t.offload_s = l.delayed_update ? std::max(0.0, host_step - gpu_step) : pcie_s + nvme_s;
+    t.offload_s = on_path_s + (l.delayed_update ? std::max(0.0, host_step - gpu_step) : pcie_s + nvme_s);
   }
   if (l.offload_param != Offload::None) {
     // Parameters come up from the host (or NVMe) for forward and backward of every micro-batch.

@@ -245,6 +245,36 @@ TEST_CASE("ZeRO-Offload: the delayed parameter update hides the CPU step behind 
   CHECK(dpu.optimizer_s == 0);
 }
 
+// zeroplan's executor sends ZeRO-2/3's reduced gradients to the host and adds
+// them there in every micro-batch (ZeRO-1 once a step); the other
+// frameworks' offload traffic is counted once a step.
+TEST_CASE("optimizer offload: zeroplan's gradient traffic and host adds follow its micro-batches") {
+  const Setup s = setup("H100-80GB", "", 8);
+  Layout l;
+  l.dp = 8;
+  l.micro_batch = 2;
+  l.seq_len = 1024;
+  l.offload_optimizer = Offload::Cpu;
+  auto offload_s = [&](Framework f, uint8_t zero, uint32_t ga) {
+    l.framework = f;
+    l.zero_stage = zero;
+    l.grad_accum = ga;
+    return run("gpt2-1.5b", l, s).offload_s;
+  };
+  const double z2_one = offload_s(Framework::Zeroplan, 2, 1), z2_four = offload_s(Framework::Zeroplan, 2, 4);
+  CHECK(z2_four > 3 * z2_one);  // four passes of gradients, one of parameters
+  CHECK(z2_four < 4 * z2_one);
+  CHECK(offload_s(Framework::Zeroplan, 1, 4) == doctest::Approx(offload_s(Framework::Zeroplan, 1, 1)).epsilon(1e-12));
+  CHECK(offload_s(Framework::DeepSpeed, 2, 4) == doctest::Approx(offload_s(Framework::DeepSpeed, 2, 1)).epsilon(1e-12));
+  // A gradient pass (bf16 down, added on the host at the node's share) and
+  // the parameters' pass (bf16 up) in the ratio of their per-parameter times.
+  const double gradient_pass = (z2_four - z2_one) / 3, parameter_pass = z2_one - gradient_pass;
+  const EfficiencyCurves& eff = s.net.eff;
+  const double pcie = s.cluster.gpu.pcie_bytes_per_s * eff.pcie_fraction;
+  const double per_param_down = 2 / pcie + eff.cpu_accumulate_s_per_param * static_cast<double>(s.cluster.node.gpus_per_node);
+  CHECK(parameter_pass / gradient_pass == doctest::Approx((2 / pcie) / per_param_down).epsilon(1e-9));
+}
+
 TEST_CASE("recompute costs time: full > selective > none") {
   const Setup s = setup("A100-80GB", "dgx-a100", 8);
   Layout l;
