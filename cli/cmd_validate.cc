@@ -325,13 +325,14 @@ std::string report(const Json& cases, const ValidateOptions& o) {
                                    "kernels keep their own). Step time is measured but not compared on the CPU (the "
                                    "time model predicts the GPU)."))
     << "\n\n";
-  r << "| # | layout | rank | peak predicted | peak measured | peak error | worst component | targets |\n"
-    << "|---|---|---|---|---|---|---|---|\n";
+  r << "| # | layout | rank | peak predicted | peak measured | peak error | worst component | step predicted (rank) | "
+       "step measured | step error | targets |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|\n";
   int i = 0;
   for (const Json& c : cases) {
     r << "| " << i++ << " | " << c.at("name").get<std::string>() << " | ";
     if (!c.at("run").get<bool>()) {
-      r << "not run | | | | " << c.at("why_not").get<std::string>() << " | |\n";
+      r << "not run | | | | " << c.at("why_not").get<std::string>() << " | | | | |\n";
       continue;
     }
     const Json& peak = c.at("memory").at("peak");
@@ -345,10 +346,15 @@ std::string report(const Json& cases, const ValidateOptions& o) {
         worst = name + " " + percent(comp.at("error").get<double>());
       }
     }
+    const Json& t = c.at("step_time");
+    const bool timed = t.at("compared").get<bool>();
+    const bool met = c.at("meets_memory_targets").get<bool>() && (!timed || c.at("meets_time_target").get<bool>());
     r << c.at("emulated_rank").get<int>() << " of " << c.at("world").get<uint64_t>() << " | "
       << mib(peak.at("predicted_bytes").get<double>()) << " | " << mib(peak.at("measured_bytes").get<double>()) << " | "
       << percent(peak.at("compared_error").get<double>()) << " | " << worst << " | "
-      << (c.at("meets_memory_targets").get<bool>() ? "met" : "**missed**") << " |\n";
+      << milliseconds(t.at("predicted_rank_s").get<double>()) << " | " << milliseconds(t.at("measured_s").get<double>())
+      << " | " << (timed ? percent(t.at("error").get<double>()) : std::string("not compared")) << " | "
+      << (met ? "met" : "**missed**") << " |\n";
   }
   r << "\nPer layout (`case<i>_memory.svg`: predicted and measured bytes per component at the peak; `case<i>_time.svg`: "
        "the step's phases as the time model predicts them for the rank that ran, its compute, optimizer and offload, "
