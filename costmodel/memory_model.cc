@@ -297,6 +297,24 @@ struct ExecutorHeld {
   uint64_t stage_total = 0, largest = 0, largest_padded = 0, per_rank = 0;
 };
 
+// The executor's units on a stage (executor/gpt_model.cc, llama_model.cc
+// units): a layer, the first stage's embedding (with positions and norm),
+// the last stage's final norm (with an untied head), a pipeline's tied
+// head copy; elements of each, 0 where the stage has none.
+struct StageUnits {
+  uint64_t layer = 0, first = 0, final = 0, head_copy = 0;
+  uint64_t largest() const { return std::max({layer, first, final, head_copy}); }
+};
+
+StageUnits stage_units(const ModelShape& m, const RankParams& r, const StageParams& sp) {
+  StageUnits u;
+  u.layer = r.layer_dense + r.layer_experts;
+  u.first = sp.first ? r.embedding + r.position + r.embedding_norm : 0;
+  u.final = sp.last ? r.final_norm + (m.tied ? 0 : r.head) : 0;
+  u.head_copy = sp.last && m.tied && !sp.first ? r.head : 0;
+  return u;
+}
+
 ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp) {
   const Layout& l = in.layout;
   const RankParams& r = v.r;
@@ -309,11 +327,10 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
   h.zero3 = l.zero_stage == 3;
   h.units = l.zero_stage >= 2;
   h.zero1 = l.zero_stage == 1;
-  const uint64_t layer = r.layer_dense + r.layer_experts, first = sp.first ? r.embedding + r.position + r.embedding_norm : 0;
-  const uint64_t final = sp.last ? r.final_norm + (tied ? 0 : r.head) : 0;
-  const uint64_t head_copy = sp.last && tied && !sp.first ? r.head : 0;
+  const StageUnits units = stage_units(in.model, r, sp);
+  const uint64_t layer = units.layer, first = units.first, final = units.final, head_copy = units.head_copy;
   const uint64_t tiled = layer / l.tile_factor;
-  h.largest = std::max({layer, first, final, head_copy});
+  h.largest = units.largest();
   for (uint64_t u : {layer, first, final, head_copy}) {
     if (u > 0 && padded(u) != u) h.largest_padded = std::max(h.largest_padded, padded(u));
   }
@@ -466,6 +483,14 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, const StageParams&
     const uint64_t bucket = std::min(o.reduce_bucket_elems, stage_total);
     sink.add(tensor_row(Component::Buckets, Residence::Gpu, low, "gradient reduce bucket", bucket, 1, 1, 1,
                         o.overlap_comm ? 2 : 1));
+  }
+  if (l.framework == Framework::Zeroplan && l.zero_stage >= 2 && l.offload_optimizer != Offload::None && sp.layers > 0) {
+    // zeroplan's executor sends ZeRO-2/3's reduced chunks to the offloaded
+    // partition through two host staging slots of the largest chunk
+    // (executor/host_gradient_drain.h).
+    const uint64_t chunk = (stage_units(in.model, r, sp).largest() + l.dp - 1) / l.dp;
+    sink.add(tensor_row(Component::OffloadStaging, Residence::Host, low, "reduced gradient chunks in flight", chunk, 1, 1, 1,
+                        kZeroplanDrainSlots));
   }
   if (l.framework == Framework::Zeroplan && l.delayed_update && l.offload_optimizer != Offload::None) {
     // ZeRO-Offload's delayed parameter update (arXiv 2101.06840 Sec. 4.3) in

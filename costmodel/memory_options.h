@@ -27,6 +27,9 @@ struct RuntimeOverheads {
 // zeroplan's executor: ZeRO-1's reduce-scatter and all-gather bucket, in
 // elements (executor/data_parallel.h, TrainerMemory::reduce_bucket_elems).
 constexpr uint64_t kZeroplanBucketElems = uint64_t{1} << 24;
+// ... and the host staging slots its offloaded ZeRO-2/3 gradients pass
+// through (executor/host_gradient_drain.h).
+constexpr int kZeroplanDrainSlots = 2;
 
 struct MemoryOptions {
   RuntimeOverheads overheads;

@@ -333,14 +333,17 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     const double pcie = in.gpu.pcie_bytes_per_s * eff.pcie_fraction;
     const double node_gpus = static_cast<double>(in.node.gpus_per_node);
     // zeroplan's executor copies ZeRO-2/3's reduced gradient chunks to the
-    // host and adds them into the fp32 partition there in every micro-batch,
-    // ZeRO-1's reduced partition once a step (executor/zero_units.cc
-    // reduce_scatter, data_parallel.cc), each copy and add finished before
-    // backward goes on (no copy stream): on the GPU step's path.
+    // host in every micro-batch, on the compute stream, and a host thread
+    // adds them into the fp32 partition while backward goes on
+    // (executor/host_gradient_drain.h): the copies are on the step's path,
+    // the adds only where they outlast the micro-batch's backward. ZeRO-1
+    // copies and adds its reduced partition once, at the step's end
+    // (executor/data_parallel.cc).
     double on_path_s = 0, grad_pcie_s = partition * grad_bytes / pcie;
     if (l.framework == Framework::Zeroplan) {
-      const double passes = l.zero_stage >= 2 ? mb : 1;
-      on_path_s = passes * partition * (grad_bytes / pcie + eff.cpu_accumulate_s_per_param * node_gpus);
+      const double add_s = partition * eff.cpu_accumulate_s_per_param * node_gpus;
+      on_path_s = l.zero_stage >= 2 ? mb * (grad_pcie_s + std::max(0.0, add_s - p.microbatch_backward_s))
+                                    : grad_pcie_s + add_s;
       grad_pcie_s = 0;
     }
     const double pcie_s = grad_pcie_s + partition * param_bytes / pcie;

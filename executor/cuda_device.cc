@@ -28,7 +28,28 @@ CudaDevice::CudaDevice(int ordinal) {
   name_ = "cuda:" + std::to_string(ordinal) + " (" + prop.name + ")";
 }
 
-CudaDevice::~CudaDevice() { cudaDeviceSynchronize(); }
+CudaDevice::~CudaDevice() {
+  cudaDeviceSynchronize();
+  for (void* e : copy_events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+}
+
+uint64_t CudaDevice::copy_to_host_async(void* dst, const void* src, uint64_t bytes) {
+  if (copy_events_.empty()) {
+    for (uint64_t i = 0; i < kCopiesInFlight; ++i) {
+      cudaEvent_t e = nullptr;
+      check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+      copy_events_.push_back(e);
+    }
+  }
+  const uint64_t ticket = next_copy_++;
+  if (bytes) check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, nullptr), "cudaMemcpyAsync (to host)");
+  check(cudaEventRecord(static_cast<cudaEvent_t>(copy_events_[ticket % kCopiesInFlight]), nullptr), "cudaEventRecord");
+  return ticket;
+}
+
+void CudaDevice::wait_copy(uint64_t ticket) {
+  check(cudaEventSynchronize(static_cast<cudaEvent_t>(copy_events_.at(ticket % kCopiesInFlight))), "cudaEventSynchronize");
+}
 
 void* CudaDevice::Segments::allocate(uint64_t bytes) { return cuda::device_malloc(bytes); }
 void CudaDevice::Segments::release(void* p, uint64_t) { cuda::device_free(p); }

@@ -12,6 +12,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "executor/caching_allocator.h"
 #include "executor/device.h"
@@ -41,6 +42,10 @@ class CudaDevice final : public Device {
   void zero(void* p, uint64_t bytes) override;
   void copy(void* dst, const void* src, uint64_t bytes) override;
   void synchronize() override;
+  // On the compute stream (where the work that wrote `src` and the work that
+  // writes it next run), each copy followed by an event of its own.
+  uint64_t copy_to_host_async(void* dst, const void* src, uint64_t bytes) override;
+  void wait_copy(uint64_t ticket) override;
   bool host_accessible() const override { return false; }
   bool is_gpu() const override { return true; }
   Device& host_side() override { return pinned_; }
@@ -58,6 +63,8 @@ class CudaDevice final : public Device {
     void release(void* p, uint64_t bytes) override;
   };
   std::string name_;
+  std::vector<void*> copy_events_;  // cudaEvent_t, kCopiesInFlight of them, reused round robin
+  uint64_t next_copy_ = 0;
   PinnedHostDevice pinned_;
   Segments segments_;
   CachingAllocator caching_{segments_};

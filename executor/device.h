@@ -34,6 +34,17 @@ class Device {
   // Returns once the work queued so far has finished: the host may then
   // read what it wrote (a no-op on the host).
   virtual void synchronize() {}
+  // Queues a copy of `bytes` from this device's `src` to host memory `dst`
+  // after the work queued so far and returns without waiting: a ticket that
+  // wait_copy() (from any thread) waits for. Work queued afterwards that
+  // writes `src` runs after the copy. At most kCopiesInFlight at once. The
+  // host copies at once.
+  static constexpr uint64_t kCopiesInFlight = 64;
+  virtual uint64_t copy_to_host_async(void* dst, const void* src, uint64_t bytes) {
+    copy(dst, src, bytes);
+    return 0;
+  }
+  virtual void wait_copy(uint64_t /*ticket*/) {}
   // Whether the host may read and write its memory directly.
   virtual bool host_accessible() const { return true; }
   // Where this device's host-resident buffers (offloaded optimizer states,

@@ -38,6 +38,7 @@ ZeroUnits<T>::ZeroUnits(OffloadBridge<T>& bridge, Communicator& comm, const std:
   }
   sizes_ = unit_sizes;
   deferred_.assign(unit_sizes.size(), false);
+  if (grad_home != device) drain_ = std::make_unique<HostGradientDrain<T>>(be_.device(), bridge_.optimizer(), grad_home, largest);
 }
 
 template <class T>
@@ -66,6 +67,7 @@ void ZeroUnits<T>::partition(T* full) {
 
 template <class T>
 void ZeroUnits<T>::zero_gradients() {
+  if (drain_) drain_->wait();
   fill_zero(gradients_fp32);
   fill_zero(gradients_low);
 }
@@ -117,14 +119,20 @@ void ZeroUnits<T>::flush() {
   for (size_t u = 0; u < deferred_.size(); ++u) {
     if (deferred_[u] && !buckets_[u].empty()) reduce_scatter(u);
   }
+  if (drain_) drain_->wait();  // every reduced chunk is in the partition
 }
 
 template <class T>
 void ZeroUnits<T>::reduce_scatter(size_t u) {
   Buffer<T>& b = buckets_[u];
   comm_.reduce_scatter_sum(b.data(), received_.data(), chunk_[u]);
-  // Added where the partition lives: on the model's device, or (optimizer
-  // offload on a GPU) copied to the host and added there.
+  if (drain_) {  // offloaded: copied to the host and added there while backward goes on
+    drain_->add(received_.data(), chunk_[u], fp32_gradients() ? gradients_fp32.data() + offset_[u] : nullptr,
+                fp32_gradients() ? nullptr : gradients_low.data() + offset_[u]);
+    release_buffer(b);
+    return;
+  }
+  // Added where the partition lives, on the model's device.
   const T* chunk = bridge_.reach(received_.data(), be_.device(), chunk_[u]);
   Backend<T>& at = bridge_.optimizer();
   if (fp32_gradients()) {

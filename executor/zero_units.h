@@ -20,14 +20,17 @@
 // T is the model's scalar (fp32, or bf16 under mixed precision: parameters
 // gathered and gradients reduced in bf16); the gradient partition is fp32
 // when the optimizer is offloaded (the host optimizer's main gradients) or
-// the model is fp32, bf16 otherwise.
+// the model is fp32, bf16 otherwise. Offloaded, each reduced chunk reaches
+// the host partition through a HostGradientDrain while backward goes on.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
+#include <memory>
 #include <vector>
 
 #include "executor/communicator.h"
+#include "executor/host_gradient_drain.h"
 #include "executor/offload_bridge.h"
 #include "executor/param_units.h"
 #include "executor/tagged_buffer.h"
@@ -104,6 +107,11 @@ class ZeroUnits : public UnitProvider<T> {
   uint64_t gathered_now_ = 0, peak_gathered_ = 0;
   bool fp32_grads_ = true;
   std::vector<bool> deferred_;
+  // The gradient partition in another allocator than the units (the
+  // optimizer offloaded): each reduced chunk goes there through the drain,
+  // which is waited for before the partition is read or zeroed. Last, so it
+  // stops before the partition goes.
+  std::unique_ptr<HostGradientDrain<T>> drain_;
   void reduce_scatter(size_t unit);
   void gather(size_t unit);
 };

@@ -58,6 +58,11 @@ inline double check_against_rows(const TrackingAllocator& device, const Tracking
     CHECK(device.current_bytes(c) == want.at(Residence::Gpu, c));
     if (host) CHECK(host->current_bytes(c) == want.at(Residence::Host, c));
   }
+  // The host's staging: offloaded ZeRO-2/3's gradient slots, the delayed
+  // update's weight partition.
+  if (host) {
+    CHECK(host->current_bytes(Component::OffloadStaging) == want.at(Residence::Host, Component::OffloadStaging));
+  }
   const double measured = measured_activation >= 0
                               ? measured_activation
                               : static_cast<double>(device.current_bytes(Component::Activations) +

@@ -2,9 +2,12 @@
 // cost model's rows (one table, two uses), the loopback communicator.
 #include <doctest/doctest.h>
 
+#include <random>
 #include <vector>
 
 #include "executor/buffer_plan.h"
+#include "executor/cpu_backend.h"
+#include "executor/host_gradient_drain.h"
 #include "executor/loopback_communicator.h"
 #include "executor/row_groups.h"
 #include "test_support.h"
@@ -100,4 +103,33 @@ TEST_CASE("row groups: tokens grouped by table row, token order kept, rows outsi
   }
   CHECK(grouped == table);
   CHECK(group_rows(3, [](size_t) { return -1; }).groups() == 0);
+}
+
+// Offloaded gradients reach the host partition through the drain: every
+// chunk added once, in the order given (one worker), so the sums are those
+// of adding them directly, bit for bit; the source may be reused as soon as
+// add() returns; the slots are the staging tag's bytes.
+TEST_CASE("host gradient drain: each chunk added once, in order, through two staging slots") {
+  TrackingAllocator host;
+  CpuBackend<float> be(&host);
+  const size_t partition = 1000, chunk = 100;
+  std::vector<float> drained(partition, 0.0f), direct(partition, 0.0f), src(chunk);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  {
+    HostGradientDrain<float> drain(host_device(), be, &host, chunk);
+    CHECK(host.current_bytes(Component::OffloadStaging) == HostGradientDrain<float>::kSlots * chunk * sizeof(float));
+    for (int round = 0; round < 7; ++round) {
+      for (size_t at = 0; at + chunk <= partition; at += chunk / 2) {  // overlapping chunks: the order matters
+        for (float& x : src) x = u(rng);
+        drain.add(src.data(), chunk, drained.data() + at, nullptr);
+        for (size_t i = 0; i < chunk; ++i) direct[at + i] += src[i];
+        src.assign(chunk, 1e9f);  // reused at once: the drain copied it
+      }
+    }
+    drain.wait();
+    CHECK(drained == direct);
+    CHECK_THROWS_AS(drain.add(src.data(), chunk + 1, drained.data(), nullptr), std::logic_error);
+  }
+  CHECK(host.current_bytes(Component::OffloadStaging) == 0);
 }

@@ -18,6 +18,7 @@
 #include "executor/data.h"
 #include "executor/data_parallel.h"
 #include "executor/gpt_model.h"
+#include "executor/host_gradient_drain.h"
 #include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 #include "executor/phase_timer.h"
@@ -433,7 +434,16 @@ void check_delayed_update(int zero, int dp) {
   // The host holds a second fp32 gradient partition and the updated weights' partition.
   CHECK(now_run.main_gradient_bytes > 0);
   CHECK(delayed_run.main_gradient_bytes == 2 * now_run.main_gradient_bytes);
-  CHECK(delayed_run.staging_bytes == now_run.main_gradient_bytes / 4 * sizeof(T));
+  CHECK(delayed_run.staging_bytes - now_run.staging_bytes == now_run.main_gradient_bytes / 4 * sizeof(T));
+  // ZeRO-2/3 also stage the reduced chunks on their way to the host: two
+  // slots of the largest chunk (executor/host_gradient_drain.h).
+  size_t largest_chunk = 0;
+  {
+    GptModel<T> model(gpt_config(m), 3);
+    for (int u = 0; u < model.num_units(); ++u) largest_chunk = std::max(largest_chunk, (model.unit_size(u) + dp - 1) / dp);
+  }
+  const size_t slots = zero >= 2 ? static_cast<size_t>(HostGradientDrain<T>::kSlots) : 0;
+  CHECK(now_run.staging_bytes == slots * largest_chunk * sizeof(T));
 }
 
 TEST_CASE("delayed parameter update (ZeRO-Offload DPU): one step stale, training still converges") {
