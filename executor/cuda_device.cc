@@ -21,7 +21,7 @@ void check(cudaError_t e, const char* call) {
 
 }  // namespace
 
-CudaDevice::CudaDevice(int ordinal) {
+CudaDevice::CudaDevice(int ordinal) : ordinal_(ordinal) {
   check(cudaSetDevice(ordinal), "cudaSetDevice");
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, ordinal), "cudaGetDeviceProperties");
@@ -46,6 +46,8 @@ uint64_t CudaDevice::copy_to_host_async(void* dst, const void* src, uint64_t byt
   check(cudaEventRecord(static_cast<cudaEvent_t>(copy_events_[ticket % kCopiesInFlight]), nullptr), "cudaEventRecord");
   return ticket;
 }
+
+void CudaDevice::use_from_this_thread() { check(cudaSetDevice(ordinal_), "cudaSetDevice (worker thread)"); }
 
 void CudaDevice::wait_copy(uint64_t ticket) {
   check(cudaEventSynchronize(static_cast<cudaEvent_t>(copy_events_.at(ticket % kCopiesInFlight))), "cudaEventSynchronize");

@@ -46,6 +46,7 @@ class CudaDevice final : public Device {
   // writes it next run), each copy followed by an event of its own.
   uint64_t copy_to_host_async(void* dst, const void* src, uint64_t bytes) override;
   void wait_copy(uint64_t ticket) override;
+  void use_from_this_thread() override;
   bool host_accessible() const override { return false; }
   bool is_gpu() const override { return true; }
   Device& host_side() override { return pinned_; }
@@ -63,6 +64,7 @@ class CudaDevice final : public Device {
     void release(void* p, uint64_t bytes) override;
   };
   std::string name_;
+  int ordinal_ = 0;
   std::vector<void*> copy_events_;  // cudaEvent_t, kCopiesInFlight of them, reused round robin
   uint64_t next_copy_ = 0;
   PinnedHostDevice pinned_;

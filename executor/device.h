@@ -45,6 +45,9 @@ class Device {
     return 0;
   }
   virtual void wait_copy(uint64_t /*ticket*/) {}
+  // Makes this device current for the calling thread (a worker thread that
+  // waits for its copies; a GPU's runtime starts new threads on device 0).
+  virtual void use_from_this_thread() {}
   // Whether the host may read and write its memory directly.
   virtual bool host_accessible() const { return true; }
   // Where this device's host-resident buffers (offloaded optimizer states,

@@ -115,6 +115,12 @@ class HostGradientDrain {
     std::rethrow_exception(e);
   }
   void run() {
+    try {
+      from_.use_from_this_thread();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(m_);
+      error_ = std::current_exception();
+    }
     for (;;) {
       Job job;
       {
