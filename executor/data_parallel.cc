@@ -6,7 +6,6 @@
 
 #include "executor/model_step.h"
 
-
 namespace zp {
 
 template <class Model>
@@ -238,7 +237,6 @@ template <class Model>
 void DataParallelTrainer<Model>::reduce_and_update(int micro_batches) {
   const size_t n = model_.params.size();
   const float scale = 1.0f / (static_cast<float>(comm_.size()) * static_cast<float>(micro_batches));
-  PhaseTimer& timer = timer_;
   ++steps_;
   auto update_partition = [&](T* weights, Device& weights_device, size_t count, size_t at) {
     if (units_->fp32_gradients()) {
@@ -250,48 +248,48 @@ void DataParallelTrainer<Model>::reduce_and_update(int micro_batches) {
   // Delayed update: wait for the step before's update, put it in the model,
   // and start this one's (the wait is the optimizer's exposed time).
   auto delayed = [&] {
-    size_t t = timer.mark();
+    size_t t = timer_.mark();
     if (worker_.joinable()) worker_.join();
-    t = timer.add(phases_.optimizer_s, t);
+    t = timer_.add(phases_.optimizer_s, t);
     if (steps_ > 1) apply_delayed();
-    timer.add(phases_.parameter_gather_s, t);
+    timer_.add(phases_.parameter_gather_s, t);
     launch_delayed(scale);
   };
   if (stage_ >= 2) {
-    size_t t = timer.mark();
+    size_t t = timer_.mark();
     units_->flush();  // the held units' gradients
-    t = timer.add(phases_.gradient_sync_s, t);
+    t = timer_.add(phases_.gradient_sync_s, t);
     if (memory_.delayed_update) {
       delayed();
       return;
     }
     if (stage_ == 3) {
       update_partition(units_->params.data(), units_->params.home().device(), units_->shard_size(), 0);
-      timer.add(phases_.optimizer_s, t);
+      timer_.add(phases_.optimizer_s, t);
       return;
     }
     // ZeRO-2: each unit's chunk is updated, then all-gathered into the model;
     // the updates count as the optimizer's, the rest as the gather's.
     units_->gather_updated([&](size_t u, T* chunk) {
-      const size_t o = timer.mark();
+      const size_t o = timer_.mark();
       const size_t count = units_->chunk_size(u), at = units_->partition_offset(u);
       if constexpr (!kMixed) {
         be_.zero(chunk, count);
         be_.copy(chunk, model_.params.data() + units_->owned_first(u), units_->owned_count(u));
       }
       update_partition(chunk, be_.device(), count, at);
-      const size_t done = timer.add(phases_.optimizer_s, o);
-      timer.add(phases_.parameter_gather_s, o, done, -1);
+      const size_t done = timer_.add(phases_.optimizer_s, o);
+      timer_.add(phases_.parameter_gather_s, o, done, -1);
     });
-    timer.add(phases_.parameter_gather_s, t);
+    timer_.add(phases_.parameter_gather_s, t);
     return;
   }
   if (stage_ == 0) {
-    size_t t = timer.mark();
+    size_t t = timer_.mark();
     comm_.all_reduce_sum(model_.grads.data(), n);
-    t = timer.add(phases_.gradient_sync_s, t);
+    t = timer_.add(phases_.gradient_sync_s, t);
     update(model_.params.data(), be_.device(), model_.grads.data(), scale, n, 0);
-    timer.add(phases_.optimizer_s, t);
+    timer_.add(phases_.optimizer_s, t);
     return;
   }
   // ZeRO-1: the accumulated gradients are reduce-scattered bucket by bucket
@@ -301,7 +299,7 @@ void DataParallelTrainer<Model>::reduce_and_update(int micro_batches) {
   // partition; the partition is updated in the model's own parameters, which
   // are then all-gathered bucket by bucket. One rank has nothing to reduce
   // or gather.
-  size_t t = timer.mark();
+  size_t t = timer_.mark();
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
   const auto [begin, mine] = owned_partition();
   const bool offloaded = !grad_fp32_.empty();
@@ -330,7 +328,7 @@ void DataParallelTrainer<Model>::reduce_and_update(int micro_batches) {
       }
     }
   }
-  t = timer.add(phases_.gradient_sync_s, t);
+  t = timer_.add(phases_.gradient_sync_s, t);
   if (memory_.delayed_update) {
     delayed();
     return;
@@ -341,9 +339,9 @@ void DataParallelTrainer<Model>::reduce_and_update(int micro_batches) {
   } else {
     update(model_.params.data() + begin, be_.device(), model_.grads.data() + begin, scale, mine, 0);
   }
-  t = timer.add(phases_.optimizer_s, t);
+  t = timer_.add(phases_.optimizer_s, t);
   if (world > 1) gather_partition();
-  timer.add(phases_.parameter_gather_s, t);
+  timer_.add(phases_.parameter_gather_s, t);
 }
 
 template <class Model>
