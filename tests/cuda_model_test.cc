@@ -3,8 +3,9 @@
 // and a Llama-style toy model's loss and every gradient after one forward
 // and backward (fp32 within 1e-4 of the largest gradient, bf16 within 3e-2),
 // and data-parallel training steps over an emulated group of 2 on each ZeRO
-// stage, with optimizer offload on ZeRO-2 (the losses of 3 steps within
-// 1e-3 in fp32, 2e-2 in bf16). Runs only where a CUDA device is present
+// stage, with optimizer offload (and the delayed update) on ZeRO-2 and 3,
+// whose gradients reach the host through the drain's asynchronous copies
+// (the losses of 4 steps within 1e-3 in fp32, 2e-2 in bf16). Runs only where a CUDA device is present
 // (ctest label `gpu`); elsewhere it says it skipped.
 #include <doctest/doctest.h>
 
@@ -100,7 +101,7 @@ void same_training(double tolerance, const char* what) {
   CudaDevice gpu;
   for (int stage = 0; stage <= 3; ++stage) {
     for (int offload = 0; offload <= 2; ++offload) {  // none, offloaded, offloaded with the delayed update
-      if (offload > 0 && stage != 2) continue;
+      if (offload > 0 && stage < 2) continue;  // ZeRO-2/3's offloaded gradients pass through the host drain
       const std::vector<float> cpu = train<T>(host_device(), stage, offload > 0, offload == 2),
                                cuda = train<T>(gpu, stage, offload > 0, offload == 2);
       for (size_t i = 0; i < cpu.size(); ++i) {
