@@ -256,33 +256,6 @@ uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorM
   return own_bytes;
 }
 
-// zeroplan's executor: its ZeRO-3 gathered units, gradient buckets,
-// operator workspace and pipeline buffers at the step's peak (dp = 1 too:
-// the same code runs). Per moment, besides what every moment holds:
-//  - Loop: ZeRO-3 holds a layer and the one before it gathered; ZeRO-2/3
-//    give each unit's gradients a buffer padded to dp chunks while backward
-//    computes it, reduce-scattered and freed when it is finished
-//    (executor/zero_units.h): open in the loop, one layer's, beside a tied
-//    embedding's on the first stage (its gradients come from the tied head
-//    first and the token lookup last) and a tied head's copy on a
-//    pipeline's last stage (both kept open over the step until the end
-//    stages have summed them, executor/pipeline_parallel.cc); an untied
-//    embedding opens alone after the last layer;
-//  - Head (last stage): GPT holds the output layer (the tied embedding, or
-//    its copy) and the final norm gathered, then the final norm and the
-//    last layer; Llama the final norm with its untied head and the last
-//    layer; open: the tied embedding or head copy and the final norm's
-//    gradients (Llama: the final norm's and head's);
-//  - End (one stage only; a pipeline or tensor-parallel rank has freed each
-//    micro-batch's activations by then, executor/activation_sets.h, so its
-//    step's end is taken not to be its peak): ZeRO-1 reduce-scatters and
-//    all-gathers through a bucket of reduce_bucket_elems (dp chunks of
-//    ceil(bucket / dp)) and a chunk-sized piece (nothing with one rank);
-//    ZeRO-2 all-gathers each updated unit from a chunk, through a padded
-//    buffer for a unit dp does not divide. ZeRO-0 all-reduces the flat
-//    gradients in place, ZeRO-3 updates its partition in place.
-// Every moment: ZeRO-2/3's receive buffer of the largest chunk, forward's
-// workspace, a pipeline rank's receive buffers, the backend's scratch.
 // What one stage's executor holds at each moment besides the operator
 // workspace: gathered and open units and step-end buffers (elements).
 struct ExecutorHeld {
@@ -295,6 +268,14 @@ struct ExecutorHeld {
   Dtype low = Dtype::Bf16;
   bool zero3 = false, units = false, zero1 = false;
   uint64_t stage_total = 0, largest = 0, largest_padded = 0, per_rank = 0;
+  uint64_t chunk = 0;  // the largest unit's chunk, ceil(largest / dp)
+  // Per moment: whether it can be the peak, and its held units' bytes (what
+  // peak_moment compares, with the workspace's own rows).
+  std::array<bool, 3> possible() const { return {at[0].possible, at[1].possible, at[2].possible}; }
+  std::array<uint64_t, 3> held_bytes() const {
+    const uint64_t b = dtype_bytes(low);
+    return {at[0].elems() * b, at[1].elems() * b, at[2].elems() * b};
+  }
 };
 
 // The executor's units on a stage (executor/gpt_model.cc, llama_model.cc
@@ -331,6 +312,7 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
   const uint64_t layer = units.layer, first = units.first, final = units.final, head_copy = units.head_copy;
   const uint64_t tiled = layer / l.tile_factor;
   h.largest = units.largest();
+  h.chunk = (h.largest + dp - 1) / dp;
   for (uint64_t u : {layer, first, final, head_copy}) {
     if (u > 0 && padded(u) != u) h.largest_padded = std::max(h.largest_padded, padded(u));
   }
@@ -353,7 +335,7 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
   const uint64_t shard = (h.stage_total + dp - 1) / dp;
   h.per_rank = std::min(shard, (in.options.reduce_bucket_elems + dp - 1) / dp);
   if (one_stage && h.zero1 && dp > 1) end.end = h.per_rank * dp + h.per_rank;
-  if (one_stage && l.zero_stage == 2) end.end = (h.largest + dp - 1) / dp + h.largest_padded;
+  if (one_stage && l.zero_stage == 2) end.end = h.chunk + h.largest_padded;
   end.possible = end.end > 0;
   return h;
 }
@@ -376,7 +358,7 @@ void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment momen
   const Component B = Component::Buckets;
   const Residence G = Residence::Gpu;
   const ExecutorHeld::Moment& at = h.at[static_cast<int>(moment)];
-  const uint64_t chunk = (h.largest + dp - 1) / dp;
+  const uint64_t chunk = h.chunk;
   if (h.zero3) sink.add(tensor_row(Component::Zero3Gathered, G, h.low, "gathered parameters", std::min(at.gathered, h.stage_total)));
   if (h.units) sink.add(tensor_row(B, G, h.low, "reduce-scatter receive chunk", chunk));
   if (at.open > 0) sink.add(tensor_row(B, G, h.low, "open unit gradient buffers", at.open));
@@ -428,11 +410,7 @@ void emit_pipeline_receive_buffers(const ActivationShape& x, bool first, bool la
 template <class Sink>
 void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
   const ExecutorHeld h = executor_held(in, v, sp);
-  const uint64_t b = dtype_bytes(h.low);
-  std::array<uint64_t, 3> held_bytes{};
-  std::array<bool, 3> possible{};
-  for (int m = 0; m < 3; ++m) held_bytes[m] = h.at[m].elems() * b, possible[m] = h.at[m].possible;
-  const ExecutorMoment moment = peak_moment(held_bytes, possible, v.executor_own_workspace[sp.first ? 1 : 0]);
+  const ExecutorMoment moment = peak_moment(h.held_bytes(), h.possible(), v.executor_own_workspace[sp.first ? 1 : 0]);
   emit_executor_held(h, in.layout.dp, moment, sink);
   emit_executor_workspace(v.x, sp.first, moment, sink);
   emit_pipeline_receive_buffers(v.x, sp.first, sp.last, sink);
@@ -624,10 +602,9 @@ StatesCache::ExecutorSlot executor_slot(const MemoryInputs& in, const MemoryPrep
   if (!runs_executor(in, sp)) return e;
   e.present = true;
   const ExecutorHeld h = executor_held(in, v, sp);
-  const uint64_t b = dtype_bytes(h.low);
+  e.possible = h.possible();
+  e.held_bytes = h.held_bytes();
   for (int m = 0; m < 3; ++m) {
-    e.possible[m] = h.at[m].possible;
-    e.held_bytes[m] = h.at[m].elems() * b;
     ByteCountSink rows;
     emit_executor_held(h, in.layout.dp, static_cast<ExecutorMoment>(m), rows);
     e.row_bytes[m] = rows.bytes();
