@@ -375,11 +375,11 @@ std::string report(const Json& cases, const ValidateOptions& o) {
          "DeepSpeed does without zero.Init) peaked at "
       << mib(c.at("memory").value("setup_peak_bytes", 0.0)) << " (not compared).\n";
     const Json& t = c.at("step_time");
-    r << "\nStep time (`case" << k << "_time.svg`): " << t.at("measured_s").get<double>() * 1e3 << " ms measured on "
+    r << "\nStep time (`case" << k << "_time.svg`): " << milliseconds(t.at("measured_s").get<double>()) << " measured on "
       << (o.gpu ? o.gpu->name() : std::string("this CPU")) << "; the time model predicts "
-      << t.at("predicted_rank_s").get<double>() * 1e3 << " ms for this rank on the " << c.at("gpu").get<std::string>()
+      << milliseconds(t.at("predicted_rank_s").get<double>()) << " for this rank on the " << c.at("gpu").get<std::string>()
       << (t.at("compared").get<bool>() ? " (error " + percent(t.at("error").get<double>()) + ")" : std::string(" (not compared)"))
-      << " and " << t.at("predicted_world_s").get<double>() * 1e3 << " ms for the whole world's step.\n\n"
+      << " and " << milliseconds(t.at("predicted_world_s").get<double>()) << " for the whole world's step.\n\n"
       << "| phase | predicted | measured |\n|---|---|---|\n";
     for (const auto& [name, ph] : t.at("phases").items()) {
       r << "| " << name << " | " << milliseconds(ph.at("predicted_s").get<double>()) << " | "

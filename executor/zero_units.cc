@@ -126,19 +126,16 @@ template <class T>
 void ZeroUnits<T>::reduce_scatter(size_t u) {
   Buffer<T>& b = buckets_[u];
   comm_.reduce_scatter_sum(b.data(), received_.data(), chunk_[u]);
-  if (drain_) {  // offloaded: copied to the host and added there while backward goes on
-    drain_->add(received_.data(), chunk_[u], fp32_gradients() ? gradients_fp32.data() + offset_[u] : nullptr,
-                fp32_gradients() ? nullptr : gradients_low.data() + offset_[u]);
-    release_buffer(b);
-    return;
-  }
-  // Added where the partition lives, on the model's device.
-  const T* chunk = bridge_.reach(received_.data(), be_.device(), chunk_[u]);
-  Backend<T>& at = bridge_.optimizer();
-  if (fp32_gradients()) {
-    at.add_into_fp32(gradients_fp32.data() + offset_[u], chunk, chunk_[u], true);
+  float* fp32 = fp32_gradients() ? gradients_fp32.data() + offset_[u] : nullptr;
+  T* low = fp32 ? nullptr : gradients_low.data() + offset_[u];
+  if (drain_) {
+    // Offloaded: copied to the host and added there while backward goes on.
+    drain_->add(received_.data(), chunk_[u], fp32, low);
+  } else if (fp32) {
+    // Added where the partition lives, on the model's device.
+    be_.add_into_fp32(fp32, received_.data(), chunk_[u], true);
   } else {
-    at.add_into(gradients_low.data() + offset_[u], chunk, chunk_[u], true);
+    be_.add_into(low, received_.data(), chunk_[u], true);
   }
   release_buffer(b);
 }
