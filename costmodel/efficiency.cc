@@ -21,7 +21,8 @@ EfficiencyCurves load_efficiency(const std::string& data_dir, const std::string&
   JsonFields f(j, file);
   f.reject_unknown({"gpu", "source", "notes", "gemm_peak_fraction", "gemm_half_dim", "attention_peak_fraction",
                     "hbm_fraction", "nvlink_busbw_fraction", "nic_busbw_fraction", "pcie_fraction",
-                    "nvlink_latency_us", "nic_latency_us", "kernel_overhead_us", "cpu_adam_s_per_billion_params"});
+                    "nvlink_latency_us", "nic_latency_us", "kernel_overhead_us", "cpu_adam_s_per_billion_params",
+                    "cpu_accumulate_s_per_billion_params"});
   EfficiencyCurves e;
   e.gpu = f.string_or("gpu", "");
   e.source = f.string("source");

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -97,4 +98,28 @@ TEST_CASE("calibration: on the H200's measured cuBLAS GEMMs the fit beats the ha
   CHECK(f.converged);
   CHECK(f.rms_log_error <= file_error + 1e-12);
   CHECK(f.rms_log_error == doctest::Approx(gemm_rms_log_error(s, h200(), f.curves)));
+}
+
+// The host's rates are data like the curves: a file may set them, and a
+// field the loader does not know is refused with its name.
+TEST_CASE("efficiency files: the host optimizer's rates are read; an unknown field is one line") {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "zp_efficiency_test";
+  std::filesystem::create_directories(dir / "efficiency");
+  auto write = [&](const std::string& text) {
+    std::ofstream(dir / "efficiency" / "generic.json") << text;
+  };
+  write(R"({"source": "test", "cpu_adam_s_per_billion_params": 0.5, "cpu_accumulate_s_per_billion_params": 0.125})");
+  const EfficiencyCurves e = load_efficiency(dir.string(), "no-such-gpu");
+  CHECK(e.cpu_adam_s_per_param == doctest::Approx(0.5e-9));
+  CHECK(e.cpu_accumulate_s_per_param == doctest::Approx(0.125e-9));
+  write(R"({"source": "test", "cpu_accumulate_s_per_billion_param": 0.125})");
+  try {
+    load_efficiency(dir.string(), "no-such-gpu");
+    FAIL("an unknown field was accepted");
+  } catch (const InputError& err) {
+    const std::string what = err.what();
+    CHECK(what.find("cpu_accumulate_s_per_billion_param") != std::string::npos);
+    CHECK(what.find('\n') == std::string::npos);
+  }
+  std::filesystem::remove_all(dir);
 }
