@@ -14,6 +14,7 @@
 // "reduced gradient chunks in flight").
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -47,7 +48,7 @@ class HostGradientDrain {
   ~HostGradientDrain() {
     {
       std::unique_lock<std::mutex> lock(m_);
-      done_.wait(lock, [this] { return pending_ == 0; });
+      done_.wait(lock, [this] { return idle(); });
       stop_ = true;
     }
     work_.notify_one();
@@ -65,10 +66,9 @@ class HostGradientDrain {
     {
       std::unique_lock<std::mutex> lock(m_);
       done_.wait(lock, [this] { return error_ || free_slot() >= 0; });
-      rethrow(lock);
+      rethrow();
       slot = free_slot();
-      busy_[static_cast<size_t>(slot)] = true;
-      ++pending_;
+      busy_[static_cast<size_t>(slot)] = true;  // until the worker has added it
     }
     uint64_t ticket = 0;
     try {
@@ -76,7 +76,6 @@ class HostGradientDrain {
     } catch (...) {
       std::lock_guard<std::mutex> lock(m_);
       busy_[static_cast<size_t>(slot)] = false;
-      --pending_;
       throw;
     }
     {
@@ -89,8 +88,8 @@ class HostGradientDrain {
   // Every chunk added; a failure on the worker is rethrown here.
   void wait() {
     std::unique_lock<std::mutex> lock(m_);
-    done_.wait(lock, [this] { return pending_ == 0; });
-    rethrow(lock);
+    done_.wait(lock, [this] { return idle(); });
+    rethrow();
   }
 
  private:
@@ -108,7 +107,10 @@ class HostGradientDrain {
     }
     return -1;
   }
-  void rethrow(std::unique_lock<std::mutex>&) {
+  // A busy slot is a chunk not yet added, so none busy is nothing pending
+  // (these three with m_ held).
+  bool idle() const { return std::none_of(busy_.begin(), busy_.end(), [](bool busy) { return busy; }); }
+  void rethrow() {
     if (!error_) return;
     std::exception_ptr e = error_;
     error_ = nullptr;
@@ -145,7 +147,6 @@ class HostGradientDrain {
       {
         std::lock_guard<std::mutex> lock(m_);
         busy_[static_cast<size_t>(job.slot)] = false;
-        --pending_;
       }
       done_.notify_all();
     }
@@ -156,7 +157,6 @@ class HostGradientDrain {
   std::vector<Buffer<T>> slots_;
   std::vector<bool> busy_;
   std::deque<Job> jobs_;
-  size_t pending_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
   std::mutex m_;

@@ -1,15 +1,14 @@
 #include "executor/mpi_communicator.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-#include <climits>
-#include <stdexcept>
-#include <string>
 
 namespace zp {
 namespace {
