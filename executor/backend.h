@@ -19,6 +19,7 @@
 #include "executor/adamw.h"
 #include "executor/communicator.h"
 #include "executor/device.h"
+#include "executor/head_view.h"
 #include "executor/scalar.h"
 
 namespace zp {
@@ -98,6 +99,18 @@ class Backend {
                                      int hs) = 0;
   virtual void gqa_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v,
                                       const T* att, int B, int Tn, int NH, int KVH, int hs) = 0;
+
+  // Memory-efficient (flash-style) causal attention, either model's heads
+  // (head_view.h): out = causal softmax(q k^T / sqrt(hs)) v (overwritten),
+  // query head h reading key/value head h / (NH / KVH); no (T,T) tensor is
+  // kept, only lse (B,NH,T), each row's log-sum-exp, which backward reads
+  // with the output to recompute the probabilities (executor/ops_flash_cpu.h).
+  // Backward adds to dq, dk, dv.
+  virtual void flash_attention_forward(HeadView<T> out, Acc* lse, HeadView<const T> q, HeadView<const T> k,
+                                       HeadView<const T> v, int B, int Tn, int NH, int KVH, int hs) = 0;
+  virtual void flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, HeadView<const T> dout,
+                                        HeadView<const T> q, HeadView<const T> k, HeadView<const T> v,
+                                        HeadView<const T> out, const Acc* lse, int B, int Tn, int NH, int KVH, int hs) = 0;
 
   // The trainer's side. AdamW (adamw.h) on `count` fp32 weights from
   // gradients times `scale`; when `low` is not null the updated weights are

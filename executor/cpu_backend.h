@@ -23,6 +23,7 @@
 #include "executor/adamw.h"
 #include "executor/backend.h"
 #include "executor/ops_cpu.h"
+#include "executor/ops_flash_cpu.h"
 #include "executor/ops_llama_cpu.h"
 #include "executor/scalar.h"
 #include "executor/tagged_buffer.h"
@@ -290,6 +291,19 @@ class CpuBackend final : public Backend<T> {
       cpu::gqa_attention_backward(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], B, Tn, NH, KVH, hs);
       store(dq, f[0], Q), store(dk, f[1], K), store(dv, f[2], K);
     }
+  }
+
+  // Flash-style attention: the kernels read and write T directly (fp32
+  // arithmetic for bf16, each gradient summed in fp32 and added once), so
+  // no operand is copied and no (T,T) scratch exists.
+  void flash_attention_forward(HeadView<T> out, Acc* lse, HeadView<const T> q, HeadView<const T> k, HeadView<const T> v,
+                               int B, int Tn, int NH, int KVH, int hs) override {
+    cpu::flash_attention_forward(out, lse, q, k, v, B, Tn, NH, KVH, hs);
+  }
+  void flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, HeadView<const T> dout,
+                                HeadView<const T> q, HeadView<const T> k, HeadView<const T> v, HeadView<const T> out,
+                                const Acc* lse, int B, int Tn, int NH, int KVH, int hs) override {
+    cpu::flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, Tn, NH, KVH, hs);
   }
 
   void adamw_fp32_grads(float* weights, T* low, const float* grads, float scale, float* m, float* v, size_t count,

@@ -14,6 +14,7 @@
 #include "kernels/attention_gemm_cuda.h"
 #include "kernels/device_memory.h"
 #include "kernels/elementwise_cuda.h"
+#include "kernels/flash_attention_cuda.h"
 #include "kernels/matmul_cublaslt.h"
 #include "kernels/ops_cuda.h"
 #include "kernels/token_ops_cuda.h"
@@ -38,6 +39,10 @@ cuda::Heads<kernel_t<T>> heads(T* base, size_t stride) {
 template <class T>
 cuda::Heads<const kernel_t<T>> heads(const T* base, size_t stride) {
   return {K(base), stride};
+}
+template <class T>
+auto heads(HeadView<T> h) {
+  return heads(h.base, h.stride);
 }
 
 }  // namespace
@@ -183,6 +188,22 @@ void CudaBackend<T>::gqa_attention_backward_strided(cuda::Heads<kernel_type> dq,
                              Tn, NH, KVH, hs);
   }
 }
+// Flash-style attention: its only scratch is backward's row dots
+// (B*NH*T floats), in the score buffer the other paths use.
+template <class T>
+void CudaBackend<T>::flash_attention_forward(HeadView<T> out, Acc* lse, HeadView<const T> q, HeadView<const T> k,
+                                             HeadView<const T> v, int B, int Tn, int NH, int KVH, int hs) {
+  cuda::flash_attention_forward(heads(out), lse, heads(q), heads(k), heads(v), B, Tn, NH, KVH, hs);
+}
+template <class T>
+void CudaBackend<T>::flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, HeadView<const T> dout,
+                                              HeadView<const T> q, HeadView<const T> k, HeadView<const T> v,
+                                              HeadView<const T> out, const Acc* lse, int B, int Tn, int NH, int KVH, int hs) {
+  float* rowdot = scores(static_cast<size_t>(B) * NH * Tn);
+  cuda::flash_attention_backward(heads(dq), heads(dk), heads(dv), rowdot, heads(dout), heads(q), heads(k), heads(v),
+                                 heads(out), lse, B, Tn, NH, KVH, hs);
+}
+
 template <class T>
 void CudaBackend<T>::gelu_forward(T* out, const T* inp, size_t n) {
   cuda::gelu_forward(K(out), K(inp), n);

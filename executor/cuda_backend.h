@@ -76,6 +76,11 @@ class CudaBackend final : public Backend<T> {
                              int hs) override;
   void gqa_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* att, int B,
                               int Tn, int NH, int KVH, int hs) override;
+  void flash_attention_forward(HeadView<T> out, Acc* lse, HeadView<const T> q, HeadView<const T> k, HeadView<const T> v,
+                               int B, int Tn, int NH, int KVH, int hs) override;
+  void flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, HeadView<const T> dout,
+                                HeadView<const T> q, HeadView<const T> k, HeadView<const T> v, HeadView<const T> out,
+                                const Acc* lse, int B, int Tn, int NH, int KVH, int hs) override;
   void adamw_fp32_grads(float* weights, T* low, const float* grads, float scale, float* m, float* v, size_t count,
                         int step, const AdamConfig& a) override;
   void adamw_model_grads(float* weights, T* low, const T* grads, float scale, float* m, float* v, size_t count,
@@ -89,7 +94,7 @@ class CudaBackend final : public Backend<T> {
   // Device copies of host-built index arrays, one slot per argument of a call.
   const int* indices(int slot, const std::vector<int>& host);
   std::vector<int> host_ids(const int* ids, size_t N);
-  float* scores(size_t n);  // the fp32 score (gradient) scratch, grown to n
+  float* scores(size_t n);  // the fp32 score (gradient) scratch, grown to n; flash attention's row dots
   // Attention over strided heads, on the path chosen at construction.
   using kernel_type = kernel_t<T>;
   static bool attention_through_gemm();

@@ -1,16 +1,20 @@
 // Every CPU kernel's hand-written backward against central finite
 // differences in double: for a random projection R of the op's output, the
 // gradient of <R, op(inputs)> with respect to every input and parameter
-// element (tests/gpt_model_test.cc checks the whole models the same way).
+// element (tests/gpt_model_test.cc checks the whole models the same way);
+// and the flash-style attention against the materialised one.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "executor/ops_cpu.h"
+#include "executor/ops_flash_cpu.h"
 #include "executor/ops_llama_cpu.h"
 
 using namespace zp;
@@ -207,6 +211,77 @@ TEST_CASE("every kernel's backward matches central finite differences (double)")
         cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), d.data(), in[0].data(), in[1].data(), in[2].data(),
                                     att.data(), B, T, H, KVH, hs);
         return std::vector<Vec>{dq, dk, dv};
+      },
+      rng);
+}
+
+namespace {
+
+// Grouped-query attention's three inputs as head views of (B,T,H,hs) tensors.
+HeadView<const double> view(const Vec& x, int heads, int hs) { return {x.data(), static_cast<size_t>(heads) * hs}; }
+HeadView<double> view(Vec& x, int heads, int hs) { return {x.data(), static_cast<size_t>(heads) * hs}; }
+
+}  // namespace
+
+TEST_CASE("flash-style attention: the materialised attention's output and gradients, and its own finite differences") {
+  std::mt19937_64 rng(99);
+  // Groups of 3 query heads per KV head, T long enough for the running
+  // maximum to move (scaled-up inputs make the scores spread).
+  const int B = 2, T = 9, H = 6, KVH = 2, hs = 5;
+  const size_t nq = static_cast<size_t>(B) * T * H * hs, nkv = static_cast<size_t>(B) * T * KVH * hs;
+  const Vec q = random_vec(nq, rng, 3.0), k = random_vec(nkv, rng, 3.0), v = random_vec(nkv, rng), d = random_vec(nq, rng);
+  Vec out(nq), att(static_cast<size_t>(B) * H * T * T), dq(nq), dk(nkv), dv(nkv);
+  cpu::gqa_attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), B, T, H, KVH, hs);
+  cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), d.data(), q.data(), k.data(), v.data(), att.data(), B, T, H,
+                              KVH, hs);
+  Vec fout(nq), lse(static_cast<size_t>(B) * H * T), fdq(nq, 0.5), fdk(nkv, 0.5), fdv(nkv, 0.5);  // gradients add
+  cpu::flash_attention_forward(view(fout, H, hs), lse.data(), view(q, H, hs), view(k, KVH, hs), view(v, KVH, hs), B, T, H,
+                               KVH, hs);
+  cpu::flash_attention_backward(view(fdq, H, hs), view(fdk, KVH, hs), view(fdv, KVH, hs), view(d, H, hs), view(q, H, hs),
+                                view(k, KVH, hs), view(v, KVH, hs), view(std::as_const(fout), H, hs), lse.data(), B, T, H,
+                                KVH, hs);
+  auto worst = [](const Vec& got, const Vec& want, double offset) {
+    double w = 0;
+    for (size_t i = 0; i < got.size(); ++i) w = std::max(w, std::fabs(got[i] - offset - want[i]));
+    return w;
+  };
+  CHECK(worst(fout, out, 0) < 1e-12);
+  CHECK(worst(fdq, dq, 0.5) < 1e-12);
+  CHECK(worst(fdk, dk, 0.5) < 1e-12);
+  CHECK(worst(fdv, dv, 0.5) < 1e-12);
+  // lse is each row's log-sum-exp: exp(s - lse) are the stored probabilities.
+  const double scale = 1 / std::sqrt(static_cast<double>(hs));
+  double prob = 0;
+  for (int t = 0; t < T; ++t) {
+    const int h = 4, kh = h / (H / KVH), b = 1;
+    double s = 0;
+    for (int i = 0; i < hs; ++i) {
+      s += q[((static_cast<size_t>(b) * T + t) * H + h) * hs + i] * k[((static_cast<size_t>(b) * T + 0) * KVH + kh) * hs + i];
+    }
+    const double p = std::exp(s * scale - lse[(static_cast<size_t>(b) * H + h) * T + t]);
+    prob = std::max(prob, std::fabs(p - att[((static_cast<size_t>(b) * H + h) * T + t) * T]));
+  }
+  CHECK(prob < 1e-12);
+  // GPT-2's packed q,k,v through the same kernels by strides, against finite differences.
+  const int C = 2 * 4, NH = 2, ph = C / NH;
+  check_op(
+      "flash attention (packed q,k,v)", {random_vec(static_cast<size_t>(B) * T * 3 * C, rng)},
+      [&](const std::vector<Vec>& in) {
+        Vec o(static_cast<size_t>(B) * T * C), l(static_cast<size_t>(B) * NH * T);
+        const double* x = in[0].data();
+        const size_t ld = 3 * C;
+        cpu::flash_attention_forward<double>({o.data(), C}, l.data(), {x, ld}, {x + C, ld}, {x + 2 * C, ld}, B, T, NH, NH, ph);
+        return o;
+      },
+      [&](const std::vector<Vec>& in, const Vec& dout) {
+        Vec o(static_cast<size_t>(B) * T * C), l(static_cast<size_t>(B) * NH * T), dx(in[0].size());
+        const double* x = in[0].data();
+        const size_t ld = 3 * C;
+        cpu::flash_attention_forward<double>({o.data(), C}, l.data(), {x, ld}, {x + C, ld}, {x + 2 * C, ld}, B, T, NH, NH, ph);
+        cpu::flash_attention_backward<double>({dx.data(), ld}, {dx.data() + C, ld}, {dx.data() + 2 * C, ld},
+                                              {dout.data(), C}, {x, ld}, {x + C, ld}, {x + 2 * C, ld},
+                                              {o.data(), C}, l.data(), B, T, NH, NH, ph);
+        return std::vector<Vec>{dx};
       },
       rng);
 }
