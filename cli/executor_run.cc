@@ -221,6 +221,14 @@ Json setup_peaks(Memory& memory) {
   return j;
 }
 
+// What a model keeps for backward: the layout's recompute and attention.
+template <class Model>
+void set_activation_options(Model& model, const Layout& l) {
+  model.set_recompute(l.recompute == Recompute::Full);
+  model.set_selective_recompute(l.recompute == Recompute::Selective);
+  model.set_flash_attention(l.attention == Attention::Flash);
+}
+
 // Trains `model` on this rank's slice of each batch; returns the
 // measurements (the leader only; null elsewhere).
 template <class Model>
@@ -275,8 +283,7 @@ Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communi
   const std::string& text = o.text;
   const int steps = o.steps;
   const uint32_t stage = static_cast<uint32_t>(g.pp_rank);
-  model.set_recompute(l.recompute == Recompute::Full);
-  model.set_selective_recompute(l.recompute == Recompute::Selective);
+  set_activation_options(model, l);
   AdamConfig adam;
   adam.lr = 3e-3f;
   TimedCommunicator timed(*g.pp);
@@ -337,8 +344,7 @@ Json run_model(const PlanFile& plan, const Layout& l, Communicator& comm, Memory
     return train_parallel(model, plan, l, comm, g, memory, o);
   }
   auto data_parallel = [&](auto& model) {
-    model.set_recompute(l.recompute == Recompute::Full);
-    model.set_selective_recompute(l.recompute == Recompute::Selective);
+    set_activation_options(model, l);
     return train(model, plan, l, comm, memory, leader, o);
   };
   if (plan.model.mlp == MlpKind::SwiGlu) {
@@ -379,11 +385,11 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.delayed_update && l.offload_optimizer != Offload::Cpu) refuse("delayed_update: needs offload_optimizer cpu");
   if (l.tile_factor != 1 || l.fp32_grad_accum) refuse("tile_factor / fp32_grad_accum: not used by the CPU executor");
   Layout run = l;
-  // The executor's own accounting: its CPU kernels keep the softmax output
-  // (materialized attention), one process stands for each rank (no NCCL or
-  // CUDA context: those overheads are not compared).
+  // The executor's own accounting (its attention is the layout's: flash-style
+  // keeps each row's log-sum-exp, materialised the softmax output); one
+  // process stands for each rank (no NCCL or CUDA context: those overheads
+  // are not compared).
   run.framework = Framework::Zeroplan;
-  run.attention = Attention::Materialized;
   run.emulated = true;
   // The executor trains without dropout (no masks are kept), whatever the
   // model was trained with.

@@ -186,7 +186,7 @@ void emit_saved_layers(const MemoryPrep& v, Recompute mode, uint64_t copies, Sin
 // and backward and the norm weights' partial gradients; on a stage after the
 // first the input gradient it keeps for the stage before. And the CUDA
 // backend's own scratch: attention's scores and score gradients of one
-// sequence (executor/cuda_backend.cc). The CPU backend keeps other scratch
+// sequence, or flash attention's row dots (executor/cuda_backend.cc). The CPU backend keeps other scratch
 // (the reference kernels' scores, fp32 copies of bf16 operands): validate on
 // the CPU shows that difference under backend_scratch. Returns the bytes of
 // the moment's own rows (backward's, in the loop or at the head).
@@ -243,10 +243,17 @@ uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorM
     }
   }
   if (!first) row("input gradient kept for the previous stage [To,h]", To, h, 1, always);
-  // The CUDA backend's cuBLASLt attention (kernels/attention_gemm_cuda.h):
-  // fp32 scores and score gradients of one sequence, and the gradients again
-  // in the working precision for the products that read them (fp32: the same
-  // buffer).
+  // The CUDA backend's attention scratch. Flash-style
+  // (kernels/flash_attention_cuda.h): backward's fp32 row dots dout . out of
+  // the micro-batch. Materialised, through cuBLASLt
+  // (kernels/attention_gemm_cuda.h): fp32 scores and score gradients of one
+  // sequence, and the gradients again in the working precision for the
+  // products that read them (fp32: the same buffer).
+  if (x.flash) {
+    sink.add(tensor_row(Component::BackendScratch, G, Dtype::Fp32, "CUDA flash attention row dots [b,a/t,s]", x.b, x.a_t,
+                        x.s, 1, 1));
+    return own_bytes;
+  }
   sink.add(tensor_row(Component::BackendScratch, G, Dtype::Fp32, "CUDA attention scores [a/t,s,s], one sequence", x.a_t,
                       x.s, x.s, 1, 1));
   if (x.dtype != Dtype::Fp32) {

@@ -103,11 +103,14 @@ double recompute_fraction(const Layout& l, double layers) {
 
 // Recompute time per layer in backward: full recompute repeats the layer's
 // forward (`forward_s`, with or without its communication), selective the
-// attention core (Korthikanti Sec. 5).
+// attention core (Korthikanti Sec. 5; Megatron-LM checkpoints core attention
+// with flash kernels too). zeroplan's executor under flash attention keeps
+// each layer's log-sum-exp and rebuilds nothing (executor/gpt_model.h).
 double recompute_per_layer_s(const Layout& l, double layers, double forward_s, const LayerCompute& lc) {
   if (l.recompute == Recompute::Full) return recompute_fraction(l, layers) * forward_s;
-  if (l.recompute == Recompute::Selective) return lc.attention_s + lc.softmax_s;
-  return 0;
+  if (l.recompute != Recompute::Selective) return 0;
+  if (l.framework == Framework::Zeroplan && l.attention == Attention::Flash) return 0;
+  return lc.attention_s + lc.softmax_s;
 }
 
 double pipeline_fill(const Layout& l) {

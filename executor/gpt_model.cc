@@ -165,8 +165,13 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   T* qkv = L_->qkv.data() + 3 * ol;
   be_->matmul_forward(qkv, split_.gather(ln1, ws.gathered, Tl * C), w(QKVW, l), w(QKVB, l), static_cast<int>(BT), C, 3 * Cl);
   T* atty = L_->atty.data() + ol;
-  be_->attention_forward(atty, A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn,
-                        Cl, NHl);
+  if (flash_) {
+    const size_t ld = 3 * static_cast<size_t>(Cl);
+    be_->flash_attention_forward({atty, static_cast<size_t>(Cl)}, L_->lse.data() + slot * static_cast<size_t>(B) * NHl * Tn,
+                                 {qkv, ld}, {qkv + Cl, ld}, {qkv + 2 * Cl, ld}, B, Tn, NHl, NHl, Cl / NHl);
+  } else {
+    be_->attention_forward(atty, A_->att.data() + att_slot(static_cast<size_t>(slot)) * att_size, qkv, B, Tn, Cl, NHl);
+  }
   // Row-parallel: the partial products are summed over the ranks, then the bias.
   const bool split = tp_size_ > 1;
   be_->matmul_forward(ws.proj.data(), atty, w(ATTPROJW, l), split ? nullptr : w(ATTPROJB, l), static_cast<int>(BT), Cl, C);
@@ -222,8 +227,11 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
   ensure_buffer(L_->ln1_mean, t, layer_tag, slots * Tl);
   ensure_buffer(L_->ln1_rstd, t, layer_tag, slots * Tl);
   ensure_buffer(L_->qkv, t, layer_tag, slots * BT * 3 * Cl);
-  // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
-  if (selective_ && !recompute_) {
+  // Under selective recompute the softmax output of one layer at a time
+  // (rebuilt in backward); flash attention keeps each layer's log-sum-exp.
+  if (flash_) {
+    ensure_buffer(L_->lse, t, layer_tag, slots * static_cast<size_t>(B) * NH * Tn);
+  } else if (selective_ && !recompute_) {
     ensure_buffer(A_->att, t, Component::RecomputeWorkspace, att_size);
   } else {
     ensure_buffer(A_->att, t, layer_tag, slots * att_size);
@@ -310,7 +318,7 @@ size_t GptModel<T>::activation_bytes() const {
                                &a->fch_gelu, &a->residual3, &a->final_in, &a->lnf, &a->logits}) {
       n += v->size() * sizeof(T);
     }
-    for (const auto* v : {&a->ln1_mean, &a->ln1_rstd, &a->ln2_mean, &a->ln2_rstd, &a->lnf_mean, &a->lnf_rstd}) {
+    for (const auto* v : {&a->ln1_mean, &a->ln1_rstd, &a->ln2_mean, &a->ln2_rstd, &a->lnf_mean, &a->lnf_rstd, &a->lse}) {
       n += v->size() * sizeof(acc_t<T>);
     }
     n += a->ids.size() * sizeof(int);
@@ -394,7 +402,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     const size_t o = slot * TlC, ol = slot * BTl, of = slot * BTf;
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).
-    if (selective_ && !recompute_) {
+    if (recompute_scores()) {
       be_->attention_forward(acts_.shared->proj.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
                             Tn, Cl, NH);
     }
@@ -418,8 +426,17 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     be_->residual_backward(dprev.data(), dattproj.data(), dres2.data(), TlC);
     be_->matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), split_.gather(dattproj.data(), gathered, TlC),
                         L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C);
-    be_->attention_backward(dqkv.data(), datty.data(), L_->qkv.data() + 3 * ol,
-                           A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
+    if (flash_) {
+      const size_t ld = 3 * static_cast<size_t>(Cl), cl = static_cast<size_t>(Cl);
+      const T* qkv = L_->qkv.data() + 3 * ol;
+      T* dx = dqkv.data();
+      be_->flash_attention_backward({dx, ld}, {dx + Cl, ld}, {dx + 2 * Cl, ld}, {datty.data(), cl}, {qkv, ld},
+                                    {qkv + Cl, ld}, {qkv + 2 * Cl, ld}, {L_->atty.data() + ol, cl},
+                                    L_->lse.data() + slot * static_cast<size_t>(B) * NH * Tn, B, Tn, NH, NH, Cl / NH);
+    } else {
+      be_->attention_backward(dqkv.data(), datty.data(), L_->qkv.data() + 3 * ol,
+                             A_->att.data() + att_slot(slot) * att_size, B, Tn, Cl, NH);
+    }
     const T* ln1_all = split_.gather(L_->ln1.data() + o, gathered, TlC);
     be_->matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(), ln1_all, w(QKVW, l), static_cast<int>(BT), C,
                         3 * Cl);

@@ -105,6 +105,10 @@ class GptModel {
   // softmax output and rebuild it from the saved q, k in backward, one layer
   // at a time (full recompute, when on, takes precedence).
   void set_selective_recompute(bool on) { selective_ = on; }
+  // Flash-style attention (Backend::flash_attention_*): each layer keeps its
+  // rows' log-sum-exp instead of the softmax output, backward recomputes
+  // the probabilities, and selective recompute has nothing left to drop.
+  void set_flash_attention(bool on) { flash_ = on; }
   // Bytes of the saved activations after the last forward (the buffers
   // tagged activations, recompute workspace and logits).
   size_t activation_bytes() const;
@@ -129,6 +133,7 @@ class GptModel {
   struct Acts {
     Buffer<T> encoded, ln1, qkv, atty, att, residual2, ln2, fch, fch_gelu, residual3, final_in, lnf, logits;
     Buffer<acc_t<T>> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lnf_mean, lnf_rstd;  // fp32 under bf16
+    Buffer<acc_t<T>> lse;  // flash attention: the rows' log-sum-exp (B,NH,T) in place of att
     Buffer<T> proj;                     // workspace: the attention and MLP output projections' partial outputs
     Buffer<T> gathered, reduced;        // sequence parallelism: all ranks' token rows, this rank's sums
     Buffer<T> out;                      // a non-last stage's output, until sent
@@ -148,7 +153,10 @@ class GptModel {
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
   std::unique_ptr<Backend<T>> be_;
-  bool recompute_ = false, selective_ = false;
+  bool recompute_ = false, selective_ = false, flash_ = false;
+  // Whether backward rebuilds the softmax output from the saved q, k
+  // (selective recompute of materialised attention).
+  bool recompute_scores() const { return selective_ && !recompute_ && !flash_; }
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
   // Global layer l's forward from `residual`, activations into slot `slot`,

@@ -163,7 +163,12 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
   be_->rope_forward(q, B, Tn, NH, hs, base);
   be_->rope_forward(k, B, Tn, KVH, hs, base);
   T* atty = L_->atty.data() + s * BT * QD;
-  be_->gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
+  if (flash_) {
+    be_->flash_attention_forward({atty, QD}, L_->lse.data() + s * static_cast<size_t>(B) * NH * Tn, {q, QD}, {k, KD}, {v, KD},
+                                 B, Tn, NH, KVH, hs);
+  } else {
+    be_->gqa_attention_forward(atty, A_->att.data() + att_slot(s) * att_size, q, k, v, B, Tn, NH, KVH, hs);
+  }
   // Row-parallel: the ranks' partial products over every token, summed (this
   // rank's tokens under sequence parallelism), then the residual.
   be_->matmul_forward(ws.partial.data(), atty, w(WO, l), nullptr, static_cast<int>(BT), static_cast<int>(QD), C);
@@ -217,8 +222,11 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
   size(L_->q, slots * BT * QD, layer_tag);
   size(L_->k, slots * BT * KD, layer_tag);
   size(L_->v, slots * BT * KD, layer_tag);
-  // Under selective recompute the softmax output of one layer at a time (rebuilt in backward).
-  if (selective_ && !recompute_) {
+  // Under selective recompute the softmax output of one layer at a time
+  // (rebuilt in backward); flash attention keeps each layer's log-sum-exp.
+  if (flash_) {
+    size(L_->lse, slots * static_cast<size_t>(B) * NH * Tn, layer_tag);
+  } else if (selective_ && !recompute_) {
     size(A_->att, static_cast<size_t>(B) * NH * Tn * Tn, Component::RecomputeWorkspace);
   } else {
     size(A_->att, slots * static_cast<size_t>(B) * NH * Tn * Tn, layer_tag);
@@ -293,7 +301,7 @@ size_t LlamaModel<T>::activation_bytes() const {
                                &a->h, &a->x3, &a->final_in, &a->xf, &a->logits}) {
       n += v->size() * sizeof(T);
     }
-    for (const auto* v : {&a->rstd1, &a->rstd2, &a->rstdf}) n += v->size() * sizeof(acc_t<T>);
+    for (const auto* v : {&a->rstd1, &a->rstd2, &a->rstdf, &a->lse}) n += v->size() * sizeof(acc_t<T>);
     n += a->ids.size() * sizeof(int);
   }
   return n;
@@ -362,7 +370,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // Selective recompute: rebuild this layer's softmax output from its saved
     // q, k (post-rotary) and v; the attention output goes to scratch (datty,
     // zeroed below before its use).
-    if (selective_ && !recompute_) {
+    if (recompute_scores()) {
       be_->gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
                                 L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
     }
@@ -385,9 +393,15 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     be_->accumulate(dprev.data(), dx2.data(), TlC);
     be_->matmul_backward(datty.data(), gw(WO, l), nullptr, split_.gather(dx2.data(), gathered, TlC),
                         L_->atty.data() + s * BT * QD, w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
-    be_->gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), L_->q.data() + s * BT * QD,
-                               L_->k.data() + s * BT * KD, L_->v.data() + s * BT * KD, A_->att.data() + att_slot(s) * att_size,
-                               B, Tn, NH, KVH, hs);
+    const T *qs = L_->q.data() + s * BT * QD, *ks = L_->k.data() + s * BT * KD, *vs = L_->v.data() + s * BT * KD;
+    if (flash_) {
+      be_->flash_attention_backward({dq.data(), QD}, {dk.data(), KD}, {dv.data(), KD}, {datty.data(), QD}, {qs, QD},
+                                    {ks, KD}, {vs, KD}, {L_->atty.data() + s * BT * QD, QD},
+                                    L_->lse.data() + s * static_cast<size_t>(B) * NH * Tn, B, Tn, NH, KVH, hs);
+    } else {
+      be_->gqa_attention_backward(dq.data(), dk.data(), dv.data(), datty.data(), qs, ks, vs,
+                                 A_->att.data() + att_slot(s) * att_size, B, Tn, NH, KVH, hs);
+    }
     be_->rope_backward(dq.data(), B, Tn, NH, hs, base);
     be_->rope_backward(dk.data(), B, Tn, KVH, hs, base);
     const T* xn1 = split_.gather(L_->xn1.data() + s * TlC, gathered, TlC);

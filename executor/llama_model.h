@@ -51,6 +51,8 @@ class LlamaModel {
   // softmax output and rebuild it from the saved q, k in backward, one layer
   // at a time (full recompute, when on, takes precedence).
   void set_selective_recompute(bool on) { selective_ = on; }
+  // Flash-style attention, as GptModel::set_flash_attention.
+  void set_flash_attention(bool on) { flash_ = on; }
   // Bytes of the saved activations after the last forward.
   size_t activation_bytes() const;
   Buffer<T> params, grads;
@@ -102,6 +104,7 @@ class LlamaModel {
   struct Acts {
     Buffer<T> x0, xn1, q, k, v, att, atty, x2, xn2, gate, up, h, x3, final_in, xf, logits;
     Buffer<acc_t<T>> rstd1, rstd2, rstdf;  // fp32 under bf16
+    Buffer<acc_t<T>> lse;                  // flash attention: the rows' log-sum-exp (B,NH,T) in place of att
     Buffer<T> out;  // a non-last stage's output, until sent
     Buffer<int> ids;
     Buffer<T> partial, gathered, reduced;  // workspace: row-parallel partial sums; sequence parallelism's moves
@@ -122,7 +125,9 @@ class LlamaModel {
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
   std::unique_ptr<Backend<T>> be_;
-  bool recompute_ = false, selective_ = false;
+  bool recompute_ = false, selective_ = false, flash_ = false;
+  // Whether backward rebuilds the softmax output (selective recompute of materialised attention).
+  bool recompute_scores() const { return selective_ && !recompute_ && !flash_; }
   // The softmax output's slot: one shared slot under either recompute.
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
   // Global layer l's forward from its input x, activations into slot

@@ -1,7 +1,8 @@
 // The CUDA backend behind the models and the trainer (executor/cuda_device.h,
 // cuda_backend.h) against the CPU backend on the same seeds: a GPT-2 style
 // and a Llama-style toy model's loss and every gradient after one forward
-// and backward (fp32 within 1e-4 of the largest gradient, bf16 within 3e-2),
+// and backward (fp32 within 1e-4 of the largest gradient, bf16 within 3e-2;
+// with materialised and with flash-style attention),
 // and data-parallel training steps over an emulated group of 2 on each ZeRO
 // stage, with optimizer offload (and the delayed update) on ZeRO-2 and 3,
 // whose gradients reach the host through the drain's asynchronous copies
@@ -56,10 +57,12 @@ double largest_gap(const Buffer<T>& a, const Buffer<T>& b, double* largest) {
 }
 
 template <class Model, class Config>
-void same_gradients(const Config& c, double tolerance, const char* what) {
+void same_gradients(const Config& c, double tolerance, const char* what, bool flash = false) {
   CudaDevice gpu;
   TrackingAllocator host_memory, gpu_memory(gpu);
   Model on_host(c, 7, &host_memory), on_gpu(c, 7, &gpu_memory);
+  on_host.set_flash_attention(flash);
+  on_gpu.set_flash_attention(flash);
   const int B = 2, Tn = 8;
   std::vector<int> tokens, targets;
   batch(tokens, targets, B * Tn, c.vocab, 1);
@@ -126,6 +129,11 @@ TEST_CASE("the CUDA backend computes what the CPU backend computes") {
   same_gradients<GptModel<bf16>>(gpt, 3e-2, "GPT bf16");
   same_gradients<LlamaModel<float>>(llama, 1e-4, "Llama fp32");
   same_gradients<LlamaModel<bf16>>(llama, 3e-2, "Llama bf16");
+  // Flash-style attention on both sides (kernels/flash_attention_cuda.h against executor/ops_flash_cpu.h).
+  same_gradients<GptModel<float>>(gpt, 1e-4, "GPT fp32, flash attention", true);
+  same_gradients<GptModel<bf16>>(gpt, 3e-2, "GPT bf16, flash attention", true);
+  same_gradients<LlamaModel<float>>(llama, 1e-4, "Llama fp32, flash attention", true);
+  same_gradients<LlamaModel<bf16>>(llama, 3e-2, "Llama bf16, flash attention", true);
   same_training<float>(1e-3, "fp32");
   same_training<bf16>(2e-2, "bf16");
 }

@@ -1,5 +1,6 @@
-// The CUDA kernels (kernels/ops_cuda.h, attention_cuda.h, token_ops_cuda.h,
-// matmul_cublaslt.h) against the CPU reference kernels on random inputs: fp32
+// The CUDA kernels (kernels/ops_cuda.h, attention_cuda.h,
+// flash_attention_cuda.h, token_ops_cuda.h, matmul_cublaslt.h) against the
+// CPU reference kernels on random inputs: fp32
 // within 1e-5 of the largest reference value (matrix products and attention,
 // which sum hundreds of products in another order, within 1e-4), bf16 (inputs
 // rounded to bf16 first, outputs rounded once) within 2e-2; the caching
@@ -22,11 +23,13 @@
 #include "executor/adamw.h"
 #include "executor/caching_allocator.h"
 #include "executor/ops_cpu.h"
+#include "executor/ops_flash_cpu.h"
 #include "executor/ops_llama_cpu.h"
 #include "executor/row_groups.h"
 #include "executor/scalar.h"
 #include "kernels/attention_cuda.h"
 #include "kernels/attention_gemm_cuda.h"
+#include "kernels/flash_attention_cuda.h"
 #include "kernels/device_memory.h"
 #include "kernels/matmul_cublaslt.h"
 #include "kernels/ops_cuda.h"
@@ -280,6 +283,48 @@ void check_attention_and_tokens(const char* precision) {
                                      {ginp.p, s3}, {ginp.p + C, s3}, {ginp.p + 2 * C, s3}, hatt.p, B, Tn, NH, NH, hs);
     expect_close<T>(p + " gpt attention (cuBLASLt) out", hout.read(), out, sums);
     expect_close<T>(p + " gpt attention (cuBLASLt) dinp", hdinp.read(), dinp, sums);
+  }
+  // Flash-style attention against the host's (executor/ops_flash_cpu.h, in
+  // fp32 on the rounded inputs; backward reads the output as the device
+  // stored it): grouped heads with hs = 80 (lanes holding 3 and 2 elements,
+  // T past a few warps) and GPT-2's packed q,k,v with hs = 8.
+  for (const bool packed : {false, true}) {
+    const int B = 2, Tn = packed ? 29 : 67, NH = packed ? 3 : 4, KVH = packed ? 3 : 2, hs = packed ? 8 : 80;
+    const size_t qw = static_cast<size_t>(NH) * hs, kw = static_cast<size_t>(KVH) * hs;
+    // Packed: one (B,T,3C) tensor with q, k, v at 0, C, 2C; else three tensors.
+    const size_t ld_q = packed ? 3 * qw : qw, ld_k = packed ? 3 * qw : kw;
+    const size_t nq = static_cast<size_t>(B) * Tn * ld_q, nk = packed ? 0 : static_cast<size_t>(B) * Tn * ld_k;
+    const size_t no = static_cast<size_t>(B) * Tn * qw, nl = static_cast<size_t>(B) * NH * Tn;
+    const std::vector<float> qin = rounded<T>(random_vec(nq, rng)), kin = rounded<T>(random_vec(nk, rng)),
+                             vin = rounded<T>(random_vec(nk, rng)), d = rounded<T>(random_vec(no, rng));
+    const float* kbase = packed ? qin.data() + qw : kin.data();
+    const float* vbase = packed ? qin.data() + 2 * qw : vin.data();
+    std::vector<float> out(no), lse(nl), dqin(nq), dkin(nk), dvin(nk);
+    cpu::flash_attention_forward<float>({out.data(), qw}, lse.data(), {qin.data(), ld_q}, {kbase, ld_k}, {vbase, ld_k}, B,
+                                        Tn, NH, KVH, hs);
+    const std::vector<float> out_rounded = rounded<T>(out);
+    float* dk_base = packed ? dqin.data() + qw : dkin.data();
+    float* dv_base = packed ? dqin.data() + 2 * qw : dvin.data();
+    cpu::flash_attention_backward<float>({dqin.data(), ld_q}, {dk_base, ld_k}, {dv_base, ld_k}, {d.data(), qw},
+                                         {qin.data(), ld_q}, {kbase, ld_k}, {vbase, ld_k}, {out_rounded.data(), qw},
+                                         lse.data(), B, Tn, NH, KVH, hs);
+    DeviceBuffer<T> gq(qin), gk(kin), gv(vin), gd(d), gout(zeros(no)), gdq(zeros(nq)), gdk(zeros(nk)), gdv(zeros(nk));
+    DeviceBuffer<float> glse(zeros(nl)), rowdot(zeros(nl));
+    const T* gkb = packed ? gq.p + qw : gk.p;
+    const T* gvb = packed ? gq.p + 2 * qw : gv.p;
+    T* gdkb = packed ? gdq.p + qw : gdk.p;
+    T* gdvb = packed ? gdq.p + 2 * qw : gdv.p;
+    cuda::flash_attention_forward<T>({gout.p, qw}, glse.p, {gq.p, ld_q}, {gkb, ld_k}, {gvb, ld_k}, B, Tn, NH, KVH, hs);
+    cuda::flash_attention_backward<T>({gdq.p, ld_q}, {gdkb, ld_k}, {gdvb, ld_k}, rowdot.p, {gd.p, qw}, {gq.p, ld_q},
+                                      {gkb, ld_k}, {gvb, ld_k}, {gout.p, qw}, glse.p, B, Tn, NH, KVH, hs);
+    const std::string what = p + (packed ? " flash attention (packed q,k,v)" : " flash attention (grouped, hs 80)");
+    expect_close<T>(what + " out", gout.read(), out, sums);
+    expect_close<float>(what + " log-sum-exp", glse.read(), lse, sums);
+    expect_close<T>(what + (packed ? " dqkv" : " dq"), gdq.read(), dqin, sums);
+    if (!packed) {
+      expect_close<T>(what + " dk", gdk.read(), dkin, sums);
+      expect_close<T>(what + " dv", gdv.read(), dvin, sums);
+    }
   }
   // Rotary positions, forward and backward in place.
   {

@@ -211,6 +211,57 @@ TEST_CASE("selective recompute: identical gradients, one layer's softmax output 
 
 namespace {
 
+// Flash-style attention: the materialised model's loss and gradients (to
+// rounding: the softmax is summed in another order), under each recompute
+// mode, holding B x heads x T fp32 log-sum-exps per layer instead of the
+// B x heads x T x T softmax outputs.
+template <class Model, class Config>
+void check_flash(const Config& config, int vocab, int layers, int heads) {
+  const int B = 2, T = 8;
+  std::vector<int> tokens(B * T), targets(B * T);
+  for (int i = 0; i < B * T; ++i) {
+    tokens[i] = (i * 5) % vocab;
+    targets[i] = (i * 5 + 2) % vocab;
+  }
+  for (int mode = 0; mode < 3; ++mode) {
+    CAPTURE(mode);
+    Model plain(config, 21), flash(config, 21);
+    for (Model* m : {&plain, &flash}) {
+      m->set_recompute(mode == 2);
+      m->set_selective_recompute(mode == 1);
+    }
+    flash.set_flash_attention(true);
+    const double a = plain.forward_backward(tokens.data(), targets.data(), B, T);
+    const double b = flash.forward_backward(tokens.data(), targets.data(), B, T);
+    CHECK(std::fabs(a - b) < 1e-12);
+    const std::vector<double> ga = host_copy(plain.grads), gb = host_copy(flash.grads);
+    double worst = 0, largest = 0;
+    for (size_t i = 0; i < ga.size(); ++i) {
+      worst = std::max(worst, std::fabs(ga[i] - gb[i]));
+      largest = std::max(largest, std::fabs(ga[i]));
+    }
+    CHECK(worst < 1e-12 * largest);
+    CHECK(largest > 0);
+    if (mode == 0) {
+      // Every layer: the softmax output (B x heads x T x T) gone, its log-sum-exp (B x heads x T) kept.
+      const size_t softmax = static_cast<size_t>(B) * heads * T * T, lse = static_cast<size_t>(B) * heads * T;
+      CHECK(plain.activation_bytes() - flash.activation_bytes() == layers * (softmax - lse) * sizeof(double));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("flash-style attention: the materialised model's loss and gradients, a log-sum-exp per row instead of the softmax") {
+  const ModelSpec m = test::tiny_gpt(16, 8, 4, 2, 16);
+  check_flash<GptModel<double>>(gpt_config(m), 16, 4, 2);
+  ModelSpec l = test::tiny_llama(16);
+  l.num_layers = 4;
+  check_flash<LlamaModel<double>>(llama_config(l), 16, 4, static_cast<int>(l.num_heads));
+}
+
+namespace {
+
 // Mean loss after `steps` AdamW steps on one fixed batch.
 float train_llama(const ModelSpec& m, const std::vector<int>& tokens, const std::vector<int>& targets, int B, int T,
                   int steps, float* first) {

@@ -301,6 +301,18 @@ TEST_CASE("recompute costs time: full > selective > none") {
   // Korthikanti Table 4 (one 22B layer): full recompute costs +39%, selective +7%.
   CHECK(full / none == doctest::Approx(1.39).epsilon(0.08));
   CHECK(sel / none == doctest::Approx(1.07).epsilon(0.05));
+  // With flash attention zeroplan's executor keeps each layer's log-sum-exp
+  // and rebuilds nothing under selective recompute; Megatron-LM still
+  // recomputes the core attention.
+  l.attention = Attention::Flash;
+  l.recompute = Recompute::None;
+  const double flash_none = run("megatron-22b", l, s).total_s;
+  l.recompute = Recompute::Selective;
+  CHECK(run("megatron-22b", l, s).total_s == flash_none);
+  l.framework = Framework::Megatron;
+  const double megatron_selective = run("megatron-22b", l, s).total_s;
+  l.recompute = Recompute::None;
+  CHECK(megatron_selective > run("megatron-22b", l, s).total_s);
 }
 
 TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers (and tokens/s) as evaluate_time") {
