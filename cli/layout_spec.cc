@@ -57,13 +57,17 @@ Layout parse_layout_spec(const std::string& spec, Layout l, uint64_t num_gpus, u
       else if (v == "selective") l.recompute = Recompute::Selective;
       else if (v == "full") l.recompute = Recompute::Full;
       else throw InputError("layout 'recompute=" + v + "': expected none, selective or full");
+    } else if (k == "attn") {
+      if (v == "flash") l.attention = Attention::Flash;
+      else if (v == "materialized") l.attention = Attention::Materialized;
+      else throw InputError("layout 'attn=" + v + "': expected flash or materialized");
     } else if (k == "schedule") {
       if (v == "1f1b") l.schedule = Schedule::OneFOneB;
       else if (v == "gpipe") l.schedule = Schedule::GPipe;
       else if (v == "interleaved") l.schedule = Schedule::Interleaved;
       else throw InputError("layout 'schedule=" + v + "': expected 1f1b, gpipe or interleaved");
     } else {
-      throw InputError("layout key '" + k + "': expected one of dp tp pp vpp first last ep sp mb ga zero opt param dpu recompute schedule tile");
+      throw InputError("layout key '" + k + "': expected one of dp tp pp vpp first last ep sp mb ga zero opt param dpu recompute attn schedule tile");
     }
   }
   if (l.vpp > 1 && l.schedule == Schedule::OneFOneB) l.schedule = Schedule::Interleaved;

@@ -1,7 +1,8 @@
 // A layout written on one line, for `compare --layout` and `fit --why-not`:
 // comma-separated key=value pairs over a base layout, e.g.
 //   "tp=8,pp=4,vpp=2,zero=1,mb=1,ga=32,sp=1,recompute=selective"
-// Keys: dp tp pp vpp ep sp mb ga zero opt param recompute schedule tile.
+// Keys: dp tp pp vpp first last ep sp mb ga zero opt param dpu recompute
+// attn (flash or materialized) schedule tile.
 // Unknown keys or bad values are InputErrors naming the key.
 #pragma once
 

@@ -61,6 +61,7 @@ std::string describe(const Layout& l) {
   if (l.offload_optimizer != Offload::None) s += std::string(" opt-offload-") + to_string(l.offload_optimizer);
   if (l.offload_param != Offload::None) s += std::string(" param-offload-") + to_string(l.offload_param);
   if (l.delayed_update) s += " delayed-update";
+  if (l.attention == Attention::Materialized) s += " materialized-attention";  // flash is the default
   s += std::string(" [") + to_string(l.framework) + "]";
   return s;
 }

@@ -172,6 +172,8 @@ TEST_CASE("planning bad input") {
   check_one_line_error("compare --model llama-3.1-8b --gpus 8 --gpu H100-80GB --layout tp=x --layout tp=2",
                        "layout 'tp=x': expected a non-negative integer");
   check_one_line_error("fit --model llama-3.1-8b --gpus 8 --gpu H100-80GB --why-not foo=1", "layout key 'foo'");
+  check_one_line_error("fit --model llama-3.1-8b --gpus 8 --gpu H100-80GB --why-not attn=fast",
+                       "layout 'attn=fast': expected flash or materialized");
   check_one_line_error("compare --model llama-3.1-8b --gpus 8 --gpu H100-80GB --layout tp=2", "at least two layouts");
   check_one_line_error("max-model --gpus 8 --gpu H100-80GB --family bert", "--family");
   check_one_line_error("min-gpus --model llama-3.1-8b --gpu H100-80GB --days 10", "--days needs --tokens");
