@@ -311,6 +311,9 @@ void check_tensor_parallel(const ModelSpec& spec, const Config& config) {
     Model model(config, 11, &device, PipelineStage{}, TensorParallel{&c, sp});
     model.set_recompute(recompute == Recompute::Full);
     model.set_selective_recompute(recompute == Recompute::Selective);
+    // Flash-style attention on this rank's heads, against the materialised reference.
+    const bool flash = recompute == Recompute::Selective;
+    model.set_flash_attention(flash);
     DataParallelTrainer<Model> trainer(model, alone, 0, adam, TrainerMemory{&device});  // dp = 1: the whole batch
     for (int s = 0; s < 4; ++s) {
       const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, ga);
@@ -319,6 +322,7 @@ void check_tensor_parallel(const ModelSpec& spec, const Config& config) {
     }
     Layout l = test::executor_layout(1, static_cast<uint32_t>(t), 1, mb, ga, T, recompute);
     l.sequence_parallel = sp;
+    if (flash) l.attention = Attention::Flash;
     worst = std::max(worst, test::check_against_rows(device, nullptr, test::executor_rows(spec, l, 0)));
   }
   MESSAGE(spec.name << ", tensor parallel " << t << ": worst activation difference " << worst * 100 << "%");
