@@ -274,7 +274,7 @@ struct ExecutorHeld {
   std::array<Moment, 3> at{};  // by ExecutorMoment
   Dtype low = Dtype::Bf16;
   bool zero3 = false, units = false, zero1 = false;
-  uint64_t stage_total = 0, largest = 0, largest_padded = 0, per_rank = 0;
+  uint64_t stage_total = 0, all_gathered = 0, largest = 0, largest_padded = 0, per_rank = 0;
   uint64_t chunk = 0;  // the largest unit's chunk, ceil(largest / dp)
   // Per moment: whether it can be the peak, and its held units' bytes (what
   // peak_moment compares, with the workspace's own rows).
@@ -303,13 +303,24 @@ StageUnits stage_units(const ModelShape& m, const RankParams& r, const StagePara
   return u;
 }
 
+// One rank's share of a stage's dense parameters: the frameworks' (and
+// zeroplan's ZeRO-1) flat buffer padded once to dp equal parts, ceil(P / dp);
+// zeroplan's ZeRO-2/3 partition each unit on its own (executor/zero_units.cc:
+// ceil(unit / dp) per unit), which is more when dp does not divide a unit.
+uint64_t dense_partition(const ModelShape& m, const Layout& l, const RankParams& r, const StageParams& sp) {
+  const uint64_t dp = l.dp;
+  auto share = [dp](uint64_t n) { return (n + dp - 1) / dp; };
+  if (l.framework != Framework::Zeroplan || l.zero_stage < 2 || sp.experts > 0) return share(sp.dense);
+  const StageUnits u = stage_units(m, r, sp);
+  return share(u.first) + sp.layers * share(u.layer) + share(u.final) + share(u.head_copy);
+}
+
 ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp) {
   const Layout& l = in.layout;
   const RankParams& r = v.r;
   ExecutorHeld h;
   h.low = low_dtype(l);
   const uint64_t dp = l.dp;
-  h.stage_total = sp.dense + sp.experts;
   auto padded = [dp](uint64_t n) { return (n + dp - 1) / dp * dp; };
   const bool tied = in.model.tied;
   h.zero3 = l.zero_stage == 3;
@@ -318,6 +329,10 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
   const StageUnits units = stage_units(in.model, r, sp);
   const uint64_t layer = units.layer, first = units.first, final = units.final, head_copy = units.head_copy;
   const uint64_t tiled = layer / l.tile_factor;
+  h.stage_total = sp.dense + sp.experts;
+  // What all of the stage's units come to gathered (the most ZeRO-3 can hold).
+  h.all_gathered = sp.experts > 0 ? h.stage_total
+                                  : padded(first) + sp.layers * padded(layer) + padded(final) + padded(head_copy);
   h.largest = units.largest();
   h.chunk = (h.largest + dp - 1) / dp;
   for (uint64_t u : {layer, first, final, head_copy}) {
@@ -327,14 +342,17 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
   ExecutorHeld::Moment& head = h.at[static_cast<int>(ExecutorMoment::Head)];
   ExecutorHeld::Moment& end = h.at[static_cast<int>(ExecutorMoment::End)];
   loop.possible = true;
-  loop.gathered = h.zero3 ? std::min<uint64_t>(sp.layers, 2) * tiled : 0;
+  // ZeRO-3 gathers a unit into dp equal chunks (executor/zero_units.cc), so
+  // a unit dp does not divide arrives padded.
+  loop.gathered = h.zero3 ? std::min<uint64_t>(sp.layers, 2) * padded(tiled) : 0;
   // Tied units held open over the whole backward (absent ones pad to 0).
   const uint64_t held_tied = tied ? padded(first) + padded(head_copy) : 0;
   if (h.units) loop.open = tied ? held_tied + padded(layer) : std::max(padded(first), padded(layer));
   if (sp.last) {
     head.possible = true;
     if (h.zero3) {
-      head.gathered = tied ? std::max((sp.first ? first : r.head) + r.final_norm, r.final_norm + tiled) : final + tiled;
+      head.gathered = tied ? std::max(padded(sp.first ? first : r.head) + padded(r.final_norm), padded(r.final_norm) + padded(tiled))
+                           : padded(final) + padded(tiled);
     }
     if (h.units) head.open = tied ? held_tied + padded(r.final_norm) : padded(final);
   }
@@ -366,7 +384,7 @@ void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment momen
   const Residence G = Residence::Gpu;
   const ExecutorHeld::Moment& at = h.at[static_cast<int>(moment)];
   const uint64_t chunk = h.chunk;
-  if (h.zero3) sink.add(tensor_row(Component::Zero3Gathered, G, h.low, "gathered parameters", std::min(at.gathered, h.stage_total)));
+  if (h.zero3) sink.add(tensor_row(Component::Zero3Gathered, G, h.low, "gathered parameters", std::min(at.gathered, h.all_gathered)));
   if (h.units) sink.add(tensor_row(B, G, h.low, "reduce-scatter receive chunk", chunk));
   if (at.open > 0) sink.add(tensor_row(B, G, h.low, "open unit gradient buffers", at.open));
   if (moment == ExecutorMoment::End && h.zero1) {
@@ -440,11 +458,12 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, const StageParams&
   const Dtype low = low_dtype(l);
 
   // 1. Model states: dense parameters partition over dp, experts over dp/ep.
+  const uint64_t dense_shard = dense_partition(in.model, l, r, sp);
   if constexpr (requires { Sink::kResidenceOnly; }) {
-    add_model_state_bytes(v.rules->by_residence, sp.dense, l.dp, sink);
+    add_partitioned_state_bytes(v.rules->by_residence, sp.dense, dense_shard, sink);
     if (sp.experts > 0) add_model_state_bytes(v.rules->by_residence, sp.experts, l.dp / l.ep, sink);
   } else {
-    emit_model_states(v.rules->placed, sp.dense, l.dp, "dense parameters", sink);
+    emit_partitioned_states(v.rules->placed, sp.dense, dense_shard, "dense parameters", sink);
     if (sp.experts > 0) emit_model_states(v.rules->placed, sp.experts, l.dp / l.ep, "expert parameters", sink);
   }
   const uint64_t stage_total = sp.dense + sp.experts;
@@ -483,7 +502,7 @@ void emit_states(const MemoryInputs& in, const MemoryPrep& v, const StageParams&
     // reads the step before's reduced gradients while the next step reduces
     // into a second buffer, and writes the partition's weights to one of its
     // own (for an fp32 model, the fp32 weights it keeps).
-    const uint64_t shard = (stage_total + l.dp - 1) / l.dp;
+    const uint64_t shard = sp.experts == 0 ? dense_shard : (stage_total + l.dp - 1) / l.dp;
     sink.add(tensor_row(Component::MainGradients, Residence::Host, Dtype::Fp32, "delayed update: the step before's gradients",
                         shard));
     sink.add(tensor_row(Component::OffloadStaging, Residence::Host, low, "delayed update: the updated weight partition", shard));

@@ -94,25 +94,35 @@ struct PlacedStates {
 };
 PlacedStates place_states(const Layout& l, const StateRules& r);
 
-// Emits the model-state rows for `params` parameters partitioned `ways` ways.
+// Emits the model-state rows for `params` parameters of which one rank's
+// partition holds `shard` (ceil(params / ways) for one flat buffer padded to
+// equal parts; more when each unit is padded on its own).
 template <class Sink>
-void emit_model_states(const PlacedStates& placed, uint64_t params, uint64_t ways, const char* what, Sink& sink) {
-  const uint64_t shard = (params + ways - 1) / ways;  // partitions are padded to equal size
+void emit_partitioned_states(const PlacedStates& placed, uint64_t params, uint64_t shard, const char* what, Sink& sink) {
   for (int i = 0; i < placed.count; ++i) {
     const PlacedStates::Entry& e = placed.entries[i];
     sink.add(tensor_row(e.component, e.where, e.dtype, what, e.sharded ? shard : params));
   }
 }
 
+// The model-state rows for `params` parameters in one flat buffer partitioned `ways` ways.
+template <class Sink>
+void emit_model_states(const PlacedStates& placed, uint64_t params, uint64_t ways, const char* what, Sink& sink) {
+  emit_partitioned_states(placed, params, (params + ways - 1) / ways, what, sink);
+}
+
 // The same bytes for a sink that keeps per-residence sums only, without a row
 // per state: `by_residence` must be state_bytes_by_residence of the same
 // layout (tests check both paths agree byte for byte).
 template <class Sink>
-void add_model_state_bytes(const StateBytesPerParam& by_residence, uint64_t params, uint64_t ways, Sink& sink) {
-  const uint64_t shard = (params + ways - 1) / ways;
+void add_partitioned_state_bytes(const StateBytesPerParam& by_residence, uint64_t params, uint64_t shard, Sink& sink) {
   for (int r = 0; r < kNumResidences; ++r) {
     sink.add_bytes(r, by_residence.unsharded[r] * params + by_residence.sharded[r] * shard);
   }
+}
+template <class Sink>
+void add_model_state_bytes(const StateBytesPerParam& by_residence, uint64_t params, uint64_t ways, Sink& sink) {
+  add_partitioned_state_bytes(by_residence, params, (params + ways - 1) / ways, sink);
 }
 
 template <class Sink>

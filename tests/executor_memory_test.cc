@@ -73,7 +73,7 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
   std::vector<Case> cases;
   for (bool bf16 : {false, true}) {
     for (bool llama : {false, true}) {
-      for (uint32_t dp : {1u, 2u, 4u, 8u}) {
+      for (uint32_t dp : {1u, 2u, 3u, 4u, 6u, 8u}) {  // 3 and 6 leave remainders: each unit pads
         for (int zero = 0; zero <= 3; ++zero) {
           for (bool offload : {false, true}) {
             if (offload && zero == 0) continue;
