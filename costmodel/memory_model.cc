@@ -85,7 +85,7 @@ enum class ExecutorMoment { Loop, Head, End };
 template <class Sink>
 uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorMoment moment, Sink& sink);
 template <class Sink>
-void emit_pipeline_receive_buffers(const ActivationShape& x, bool first, bool last, Sink& sink);
+void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& sink);
 
 // Rebuilds the shape part of `p` for (m, l): per-rank parameters and one
 // layer's activation bytes per recompute mode, summed from the same row
@@ -130,9 +130,13 @@ void prepare_shape(MemoryPrep& p, const ModelShape& m, const Layout& l) {
       const int loop = static_cast<int>(ExecutorMoment::Loop), end = static_cast<int>(ExecutorMoment::End);
       p.executor_workspace_bytes[first][end] = p.executor_workspace_bytes[first][loop] - p.executor_own_workspace[first][loop];
     }
-    ByteCountSink one;
-    emit_pipeline_receive_buffers(p.x, true, false, one);
-    p.executor_boundary_bytes = one.bytes();
+    for (int first = 0; first < 2; ++first) {
+      for (int last = 0; last < 2; ++last) {
+        ByteCountSink rows;
+        emit_stage_end_rows(p.x, first == 1, last == 1, rows);
+        p.executor_stage_end_bytes[first][last] = rows.bytes();
+      }
+    }
   }
 }
 
@@ -396,13 +400,27 @@ void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment momen
   }
 }
 
-// A pipeline rank's receive buffers (executor/pipeline_parallel.cc): the
-// activation from the stage before, the gradient from the stage after.
+// What depends on where a stage sits in the pipeline: its receive buffers
+// (executor/pipeline_parallel.cc: the activation from the stage before, the
+// gradient from the stage after), and the CUDA backend's device copies of
+// the token index arrays its ends build on the host
+// (executor/cuda_backend.cc, indices(), grown to the largest use): the token
+// rows of the lookup and the positions and the loss's targets, T each; on the
+// first stage the embedding and position gradients' row groups, at most T + 1
+// starts and T rows (as many as the distinct tokens, a bound); and under
+// tensor parallelism GPT's bias add after the reduction reads a row index of
+// zeros per token row it adds to.
 template <class Sink>
-void emit_pipeline_receive_buffers(const ActivationShape& x, bool first, bool last, Sink& sink) {
+void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& sink) {
   const uint64_t boundary = x.tokens_outside() * x.h;
-  if (!first) sink.add(tensor_row(Component::Buckets, Residence::Gpu, x.dtype, "pipeline: received activation [To,h]", boundary));
-  if (!last) sink.add(tensor_row(Component::Buckets, Residence::Gpu, x.dtype, "pipeline: received gradient [To,h]", boundary));
+  const Residence G = Residence::Gpu;
+  if (!first) sink.add(tensor_row(Component::Buckets, G, x.dtype, "pipeline: received activation [To,h]", boundary));
+  if (!last) sink.add(tensor_row(Component::Buckets, G, x.dtype, "pipeline: received gradient [To,h]", boundary));
+  const uint64_t T = x.s * x.b;
+  const Component S = Component::BackendScratch;
+  if (first || last) sink.add(tensor_row(S, G, Dtype::Int32, "CUDA token rows / targets [T]", T));
+  if (first) sink.add(tensor_row(S, G, Dtype::Int32, "CUDA gradient row groups, at most [2T+1]", 2 * T + 1));
+  if (x.t > 1 && !x.swiglu) sink.add(tensor_row(S, G, Dtype::Int32, "CUDA bias row indices [To]", x.tokens_outside()));
 }
 
 // zeroplan's executor: its ZeRO-3 gathered units, gradient buckets,
@@ -431,14 +449,15 @@ void emit_pipeline_receive_buffers(const ActivationShape& x, bool first, bool la
 //    buffer for a unit dp does not divide. ZeRO-0 all-reduces the flat
 //    gradients in place, ZeRO-3 updates its partition in place.
 // Every moment: ZeRO-2/3's receive buffer of the largest chunk, forward's
-// workspace, a pipeline rank's receive buffers, the backend's scratch.
+// workspace, the rows of the stage's place (pipeline receive buffers, token
+// index arrays), the backend's scratch.
 template <class Sink>
 void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
   const ExecutorHeld h = executor_held(in, v, sp);
   const ExecutorMoment moment = peak_moment(h.held_bytes(), h.possible(), v.executor_own_workspace[sp.first ? 1 : 0]);
   emit_executor_held(h, in.layout.dp, moment, sink);
   emit_executor_workspace(v.x, sp.first, moment, sink);
-  emit_pipeline_receive_buffers(v.x, sp.first, sp.last, sink);
+  emit_stage_end_rows(v.x, sp.first, sp.last, sink);
 }
 
 // The same rows' GPU bytes on the prepared activation side's i-th candidate
@@ -675,10 +694,10 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
     p.act_experts[i] = sp.experts;
     p.act_layers[i] = sp.layers;
     const int f = sp.first ? 1 : 0;
-    const uint64_t receive = (sp.first ? 0 : p.executor_boundary_bytes) + (sp.last ? 0 : p.executor_boundary_bytes);
+    const uint64_t stage_end = p.executor_stage_end_bytes[f][sp.last ? 1 : 0];
     for (int m = 0; m < 3; ++m) {
       p.act_executor_own[i][m] = p.executor_own_workspace[f][m];
-      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + receive;
+      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + stage_end;
     }
   }
 }

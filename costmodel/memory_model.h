@@ -73,10 +73,11 @@ struct MemoryPrep {
   // zeroplan's executor, on a stage after the first or the first: the bytes
   // of backward's own workspace rows at each moment of its peak (loop, head,
   // end), which decide the moment, and of every workspace row at that
-  // moment; and one pipeline receive buffer.
+  // moment; and by [first][last] the rows that depend on the stage's place
+  // (pipeline receive buffers, the CUDA backend's token index arrays).
   std::array<std::array<uint64_t, 3>, 2> executor_own_workspace{};
   std::array<std::array<uint64_t, 3>, 2> executor_workspace_bytes{};
-  uint64_t executor_boundary_bytes = 0;
+  std::array<std::array<uint64_t, 2>, 2> executor_stage_end_bytes{};
   Residence checkpoint_residence = Residence::Gpu;
   // State rules for every ZeRO stage x optimizer offload x parameter offload
   // of one (framework, precision, optimizer, gradient dtype), filled lazily.
