@@ -40,7 +40,7 @@ int run(const RunOptions& o) {
   Layout l;
   try {
     plan = read_plan_file(plan_path);
-    l = runnable_layout(plan_path, plan);
+    l = runnable_layout(plan_path, plan, o.device == "cuda");
     if (!under_mpi) gpu = make_run_device(o.device);
   } catch (const InputError& e) {
     error = 1;

@@ -194,7 +194,7 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
   PlanFile plan{c.job.model, c.job.layout};
   Layout l;
   try {
-    l = runnable_layout("validate", plan);
+    l = runnable_layout("validate", plan, o.gpu != nullptr);
   } catch (const InputError& e) {
     out["run"] = false;
     out["why_not"] = e.what();

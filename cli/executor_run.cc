@@ -17,6 +17,7 @@
 #include "executor/checkpoint.h"
 #include "executor/data.h"
 #include "executor/data_parallel.h"
+#include "executor/head_view.h"
 #include "executor/llama_model.h"
 #include "executor/parallel_groups.h"
 #include "executor/pipeline_parallel.h"
@@ -359,7 +360,7 @@ Json run_model(const PlanFile& plan, const Layout& l, Communicator& comm, Memory
 
 // What the CPU executor runs so far, checked before any rank starts: a plan
 // outside it is refused with the reason.
-Layout runnable_layout(const std::string& path, const PlanFile& p) {
+Layout runnable_layout(const std::string& path, const PlanFile& p, bool on_gpu) {
   const Layout& l = p.layout;
   auto refuse = [&](const std::string& what) { throw InputError(path + ": layout " + what); };
   // First whether the layout can run the model at all (the planner's rules).
@@ -384,6 +385,10 @@ Layout runnable_layout(const std::string& path, const PlanFile& p) {
   if (l.dropout == Dropout::On) refuse("dropout on: the executor trains without dropout");
   if (l.delayed_update && l.offload_optimizer != Offload::Cpu) refuse("delayed_update: needs offload_optimizer cpu");
   if (l.tile_factor != 1 || l.fp32_grad_accum) refuse("tile_factor / fp32_grad_accum: not used by the CPU executor");
+  if (on_gpu && l.attention == Attention::Flash && p.model.head_dim > kCudaFlashMaxHeadDim) {
+    refuse("attention flash: the CUDA flash kernels take head_dim up to " + std::to_string(kCudaFlashMaxHeadDim) +
+           ", the model has " + std::to_string(p.model.head_dim) + " (use --attention materialized)");
+  }
   Layout run = l;
   // The executor's own accounting (its attention is the layout's: flash-style
   // keeps each row's log-sum-exp, materialised the softmax output); one

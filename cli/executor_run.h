@@ -50,7 +50,7 @@ struct RunOptions {
 // What the CPU executor runs, checked before any rank starts: the layout as
 // it runs it (zeroplan accounting, materialised attention, emulated
 // overheads); a plan outside it is an InputError naming `path` and the reason.
-Layout runnable_layout(const std::string& path, const PlanFile& p);
+Layout runnable_layout(const std::string& path, const PlanFile& p, bool on_gpu = false);
 
 // Trains this rank's part of `l` (from runnable_layout) on `world` for
 // o.steps steps; returns the rank's measurements (zeroplan.measured JSON,

@@ -23,6 +23,7 @@ namespace zp {
 namespace {
 
 static_assert(sizeof(bf16) == sizeof(cuda::Bf16), "bf16 is 16 bits on both sides");
+static_assert(kCudaFlashMaxHeadDim == cuda::kFlashMaxHeadDim, "the executor refuses what the flash kernels cannot run");
 
 template <class T>
 kernel_t<T>* K(T* p) {

@@ -10,6 +10,10 @@
 
 namespace zp {
 
+// The largest head the CUDA flash kernels take (kernels/flash_attention_cuda.h:
+// a warp's lanes hold a row in registers; cuda_backend.cc checks the two agree).
+constexpr int kCudaFlashMaxHeadDim = 256;
+
 template <class T>
 struct HeadView {
   T* base;

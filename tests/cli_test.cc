@@ -205,6 +205,21 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
   }
   check_one_line_error("run --plan " + dir + "/bad.json", "field 'extra': unknown field");
   check_one_line_error("run --plan " + dir + "/missing.json", "missing.json: cannot open the file");
+  // Heads wider than the CUDA flash kernels hold are refused before any GPU is touched.
+  {
+    FILE* f = fopen((dir + "/wide-heads.json").c_str(), "w");
+    REQUIRE(f != nullptr);
+    fputs("{\"name\": \"wide-heads\", \"family\": \"llama\", \"source\": \"test\", \"num_layers\": 1,"
+          " \"hidden_size\": 640, \"ffn_hidden_size\": 64, \"num_heads\": 2, \"num_kv_heads\": 2, \"head_dim\": 320,"
+          " \"vocab_size\": 64, \"max_seq_len\": 32, \"norm\": \"rmsnorm\", \"mlp\": \"swiglu\","
+          " \"position\": \"rotary\", \"tied_embeddings\": false, \"dropout\": false}",
+          f);
+    fclose(f);
+  }
+  REQUIRE(run("emit --format zeroplan --model " + dir + "/wide-heads.json --gpu H100-80GB --gpus 1 --seq 32 --out " + dir +
+              "/wide").code == 0);
+  check_one_line_error("run --plan " + dir + "/wide/plan.json --steps 1 --device cuda",
+                       "attention flash: the CUDA flash kernels take head_dim up to 256, the model has 320");
   std::system(("rm -rf " + dir).c_str());
 }
 
