@@ -10,7 +10,8 @@
 // Algorithm 2). Deterministic without atomics, as the CUDA kernels: the
 // query gradient is summed per query row, the key and value gradients per
 // key row over the group's heads and the later rows in a fixed order, each
-// in A (fp32 for bf16 storage) and added to its output once.
+// in A (fp32 for bf16 storage) and added to its output once; rows run on the
+// host's OpenMP threads.
 //
 // Heads are addressed by strides (executor/head_view.h), so GPT-2's packed
 // (B,T,3C) q,k,v and grouped KV heads both work; lse is (B,NH,T).
@@ -27,6 +28,12 @@
 #include "executor/scalar.h"
 
 namespace zp::cpu {
+
+// Rows of a call run on the host's OpenMP threads (each (b, head) or
+// (b, kv head) row on one thread, so the sums and results are the same with
+// any number of threads) above this many (query, key) positions; below it
+// the threads would cost more than they save.
+inline constexpr size_t kHostAttentionParallelPairs = size_t{1} << 16;
 
 // A stored value in the arithmetic type A.
 template <class A, class T>
@@ -53,31 +60,33 @@ void flash_attention_forward(HeadView<T> out, A* lse, HeadView<const T> q, HeadV
                              int B, int Tn, int NH, int KVH, int hs) {
   const int group = NH / KVH;
   const A scale = A(1) / std::sqrt(static_cast<A>(hs));
-  std::vector<A> acc(static_cast<size_t>(hs));
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < NH; ++h)
-      for (int t = 0; t < Tn; ++t) {
-        const int kh = h / group;
-        const T* qt = q.at(b, Tn, t, h, hs);
-        A m = -std::numeric_limits<A>::infinity(), l = 0;
-        std::fill(acc.begin(), acc.end(), A(0));
-        for (int t2 = 0; t2 <= t; ++t2) {
-          const A s = dot<A>(qt, k.at(b, Tn, t2, kh, hs), hs) * scale;
-          if (s > m) {  // rescale what was summed against the old maximum
-            const A c = std::exp(m - s);
-            l *= c;
-            for (A& a : acc) a *= c;
-            m = s;
-          }
-          const A p = std::exp(s - m);
-          l += p;
-          const T* vt = v.at(b, Tn, t2, kh, hs);
-          for (int i = 0; i < hs; ++i) acc[static_cast<size_t>(i)] += p * arith<A>(vt[i]);
+  const bool parallel = static_cast<size_t>(B) * NH * Tn * Tn >= kHostAttentionParallelPairs;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel : parallel)
+  for (int bh = 0; bh < B * NH; ++bh) {
+    const int b = bh / NH, h = bh % NH, kh = h / group;
+    std::vector<A> acc(static_cast<size_t>(hs));
+    for (int t = 0; t < Tn; ++t) {
+      const T* qt = q.at(b, Tn, t, h, hs);
+      A m = -std::numeric_limits<A>::infinity(), l = 0;
+      std::fill(acc.begin(), acc.end(), A(0));
+      for (int t2 = 0; t2 <= t; ++t2) {
+        const A s = dot<A>(qt, k.at(b, Tn, t2, kh, hs), hs) * scale;
+        if (s > m) {  // rescale what was summed against the old maximum
+          const A c = std::exp(m - s);
+          l *= c;
+          for (A& a : acc) a *= c;
+          m = s;
         }
-        T* o = out.at(b, Tn, t, h, hs);
-        for (int i = 0; i < hs; ++i) o[i] = static_cast<T>(acc[static_cast<size_t>(i)] / l);
-        lse[(static_cast<size_t>(b) * NH + h) * Tn + t] = m + std::log(l);
+        const A p = std::exp(s - m);
+        l += p;
+        const T* vt = v.at(b, Tn, t2, kh, hs);
+        for (int i = 0; i < hs; ++i) acc[static_cast<size_t>(i)] += p * arith<A>(vt[i]);
       }
+      T* o = out.at(b, Tn, t, h, hs);
+      for (int i = 0; i < hs; ++i) o[i] = static_cast<T>(acc[static_cast<size_t>(i)] / l);
+      lse[(static_cast<size_t>(b) * NH + h) * Tn + t] = m + std::log(l);
+    }
+  }
 }
 
 // Adds to dq, dk, dv; out and lse are forward's.
@@ -88,59 +97,69 @@ void flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, He
   const int group = NH / KVH;
   const A scale = A(1) / std::sqrt(static_cast<A>(hs));
   const size_t H = static_cast<size_t>(hs);
-  std::vector<A> rowdot(static_cast<size_t>(NH) * Tn), g(H), gv(H);
-  for (int b = 0; b < B; ++b) {
-    // D_t = dout_t . out_t: the row sum of P * dP the softmax's gradient subtracts.
-    for (int h = 0; h < NH; ++h)
-      for (int t = 0; t < Tn; ++t) {
-        rowdot[static_cast<size_t>(h) * Tn + t] = dot<A>(dout.at(b, Tn, t, h, hs), out.at(b, Tn, t, h, hs), hs);
+  const bool parallel = static_cast<size_t>(B) * NH * Tn * Tn >= kHostAttentionParallelPairs;
+  // D_t = dout_t . out_t: the row sum of P * dP the softmax's gradient subtracts.
+  std::vector<A> rowdot(static_cast<size_t>(B) * NH * Tn);
+#pragma omp parallel for schedule(static) if (parallel : parallel)
+  for (int bh = 0; bh < B * NH; ++bh) {
+    const int b = bh / NH, h = bh % NH;
+    for (int t = 0; t < Tn; ++t) {
+      rowdot[static_cast<size_t>(bh) * Tn + t] = dot<A>(dout.at(b, Tn, t, h, hs), out.at(b, Tn, t, h, hs), hs);
+    }
+  }
+  // dS = P (dP - D) / sqrt(hs), dP = dout . v, for one (query, key) pair.
+  auto score_gradient = [&](int b, int h, int t, int t2, A* p_out) {
+    const int kh = h / group;
+    const size_t row = (static_cast<size_t>(b) * NH + h) * Tn + t;
+    const A s = dot<A>(q.at(b, Tn, t, h, hs), k.at(b, Tn, t2, kh, hs), hs) * scale;
+    const A p = std::exp(s - lse[row]);
+    const A dp = dot<A>(dout.at(b, Tn, t, h, hs), v.at(b, Tn, t2, kh, hs), hs);
+    *p_out = p;
+    return p * (dp - rowdot[row]) * scale;
+  };
+  // Per query row: dq_t = sum_t2 dS k_t2.
+#pragma omp parallel for schedule(dynamic, 1) if (parallel : parallel)
+  for (int bh = 0; bh < B * NH; ++bh) {
+    const int b = bh / NH, h = bh % NH;
+    std::vector<A> g(H);
+    for (int t = 0; t < Tn; ++t) {
+      std::fill(g.begin(), g.end(), A(0));
+      for (int t2 = 0; t2 <= t; ++t2) {
+        A p;
+        const A ds = score_gradient(b, h, t, t2, &p);
+        const T* kt = k.at(b, Tn, t2, h / group, hs);
+        for (size_t i = 0; i < H; ++i) g[i] += ds * arith<A>(kt[i]);
       }
-    const A* L = lse + static_cast<size_t>(b) * NH * Tn;
-    // dS = P (dP - D) / sqrt(hs), dP = dout . v, for one (query, key) pair.
-    auto score_gradient = [&](int h, int t, int t2, A* p_out) {
-      const int kh = h / group;
-      const A s = dot<A>(q.at(b, Tn, t, h, hs), k.at(b, Tn, t2, kh, hs), hs) * scale;
-      const A p = std::exp(s - L[static_cast<size_t>(h) * Tn + t]);
-      const A dp = dot<A>(dout.at(b, Tn, t, h, hs), v.at(b, Tn, t2, kh, hs), hs);
-      *p_out = p;
-      return p * (dp - rowdot[static_cast<size_t>(h) * Tn + t]) * scale;
-    };
-    // Per query row: dq_t = sum_t2 dS k_t2.
-    for (int h = 0; h < NH; ++h)
-      for (int t = 0; t < Tn; ++t) {
-        std::fill(g.begin(), g.end(), A(0));
-        for (int t2 = 0; t2 <= t; ++t2) {
+      T* d = dq.at(b, Tn, t, h, hs);
+      for (size_t i = 0; i < H; ++i) d[i] = static_cast<T>(arith<A>(d[i]) + g[i]);
+    }
+  }
+  // Per key row: dk_t2 = sum dS q_t, dv_t2 = sum P dout_t over the group's heads and t >= t2.
+#pragma omp parallel for schedule(dynamic, 1) if (parallel : parallel)
+  for (int bk = 0; bk < B * KVH; ++bk) {
+    const int b = bk / KVH, kh = bk % KVH;
+    std::vector<A> g(H), gv(H);
+    for (int t2 = 0; t2 < Tn; ++t2) {
+      std::fill(g.begin(), g.end(), A(0));
+      std::fill(gv.begin(), gv.end(), A(0));
+      for (int h = kh * group; h < (kh + 1) * group; ++h)
+        for (int t = t2; t < Tn; ++t) {
           A p;
-          const A ds = score_gradient(h, t, t2, &p);
-          const T* kt = k.at(b, Tn, t2, h / group, hs);
-          for (size_t i = 0; i < H; ++i) g[i] += ds * arith<A>(kt[i]);
-        }
-        T* d = dq.at(b, Tn, t, h, hs);
-        for (size_t i = 0; i < H; ++i) d[i] = static_cast<T>(arith<A>(d[i]) + g[i]);
-      }
-    // Per key row: dk_t2 = sum dS q_t, dv_t2 = sum P dout_t over the group's heads and t >= t2.
-    for (int kh = 0; kh < KVH; ++kh)
-      for (int t2 = 0; t2 < Tn; ++t2) {
-        std::fill(g.begin(), g.end(), A(0));
-        std::fill(gv.begin(), gv.end(), A(0));
-        for (int h = kh * group; h < (kh + 1) * group; ++h)
-          for (int t = t2; t < Tn; ++t) {
-            A p;
-            const A ds = score_gradient(h, t, t2, &p);
-            const T* qt = q.at(b, Tn, t, h, hs);
-            const T* dt = dout.at(b, Tn, t, h, hs);
-            for (size_t i = 0; i < H; ++i) {
-              g[i] += ds * arith<A>(qt[i]);
-              gv[i] += p * arith<A>(dt[i]);
-            }
+          const A ds = score_gradient(b, h, t, t2, &p);
+          const T* qt = q.at(b, Tn, t, h, hs);
+          const T* dt = dout.at(b, Tn, t, h, hs);
+          for (size_t i = 0; i < H; ++i) {
+            g[i] += ds * arith<A>(qt[i]);
+            gv[i] += p * arith<A>(dt[i]);
           }
-        T* dkt = dk.at(b, Tn, t2, kh, hs);
-        T* dvt = dv.at(b, Tn, t2, kh, hs);
-        for (size_t i = 0; i < H; ++i) {
-          dkt[i] = static_cast<T>(arith<A>(dkt[i]) + g[i]);
-          dvt[i] = static_cast<T>(arith<A>(dvt[i]) + gv[i]);
         }
+      T* dkt = dk.at(b, Tn, t2, kh, hs);
+      T* dvt = dv.at(b, Tn, t2, kh, hs);
+      for (size_t i = 0; i < H; ++i) {
+        dkt[i] = static_cast<T>(arith<A>(dkt[i]) + g[i]);
+        dvt[i] = static_cast<T>(arith<A>(dvt[i]) + gv[i]);
       }
+    }
   }
 }
 

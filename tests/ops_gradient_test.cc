@@ -13,6 +13,10 @@
 #include <utility>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "executor/ops_cpu.h"
 #include "executor/ops_flash_cpu.h"
 #include "executor/ops_llama_cpu.h"
@@ -284,4 +288,40 @@ TEST_CASE("flash-style attention: the materialised attention's output and gradie
         return std::vector<Vec>{dx};
       },
       rng);
+}
+
+TEST_CASE("flash-style attention on the host's threads: the same bits as on one, past the threshold") {
+  // B x NH x T^2 = 2 x 4 x 128^2 is past kHostAttentionParallelPairs: the rows go to OpenMP's threads.
+  const int B = 2, T = 128, H = 4, KVH = 2, hs = 8;
+  REQUIRE(static_cast<size_t>(B) * H * T * T >= cpu::kHostAttentionParallelPairs);
+  std::mt19937_64 rng(3);
+  const size_t nq = static_cast<size_t>(B) * T * H * hs, nkv = static_cast<size_t>(B) * T * KVH * hs;
+  const Vec q = random_vec(nq, rng, 2.0), k = random_vec(nkv, rng, 2.0), v = random_vec(nkv, rng), d = random_vec(nq, rng);
+  auto run = [&](int threads) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    (void)threads;
+    Vec out(nq), lse(static_cast<size_t>(B) * H * T), dq(nq), dk(nkv), dv(nkv);
+    cpu::flash_attention_forward(view(out, H, hs), lse.data(), view(q, H, hs), view(k, KVH, hs), view(v, KVH, hs), B, T, H,
+                                 KVH, hs);
+    cpu::flash_attention_backward(view(dq, H, hs), view(dk, KVH, hs), view(dv, KVH, hs), view(d, H, hs), view(q, H, hs),
+                                  view(k, KVH, hs), view(v, KVH, hs), view(std::as_const(out), H, hs), lse.data(), B, T, H,
+                                  KVH, hs);
+    return std::vector<Vec>{out, lse, dq, dk, dv};
+  };
+  const std::vector<Vec> one = run(1), two = run(2);
+  for (size_t i = 0; i < one.size(); ++i) CHECK(one[i] == two[i]);
+  // And the materialised kernels' results at this length too.
+  Vec out(nq), att(static_cast<size_t>(B) * H * T * T), dq(nq), dk(nkv), dv(nkv);
+  cpu::gqa_attention_forward(out.data(), att.data(), q.data(), k.data(), v.data(), B, T, H, KVH, hs);
+  cpu::gqa_attention_backward(dq.data(), dk.data(), dv.data(), d.data(), q.data(), k.data(), v.data(), att.data(), B, T, H,
+                              KVH, hs);
+  double worst = 0;
+  const std::vector<const Vec*> want{&out, nullptr, &dq, &dk, &dv};
+  for (size_t j = 0; j < want.size(); ++j) {
+    if (!want[j]) continue;
+    for (size_t i = 0; i < want[j]->size(); ++i) worst = std::max(worst, std::fabs(one[j][i] - (*want[j])[i]));
+  }
+  CHECK(worst < 1e-10);
 }
