@@ -1,4 +1,4 @@
-// The CUDA kernels (kernels/ops_cuda.h, attention_cuda.h,
+// The CUDA kernels (kernels/ops_cuda.h, elementwise_cuda.h, attention_cuda.h,
 // flash_attention_cuda.h, token_ops_cuda.h, matmul_cublaslt.h) against the
 // CPU reference kernels on random inputs: fp32
 // within 1e-5 of the largest reference value (matrix products and attention,
@@ -29,6 +29,7 @@
 #include "executor/scalar.h"
 #include "kernels/attention_cuda.h"
 #include "kernels/attention_gemm_cuda.h"
+#include "kernels/elementwise_cuda.h"
 #include "kernels/flash_attention_cuda.h"
 #include "kernels/device_memory.h"
 #include "kernels/matmul_cublaslt.h"
@@ -182,6 +183,34 @@ void check_kernels(const char* precision) {
     expect_close<T>(p + " swiglu forward", gsw.read(), sw);
     expect_close<T>(p + " swiglu dgate", gdg.read(), dg);
     expect_close<T>(p + " swiglu dup", gdu.read(), du);
+  }
+  // The plain sums (elementwise_cuda.h): the residual and its gradient, and
+  // the trainer's adds into a partition (overwriting and accumulating; into
+  // T and into fp32).
+  {
+    const std::vector<float> base = rounded<T>(random_vec(NC, rng));
+    std::vector<float> sum(NC), da = base, db = x, into = base, into_fresh(NC), into32 = random_vec(NC, rng);
+    const std::vector<float> into32_base = into32;
+    cpu::residual_forward(sum.data(), x.data(), d.data(), NC);
+    cpu::residual_backward(da.data(), db.data(), d.data(), NC);
+    for (size_t i = 0; i < NC; ++i) {
+      into[i] += x[i];
+      into_fresh[i] = x[i];
+      into32[i] += x[i];
+    }
+    DeviceBuffer<T> gx(x), gd(d), gsum(zeros(NC)), gda(base), gdb(x), ginto(base), gfresh(base);
+    DeviceBuffer<float> ginto32(into32_base);
+    cuda::add(gsum.p, gx.p, gd.p, NC);
+    cuda::residual_backward(gda.p, gdb.p, gd.p, NC);
+    cuda::add_into(ginto.p, gx.p, NC, true);
+    cuda::add_into(gfresh.p, gx.p, NC, false);
+    cuda::add_into_fp32(ginto32.p, gx.p, NC, true);
+    expect_close<T>(p + " residual forward", gsum.read(), sum);
+    expect_close<T>(p + " residual backward da", gda.read(), da);
+    expect_close<T>(p + " residual backward db", gdb.read(), db);
+    expect_close<T>(p + " add into (accumulating)", ginto.read(), into);
+    expect_close<T>(p + " add into (overwriting)", gfresh.read(), into_fresh);
+    expect_close<float>(p + " add into fp32", ginto32.read(), into32);
   }
   // AdamW: two steps on fp32 master weights from gradients of T.
   {
