@@ -37,16 +37,16 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   split_ = TokenSplit<T>{tp.comm, tp.sequence_parallel};
   tp_size_ = tp.comm ? tp.comm->size() : 1;
   tp_rank_ = tp.comm ? tp.comm->rank() : 0;
-  if (c.heads % tp_size_ || c.vocab % tp_size_) {
-    throw std::runtime_error("tensor parallel " + std::to_string(tp_size_) + ": must divide the heads and the vocabulary");
-  }
+  if (c.heads % tp_size_) throw std::runtime_error("tensor parallel " + std::to_string(tp_size_) + ": must divide the heads");
   const size_t t = static_cast<size_t>(tp_size_), r = static_cast<size_t>(tp_rank_);
-  const size_t Cl = C / t, Fl = 4 * C / t, Vl = V / t;
+  const VocabShard vocab = vocab_shard(c.vocab, tp_size_, tp_rank_);
+  const size_t Cl = C / t, Fl = 4 * C / t, Vl = static_cast<size_t>(vocab.rows), Vr = static_cast<size_t>(vocab.real);
   channels_local_ = static_cast<int>(Cl);
   heads_local_ = c.heads / tp_size_;
   ffn_local_ = static_cast<int>(Fl);
-  vocab_local_ = static_cast<int>(Vl);
-  vocab_start_ = static_cast<int>(r * Vl);
+  vocab_rows_ = vocab.rows;
+  vocab_local_ = vocab.real;
+  vocab_start_ = vocab.start;
   // One layer's tensors, whole and on this rank (column-parallel QKV and FC
   // keep 1/t of their output rows, row-parallel projections 1/t of their input columns).
   const std::array<size_t, kLayerTensors> whole_sizes = {C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, C * 4 * C, C};
@@ -105,7 +105,7 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
     for (size_t i = 0; i < rows; ++i) std::copy_n(from + i * width + first, count, to + i * count);
   };
   if (stage.first) {
-    rows_of(init.data(), local.data(), 1, V, C, r * Vl, Vl);                             // wte rows
+    rows_of(init.data(), local.data(), 1, V, C, r * Vl, Vr);                             // wte rows (then padding)
     std::copy_n(init.data() + V * C, S * C, local.data() + table_.offset[0] + Vl * C);  // wpe
   }
   for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) {
@@ -120,7 +120,7 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
     cols_of(g + whole_off[FCPROJW], o + layer_off_[FCPROJW], C, 4 * C, r * Fl, Fl);
   }
   if (stage.last) std::copy_n(init.data() + whole[L + 1], 2 * C, local.data() + table_.offset[L + 1]);
-  if (table_.size[L + 2]) rows_of(init.data(), local.data() + table_.offset[L + 2], 1, V, C, r * Vl, Vl);
+  if (table_.size[L + 2]) rows_of(init.data(), local.data() + table_.offset[L + 2], 1, V, C, r * Vl, Vr);
   copy_in(params, local.data(), held);
   table_.p.assign(L + 3, nullptr);
   table_.g.assign(L + 3, nullptr);
@@ -252,7 +252,7 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
     ensure_buffer(a_->lnf, t, Component::Logits, Tl * C);
     ensure_buffer(a_->lnf_mean, t, Component::Logits, Tl);
     ensure_buffer(a_->lnf_rstd, t, Component::Logits, Tl);
-    ensure_buffer(a_->logits, t, Component::Logits, BT * V);
+    ensure_buffer(a_->logits, t, Component::Logits, BT * static_cast<size_t>(vocab_rows_));  // the padded columns unused
   }
   Acts& ws = *acts_.shared;
   ensure_buffer(ws.proj, t, Component::Workspace, BT * C);

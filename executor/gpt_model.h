@@ -91,7 +91,7 @@ class GptModel {
   // -1 on other stages and without a pipeline. tied_embedding_size(): this
   // tensor-parallel rank's vocabulary rows.
   int tied_embedding_unit() const;
-  size_t tied_embedding_size() const { return static_cast<size_t>(vocab_local_) * c_.channels; }
+  size_t tied_embedding_size() const { return static_cast<size_t>(vocab_rows_) * c_.channels; }
   const PipelineStage& stage() const { return stage_; }
   // What its arithmetic runs on (the trainer runs the optimizer there too).
   Backend<T>& backend() { return *be_; }
@@ -170,12 +170,13 @@ class GptModel {
   void finish_gradients(int unit) { table_.finish_gradients(unit); }
   const T* w(LayerTensor t, int l) const { return table_.p[static_cast<size_t>(l) + 1] + layer_off_[t]; }
   T* gw(LayerTensor t, int l) { return table_.g[static_cast<size_t>(l) + 1] + layer_off_[t]; }
-  size_t wpe_offset() const { return static_cast<size_t>(vocab_local_) * c_.channels; }
+  size_t wpe_offset() const { return static_cast<size_t>(vocab_rows_) * c_.channels; }
   // Tensor parallelism: this rank's share of the attention channels, heads,
   // FFN and vocabulary, and where its vocabulary rows start.
   Communicator* tp_ = nullptr;
   int tp_size_ = 1, tp_rank_ = 0;
-  int channels_local_ = 0, heads_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
+  // vocab_rows_: the rows held (ceil(V / t), tensor_parallel.h's VocabShard), vocab_local_ the real ones.
+  int channels_local_ = 0, heads_local_ = 0, ffn_local_ = 0, vocab_rows_ = 0, vocab_local_ = 0, vocab_start_ = 0;
   // A row-parallel product's partial sums over all tokens: summed over the
   // ranks (this rank's `rows` token rows of them under sequence parallelism),
   // then the bias; returns where the result is.

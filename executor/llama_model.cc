@@ -34,16 +34,18 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   tp_ = tp.comm;
   split_ = TokenSplit<T>{tp.comm, tp.sequence_parallel};
   const int ranks = tp.comm ? tp.comm->size() : 1;
-  if (c.heads % ranks || c.kv_heads % ranks || c.ffn % ranks || c.vocab % ranks) {
-    throw std::runtime_error("tensor parallel " + std::to_string(ranks) + ": must divide the heads, KV heads, FFN and vocabulary");
+  if (c.heads % ranks || c.kv_heads % ranks || c.ffn % ranks) {
+    throw std::runtime_error("tensor parallel " + std::to_string(ranks) + ": must divide the heads, KV heads and FFN");
   }
   const size_t t = static_cast<size_t>(ranks), r = tp.comm ? static_cast<size_t>(tp.comm->rank()) : 0;
+  const VocabShard vocab = vocab_shard(c.vocab, ranks, static_cast<int>(r));
   heads_local_ = c.heads / ranks;
   kv_local_ = c.kv_heads / ranks;
   ffn_local_ = c.ffn / ranks;
-  vocab_local_ = c.vocab / ranks;
-  vocab_start_ = static_cast<int>(r) * vocab_local_;
-  const size_t QDl = QD / t, KDl = KD / t, Fl = F / t, Vl = V / t;
+  vocab_rows_ = vocab.rows;
+  vocab_local_ = vocab.real;
+  vocab_start_ = vocab.start;
+  const size_t QDl = QD / t, KDl = KD / t, Fl = F / t, Vl = static_cast<size_t>(vocab.rows), Vr = static_cast<size_t>(vocab.real);
   // One layer's tensors, whole and on this rank (column-parallel Q, K, V,
   // gate and up keep 1/t of their output rows, row-parallel O and down 1/t
   // of their input columns).
@@ -101,7 +103,7 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   auto cols_of = [](const T* from, T* to, size_t rows, size_t width, size_t first, size_t count) {
     for (size_t i = 0; i < rows; ++i) std::copy_n(from + i * width + first, count, to + i * count);
   };
-  if (stage.first) rows_of(init.data(), local.data() + table_.offset[0], C, r * Vl, Vl);
+  if (stage.first) rows_of(init.data(), local.data() + table_.offset[0], C, r * Vl, Vr);  // then padding rows
   for (int l = stage.first_layer; l < stage.first_layer + stage.layers; ++l) {
     const T* g = init.data() + whole[static_cast<size_t>(l) + 1];
     T* o = local.data() + table_.offset[static_cast<size_t>(l) + 1];
@@ -117,7 +119,7 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   if (stage.last) {
     T* o = local.data() + table_.offset[L + 1];
     std::copy_n(init.data() + whole[L + 1], C, o);                          // final norm
-    rows_of(init.data() + whole[L + 1] + C, o + C, C, r * Vl, Vl);           // output layer rows
+    rows_of(init.data() + whole[L + 1] + C, o + C, C, r * Vl, Vr);           // output layer rows (then padding)
   }
   copy_in(params, local.data(), held);
   table_.p.assign(L + 2, nullptr);
@@ -245,7 +247,7 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
     size(a_->final_in, n > 0 ? TlC : 0, Component::Logits);
     size(a_->xf, TlC, Component::Logits);
     size(a_->rstdf, Tl, Component::Logits);
-    size(a_->logits, BT * V, Component::Logits);
+    size(a_->logits, BT * static_cast<size_t>(vocab_rows_), Component::Logits);  // the padded columns unused
   }
   Acts& ws = *acts_.shared;
   size(ws.partial, BT * C, Component::Workspace);

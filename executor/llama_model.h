@@ -121,7 +121,8 @@ class LlamaModel {
   // Tensor parallelism: this rank's heads, KV heads, FFN width and vocabulary rows.
   Communicator* tp_ = nullptr;
   TokenSplit<T> split_;
-  int heads_local_ = 0, kv_local_ = 0, ffn_local_ = 0, vocab_local_ = 0, vocab_start_ = 0;
+  // vocab_rows_: the rows held (ceil(V / t), tensor_parallel.h's VocabShard), vocab_local_ the real ones.
+  int heads_local_ = 0, kv_local_ = 0, ffn_local_ = 0, vocab_rows_ = 0, vocab_local_ = 0, vocab_start_ = 0;
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
   std::unique_ptr<Backend<T>> be_;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "executor/backend.h"
@@ -24,6 +25,27 @@ struct TensorParallel {
   // and biases on 1/t of the tokens each.
   bool sequence_parallel = false;
 };
+
+// One rank's share of a vocabulary of V rows over t ranks: each holds
+// ceil(V / t) rows (what the cost model's zeroplan accounting shards, and
+// DeepSpeed's), the last ones padding where t does not divide V (GPT-2's
+// 50,257 over 2); `real` of them are tokens, from `start`. The padding rows
+// are zero, never looked up and never in the logits, so their gradients stay
+// zero. Throws when a rank would hold no token (V too small for t).
+struct VocabShard {
+  int rows = 0, real = 0, start = 0;
+};
+inline VocabShard vocab_shard(int vocab, int ranks, int rank) {
+  VocabShard s;
+  s.rows = (vocab + ranks - 1) / ranks;
+  s.start = rank * s.rows;
+  s.real = std::min(s.rows, vocab - s.start);
+  if (vocab - (ranks - 1) * s.rows <= 0) {
+    throw std::runtime_error("tensor parallel " + std::to_string(ranks) + ": a vocabulary of " + std::to_string(vocab) +
+                             " leaves a rank without tokens");
+  }
+  return s;
+}
 
 template <class T>
 void tp_all_reduce(Communicator* comm, T* data, size_t count) {

@@ -220,6 +220,22 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
               "/wide").code == 0);
   check_one_line_error("run --plan " + dir + "/wide/plan.json --steps 1 --device cuda",
                        "attention flash: the CUDA flash kernels take head_dim up to 256, the model has 320");
+  // A vocabulary eight ranks cannot all get tokens of (13 rows in shards of 2) is a reason not to run, not a crash.
+  {
+    FILE* f = fopen((dir + "/tiny-vocab.json").c_str(), "w");
+    REQUIRE(f != nullptr);
+    fputs("{\"name\": \"tiny-vocab\", \"family\": \"gpt\", \"source\": \"test\", \"num_layers\": 1,"
+          " \"hidden_size\": 64, \"ffn_hidden_size\": 256, \"num_heads\": 8, \"vocab_size\": 13, \"max_seq_len\": 8,"
+          " \"norm\": \"layernorm\", \"mlp\": \"gelu\", \"position\": \"learned\", \"tied_embeddings\": true,"
+          " \"qkv_bias\": true, \"attn_out_bias\": true, \"mlp_bias\": true, \"dropout\": false}",
+          f);
+    fclose(f);
+  }
+  const Run tiny = run("validate --model " + dir + "/tiny-vocab.json --gpu H100-80GB --gpus 8 --tp 8 --seq 8 --steps 1 --out " +
+                       dir + "/tiny");
+  CHECK(tiny.code == 0);
+  const zp::Json tiny_doc = zp::parse_json_file(dir + "/tiny/validate.json");
+  CHECK(tiny_doc.at("cases")[0].at("why_not").get<std::string>().find("leaves the last rank no tokens") != std::string::npos);
   std::system(("rm -rf " + dir).c_str());
 }
 
