@@ -40,6 +40,13 @@ Run run(const std::string& args) {
 
 std::string bad(const char* file) { return std::string(ZP_TEST_DATA) + "/bad/" + file; }
 
+void write_text(const std::string& path, const std::string& text) {
+  FILE* f = fopen(path.c_str(), "w");
+  REQUIRE(f != nullptr);
+  fputs(text.c_str(), f);
+  fclose(f);
+}
+
 // A user's mistake: exit 2, one line, mentioning `needle`.
 void check_one_line_error(const std::string& args, const std::string& needle) {
   CAPTURE(args);
@@ -206,31 +213,21 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
   check_one_line_error("run --plan " + dir + "/bad.json", "field 'extra': unknown field");
   check_one_line_error("run --plan " + dir + "/missing.json", "missing.json: cannot open the file");
   // Heads wider than the CUDA flash kernels hold are refused before any GPU is touched.
-  {
-    FILE* f = fopen((dir + "/wide-heads.json").c_str(), "w");
-    REQUIRE(f != nullptr);
-    fputs("{\"name\": \"wide-heads\", \"family\": \"llama\", \"source\": \"test\", \"num_layers\": 1,"
-          " \"hidden_size\": 640, \"ffn_hidden_size\": 64, \"num_heads\": 2, \"num_kv_heads\": 2, \"head_dim\": 320,"
-          " \"vocab_size\": 64, \"max_seq_len\": 32, \"norm\": \"rmsnorm\", \"mlp\": \"swiglu\","
-          " \"position\": \"rotary\", \"tied_embeddings\": false, \"dropout\": false}",
-          f);
-    fclose(f);
-  }
+  write_text(dir + "/wide-heads.json",
+             "{\"name\": \"wide-heads\", \"family\": \"llama\", \"source\": \"test\", \"num_layers\": 1,"
+             " \"hidden_size\": 640, \"ffn_hidden_size\": 64, \"num_heads\": 2, \"num_kv_heads\": 2, \"head_dim\": 320,"
+             " \"vocab_size\": 64, \"max_seq_len\": 32, \"norm\": \"rmsnorm\", \"mlp\": \"swiglu\","
+             " \"position\": \"rotary\", \"tied_embeddings\": false, \"dropout\": false}");
   REQUIRE(run("emit --format zeroplan --model " + dir + "/wide-heads.json --gpu H100-80GB --gpus 1 --seq 32 --out " + dir +
               "/wide").code == 0);
   check_one_line_error("run --plan " + dir + "/wide/plan.json --steps 1 --device cuda",
                        "attention flash: the CUDA flash kernels take head_dim up to 256, the model has 320");
   // A vocabulary eight ranks cannot all get tokens of (13 rows in shards of 2) is a reason not to run, not a crash.
-  {
-    FILE* f = fopen((dir + "/tiny-vocab.json").c_str(), "w");
-    REQUIRE(f != nullptr);
-    fputs("{\"name\": \"tiny-vocab\", \"family\": \"gpt\", \"source\": \"test\", \"num_layers\": 1,"
-          " \"hidden_size\": 64, \"ffn_hidden_size\": 256, \"num_heads\": 8, \"vocab_size\": 13, \"max_seq_len\": 8,"
-          " \"norm\": \"layernorm\", \"mlp\": \"gelu\", \"position\": \"learned\", \"tied_embeddings\": true,"
-          " \"qkv_bias\": true, \"attn_out_bias\": true, \"mlp_bias\": true, \"dropout\": false}",
-          f);
-    fclose(f);
-  }
+  write_text(dir + "/tiny-vocab.json",
+             "{\"name\": \"tiny-vocab\", \"family\": \"gpt\", \"source\": \"test\", \"num_layers\": 1,"
+             " \"hidden_size\": 64, \"ffn_hidden_size\": 256, \"num_heads\": 8, \"vocab_size\": 13, \"max_seq_len\": 8,"
+             " \"norm\": \"layernorm\", \"mlp\": \"gelu\", \"position\": \"learned\", \"tied_embeddings\": true,"
+             " \"qkv_bias\": true, \"attn_out_bias\": true, \"mlp_bias\": true, \"dropout\": false}");
   const Run tiny = run("validate --model " + dir + "/tiny-vocab.json --gpu H100-80GB --gpus 8 --tp 8 --seq 8 --steps 1 --out " +
                        dir + "/tiny");
   CHECK(tiny.code == 0);
