@@ -21,6 +21,7 @@
 #include "executor/llama_model.h"
 #include "executor/parallel_groups.h"
 #include "executor/pipeline_parallel.h"
+#include "executor/tensor_parallel.h"
 #include "executor/timed_communicator.h"
 #include "models/input_error.h"
 #include "models/param_count.h"
@@ -385,12 +386,9 @@ Layout runnable_layout(const std::string& path, const PlanFile& p, bool on_gpu) 
   if (l.dropout == Dropout::On) refuse("dropout on: the executor trains without dropout");
   if (l.delayed_update && l.offload_optimizer != Offload::Cpu) refuse("delayed_update: needs offload_optimizer cpu");
   if (l.tile_factor != 1 || l.fp32_grad_accum) refuse("tile_factor / fp32_grad_accum: not used by the CPU executor");
-  if (l.tp > 1) {
-    const uint64_t rows = (p.model.vocab_size + l.tp - 1) / l.tp;
-    if (p.model.vocab_size <= (l.tp - 1) * rows) {
-      refuse("tp " + std::to_string(l.tp) + ": a vocabulary of " + std::to_string(p.model.vocab_size) +
-             " in shards of " + std::to_string(rows) + " rows leaves the last rank no tokens");
-    }
+  if (!vocab_reaches_every_rank(p.model.vocab_size, l.tp)) {
+    refuse("tp " + std::to_string(l.tp) + ": a vocabulary of " + std::to_string(p.model.vocab_size) + " in shards of " +
+           std::to_string(vocab_shard_rows(p.model.vocab_size, l.tp)) + " rows leaves the last rank no tokens");
   }
   if (on_gpu && l.attention == Attention::Flash && p.model.head_dim > kCudaFlashMaxHeadDim) {
     refuse("attention flash: the CUDA flash kernels take head_dim up to " + std::to_string(kCudaFlashMaxHeadDim) +

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -35,12 +36,17 @@ struct TensorParallel {
 struct VocabShard {
   int rows = 0, real = 0, start = 0;
 };
+inline uint64_t vocab_shard_rows(uint64_t vocab, uint64_t ranks) { return (vocab + ranks - 1) / ranks; }
+// Whether every rank's shard holds a token: the last starts before V.
+inline bool vocab_reaches_every_rank(uint64_t vocab, uint64_t ranks) {
+  return vocab > (ranks - 1) * vocab_shard_rows(vocab, ranks);
+}
 inline VocabShard vocab_shard(int vocab, int ranks, int rank) {
   VocabShard s;
-  s.rows = (vocab + ranks - 1) / ranks;
+  s.rows = static_cast<int>(vocab_shard_rows(static_cast<uint64_t>(vocab), static_cast<uint64_t>(ranks)));
   s.start = rank * s.rows;
   s.real = std::min(s.rows, vocab - s.start);
-  if (vocab - (ranks - 1) * s.rows <= 0) {
+  if (!vocab_reaches_every_rank(static_cast<uint64_t>(vocab), static_cast<uint64_t>(ranks))) {
     throw std::runtime_error("tensor parallel " + std::to_string(ranks) + ": a vocabulary of " + std::to_string(vocab) +
                              " leaves a rank without tokens");
   }
