@@ -334,9 +334,9 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
   const uint64_t layer = units.layer, first = units.first, final = units.final, head_copy = units.head_copy;
   const uint64_t tiled = layer / l.tile_factor;
   h.stage_total = sp.dense + sp.experts;
-  // What all of the stage's units come to gathered (the most ZeRO-3 can hold).
-  h.all_gathered = sp.experts > 0 ? h.stage_total
-                                  : padded(first) + sp.layers * padded(layer) + padded(final) + padded(head_copy);
+  // What all of the stage's units come to gathered (the most ZeRO-3 can
+  // hold): dp of each unit's padded chunks, so dp partitions' worth.
+  h.all_gathered = sp.experts > 0 ? h.stage_total : dense_partition(in.model, l, r, sp) * dp;
   h.largest = units.largest();
   h.chunk = (h.largest + dp - 1) / dp;
   for (uint64_t u : {layer, first, final, head_copy}) {
