@@ -29,10 +29,7 @@ __device__ inline long long warp_row(long long rows) {
   return r < rows ? r : -1;
 }
 
-template <class D>
-__device__ inline const D* row_at(const D* base, size_t stride, int b, int Tn, int t, int head, int hs) {
-  return base + (static_cast<size_t>(b) * Tn + t) * stride + static_cast<size_t>(head) * hs;
-}
+// Head `head` of token (b, t) (D may be const).
 template <class D>
 __device__ inline D* row_at(D* base, size_t stride, int b, int Tn, int t, int head, int hs) {
   return base + (static_cast<size_t>(b) * Tn + t) * stride + static_cast<size_t>(head) * hs;
