@@ -113,6 +113,20 @@ double recompute_per_layer_s(const Layout& l, double layers, double forward_s, c
   return lc.attention_s + lc.softmax_s;
 }
 
+// One micro-batch on a stage of `layers` layers (the last with the output
+// layer), each layer taking `layer_f` forward and `layer_b` backward (with or
+// without its tensor-parallel and expert traffic), full recompute repeating
+// layer_f.
+struct StageMicrobatch {
+  double forward_s, backward_s, recompute_layer_s;
+};
+StageMicrobatch stage_microbatch(const Layout& l, double layers, bool last, double layer_f, double layer_b,
+                                 const LayerCompute& lc, const HeadCompute& hc) {
+  const double recompute_layer = recompute_per_layer_s(l, layers, layer_f, lc);
+  return {layers * layer_f + (last ? hc.forward_s : 0), layers * (layer_b + recompute_layer) + (last ? hc.backward_s : 0),
+          recompute_layer};
+}
+
 double pipeline_fill(const Layout& l) {
   if (l.pp == 1) return 0;
   return l.schedule == Schedule::Interleaved ? (l.pp - 1.0) / l.vpp : l.pp - 1.0;
@@ -190,16 +204,13 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in,
     const uint64_t n = layers_on_stage(m.layers, l, stage);
     layers_max = std::max(layers_max, n);
     const double layers = static_cast<double>(n);
-    const bool last = stage + 1 == l.pp;
-    const double recompute_layer = recompute_per_layer_s(l, layers, layer_f, lc);
-    const double f = layers * layer_f + (last ? pr.hc.forward_s : 0);
-    const double b = layers * (layer_b + recompute_layer) + (last ? pr.hc.backward_s : 0);
-    if (f + b > busiest) {
-      busiest = f + b;
+    const StageMicrobatch s = stage_microbatch(l, layers, stage + 1 == l.pp, layer_f, layer_b, lc, pr.hc);
+    if (s.forward_s + s.backward_s > busiest) {
+      busiest = s.forward_s + s.backward_s;
       p.layers = layers;
-      p.recompute_layer_s = recompute_layer;
-      p.microbatch_forward_s = f;
-      p.microbatch_backward_s = b;
+      p.recompute_layer_s = s.recompute_layer_s;
+      p.microbatch_forward_s = s.forward_s;
+      p.microbatch_backward_s = s.backward_s;
     }
   }
 
@@ -424,12 +435,10 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
   const Layout& l = in.layout;
   const LayerCompute& lc = prep_.lc;
   const double layers = static_cast<double>(layers_on_stage(in.model.layers, l, stage));
-  const bool last = stage + 1 == l.pp;
-  const double f = layers * lc.forward_s() + (last ? prep_.hc.forward_s : 0);
-  const double b = layers * (lc.backward_s() + recompute_per_layer_s(l, layers, lc.forward_s(), lc)) +
-                   (last ? prep_.hc.backward_s : 0);
+  // Its layers without their tensor-parallel or expert traffic (local copies).
+  const StageMicrobatch s = stage_microbatch(l, layers, stage + 1 == l.pp, lc.forward_s(), lc.backward_s(), lc, prep_.hc);
   EmulatedRank r;
-  r.compute_s = static_cast<double>(l.num_microbatches()) * (f + b);
+  r.compute_s = static_cast<double>(l.num_microbatches()) * (s.forward_s + s.backward_s);
   // No other rank of its node runs: its host optimizer and NVMe have the
   // node to themselves.
   NodeSpec alone = in.node;
