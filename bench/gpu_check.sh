@@ -14,10 +14,13 @@
 # CUDA backend against the CPU backend (cuda_model_test), the validation
 # matrix on the GPU (`zeroplan validate --device cuda`, bench/data/
 # validate_h200.json: predicted vs measured memory per component and step
-# time; materialised attention but for two flash-style cases, whose
-# CUDA-core kernels the time model does not yet describe) and the throughput
-# comparison with PyTorch eager on GPT-2 XL, 8 x 1024 (cuBLASLt attention) (bench/pytorch_gpt2_step.py, the same GPU in the same run; the ratio
-# is printed last). Logs go to ${OUT:-build/gpu_check}. The whole run keeps
+# time; materialised attention but for two flash-style cases), the two
+# attention paths timed alone (bench/gpu_attention_bench: the tensor-core
+# flash kernels against cuBLASLt's materialised products, the rate the time
+# model's attention_peak_fraction stands for) and the throughput comparison
+# with PyTorch eager on GPT-2 XL, 8 x 1024, zeroplan with either attention
+# (bench/pytorch_gpt2_step.py, SDPA, the same GPU in the same run; the
+# ratios are printed last). Logs go to ${OUT:-build/gpu_check}. The whole run keeps
 # within BUDGET_S seconds (default 480): the matrix gets what is left.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +35,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DZP_WITH_CUDA=ON > "$out/configure.log" 2>&1; then
   echo "configure failed: $out/configure.log"; tail -20 "$out/configure.log"; exit 1
 fi
-for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep host_optimizer_bench zeroplan; do
+for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep gpu_attention_bench host_optimizer_bench zeroplan; do
   if cmake --build build-gpu -j "$(nproc)" --target "$target" > "$out/build_$target.log" 2>&1; then
     note "built $target"
   else
@@ -67,7 +70,10 @@ fi
 if [ -x build-gpu/zeroplan ]; then
   timeout 120 build-gpu/zeroplan validate --device cuda --model gpt2-1.5b --gpu H200-141GB --gpus 1 --seq 1024 \
     --micro-batch 8 --zero 0 --attention materialized --warmup 3 --steps 5 --out "$out/gpt2xl" > "$out/gpt2xl.log" 2>&1; rc=$?
-  note "zeroplan GPT-2 XL 8 x 1024 exit code $rc"
+  note "zeroplan GPT-2 XL 8 x 1024 (cuBLASLt attention) exit code $rc"
+  timeout 120 build-gpu/zeroplan validate --device cuda --model gpt2-1.5b --gpu H200-141GB --gpus 1 --seq 1024 \
+    --micro-batch 8 --zero 0 --attention flash --warmup 3 --steps 5 --out "$out/gpt2xl_flash" > "$out/gpt2xl_flash.log" 2>&1; rc=$?
+  note "zeroplan GPT-2 XL 8 x 1024 (flash attention) exit code $rc"
 fi
 py=/opt/torch/.venv/bin/python3; [ -x "$py" ] || py=python3
 timeout 120 "$py" bench/pytorch_gpt2_step.py > "$out/pytorch_gpt2xl.json" 2> "$out/pytorch_gpt2xl.log"; rc=$?
@@ -75,7 +81,17 @@ note "PyTorch GPT-2 XL 8 x 1024 exit code $rc"
 ours=$(python3 -c "import json;print(json.load(open('$out/gpt2xl/validate.json'))['cases'][0]['step_time']['measured_s'])" 2>/dev/null)
 theirs=$(python3 -c "import json;print(json.load(open('$out/pytorch_gpt2xl.json'))['step_s'])" 2>/dev/null)
 if [ -n "$ours" ] && [ -n "$theirs" ]; then
-  note "GPT-2 XL step: zeroplan $ours s, PyTorch eager $theirs s, ratio $(python3 -c "print(round($ours/$theirs, 3))") (target <= 1)"
+  note "GPT-2 XL step: zeroplan (cuBLASLt attention) $ours s, PyTorch eager $theirs s, ratio $(python3 -c "print(round($ours/$theirs, 3))") (target <= 1)"
+fi
+flash=$(python3 -c "import json;print(json.load(open('$out/gpt2xl_flash/validate.json'))['cases'][0]['step_time']['measured_s'])" 2>/dev/null)
+if [ -n "$flash" ] && [ -n "$theirs" ]; then
+  note "GPT-2 XL step: zeroplan (flash attention) $flash s, PyTorch eager $theirs s, ratio $(python3 -c "print(round($flash/$theirs, 3))") (target <= 1)"
+fi
+# The attention paths alone (a few seconds).
+if [ -x build-gpu/bench/gpu_attention_bench ]; then
+  timeout 60 build-gpu/bench/gpu_attention_bench 5 > "$out/attention.csv" 2> "$out/attention.log"; rc=$?
+  note "attention bench exit code $rc (file: $out/attention.csv)"
+  [ "$rc" -eq 0 ] || failed=1
 fi
 # The GEMM sweep (shuffled rounds) and the time model's curve fitted to it.
 if [ -x build-gpu/bench/gpu_gemm_sweep ] && [ -x build-gpu/zeroplan ]; then
@@ -111,6 +127,7 @@ echo "== what the GPU tests measured and found"
 grep -hE "MESSAGE|ERROR|Status" "$out"/cuda_ops_test.log "$out"/cuda_model_test.log "$out"/nccl_comm_test.log 2>/dev/null | sed 's/.*MESSAGE: //' | tail -70
 grep -E "^case|peak error|not run" "$out/validate.log" 2>/dev/null | head -45
 [ -f "$out/calibrate.txt" ] && head -4 "$out/calibrate.txt"
+[ -f "$out/attention.csv" ] && { column -t -s, "$out/attention.csv" 2>/dev/null || cat "$out/attention.csv"; }
 echo "== summary"
 printf '%s\n' "${summary[@]}"
 exit "$failed"

@@ -7,8 +7,10 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/flash_attention_tc_cuda.h"
 
 namespace zp::cuda {
 namespace {
@@ -216,6 +218,9 @@ template <class T>
 void flash_attention_forward(Heads<T> out, float* lse, Heads<const T> q, Heads<const T> k, Heads<const T> v, int B, int Tn,
                              int NH, int KVH, int hs) {
   const Shape s = shape(Tn, NH, KVH, hs);
+  if constexpr (std::is_same_v<T, Bf16>) {
+    if (flash_attention_tc_supported(hs)) return flash_attention_forward_tc(out, lse, q, k, v, B, Tn, NH, KVH, hs);
+  }
   const long long rows = static_cast<long long>(B) * NH * Tn;
   flash_forward_kernel<<<warp_blocks(rows), kWarp * kWarpsPerBlock>>>(dev(out.base), out.token_stride, lse, dev(q.base),
                                                                       q.token_stride, dev(k.base), k.token_stride,
@@ -233,6 +238,11 @@ void flash_attention_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, float* rowd
   flash_rowdot_kernel<<<warp_blocks(rows), threads>>>(rowdot, dev(dout.base), dout.token_stride, dev(out.base),
                                                       out.token_stride, B, s);
   check_launch("flash_attention_backward (row dots)");
+  if constexpr (std::is_same_v<T, Bf16>) {
+    if (flash_attention_tc_supported(hs)) {
+      return flash_attention_backward_tc(dq, dk, dv, rowdot, dout, q, k, v, lse, B, Tn, NH, KVH, hs);
+    }
+  }
   flash_query_kernel<<<warp_blocks(rows), threads>>>(dev(dq.base), dq.token_stride, rowdot, lse, dev(dout.base),
                                                      dout.token_stride, dev(q.base), q.token_stride, dev(k.base),
                                                      k.token_stride, dev(v.base), v.token_stride, B, s);

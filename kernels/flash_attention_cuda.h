@@ -10,11 +10,11 @@
 // a warp per query row sums dq and a warp per key row (b, kv head, t2) sums
 // dk and dv over the group's heads and the rows t >= t2 in a fixed order,
 // each recomputing the probabilities from lse: deterministic, each gradient
-// added to its output once. The dot products run on the CUDA cores (no
-// tensor-core tiling yet), so this path trades speed for memory: the
-// executor's default on the GPU is what the layout names, and the cuBLASLt
-// path (attention_gemm_cuda.h) remains the fast one for short sequences.
-// Heads as in attention_cuda.h; hs at most 256.
+// added to its output once. These warp-per-row kernels run the dot products
+// on the CUDA cores; bf16 heads of a multiple of 16 up to 128 elements go to
+// the tiled tensor-core kernels instead (flash_attention_tc_cuda.h,
+// FlashAttention-2's tiles through WMMA), with the same inputs, outputs and
+// scratch. Heads as in attention_cuda.h; hs at most 256.
 #pragma once
 
 #include "kernels/attention_cuda.h"

@@ -316,9 +316,20 @@ void check_attention_and_tokens(const char* precision) {
   // Flash-style attention against the host's (executor/ops_flash_cpu.h, in
   // fp32 on the rounded inputs; backward reads the output as the device
   // stored it): grouped heads with hs = 80 (lanes holding 3 and 2 elements,
-  // T past a few warps) and GPT-2's packed q,k,v with hs = 8.
-  for (const bool packed : {false, true}) {
-    const int B = 2, Tn = packed ? 29 : 67, NH = packed ? 3 : 4, KVH = packed ? 3 : 2, hs = packed ? 8 : 80;
+  // T past a few warps), GPT-2's packed q,k,v with hs = 8, and packed with
+  // GPT-2's hs = 64 over three tiles of 64 rows, the last one partial. In bf16
+  // the hs 80 and 64 cases run the tensor-core kernels (flash_attention_tc_cuda.h),
+  // hs 8 and every fp32 case the warp-per-row ones.
+  struct FlashCase {
+    bool packed;
+    int B, Tn, NH, KVH, hs;
+    const char* name;
+  };
+  for (const FlashCase& fc : {FlashCase{false, 2, 67, 4, 2, 80, "grouped, hs 80"},
+                              FlashCase{true, 2, 29, 3, 3, 8, "packed q,k,v"},
+                              FlashCase{true, 1, 130, 2, 2, 64, "packed q,k,v, hs 64, 130 tokens"}}) {
+    const bool packed = fc.packed;
+    const int B = fc.B, Tn = fc.Tn, NH = fc.NH, KVH = fc.KVH, hs = fc.hs;
     const size_t qw = static_cast<size_t>(NH) * hs, kw = static_cast<size_t>(KVH) * hs;
     // Packed: one (B,T,3C) tensor with q, k, v at 0, C, 2C; else three tensors.
     const size_t ld_q = packed ? 3 * qw : qw, ld_k = packed ? 3 * qw : kw;
@@ -346,7 +357,7 @@ void check_attention_and_tokens(const char* precision) {
     cuda::flash_attention_forward<T>({gout.p, qw}, glse.p, {gq.p, ld_q}, {gkb, ld_k}, {gvb, ld_k}, B, Tn, NH, KVH, hs);
     cuda::flash_attention_backward<T>({gdq.p, ld_q}, {gdkb, ld_k}, {gdvb, ld_k}, rowdot.p, {gd.p, qw}, {gq.p, ld_q},
                                       {gkb, ld_k}, {gvb, ld_k}, {gout.p, qw}, glse.p, B, Tn, NH, KVH, hs);
-    const std::string what = p + (packed ? " flash attention (packed q,k,v)" : " flash attention (grouped, hs 80)");
+    const std::string what = p + " flash attention (" + fc.name + ")";
     expect_close<T>(what + " out", gout.read(), out, sums);
     expect_close<float>(what + " log-sum-exp", glse.read(), lse, sums);
     expect_close<T>(what + (packed ? " dqkv" : " dq"), gdq.read(), dqin, sums);

@@ -1,0 +1,157 @@
+// The GPU's causal attention, the executor's two bf16 paths side by side
+// (issue 7): flash-style (kernels/flash_attention_cuda.h; the tensor-core
+// kernels of flash_attention_tc_cuda.h where the head size allows) and the
+// materialised one through cuBLASLt (kernels/attention_gemm_cuda.h), forward
+// and backward, timed with CUDA events, the median of ROUNDS after one
+// warm-up, at the shapes of the validation matrix's models at 1,024 tokens.
+// TFLOP/s count what the time model counts (costmodel/compute.cc: 4 b a s^2 d
+// forward, every position, twice that backward), so each path's
+// attention_peak_fraction is its rate over the GPU's dense bf16 peak.
+// Prints CSV `model,path,forward_ms,backward_ms,forward_tflops,backward_tflops`.
+// Usage: gpu_attention_bench [ROUNDS]. Built only with CUDA.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/attention_gemm_cuda.h"
+#include "kernels/flash_attention_cuda.h"
+
+namespace {
+
+using zp::cuda::Bf16;
+using zp::cuda::Heads;
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+// A float rounded to bf16 (nearest even), as its bits.
+Bf16 to_bf16(float x) {
+  uint32_t u = 0;
+  std::memcpy(&u, &x, sizeof u);
+  return Bf16{static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+
+struct Case {
+  const char* model;
+  int B, Tn, NH, KVH, hs;
+};
+
+template <class E>
+E* device_array(size_t n) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, n * sizeof(E)), "cudaMalloc");
+  check(cudaMemset(p, 0, n * sizeof(E)), "cudaMemset");
+  return static_cast<E*>(p);
+}
+
+// The median over `rounds` of `work`'s time in milliseconds, after one untimed run.
+double median_ms(int rounds, const std::function<void()>& work) {
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "cudaEventCreate");
+  check(cudaEventCreate(&stop), "cudaEventCreate");
+  work();
+  check(cudaDeviceSynchronize(), "warm-up");
+  std::vector<double> ms;
+  for (int r = 0; r < rounds; ++r) {
+    check(cudaEventRecord(start), "cudaEventRecord");
+    work();
+    check(cudaEventRecord(stop), "cudaEventRecord");
+    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
+    ms.push_back(t);
+  }
+  check(cudaEventDestroy(start), "cudaEventDestroy");
+  check(cudaEventDestroy(stop), "cudaEventDestroy");
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void run_case(const Case& c, int rounds, std::mt19937& rng) {
+  const size_t q_width = static_cast<size_t>(c.NH) * c.hs, kv_width = static_cast<size_t>(c.KVH) * c.hs;
+  const size_t tokens = static_cast<size_t>(c.B) * c.Tn, ld = q_width + 2 * kv_width;
+  // q, k, v side by side per token (GPT-2's packed layout; Llama's heads by strides alike).
+  std::vector<Bf16> host(tokens * ld);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (Bf16& x : host) x = to_bf16(normal(rng));
+  Bf16* qkv = device_array<Bf16>(tokens * ld);
+  check(cudaMemcpy(qkv, host.data(), host.size() * sizeof(Bf16), cudaMemcpyHostToDevice), "cudaMemcpy");
+  for (size_t i = 0; i < tokens * q_width; ++i) host[i] = to_bf16(normal(rng));
+  Bf16* dout = device_array<Bf16>(tokens * q_width);
+  check(cudaMemcpy(dout, host.data(), tokens * q_width * sizeof(Bf16), cudaMemcpyHostToDevice), "cudaMemcpy");
+  Bf16* out = device_array<Bf16>(tokens * q_width);
+  Bf16* dqkv = device_array<Bf16>(tokens * ld);
+  const size_t rows = static_cast<size_t>(c.B) * c.NH * c.Tn, one = static_cast<size_t>(c.NH) * c.Tn * c.Tn;
+  float* lse = device_array<float>(rows);
+  float* rowdot = device_array<float>(rows);
+  const Heads<const Bf16> q{qkv, ld}, k{qkv + q_width, ld}, v{qkv + q_width + kv_width, ld};
+  const Heads<Bf16> dq{dqkv, ld}, dk{dqkv + q_width, ld}, dv{dqkv + q_width + kv_width, ld};
+  const Heads<Bf16> o{out, q_width};
+  const Heads<const Bf16> oc{out, q_width}, d{dout, q_width};
+  // FLOPs as the time model counts them (every position, not only the causal half).
+  const double forward_flops = 4.0 * c.B * c.NH * static_cast<double>(c.Tn) * c.Tn * c.hs;
+  auto report = [&](const char* path, double f_ms, double b_ms) {
+    std::printf("%s,%s,%.3f,%.3f,%.1f,%.1f\n", c.model, path, f_ms, b_ms, forward_flops / (f_ms * 1e-3) / 1e12,
+                2 * forward_flops / (b_ms * 1e-3) / 1e12);
+    std::fflush(stdout);
+  };
+
+  const double flash_f = median_ms(rounds, [&] { zp::cuda::flash_attention_forward<Bf16>(o, lse, q, k, v, c.B, c.Tn, c.NH, c.KVH, c.hs); });
+  const double flash_b = median_ms(rounds, [&] {
+    zp::cuda::flash_attention_backward<Bf16>(dq, dk, dv, rowdot, d, q, k, v, oc, lse, c.B, c.Tn, c.NH, c.KVH, c.hs);
+  });
+  report("flash", flash_f, flash_b);
+
+  const size_t workspace_bytes = 32u << 20;
+  void* workspace = device_array<unsigned char>(workspace_bytes);
+  float* scores = device_array<float>(one);
+  Bf16* low = device_array<Bf16>(one);
+  Bf16* att = device_array<Bf16>(static_cast<size_t>(c.B) * one);
+  zp::cuda::Matmul mm(workspace, workspace_bytes);
+  const double gemm_f = median_ms(rounds, [&] {
+    zp::cuda::attention_forward_gemm<Bf16>(mm, o, att, q, k, v, scores, c.B, c.Tn, c.NH, c.KVH, c.hs);
+  });
+  const double gemm_b = median_ms(rounds, [&] {
+    zp::cuda::attention_backward_gemm<Bf16>(mm, dq, dk, dv, scores, low, d, q, k, v, att, c.B, c.Tn, c.NH, c.KVH, c.hs);
+  });
+  report("materialized", gemm_f, gemm_b);
+  for (void* p : {static_cast<void*>(qkv), static_cast<void*>(dout), static_cast<void*>(out), static_cast<void*>(dqkv),
+                  static_cast<void*>(lse), static_cast<void*>(rowdot), workspace, static_cast<void*>(scores),
+                  static_cast<void*>(low), static_cast<void*>(att)}) {
+    check(cudaFree(p), "cudaFree");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::atoi(argv[1]) : 5;
+  if (rounds < 1) {
+    std::fprintf(stderr, "gpu_attention_bench: ROUNDS must be a positive integer\n");
+    return 2;
+  }
+  try {
+    std::mt19937 rng(11);
+    std::printf("model,path,forward_ms,backward_ms,forward_tflops,backward_tflops\n");
+    // GPT-2 XL at the throughput target's batch; GPT-2 124M; TinyLlama 1.1B
+    // (grouped KV heads); a Llama-3.2-3B-shaped layer (hs 128).
+    for (const Case& c : {Case{"gpt2-1.5b", 8, 1024, 25, 25, 64}, Case{"gpt2-124m", 8, 1024, 12, 12, 64},
+                          Case{"tinyllama-1.1b", 4, 1024, 32, 4, 64}, Case{"llama-3.2-3b", 4, 1024, 24, 8, 128}}) {
+      run_case(c, rounds, rng);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_attention_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,109 @@
+// The tensor-core flash kernels' tiles (kernels/flash_tiles.h) without a GPU:
+// what WMMA requires of every fragment pointer and leading dimension, that
+// each kernel's shared memory fits an sm_80 block for every head size the
+// path takes, that tiles do not overlap, and that the forward and dq kernels'
+// key tiles visit exactly the keys a causal row sees (and the dk, dv
+// kernel's query tiles, from the key tile's start, exactly the queries that
+// see a key). The kernels themselves run in tests/cuda_ops_test.cc on a GPU.
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "kernels/flash_tiles.h"
+
+using namespace zp::cuda;
+namespace ft = zp::cuda::flash_tiles;
+
+namespace {
+
+struct Placed {
+  ft::Tile tile;
+  int rows;
+  std::size_t element_bytes;
+};
+
+// WMMA: fragment pointers 32-byte aligned, ldm a multiple of 16 bytes; a
+// fragment starts at a row that is a multiple of 16 and a column that is a
+// multiple of 16, so aligned tile starts and 16-byte rows suffice.
+void check_tiles(const std::vector<Placed>& tiles, std::size_t total) {
+  std::size_t end = 0;
+  for (const Placed& p : tiles) {
+    CHECK(p.tile.offset % 32 == 0);
+    CHECK(p.tile.offset >= end);  // after the previous one
+    if (p.tile.ld > 1) CHECK(p.tile.ld * p.element_bytes % 16 == 0);
+    for (int r0 = 0; r0 < p.rows; r0 += ft::kFragment) {
+      CHECK((p.tile.offset + static_cast<std::size_t>(r0) * p.tile.ld * p.element_bytes) % 32 == 0);
+    }
+    end = p.tile.offset + static_cast<std::size_t>(p.rows) * p.tile.ld * p.element_bytes;
+  }
+  CHECK(end <= total);
+  CHECK(total <= ft::kSm80SharedBytes);
+}
+
+}  // namespace
+
+TEST_CASE("the tensor-core path takes bf16 heads of a multiple of 16 up to 128") {
+  CHECK(ft::eligible(64));
+  CHECK(ft::eligible(80));
+  CHECK(ft::eligible(128));
+  CHECK_FALSE(ft::eligible(8));
+  CHECK_FALSE(ft::eligible(72));
+  CHECK_FALSE(ft::eligible(144));
+  CHECK_FALSE(ft::eligible(256));
+}
+
+TEST_CASE("every tile is aligned for WMMA and each kernel fits an sm_80 block") {
+  for (int hs = ft::kFragment; hs <= ft::kMaxHeadDim; hs += ft::kFragment) {
+    CAPTURE(hs);
+    const ft::ForwardLayout f = ft::forward_layout(hs);
+    check_tiles({{f.q, ft::kRows, 2}, {f.k, ft::kKeys, 2}, {f.v, ft::kKeys, 2}, {f.o, ft::kRows, 4},
+                 {f.s, ft::kRows, 4}, {f.p, ft::kRows, 2}, {f.m, ft::kRows, 4}, {f.l, ft::kRows, 4}},
+                f.bytes);
+    const ft::QueryLayout g = ft::query_layout(hs);
+    check_tiles({{g.q, ft::kRows, 2}, {g.dout, ft::kRows, 2}, {g.k, ft::kKeys, 2}, {g.v, ft::kKeys, 2},
+                 {g.dq, ft::kRows, 4}, {g.s, ft::kRows, 4}, {g.dp, ft::kRows, 4}, {g.ds, ft::kRows, 2},
+                 {g.lse, ft::kRows, 4}, {g.rowdot, ft::kRows, 4}},
+                g.bytes);
+    const int nq = ft::kKeyValueQueries;
+    const ft::KeyValueLayout h = ft::key_value_layout(hs);
+    check_tiles({{h.k, ft::kRows, 2}, {h.v, ft::kRows, 2}, {h.q, nq, 2}, {h.dout, nq, 2}, {h.dk, ft::kRows, 4},
+                 {h.dv, ft::kRows, 4}, {h.st, ft::kRows, 4}, {h.dpt, ft::kRows, 4}, {h.pt, ft::kRows, 2},
+                 {h.dst, ft::kRows, 2}, {h.lse, nq, 4}, {h.rowdot, nq, 4}},
+                h.bytes);
+    // Row tiles hold the head; score tiles a key (or query) tile.
+    CHECK(f.q.ld >= hs);
+    CHECK(f.s.ld >= ft::kKeys);
+    CHECK(h.st.ld >= nq);
+  }
+  // At GPT-2's head size a forward block leaves room for three on an SM of an H200 (228 KiB).
+  CHECK(3 * ft::forward_layout(64).bytes <= 228 * 1024);
+}
+
+TEST_CASE("the key tiles of a query row, and the query tiles of a key row, are exactly its causal pairs") {
+  for (const int Tn : {1, 17, 63, 64, 65, 128, 200}) {
+    CAPTURE(Tn);
+    for (int q0 = 0; q0 < Tn; q0 += ft::kRows) {
+      for (int t = q0; t < q0 + ft::kRows; ++t) {
+        int seen = 0;
+        bool all_masked_tile = false;
+        for (int k0 = 0; k0 < ft::key_end(q0, Tn); k0 += ft::kKeys) {
+          int in_tile = 0;
+          for (int t2 = k0; t2 < k0 + ft::kKeys; ++t2) in_tile += ft::visible(t, t2, Tn);
+          seen += in_tile;
+          all_masked_tile |= t < Tn && in_tile == 0;
+        }
+        CHECK(seen == (t < Tn ? t + 1 : 0));
+        CHECK_FALSE(all_masked_tile);  // the forward's running maximum is finite after every tile
+      }
+    }
+    for (int k0 = 0; k0 < Tn; k0 += ft::kRows) {
+      for (int t2 = k0; t2 < k0 + ft::kRows; ++t2) {
+        int seen = 0;
+        for (int q0 = k0; q0 < Tn; q0 += ft::kKeyValueQueries) {
+          for (int t = q0; t < q0 + ft::kKeyValueQueries; ++t) seen += ft::visible(t, t2, Tn);
+        }
+        CHECK(seen == (t2 < Tn ? Tn - t2 : 0));
+      }
+    }
+  }
+}
