@@ -43,7 +43,7 @@ __device__ inline QueryRow query_row(int Tn, int NH, int KVH) {
 template <class D>
 __global__ void attention_forward_kernel(D* out, size_t out_stride, D* att, const D* q, size_t q_stride, const D* k,
                                          size_t k_stride, const D* v, size_t v_stride, int Tn, int NH, int KVH, int hs) {
-  extern __shared__ float scores[];  // Tn floats
+  float* scores = dynamic_shared<float>();  // Tn floats
   const QueryRow w = query_row(Tn, NH, KVH);
   const int t = w.t, h = w.h, b = w.b, kh = w.kh;
   const float scale = rsqrtf(static_cast<float>(hs));
@@ -84,7 +84,7 @@ template <class D>
 __global__ void attention_backward_query_kernel(D* dq, size_t dq_stride, float* dscores, const D* dout, size_t dout_stride,
                                                 const D* k, size_t k_stride, const D* v, size_t v_stride, const D* att,
                                                 int Tn, int NH, int KVH, int hs) {
-  extern __shared__ float da[];  // Tn floats
+  float* da = dynamic_shared<float>();  // Tn floats
   const QueryRow w = query_row(Tn, NH, KVH);
   const int t = w.t, h = w.h, b = w.b, kh = w.kh;
   const float scale = rsqrtf(static_cast<float>(hs));
@@ -145,7 +145,7 @@ __global__ void attention_backward_kv_kernel(D* dk, size_t dk_stride, D* dv, siz
 template <class T>
 void rope(T* x, int B, int Tn, int H, int hs, float base, float direction, const char* name) {
   const size_t pairs = static_cast<size_t>(B) * Tn * H * (hs / 2);
-  rope_kernel<<<blocks_for(pairs), kBlock>>>(dev(x), Tn, H, hs, base, direction, pairs);
+  launch_kernel(rope_kernel<device_t<T>>, blocks_for(pairs), kBlock, 0, dev(x), Tn, H, hs, base, direction, pairs);
   check_launch(name);
 }
 
@@ -168,7 +168,7 @@ template <class T>
 void attention_forward(Heads<T> out, T* att, Heads<const T> q, Heads<const T> k, Heads<const T> v, int B, int Tn, int NH,
                        int KVH, int hs) {
   const unsigned rows = static_cast<unsigned>(B * NH * Tn);
-  attention_forward_kernel<<<rows, kBlock, row_bytes(Tn)>>>(dev(out.base), out.token_stride, dev(att), dev(q.base),
+  launch_kernel(attention_forward_kernel<device_t<T>>, rows, kBlock, row_bytes(Tn), dev(out.base), out.token_stride, dev(att), dev(q.base),
                                                             q.token_stride, dev(k.base), k.token_stride, dev(v.base),
                                                             v.token_stride, Tn, NH, KVH, hs);
   check_launch("attention_forward");
@@ -177,11 +177,11 @@ void attention_forward(Heads<T> out, T* att, Heads<const T> q, Heads<const T> k,
 template <class T>
 void attention_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, float* dscores, Heads<const T> dout, Heads<const T> q,
                         Heads<const T> k, Heads<const T> v, const T* att, int B, int Tn, int NH, int KVH, int hs) {
-  attention_backward_query_kernel<<<static_cast<unsigned>(B * NH * Tn), kBlock, row_bytes(Tn)>>>(
+  launch_kernel(attention_backward_query_kernel<device_t<T>>, static_cast<unsigned>(B * NH * Tn), kBlock, row_bytes(Tn), 
       dev(dq.base), dq.token_stride, dscores, dev(dout.base), dout.token_stride, dev(k.base), k.token_stride, dev(v.base),
       v.token_stride, dev(att), Tn, NH, KVH, hs);
   check_launch("attention_backward (scores, queries)");
-  attention_backward_kv_kernel<<<static_cast<unsigned>(B * KVH * Tn), kBlock>>>(
+  launch_kernel(attention_backward_kv_kernel<device_t<T>>, static_cast<unsigned>(B * KVH * Tn), kBlock, 0, 
       dev(dk.base), dk.token_stride, dev(dv.base), dv.token_stride, dscores, dev(dout.base), dout.token_stride,
       dev(q.base), q.token_stride, dev(att), Tn, NH, KVH, hs);
   check_launch("attention_backward (keys, values)");

@@ -54,11 +54,11 @@ struct CudaOps {
     mm.batched<In, Out>(p, what);
   }
   void softmax(T* probs, const float* scores, int rows, int Tn) {
-    causal_softmax_kernel<<<static_cast<unsigned>(rows), kBlock>>>(dev(probs), scores, Tn);
+    launch_kernel(causal_softmax_kernel<device_t<T>>, static_cast<unsigned>(rows), kBlock, 0, dev(probs), scores, Tn);
     check_launch("attention softmax");
   }
   void softmax_backward(T* dscores, const float* dprobs, const T* probs, int rows, int Tn, float scale) {
-    causal_softmax_backward_kernel<<<static_cast<unsigned>(rows), kBlock>>>(dev(dscores), dprobs, dev(probs), Tn, scale);
+    launch_kernel(causal_softmax_backward_kernel<device_t<T>>, static_cast<unsigned>(rows), kBlock, 0, dev(dscores), dprobs, dev(probs), Tn, scale);
     check_launch("attention softmax backward");
   }
 };

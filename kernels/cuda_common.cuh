@@ -17,6 +17,30 @@ namespace zp::cuda {
 
 constexpr int kBlock = 256;
 
+// Launches kernel(args...) on grid x block threads with shared_bytes of
+// dynamic shared memory: CUDA's <<<>>> under nvcc; the host emulator
+// (tests/simt/simt.h) where the kernels are compiled as C++ for
+// tests/cuda_ops_emulated_test.
+template <class Kernel, class... Args>
+inline void launch_kernel(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, Args... args) {
+#ifdef __CUDACC__
+  kernel<<<grid, block, shared_bytes>>>(args...);
+#else
+  simt::launch(kernel, grid, block, shared_bytes, args...);
+#endif
+}
+
+// The block's dynamic shared memory (launch_kernel's shared_bytes).
+template <class E>
+__device__ inline E* dynamic_shared() {
+#ifdef __CUDACC__
+  extern __shared__ __align__(128) unsigned char zp_dynamic_shared[];
+  return reinterpret_cast<E*>(zp_dynamic_shared);
+#else
+  return reinterpret_cast<E*>(simt::dynamic_shared());
+#endif
+}
+
 // Throws with the kernel's name and CUDA's message when the last launch failed.
 inline void check_launch(const char* kernel) {
   const cudaError_t e = cudaGetLastError();
@@ -118,7 +142,7 @@ __global__ void column_sums_kernel(F f, int N, int C) {
 template <class F>
 void column_sums(const F& f, int N, int C, const char* name) {
   const dim3 block(kColumns, kRowGroups);
-  column_sums_kernel<<<static_cast<unsigned>((C + kColumns - 1) / kColumns), block>>>(f, N, C);
+  launch_kernel(column_sums_kernel<F>, dim3(static_cast<unsigned>((C + kColumns - 1) / kColumns)), block, 0, f, N, C);
   check_launch(name);
 }
 

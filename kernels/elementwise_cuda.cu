@@ -32,28 +32,28 @@ __global__ void add_into_kernel(To* dst, const From* src, size_t n, bool accumul
 template <class T>
 void add(T* out, const T* a, const T* b, size_t n) {
   if (n == 0) return;
-  add_kernel<<<blocks_for(n), kBlock>>>(dev(out), dev(a), dev(b), n);
+  launch_kernel(add_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(out), dev(a), dev(b), n);
   check_launch("add");
 }
 
 template <class T>
 void residual_backward(T* da, T* db, const T* dout, size_t n) {
   if (n == 0) return;
-  residual_backward_kernel<<<blocks_for(n), kBlock>>>(dev(da), dev(db), dev(dout), n);
+  launch_kernel(residual_backward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(da), dev(db), dev(dout), n);
   check_launch("residual_backward");
 }
 
 template <class T>
 void add_into(T* dst, const T* src, size_t n, bool accumulate) {
   if (n == 0) return;
-  add_into_kernel<<<blocks_for(n), kBlock>>>(dev(dst), dev(src), n, accumulate);
+  launch_kernel(add_into_kernel<device_t<T>, device_t<T>>, blocks_for(n), kBlock, 0, dev(dst), dev(src), n, accumulate);
   check_launch("add_into");
 }
 
 template <class T>
 void add_into_fp32(float* dst, const T* src, size_t n, bool accumulate) {
   if (n == 0) return;
-  add_into_kernel<<<blocks_for(n), kBlock>>>(dst, dev(src), n, accumulate);
+  launch_kernel(add_into_kernel<float, device_t<T>>, blocks_for(n), kBlock, 0, dst, dev(src), n, accumulate);
   check_launch("add_into_fp32");
 }
 

@@ -222,7 +222,7 @@ void flash_attention_forward(Heads<T> out, float* lse, Heads<const T> q, Heads<c
     if (flash_attention_tc_supported(hs)) return flash_attention_forward_tc(out, lse, q, k, v, B, Tn, NH, KVH, hs);
   }
   const long long rows = static_cast<long long>(B) * NH * Tn;
-  flash_forward_kernel<<<warp_blocks(rows), kWarp * kWarpsPerBlock>>>(dev(out.base), out.token_stride, lse, dev(q.base),
+  launch_kernel(flash_forward_kernel<device_t<T>>, warp_blocks(rows), kWarp * kWarpsPerBlock, 0, dev(out.base), out.token_stride, lse, dev(q.base),
                                                                       q.token_stride, dev(k.base), k.token_stride,
                                                                       dev(v.base), v.token_stride, B, s);
   check_launch("flash_attention_forward");
@@ -235,7 +235,7 @@ void flash_attention_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, float* rowd
   const Shape s = shape(Tn, NH, KVH, hs);
   const long long rows = static_cast<long long>(B) * NH * Tn, key_rows = static_cast<long long>(B) * KVH * Tn;
   const unsigned threads = kWarp * kWarpsPerBlock;
-  flash_rowdot_kernel<<<warp_blocks(rows), threads>>>(rowdot, dev(dout.base), dout.token_stride, dev(out.base),
+  launch_kernel(flash_rowdot_kernel<device_t<T>>, warp_blocks(rows), threads, 0, rowdot, dev(dout.base), dout.token_stride, dev(out.base),
                                                       out.token_stride, B, s);
   check_launch("flash_attention_backward (row dots)");
   if constexpr (std::is_same_v<T, Bf16>) {
@@ -243,11 +243,11 @@ void flash_attention_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, float* rowd
       return flash_attention_backward_tc(dq, dk, dv, rowdot, dout, q, k, v, lse, B, Tn, NH, KVH, hs);
     }
   }
-  flash_query_kernel<<<warp_blocks(rows), threads>>>(dev(dq.base), dq.token_stride, rowdot, lse, dev(dout.base),
+  launch_kernel(flash_query_kernel<device_t<T>>, warp_blocks(rows), threads, 0, dev(dq.base), dq.token_stride, rowdot, lse, dev(dout.base),
                                                      dout.token_stride, dev(q.base), q.token_stride, dev(k.base),
                                                      k.token_stride, dev(v.base), v.token_stride, B, s);
   check_launch("flash_attention_backward (queries)");
-  flash_key_value_kernel<<<warp_blocks(key_rows), threads>>>(dev(dk.base), dk.token_stride, dev(dv.base), dv.token_stride,
+  launch_kernel(flash_key_value_kernel<device_t<T>>, warp_blocks(key_rows), threads, 0, dev(dk.base), dk.token_stride, dev(dv.base), dv.token_stride,
                                                              rowdot, lse, dev(dout.base), dout.token_stride, dev(q.base),
                                                              q.token_stride, dev(k.base), k.token_stride, dev(v.base),
                                                              v.token_stride, B, s);

@@ -1,6 +1,7 @@
 // The tensor-core flash kernels (flash_attention_tc_kernels.cuh) on the
-// GPU: CUDA's bf16 and WMMA under the names the kernel bodies use, the
-// shared-memory opt-in past 48 KiB and checked launches.
+// GPU (or its host emulator, tests/simt): CUDA's bf16 and WMMA under the
+// names the kernel bodies use, the shared-memory opt-in past 48 KiB and
+// checked launches.
 #include "kernels/flash_attention_tc_cuda.h"
 
 #include <mma.h>
@@ -17,10 +18,7 @@ namespace zp::cuda {
 using bf = __nv_bfloat16;
 namespace wmma = nvcuda::wmma;
 
-__device__ inline unsigned char* flash_shared_memory() {
-  extern __shared__ __align__(flash_tiles::kAlign) unsigned char smem[];
-  return smem;
-}
+__device__ inline unsigned char* flash_shared_memory() { return dynamic_shared<unsigned char>(); }
 
 }  // namespace zp::cuda
 
@@ -42,7 +40,7 @@ struct CudaLaunch {
   void operator()(Kernel kernel, dim3 grid, size_t shared_bytes, Args... args) const {
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)),
           what);
-    kernel<<<grid, ft::kThreads, shared_bytes>>>(args...);
+    launch_kernel(kernel, grid, ft::kThreads, shared_bytes, args...);
     check_launch(what);
   }
 };

@@ -1,17 +1,9 @@
 // The bodies of the tensor-core flash-attention kernels (flash_attention_tc_cuda.h),
-// compiled twice: for the GPU by flash_attention_tc_cuda.cu, and for the
-// host by tests/flash_tc_emulated_test.cc through a SIMT emulator
-// (tests/simt_host.h: a thread per CUDA thread, barriers for
-// __syncthreads and __syncwarp, shuffles through a warp's slots, WMMA
-// fragments held whole), so the same source is checked on a CPU.
-//
-// The includer provides, in namespace zp::cuda, the bf16 type `bf`
-// (__float2bfloat16, __bfloat162float), the namespace `wmma` (fragment,
-// load_matrix_sync, mma_sync, store_matrix_sync, fill_fragment, the layout
-// tags), `flash_shared_memory()` (the block's dynamic shared memory) and
-// `dim3`; and, globally, threadIdx, blockIdx, gridDim, blockDim,
-// __syncthreads, __syncwarp, __shfl_xor_sync, __expf and the
-// __global__, __device__ and __launch_bounds__ qualifiers.
+// included by flash_attention_tc_cuda.cu, which provides, in namespace
+// zp::cuda, the bf16 type `bf`, the namespace `wmma` and
+// `flash_shared_memory()` (the block's dynamic shared memory). Built by nvcc
+// for the GPU, and as C++ against tests/simt's stand-ins for CUDA for the
+// host SIMT emulator (tests/cuda_ops_emulated_test).
 //
 // A block owns flash_tiles::kRows rows (queries for forward and dq, keys for
 // dk and dv) of one (batch, head); its warps own 16 rows each and multiply
@@ -287,9 +279,8 @@ __global__ void __launch_bounds__(ft::kThreads)
   add_rows(dv, dv_stride, b, s.Tn, k0 + r0, kh, s.hs, dVs + r0 * L.dv.ld, L.dv.ld, lane);
 }
 
-// The launches, through `launch(kernel, grid, shared_bytes, args...)`: a
-// CUDA launch on the device (flash_attention_tc_cuda.cu), the emulator on
-// the host (tests/flash_tc_emulated_test.cc).
+// The launches, through `launch(kernel, grid, shared_bytes, args...)`
+// (flash_attention_tc_cuda.cu's checked launch).
 template <class Launch>
 void flash_tc_forward(Launch&& launch, bf* out, size_t out_stride, float* lse, const bf* q, size_t q_stride, const bf* k,
                       size_t k_stride, const bf* v, size_t v_stride, int B, int Tn, int NH, int KVH, int hs) {

@@ -179,14 +179,14 @@ __global__ void adamw_kernel(float* master, __nv_bfloat16* low, const G* grads, 
 
 template <class T>
 void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias, int N, int C) {
-  layernorm_forward_kernel<<<N, kBlock>>>(dev(out), mean, rstd, dev(inp), dev(weight), dev(bias), C);
+  launch_kernel(layernorm_forward_kernel<device_t<T>>, N, kBlock, 0, dev(out), mean, rstd, dev(inp), dev(weight), dev(bias), C);
   check_launch("layernorm_forward");
 }
 
 template <class T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const float* mean,
                         const float* rstd, int N, int C) {
-  layernorm_backward_input_kernel<<<N, kBlock>>>(dev(dinp), dev(dout), dev(inp), dev(weight), mean, rstd, C);
+  launch_kernel(layernorm_backward_input_kernel<device_t<T>>, N, kBlock, 0, dev(dinp), dev(dout), dev(inp), dev(weight), mean, rstd, C);
   check_launch("layernorm_backward (input)");
   column_sums(LayerNormParamGradients<device_t<T>>{dev(dweight), dev(dbias), dev(dout), dev(inp), mean, rstd, C}, N, C,
               "layernorm_backward (weights)");
@@ -194,13 +194,13 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
 
 template <class T>
 void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int N, int C) {
-  rmsnorm_forward_kernel<<<N, kBlock>>>(dev(out), rstd, dev(inp), dev(weight), C);
+  launch_kernel(rmsnorm_forward_kernel<device_t<T>>, N, kBlock, 0, dev(out), rstd, dev(inp), dev(weight), C);
   check_launch("rmsnorm_forward");
 }
 
 template <class T>
 void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N, int C) {
-  rmsnorm_backward_input_kernel<<<N, kBlock>>>(dev(dinp), dev(dout), dev(inp), dev(weight), rstd, C);
+  launch_kernel(rmsnorm_backward_input_kernel<device_t<T>>, N, kBlock, 0, dev(dinp), dev(dout), dev(inp), dev(weight), rstd, C);
   check_launch("rmsnorm_backward (input)");
   column_sums(RmsNormParamGradients<device_t<T>>{dev(dweight), dev(dout), dev(inp), rstd, C}, N, C,
               "rmsnorm_backward (weights)");
@@ -208,35 +208,35 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
 
 template <class T>
 void gelu_forward(T* out, const T* inp, size_t n) {
-  gelu_forward_kernel<<<blocks_for(n), kBlock>>>(dev(out), dev(inp), n);
+  launch_kernel(gelu_forward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(out), dev(inp), n);
   check_launch("gelu_forward");
 }
 
 template <class T>
 void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) {
-  gelu_backward_kernel<<<blocks_for(n), kBlock>>>(dev(dinp), dev(inp), dev(dout), n);
+  launch_kernel(gelu_backward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(dinp), dev(inp), dev(dout), n);
   check_launch("gelu_backward");
 }
 
 template <class T>
 void swiglu_forward(T* out, const T* gate, const T* up, size_t n) {
-  swiglu_forward_kernel<<<blocks_for(n), kBlock>>>(dev(out), dev(gate), dev(up), n);
+  launch_kernel(swiglu_forward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(out), dev(gate), dev(up), n);
   check_launch("swiglu_forward");
 }
 
 template <class T>
 void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) {
-  swiglu_backward_kernel<<<blocks_for(n), kBlock>>>(dev(dgate), dev(dup), dev(dout), dev(gate), dev(up), n);
+  launch_kernel(swiglu_backward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(dgate), dev(dup), dev(dout), dev(gate), dev(up), n);
   check_launch("swiglu_backward");
 }
 
 void cast(Bf16* out, const float* in, size_t n) {
-  cast_kernel<float, __nv_bfloat16><<<blocks_for(n), kBlock>>>(dev(out), in, n);
+  launch_kernel(cast_kernel<float, __nv_bfloat16>, blocks_for(n), kBlock, 0, dev(out), in, n);
   check_launch("cast fp32 -> bf16");
 }
 
 void cast(float* out, const Bf16* in, size_t n) {
-  cast_kernel<__nv_bfloat16, float><<<blocks_for(n), kBlock>>>(out, dev(in), n);
+  launch_kernel(cast_kernel<__nv_bfloat16, float>, blocks_for(n), kBlock, 0, out, dev(in), n);
   check_launch("cast bf16 -> fp32");
 }
 
@@ -245,7 +245,7 @@ void adamw_step(float* master, Bf16* low, const G* grads, float grad_scale, floa
                 float beta1, float beta2, float eps, float weight_decay) {
   const float c1 = 1.0f - std::pow(beta1, static_cast<float>(step));
   const float c2 = 1.0f - std::pow(beta2, static_cast<float>(step));
-  adamw_kernel<<<blocks_for(n), kBlock>>>(master, dev(low), dev(grads), grad_scale, m, v, n, c1, c2, lr, beta1, beta2, eps,
+  launch_kernel(adamw_kernel<device_t<G>>, blocks_for(n), kBlock, 0, master, dev(low), dev(grads), grad_scale, m, v, n, c1, c2, lr, beta1, beta2, eps,
                                           weight_decay);
   check_launch("adamw_step");
 }

@@ -62,21 +62,21 @@ __global__ void cross_entropy_kernel(D* dlogits, float* losses, const D* logits,
 
 template <class T>
 void gather_add_rows(T* out, const T* table, const int* row_of, size_t N, int C) {
-  gather_add_rows_kernel<<<blocks_for(N * static_cast<size_t>(C)), kBlock>>>(dev(out), dev(table), row_of, N, C);
+  launch_kernel(gather_add_rows_kernel<device_t<T>>, blocks_for(N * static_cast<size_t>(C)), kBlock, 0, dev(out), dev(table), row_of, N, C);
   check_launch("gather_add_rows");
 }
 
 template <class T>
 void scatter_add_rows(T* table, const T* rows, const int* order, const int* start, const int* row, int groups, int C) {
   if (groups == 0) return;
-  scatter_add_rows_kernel<<<blocks_for(static_cast<size_t>(groups) * C), kBlock>>>(dev(table), dev(rows), order, start,
+  launch_kernel(scatter_add_rows_kernel<device_t<T>>, blocks_for(static_cast<size_t>(groups) * C), kBlock, 0, dev(table), dev(rows), order, start,
                                                                                    row, groups, C);
   check_launch("scatter_add_rows");
 }
 
 template <class T>
 void cross_entropy_forward_backward(T* dlogits, float* losses, const T* logits, const int* targets, int N, int V) {
-  cross_entropy_kernel<<<static_cast<unsigned>(N), kBlock>>>(dev(dlogits), losses, dev(logits), targets, N, V);
+  launch_kernel(cross_entropy_kernel<device_t<T>>, static_cast<unsigned>(N), kBlock, 0, dev(dlogits), losses, dev(logits), targets, N, V);
   check_launch("cross_entropy_forward_backward");
 }
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake g++ make libeigen3-dev libboost-graph-dev nlohmann-json3-dev doctest-dev
+packages=(cmake g++ make libeigen3-dev libboost-graph-dev libboost-context-dev nlohmann-json3-dev doctest-dev
           libbenchmark-dev libcli11-dev libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,199 @@
+// A host emulator of the part of CUDA that kernels/ uses, so the kernels'
+// own source (kernels/*.cu, compiled as C++ against the stand-in headers of
+// this folder: cuda_runtime.h, cuda_bf16.h, mma.h) runs on a CPU in the
+// tests (tests/cuda_ops_emulated_test: tests/cuda_ops_test.cc's comparisons
+// with the CPU kernels, without a GPU).
+//
+// Each CUDA thread of a block is a fiber (Boost.Context) on the calling thread,
+// with its own stack, threadIdx, blockIdx, blockDim and gridDim; a fiber
+// runs until it reaches a barrier (__syncthreads for the block, __syncwarp
+// for its warp) or returns, then the next one runs; a barrier opens when
+// every thread of its group that has not returned has arrived (as on sm_70
+// and later). So memory is sequentially consistent, runs are deterministic,
+// and a lane that reads what another writes without a barrier between them
+// reads it before it is written whenever the writer comes later in the
+// order. A barrier no runnable fiber can open is reported (std::abort with a
+// message), never a hang. __shfl_xor_sync passes values through the warp's
+// slots between two warp barriers. __shared__ arrays are static (blocks run
+// one after another, so one copy serves each block in turn); dynamic shared
+// memory is one aligned buffer. WMMA fragments (mma.h) hold the whole tile.
+// What it cannot show: the hardware's timing, fragment layouts and the
+// effects of a real memory model.
+#pragma once
+
+#include <boost/context/fiber.hpp>
+#include <boost/context/pooled_fixedsize_stack.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(n) alignas(n)
+#define __restrict__
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+inline dim3 threadIdx, blockIdx, gridDim, blockDim;
+
+namespace simt {
+
+namespace context = boost::context;
+
+constexpr int kWarp = 32;
+constexpr size_t kStackBytes = 64 * 1024;  // the kernels keep a few KiB on their stacks at most
+
+struct Barrier {
+  int members = 0;  // threads of the group that have not returned
+  int arrived = 0;
+  uint64_t generation = 0;
+};
+
+struct Fiber {
+  context::fiber self;  // where the scheduler resumes this thread
+  context::fiber sink;  // where this thread resumes the scheduler
+  dim3 index;
+  int warp = 0;
+  bool done = false;
+  Barrier* waiting = nullptr;
+  uint64_t waiting_for = 0;
+};
+
+// One launch's block in progress.
+struct Block {
+  std::vector<Fiber> fibers;
+  Barrier block_barrier;
+  std::vector<Barrier> warp_barriers;
+  std::vector<float> slots;  // a value per thread, for shuffles
+  int current = 0;
+  std::function<void()> body;
+  unsigned char* dynamic_shared = nullptr;
+};
+
+inline Block* block = nullptr;
+
+inline void yield() {
+  Fiber& f = block->fibers[static_cast<size_t>(block->current)];
+  f.sink = std::move(f.sink).resume();
+}
+
+inline void arrive(Barrier& b) {
+  const uint64_t generation = b.generation;
+  if (++b.arrived == b.members) {
+    b.arrived = 0;
+    ++b.generation;
+    return;
+  }
+  Fiber& f = block->fibers[static_cast<size_t>(block->current)];
+  f.waiting = &b;
+  f.waiting_for = generation + 1;
+  yield();
+}
+
+// A returning thread leaves its barriers' groups (and may open them).
+inline void leave(Barrier& b) {
+  --b.members;
+  if (b.arrived > 0 && b.arrived == b.members) {
+    b.arrived = 0;
+    ++b.generation;
+  }
+}
+
+inline unsigned char* dynamic_shared() { return block->dynamic_shared; }
+
+// Runs kernel(args...) on every thread of every block of `grid`, a block at a time.
+template <class Kernel, class... Args>
+void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args... args) {
+  static context::pooled_fixedsize_stack stacks(kStackBytes);  // reused from block to block
+  const int n = static_cast<int>(threads.x * threads.y * threads.z);
+  const int warps = (n + kWarp - 1) / kWarp;
+  std::vector<unsigned char> shared(shared_bytes + 256);
+  const auto at = reinterpret_cast<std::uintptr_t>(shared.data());
+  Block b;
+  b.dynamic_shared = shared.data() + ((256 - at % 256) % 256);
+  b.fibers.resize(static_cast<size_t>(n));
+  b.slots.resize(static_cast<size_t>(n));
+  b.body = [&] { kernel(args...); };
+  Block* outer = block;
+  block = &b;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        b.block_barrier = Barrier{n, 0, 0};
+        b.warp_barriers.assign(static_cast<size_t>(warps), Barrier{});
+        for (int t = 0; t < n; ++t) {
+          Fiber& f = b.fibers[static_cast<size_t>(t)];
+          f.index = dim3(static_cast<unsigned>(t) % threads.x, static_cast<unsigned>(t) / threads.x % threads.y,
+                         static_cast<unsigned>(t) / (threads.x * threads.y));
+          f.warp = t / kWarp;
+          f.done = false;
+          f.waiting = nullptr;
+          ++b.warp_barriers[static_cast<size_t>(f.warp)].members;
+          f.self = context::fiber(std::allocator_arg, stacks, [&f](context::fiber&& sink) {
+            f.sink = std::move(sink);
+            block->body();
+            leave(block->block_barrier);
+            leave(block->warp_barriers[static_cast<size_t>(f.warp)]);
+            f.done = true;
+            return std::move(f.sink);
+          });
+        }
+        blockIdx = dim3(bx, by, bz);
+        gridDim = grid;
+        blockDim = threads;
+        for (int finished = 0; finished < n;) {
+          bool progressed = false;
+          finished = 0;
+          for (int t = 0; t < n; ++t) {
+            Fiber& f = b.fibers[static_cast<size_t>(t)];
+            if (f.done) {
+              ++finished;
+              continue;
+            }
+            if (f.waiting != nullptr && f.waiting->generation < f.waiting_for) continue;
+            f.waiting = nullptr;
+            b.current = t;
+            threadIdx = f.index;
+            f.self = std::move(f.self).resume();
+            progressed = true;
+          }
+          if (!progressed && finished < n) {
+            std::fprintf(stderr, "simt: block (%u,%u,%u): threads wait at a barrier no running thread reaches\n", bx, by,
+                         bz);
+            std::abort();
+          }
+        }
+      }
+  block = outer;
+}
+
+}  // namespace simt
+
+inline void __syncthreads() { simt::arrive(simt::block->block_barrier); }
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  simt::arrive(simt::block->warp_barriers[static_cast<size_t>(simt::block->fibers[simt::block->current].warp)]);
+}
+inline float __shfl_xor_sync(unsigned, float value, int lane_mask) {
+  const int self = simt::block->current, base = self / simt::kWarp * simt::kWarp;
+  simt::block->slots[static_cast<size_t>(self)] = value;
+  __syncwarp();
+  const float other = simt::block->slots[static_cast<size_t>(base + ((self - base) ^ lane_mask))];
+  __syncwarp();
+  return other;
+}
+inline float __expf(float x) { return std::exp(x); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
