@@ -10,9 +10,8 @@
 //
 // The same file, built with ZP_SIMT_HOST, is cuda_ops_emulated_test: the
 // kernels' own source compiled as C++ against tests/simt's stand-ins for
-// CUDA, run by its host SIMT emulator, in every ctest run, GPU or not. What
-// only a GPU has stays out of that build: cuBLASLt (the products and the
-// attention built on them), device memory counts and pinned copies.
+// CUDA and cuBLASLt, run by its host SIMT emulator, in every ctest run, GPU
+// or not. Only the pinned copies' rate, which is the hardware's, stays out.
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
@@ -38,12 +37,10 @@
 #include "kernels/flash_attention_cuda.h"
 #include "kernels/ops_cuda.h"
 #include "kernels/token_ops_cuda.h"
-#ifndef ZP_SIMT_HOST
 #include "kernels/attention_gemm_cuda.h"
 #include "kernels/device_memory.h"
 #include "kernels/matmul_cublaslt.h"
 #include "kernels/streams_cuda.h"
-#endif
 
 using namespace zp;
 
@@ -268,7 +265,6 @@ void check_attention_and_tokens(const char* precision) {
     expect_close<T>(p + " gqa attention dq", gdq.read(), dq, sums);
     expect_close<T>(p + " gqa attention dk", gdk.read(), dk, sums);
     expect_close<T>(p + " gqa attention dv", gdv.read(), dv, sums);
-#ifndef ZP_SIMT_HOST
     // The cuBLASLt path, one sequence's scratch (for float, the score
     // gradients in T are the fp32 buffer itself).
     const size_t one = static_cast<size_t>(NH) * Tn * Tn;
@@ -289,7 +285,6 @@ void check_attention_and_tokens(const char* precision) {
     expect_close<T>(p + " gqa attention (cuBLASLt) dq", hdq.read(), dq, sums);
     expect_close<T>(p + " gqa attention (cuBLASLt) dk", hdk.read(), dk, sums);
     expect_close<T>(p + " gqa attention (cuBLASLt) dv", hdv.read(), dv, sums);
-#endif
   }
   // GPT-2's attention: q, k, v side by side in (B,T,3C); the same kernels by strides.
   {
@@ -311,7 +306,6 @@ void check_attention_and_tokens(const char* precision) {
                                 gatt.p, B, Tn, NH, NH, hs);
     expect_close<T>(p + " gpt attention out", gout.read(), out, sums);
     expect_close<T>(p + " gpt attention dinp", gdinp.read(), dinp, sums);
-#ifndef ZP_SIMT_HOST
     const size_t one = static_cast<size_t>(NH) * Tn * Tn;
     DeviceBuffer<float> workspace(zeros((32u << 20) / sizeof(float))), scores(zeros(one));
     DeviceBuffer<T> low(zeros(one)), hout(zeros(nout)), hatt(zeros(natt)), hdinp(zeros(ninp));
@@ -323,7 +317,6 @@ void check_attention_and_tokens(const char* precision) {
                                      {ginp.p, s3}, {ginp.p + C, s3}, {ginp.p + 2 * C, s3}, hatt.p, B, Tn, NH, NH, hs);
     expect_close<T>(p + " gpt attention (cuBLASLt) out", hout.read(), out, sums);
     expect_close<T>(p + " gpt attention (cuBLASLt) dinp", hdinp.read(), dinp, sums);
-#endif
   }
   // Flash-style attention against the host's (executor/ops_flash_cpu.h, in
   // fp32 on the rounded inputs; backward reads the output as the device
@@ -444,7 +437,6 @@ void check_attention_and_tokens(const char* precision) {
     expect_close<float>(p + " cross-entropy mean loss", {static_cast<float>(mean)}, {loss}, 1e-5);
     expect_close<T>(p + " cross-entropy dlogits (in place)", glogits.read(), dlogits);
   }
-#ifndef ZP_SIMT_HOST
   // cuBLASLt products against Eigen's, with the bias and every gradient.
   {
     const int N = 70, C = 96, OC = 130;
@@ -467,10 +459,8 @@ void check_attention_and_tokens(const char* precision) {
     expect_close<T>(p + " matmul dweight", gdw.read(), dw, sums);
     expect_close<T>(p + " matmul dbias", gdb.read(), db, sums);
   }
-#endif
 }
 
-#ifndef ZP_SIMT_HOST
 // Device memory through the caching allocator: what it reserves is what the
 // device's own count (cudaMemGetInfo) loses, and freed blocks are reused.
 class DeviceSegments : public SegmentSource {
@@ -503,7 +493,10 @@ void check_caching_allocator_on_device() {
     CHECK(device_delta <= a.reserved_bytes() + a.segments() * 2 * MiB);  // the driver's 2 MiB pages at most
     const uint64_t segments = a.source_allocations();
     for (void* p : blocks) a.release(p);
-    for (int i = 0; i < 8; ++i) blocks[i] = a.allocate((i + 1) * 3 * MiB, Component::Activations);
+    // Largest first: in the first order best fit would put 3 MiB into the
+    // 12 MiB segment and leave no block for 24 MiB (PyTorch's policy does the
+    // same; the emulated run of this test found the expectation wrong).
+    for (int i = 7; i >= 0; --i) blocks[i] = a.allocate((i + 1) * 3 * MiB, Component::Activations);
     CHECK(a.source_allocations() == segments);  // all from the cache
     for (int i = 0; i < 8; ++i) a.release(blocks[i]);
   }
@@ -511,6 +504,7 @@ void check_caching_allocator_on_device() {
   CHECK(after.free_bytes == before.free_bytes);  // every segment went back
 }
 
+#ifndef ZP_SIMT_HOST
 // Pinned host memory through the copy stream and back, timed by events on
 // that stream: the bytes come back unchanged, and the rate is a pinned one
 // (shared/reference/h200.md measured 55 GB/s to the device).
@@ -554,8 +548,8 @@ TEST_CASE("CUDA kernels against the CPU kernels (fp32 and bf16)") {
   check_kernels<cuda::Bf16>("bf16");
   check_attention_and_tokens<float>("fp32");
   check_attention_and_tokens<cuda::Bf16>("bf16");
-#ifndef ZP_SIMT_HOST
   check_caching_allocator_on_device();
+#ifndef ZP_SIMT_HOST
   check_pinned_copies();
 #endif
   // The casts: fp32 -> bf16 rounds to nearest even as Eigen's bfloat16 does.

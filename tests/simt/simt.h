@@ -48,7 +48,7 @@ struct dim3 {
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-inline dim3 threadIdx, blockIdx, gridDim, blockDim;
+inline thread_local dim3 threadIdx, blockIdx, gridDim, blockDim;
 
 namespace simt {
 
@@ -84,7 +84,7 @@ struct Block {
   unsigned char* dynamic_shared = nullptr;
 };
 
-inline Block* block = nullptr;
+inline thread_local Block* block = nullptr;
 
 inline void yield() {
   Fiber& f = block->fibers[static_cast<size_t>(block->current)];
@@ -118,7 +118,7 @@ inline unsigned char* dynamic_shared() { return block->dynamic_shared; }
 // Runs kernel(args...) on every thread of every block of `grid`, a block at a time.
 template <class Kernel, class... Args>
 void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args... args) {
-  static context::pooled_fixedsize_stack stacks(kStackBytes);  // reused from block to block
+  static thread_local context::pooled_fixedsize_stack stacks(kStackBytes);  // reused from block to block
   const int n = static_cast<int>(threads.x * threads.y * threads.z);
   const int warps = (n + kWarp - 1) / kWarp;
   std::vector<unsigned char> shared(shared_bytes + 256);
