@@ -409,7 +409,8 @@ void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment momen
 // first stage the embedding and position gradients' row groups, at most T + 1
 // starts and T rows (as many as the distinct tokens, a bound); and under
 // tensor parallelism GPT's bias add after the reduction reads a row index of
-// zeros per token row it adds to.
+// zeros per token row it adds to. Every stage's backend holds its cuBLASLt
+// workspace.
 template <class Sink>
 void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& sink) {
   const uint64_t boundary = x.tokens_outside() * x.h;
@@ -421,6 +422,7 @@ void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& 
   if (first || last) sink.add(tensor_row(S, G, Dtype::Int32, "CUDA token rows / targets [T]", T));
   if (first) sink.add(tensor_row(S, G, Dtype::Int32, "CUDA gradient row groups, at most [2T+1]", 2 * T + 1));
   if (x.t > 1 && !x.swiglu) sink.add(tensor_row(S, G, Dtype::Int32, "CUDA bias row indices [To]", x.tokens_outside()));
+  sink.add(tensor_row(S, G, Dtype::Bytes, "CUDA cuBLASLt workspace", kZeroplanCudaMatmulWorkspaceBytes));
 }
 
 // zeroplan's executor: its ZeRO-3 gathered units, gradient buckets,
@@ -620,7 +622,7 @@ void emit_overheads(const MemoryInputs& in, Sink& sink) {
                         fragmentation_bytes(sink.gpu_total(), ov)));
   }
   sink.add(tensor_row(Component::CudaContext, Residence::Gpu, Dtype::Bytes, "CUDA context", ov.cuda_context_bytes));
-  sink.add(tensor_row(Component::CublasWorkspace, Residence::Gpu, Dtype::Bytes, "cuBLAS handle and workspace",
+  sink.add(tensor_row(Component::CublasWorkspace, Residence::Gpu, Dtype::Bytes, "cuBLAS handle (lazy module loading)",
                       ov.cublas_workspace_bytes));
   const uint64_t nccl = nccl_communicator_bytes(in.layout, ov);
   if (nccl > 0) sink.add(tensor_row(Component::NcclBuffers, Residence::Gpu, Dtype::Bytes, "NCCL communicators", nccl));

@@ -27,6 +27,12 @@ struct RuntimeOverheads {
 // zeroplan's executor: ZeRO-1's reduce-scatter and all-gather bucket, in
 // elements (executor/data_parallel.h, TrainerMemory::reduce_bucket_elems).
 constexpr uint64_t kZeroplanBucketElems = uint64_t{1} << 24;
+// ... the cuBLASLt workspace its CUDA backend allocates once per rank
+// (executor/cuda_backend.h; 32 MiB, cuBLAS's recommended workspace on
+// Hopper, docs.nvidia.com/cuda/cublas "cublasSetWorkspace"), tracked as the
+// backend's scratch; the cuBLAS handle itself is the cublas_workspace
+// overhead row, measured ...
+constexpr uint64_t kZeroplanCudaMatmulWorkspaceBytes = uint64_t{32} << 20;
 // ... and the host staging slots its offloaded ZeRO-2/3 gradients pass
 // through (executor/host_gradient_drain.h).
 constexpr int kZeroplanDrainSlots = 2;

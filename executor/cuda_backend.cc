@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "costmodel/memory_options.h"
 #include "executor/row_groups.h"
 #include "executor/tensor_parallel.h"
 #include "kernels/attention_cuda.h"
@@ -24,6 +25,8 @@ namespace {
 
 static_assert(sizeof(bf16) == sizeof(cuda::Bf16), "bf16 is 16 bits on both sides");
 static_assert(kCudaFlashMaxHeadDim == cuda::kFlashMaxHeadDim, "the executor refuses what the flash kernels cannot run");
+static_assert(CudaBackend<float>::kMatmulWorkspaceBytes == kZeroplanCudaMatmulWorkspaceBytes,
+              "the cost model's backend_scratch row is this workspace");
 
 template <class T>
 kernel_t<T>* K(T* p) {
@@ -52,7 +55,7 @@ template <class T>
 CudaBackend<T>::CudaBackend(Device& device, TrackingAllocator* tracker)
     : Backend<T>(device),
       tracker_(tracker),
-      matmul_workspace_(make_buffer<char>(tracker, Component::CublasWorkspace, kMatmulWorkspaceBytes)),
+      matmul_workspace_(make_buffer<char>(tracker, Component::BackendScratch, kMatmulWorkspaceBytes)),
       matmul_(std::make_unique<cuda::Matmul>(matmul_workspace_.data(), kMatmulWorkspaceBytes)),
       gemm_attention_(attention_through_gemm()),
       scores_(make_buffer<float>(tracker, Component::BackendScratch)),

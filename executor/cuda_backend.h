@@ -4,8 +4,8 @@
 // ZP_CUDA_ATTENTION=rows the row kernels, rotary positions, token lookups, the fused cross-entropy, AdamW,
 // elementwise sums) and cuBLASLt products, for float or bf16 storage with
 // fp32 arithmetic, all on the legacy default stream. What it holds, from the
-// rank's tracker: the cuBLASLt workspace (cublas_workspace, 32 MiB: NVIDIA's
-// recommendation for Hopper), the fp32 score gradients of attention's
+// rank's tracker: the cuBLASLt workspace (backend_scratch, 32 MiB: NVIDIA's
+// recommendation for Hopper; the cost model's kZeroplanCudaMatmulWorkspaceBytes), the fp32 score gradients of attention's
 // backward, one sequence at a time, and the index arrays of the token
 // lookups (backend_scratch; the indices, a few int32 per token, have no row),
 // and the per-token losses (logits: the zeroplan rows' loss [T]). Token
