@@ -1,7 +1,7 @@
 // Tensor-core flash attention for bf16 heads (internal to kernels/): the
 // tiles of flash_tiles.h through WMMA's bf16 x bf16 -> fp32 fragments, the
 // same formulas as the warp-per-row kernels of flash_attention_cuda.cu,
-// which dispatch here when flash_tiles::eligible(hs). Differences from them
+// which dispatch here when flash_attention_tc_supported(hs). Differences from them
 // that a test sees: P and dS are rounded to bf16 before their products (as
 // FlashAttention-2 does), and sums run in tile order.
 #pragma once
