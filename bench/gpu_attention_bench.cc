@@ -9,6 +9,7 @@
 // attention_peak_fraction is its rate over the GPU's dense bf16 peak.
 // Prints CSV `model,path,forward_ms,backward_ms,forward_tflops,backward_tflops`.
 // Usage: gpu_attention_bench [ROUNDS]. Built only with CUDA.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -34,11 +35,12 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-// A float rounded to bf16 (nearest even), as its bits.
+// A float rounded to bf16 (nearest even, CUDA's host-side conversion), as its bits.
 Bf16 to_bf16(float x) {
-  uint32_t u = 0;
-  std::memcpy(&u, &x, sizeof u);
-  return Bf16{static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+  const __nv_bfloat16 b = __float2bfloat16(x);
+  Bf16 bits;
+  std::memcpy(&bits, &b, sizeof bits);
+  return bits;
 }
 
 struct Case {

@@ -88,27 +88,27 @@ inline cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
   delete d;
   return CUBLAS_STATUS_SUCCESS;
 }
+namespace simt {
+
+// An attribute's value into its field, when its size is the field's.
+template <class Field>
+cublasStatus_t set_attribute(Field& field, const void* value, size_t bytes) {
+  if (bytes != sizeof(Field)) return CUBLAS_STATUS_INVALID_VALUE;
+  std::memcpy(&field, value, bytes);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace simt
+
 inline cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a,
                                                      const void* value, size_t bytes) {
   switch (a) {
-    case CUBLASLT_MATMUL_DESC_TRANSA:
-      if (bytes != sizeof(cublasOperation_t)) return CUBLAS_STATUS_INVALID_VALUE;
-      std::memcpy(&d->transa, value, bytes);
-      break;
-    case CUBLASLT_MATMUL_DESC_TRANSB:
-      if (bytes != sizeof(cublasOperation_t)) return CUBLAS_STATUS_INVALID_VALUE;
-      std::memcpy(&d->transb, value, bytes);
-      break;
-    case CUBLASLT_MATMUL_DESC_EPILOGUE:
-      if (bytes != sizeof(cublasLtEpilogue_t)) return CUBLAS_STATUS_INVALID_VALUE;
-      std::memcpy(&d->epilogue, value, bytes);
-      break;
-    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
-      if (bytes != sizeof(void*)) return CUBLAS_STATUS_INVALID_VALUE;
-      std::memcpy(&d->bias, value, bytes);
-      break;
+    case CUBLASLT_MATMUL_DESC_TRANSA: return simt::set_attribute(d->transa, value, bytes);
+    case CUBLASLT_MATMUL_DESC_TRANSB: return simt::set_attribute(d->transb, value, bytes);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: return simt::set_attribute(d->epilogue, value, bytes);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return simt::set_attribute(d->bias, value, bytes);
   }
-  return CUBLAS_STATUS_SUCCESS;
+  return CUBLAS_STATUS_INVALID_VALUE;
 }
 inline cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType_t type, uint64_t rows,
                                                  uint64_t cols, int64_t ld) {
@@ -122,14 +122,8 @@ inline cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
 }
 inline cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t a,
                                                        const void* value, size_t bytes) {
-  if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT) {
-    if (bytes != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE;
-    std::memcpy(&l->count, value, bytes);
-  } else {
-    if (bytes != sizeof(int64_t)) return CUBLAS_STATUS_INVALID_VALUE;
-    std::memcpy(&l->stride, value, bytes);
-  }
-  return CUBLAS_STATUS_SUCCESS;
+  return a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT ? simt::set_attribute(l->count, value, bytes)
+                                                 : simt::set_attribute(l->stride, value, bytes);
 }
 inline cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
   *p = new cublasLtMatmulPreferenceOpaque_t;

@@ -1,8 +1,9 @@
 // A host emulator of the part of CUDA that kernels/ uses, so the kernels'
-// own source (kernels/*.cu, compiled as C++ against the stand-in headers of
-// this folder: cuda_runtime.h, cuda_bf16.h, mma.h) runs on a CPU in the
-// tests (tests/cuda_ops_emulated_test: tests/cuda_ops_test.cc's comparisons
-// with the CPU kernels, without a GPU).
+// and the CUDA backend's own source (kernels/*.cu, executor/cuda_*.cc,
+// compiled as C++ against the stand-in headers of this folder:
+// cuda_runtime.h, cuda_bf16.h, mma.h, cublasLt.h) runs on a CPU in the tests
+// (cuda_ops_emulated_test and cuda_model_emulated_test: the GPU tests'
+// comparisons with the CPU kernels and backend) and in zeroplan_emulated.
 //
 // Each CUDA thread of a block is a fiber (Boost.Context) on the calling thread,
 // with its own stack, threadIdx, blockIdx, blockDim and gridDim; a fiber
@@ -128,7 +129,6 @@ void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args...
   b.fibers.resize(static_cast<size_t>(n));
   b.slots.resize(static_cast<size_t>(n));
   b.body = [&] { kernel(args...); };
-  Block* outer = block;
   block = &b;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
@@ -178,7 +178,7 @@ void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args...
           }
         }
       }
-  block = outer;
+  block = nullptr;
 }
 
 }  // namespace simt
