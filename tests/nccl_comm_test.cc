@@ -1,12 +1,14 @@
 // NcclCommunicator on device buffers, under mpirun with one process per GPU
 // (ctest runs it with one; bench/gpu_check.sh as many as the machine has):
 // every collective against closed forms of the rank numbers, fp32 and bf16,
-// a ring exchange through send_recv, host operands and split groups. Where there is no CUDA device it
-// says it skipped (label gpu).
+// a ring exchange through send_recv, buffers of megabytes, host operands and split groups. Where there is
+// no CUDA device it says it skipped (label gpu). Built on the host emulator (ZP_SIMT_HOST), it runs in every
+// ctest over tests/simt/nccl.h's stand-in, which is also checked for what it refuses.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
+#include <nccl.h>
 
 #include <memory>
 #include <stdexcept>
@@ -90,6 +92,34 @@ void check_collectives() {
   c.barrier();
 }
 
+// Buffers of megabytes: past one round of the emulator's stand-in (1 MiB a
+// rank for collectives, 256 KiB a chunk for sends), and NCCL's own chunking.
+void check_large_buffers() {
+  NcclCommunicator& c = *g_nccl;
+  const int r = c.rank(), p = c.size();
+  const size_t n = (size_t{3} << 18) + 7;  // 3 MiB and a bit in fp32
+  std::vector<float> mine(n);
+  for (size_t i = 0; i < n; ++i) mine[i] = static_cast<float>((r + 1) * (i % 101));
+  Device<float> d(mine);
+  c.all_reduce_sum(d.p, n);
+  const std::vector<float> sum = d.read();
+  for (size_t i = 0; i < n; i += 4093) REQUIRE(sum[i] == static_cast<float>(p * (p + 1) / 2 * (i % 101)));
+  REQUIRE(sum[n - 1] == static_cast<float>(p * (p + 1) / 2 * ((n - 1) % 101)));
+  std::vector<float> whole(n * p);
+  for (size_t i = 0; i < whole.size(); ++i) whole[i] = static_cast<float>(r + i % 13);
+  Device<float> din(whole), part{std::vector<float>(n)}, gathered{std::vector<float>(n * p)};
+  c.reduce_scatter_sum(din.p, part.p, n);
+  c.all_gather(part.p, gathered.p, n);
+  const std::vector<float> all = gathered.read();
+  for (size_t i = 0; i < all.size(); i += 7919) REQUIRE(all[i] == static_cast<float>(p * (p - 1) / 2 + p * (i % 13)));
+  REQUIRE(all.back() == static_cast<float>(p * (p - 1) / 2 + p * ((all.size() - 1) % 13)));
+  Device<float> out{std::vector<float>(n, static_cast<float>(r))}, in{std::vector<float>(n)};
+  c.send_recv(out.p, n, (r + 1) % p, in.p, n, (r + p - 1) % p);
+  const std::vector<float> heard = in.read();
+  REQUIRE(heard.front() == static_cast<float>((r + p - 1) % p));
+  REQUIRE(heard.back() == static_cast<float>((r + p - 1) % p));
+}
+
 }  // namespace
 
 TEST_CASE("NCCL collectives on device buffers (fp32, bf16) and a send_recv ring") {
@@ -100,6 +130,7 @@ TEST_CASE("NCCL collectives on device buffers (fp32, bf16) and a send_recv ring"
   MESSAGE("rank " << g_nccl->rank() << " of " << g_nccl->size() << " on GPU " << g_nccl->device());
   check_collectives<float>();
   check_collectives<bf16>();
+  check_large_buffers();
 }
 
 TEST_CASE("NCCL: host operands are staged (a loss, a gathered host partition); split() makes groups") {
@@ -126,6 +157,47 @@ TEST_CASE("NCCL: host operands are staged (a loss, a gathered host partition); s
   CHECK(mine == want);
   CHECK(half->size() == (p + 1 - r % 2) / 2);
 }
+
+#ifdef ZP_SIMT_HOST
+// The emulator's stand-in (tests/simt/nccl.h) refuses what NCCL on a GPU
+// would fault or hang on; here each refusal is provoked directly.
+TEST_CASE("NCCL stand-in: host buffers, ranks that disagree and mismatched messages are refused") {
+  REQUIRE(g_nccl);
+  int r = 0, p = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  MPI_Comm_size(MPI_COMM_WORLD, &p);
+  ncclUniqueId id;
+  if (r == 0) REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+  ncclComm_t comm = nullptr;
+  REQUIRE(ncclCommInitRank(&comm, p, id, r) == ncclSuccess);
+  Device<float> d{std::vector<float>(64, 1.0f)};
+  std::vector<float> host(64, 1.0f);
+  CHECK(ncclAllReduce(host.data(), host.data(), 64, ncclFloat32, ncclSum, comm, nullptr) == ncclInvalidArgument);
+  CHECK(ncclAllReduce(d.p, d.p, 65, ncclFloat32, ncclSum, comm, nullptr) == ncclInvalidArgument);  // past the end
+  // One rank asks for fewer elements: every rank is told, none hangs.
+  const size_t count = r == p - 1 && p > 1 ? 32 : 64;
+  CHECK(ncclAllReduce(d.p, d.p, count, ncclFloat32, ncclSum, comm, nullptr) == (p > 1 ? ncclInvalidUsage : ncclSuccess));
+  CHECK(ncclGroupStart() == ncclSuccess);
+  CHECK(ncclBroadcast(d.p, d.p, 64, ncclFloat32, 0, comm, nullptr) == ncclInvalidUsage);  // collectives are not grouped
+  CHECK(ncclGroupEnd() == ncclSuccess);
+  if (p > 1) {
+    // Rank 0 sends 16 floats to rank 1, which expects 64.
+    if (r == 0) CHECK(ncclSend(d.p, 16, ncclFloat32, 1, comm, nullptr) == ncclSuccess);
+    if (r == 1) CHECK(ncclRecv(d.p, 64, ncclFloat32, 0, comm, nullptr) == ncclInvalidUsage);
+  }
+  // A send to oneself within a group, larger than a chunk, arrives whole.
+  const size_t big = size_t{1} << 17;  // 512 KiB of fp32
+  Device<float> from{std::vector<float>(big, static_cast<float>(r + 5))}, to{std::vector<float>(big)};
+  CHECK(ncclGroupStart() == ncclSuccess);
+  CHECK(ncclSend(from.p, big, ncclFloat32, r, comm, nullptr) == ncclSuccess);
+  CHECK(ncclRecv(to.p, big, ncclFloat32, r, comm, nullptr) == ncclSuccess);
+  CHECK(ncclGroupEnd() == ncclSuccess);
+  CHECK(to.read()[big - 1] == static_cast<float>(r + 5));
+  MPI_Barrier(MPI_COMM_WORLD);
+  CHECK(ncclCommDestroy(comm) == ncclSuccess);
+}
+#endif
 
 int main(int argc, char** argv) {
   MpiSession session(&argc, &argv);
