@@ -8,7 +8,9 @@
 # cudaMemGetInfo; pinned copies on their own stream, timed by CUDA events;
 # NCCL on every GPU under mpirun), sweeps bf16 GEMM shapes in shuffled rounds
 # and fits the time model's GEMM curve to them (`zeroplan calibrate`, the
-# fitted file left in the log folder, not committed by the script), and
+# fitted file left in the log folder, not committed by the script; after the
+# matrix, its attention, HBM and launch fields fitted to the measured compute
+# phases, `zeroplan calibrate --validate`), and
 # prints a short summary last. Each step runs even when an earlier one
 # failed, so one run shows everything. Then the models and trainer on the
 # CUDA backend against the CPU backend (cuda_model_test), the validation
@@ -117,6 +119,13 @@ if [ -x build-gpu/zeroplan ]; then
       --out "$out/validate" > "$out/validate.log" 2>&1; rc=$?
     note "validate matrix on the GPU exit code $rc in ${left} s at most (report: $out/validate/report.md)"
     [ "$rc" -eq 0 ] || failed=1
+    # The time model's remaining fields fitted to the compute phases just
+    # measured (the GEMM curve from the sweep held), in a second file beside
+    # the GEMM-only one; a cut matrix still has the cases it finished.
+    gemm_flag=(); [ -s "$out/gemm_sweep.csv" ] && gemm_flag=(--gemm "$out/gemm_sweep.csv")
+    build-gpu/zeroplan calibrate --gpu H200-141GB "${gemm_flag[@]}" --validate "$out/validate/validate.json" \
+      --out "$out/h200-141gb.compute.json" > "$out/calibrate_compute.txt" 2>&1; rc=$?
+    note "calibrate from the validate run's compute phases exit code $rc (files: $out/calibrate_compute.txt, $out/h200-141gb.compute.json)"
   else
     note "validate matrix skipped: ${left} s of the budget left"; failed=1
   fi
@@ -127,6 +136,7 @@ echo "== what the GPU tests measured and found"
 grep -hE "MESSAGE|ERROR|Status" "$out"/cuda_ops_test.log "$out"/cuda_model_test.log "$out"/nccl_comm_test.log 2>/dev/null | sed 's/.*MESSAGE: //' | tail -70
 grep -E "^case|peak error|not run" "$out/validate.log" 2>/dev/null | head -45
 [ -f "$out/calibrate.txt" ] && head -4 "$out/calibrate.txt"
+[ -f "$out/calibrate_compute.txt" ] && grep -A4 "^Attention, HBM" "$out/calibrate_compute.txt"
 [ -f "$out/attention.csv" ] && { column -t -s, "$out/attention.csv" 2>/dev/null || cat "$out/attention.csv"; }
 echo "== summary"
 printf '%s\n' "${summary[@]}"

@@ -1,16 +1,22 @@
 // `zeroplan calibrate`: fits the time model's GEMM efficiency curve to
-// measured products (costmodel/calibration.h) and, with --out, writes the
-// GPU's efficiency file with the two fitted fields (the other fields and the
-// file's own notes kept, the source extended by what was fitted to what).
+// measured products (--gemm), and its attention, HBM and launch fields to
+// the compute phases a GPU validate run measured (--validate; the GEMM curve
+// held, the one just fitted where --gemm is given too), by least squares
+// (costmodel/calibration.h); with --out, writes the GPU's efficiency file
+// with the fitted fields (the other fields and the file's own notes kept,
+// the source extended by what was fitted to what).
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/executor_run.h"
 #include "cli/format.h"
+#include "cli/plan_file.h"
 #include "costmodel/calibration.h"
 #include "costmodel/compute.h"
 #include "models/catalog.h"
@@ -21,8 +27,94 @@ namespace zp {
 namespace {
 
 struct CalibrateOptions {
-  std::string gpu, gemm_csv, out;
+  std::string gpu, gemm_csv, validate, out;
 };
+
+// The time the compute fit compares: the rank's forward and backward phases.
+constexpr const char* kComputePhase = "compute (forward + backward)";
+
+// The compute phases of a validate.json from the GPU, each with the time
+// model's terms for the rank that ran, rebuilt from the case's plan file
+// under `curves`.
+std::vector<ComputeSample> compute_samples(const std::string& path, const Catalog& catalog, const GpuSpec& gpu,
+                                           const EfficiencyCurves& curves, int* skipped) {
+  const Json doc = parse_json_file(path);
+  JsonFields top(doc, path);
+  if (top.string_or("schema", "") != "zeroplan.validate") throw InputError(path + ": expected a validate.json (schema zeroplan.validate)");
+  if (top.string_or("backend", "") != "cuda") {
+    throw InputError(path + ": field 'backend': measured on the " + top.string_or("backend", "?") +
+                     " backend; the time model predicts the GPU (run `zeroplan validate --device cuda`)");
+  }
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::vector<ComputeSample> out;
+  *skipped = 0;
+  int i = 0;
+  for (const Json& c : doc.at("cases")) {
+    const std::string where = path + ": cases[" + std::to_string(i++) + "]";
+    if (!c.value("run", false) || !c.contains("plan_file") || !c.contains("step_time")) {
+      ++*skipped;  // not run, or written before validate kept plan files
+      continue;
+    }
+    if (c.value("gpu", "") != gpu.name) {
+      throw InputError(where + ": field 'gpu': ran on " + c.value("gpu", "?") + ", not --gpu " + gpu.name);
+    }
+    const Json& t = c.at("step_time");
+    if (!t.value("compared", false) || !t.contains("phases") || !t.at("phases").contains(kComputePhase)) {
+      throw InputError(where + ": field 'step_time': no compute phase measured on the GPU");
+    }
+    const Job job = read_plan_job((dir / c.at("plan_file").get<std::string>()).string(), catalog);
+    // As validate ran it: the executor's layout, the most loaded stage's rank.
+    const Layout l = runnable_layout("calibrate", {job.model, job.layout}, true);
+    const Network network{job.network.links, curves};
+    const uint32_t stage = c.at("pipeline_stage").get<uint32_t>();
+    ComputeSample s;
+    s.name = c.value("name", where);
+    s.measured_s = t.at("phases").at(kComputePhase).at("measured_s").get<double>();
+    s.terms = compute_terms({job.shape, l, job.cluster.gpu, job.cluster.node, network}, stage);
+    if (!(s.measured_s > 0)) throw InputError(where + ": the measured compute time is not positive");
+    out.push_back(s);
+  }
+  if (out.size() < 4) {
+    throw InputError(path + ": " + std::to_string(out.size()) +
+                     " cases with a measured compute phase; the fit of three fields needs at least four");
+  }
+  return out;
+}
+
+std::string us(double s) { return fixed(s * 1e6, 2) + " us"; }
+std::string ms(double s) { return fixed(s * 1e3, 2); }
+std::string signed_percent(double x) { return (x >= 0 ? "+" : "") + fixed(100 * x, 1) + "%"; }
+
+// Fits the attention, HBM and launch fields to a validate run's compute
+// phases, holding `curves`' GEMM fields; prints the fit and every case.
+ComputeFit fit_compute(const CalibrateOptions& o, const Catalog& catalog, const GpuSpec& gpu, const EfficiencyCurves& curves) {
+  int skipped = 0;
+  const std::vector<ComputeSample> samples = compute_samples(o.validate, catalog, gpu, curves, &skipped);
+  ComputeFit fit;
+  try {
+    fit = fit_compute_efficiency(samples, curves);
+  } catch (const std::invalid_argument& e) {
+    throw InputError("--validate " + o.validate + ": " + e.what());
+  }
+  std::cout << "\nAttention, HBM and launch fields of " << gpu.name << " fitted to " << samples.size()
+            << " compute phases from " << o.validate << (skipped ? " (skipped " + std::to_string(skipped) + ": not run, or without a plan file)" : "")
+            << ", the GEMM curve held at " << fixed(curves.gemm_peak_fraction, 3) << "/" << fixed(curves.gemm_half_dim, 1) << ":\n";
+  TextTable t({"", "attention_peak_fraction", "hbm_fraction", "kernel_overhead", "rms error", "worst"});
+  t.add({"before", fixed(curves.attention_peak_fraction, 3), fixed(curves.hbm_fraction, 3), us(curves.kernel_overhead_s),
+         fixed(100 * fit.rms_rel_error_before, 1) + "%", ""});
+  t.add({"fitted", fixed(fit.curves.attention_peak_fraction, 3), fixed(fit.curves.hbm_fraction, 3),
+         us(fit.curves.kernel_overhead_s), fixed(100 * fit.rms_rel_error, 1) + "%", fixed(100 * fit.worst_rel_error, 1) + "%"});
+  t.print(std::cout);
+  if (!fit.unphysical.empty()) std::cout << "not a GPU's values: " << fit.unphysical << "\n";
+  TextTable c({"case", "measured ms", "before ms", "error", "fitted ms", "error"});
+  for (const ComputeSample& s : samples) {
+    const double before = s.terms.seconds(curves), after = s.terms.seconds(fit.curves);
+    c.add({s.name, ms(s.measured_s), ms(before), signed_percent(before / s.measured_s - 1), ms(after),
+           signed_percent(after / s.measured_s - 1)});
+  }
+  c.print(std::cout);
+  return fit;
+}
 
 std::string read_text(const std::string& path, const char* flag) {
   std::ifstream in(path);
@@ -32,23 +124,19 @@ std::string read_text(const std::string& path, const char* flag) {
   return s.str();
 }
 
-void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
-  const Catalog catalog = Catalog::load(global.catalog_dirs);
-  const GpuSpec& gpu = catalog.gpu(o.gpu);
-  if (gpu.bf16_dense_flops <= 0) throw InputError("--gpu " + o.gpu + ": has no bf16 peak to fit bf16 GEMMs against");
+// Fits the GEMM curve to --gemm's products; prints the fit and every product.
+GemmFit fit_gemm(const CalibrateOptions& o, const GpuSpec& gpu, const EfficiencyCurves& start, const std::string& curves_file,
+                 double* before) {
   const std::vector<GemmSample> samples = parse_gemm_samples(read_text(o.gemm_csv, "--gemm"), o.gemm_csv);
-  const std::string curves_file = efficiency_file(Catalog::builtin_data_dir(), gpu.name);
-  const EfficiencyCurves start = load_efficiency(Catalog::builtin_data_dir(), gpu.name);
   const GemmDevice device{gpu.bf16_dense_flops, gpu.hbm_bytes_per_s, 2};
   const GemmFit fit = fit_gemm_efficiency(samples, device, start);
-  const double before = gemm_rms_log_error(samples, device, start);
-
+  *before = gemm_rms_log_error(samples, device, start);
   std::cout << "GEMM efficiency of " << gpu.name << " fitted to " << samples.size() << " bf16 products from "
             << o.gemm_csv << " (" << fit.iterations << " iterations" << (fit.converged ? "" : ", NOT converged")
             << "):\n";
   TextTable t({"", "gemm_peak_fraction", "gemm_half_dim", "rms log error", "worst"});
   t.add({"file (" + std::filesystem::path(curves_file).filename().string() + ")", fixed(start.gemm_peak_fraction, 3),
-         fixed(start.gemm_half_dim, 1), fixed(before, 3), ""});
+         fixed(start.gemm_half_dim, 1), fixed(*before, 3), ""});
   t.add({"fitted", fixed(fit.curves.gemm_peak_fraction, 3), fixed(fit.curves.gemm_half_dim, 1),
          fixed(fit.rms_log_error, 3), fixed(100 * fit.worst_rel_error, 1) + "%"});
   t.print(std::cout);
@@ -63,19 +151,48 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
            rate(gemm_seconds(x.m, x.n, x.k, device.peak_flops, hbm_after, 2, fit.curves))});
   }
   s.print(std::cout);
-  if (o.out.empty()) return;
-  if (!fit.converged) throw InputError("--gemm " + o.gemm_csv + ": the fit did not converge; nothing written");
-  if (fit.curves.gemm_peak_fraction > 1) {
+  if (!o.out.empty() && !fit.converged) throw InputError("--gemm " + o.gemm_csv + ": the fit did not converge; nothing written");
+  if (!o.out.empty() && fit.curves.gemm_peak_fraction > 1) {
     throw InputError("--gemm " + o.gemm_csv + ": the fitted peak fraction " + fixed(fit.curves.gemm_peak_fraction, 3) +
                      " exceeds 1 (are the rates TFLOP/s of bf16 products?); nothing written");
   }
+  return fit;
+}
+
+void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
+  if (o.gemm_csv.empty() && o.validate.empty()) throw InputError("calibrate: give --gemm FILE.csv, --validate validate.json or both");
+  const Catalog catalog = Catalog::load(global.catalog_dirs);
+  const GpuSpec& gpu = catalog.gpu(o.gpu);
+  if (gpu.bf16_dense_flops <= 0) throw InputError("--gpu " + o.gpu + ": has no bf16 peak to fit bf16 GEMMs against");
+  const std::string curves_file = efficiency_file(Catalog::builtin_data_dir(), gpu.name);
+  EfficiencyCurves curves = load_efficiency(Catalog::builtin_data_dir(), gpu.name);
   Json j = parse_json_file(curves_file);
+  std::string source = j.value("source", std::string());
+  if (!o.gemm_csv.empty()) {
+    double before = 0;
+    const GemmFit fit = fit_gemm(o, gpu, curves, curves_file, &before);
+    curves = fit.curves;
+    j["gemm_peak_fraction"] = std::round(curves.gemm_peak_fraction * 1e4) / 1e4;
+    j["gemm_half_dim"] = std::round(curves.gemm_half_dim * 10) / 10;
+    source += " GEMM fields fitted by `zeroplan calibrate` to the products of " +
+              std::filesystem::path(o.gemm_csv).filename().string() + " (rms log error of the times " + fixed(before, 3) +
+              " -> " + fixed(fit.rms_log_error, 3) + ").";
+  }
+  if (!o.validate.empty()) {
+    const ComputeFit fit = fit_compute(o, catalog, gpu, curves);
+    if (!o.out.empty() && !fit.unphysical.empty()) {
+      throw InputError("--validate " + o.validate + ": " + fit.unphysical + "; nothing written");
+    }
+    j["attention_peak_fraction"] = std::round(fit.curves.attention_peak_fraction * 1e4) / 1e4;
+    j["hbm_fraction"] = std::round(fit.curves.hbm_fraction * 1e4) / 1e4;
+    j["kernel_overhead_us"] = std::round(fit.curves.kernel_overhead_s * 1e8) / 1e2;
+    source += " Attention, HBM and launch fields fitted by `zeroplan calibrate` to the compute phases of " +
+              o.validate + " (rms error " + fixed(100 * fit.rms_rel_error_before, 1) + "% -> " +
+              fixed(100 * fit.rms_rel_error, 1) + "%).";
+  }
+  if (o.out.empty()) return;
   j["gpu"] = gpu.name;
-  j["gemm_peak_fraction"] = std::round(fit.curves.gemm_peak_fraction * 1e4) / 1e4;
-  j["gemm_half_dim"] = std::round(fit.curves.gemm_half_dim * 10) / 10;
-  j["source"] = j.value("source", std::string()) + " GEMM fields fitted by `zeroplan calibrate` to the " +
-                std::to_string(samples.size()) + " products of " + std::filesystem::path(o.gemm_csv).filename().string() +
-                " (rms log error of the times " + fixed(before, 3) + " -> " + fixed(fit.rms_log_error, 3) + ").";
+  j["source"] = source;
   write_atomically(o.out, j.dump(2) + "\n");
   std::cout << "wrote " << o.out << "\n";
 }
@@ -83,13 +200,16 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
 }  // namespace
 
 void add_calibrate_command(CLI::App& app, const GlobalOptions& global) {
-  auto* cmd = app.add_subcommand("calibrate", "Fit the time model's GEMM efficiency curve to measured products");
+  auto* cmd = app.add_subcommand("calibrate", "Fit the time model's efficiency curves to measured products and compute phases");
   cmd->footer(
       "Example: zeroplan calibrate --gpu H200-141GB --gemm models/data/measurements/h200-141gb_gemm.csv\n"
+      "         zeroplan calibrate --gpu H200-141GB --gemm sweep.csv --validate gpu_validate/validate.json --out h200.json\n"
       "The CSV holds m,n,k,tflops per bf16 product (bench/gpu_gemm_sweep writes it on a GPU).");
   auto o = std::make_shared<CalibrateOptions>();
   cmd->add_option("--gpu", o->gpu, "GPU name from `zeroplan gpus`")->required();
-  cmd->add_option("--gemm", o->gemm_csv, "CSV of measured products: m,n,k,tflops")->required();
+  cmd->add_option("--gemm", o->gemm_csv, "CSV of measured products: m,n,k,tflops");
+  cmd->add_option("--validate", o->validate,
+                  "validate.json of a GPU run (`validate --device cuda`): fit attention, HBM and launch fields to its compute phases");
   cmd->add_option("--out", o->out, "Write the efficiency file with the fitted GEMM fields here");
   cmd->callback([o, &global]() { calibrate(*o, global); });
 }

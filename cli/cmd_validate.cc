@@ -27,6 +27,7 @@
 #include "models/catalog.h"
 #include "models/input_error.h"
 #include "models/json_file.h"
+#include "planner/emit.h"
 
 namespace zp {
 namespace {
@@ -105,30 +106,9 @@ std::vector<Case> read_matrix(const std::string& path, const Catalog& catalog) {
   return cases;
 }
 
-// The case of a plan file (`emit --format zeroplan`): its model and layout,
-// on its cluster (the GPU, node and GPU count it was planned for).
+// The case of a plan file (`emit --format zeroplan`).
 Case read_plan_case(const std::string& path, const Catalog& catalog) {
-  const PlanFile plan = read_plan_file(path);
-  const Json cluster = parse_json_file(path).value("cluster", Json::object());
-  auto text = [&](const char* key) {
-    if (!cluster.contains(key) || !cluster.at(key).is_string()) {
-      throw InputError(path + ": field 'cluster." + std::string(key) + "': expected a string");
-    }
-    return cluster.at(key).get<std::string>();
-  };
-  if (!cluster.contains("num_gpus") || !cluster.at("num_gpus").is_number_unsigned()) {
-    throw InputError(path + ": field 'cluster.num_gpus': expected a positive integer");
-  }
-  Job job;
-  job.model = plan.model;
-  job.shape = make_shape(job.model);
-  job.cluster = make_cluster(catalog, text("gpu"), text("node"), cluster.at("num_gpus").get<uint64_t>());
-  job.cluster_shape = make_cluster_shape(job.cluster);
-  job.layout = plan.layout;
-  const std::string why = check_layout(job.shape, job.layout, job.cluster_shape, job.cluster.num_gpus);
-  if (!why.empty()) throw InputError(path + ": layout: " + why);
-  job.options = resolve_options({}, job.layout);
-  job.network = make_network(job.cluster, Catalog::builtin_data_dir());
+  Job job = read_plan_job(path, catalog);
   return {job.model.name + " " + describe(job.layout), job};
 }
 
@@ -430,8 +410,17 @@ void run_validate(const LayoutFlags& flags, const GlobalOptions& global, Validat
   for (size_t i = 0; i < cases.size(); ++i) {
     std::cout << "case " << i << ": " << cases[i].name << "\n" << std::flush;
     results.push_back(validate_case(cases[i], o));
-    const Json& r = results.back();
+    Json& r = results.back();
     if (r.at("run").get<bool>()) {
+      // The case as a plan file: `zeroplan run --plan` reruns it, `zeroplan
+      // calibrate --validate` rebuilds its prediction from it.
+      const Job& job = cases[i].job;
+      const MemoryResult memory = evaluate_memory({job.shape, job.layout, job.cluster_shape, job.options});
+      const StepTime time = evaluate_time({job.shape, job.layout, job.cluster.gpu, job.cluster.node, job.network});
+      const std::string plan_name = "case" + std::to_string(i) + "_plan.json";
+      write_atomically((dir / plan_name).string(),
+                       emit_config("zeroplan", {job.model, job.cluster, job.layout, memory, time}).at(0).content);
+      r["plan_file"] = plan_name;
       const std::string title = "case " + std::to_string(i) + ": " + cases[i].name;
       write_atomically((dir / ("case" + std::to_string(i) + "_memory.svg")).string(),
                        bar_chart(title, r.at("memory").at("components"), "bytes", mib, "measured (at the peak)"));

@@ -2,6 +2,7 @@
 
 #include <array>
 
+#include "costmodel/layout_check.h"
 #include "models/input_error.h"
 #include "models/json_file.h"
 #include "models/model_json.h"
@@ -80,6 +81,31 @@ PlanFile read_plan_file(const std::string& path) {
   l.delayed_update = f.boolean_or("delayed_update", false);
   if (l.seq_len > p.model.max_seq_len) throw InputError(path + " (layout): field 'seq_len': exceeds the model's positions");
   return p;
+}
+
+Job read_plan_job(const std::string& path, const Catalog& catalog) {
+  const PlanFile plan = read_plan_file(path);
+  const Json cluster = parse_json_file(path).value("cluster", Json::object());
+  auto text = [&](const char* key) {
+    if (!cluster.contains(key) || !cluster.at(key).is_string()) {
+      throw InputError(path + ": field 'cluster." + std::string(key) + "': expected a string");
+    }
+    return cluster.at(key).get<std::string>();
+  };
+  if (!cluster.contains("num_gpus") || !cluster.at("num_gpus").is_number_unsigned()) {
+    throw InputError(path + ": field 'cluster.num_gpus': expected a positive integer");
+  }
+  Job job;
+  job.model = plan.model;
+  job.shape = make_shape(job.model);
+  job.cluster = make_cluster(catalog, text("gpu"), text("node"), cluster.at("num_gpus").get<uint64_t>());
+  job.cluster_shape = make_cluster_shape(job.cluster);
+  job.layout = plan.layout;
+  const std::string why = check_layout(job.shape, job.layout, job.cluster_shape, job.cluster.num_gpus);
+  if (!why.empty()) throw InputError(path + ": layout: " + why);
+  job.options = resolve_options({}, job.layout);
+  job.network = make_network(job.cluster, Catalog::builtin_data_dir());
+  return job;
 }
 
 }  // namespace zp

@@ -7,7 +7,9 @@
 
 #include <string>
 
+#include "cli/layout_flags.h"
 #include "costmodel/layout.h"
+#include "models/catalog.h"
 #include "models/model_spec.h"
 
 namespace zp {
@@ -18,5 +20,9 @@ struct PlanFile {
 };
 
 PlanFile read_plan_file(const std::string& path);
+
+// The whole job of a plan file: its model and layout on its cluster (the GPU,
+// node and GPU count it was planned for), the layout checked against them.
+Job read_plan_job(const std::string& path, const Catalog& catalog);
 
 }  // namespace zp

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
@@ -134,6 +135,80 @@ std::vector<GemmSample> parse_gemm_samples(const std::string& text, const std::s
   if (!header) throw InputError(where + ": empty; expected the header m,n,k,tflops and one product per line");
   if (out.size() < 2) throw InputError(where + ": at least two measured products are needed for a fit");
   return out;
+}
+
+namespace {
+
+double rank_compute_s(const TimeInputs& in, const EfficiencyCurves& curves, uint32_t stage) {
+  const Network network{in.network.links, curves};
+  const TimeInputs with{in.model, in.layout, in.gpu, in.node, network};
+  TimeEvaluator fresh;  // its caches hold prepared compute of one set of curves
+  return fresh.emulated_rank(with, stage).compute_s;
+}
+
+}  // namespace
+
+ComputeTerms compute_terms(const TimeInputs& in, uint32_t stage) {
+  const EfficiencyCurves& e = in.network.eff;
+  const double base = rank_compute_s(in, e, stage);
+  // Halving a fraction adds exactly one more of its term (1/(f/2) - 1/f = 1/f).
+  EfficiencyCurves attention = e, memory = e, overhead = e;
+  attention.attention_peak_fraction /= 2;
+  memory.hbm_fraction /= 2;
+  overhead.kernel_overhead_s += 1e-6;
+  ComputeTerms t;
+  t.attention_s = (rank_compute_s(in, attention, stage) - base) * e.attention_peak_fraction;
+  t.elementwise_s = (rank_compute_s(in, memory, stage) - base) * e.hbm_fraction;
+  t.kernels = (rank_compute_s(in, overhead, stage) - base) / 1e-6;
+  t.fixed_s = base - t.attention_s / e.attention_peak_fraction - t.elementwise_s / e.hbm_fraction -
+              t.kernels * e.kernel_overhead_s;
+  return t;
+}
+
+ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start) {
+  if (samples.size() < 4) throw std::invalid_argument("fit_compute_efficiency: at least four cases are needed for three fields");
+  const auto n = static_cast<Eigen::Index>(samples.size());
+  // Unknowns 1/attention_peak_fraction, 1/hbm_fraction and the overhead in
+  // microseconds (columns of like size); each row divided by its measured
+  // time, so the residuals are relative errors.
+  Eigen::MatrixXd A(n, 3);
+  Eigen::VectorXd b(n);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const ComputeSample& s = samples[static_cast<size_t>(i)];
+    if (!(s.measured_s > 0) || !std::isfinite(s.measured_s)) {
+      throw std::invalid_argument("fit_compute_efficiency: case '" + s.name + "' has no positive measured time");
+    }
+    A(i, 0) = s.terms.attention_s / s.measured_s;
+    A(i, 1) = s.terms.elementwise_s / s.measured_s;
+    A(i, 2) = s.terms.kernels * 1e-6 / s.measured_s;
+    b(i) = (s.measured_s - s.terms.fixed_s) / s.measured_s;
+  }
+  const Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(A);
+  if (qr.rank() < 3) {
+    throw std::invalid_argument("fit_compute_efficiency: the cases cannot tell attention, elementwise and launch time apart "
+                                "(add cases of other shapes or attention)");
+  }
+  const Eigen::Vector3d x = qr.solve(b);
+  ComputeFit fit;
+  fit.curves = start;
+  fit.curves.attention_peak_fraction = 1 / x(0);
+  fit.curves.hbm_fraction = 1 / x(1);
+  fit.curves.kernel_overhead_s = x(2) * 1e-6;
+  auto rms = [&](const EfficiencyCurves& c, double* worst) {
+    double sum = 0;
+    for (const ComputeSample& s : samples) {
+      const double rel = s.terms.seconds(c) / s.measured_s - 1;
+      sum += rel * rel;
+      if (worst) *worst = std::max(*worst, std::fabs(rel));
+    }
+    return std::sqrt(sum / static_cast<double>(samples.size()));
+  };
+  fit.rms_rel_error_before = rms(start, nullptr);
+  fit.rms_rel_error = rms(fit.curves, &fit.worst_rel_error);
+  if (!(x(0) >= 1)) fit.unphysical = "attention_peak_fraction " + std::to_string(1 / x(0)) + " is not in (0, 1]";
+  else if (!(x(1) >= 1)) fit.unphysical = "hbm_fraction " + std::to_string(1 / x(1)) + " is not in (0, 1]";
+  else if (!(x(2) >= 0)) fit.unphysical = "kernel_overhead_us " + std::to_string(x(2)) + " is negative";
+  return fit;
 }
 
 }  // namespace zp

@@ -9,12 +9,25 @@
 // of the peak fraction and the half dimension as the unknowns (both stay
 // positive) and the normal equations solved with Eigen. The other curve
 // fields (HBM fraction, kernel overhead) are held at the file's values.
+//
+// The fields the GEMM sweep leaves open (attention_peak_fraction,
+// hbm_fraction, kernel_overhead_s) are fitted to measured compute phases,
+// forward + backward of a validate run's rank on the GPU. The time model's
+// compute of a rank is linear in 1/attention_peak_fraction,
+// 1/hbm_fraction and kernel_overhead_s (compute.cc: attention FLOPs at the
+// fraction of peak, elementwise bytes at the fraction of HBM bandwidth, a
+// launch overhead per kernel; thin GEMMs' memory-bound side is the one
+// bend), so each phase is linearised once, by differences of the time
+// model's own evaluation, and the three unknowns come from one weighted
+// linear least-squares solve (Eigen's column-pivoting QR), relative errors
+// weighing every case alike.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "costmodel/efficiency.h"
+#include "costmodel/time_model.h"
 
 namespace zp {
 
@@ -49,5 +62,42 @@ GemmFit fit_gemm_efficiency(const std::vector<GemmSample>& samples, const GemmDe
 // per second), then one product per line; `#` starts a comment. Throws
 // InputError naming `where` and the line for anything else.
 std::vector<GemmSample> parse_gemm_samples(const std::string& text, const std::string& where);
+
+// A rank's compute time (TimeEvaluator::emulated_rank's compute_s) as the
+// time model's curves enter it:
+//   fixed_s + attention_s / attention_peak_fraction + elementwise_s / hbm_fraction
+//           + kernels * kernel_overhead_s
+// attention_s at the full dense peak, elementwise_s at the full HBM
+// bandwidth; fixed_s holds the GEMMs at their curve.
+struct ComputeTerms {
+  double fixed_s = 0, attention_s = 0, elementwise_s = 0, kernels = 0;
+  double seconds(const EfficiencyCurves& c) const {
+    return fixed_s + attention_s / c.attention_peak_fraction + elementwise_s / c.hbm_fraction +
+           kernels * c.kernel_overhead_s;
+  }
+};
+
+// The terms of `stage`'s rank under in.network's curves (the GEMM fields
+// stay as they are there), by differences of the time model's evaluation.
+ComputeTerms compute_terms(const TimeInputs& in, uint32_t stage);
+
+// One measured compute phase and its terms.
+struct ComputeSample {
+  std::string name;
+  double measured_s = 0;
+  ComputeTerms terms;
+};
+
+struct ComputeFit {
+  EfficiencyCurves curves;             // the start curves with the three fields fitted
+  double rms_rel_error_before = 0;     // of the compute times, under the start curves
+  double rms_rel_error = 0;            // ... under the fitted ones
+  double worst_rel_error = 0;          // |predicted / measured - 1|, worst case, fitted
+  std::string unphysical;              // empty, or why the fitted values cannot be a GPU's
+};
+
+// Throws std::invalid_argument for fewer than four samples, a non-positive
+// time, or cases whose terms cannot tell the three fields apart.
+ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start);
 
 }  // namespace zp

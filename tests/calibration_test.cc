@@ -1,7 +1,10 @@
 // Fitting the GEMM efficiency curve (costmodel/calibration.h): a known curve
 // is recovered from its own samples (with noise), bad CSV is a one-line
 // error naming the line, and on the H200 measurements the least-squares fit
-// is at least as close as the hand-set curve it replaces.
+// is at least as close as the hand-set curve it replaces. The compute-phase
+// fit: the linearised terms reproduce the time model under other curves, and
+// known attention, HBM and launch values are recovered from compute times
+// the time model made with them.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -13,6 +16,7 @@
 #include "costmodel/calibration.h"
 #include "costmodel/compute.h"
 #include "costmodel/efficiency.h"
+#include "costmodel/layout_check.h"
 #include "models/input_error.h"
 #include "test_support.h"
 
@@ -26,7 +30,110 @@ GemmDevice h200() {
   return {g.bf16_dense_flops, g.hbm_bytes_per_s, 2};
 }
 
+// A validate-like matrix on the H200: GPT-2 and Llama shapes, materialised
+// and flash attention, recompute, tensor parallelism (its rank's share).
+struct RankCase {
+  std::string name;
+  ModelShape model;
+  Layout layout;
+  Cluster cluster;
+  Network network;
+  TimeInputs inputs() const { return {model, layout, cluster.gpu, cluster.node, network}; }
+};
+
+std::vector<RankCase> rank_cases() {
+  struct Spec {
+    const char* model;
+    uint32_t mb, tp;
+    Attention attention;
+    Recompute recompute;
+  };
+  const Spec specs[] = {{"gpt2-124m", 8, 1, Attention::Materialized, Recompute::None},
+                        {"gpt2-355m", 4, 1, Attention::Flash, Recompute::None},
+                        {"gpt2-774m", 4, 1, Attention::Materialized, Recompute::Selective},
+                        {"gpt2-1.5b", 8, 1, Attention::Materialized, Recompute::None},
+                        {"gpt2-1.5b", 2, 1, Attention::Flash, Recompute::Full},
+                        {"gpt2-774m", 4, 2, Attention::Materialized, Recompute::None},
+                        {"llama-2-7b", 1, 2, Attention::Flash, Recompute::None}};
+  std::vector<RankCase> out;
+  for (const Spec& s : specs) {
+    RankCase c;
+    c.name = std::string(s.model) + " mb" + std::to_string(s.mb) + " tp" + std::to_string(s.tp);
+    c.model = make_shape(test::catalog().resolve_model(s.model));
+    c.layout.tp = s.tp;
+    c.layout.micro_batch = s.mb;
+    c.layout.seq_len = 1024;
+    c.layout.attention = s.attention;
+    c.layout.recompute = s.recompute;
+    c.cluster = make_cluster(test::catalog(), "H200-141GB", "", s.tp);
+    c.network = make_network(c.cluster, Catalog::builtin_data_dir());
+    REQUIRE(check_layout(c.model, c.layout, make_cluster_shape(c.cluster), s.tp).empty());
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+double rank_compute_s(const RankCase& c, const EfficiencyCurves& curves) {
+  const Network n{c.network.links, curves};
+  TimeEvaluator t;
+  return t.emulated_rank({c.model, c.layout, c.cluster.gpu, c.cluster.node, n}, 0).compute_s;
+}
+
 }  // namespace
+
+TEST_CASE("compute calibration: the linearised terms are the time model's under other curves") {
+  for (const RankCase& c : rank_cases()) {
+    CAPTURE(c.name);
+    const ComputeTerms t = compute_terms(c.inputs(), 0);
+    CHECK(t.attention_s > 0);
+    CHECK(t.elementwise_s > 0);
+    CHECK(t.kernels > 100);  // several kernels a layer, 12+ layers
+    CHECK(t.fixed_s > 0);
+    CHECK(t.seconds(c.network.eff) == doctest::Approx(rank_compute_s(c, c.network.eff)).epsilon(1e-9));
+    EfficiencyCurves other = c.network.eff;
+    other.attention_peak_fraction *= 0.7;
+    other.hbm_fraction *= 0.85;
+    other.kernel_overhead_s *= 2;
+    // Linear but for thin GEMMs turning memory-bound at the lower bandwidth.
+    CHECK(t.seconds(other) == doctest::Approx(rank_compute_s(c, other)).epsilon(0.01));
+  }
+}
+
+TEST_CASE("compute calibration: known attention, HBM and launch values are recovered from the time model's times") {
+  const std::vector<RankCase> cases = rank_cases();
+  EfficiencyCurves truth = cases[0].network.eff;
+  truth.attention_peak_fraction = 0.42;
+  truth.hbm_fraction = 0.66;
+  truth.kernel_overhead_s = 6e-6;
+  std::vector<ComputeSample> samples;
+  for (const RankCase& c : cases) samples.push_back({c.name, rank_compute_s(c, truth), compute_terms(c.inputs(), 0)});
+  const ComputeFit f = fit_compute_efficiency(samples, cases[0].network.eff);
+  CHECK(f.unphysical.empty());
+  CHECK(f.curves.attention_peak_fraction == doctest::Approx(0.42).epsilon(0.03));
+  CHECK(f.curves.hbm_fraction == doctest::Approx(0.66).epsilon(0.03));
+  CHECK(f.curves.kernel_overhead_s == doctest::Approx(6e-6).epsilon(0.05));
+  CHECK(f.curves.gemm_peak_fraction == truth.gemm_peak_fraction);  // held
+  CHECK(f.rms_rel_error < 0.005);
+  CHECK(f.rms_rel_error < f.rms_rel_error_before);
+  // 3% timing noise: still near, and the errors say how near.
+  std::mt19937 rng(5);
+  std::normal_distribution<double> noise(0.0, 0.03);
+  std::vector<ComputeSample> noisy = samples;
+  for (ComputeSample& s : noisy) s.measured_s *= std::exp(noise(rng));
+  const ComputeFit g = fit_compute_efficiency(noisy, cases[0].network.eff);
+  MESSAGE("3% noise: attention " << g.curves.attention_peak_fraction << ", HBM " << g.curves.hbm_fraction << ", launch "
+                                 << g.curves.kernel_overhead_s * 1e6 << " us; rms " << g.rms_rel_error << " (before "
+                                 << g.rms_rel_error_before << ")");
+  CHECK(g.curves.hbm_fraction == doctest::Approx(0.66).epsilon(0.15));
+  CHECK(g.rms_rel_error < 0.05);
+  // Times no GPU could give: faster than the peaks allow.
+  std::vector<ComputeSample> fast = samples;
+  for (ComputeSample& s : fast) s.measured_s = s.terms.fixed_s * 1.01;
+  CHECK_FALSE(fit_compute_efficiency(fast, truth).unphysical.empty());
+  // One case four times cannot separate three fields; three cases are too few.
+  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[0], samples[0], samples[0]}, truth), std::invalid_argument);
+  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[1], samples[2]}, truth), std::invalid_argument);
+}
 
 TEST_CASE("calibration: a known GEMM curve is recovered from noisy timings made with it") {
   const GemmDevice d = h200();

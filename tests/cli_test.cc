@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <sys/wait.h>
 
+#include "costmodel/efficiency.h"
 #include "models/catalog.h"
 #include "models/json_file.h"
 
@@ -314,6 +316,37 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   CHECK(planned.at("cases")[0].at("memory").at("model_states_match").get<bool>());
   check_one_line_error("validate --plan " + dir + "/plan/plan.json --matrix " + dir + "/matrix.json --out " + dir + "/both",
                        "give one of --matrix FILE, --plan FILE or one layout's flags");
+  // Each case run is kept as a plan file; calibrate rebuilds its prediction
+  // from it. A CPU run's times are not the GPU's: refused.
+  CHECK(std::filesystem::exists(dir + "/out/" + doc.at("cases")[1].at("plan_file").get<std::string>()));
+  check_one_line_error("calibrate --gpu H100-80GB --validate " + dir + "/out/validate.json",
+                       "field 'backend': measured on the cpu backend");
+  check_one_line_error("calibrate --gpu H100-80GB", "give --gemm FILE.csv, --validate validate.json or both");
+  // Times as the file's curves predict them, as if measured on the GPU: the
+  // fit gives the file's attention, HBM and launch values back, so the plan
+  // files rebuild exactly the prediction validate made.
+  zp::Json gpu_like = doc;
+  gpu_like["backend"] = "cuda";
+  for (zp::Json& c : gpu_like["cases"]) {
+    if (!c.at("run").get<bool>()) continue;
+    c["step_time"]["compared"] = true;
+    zp::Json& compute = c["step_time"]["phases"]["compute (forward + backward)"];
+    compute["measured_s"] = compute.at("predicted_s");
+  }
+  {
+    std::ofstream f(dir + "/out/gpu_like.json");
+    f << gpu_like.dump();
+  }
+  const Run fitted = run("calibrate --gpu H100-80GB --validate " + dir + "/out/gpu_like.json --out " + dir + "/fitted.json");
+  CHECK(fitted.code == 0);
+  CHECK(fitted.out.find("fitted to 4 compute phases") != std::string::npos);
+  const zp::Json curves = zp::parse_json_file(dir + "/fitted.json");
+  const zp::Json file = zp::parse_json_file(zp::efficiency_file(zp::Catalog::builtin_data_dir(), "H100-80GB"));
+  for (const char* field : {"attention_peak_fraction", "hbm_fraction", "kernel_overhead_us"}) {
+    CAPTURE(field);
+    CHECK(curves.at(field).get<double>() == doctest::Approx(file.at(field).get<double>()).epsilon(1e-3));
+  }
+  CHECK(curves.at("source").get<std::string>().find("compute phases of") != std::string::npos);
   std::system(("rm -rf " + dir).c_str());
 }
 
