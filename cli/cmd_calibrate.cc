@@ -106,6 +106,12 @@ ComputeFit fit_compute(const CalibrateOptions& o, const Catalog& catalog, const 
          us(fit.curves.kernel_overhead_s), fixed(100 * fit.rms_rel_error, 1) + "%", fixed(100 * fit.worst_rel_error, 1) + "%"});
   t.print(std::cout);
   if (!fit.unphysical.empty()) std::cout << "not a GPU's values: " << fit.unphysical << "\n";
+  if (!fit.held.empty()) {
+    std::string held;
+    for (const std::string& h : fit.held) held += (held.empty() ? "" : ", ") + h;
+    std::cout << "the fit of all three is not a GPU's (" << fit.free_fit_unphysical << "): " << held
+              << " held at the file's value\n";
+  }
   TextTable c({"case", "measured ms", "before ms", "error", "fitted ms", "error"});
   for (const ComputeSample& s : samples) {
     const double before = s.terms.seconds(curves), after = s.terms.seconds(fit.curves);
@@ -186,9 +192,11 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
     j["attention_peak_fraction"] = std::round(fit.curves.attention_peak_fraction * 1e4) / 1e4;
     j["hbm_fraction"] = std::round(fit.curves.hbm_fraction * 1e4) / 1e4;
     j["kernel_overhead_us"] = std::round(fit.curves.kernel_overhead_s * 1e8) / 1e2;
+    std::string held;
+    for (const std::string& h : fit.held) held += ", " + h + " held";
     source += " Attention, HBM and launch fields fitted by `zeroplan calibrate` to the compute phases of " +
               o.validate + " (rms error " + fixed(100 * fit.rms_rel_error_before, 1) + "% -> " +
-              fixed(100 * fit.rms_rel_error, 1) + "%).";
+              fixed(100 * fit.rms_rel_error, 1) + "%" + held + ").";
   }
   if (o.out.empty()) return;
   j["gpu"] = gpu.name;

@@ -93,11 +93,18 @@ struct ComputeFit {
   double rms_rel_error_before = 0;     // of the compute times, under the start curves
   double rms_rel_error = 0;            // ... under the fitted ones
   double worst_rel_error = 0;          // |predicted / measured - 1|, worst case, fitted
-  std::string unphysical;              // empty, or why the fitted values cannot be a GPU's
+  std::string unphysical;              // empty, or why no fit of these cases is a GPU's
+  // Where the fit of all three is not a GPU's (a fraction outside [0.02, 1],
+  // a launch overhead outside [0, 100] us) but one with one field held at the start's value (or
+  // two) is: the held fields, and why the free fit was refused.
+  std::vector<std::string> held;
+  std::string free_fit_unphysical;
 };
 
 // Throws std::invalid_argument for fewer than four samples, a non-positive
-// time, or cases whose terms cannot tell the three fields apart.
+// time, or cases whose terms cannot tell the three fields apart. The closest
+// fit (relative errors) of the three; where that is no GPU's, the closest
+// physical one with fewest fields held at `start`'s values.
 ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start);
 
 }  // namespace zp

@@ -130,6 +130,21 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   std::vector<ComputeSample> fast = samples;
   for (ComputeSample& s : fast) s.measured_s = s.terms.fixed_s * 1.01;
   CHECK_FALSE(fit_compute_efficiency(fast, truth).unphysical.empty());
+  // Attention faster than the peak (1/f below 1) with the rest a GPU's: the
+  // free fit is refused, attention is held at the start's value and the
+  // other two are fitted.
+  std::vector<ComputeSample> quick = samples;
+  for (ComputeSample& s : quick) s.measured_s -= s.terms.attention_s * (1 / 0.42 - 0.8);
+  const ComputeFit h = fit_compute_efficiency(quick, cases[0].network.eff);
+  MESSAGE("attention beyond the peak: held " << (h.held.empty() ? "nothing" : h.held[0]) << ", HBM " << h.curves.hbm_fraction
+                                            << ", launch " << h.curves.kernel_overhead_s * 1e6 << " us; rms " << h.rms_rel_error);
+  CHECK(h.unphysical.empty());
+  CHECK_FALSE(h.free_fit_unphysical.empty());
+  REQUIRE(h.held.size() == 1);
+  CHECK(h.held[0] == "attention_peak_fraction");
+  CHECK(h.curves.attention_peak_fraction == cases[0].network.eff.attention_peak_fraction);
+  CHECK(h.curves.hbm_fraction <= 1);
+  CHECK(h.curves.kernel_overhead_s >= 0);
   // One case four times cannot separate three fields; three cases are too few.
   CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[0], samples[0], samples[0]}, truth), std::invalid_argument);
   CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[1], samples[2]}, truth), std::invalid_argument);
