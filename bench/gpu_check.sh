@@ -6,7 +6,8 @@
 # flash-style), rotary positions, embeddings,
 # cross-entropy, cuBLASLt products; the caching allocator against
 # cudaMemGetInfo; pinned copies on their own stream, timed by CUDA events;
-# NCCL on every GPU under mpirun), sweeps bf16 GEMM shapes in shuffled rounds
+# NCCL on every GPU under mpirun, and `zeroplan run --device cuda` under
+# mpirun over NCCL), sweeps bf16 GEMM shapes in shuffled rounds
 # and fits the time model's GEMM curve to them (`zeroplan calibrate`, the
 # fitted file left in the log folder, not committed by the script; after the
 # matrix, its attention, HBM and launch fields fitted to the measured compute
@@ -63,6 +64,18 @@ if [ -x build-gpu/tests/nccl_comm_test ]; then
   gpus=$(nvidia-smi -L | wc -l)
   mpirun --allow-run-as-root -np "$gpus" build-gpu/tests/nccl_comm_test -s --no-colors > "$out/nccl_comm_test.log" 2>&1; rc=$?
   note "nccl_comm_test on $gpus GPU(s) exit code $rc (log: $out/nccl_comm_test.log)"; [ "$rc" -eq 0 ] || failed=1
+fi
+# `zeroplan run --device cuda` under mpirun: the CLI's NCCL path (bootstrap
+# over MPI, the rank's GPU, training over NCCL) on every GPU, a toy plan.
+if [ -x build-gpu/zeroplan ]; then
+  gpus=$(nvidia-smi -L | wc -l)
+  build-gpu/zeroplan emit --format zeroplan --model tests/data/models/tiny-gpt.json --gpu H200-141GB --gpus "$gpus" \
+    --seq 32 --micro-batch 2 --zero 1 --out "$out/nccl_run" > "$out/nccl_run.log" 2>&1 &&
+    timeout 120 mpirun --allow-run-as-root -np "$gpus" build-gpu/zeroplan run --device cuda --plan "$out/nccl_run/plan.json" \
+      --steps 10 --out "$out/nccl_run/measured.json" >> "$out/nccl_run.log" 2>&1; rc=$?
+  comm=$(python3 -c "import json;d=json.load(open('$out/nccl_run/measured.json'));print(d['communicator'], d['device'], 'loss', round(d['steps'][0]['loss'],3), '->', round(d['steps'][-1]['loss'],3))" 2>/dev/null)
+  note "zeroplan run --device cuda under mpirun -np $gpus exit code $rc: ${comm:-no measurements} (log: $out/nccl_run.log)"
+  [ "$rc" -eq 0 ] || failed=1
 fi
 # The throughput target first (GPT-2 XL, 8 x 1024, zeroplan then PyTorch
 # eager on the same GPU), then the GEMM sweep, then the validation matrix in
