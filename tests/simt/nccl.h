@@ -190,6 +190,31 @@ inline ncclResult_t agree(ncclComm& c, Call mine) {
   return same ? ncclSuccess : ncclInvalidUsage;
 }
 
+// A collective's rounds over `count` elements, `per_round` at a time: every
+// rank publishes its part into its slot, all combine the slots once all
+// have published, and no slot is rewritten before all have read it.
+template <class Publish, class Combine>
+ncclResult_t in_rounds(ncclComm& c, size_t count, size_t per_round, Publish publish, Combine combine) {
+  for (size_t off = 0; off < count; off += per_round) {
+    const size_t n = std::min(count - off, per_round);
+    publish(off, n);
+    if (barrier(c) != ncclSuccess) return ncclSystemError;
+    combine(off, n);
+    if (barrier(c) != ncclSuccess) return ncclSystemError;
+  }
+  return ncclSuccess;
+}
+
+// out[i] = the sum over ranks of element first + i of their slots, i < n.
+inline void sum_slots(ncclComm& c, size_t first, size_t n, ncclDataType_t type, char* out) {
+  const size_t es = element_bytes(type);
+  for (size_t i = 0; i < n; ++i) {
+    float sum = 0;
+    for (int q = 0; q < c.nranks; ++q) sum += load(c.slot(q) + (first + i) * es, type);
+    store(out + i * es, sum, type);
+  }
+}
+
 // Moves what it can of each transfer, one chunk at a time per channel, in
 // the order the transfers were posted.
 inline ncclResult_t progress(std::vector<Transfer>& transfers) {
@@ -341,18 +366,10 @@ inline ncclResult_t ncclAllReduce(const void* in, void* out, size_t count, ncclD
   const size_t es = element_bytes(type);
   if (op != ncclSum || !on_device(in, count * es) || !on_device(out, count * es)) return ncclInvalidArgument;
   if (ncclResult_t r = agree(*c, Call{1, type, count, 0, 0}); r != ncclSuccess) return r;
-  for (size_t off = 0; off < count; off += kSlotBytes / es) {
-    const size_t n = std::min(count - off, kSlotBytes / es);
-    std::memcpy(c->slot(c->rank), static_cast<const char*>(in) + off * es, n * es);
-    if (barrier(*c) != ncclSuccess) return ncclSystemError;
-    for (size_t i = 0; i < n; ++i) {
-      float sum = 0;
-      for (int q = 0; q < c->nranks; ++q) sum += load(c->slot(q) + i * es, type);
-      store(static_cast<char*>(out) + (off + i) * es, sum, type);
-    }
-    if (barrier(*c) != ncclSuccess) return ncclSystemError;
-  }
-  return ncclSuccess;
+  return in_rounds(
+      *c, count, kSlotBytes / es,
+      [&](size_t off, size_t n) { std::memcpy(c->slot(c->rank), static_cast<const char*>(in) + off * es, n * es); },
+      [&](size_t off, size_t n) { sum_slots(*c, 0, n, type, static_cast<char*>(out) + off * es); });
 }
 
 inline ncclResult_t ncclReduceScatter(const void* in, void* out, size_t count_per_rank, ncclDataType_t type,
@@ -363,23 +380,16 @@ inline ncclResult_t ncclReduceScatter(const void* in, void* out, size_t count_pe
     return ncclInvalidArgument;
   }
   if (ncclResult_t r = agree(*c, Call{2, type, count_per_rank, 0, 0}); r != ncclSuccess) return r;
-  const size_t round = kSlotBytes / (es * p);
-  for (size_t off = 0; off < count_per_rank; off += round) {
-    const size_t n = std::min(count_per_rank - off, round);
-    // This rank's slot holds its n elements for every destination rank, in rank order.
-    for (size_t q = 0; q < p; ++q) {
-      std::memcpy(c->slot(c->rank) + q * n * es, static_cast<const char*>(in) + (q * count_per_rank + off) * es,
-                  n * es);
-    }
-    if (barrier(*c) != ncclSuccess) return ncclSystemError;
-    for (size_t i = 0; i < n; ++i) {
-      float sum = 0;
-      for (int q = 0; q < c->nranks; ++q) sum += load(c->slot(q) + (c->rank * n + i) * es, type);
-      store(static_cast<char*>(out) + (off + i) * es, sum, type);
-    }
-    if (barrier(*c) != ncclSuccess) return ncclSystemError;
-  }
-  return ncclSuccess;
+  return in_rounds(
+      *c, count_per_rank, kSlotBytes / (es * p),
+      [&](size_t off, size_t n) {
+        // This rank's slot holds its n elements for every destination rank, in rank order.
+        for (size_t q = 0; q < p; ++q) {
+          std::memcpy(c->slot(c->rank) + q * n * es, static_cast<const char*>(in) + (q * count_per_rank + off) * es,
+                      n * es);
+        }
+      },
+      [&](size_t off, size_t n) { sum_slots(*c, c->rank * n, n, type, static_cast<char*>(out) + off * es); });
 }
 
 inline ncclResult_t ncclAllGather(const void* in, void* out, size_t count_per_rank, ncclDataType_t type, ncclComm_t c,
@@ -388,16 +398,14 @@ inline ncclResult_t ncclAllGather(const void* in, void* out, size_t count_per_ra
   const size_t es = element_bytes(type), p = static_cast<size_t>(c->nranks);
   if (!on_device(in, count_per_rank * es) || !on_device(out, count_per_rank * p * es)) return ncclInvalidArgument;
   if (ncclResult_t r = agree(*c, Call{3, type, count_per_rank, 0, 0}); r != ncclSuccess) return r;
-  for (size_t off = 0; off < count_per_rank; off += kSlotBytes / es) {
-    const size_t n = std::min(count_per_rank - off, kSlotBytes / es);
-    std::memcpy(c->slot(c->rank), static_cast<const char*>(in) + off * es, n * es);
-    if (barrier(*c) != ncclSuccess) return ncclSystemError;
-    for (size_t q = 0; q < p; ++q) {
-      std::memcpy(static_cast<char*>(out) + (q * count_per_rank + off) * es, c->slot(static_cast<int>(q)), n * es);
-    }
-    if (barrier(*c) != ncclSuccess) return ncclSystemError;
-  }
-  return ncclSuccess;
+  return in_rounds(
+      *c, count_per_rank, kSlotBytes / es,
+      [&](size_t off, size_t n) { std::memcpy(c->slot(c->rank), static_cast<const char*>(in) + off * es, n * es); },
+      [&](size_t off, size_t n) {
+        for (size_t q = 0; q < p; ++q) {
+          std::memcpy(static_cast<char*>(out) + (q * count_per_rank + off) * es, c->slot(static_cast<int>(q)), n * es);
+        }
+      });
 }
 
 inline ncclResult_t ncclBroadcast(const void* in, void* out, size_t count, ncclDataType_t type, int root,
@@ -407,12 +415,10 @@ inline ncclResult_t ncclBroadcast(const void* in, void* out, size_t count, ncclD
   if (root < 0 || root >= c->nranks || !on_device(out, count * es)) return ncclInvalidArgument;
   if (c->rank == root && !on_device(in, count * es)) return ncclInvalidArgument;
   if (ncclResult_t r = agree(*c, Call{4, type, count, root, 0}); r != ncclSuccess) return r;
-  for (size_t off = 0; off < count; off += kSlotBytes / es) {
-    const size_t n = std::min(count - off, kSlotBytes / es);
-    if (c->rank == root) std::memcpy(c->slot(root), static_cast<const char*>(in) + off * es, n * es);
-    if (barrier(*c) != ncclSuccess) return ncclSystemError;
-    std::memcpy(static_cast<char*>(out) + off * es, c->slot(root), n * es);
-    if (barrier(*c) != ncclSuccess) return ncclSystemError;
-  }
-  return ncclSuccess;
+  return in_rounds(
+      *c, count, kSlotBytes / es,
+      [&](size_t off, size_t n) {
+        if (c->rank == root) std::memcpy(c->slot(root), static_cast<const char*>(in) + off * es, n * es);
+      },
+      [&](size_t off, size_t n) { std::memcpy(static_cast<char*>(out) + off * es, c->slot(root), n * es); });
 }
