@@ -138,16 +138,12 @@ std::vector<GemmSample> parse_gemm_samples(const std::string& text, const std::s
   return out;
 }
 
-namespace {
-
 double rank_compute_s(const TimeInputs& in, const EfficiencyCurves& curves, uint32_t stage) {
   const Network network{in.network.links, curves};
   const TimeInputs with{in.model, in.layout, in.gpu, in.node, network};
   TimeEvaluator fresh;  // its caches hold prepared compute of one set of curves
   return fresh.emulated_rank(with, stage).compute_s;
 }
-
-}  // namespace
 
 ComputeTerms compute_terms(const TimeInputs& in, uint32_t stage) {
   const EfficiencyCurves& e = in.network.eff;

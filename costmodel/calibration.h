@@ -77,6 +77,10 @@ struct ComputeTerms {
   }
 };
 
+// `stage`'s rank's compute time (TimeEvaluator::emulated_rank) under
+// `curves` in place of in.network's.
+double rank_compute_s(const TimeInputs& in, const EfficiencyCurves& curves, uint32_t stage);
+
 // The terms of `stage`'s rank under in.network's curves (the GEMM fields
 // stay as they are there), by differences of the time model's evaluation.
 ComputeTerms compute_terms(const TimeInputs& in, uint32_t stage);

@@ -73,12 +73,6 @@ std::vector<RankCase> rank_cases() {
   return out;
 }
 
-double rank_compute_s(const RankCase& c, const EfficiencyCurves& curves) {
-  const Network n{c.network.links, curves};
-  TimeEvaluator t;
-  return t.emulated_rank({c.model, c.layout, c.cluster.gpu, c.cluster.node, n}, 0).compute_s;
-}
-
 }  // namespace
 
 TEST_CASE("compute calibration: the linearised terms are the time model's under other curves") {
@@ -89,13 +83,13 @@ TEST_CASE("compute calibration: the linearised terms are the time model's under 
     CHECK(t.elementwise_s > 0);
     CHECK(t.kernels > 100);  // several kernels a layer, 12+ layers
     CHECK(t.fixed_s > 0);
-    CHECK(t.seconds(c.network.eff) == doctest::Approx(rank_compute_s(c, c.network.eff)).epsilon(1e-9));
+    CHECK(t.seconds(c.network.eff) == doctest::Approx(rank_compute_s(c.inputs(), c.network.eff, 0)).epsilon(1e-9));
     EfficiencyCurves other = c.network.eff;
     other.attention_peak_fraction *= 0.7;
     other.hbm_fraction *= 0.85;
     other.kernel_overhead_s *= 2;
     // Linear but for thin GEMMs turning memory-bound at the lower bandwidth.
-    CHECK(t.seconds(other) == doctest::Approx(rank_compute_s(c, other)).epsilon(0.01));
+    CHECK(t.seconds(other) == doctest::Approx(rank_compute_s(c.inputs(), other, 0)).epsilon(0.01));
   }
 }
 
@@ -106,7 +100,7 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   truth.hbm_fraction = 0.66;
   truth.kernel_overhead_s = 6e-6;
   std::vector<ComputeSample> samples;
-  for (const RankCase& c : cases) samples.push_back({c.name, rank_compute_s(c, truth), compute_terms(c.inputs(), 0)});
+  for (const RankCase& c : cases) samples.push_back({c.name, rank_compute_s(c.inputs(), truth, 0), compute_terms(c.inputs(), 0)});
   const ComputeFit f = fit_compute_efficiency(samples, cases[0].network.eff);
   CHECK(f.unphysical.empty());
   CHECK(f.curves.attention_peak_fraction == doctest::Approx(0.42).epsilon(0.03));
