@@ -8,6 +8,7 @@
 #include "cli/format.h"
 #include "cli/layout_flags.h"
 #include "cli/layout_spec.h"
+#include "cli/plan_file.h"
 #include "cli/plan_flags.h"
 #include "costmodel/layout_check.h"
 #include "models/input_error.h"
@@ -40,9 +41,8 @@ void write_file(const std::filesystem::path& dir, const EmittedFile& f) {
 void run_emit(const LayoutFlags& flags, const GlobalOptions& global, const std::string& format, const std::string& out_dir) {
   const Catalog catalog = Catalog::load(global.catalog_dirs);
   const Job j = make_job(flags, catalog);
-  const MemoryResult memory = evaluate_memory({j.shape, j.layout, j.cluster_shape, j.options});
-  const StepTime time = evaluate_time({j.shape, j.layout, j.cluster.gpu, j.cluster.node, j.network});
-  const std::vector<EmittedFile> files = emit_config(format, {j.model, j.cluster, j.layout, memory, time});
+  MemoryResult memory;
+  const std::vector<EmittedFile> files = emit_job(format, j, &memory);
   if (!memory.fits()) std::cerr << "zeroplan: warning: this layout does not fit (see `zeroplan explain`)\n";
   if (out_dir.empty()) {
     for (const EmittedFile& f : files) {

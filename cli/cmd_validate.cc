@@ -27,7 +27,6 @@
 #include "models/catalog.h"
 #include "models/input_error.h"
 #include "models/json_file.h"
-#include "planner/emit.h"
 
 namespace zp {
 namespace {
@@ -414,12 +413,8 @@ void run_validate(const LayoutFlags& flags, const GlobalOptions& global, Validat
     if (r.at("run").get<bool>()) {
       // The case as a plan file: `zeroplan run --plan` reruns it, `zeroplan
       // calibrate --validate` rebuilds its prediction from it.
-      const Job& job = cases[i].job;
-      const MemoryResult memory = evaluate_memory({job.shape, job.layout, job.cluster_shape, job.options});
-      const StepTime time = evaluate_time({job.shape, job.layout, job.cluster.gpu, job.cluster.node, job.network});
       const std::string plan_name = "case" + std::to_string(i) + "_plan.json";
-      write_atomically((dir / plan_name).string(),
-                       emit_config("zeroplan", {job.model, job.cluster, job.layout, memory, time}).at(0).content);
+      write_atomically((dir / plan_name).string(), emit_job("zeroplan", cases[i].job).at(0).content);
       r["plan_file"] = plan_name;
       const std::string title = "case " + std::to_string(i) + ": " + cases[i].name;
       write_atomically((dir / ("case" + std::to_string(i) + "_memory.svg")).string(),

@@ -108,4 +108,11 @@ Job read_plan_job(const std::string& path, const Catalog& catalog) {
   return job;
 }
 
+std::vector<EmittedFile> emit_job(const std::string& format, const Job& job, MemoryResult* memory) {
+  const MemoryResult m = evaluate_memory({job.shape, job.layout, job.cluster_shape, job.options});
+  const StepTime time = evaluate_time({job.shape, job.layout, job.cluster.gpu, job.cluster.node, job.network});
+  if (memory) *memory = m;
+  return emit_config(format, {job.model, job.cluster, job.layout, m, time});
+}
+
 }  // namespace zp
