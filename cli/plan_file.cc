@@ -31,10 +31,8 @@ uint32_t count_or(const Json& j, const JsonFields& f, const char* field, uint32_
   return static_cast<uint32_t>(v.get<uint64_t>());
 }
 
-}  // namespace
-
-PlanFile read_plan_file(const std::string& path) {
-  const Json j = parse_json_file(path);
+// The plan of `j`, the contents of the file `path`.
+PlanFile plan_from_json(const Json& j, const std::string& path) {
   JsonFields top(j, path);
   top.reject_unknown({"schema", "version", "model", "cluster", "layout", "predicted"});
   if (top.string("schema") != "zeroplan.plan") throw InputError(path + ": field 'schema': expected \"zeroplan.plan\"");
@@ -83,9 +81,14 @@ PlanFile read_plan_file(const std::string& path) {
   return p;
 }
 
+}  // namespace
+
+PlanFile read_plan_file(const std::string& path) { return plan_from_json(parse_json_file(path), path); }
+
 Job read_plan_job(const std::string& path, const Catalog& catalog) {
-  const PlanFile plan = read_plan_file(path);
-  const Json cluster = parse_json_file(path).value("cluster", Json::object());
+  const Json file = parse_json_file(path);
+  const PlanFile plan = plan_from_json(file, path);
+  const Json cluster = file.value("cluster", Json::object());
   auto text = [&](const char* key) {
     if (!cluster.contains(key) || !cluster.at(key).is_string()) {
       throw InputError(path + ": field 'cluster." + std::string(key) + "': expected a string");
