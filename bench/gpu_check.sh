@@ -60,15 +60,14 @@ if [ -x build-gpu/tests/cuda_model_test ]; then
     note "cuda_model_test (ZP_CUDA_ATTENTION=rows) exit code $rc (log: $out/cuda_model_test_rows.log)"
   fi
 fi
+gpus=$(nvidia-smi -L | wc -l)  # one process per GPU under mpirun
 if [ -x build-gpu/tests/nccl_comm_test ]; then
-  gpus=$(nvidia-smi -L | wc -l)
   mpirun --allow-run-as-root -np "$gpus" build-gpu/tests/nccl_comm_test -s --no-colors > "$out/nccl_comm_test.log" 2>&1; rc=$?
   note "nccl_comm_test on $gpus GPU(s) exit code $rc (log: $out/nccl_comm_test.log)"; [ "$rc" -eq 0 ] || failed=1
 fi
 # `zeroplan run --device cuda` under mpirun: the CLI's NCCL path (bootstrap
 # over MPI, the rank's GPU, training over NCCL) on every GPU, a toy plan.
 if [ -x build-gpu/zeroplan ]; then
-  gpus=$(nvidia-smi -L | wc -l)
   build-gpu/zeroplan emit --format zeroplan --model tests/data/models/tiny-gpt.json --gpu H200-141GB --gpus "$gpus" \
     --seq 32 --micro-batch 2 --zero 1 --out "$out/nccl_run" > "$out/nccl_run.log" 2>&1 &&
     timeout 120 mpirun --allow-run-as-root -np "$gpus" build-gpu/zeroplan run --device cuda --plan "$out/nccl_run/plan.json" \
