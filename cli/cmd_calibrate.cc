@@ -45,13 +45,14 @@ std::vector<ComputeSample> compute_samples(const std::string& path, const Catalo
     throw InputError(path + ": field 'backend': measured on the " + top.string_or("backend", "?") +
                      " backend; the time model predicts the GPU (run `zeroplan validate --device cuda`)");
   }
+  if (!doc.contains("cases") || !doc.at("cases").is_array()) throw InputError(path + ": field 'cases': expected an array");
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   std::vector<ComputeSample> out;
   *skipped = 0;
   int i = 0;
   for (const Json& c : doc.at("cases")) {
     const std::string where = path + ": cases[" + std::to_string(i++) + "]";
-    if (!c.value("run", false) || !c.contains("plan_file") || !c.contains("step_time")) {
+    if (!c.is_object() || !c.value("run", false) || !c.contains("plan_file") || !c.contains("step_time")) {
       ++*skipped;  // not run, or written before validate kept plan files
       continue;
     }
@@ -59,19 +60,28 @@ std::vector<ComputeSample> compute_samples(const std::string& path, const Catalo
       throw InputError(where + ": field 'gpu': ran on " + c.value("gpu", "?") + ", not --gpu " + gpu.name);
     }
     const Json& t = c.at("step_time");
-    if (!t.value("compared", false) || !t.contains("phases") || !t.at("phases").contains(kComputePhase)) {
+    const Json* measured = nullptr;
+    if (t.is_object() && t.value("compared", false) && t.contains("phases") && t.at("phases").contains(kComputePhase)) {
+      measured = &t.at("phases").at(kComputePhase);
+    }
+    if (!measured || !measured->contains("measured_s") || !measured->at("measured_s").is_number()) {
       throw InputError(where + ": field 'step_time': no compute phase measured on the GPU");
+    }
+    if (!c.at("plan_file").is_string()) throw InputError(where + ": field 'plan_file': expected a file name");
+    if (!c.contains("pipeline_stage") || !c.at("pipeline_stage").is_number_unsigned()) {
+      throw InputError(where + ": field 'pipeline_stage': expected a stage number");
     }
     const Job job = read_plan_job((dir / c.at("plan_file").get<std::string>()).string(), catalog);
     // As validate ran it: the executor's layout, the most loaded stage's rank.
     const Layout l = runnable_layout("calibrate", {job.model, job.layout}, true);
-    const Network network{job.network.links, curves};
     const uint32_t stage = c.at("pipeline_stage").get<uint32_t>();
+    if (stage >= l.pp) throw InputError(where + ": field 'pipeline_stage': the plan has " + std::to_string(l.pp) + " stages");
+    const Network network{job.network.links, curves};
     ComputeSample s;
     s.name = c.value("name", where);
-    s.measured_s = t.at("phases").at(kComputePhase).at("measured_s").get<double>();
-    s.terms = compute_terms({job.shape, l, job.cluster.gpu, job.cluster.node, network}, stage);
+    s.measured_s = measured->at("measured_s").get<double>();
     if (!(s.measured_s > 0)) throw InputError(where + ": the measured compute time is not positive");
+    s.terms = compute_terms({job.shape, l, job.cluster.gpu, job.cluster.node, network}, stage);
     out.push_back(s);
   }
   if (out.size() < 4) {

@@ -322,6 +322,11 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   check_one_line_error("calibrate --gpu H100-80GB --validate " + dir + "/out/validate.json",
                        "field 'backend': measured on the cpu backend");
   check_one_line_error("calibrate --gpu H100-80GB", "give --gemm FILE.csv, --validate validate.json or both");
+  {
+    std::ofstream f(dir + "/out/no_cases.json");
+    f << R"({"schema": "zeroplan.validate", "backend": "cuda"})";
+  }
+  check_one_line_error("calibrate --gpu H100-80GB --validate " + dir + "/out/no_cases.json", "field 'cases': expected an array");
   // Times as the file's curves predict them, as if measured on the GPU: the
   // fit gives the file's attention, HBM and launch values back, so the plan
   // files rebuild exactly the prediction validate made.
