@@ -17,12 +17,21 @@ namespace zp::cuda {
 
 constexpr int kBlock = 256;
 
+// Past 48 KiB of dynamic shared memory a kernel must opt in first
+// (cudaFuncSetAttribute), up to the device's limit (227 KiB on sm_90).
+constexpr size_t kDefaultDynamicSharedBytes = 48 * 1024;
+
 // Launches kernel(args...) on grid x block threads with shared_bytes of
 // dynamic shared memory: CUDA's <<<>>> under nvcc; the host emulator
 // (tests/simt/simt.h) where the kernels are compiled as C++ for
-// tests/cuda_ops_emulated_test.
+// tests/cuda_ops_emulated_test. Opts in for shared_bytes past 48 KiB, so no
+// launch site can forget (a row kernel's scores pass 48 KiB at 12,289
+// tokens); the caller's check_launch reports a launch the device still
+// refuses.
 template <class Kernel, class... Args>
 inline void launch_kernel(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, Args... args) {
+  if (shared_bytes > kDefaultDynamicSharedBytes)
+    (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
 #ifdef __CUDACC__
   kernel<<<grid, block, shared_bytes>>>(args...);
 #else

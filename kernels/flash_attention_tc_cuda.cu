@@ -286,11 +286,10 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-// A checked launch of a block of ft::kThreads; kernels past 48 KiB of
-// dynamic shared memory must say so first.
+// A checked launch of a block of ft::kThreads (launch_kernel opts in for
+// the tiles' shared memory past 48 KiB).
 template <class Kernel, class... Args>
 void launch_tiles(const char* what, Kernel kernel, dim3 grid, size_t shared_bytes, Args... args) {
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)), what);
   launch_kernel(kernel, grid, ft::kThreads, shared_bytes, args...);
   check_launch(what);
 }

@@ -5,7 +5,8 @@
 // copies and memsets are synchronous whatever their stream, streams and
 // events are tokens (an event remembers the host clock when recorded), and
 // the device answers as an sm_90 part with H100/H200's 227 KiB of opt-in
-// shared memory per block. Every call succeeds unless memory runs out.
+// shared memory per block. Every call succeeds unless memory runs out or a
+// launch or attribute asks for more than the device has (simt.h).
 #pragma once
 
 #include <chrono>
@@ -17,7 +18,12 @@
 
 #include "simt.h"
 
-enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2 };
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = simt::kInvalidValue,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = simt::kInvalidConfiguration
+};
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost,
   cudaMemcpyHostToDevice,
@@ -73,9 +79,18 @@ struct DeviceMemory {
 
 }  // namespace simt
 
-inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline cudaError_t cudaGetLastError() {
+  const int e = simt::last_launch_error;
+  simt::last_launch_error = 0;
+  return static_cast<cudaError_t>(e);
+}
 inline const char* cudaGetErrorString(cudaError_t e) {
-  return e == cudaSuccess ? "no error" : e == cudaErrorMemoryAllocation ? "out of memory" : "invalid argument";
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    default: return "invalid argument";
+  }
 }
 inline cudaError_t cudaGetDeviceCount(int* n) {
   *n = 1;
@@ -91,11 +106,14 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   return d == 0 ? cudaSuccess : cudaErrorInvalidValue;
 }
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
-  *value = attr == cudaDevAttrComputeCapabilityMajor ? 9 : 227 * 1024;
+  *value = attr == cudaDevAttrComputeCapabilityMajor ? 9 : static_cast<int>(simt::kOptinSharedBytes);
   return cudaSuccess;
 }
 template <class Kernel>
-cudaError_t cudaFuncSetAttribute(Kernel, cudaFuncAttribute, int) {
+cudaError_t cudaFuncSetAttribute(Kernel kernel, cudaFuncAttribute, int value) {
+  if (value < 0 || static_cast<size_t>(value) > simt::kOptinSharedBytes) return cudaErrorInvalidValue;
+  std::lock_guard<std::mutex> lock(simt::shared_optins_mutex());
+  simt::shared_optins()[reinterpret_cast<const void*>(kernel)] = static_cast<size_t>(value);
   return cudaSuccess;
 }
 

@@ -18,6 +18,18 @@
 // slots between two warp barriers. __shared__ arrays are static (blocks run
 // one after another, so one copy serves each block in turn); dynamic shared
 // memory is one aligned buffer. WMMA fragments (mma.h) hold the whole tile.
+//
+// Two checks a GPU makes, or a GPU's races would show, are made here too:
+// - A launch the hardware refuses is refused (it does not run, and the next
+//   cudaGetLastError says why): no threads or more than 1,024 in a block, a
+//   grid past 2^31 - 1 blocks in x or 65,535 in y or z, or more dynamic
+//   shared memory than 48 KiB without cudaFuncSetAttribute's opt-in for at
+//   least as much (227 KiB at most, sm_90's limit).
+// - ZP_SIMT_SCHEDULE=reverse runs a block's threads in the opposite order
+//   (the last thread first, up to each barrier). A thread that reads another's
+//   write with no barrier between them reads it too early in one of the two
+//   orders, so a kernel whose results differ between the orders has a race
+//   (ctest runs the kernel tests in both).
 // What it cannot show: the hardware's timing, fragment layouts and the
 // effects of a real memory model.
 #pragma once
@@ -31,7 +43,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -116,10 +130,54 @@ inline void leave(Barrier& b) {
 
 inline unsigned char* dynamic_shared() { return block->dynamic_shared; }
 
+// Launch refusals, as CUDA's error codes (cuda_runtime.h's cudaError_t).
+constexpr int kInvalidValue = 1, kInvalidConfiguration = 9;
+constexpr size_t kDefaultSharedBytes = 48 * 1024, kOptinSharedBytes = 227 * 1024;
+inline thread_local int last_launch_error = 0;  // cudaGetLastError's answer, then cleared
+
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) per kernel.
+inline std::map<const void*, size_t>& shared_optins() {
+  static std::map<const void*, size_t> optins;
+  return optins;
+}
+inline std::mutex& shared_optins_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// The refusal a GPU would give this launch, or 0.
+inline int launch_refusal(const void* kernel, dim3 grid, dim3 threads, size_t shared_bytes) {
+  const uint64_t n = uint64_t{threads.x} * threads.y * threads.z;
+  if (n == 0 || n > 1024 || threads.z > 64) return kInvalidConfiguration;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
+    return kInvalidConfiguration;
+  if (shared_bytes > kDefaultSharedBytes) {
+    std::lock_guard<std::mutex> lock(shared_optins_mutex());
+    const auto it = shared_optins().find(kernel);
+    if (it == shared_optins().end() || it->second < shared_bytes) return kInvalidValue;
+  }
+  return 0;
+}
+
+// The order a block's threads run in: ZP_SIMT_SCHEDULE's, which a test may change.
+enum class Schedule { forward, reverse };
+inline Schedule& schedule() {
+  static Schedule order = [] {
+    const char* name = std::getenv("ZP_SIMT_SCHEDULE");
+    return name != nullptr && std::strcmp(name, "reverse") == 0 ? Schedule::reverse : Schedule::forward;
+  }();
+  return order;
+}
+
 // Runs kernel(args...) on every thread of every block of `grid`, a block at a time.
 template <class Kernel, class... Args>
 void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args... args) {
   static thread_local context::pooled_fixedsize_stack stacks(kStackBytes);  // reused from block to block
+  if (const int refusal = launch_refusal(reinterpret_cast<const void*>(kernel), grid, threads, shared_bytes)) {
+    last_launch_error = refusal;
+    return;
+  }
+  const bool reverse = schedule() == Schedule::reverse;
   const int n = static_cast<int>(threads.x * threads.y * threads.z);
   const int warps = (n + kWarp - 1) / kWarp;
   std::vector<unsigned char> shared(shared_bytes + 256);
@@ -158,7 +216,8 @@ void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args...
         for (int finished = 0; finished < n;) {
           bool progressed = false;
           finished = 0;
-          for (int t = 0; t < n; ++t) {
+          for (int i = 0; i < n; ++i) {
+            const int t = reverse ? n - 1 - i : i;
             Fiber& f = b.fibers[static_cast<size_t>(t)];
             if (f.done) {
               ++finished;
