@@ -10,6 +10,7 @@
 // makes that comparison.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -192,7 +193,21 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
   run.plan_path = c.name;
   run.steps = o.warmup + o.steps;
   run.quiet = true;
-  const Json measured = run_rank(plan, l, world, memory, true, run);
+  // A run that fails on the device (out of memory, a refused launch) is the
+  // case's finding, set beside the peak the cost model predicted; the
+  // matrix goes on to its other cases (and validate exits 1 at the end).
+  Json measured;
+  try {
+    measured = run_rank(plan, l, world, memory, true, run);
+  } catch (const InputError&) {
+    throw;
+  } catch (const std::exception& e) {
+    out["run"] = false;
+    out["failed"] = true;
+    out["why_not"] = std::string("the run failed: ") + e.what();
+    out["predicted_peak_bytes"] = predicted.gpu_bytes;
+    return out;
+  }
   out["run"] = true;
   out["emulated_rank"] = rank;
   out["world"] = l.world();
@@ -310,6 +325,11 @@ std::string report(const Json& cases, const ValidateOptions& o) {
   int i = 0;
   for (const Json& c : cases) {
     r << "| " << i++ << " | " << c.at("name").get<std::string>() << " | ";
+    if (c.value("failed", false)) {
+      r << "failed | " << mib(c.at("predicted_peak_bytes").get<double>()) << " | | | "
+        << c.at("why_not").get<std::string>() << " | | | | missed |\n";
+      continue;
+    }
     if (!c.at("run").get<bool>()) {
       r << "not run | | | | " << c.at("why_not").get<std::string>() << " | | | | |\n";
       continue;
@@ -369,7 +389,8 @@ std::string report(const Json& cases, const ValidateOptions& o) {
   return r.str();
 }
 
-void run_validate(const LayoutFlags& flags, const GlobalOptions& global, ValidateOptions o, bool have_layout) {
+// 0, or 1 when a case failed on the device (written to the report like the rest).
+int run_validate(const LayoutFlags& flags, const GlobalOptions& global, ValidateOptions o, bool have_layout) {
   const std::unique_ptr<Device> gpu = make_run_device(o.device);  // outlives every case's allocators
   o.gpu = gpu.get();
   const Catalog catalog = Catalog::load(global.catalog_dirs);
@@ -406,6 +427,7 @@ void run_validate(const LayoutFlags& flags, const GlobalOptions& global, Validat
     write_atomically((dir / "validate.json").string(), doc.dump(2) + "\n");
     write_atomically((dir / "report.md").string(), report(results, o));
   };
+  int failed = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     std::cout << "case " << i << ": " << cases[i].name << "\n" << std::flush;
     results.push_back(validate_case(cases[i], o));
@@ -429,11 +451,14 @@ void run_validate(const LayoutFlags& flags, const GlobalOptions& global, Validat
                 << (t.at("compared").get<bool>() ? " (error " + percent(t.at("error").get<double>()) + ")" : std::string())
                 << "\n";
     } else {
-      std::cout << "  not run: " << r.at("why_not").get<std::string>() << "\n";
+      std::cout << "  " << (r.value("failed", false) ? "FAILED" : "not run") << ": " << r.at("why_not").get<std::string>()
+                << "\n";
+      failed += r.value("failed", false) ? 1 : 0;
     }
     write_results();
   }
   std::cout << "wrote " << (dir / "report.md").string() << " and validate.json\n";
+  return failed == 0 ? 0 : 1;
 }
 
 }  // namespace
@@ -457,7 +482,8 @@ void add_validate_command(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--device", o.device, "cpu (default) or cuda: the backend the layouts run on")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->callback([cmd, &global]() {
-    run_validate(flags, global, o, cmd->count("--model") > 0);
+    const int code = run_validate(flags, global, o, cmd->count("--model") > 0);
+    if (code != 0) std::exit(code);
   });
 }
 

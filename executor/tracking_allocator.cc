@@ -1,5 +1,6 @@
 #include "executor/tracking_allocator.h"
 
+#include <cstdio>
 #include <new>
 
 namespace zp {
@@ -11,7 +12,13 @@ TrackingAllocator::~TrackingAllocator() {
 void* TrackingAllocator::allocate(uint64_t bytes, Component tag) {
   if (bytes == 0) return nullptr;
   void* p = device_->allocate(bytes);
-  if (!p) throw std::bad_alloc();
+  if (!p) {
+    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+    char what[256];
+    std::snprintf(what, sizeof what, "out of memory on %s: %.3f GiB for %s with %.3f GiB held", device_->name().c_str(),
+                  static_cast<double>(bytes) / kGiB, to_string(tag), static_cast<double>(current_bytes()) / kGiB);
+    throw OutOfDeviceMemory(what);
+  }
   live_.emplace(p, Block{bytes, tag});
   ledger_.add(bytes, tag);
   return p;

@@ -10,13 +10,29 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <new>
+#include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "costmodel/memory_rows.h"
 #include "executor/device.h"
 #include "executor/tag_ledger.h"
 
 namespace zp {
+
+// The device could not give a tagged buffer: a std::bad_alloc that says how
+// much, for what and beside how much already held, so a layout that does
+// not fit reads as a finding ("out of memory on NVIDIA H200: 2.00 GiB for
+// activations with 139.1 GiB held"), not as "std::bad_alloc".
+class OutOfDeviceMemory : public std::bad_alloc {
+ public:
+  explicit OutOfDeviceMemory(std::string what) : what_(std::move(what)) {}
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  std::string what_;
+};
 
 class TrackingAllocator {
  public:
@@ -26,7 +42,7 @@ class TrackingAllocator {
   ~TrackingAllocator();
 
   // Uninitialised (the pages become resident when first written); bytes == 0
-  // gives nullptr. Throws std::bad_alloc when the device is out of memory.
+  // gives nullptr. Throws OutOfDeviceMemory when the device is out of memory.
   void* allocate(uint64_t bytes, Component tag);
   void release(void* p);
 

@@ -1,7 +1,8 @@
 // Stands in for CUDA's runtime header where kernels/ and the executor's CUDA
 // side are compiled for the host emulator (simt.h): device memory is host
 // memory whose ranges are remembered (so cudaPointerGetAttributes and
-// cudaMemGetInfo answer as a device would, against a notional 80 GiB),
+// cudaMemGetInfo answer as a device would, against a notional 80 GiB or
+// ZP_SIMT_DEVICE_BYTES),
 // copies and memsets are synchronous whatever their stream, streams and
 // events are tokens (an event remembers the host clock when recorded), and
 // the device answers as an sm_90 part with H100/H200's 227 KiB of opt-in
@@ -58,8 +59,12 @@ struct cudaDeviceProp {
 namespace simt {
 
 // The "device" allocations, for pointer queries and the free-memory count.
+// ZP_SIMT_DEVICE_BYTES makes the device smaller (a test of what runs out).
 struct DeviceMemory {
-  static constexpr size_t kTotalBytes = size_t{80} << 30;
+  static inline const size_t kTotalBytes = [] {
+    const char* bytes = std::getenv("ZP_SIMT_DEVICE_BYTES");
+    return bytes != nullptr ? static_cast<size_t>(std::strtoull(bytes, nullptr, 10)) : size_t{80} << 30;
+  }();
   std::mutex mutex;
   std::map<const char*, size_t> blocks;  // start -> bytes
   size_t used = 0;
