@@ -24,6 +24,9 @@
 #include "costmodel/memory_model.h"
 #include "costmodel/time_model.h"
 #include "executor/loopback_communicator.h"
+#ifdef ZP_HAVE_CUDA
+#include "executor/cuda_device.h"
+#endif
 #include "costmodel/layout_check.h"
 #include "models/catalog.h"
 #include "models/input_error.h"
@@ -187,6 +190,10 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
   const uint32_t stage = predicted.stage;
   const int rank = static_cast<int>(stage * l.dp * l.tp);
   Device& device = o.gpu ? *o.gpu : host_device();
+#ifdef ZP_HAVE_CUDA
+  // One device serves every case: each case's reserved peak and used memory are its own.
+  if (auto* gpu = dynamic_cast<CudaDevice*>(o.gpu)) gpu->start_measurement();
+#endif
   LoopbackCommunicator world(rank, static_cast<int>(l.world()), device);
   Memory memory(device);
   RunOptions run;

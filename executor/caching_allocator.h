@@ -66,6 +66,12 @@ class CachingAllocator {
   void retag(const void* p, Component tag);
   // Returns the wholly free cached segments to the source.
   void empty_cache();
+  // From now on the peaks are those of what follows (PyTorch's
+  // reset_peak_memory_stats): one run's figures, not an earlier one's.
+  void reset_peaks() {
+    peak_reserved_ = reserved_;
+    peak_allocated_ = allocated_;
+  }
 
   // What the callers asked for, per component (TrackingAllocator's meaning).
   const TagLedger& ledger() const { return ledger_; }

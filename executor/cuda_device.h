@@ -56,6 +56,12 @@ class CudaDevice final : public Device {
   std::unique_ptr<Backend<bf16>> make_backend(TrackingAllocator* tracker, bf16* type) override;
   // Reserved (segments) and allocated (rounded blocks) bytes and their peaks.
   const CachingAllocator& caching() const { return caching_; }
+  // Before a measured run on a device an earlier run used: its cached
+  // segments go back to CUDA and the allocator's peaks start again.
+  void start_measurement() {
+    caching_.empty_cache();
+    caching_.reset_peaks();
+  }
 
  private:
   class Segments final : public SegmentSource {
