@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 #include <stdexcept>
 #include <type_traits>
 
+#include "executor/init_normal.h"
 #include "executor/model_step.h"
 #include "models/input_error.h"
 
@@ -58,21 +58,20 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   }
   // The whole model's layout (units: the embedding wte + wpe, the layers, the
   // final norm), initialised as GPT-2 is: N(0, 0.02) weights, zero biases,
-  // unit LayerNorm gains, drawn tensor by tensor, layer by layer within a
-  // tensor, so every stage and tensor-parallel rank starts from the one
-  // model's values.
+  // unit LayerNorm gains, each weight's value drawn by its index in this
+  // layout (executor/init_normal.h), so every stage and tensor-parallel rank
+  // starts from the one model's values.
   std::vector<size_t> whole(L + 3, 0);
   whole[1] = V * C + S * C;
   for (size_t l = 0; l < L; ++l) whole[l + 2] = whole[l + 1] + whole_off[kLayerTensors];
   whole[L + 2] = whole[L + 1] + 2 * C;
   std::vector<T> init(whole[L + 2], T(0));
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal(0.0, 0.02);
-  for (size_t i = 0; i < whole[1]; ++i) init[i] = static_cast<T>(normal(rng));  // wte, then wpe
+  constexpr double kInitStddev = 0.02;
+  fill_normal(init.data(), whole[1], kInitStddev, seed, 0);  // wte, then wpe
   for (LayerTensor lt : {QKVW, ATTPROJW, FCW, FCPROJW}) {
     for (size_t l = 0; l < L; ++l) {
-      T* w = init.data() + whole[l + 1] + whole_off[lt];
-      for (size_t i = 0; i < whole_sizes[lt]; ++i) w[i] = static_cast<T>(normal(rng));
+      const size_t at = whole[l + 1] + whole_off[lt];
+      fill_normal(init.data() + at, whole_sizes[lt], kInitStddev, seed, at);
     }
   }
   for (LayerTensor lt : {LN1W, LN2W}) {

@@ -1,9 +1,9 @@
 #include "executor/llama_model.h"
 
 #include <algorithm>
-#include <random>
 #include <stdexcept>
 
+#include "executor/init_normal.h"
 #include "executor/model_step.h"
 #include "models/input_error.h"
 
@@ -58,24 +58,24 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   }
   // The whole model's units (the embedding, the layers, the final norm and
   // the output layer), initialised with N(0, 0.02) weights and unit norm
-  // gains, drawn tensor by tensor, layer by layer, so every pipeline stage
-  // starts from the one model's values.
+  // gains, each weight's value drawn by its index in this layout
+  // (executor/init_normal.h), so every pipeline stage starts from the one
+  // model's values.
   std::vector<size_t> whole(L + 3, 0);
   whole[1] = V * C;
   for (size_t l = 0; l < L; ++l) whole[l + 2] = whole[l + 1] + whole_off[kLayerTensors];
   whole[L + 2] = whole[L + 1] + C + V * C;
   std::vector<T> init(whole[L + 2], T(0));
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal(0.0, 0.02);
-  for (size_t i = 0; i < V * C; ++i) init[i] = static_cast<T>(normal(rng));
+  constexpr double kInitStddev = 0.02;
+  fill_normal(init.data(), V * C, kInitStddev, seed, 0);
   for (LayerTensor t : {WQ, WK, WV, WO, WGATE, WUP, WDOWN}) {
     for (size_t l = 0; l < L; ++l) {
-      T* w = init.data() + whole[l + 1] + whole_off[t];
-      for (size_t i = 0; i < whole_sizes[t]; ++i) w[i] = static_cast<T>(normal(rng));
+      const size_t at = whole[l + 1] + whole_off[t];
+      fill_normal(init.data() + at, whole_sizes[t], kInitStddev, seed, at);
     }
   }
-  T* head = init.data() + whole[L + 1] + C;
-  for (size_t i = 0; i < V * C; ++i) head[i] = static_cast<T>(normal(rng));
+  const size_t head_at = whole[L + 1] + C;
+  fill_normal(init.data() + head_at, V * C, kInitStddev, seed, head_at);
   for (LayerTensor t : {ATTN_NORM, MLP_NORM}) {
     for (size_t l = 0; l < L; ++l) std::fill_n(init.data() + whole[l + 1] + whole_off[t], C, T(1));
   }

@@ -19,6 +19,7 @@
 #include "executor/data_parallel.h"
 #include "executor/gpt_model.h"
 #include "executor/host_gradient_drain.h"
+#include "executor/init_normal.h"
 #include "executor/llama_model.h"
 #include "executor/loopback_communicator.h"
 #include "executor/phase_timer.h"
@@ -64,6 +65,32 @@ TEST_CASE("the executor's parameters are the cost model's count") {
   const ModelSpec m = test::tiny_gpt(50, 16, 3, 4, 32);
   GptModel<float> model(gpt_config(m), 1);
   CHECK(model.params.size() == count_params(m).total);
+}
+
+TEST_CASE("initial weights by counter: any range gives the whole sequence's values, N(0, stddev)") {
+  const size_t n = size_t{1} << 20;  // past the size where the fill runs on every core
+  std::vector<double> whole(n);
+  fill_normal(whole.data(), n, 0.02, 7, 0);
+  // Odd starts and lengths (a pair split at either end) give the same values.
+  for (const auto& [first, count] : {std::pair<size_t, size_t>{1, 3}, {5, 1}, {12345, 999999}, {n - 1, 1}}) {
+    std::vector<double> part(count);
+    fill_normal(part.data(), count, 0.02, 7, first);
+    CAPTURE(first);
+    CHECK(std::equal(part.begin(), part.end(), whole.begin() + static_cast<std::ptrdiff_t>(first)));
+  }
+  double sum = 0, squares = 0, beyond_3_sigma = 0;
+  for (double x : whole) {
+    sum += x;
+    squares += x * x;
+    beyond_3_sigma += std::fabs(x) > 0.06 ? 1 : 0;
+  }
+  const double mean = sum / n, stddev = std::sqrt(squares / n - mean * mean);
+  CHECK(std::fabs(mean) < 5 * 0.02 / std::sqrt(static_cast<double>(n)));
+  CHECK(std::fabs(stddev - 0.02) < 0.0002);
+  CHECK(std::fabs(beyond_3_sigma / n - 0.0027) < 0.0005);  // a normal's tails, not a uniform's
+  std::vector<double> other(16);
+  fill_normal(other.data(), other.size(), 0.02, 8, 0);
+  CHECK_FALSE(std::equal(other.begin(), other.end(), whole.begin()));
 }
 
 TEST_CASE("every parameter tensor's gradient matches central finite differences (double)") {
