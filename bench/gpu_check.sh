@@ -24,7 +24,10 @@
 # with PyTorch eager on GPT-2 XL, 8 x 1024, zeroplan with either attention
 # (bench/pytorch_gpt2_step.py, SDPA, the same GPU in the same run; the
 # ratios are printed last). Logs go to ${OUT:-build/gpu_check}. The whole run keeps
-# within BUDGET_S seconds (default 480): the matrix gets what is left.
+# within BUDGET_S seconds (default 480): the matrix gets what is left, and
+# every step has a time limit of its own (exit code 124 when it ran past
+# it), so a kernel that hangs on the device costs that step, not the
+# session.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The H200 machine keeps cmake in the PyTorch environment (shared/reference/h200.md).
@@ -48,21 +51,21 @@ done
 
 failed=0
 if [ -x build-gpu/tests/cuda_ops_test ]; then
-  build-gpu/tests/cuda_ops_test -s --no-colors > "$out/cuda_ops_test.log" 2>&1; rc=$?
+  timeout 120 build-gpu/tests/cuda_ops_test -s --no-colors > "$out/cuda_ops_test.log" 2>&1; rc=$?
   note "cuda_ops_test exit code $rc (log: $out/cuda_ops_test.log)"; [ "$rc" -eq 0 ] || failed=1
 fi
 if [ -x build-gpu/tests/cuda_model_test ]; then
-  build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test.log" 2>&1; rc=$?
+  timeout 150 build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test.log" 2>&1; rc=$?
   note "cuda_model_test exit code $rc (log: $out/cuda_model_test.log)"; [ "$rc" -eq 0 ] || failed=1
   if [ "$rc" -ne 0 ]; then
     # The same models on the row-kernel attention (the fallback, ZP_CUDA_ATTENTION=rows).
-    ZP_CUDA_ATTENTION=rows build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test_rows.log" 2>&1; rc=$?
+    ZP_CUDA_ATTENTION=rows timeout 150 build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test_rows.log" 2>&1; rc=$?
     note "cuda_model_test (ZP_CUDA_ATTENTION=rows) exit code $rc (log: $out/cuda_model_test_rows.log)"
   fi
 fi
 gpus=$(nvidia-smi -L | wc -l)  # one process per GPU under mpirun
 if [ -x build-gpu/tests/nccl_comm_test ]; then
-  mpirun --allow-run-as-root -np "$gpus" build-gpu/tests/nccl_comm_test -s --no-colors > "$out/nccl_comm_test.log" 2>&1; rc=$?
+  timeout 90 mpirun --allow-run-as-root -np "$gpus" build-gpu/tests/nccl_comm_test -s --no-colors > "$out/nccl_comm_test.log" 2>&1; rc=$?
   note "nccl_comm_test on $gpus GPU(s) exit code $rc (log: $out/nccl_comm_test.log)"; [ "$rc" -eq 0 ] || failed=1
 fi
 # `zeroplan run --device cuda` under mpirun: the CLI's NCCL path (bootstrap
@@ -109,7 +112,7 @@ if [ -x build-gpu/bench/gpu_attention_bench ]; then
 fi
 # The GEMM sweep (shuffled rounds) and the time model's curve fitted to it.
 if [ -x build-gpu/bench/gpu_gemm_sweep ] && [ -x build-gpu/zeroplan ]; then
-  build-gpu/bench/gpu_gemm_sweep 5 > "$out/gemm_sweep.csv" 2> "$out/gemm_sweep.log"; rc=$?
+  timeout 120 build-gpu/bench/gpu_gemm_sweep 5 > "$out/gemm_sweep.csv" 2> "$out/gemm_sweep.log"; rc=$?
   if [ "$rc" -eq 0 ]; then
     build-gpu/zeroplan calibrate --gpu H200-141GB --gemm "$out/gemm_sweep.csv" --out "$out/h200-141gb.json" \
       > "$out/calibrate.txt" 2>&1; rc=$?

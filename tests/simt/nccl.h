@@ -80,9 +80,13 @@ struct alignas(64) Channel {
   char data[kChannelBytes];
 };
 
-inline size_t mapping_bytes(int n) {
-  return sizeof(Header) + sizeof(Call) * n + sizeof(Channel) * n * n + kSlotBytes * n;
+// The mapping: the header, each rank's call, then (at Channel's alignment)
+// the n x n channels and each rank's slot.
+inline size_t channels_offset(int n) {
+  const size_t calls_end = sizeof(Header) + sizeof(Call) * n;
+  return (calls_end + alignof(Channel) - 1) / alignof(Channel) * alignof(Channel);
 }
+inline size_t mapping_bytes(int n) { return channels_offset(n) + sizeof(Channel) * n * n + kSlotBytes * n; }
 
 }  // namespace simt::nccl
 
@@ -93,8 +97,7 @@ struct ncclComm {
   simt::nccl::Header& header() { return *reinterpret_cast<simt::nccl::Header*>(base); }
   simt::nccl::Call* calls() { return reinterpret_cast<simt::nccl::Call*>(base + sizeof(simt::nccl::Header)); }
   simt::nccl::Channel& channel(int from, int to) {
-    char* first = reinterpret_cast<char*>(calls() + nranks);
-    return reinterpret_cast<simt::nccl::Channel*>(first)[from * nranks + to];
+    return reinterpret_cast<simt::nccl::Channel*>(base + simt::nccl::channels_offset(nranks))[from * nranks + to];
   }
   char* slot(int r) {
     return reinterpret_cast<char*>(&channel(0, 0)) + sizeof(simt::nccl::Channel) * nranks * nranks +
