@@ -170,6 +170,42 @@ std::string bar_chart(const std::string& title, const Json& rows, const std::str
   return s.str();
 }
 
+// The device's own view of a GPU case beside the cost model's whole total:
+// cudaMemGetInfo's used bytes after the steps less the caching allocator's
+// segments then is what the CUDA context and the libraries hold (the
+// runtime-overhead rows: context, cuBLAS, NCCL); the segments' peak less the
+// tracked tensors' peak is the allocator's rounding and fragmentation (the
+// fragmentation row, 0 unless fitted); the two on top of the segments' peak
+// are the most the process held, what nvidia-smi shows. Reported, not among
+// the targets (those are the tracked tensors'). On the host emulator no
+// context or library holds memory, so the overheads are not compared there.
+Json device_view(const Json& gpu, double tracked_peak_bytes, const MemoryResult& predicted) {
+  const double used = gpu.at("device_used_bytes").get<double>(), reserved = gpu.at("reserved_bytes").get<double>();
+  const double reserved_peak = gpu.at("reserved_peak_bytes").get<double>();
+  const double overheads = used - reserved, fragmentation = reserved_peak - tracked_peak_bytes;
+  double predicted_overheads = 0;
+  for (Component c : {Component::CudaContext, Component::CublasWorkspace, Component::NcclBuffers}) {
+    predicted_overheads += static_cast<double>(predicted.rank.at(Residence::Gpu, c));
+  }
+  const double predicted_fragmentation = static_cast<double>(predicted.rank.at(Residence::Gpu, Component::Fragmentation));
+  const double total = reserved_peak + overheads, predicted_total = static_cast<double>(predicted.gpu_bytes);
+  Json view = {{"measured_peak_bytes", total},
+               {"predicted_peak_bytes", predicted_total},
+               {"runtime_overheads", {{"measured_bytes", overheads}, {"predicted_bytes", predicted_overheads}}},
+               {"fragmentation", {{"measured_bytes", fragmentation},
+                                  {"measured_fraction", tracked_peak_bytes > 0 ? fragmentation / tracked_peak_bytes : 0.0},
+                                  {"predicted_bytes", predicted_fragmentation}}}};
+  if (gpu.value("host_emulator", false)) {
+    view["compared"] = false;
+    view["why"] = "host emulator: no CUDA context or library holds device memory";
+  } else {
+    view["compared"] = true;
+    view["error"] = (total - predicted_total) / predicted_total;
+    if (predicted_overheads > 0) view["runtime_overheads"]["error"] = (overheads - predicted_overheads) / predicted_overheads;
+  }
+  return view;
+}
+
 // Runs one case as the first rank of its most loaded stage and compares.
 Json validate_case(const Case& c, const ValidateOptions& o) {
   Json out = {{"name", c.name}, {"model", c.job.model.name}, {"gpu", c.job.cluster.gpu.name},
@@ -305,6 +341,7 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
     out["meets_time_target"] = std::fabs(error) <= kTimeTolerance;
     if (l.world() > 1) out["step_time"]["note"] = "emulated rank: its collectives are local copies, not a network's";
     out["gpu_memory"] = measured.at("memory").value("gpu", Json::object());
+    out["device_view"] = device_view(out["gpu_memory"], peak, predicted);
   } else {
     out["step_time"]["compared"] = false;
     out["step_time"]["why"] = "CPU backend: the time model predicts the " + c.job.cluster.gpu.name + ", not this CPU";
@@ -380,6 +417,21 @@ std::string report(const Json& cases, const ValidateOptions& o) {
     r << "\nThe peak is the training steps'; before them the set-up (the model built whole, then partitioned, as "
          "DeepSpeed does without zero.Init) peaked at "
       << mib(c.at("memory").value("setup_peak_bytes", 0.0)) << " (not compared).\n";
+    if (c.contains("device_view")) {
+      const Json& d = c.at("device_view");
+      const Json& ov = d.at("runtime_overheads");
+      const Json& fr = d.at("fragmentation");
+      r << "\nThe device's view (cudaMemGetInfo, not among the targets): at most " << mib(d.at("measured_peak_bytes").get<double>())
+        << " held against the cost model's " << mib(d.at("predicted_peak_bytes").get<double>()) << " with its overheads"
+        << (d.contains("error") ? " (error " + percent(d.at("error").get<double>()) + ")" : std::string())
+        << "; the CUDA context and libraries " << mib(ov.at("measured_bytes").get<double>()) << " against "
+        << mib(ov.at("predicted_bytes").get<double>())
+        << (ov.contains("error") ? " (error " + percent(ov.at("error").get<double>()) + ")" : std::string())
+        << "; the caching allocator's rounding and fragmentation " << mib(fr.at("measured_bytes").get<double>()) << " ("
+        << percent(fr.at("measured_fraction").get<double>()) << " of the tensors' peak) against "
+        << mib(fr.at("predicted_bytes").get<double>()) << "."
+        << (d.contains("why") ? " Not compared: " + d.at("why").get<std::string>() + "." : std::string()) << "\n";
+    }
     const Json& t = c.at("step_time");
     r << "\nStep time (`case" << k << "_time.svg`): " << milliseconds(t.at("measured_s").get<double>()) << " measured on "
       << (o.gpu ? o.gpu->name() : std::string("this CPU")) << "; the time model predicts "

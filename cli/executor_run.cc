@@ -195,11 +195,13 @@ Json measurements(const PlanFile& plan, const Layout& l, const Communicator& com
   // reports as reserved) and the device's used memory (context, cuBLAS and
   // NCCL included), measured, not predicted.
   if (const auto* gpu = dynamic_cast<const CudaDevice*>(&memory.device.device())) {
-    out["memory"]["gpu"] = {{"reserved_peak_bytes", gpu->caching().peak_reserved_bytes()},
+    out["memory"]["gpu"] = {{"reserved_bytes", gpu->caching().reserved_bytes()},
+                            {"reserved_peak_bytes", gpu->caching().peak_reserved_bytes()},
                             {"allocated_peak_bytes", gpu->caching().peak_allocated_bytes()},
                             {"segments", gpu->caching().segments()},
                             {"cudaMalloc_calls", gpu->caching().source_allocations()},
-                            {"device_used_bytes", cuda::device_memory_info().used_bytes()}};
+                            {"device_used_bytes", cuda::device_memory_info().used_bytes()},
+                            {"host_emulator", CudaDevice::host_emulator()}};
   }
 #endif
   return out;

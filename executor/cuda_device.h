@@ -58,6 +58,15 @@ class CudaDevice final : public Device {
   const CachingAllocator& caching() const { return caching_; }
   // Before a measured run on a device an earlier run used: its cached
   // segments go back to CUDA and the allocator's peaks start again.
+  // Built for tests/simt's host emulator (ZP_SIMT_HOST), where no CUDA
+  // context or library holds device memory of its own.
+  static constexpr bool host_emulator() {
+#ifdef ZP_SIMT_HOST
+    return true;
+#else
+    return false;
+#endif
+  }
   void start_measurement() {
     caching_.empty_cache();
     caching_.reset_peaks();

@@ -23,6 +23,15 @@ string(JSON second_ran GET "${doc}" cases 1 run)
 # The device's caching allocator starts each case afresh: case 1's reserved
 # peak is its own tens of MiB, not the half GiB case 0 reached.
 string(JSON second_reserved GET "${doc}" cases 1 gpu_memory reserved_peak_bytes)
+# The device's own view: on the emulator no context or library holds memory,
+# so the most held is the segments' peak, and the overheads are not compared.
+string(JSON view_peak GET "${doc}" cases 1 device_view measured_peak_bytes)
+string(JSON view_compared GET "${doc}" cases 1 device_view compared)
+string(JSON view_overheads GET "${doc}" cases 1 device_view runtime_overheads measured_bytes)
+if(NOT view_peak EQUAL second_reserved OR view_compared OR NOT view_overheads EQUAL 0)
+  message(FATAL_ERROR "device view: ${view_peak} bytes at most, compared ${view_compared}, overheads ${view_overheads}; "
+                      "reserved peak ${second_reserved}")
+endif()
 if(NOT failed OR NOT why MATCHES "^the run failed: out of memory on .* GiB for [a-z_]+ with .* GiB held$"
    OR predicted LESS 1000000000 OR NOT second_ran OR second_reserved GREATER 268435456)
   message(FATAL_ERROR "case 0 failed ${failed} (${why}), predicted ${predicted} bytes; case 1 ran ${second_ran}, "
