@@ -149,7 +149,20 @@ fi
 echo
 echo "== what the GPU tests measured and found"
 grep -hE "MESSAGE|ERROR|Status" "$out"/cuda_ops_test.log "$out"/cuda_model_test.log "$out"/nccl_comm_test.log 2>/dev/null | sed 's/.*MESSAGE: //' | tail -70
-grep -E "^case|peak error|not run" "$out/validate.log" 2>/dev/null | head -45
+python3 - "$out/validate/validate.json" <<'PY' 2>/dev/null || grep -E "^case|peak error|not run|FAILED" "$out/validate.log" 2>/dev/null | head -45
+import json, sys
+cases = json.load(open(sys.argv[1]))["cases"]
+pct = lambda x: "%+.1f%%" % (100 * x) if isinstance(x, (int, float)) else "-"
+print("%-3s %-62s %8s %8s %8s %8s %6s" % ("#", "case", "peak", "step", "device", "context", "frag"))
+for i, c in enumerate(cases):
+    if not c.get("run"):
+        print("%-3d %-62s %s" % (i, c["name"][:62], ("FAILED: " if c.get("failed") else "not run: ") + c["why_not"][:90]))
+        continue
+    d = c.get("device_view", {})
+    print("%-3d %-62s %8s %8s %8s %8s %6s" % (i, c["name"][:62], pct(c["memory"]["peak"]["compared_error"]),
+          pct(c["step_time"].get("error")), pct(d.get("error")), pct(d.get("runtime_overheads", {}).get("error")),
+          "%.1f%%" % (100 * d.get("fragmentation", {}).get("measured_fraction", 0))))
+PY
 [ -f "$out/calibrate.txt" ] && head -4 "$out/calibrate.txt"
 [ -f "$out/calibrate_compute.txt" ] && grep -A4 "^Attention, HBM" "$out/calibrate_compute.txt"
 [ -f "$out/attention.csv" ] && { column -t -s, "$out/attention.csv" 2>/dev/null || cat "$out/attention.csv"; }
