@@ -3,6 +3,7 @@
 // memory whose ranges are remembered (so cudaPointerGetAttributes and
 // cudaMemGetInfo answer as a device would, against a notional 80 GiB or
 // ZP_SIMT_DEVICE_BYTES),
+// new device memory is NaN bytes (0xff, so a read before a write shows),
 // copies and memsets are synchronous whatever their stream, streams and
 // events are tokens (an event remembers the host clock when recorded), and
 // the device answers as an sm_90 part with H100/H200's 227 KiB of opt-in
@@ -129,6 +130,10 @@ cudaError_t cudaMalloc(T** p, size_t bytes) {
   if (m.used + bytes > simt::DeviceMemory::kTotalBytes) return cudaErrorMemoryAllocation;
   void* q = std::malloc(bytes == 0 ? 1 : bytes);
   if (q == nullptr) return cudaErrorMemoryAllocation;
+  // cudaMalloc's memory holds whatever was there; fresh host pages are
+  // zeros, which would hide a kernel that reads before it writes (or adds
+  // into a buffer nobody cleared). All ones bytes are a NaN in fp32 and bf16.
+  std::memset(q, 0xff, bytes);
   m.blocks[static_cast<const char*>(q)] = bytes;
   m.used += bytes;
   *p = static_cast<T*>(q);

@@ -17,7 +17,8 @@
 // message), never a hang. __shfl_xor_sync passes values through the warp's
 // slots between two warp barriers. __shared__ arrays are static (blocks run
 // one after another, so one copy serves each block in turn); dynamic shared
-// memory is one aligned buffer. WMMA fragments (mma.h) hold the whole tile.
+// memory is one aligned buffer, NaN bytes (0xff) at the launch, as a GPU
+// promises nothing of it. WMMA fragments (mma.h) hold the whole tile.
 //
 // Two checks a GPU makes, or a GPU's races would show, are made here too:
 // - A launch the hardware refuses is refused (it does not run, and the next
@@ -180,7 +181,7 @@ void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args...
   const bool reverse = schedule() == Schedule::reverse;
   const int n = static_cast<int>(threads.x * threads.y * threads.z);
   const int warps = (n + kWarp - 1) / kWarp;
-  std::vector<unsigned char> shared(shared_bytes + 256);
+  std::vector<unsigned char> shared(shared_bytes + 256, 0xff);  // undefined on a GPU: NaN bytes here
   const auto at = reinterpret_cast<std::uintptr_t>(shared.data());
   Block b;
   b.dynamic_shared = shared.data() + ((256 - at % 256) % 256);
