@@ -356,15 +356,18 @@ inline ncclResult_t ncclGroupEnd() {
 }
 
 inline ncclResult_t ncclSend(const void* data, size_t count, ncclDataType_t type, int peer, ncclComm_t c,
-                             cudaStream_t) {
+                             cudaStream_t stream) {
+  simt::AsyncCopies::get().complete_stream(stream, false);  // what the stream queued before lands first
   return simt::nccl::post(c, true, data, count, type, peer);
 }
-inline ncclResult_t ncclRecv(void* data, size_t count, ncclDataType_t type, int peer, ncclComm_t c, cudaStream_t) {
+inline ncclResult_t ncclRecv(void* data, size_t count, ncclDataType_t type, int peer, ncclComm_t c, cudaStream_t stream) {
+  simt::AsyncCopies::get().complete_stream(stream, false);  // what the stream queued before lands first
   return simt::nccl::post(c, false, data, count, type, peer);
 }
 
 inline ncclResult_t ncclAllReduce(const void* in, void* out, size_t count, ncclDataType_t type, ncclRedOp_t op,
-                                  ncclComm_t c, cudaStream_t) {
+                                  ncclComm_t c, cudaStream_t stream) {
+  simt::AsyncCopies::get().complete_stream(stream, false);  // what the stream queued before lands first
   using namespace simt::nccl;
   const size_t es = element_bytes(type);
   if (op != ncclSum || !on_device(in, count * es) || !on_device(out, count * es)) return ncclInvalidArgument;
@@ -376,7 +379,8 @@ inline ncclResult_t ncclAllReduce(const void* in, void* out, size_t count, ncclD
 }
 
 inline ncclResult_t ncclReduceScatter(const void* in, void* out, size_t count_per_rank, ncclDataType_t type,
-                                      ncclRedOp_t op, ncclComm_t c, cudaStream_t) {
+                                      ncclRedOp_t op, ncclComm_t c, cudaStream_t stream) {
+  simt::AsyncCopies::get().complete_stream(stream, false);  // what the stream queued before lands first
   using namespace simt::nccl;
   const size_t es = element_bytes(type), p = static_cast<size_t>(c->nranks);
   if (op != ncclSum || !on_device(in, count_per_rank * p * es) || !on_device(out, count_per_rank * es)) {
@@ -396,7 +400,8 @@ inline ncclResult_t ncclReduceScatter(const void* in, void* out, size_t count_pe
 }
 
 inline ncclResult_t ncclAllGather(const void* in, void* out, size_t count_per_rank, ncclDataType_t type, ncclComm_t c,
-                                  cudaStream_t) {
+                                  cudaStream_t stream) {
+  simt::AsyncCopies::get().complete_stream(stream, false);  // what the stream queued before lands first
   using namespace simt::nccl;
   const size_t es = element_bytes(type), p = static_cast<size_t>(c->nranks);
   if (!on_device(in, count_per_rank * es) || !on_device(out, count_per_rank * p * es)) return ncclInvalidArgument;
@@ -412,7 +417,8 @@ inline ncclResult_t ncclAllGather(const void* in, void* out, size_t count_per_ra
 }
 
 inline ncclResult_t ncclBroadcast(const void* in, void* out, size_t count, ncclDataType_t type, int root,
-                                  ncclComm_t c, cudaStream_t) {
+                                  ncclComm_t c, cudaStream_t stream) {
+  simt::AsyncCopies::get().complete_stream(stream, false);  // what the stream queued before lands first
   using namespace simt::nccl;
   const size_t es = element_bytes(type);
   if (root < 0 || root >= c->nranks || !on_device(out, count * es)) return ncclInvalidArgument;
