@@ -128,7 +128,8 @@ void same_training(double tolerance, const char* what) {
                                cuda = train<T>(gpu, stage, offload > 0, offload == 2);
       if (offload == 0) on_device = cuda;
       for (size_t i = 0; i < cpu.size(); ++i) {
-        INFO(what << " ZeRO-" << stage << (offload == 1 ? " + optimizer offload" : offload == 2 ? " + offload, delayed update" : "")
+        INFO(std::string(what) << " ZeRO-" << stage
+                               << std::string(offload == 1 ? " + optimizer offload" : offload == 2 ? " + offload, delayed update" : "")
                   << " step " << i << ": host " << cpu[i] << ", GPU " << cuda[i] << ", GPU without offload " << on_device[i]);
         CHECK(std::abs(cpu[i] - cuda[i]) <= tolerance * std::max(1.0f, std::abs(cpu[i])));
         if (offload == 1) CHECK(std::abs(cuda[i] - on_device[i]) <= kSameKernels * std::max(1.0f, std::abs(on_device[i])));

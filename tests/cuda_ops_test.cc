@@ -504,12 +504,17 @@ void check_caching_allocator_on_device() {
   CHECK(after.free_bytes == before.free_bytes);  // every segment went back
 }
 
-#ifndef ZP_SIMT_HOST
 // Pinned host memory through the copy stream and back, timed by events on
-// that stream: the bytes come back unchanged, and the rate is a pinned one
-// (shared/reference/h200.md measured 55 GB/s to the device).
+// that stream: the bytes come back unchanged (on the emulator too, whose
+// copies with pinned memory land only at the waits, tests/simt), and on a
+// GPU the rate is a pinned one (shared/reference/h200.md measured 55 GB/s
+// to the device).
 void check_pinned_copies() {
+#ifdef ZP_SIMT_HOST
+  const uint64_t bytes = uint64_t{1} << 20;
+#else
   const uint64_t bytes = uint64_t{256} << 20;
+#endif
   cuda::PinnedBuffer out(bytes), back(bytes);
   auto* o = static_cast<unsigned char*>(out.data());
   for (uint64_t i = 0; i < bytes; ++i) o[i] = static_cast<unsigned char>(i * 131 + 7);
@@ -529,13 +534,17 @@ void check_pinned_copies() {
   copies.synchronize();
   check(cudaFree(device), "cudaFree");
   CHECK(std::memcmp(out.data(), back.data(), bytes) == 0);
+#ifndef ZP_SIMT_HOST
   MESSAGE("pinned host to device: " << bytes / h2d_s / 1e9 << " GB/s (event time " << h2d_s * 1e3 << " ms, host wall "
                                     << wall_s * 1e3 << " ms)");
   CHECK(h2d_s > 0);
   CHECK(h2d_s <= wall_s);  // the events bracket the copy inside what the host waited
   CHECK(bytes / h2d_s > 5e9);
-}
+#else
+  (void)h2d_s;
+  (void)wall_s;
 #endif
+}
 
 }  // namespace
 
@@ -549,9 +558,7 @@ TEST_CASE("CUDA kernels against the CPU kernels (fp32 and bf16)") {
   check_attention_and_tokens<float>("fp32");
   check_attention_and_tokens<cuda::Bf16>("bf16");
   check_caching_allocator_on_device();
-#ifndef ZP_SIMT_HOST
   check_pinned_copies();
-#endif
   // The casts: fp32 -> bf16 rounds to nearest even as Eigen's bfloat16 does.
   std::mt19937_64 rng(3);
   const std::vector<float> x = random_vec(4097, rng);

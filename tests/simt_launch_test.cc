@@ -1,15 +1,23 @@
-// The host emulator's own checks (tests/simt/simt.h), which the emulated
-// kernel tests rely on to stand for a GPU: launches a GPU refuses are
-// refused, and the two schedules tell a racy kernel from a correct one.
+// The host emulator's own checks (tests/simt/simt.h, cuda_runtime.h), which
+// the emulated kernel tests rely on to stand for a GPU: launches a GPU
+// refuses are refused, the two schedules tell a racy kernel from a correct
+// one, and copies with pinned memory complete only at the waits.
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <csignal>
+#include <cstring>
 #include <vector>
 
 namespace {
 
 void count_threads(int* ran) { ++*ran; }
+
+void read_first(const int* device, int* out) { *out = *device; }
 
 void fill_shared(int* out) {
   int* s = reinterpret_cast<int*>(simt::dynamic_shared());
@@ -101,4 +109,61 @@ TEST_CASE("a kernel that reads another thread's write without a barrier differs 
   CHECK(synced == run_in(simt::Schedule::reverse, synced_neighbour));
   CHECK(synced[0] == 2);
   CHECK(synced[63] == 1);
+}
+
+TEST_CASE("a copy with pinned memory completes at the waits a GPU promises, not before") {
+  int* device = nullptr;
+  int *pinned = nullptr, pageable = 0;
+  REQUIRE(cudaMalloc(&device, sizeof(int)) == cudaSuccess);
+  REQUIRE(cudaHostAlloc(reinterpret_cast<void**>(&pinned), sizeof(int), cudaHostAllocDefault) == cudaSuccess);
+  cudaStream_t copies = nullptr;
+  cudaEvent_t landed = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&copies, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&landed) == cudaSuccess);
+  const int seven = 7;
+  REQUIRE(cudaMemcpy(device, &seven, sizeof(int), cudaMemcpyHostToDevice) == cudaSuccess);
+
+  // To the host: there only after a wait that covers the copy.
+  *pinned = 0;
+  REQUIRE(cudaMemcpyAsync(pinned, device, sizeof(int), cudaMemcpyDeviceToHost, copies) == cudaSuccess);
+  CHECK(*pinned == 0);
+  REQUIRE(cudaEventRecord(landed, copies) == cudaSuccess);
+  REQUIRE(cudaEventSynchronize(landed) == cudaSuccess);
+  CHECK(*pinned == 7);
+  // Pageable memory: staged before the call returns.
+  REQUIRE(cudaMemcpyAsync(&pageable, device, sizeof(int), cudaMemcpyDeviceToHost, copies) == cudaSuccess);
+  CHECK(pageable == 7);
+
+  // To the device on a copy stream: a kernel not ordered after the copy reads the old value.
+  *pinned = 9;
+  REQUIRE(cudaMemcpyAsync(device, pinned, sizeof(int), cudaMemcpyHostToDevice, copies) == cudaSuccess);
+  int seen = 0;
+  simt::launch(read_first, dim3(1), dim3(1), 0, static_cast<const int*>(device), &seen);
+  CHECK(seen == 7);
+  REQUIRE(cudaEventRecord(landed, copies) == cudaSuccess);
+  REQUIRE(cudaStreamWaitEvent(nullptr, landed, 0) == cudaSuccess);
+  simt::launch(read_first, dim3(1), dim3(1), 0, static_cast<const int*>(device), &seen);
+  CHECK(seen == 9);
+  REQUIRE(cudaStreamSynchronize(copies) == cudaSuccess);
+
+  // The host changing a copy's pinned source before the wait stops the process with a message.
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    const int quiet = open("/dev/null", O_WRONLY);
+    dup2(quiet, 2);
+    cudaMemcpyAsync(device, pinned, sizeof(int), cudaMemcpyHostToDevice, copies);
+    *pinned = 10;
+    cudaStreamSynchronize(copies);
+    _exit(0);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+
+  cudaEventDestroy(landed);
+  cudaStreamDestroy(copies);
+  cudaFreeHost(pinned);
+  cudaFree(device);
 }
