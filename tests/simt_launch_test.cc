@@ -146,6 +146,16 @@ TEST_CASE("a copy with pinned memory completes at the waits a GPU promises, not 
   CHECK(seen == 9);
   REQUIRE(cudaStreamSynchronize(copies) == cudaSuccess);
 
+  // A blocking stream (cudaStreamCreate) is ordered with the default stream: its copy is seen at once.
+  cudaStream_t blocking = nullptr;
+  REQUIRE(cudaStreamCreate(&blocking) == cudaSuccess);
+  *pinned = 11;
+  REQUIRE(cudaMemcpyAsync(device, pinned, sizeof(int), cudaMemcpyHostToDevice, blocking) == cudaSuccess);
+  simt::launch(read_first, dim3(1), dim3(1), 0, static_cast<const int*>(device), &seen);
+  CHECK(seen == 11);
+  REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);  // the legacy default stream waits for it too
+  cudaStreamDestroy(blocking);
+
   // The host changing a copy's pinned source before the wait stops the process with a message.
   const pid_t child = fork();
   REQUIRE(child >= 0);

@@ -41,7 +41,9 @@ enum cudaMemoryType { cudaMemoryTypeUnregistered, cudaMemoryTypeHost, cudaMemory
 enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
 constexpr unsigned cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2, cudaHostAllocDefault = 0;
 
-struct CUstream_st {};
+struct CUstream_st {
+  bool blocking = true;  // cudaStreamCreate's: ordered with the legacy default stream both ways
+};
 struct CUevent_st {
   std::chrono::steady_clock::time_point at;
   CUstream_st* stream = nullptr;  // where it was last recorded
@@ -117,11 +119,11 @@ struct PinnedMemory {
 //   its stream's order) and reach the host only when a host wait covers the
 //   copy (its stream's or its event's synchronize, or the device's), so a
 //   host that reads before waiting reads what was there before;
-// - to the device on a stream other than the default one (a copy stream):
-//   the bytes land when a wait covers the copy, on the host or on another
-//   stream (cudaStreamWaitEvent), so a kernel that was not ordered after the
-//   copy reads the old bytes; on the default stream, at once, in the
-//   kernels' order;
+// - to the device on a non-blocking stream (a copy stream): the bytes land
+//   when a wait covers the copy, on the host or on another stream
+//   (cudaStreamWaitEvent), so a kernel that was not ordered after the copy
+//   reads the old bytes; on the default stream or a blocking one (ordered
+//   with it), at once, in the kernels' order;
 // - either way the host's side must not change before the wait (a GPU may
 //   read or write it any time until then): a host buffer found changed when
 //   its copy completes is reported and the process stops, like a barrier
@@ -172,8 +174,9 @@ struct AsyncCopies {
     }
     pending.swap(kept);
   }
+  // The legacy default stream (nullptr) waits for the blocking streams too.
   void complete_stream(cudaStream_t s, bool host) {
-    complete([s](const Copy& c) { return c.stream == s; }, host);
+    complete([s](const Copy& c) { return c.stream == s || (s == nullptr && c.stream->blocking); }, host);
   }
   void complete_all() {
     complete([](const Copy&) { return true; }, true);
@@ -305,7 +308,7 @@ inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cud
   }
   simt::AsyncCopies::Copy c{stream, copies.mark(), to_host, dst, to_host ? dst : src,
                             std::vector<char>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes)};
-  if (to_device && stream == nullptr) {
+  if (to_device && (stream == nullptr || stream->blocking)) {  // in order with the default stream's kernels
     std::memcpy(dst, src, bytes);
     c.landed = true;
   }
@@ -328,8 +331,8 @@ inline cudaError_t cudaDeviceSynchronize() {
   return cudaSuccess;
 }
 
-inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  *s = new CUstream_st;
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
+  *s = new CUstream_st{(flags & cudaStreamNonBlocking) == 0};
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
