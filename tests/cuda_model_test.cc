@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
 #include <string>
 #include <vector>
 
@@ -130,7 +131,8 @@ void same_training(double tolerance, const char* what) {
       for (size_t i = 0; i < cpu.size(); ++i) {
         INFO(std::string(what) << " ZeRO-" << stage
                                << std::string(offload == 1 ? " + optimizer offload" : offload == 2 ? " + offload, delayed update" : "")
-                  << " step " << i << ": host " << cpu[i] << ", GPU " << cuda[i] << ", GPU without offload " << on_device[i]);
+                  << " step " << i << std::setprecision(9) << ": host " << cpu[i] << ", GPU " << cuda[i]
+                  << ", GPU without offload " << on_device[i]);
         CHECK(std::abs(cpu[i] - cuda[i]) <= tolerance * std::max(1.0f, std::abs(cpu[i])));
         if (offload == 1) CHECK(std::abs(cuda[i] - on_device[i]) <= kSameKernels * std::max(1.0f, std::abs(on_device[i])));
       }
