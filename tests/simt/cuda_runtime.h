@@ -65,20 +65,10 @@ struct cudaDeviceProp {
 
 namespace simt {
 
-// The "device" allocations, for pointer queries and the free-memory count.
-// ZP_SIMT_DEVICE_BYTES makes the device smaller (a test of what runs out).
-struct DeviceMemory {
-  static inline const size_t kTotalBytes = [] {
-    const char* bytes = std::getenv("ZP_SIMT_DEVICE_BYTES");
-    return bytes != nullptr ? static_cast<size_t>(std::strtoull(bytes, nullptr, 10)) : size_t{80} << 30;
-  }();
+// Allocations remembered by their ranges, for pointer queries.
+struct Ranges {
   std::mutex mutex;
   std::map<const char*, size_t> blocks;  // start -> bytes
-  size_t used = 0;
-  static DeviceMemory& get() {
-    static DeviceMemory m;
-    return m;
-  }
   bool holds(const void* p) {
     std::lock_guard<std::mutex> lock(mutex);
     const char* c = static_cast<const char*>(p);
@@ -89,27 +79,27 @@ struct DeviceMemory {
   }
 };
 
-}  // namespace simt
-
-namespace simt {
+// The "device" allocations, for pointer queries and the free-memory count.
+// ZP_SIMT_DEVICE_BYTES makes the device smaller (a test of what runs out).
+struct DeviceMemory : Ranges {
+  static inline const size_t kTotalBytes = [] {
+    const char* bytes = std::getenv("ZP_SIMT_DEVICE_BYTES");
+    return bytes != nullptr ? static_cast<size_t>(std::strtoull(bytes, nullptr, 10)) : size_t{80} << 30;
+  }();
+  size_t used = 0;
+  static DeviceMemory& get() {
+    static DeviceMemory m;
+    return m;
+  }
+};
 
 // Pinned (cudaHostAlloc'd) host ranges: only copies to and from these are
 // asynchronous (a copy with pageable memory is staged before the call
 // returns, CUDA's "API synchronization behavior").
-struct PinnedMemory {
-  std::mutex mutex;
-  std::map<const char*, size_t> blocks;
+struct PinnedMemory : Ranges {
   static PinnedMemory& get() {
     static PinnedMemory m;
     return m;
-  }
-  bool holds(const void* p) {
-    std::lock_guard<std::mutex> lock(mutex);
-    const char* c = static_cast<const char*>(p);
-    auto it = blocks.upper_bound(c);
-    if (it == blocks.begin()) return false;
-    --it;
-    return c < it->first + it->second;
   }
 };
 
