@@ -16,6 +16,7 @@
 #include <cmath>
 #include <iomanip>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "executor/cuda_backend.h"
@@ -110,10 +111,12 @@ std::vector<float> train(Device& device, int zero_stage, bool offload, bool dela
   return losses;
 }
 
-// Within `tolerance` of the CPU backend's losses; and, offloaded, within
-// kSameKernels of the GPU's own losses without offload. Both run the GPU's
-// kernels: only where the reduced gradients are added and AdamW runs
-// differ, so what remains is fp32 rounding (about 1e-7 on the emulator).
+// Within `tolerance` of the CPU backend's losses; and, offloaded in fp32,
+// within kSameKernels of the GPU's own losses without offload. Both run the
+// GPU's kernels: only where the reduced gradients are added and AdamW runs
+// differ, so what remains is fp32 rounding (about 1e-7 on the emulator). In
+// bf16 an fp32 master weight a rounding apart can round to another bf16
+// weight, so only the CPU comparison applies (the drain is the same code).
 // The CPU comparison's tolerance allows for other kernels and would not
 // see the host reading a gradient chunk before its copy landed (3e-6 to
 // 2e-5 in the loss, measured on the emulator with the wait taken out).
@@ -134,7 +137,9 @@ void same_training(double tolerance, const char* what) {
                   << " step " << i << std::setprecision(9) << ": host " << cpu[i] << ", GPU " << cuda[i]
                   << ", GPU without offload " << on_device[i]);
         CHECK(std::abs(cpu[i] - cuda[i]) <= tolerance * std::max(1.0f, std::abs(cpu[i])));
-        if (offload == 1) CHECK(std::abs(cuda[i] - on_device[i]) <= kSameKernels * std::max(1.0f, std::abs(on_device[i])));
+        if (offload == 1 && std::is_same_v<T, float>) {
+          CHECK(std::abs(cuda[i] - on_device[i]) <= kSameKernels * std::max(1.0f, std::abs(on_device[i])));
+        }
       }
     }
   }
