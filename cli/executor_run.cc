@@ -127,7 +127,7 @@ Json step_row(int step, float loss, double seconds, const Phases& ph, const Time
 // Measured against predicted: model states exactly, the activation side
 // (activations, recompute workspace, logits) as a relative error.
 Json comparison(const std::array<uint64_t, kNumComponents>& device, const std::array<uint64_t, kNumComponents>& host,
-                const MemoryTotals& want, double activation_bytes_measured) {
+                const MemoryTotals& want, const MemoryTotals& want_activations, double activation_bytes_measured) {
   bool states_match = true;
   for (Component c : {Component::Weights, Component::Gradients, Component::MainGradients, Component::MasterWeights,
                       Component::OptimizerStates}) {
@@ -140,7 +140,7 @@ Json comparison(const std::array<uint64_t, kNumComponents>& device, const std::a
   };
   const double measured = activation_bytes_measured >= 0 ? activation_bytes_measured
                                                          : side([&](Component c) { return device[static_cast<int>(c)]; });
-  const double predicted = side([&](Component c) { return want.at(Residence::Gpu, c); });
+  const double predicted = side([&](Component c) { return want_activations.at(Residence::Gpu, c); });
   return {{"model_states_match", states_match},
           {"activation_bytes", measured},
           {"predicted_activation_bytes", predicted},
@@ -159,8 +159,11 @@ Json measurements(const PlanFile& plan, const Layout& l, const Communicator& com
   ClusterShape cluster;
   cluster.gpus_in_node = 1;
   const MemoryOptions options = resolve_options({}, l);
-  RowsSink rows;
+  RowsSink rows, activation_rows;
   memory_rows_for_stage({shape, l, cluster, options}, stage, rows);
+  // The activation side compared with the activations' own peak (a pipeline
+  // rank's overall peak can be its step's end, when they are gone).
+  activation_rows_for_stage({shape, l, cluster, options}, stage, activation_rows);
   std::array<uint64_t, kNumComponents> predicted_device{}, predicted_host{};
   for (int c = 0; c < kNumComponents; ++c) {
     if (is_runtime_overhead(static_cast<Component>(c))) continue;
@@ -187,7 +190,7 @@ Json measurements(const PlanFile& plan, const Layout& l, const Communicator& com
                           {"device_after_step", component_bytes(device_now)},
                           {"host_after_step", component_bytes(host_now)}}},
               {"predicted_memory", {{"device", component_bytes(predicted_device)}, {"host", component_bytes(predicted_host)}}},
-              {"comparison", comparison(device_now, host_now, rows.totals(), activation_bytes_measured)},
+              {"comparison", comparison(device_now, host_now, rows.totals(), activation_rows.totals(), activation_bytes_measured)},
               {"steps", step_rows}};
   out["memory"].update(extra_memory);
 #ifdef ZP_HAVE_CUDA

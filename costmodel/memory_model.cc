@@ -80,7 +80,8 @@ bool shape_matches(const MemoryPrep& p, const ModelShape& m, const Layout& l) {
 //    backward, with the final norm's output gradient and the vocabulary-
 //    sized units gathered and open;
 //  - End: the step's end (executor/data_parallel.cc apply_gradients), with
-//    ZeRO-1's bucket or ZeRO-2's all-gather buffers.
+//    ZeRO-1's bucket or ZeRO-2's all-gather buffers; a pipeline or
+//    tensor-parallel rank has freed its activations by then.
 enum class ExecutorMoment { Loop, Head, End };
 template <class Sink>
 uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorMoment moment, Sink& sink);
@@ -278,6 +279,10 @@ struct ExecutorHeld {
   std::array<Moment, 3> at{};  // by ExecutorMoment
   Dtype low = Dtype::Bf16;
   bool zero3 = false, units = false, zero1 = false;
+  // A pipeline or tensor-parallel rank has freed each micro-batch's
+  // activations by its step's end (executor/activation_sets.h); a
+  // data-parallel rank's trainer still holds the last one's.
+  bool frees_activations = false;
   uint64_t stage_total = 0, all_gathered = 0, largest = 0, largest_padded = 0, per_rank = 0;
   uint64_t chunk = 0;  // the largest unit's chunk, ceil(largest / dp)
   // Per moment: whether it can be the peak, and its held units' bytes (what
@@ -360,26 +365,60 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
     }
     if (h.units) head.open = tied ? held_tied + padded(r.final_norm) : padded(final);
   }
-  const bool one_stage = l.tp == 1 && l.pp == 1;
+  h.frees_activations = l.tp > 1 || l.pp > 1;
   const uint64_t shard = (h.stage_total + dp - 1) / dp;
   h.per_rank = std::min(shard, (in.options.reduce_bucket_elems + dp - 1) / dp);
-  if (one_stage && h.zero1 && dp > 1) end.end = h.per_rank * dp + h.per_rank;
-  if (one_stage && l.zero_stage == 2) end.end = h.chunk + h.largest_padded;
+  if (h.zero1 && dp > 1) end.end = h.per_rank * dp + h.per_rank;
+  if (l.zero_stage == 2) end.end = h.chunk + h.largest_padded;
   end.possible = end.end > 0;
   return h;
 }
 
 // The moment of the peak: the one whose held units and own workspace rows
 // (prepare_shape's executor_own_workspace) come to the most; the first such
-// in loop, head, end order.
+// in loop, head, end order. A rank that frees its activations by the step's
+// end (`frees_activations`) holds `freed_bytes` fewer there: the activation
+// side's GPU rows that go (activations and logits; the recompute set shared
+// by the micro-batches stays).
 ExecutorMoment peak_moment(const std::array<uint64_t, 3>& held_bytes, const std::array<bool, 3>& possible,
-                           const std::array<uint64_t, 3>& own_workspace_bytes) {
+                           const std::array<uint64_t, 3>& own_workspace_bytes, uint64_t freed_bytes = 0,
+                           bool frees_activations = false) {
+  auto value = [&](int m) {
+    const bool freed = frees_activations && m == static_cast<int>(ExecutorMoment::End);
+    return held_bytes[m] + own_workspace_bytes[m] + (freed ? 0 : freed_bytes);
+  };
   int best = static_cast<int>(ExecutorMoment::Loop);
   for (int m = best + 1; m < 3; ++m) {
-    if (possible[m] && held_bytes[m] + own_workspace_bytes[m] > held_bytes[best] + own_workspace_bytes[best]) best = m;
+    if (possible[m] && value(m) > value(best)) best = m;
   }
   return static_cast<ExecutorMoment>(best);
 }
+
+// Whether a rank at `moment` holds its activation side without the rows it
+// freed (the step's end of a pipeline or tensor-parallel rank).
+bool activations_freed(ExecutorMoment moment, bool frees_activations) {
+  return frees_activations && moment == ExecutorMoment::End;
+}
+
+// The activation side's rows a rank still holds at its step's end once it
+// has freed each micro-batch's: all but the GPU's activations and logits
+// (the recompute set shared by the micro-batches stays) go to `held`; every
+// row also to `all` when given, so one emission fills both.
+template <class Sink>
+class HeldAtEndSink {
+ public:
+  explicit HeldAtEndSink(Sink& held, Sink* all = nullptr) : held_(held), all_(all) {}
+  void add(const MemoryRow& row) {
+    if (all_) all_->add(row);
+    const bool freed = row.residence == Residence::Gpu && (row.component == Component::Activations || row.component == Component::Logits);
+    if (!freed) held_.add(row);
+  }
+  static constexpr bool kWantsRows = Sink::kWantsRows;
+
+ private:
+  Sink& held_;
+  Sink* all_;
+};
 
 // The rows of the held units and step-end buffers at `moment`.
 template <class Sink>
@@ -442,30 +481,51 @@ void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& 
 //    last layer; Llama the final norm with its untied head and the last
 //    layer; open: the tied embedding or head copy and the final norm's
 //    gradients (Llama: the final norm's and head's);
-//  - End (one stage only; a pipeline or tensor-parallel rank has freed each
-//    micro-batch's activations by then, executor/activation_sets.h, so its
-//    step's end is taken not to be its peak): ZeRO-1 reduce-scatters and
-//    all-gathers through a bucket of reduce_bucket_elems (dp chunks of
-//    ceil(bucket / dp)) and a chunk-sized piece (nothing with one rank);
-//    ZeRO-2 all-gathers each updated unit from a chunk, through a padded
-//    buffer for a unit dp does not divide. ZeRO-0 all-reduces the flat
-//    gradients in place, ZeRO-3 updates its partition in place.
+//  - End: ZeRO-1 reduce-scatters and all-gathers through a bucket of
+//    reduce_bucket_elems (dp chunks of ceil(bucket / dp)) and a chunk-sized
+//    piece (nothing with one rank); ZeRO-2 all-gathers each updated unit
+//    from a chunk, through a padded buffer for a unit dp does not divide.
+//    ZeRO-0 all-reduces the flat gradients in place, ZeRO-3 updates its
+//    partition in place. A pipeline or tensor-parallel rank has freed each
+//    micro-batch's activations and logits by then
+//    (executor/activation_sets.h; the recompute set shared by the
+//    micro-batches stays), a data-parallel rank still holds the last
+//    one's: with few tokens the end can be the former's peak, and its
+//    activation side is then HeldAtEndSink's. (The pipeline's sum of a tied
+//    embedding's gradient between the end stages, a moment before this one,
+//    is not modelled.)
 // Every moment: ZeRO-2/3's receive buffer of the largest chunk, forward's
 // workspace, the rows of the stage's place (pipeline receive buffers, token
 // index arrays), the backend's scratch.
+// The executor's moment of the peak on a stage whose activation side would
+// free `freed_bytes` by the step's end, and whether it does there.
+struct PeakMoment {
+  ExecutorMoment moment = ExecutorMoment::Loop;
+  bool activations_freed = false;
+};
+PeakMoment executor_peak(const ExecutorHeld& h, const MemoryPrep& v, const StageParams& sp, uint64_t freed_bytes) {
+  const ExecutorMoment m =
+      peak_moment(h.held_bytes(), h.possible(), v.executor_own_workspace[sp.first ? 1 : 0], freed_bytes, h.frees_activations);
+  return {m, activations_freed(m, h.frees_activations)};
+}
+
 template <class Sink>
-void emit_executor_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
-  const ExecutorHeld h = executor_held(in, v, sp);
-  const ExecutorMoment moment = peak_moment(h.held_bytes(), h.possible(), v.executor_own_workspace[sp.first ? 1 : 0]);
-  emit_executor_held(h, in.layout.dp, moment, sink);
+void emit_executor_buffers(const ExecutorHeld& h, uint64_t dp, const MemoryPrep& v, const StageParams& sp,
+                           ExecutorMoment moment, Sink& sink) {
+  emit_executor_held(h, dp, moment, sink);
   emit_executor_workspace(v.x, sp.first, moment, sink);
   emit_stage_end_rows(v.x, sp.first, sp.last, sink);
 }
 
 // The same rows' GPU bytes on the prepared activation side's i-th candidate
 // stage from a state slot's part (the search's hot path).
-uint64_t executor_bytes(const StatesCache::ExecutorSlot& e, const MemoryPrep& v, int i) {
-  const int m = static_cast<int>(peak_moment(e.held_bytes, e.possible, v.act_executor_own[i]));
+// With the activation side's GPU bytes at that moment (its rows at the
+// step's end where the rank has freed them).
+uint64_t executor_bytes(const StatesCache::ExecutorSlot& e, const MemoryPrep& v, int i, uint64_t& activation_gpu_bytes) {
+  const uint64_t freed = v.act_bytes[i][0] - v.act_end_bytes[i][0];
+  const ExecutorMoment moment = peak_moment(e.held_bytes, e.possible, v.act_executor_own[i], freed, e.frees_activations);
+  const int m = static_cast<int>(moment);
+  activation_gpu_bytes = activations_freed(moment, e.frees_activations) ? v.act_end_bytes[i][0] : v.act_bytes[i][0];
   return e.row_bytes[m] + v.act_executor_bytes[i][m];
 }
 
@@ -636,11 +696,29 @@ bool runs_executor(const MemoryInputs& in, const StageParams& sp) {
   return in.layout.framework == Framework::Zeroplan && sp.layers > 0;
 }
 
-// The state side with zeroplan's executor buffers.
+// zeroplan's executor on a stage: what it holds and the moment of its peak
+// (none, and the loop, where the stage runs no executor), its activation
+// side freeing `freed_bytes` by the step's end.
+struct StageExecutor {
+  bool runs = false;
+  ExecutorHeld held;
+  PeakMoment peak;
+};
+StageExecutor stage_executor(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, uint64_t freed_bytes) {
+  StageExecutor e;
+  if (!runs_executor(in, sp)) return e;
+  e.runs = true;
+  e.held = executor_held(in, v, sp);
+  e.peak = executor_peak(e.held, v, sp, freed_bytes);
+  return e;
+}
+
+// The state side with zeroplan's executor buffers at its peak.
 template <class Sink>
-void emit_states_and_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, Sink& sink) {
+void emit_states_and_buffers(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, const StageExecutor& ex,
+                             Sink& sink) {
   emit_states(in, v, sp, sink);
-  if (runs_executor(in, sp)) emit_executor_buffers(in, v, sp, sink);
+  if (ex.runs) emit_executor_buffers(ex.held, in.layout.dp, v, sp, ex.peak.moment, sink);
 }
 
 // A state slot's part of the executor buffers (StatesCache::ExecutorSlot).
@@ -651,6 +729,7 @@ StatesCache::ExecutorSlot executor_slot(const MemoryInputs& in, const MemoryPrep
   const ExecutorHeld h = executor_held(in, v, sp);
   e.possible = h.possible();
   e.held_bytes = h.held_bytes();
+  e.frees_activations = h.frees_activations;
   for (int m = 0; m < 3; ++m) {
     ByteCountSink rows;
     emit_executor_held(h, in.layout.dp, static_cast<ExecutorMoment>(m), rows);
@@ -659,10 +738,26 @@ StatesCache::ExecutorSlot executor_slot(const MemoryInputs& in, const MemoryPrep
   return e;
 }
 
+// The GPU bytes of a stage's activation side that its step's end no longer
+// holds (what HeldAtEndSink leaves out).
+uint64_t freed_at_end_bytes(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage) {
+  ResidenceTotalsSink all, held;
+  HeldAtEndSink<ResidenceTotalsSink> both(held, &all);
+  emit_activations(in, v, stage, both);
+  return all.gpu_total() - held.gpu_total();
+}
+
 template <class Sink>
 void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
-  emit_states_and_buffers(in, v, stage_params(in, v, stage), sink);
-  emit_activations(in, v, stage, sink);
+  const StageParams sp = stage_params(in, v, stage);
+  const StageExecutor ex = stage_executor(in, v, sp, freed_at_end_bytes(in, v, stage));
+  emit_states_and_buffers(in, v, sp, ex, sink);
+  if (ex.peak.activations_freed) {
+    HeldAtEndSink<Sink> at_end(sink);
+    emit_activations(in, v, stage, at_end);
+  } else {
+    emit_activations(in, v, stage, sink);
+  }
   emit_overheads(in, sink);
 }
 
@@ -688,9 +783,13 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
   p.act_totals_valid = false;  // the per-component totals are built when a breakdown asks for them
   for (int i = 0; i < count; ++i) {
     p.act_stages[i] = stages[i];
-    ResidenceTotalsSink sums;
-    emit_activations(in, p, stages[i], sums);
-    for (int r = 0; r < kNumResidences; ++r) p.act_bytes[i][r] = sums.total(static_cast<Residence>(r));
+    ResidenceTotalsSink sums, held_at_end;
+    HeldAtEndSink<ResidenceTotalsSink> both(held_at_end, &sums);
+    emit_activations(in, p, stages[i], both);
+    for (int r = 0; r < kNumResidences; ++r) {
+      p.act_bytes[i][r] = sums.total(static_cast<Residence>(r));
+      p.act_end_bytes[i][r] = held_at_end.total(static_cast<Residence>(r));
+    }
     const StageParams sp = stage_params(in, p, stages[i]);
     p.act_dense[i] = sp.dense;
     p.act_experts[i] = sp.experts;
@@ -823,6 +922,12 @@ void memory_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sin
   emit_stage(in, p, stage, sink);
 }
 
+void activation_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sink) {
+  MemoryPrep p;
+  prepare(p, in);
+  emit_activations(in, p, stage, sink);
+}
+
 namespace {
 
 // Only these stages can be the most loaded: stage 0 (embedding, most
@@ -868,21 +973,26 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
   if (!residence_only && !prep.act_totals_valid) {
     for (int i = 0; i < prep.act_count; ++i) {
       prep.act_totals[i] = TotalsSink{};
-      emit_activations(in, prep, prep.act_stages[i], prep.act_totals[i]);
+      prep.act_end_totals[i] = TotalsSink{};
+      HeldAtEndSink<TotalsSink> both(prep.act_end_totals[i], &prep.act_totals[i]);
+      emit_activations(in, prep, prep.act_stages[i], both);
     }
     prep.act_totals_valid = true;
   }
   const uint64_t node_gpus = in.cluster.gpus_in_node;
   const RuntimeOverheads& ov = in.options.overheads;
   for (int i = 0; i < prep.act_count; ++i) {
+    const StageParams sp = candidate_params(prep, i, in.layout.pp);
+    const StageExecutor ex = stage_executor(in, prep, sp, prep.act_bytes[i][0] - prep.act_end_bytes[i][0]);
+    const bool freed = ex.peak.activations_freed;
     Sink sink = [&] {
       if constexpr (residence_only) {
-        return Sink(prep.act_bytes[i]);
+        return Sink(freed ? prep.act_end_bytes[i] : prep.act_bytes[i]);
       } else {
-        return Sink(prep.act_totals[i]);
+        return Sink(freed ? prep.act_end_totals[i] : prep.act_totals[i]);
       }
     }();
-    emit_states_and_buffers(in, prep, candidate_params(prep, i, in.layout.pp), sink);
+    emit_states_and_buffers(in, prep, sp, ex, sink);
     if constexpr (residence_only) {
       sink.add_bytes(0, fragmentation_bytes(sink.gpu_total(), ov) + fixed_overhead_bytes(in));
     } else {
@@ -908,8 +1018,9 @@ MemoryFit fit_from_slot(const MemoryPrep& prep, const StatesCache::StateSlot& sl
   MemoryFit best;
   for (int i = 0; i < prep.act_count; ++i) {
     const StatesCache::ExecutorSlot& e = slot.executor[i];
-    const uint64_t executor = e.present ? executor_bytes(e, prep, i) : 0;
-    const uint64_t tensors = prep.act_bytes[i][0] + slot.bytes[i][0] + executor;
+    uint64_t activations = prep.act_bytes[i][0];
+    const uint64_t executor = e.present ? executor_bytes(e, prep, i, activations) : 0;
+    const uint64_t tensors = activations + slot.bytes[i][0] + executor;
     const uint64_t gpu = tensors + (fragmentation_bytes(tensors, ov) + slot.fixed_overhead_bytes);
     if (i == 0 || gpu > best.gpu_bytes) {
       best.gpu_bytes = gpu;

@@ -100,6 +100,11 @@ struct MemoryPrep {
   Schedule act_schedule = Schedule::OneFOneB;
   std::array<std::array<uint64_t, 3>, 3> act_bytes{};  // per residence: what a fit needs
   std::array<TotalsSink, 3> act_totals{};              // per component, for a breakdown, built on demand
+  // The same at the step's end of a rank that frees each micro-batch's
+  // activations by then (pipeline or tensor parallel): without the GPU's
+  // activations and logits.
+  std::array<std::array<uint64_t, 3>, 3> act_end_bytes{};
+  std::array<TotalsSink, 3> act_end_totals{};
   bool act_totals_valid = false;
   std::array<uint32_t, 3> act_stages{};
   std::array<uint64_t, 3> act_dense{}, act_experts{};  // parameters each candidate stage holds
@@ -160,7 +165,8 @@ struct StatesCache {
   struct ExecutorSlot {
     std::array<bool, 3> possible{};
     std::array<uint64_t, 3> held_bytes{}, row_bytes{};
-    bool present = false;  // zeroplan's executor runs a stage with layers
+    bool present = false;            // zeroplan's executor runs a stage with layers
+    bool frees_activations = false;  // a pipeline or tensor-parallel rank: none at the step's end
   };
   struct StateSlot {
     uint64_t generation = 0;
@@ -203,7 +209,12 @@ class MemoryEvaluator {
   StatesCache states_;
 };
 
-// Every row of one stage's rank.
+// Every row of one stage's rank, at its peak.
 void memory_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sink);
+// The activation side of one stage's rank (activations, recompute workspace,
+// token ids, logits) while it holds its micro-batches' activations, whatever
+// the moment of its peak: a pipeline or tensor-parallel rank's peak can be
+// its step's end, when they are gone (zeroplan's executor).
+void activation_rows_for_stage(const MemoryInputs& in, uint32_t stage, RowsSink& sink);
 
 }  // namespace zp

@@ -252,7 +252,11 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
            " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=1,opt=nvme\"},\n"
            " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32,"
            " \"layout\": \"pp=2,zero=2,mb=2,ga=4,recompute=full\"},\n"
-           " {\"model\": \"" + llama + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=2,mb=2,opt=cpu\"}]}")
+           " {\"model\": \"" + llama + "\", \"gpu\": \"H100-80GB\", \"gpus\": 8, \"seq\": 32, \"layout\": \"zero=2,mb=2,opt=cpu\"},\n"
+           // Few tokens: a pipeline or tensor-parallel rank peaks at its step's end, its activations gone.
+           " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 4, \"seq\": 8, \"layout\": \"pp=2,zero=1,mb=1,ga=2\"},\n"
+           " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 4, \"seq\": 8,"
+           " \"layout\": \"tp=2,zero=1,mb=1,ga=2,recompute=full\"}]}")
               .c_str(),
           f);
     fclose(f);
@@ -260,8 +264,8 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   const Run ok = run("validate --matrix " + dir + "/matrix.json --steps 2 --warmup 1 --out " + dir + "/out");
   CHECK(ok.code == 0);
   const zp::Json doc = zp::parse_json_file(dir + "/out/validate.json");
-  REQUIRE(doc.at("cases").size() == 5);
-  for (int i : {0, 1, 3, 4}) {
+  REQUIRE(doc.at("cases").size() == 7);
+  for (int i : {0, 1, 3, 4, 5, 6}) {
     const zp::Json& c = doc.at("cases")[static_cast<size_t>(i)];
     CAPTURE(c.at("name").get<std::string>());
     REQUIRE(c.at("run").get<bool>());
@@ -290,6 +294,17 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
       CHECK(std::filesystem::exists(dir + "/out/case" + std::to_string(i) + chart));
     }
   }
+  // At their step's end the pipeline and tensor-parallel ranks hold no
+  // activations and ZeRO-1's bucket, and the rows say so (under full
+  // recompute the recomputed layer's set stays).
+  for (int i : {5, 6}) {
+    const zp::Json& components = doc.at("cases")[static_cast<size_t>(i)].at("memory").at("components");
+    CAPTURE(i);
+    CHECK_FALSE(components.contains("activations"));  // in neither the rows nor the executor's peak
+    CHECK_FALSE(components.contains("logits"));
+    CHECK(components.at("buckets").at("error").get<double>() == 0);
+  }
+  CHECK(doc.at("cases")[6].at("memory").at("components").at("recompute_workspace").at("error").get<double>() == 0);
   // A pipeline's rank waits for no other stage: the world's step has a bubble it did not run.
   CHECK(doc.at("cases")[3].at("step_time").at("predicted_rank_s").get<double>() <
         doc.at("cases")[3].at("step_time").at("predicted_world_s").get<double>());
@@ -344,7 +359,7 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   }
   const Run fitted = run("calibrate --gpu H100-80GB --validate " + dir + "/out/gpu_like.json --out " + dir + "/fitted.json");
   CHECK(fitted.code == 0);
-  CHECK(fitted.out.find("fitted to 4 compute phases") != std::string::npos);
+  CHECK(fitted.out.find("fitted to 6 compute phases") != std::string::npos);
   const zp::Json curves = zp::parse_json_file(dir + "/fitted.json");
   const zp::Json file = zp::parse_json_file(zp::efficiency_file(zp::Catalog::builtin_data_dir(), "H100-80GB"));
   for (const char* field : {"attention_peak_fraction", "hbm_fraction", "kernel_overhead_us"}) {

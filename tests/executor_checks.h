@@ -35,10 +35,21 @@ inline Layout executor_layout(uint32_t dp, uint32_t tp, uint32_t pp, uint32_t mi
   return l;
 }
 
+// The rows of a stage at its peak, with the activation side the stage holds
+// while its micro-batches' activations are live (a pipeline rank's peak may
+// be its step's end, when they are gone; the checks below compare the
+// activations at their own peak).
 inline MemoryTotals executor_rows(const ModelSpec& spec, const Layout& l, uint32_t stage) {
-  RowsSink rows;
-  memory_rows_for_stage({make_shape(spec), l, ClusterShape{}, resolve_options({}, l)}, stage, rows);
-  return rows.totals();
+  const ModelShape shape = make_shape(spec);
+  const MemoryInputs in{shape, l, ClusterShape{}, resolve_options({}, l)};
+  RowsSink rows, activations;
+  memory_rows_for_stage(in, stage, rows);
+  activation_rows_for_stage(in, stage, activations);
+  MemoryTotals t = rows.totals();
+  for (Component c : {Component::Activations, Component::RecomputeWorkspace, Component::Logits}) {
+    t.bytes[static_cast<int>(Residence::Gpu)][static_cast<int>(c)] = activations.totals().at(Residence::Gpu, c);
+  }
+  return t;
 }
 
 inline double activation_side(const MemoryTotals& t) {
