@@ -279,6 +279,9 @@ struct ExecutorHeld {
   std::array<Moment, 3> at{};  // by ExecutorMoment
   Dtype low = Dtype::Bf16;
   bool zero3 = false, units = false, zero1 = false;
+  // The step's end is the pipeline's tied-embedding sum, not the update
+  // (whichever of the two holds more; see executor_held).
+  bool end_is_tied_sum = false;
   // A pipeline or tensor-parallel rank has freed each micro-batch's
   // activations by its step's end (executor/activation_sets.h); a
   // data-parallel rank's trainer still holds the last one's.
@@ -370,6 +373,17 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
   h.per_rank = std::min(shard, (in.options.reduce_bucket_elems + dp - 1) / dp);
   if (h.zero1 && dp > 1) end.end = h.per_rank * dp + h.per_rank;
   if (l.zero_stage == 2) end.end = h.chunk + h.largest_padded;
+  // Just before the update a pipeline's end stages sum a tied embedding's
+  // gradient (executor/pipeline_parallel.cc): the other end's table arrives
+  // in a buffer of its own while the tied units' gradient buffers are still
+  // open. The step's end is whichever of the two moments holds more.
+  const uint64_t tied_table = tied && l.pp > 1 ? (sp.first ? r.embedding : sp.last ? r.head : 0) : 0;
+  const uint64_t tied_open = h.units ? held_tied : 0;
+  if (tied_table > 0 && tied_table + tied_open > end.end + end.open) {
+    end.end = tied_table;
+    end.open = tied_open;
+    h.end_is_tied_sum = true;
+  }
   end.possible = end.end > 0;
   return h;
 }
@@ -430,7 +444,9 @@ void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment momen
   if (h.zero3) sink.add(tensor_row(Component::Zero3Gathered, G, h.low, "gathered parameters", std::min(at.gathered, h.all_gathered)));
   if (h.units) sink.add(tensor_row(B, G, h.low, "reduce-scatter receive chunk", chunk));
   if (at.open > 0) sink.add(tensor_row(B, G, h.low, "open unit gradient buffers", at.open));
-  if (moment == ExecutorMoment::End && h.zero1) {
+  if (moment == ExecutorMoment::End && h.end_is_tied_sum) {
+    sink.add(tensor_row(B, G, h.low, "pipeline: the other end stage's tied-embedding gradient", at.end));
+  } else if (moment == ExecutorMoment::End && h.zero1) {
     sink.add(tensor_row(B, G, h.low, "reduce-scatter/all-gather bucket", h.per_rank, dp));
     sink.add(tensor_row(B, G, h.low, "bucket's own chunk", h.per_rank));
   } else if (moment == ExecutorMoment::End) {
@@ -491,9 +507,10 @@ void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& 
 //    (executor/activation_sets.h; the recompute set shared by the
 //    micro-batches stays), a data-parallel rank still holds the last
 //    one's: with few tokens the end can be the former's peak, and its
-//    activation side is then HeldAtEndSink's. (The pipeline's sum of a tied
-//    embedding's gradient between the end stages, a moment before this one,
-//    is not modelled.)
+//    activation side is then HeldAtEndSink's. Just before the update a
+//    pipeline's end stages sum a tied embedding's gradient: the other end's
+//    table in a buffer of its own, the tied units' gradient buffers still
+//    open (ZeRO-2/3); End stands for whichever of the two holds more.
 // Every moment: ZeRO-2/3's receive buffer of the largest chunk, forward's
 // workspace, the rows of the stage's place (pipeline receive buffers, token
 // index arrays), the backend's scratch.

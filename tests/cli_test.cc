@@ -243,6 +243,14 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   std::system(("rm -rf " + dir + " && mkdir -p " + dir).c_str());
   const std::string gpt = std::string(ZP_TEST_DATA) + "/models/tiny-gpt.json";
   const std::string llama = std::string(ZP_TEST_DATA) + "/models/tiny-llama.json";
+  // tiny-gpt with a vocabulary of 4,096: the tied table outweighs a few tokens' activations.
+  const std::string wide_vocab = dir + "/wide-vocab.json";
+  {
+    zp::Json m = zp::parse_json_file(gpt);
+    m["name"] = "tiny-gpt-wide-vocab";
+    m["vocab_size"] = 4096;
+    std::ofstream(wide_vocab) << m.dump();
+  }
   {
     FILE* f = fopen((dir + "/matrix.json").c_str(), "w");
     REQUIRE(f != nullptr);
@@ -256,7 +264,10 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
            // Few tokens: a pipeline or tensor-parallel rank peaks at its step's end, its activations gone.
            " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 4, \"seq\": 8, \"layout\": \"pp=2,zero=1,mb=1,ga=2\"},\n"
            " {\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"gpus\": 4, \"seq\": 8,"
-           " \"layout\": \"tp=2,zero=1,mb=1,ga=2,recompute=full\"}]}")
+           " \"layout\": \"tp=2,zero=1,mb=1,ga=2,recompute=full\"},\n"
+           // ... or at the pipeline's sum of the tied embedding's gradient, just before.
+           " {\"model\": \"" + wide_vocab + "\", \"gpu\": \"H100-80GB\", \"gpus\": 2, \"seq\": 8, \"layout\": \"pp=2,zero=0,mb=1,ga=2\"},\n"
+           " {\"model\": \"" + wide_vocab + "\", \"gpu\": \"H100-80GB\", \"gpus\": 4, \"seq\": 8, \"layout\": \"pp=2,zero=2,mb=1,ga=2\"}]}")
               .c_str(),
           f);
     fclose(f);
@@ -264,8 +275,8 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   const Run ok = run("validate --matrix " + dir + "/matrix.json --steps 2 --warmup 1 --out " + dir + "/out");
   CHECK(ok.code == 0);
   const zp::Json doc = zp::parse_json_file(dir + "/out/validate.json");
-  REQUIRE(doc.at("cases").size() == 7);
-  for (int i : {0, 1, 3, 4, 5, 6}) {
+  REQUIRE(doc.at("cases").size() == 9);
+  for (int i : {0, 1, 3, 4, 5, 6, 7, 8}) {
     const zp::Json& c = doc.at("cases")[static_cast<size_t>(i)];
     CAPTURE(c.at("name").get<std::string>());
     REQUIRE(c.at("run").get<bool>());
@@ -295,9 +306,10 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
     }
   }
   // At their step's end the pipeline and tensor-parallel ranks hold no
-  // activations and ZeRO-1's bucket, and the rows say so (under full
-  // recompute the recomputed layer's set stays).
-  for (int i : {5, 6}) {
+  // activations and ZeRO-1's bucket (cases 5, 6), or the other end stage's
+  // tied-embedding gradient and the tied units' open gradients (7, 8), and
+  // the rows say so (under full recompute the recomputed layer's set stays).
+  for (int i : {5, 6, 7, 8}) {
     const zp::Json& components = doc.at("cases")[static_cast<size_t>(i)].at("memory").at("components");
     CAPTURE(i);
     CHECK_FALSE(components.contains("activations"));  // in neither the rows nor the executor's peak
@@ -359,7 +371,7 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   }
   const Run fitted = run("calibrate --gpu H100-80GB --validate " + dir + "/out/gpu_like.json --out " + dir + "/fitted.json");
   CHECK(fitted.code == 0);
-  CHECK(fitted.out.find("fitted to 6 compute phases") != std::string::npos);
+  CHECK(fitted.out.find("fitted to 8 compute phases") != std::string::npos);
   const zp::Json curves = zp::parse_json_file(dir + "/fitted.json");
   const zp::Json file = zp::parse_json_file(zp::efficiency_file(zp::Catalog::builtin_data_dir(), "H100-80GB"));
   for (const char* field : {"attention_peak_fraction", "hbm_fraction", "kernel_overhead_us"}) {
