@@ -395,8 +395,8 @@ ExecutorHeld executor_held(const MemoryInputs& in, const MemoryPrep& v, const St
 // side's GPU rows that go (activations and logits; the recompute set shared
 // by the micro-batches stays).
 ExecutorMoment peak_moment(const std::array<uint64_t, 3>& held_bytes, const std::array<bool, 3>& possible,
-                           const std::array<uint64_t, 3>& own_workspace_bytes, uint64_t freed_bytes = 0,
-                           bool frees_activations = false) {
+                           const std::array<uint64_t, 3>& own_workspace_bytes, uint64_t freed_bytes,
+                           bool frees_activations) {
   auto value = [&](int m) {
     const bool freed = frees_activations && m == static_cast<int>(ExecutorMoment::End);
     return held_bytes[m] + own_workspace_bytes[m] + (freed ? 0 : freed_bytes);
@@ -480,6 +480,18 @@ void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& 
   sink.add(tensor_row(S, G, Dtype::Bytes, "CUDA cuBLASLt workspace", kZeroplanCudaMatmulWorkspaceBytes));
 }
 
+// The executor's moment of the peak on a stage whose activation side would
+// free `freed_bytes` by the step's end, and whether it does there.
+struct PeakMoment {
+  ExecutorMoment moment = ExecutorMoment::Loop;
+  bool activations_freed = false;
+};
+PeakMoment executor_peak(const ExecutorHeld& h, const MemoryPrep& v, const StageParams& sp, uint64_t freed_bytes) {
+  const ExecutorMoment m =
+      peak_moment(h.held_bytes(), h.possible(), v.executor_own_workspace[sp.first ? 1 : 0], freed_bytes, h.frees_activations);
+  return {m, activations_freed(m, h.frees_activations)};
+}
+
 // zeroplan's executor: its ZeRO-3 gathered units, gradient buckets,
 // operator workspace and pipeline buffers at the step's peak (dp = 1 too:
 // the same code runs). Per moment, besides what every moment holds:
@@ -514,18 +526,6 @@ void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& 
 // Every moment: ZeRO-2/3's receive buffer of the largest chunk, forward's
 // workspace, the rows of the stage's place (pipeline receive buffers, token
 // index arrays), the backend's scratch.
-// The executor's moment of the peak on a stage whose activation side would
-// free `freed_bytes` by the step's end, and whether it does there.
-struct PeakMoment {
-  ExecutorMoment moment = ExecutorMoment::Loop;
-  bool activations_freed = false;
-};
-PeakMoment executor_peak(const ExecutorHeld& h, const MemoryPrep& v, const StageParams& sp, uint64_t freed_bytes) {
-  const ExecutorMoment m =
-      peak_moment(h.held_bytes(), h.possible(), v.executor_own_workspace[sp.first ? 1 : 0], freed_bytes, h.frees_activations);
-  return {m, activations_freed(m, h.frees_activations)};
-}
-
 template <class Sink>
 void emit_executor_buffers(const ExecutorHeld& h, uint64_t dp, const MemoryPrep& v, const StageParams& sp,
                            ExecutorMoment moment, Sink& sink) {

@@ -56,8 +56,6 @@ class CudaDevice final : public Device {
   std::unique_ptr<Backend<bf16>> make_backend(TrackingAllocator* tracker, bf16* type) override;
   // Reserved (segments) and allocated (rounded blocks) bytes and their peaks.
   const CachingAllocator& caching() const { return caching_; }
-  // Before a measured run on a device an earlier run used: its cached
-  // segments go back to CUDA and the allocator's peaks start again.
   // Built for tests/simt's host emulator (ZP_SIMT_HOST), where no CUDA
   // context or library holds device memory of its own.
   static constexpr bool host_emulator() {
@@ -67,6 +65,8 @@ class CudaDevice final : public Device {
     return false;
 #endif
   }
+  // Before a measured run on a device an earlier run used: its cached
+  // segments go back to CUDA and the allocator's peaks start again.
   void start_measurement() {
     caching_.empty_cache();
     caching_.reset_peaks();

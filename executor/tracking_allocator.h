@@ -23,8 +23,8 @@ namespace zp {
 
 // The device could not give a tagged buffer: a std::bad_alloc that says how
 // much, for what and beside how much already held, so a layout that does
-// not fit reads as a finding ("out of memory on NVIDIA H200: 2.00 GiB for
-// activations with 139.1 GiB held"), not as "std::bad_alloc".
+// not fit reads as a finding (of the form "out of memory on cuda:0 (...):
+// 2.000 GiB for activations with 137.500 GiB held"), not as "std::bad_alloc".
 class OutOfDeviceMemory : public std::bad_alloc {
  public:
   explicit OutOfDeviceMemory(std::string what) : what_(std::move(what)) {}
