@@ -84,10 +84,6 @@ std::vector<ComputeSample> compute_samples(const std::string& path, const Catalo
     s.terms = compute_terms({job.shape, l, job.cluster.gpu, job.cluster.node, network}, stage);
     out.push_back(s);
   }
-  if (out.size() < 4) {
-    throw InputError(path + ": " + std::to_string(out.size()) +
-                     " cases with a measured compute phase; the fit of three fields needs at least four");
-  }
   return out;
 }
 
@@ -109,17 +105,24 @@ ComputeFit fit_compute(const CalibrateOptions& o, const Catalog& catalog, const 
   std::cout << "\nAttention, HBM and launch fields of " << gpu.name << " fitted to " << samples.size()
             << " compute phases from " << o.validate << (skipped ? " (skipped " + std::to_string(skipped) + ": not run, or without a plan file)" : "")
             << ", the GEMM curve held at " << fixed(curves.gemm_peak_fraction, 3) << "/" << fixed(curves.gemm_half_dim, 1) << ":\n";
-  TextTable t({"", "attention_peak_fraction", "hbm_fraction", "kernel_overhead", "rms error", "worst"});
-  t.add({"before", fixed(curves.attention_peak_fraction, 3), fixed(curves.hbm_fraction, 3), us(curves.kernel_overhead_s),
-         fixed(100 * fit.rms_rel_error_before, 1) + "%", ""});
-  t.add({"fitted", fixed(fit.curves.attention_peak_fraction, 3), fixed(fit.curves.hbm_fraction, 3),
-         us(fit.curves.kernel_overhead_s), fixed(100 * fit.rms_rel_error, 1) + "%", fixed(100 * fit.worst_rel_error, 1) + "%"});
+  TextTable t({"", "attention_peak_fraction", "flash_tc_fraction", "hbm_fraction", "kernel_overhead", "rms error", "worst"});
+  t.add({"before", fixed(curves.attention_peak_fraction, 3), fixed(curves.flash_tc_fraction, 3),
+         fixed(curves.hbm_fraction, 3), us(curves.kernel_overhead_s), fixed(100 * fit.rms_rel_error_before, 1) + "%", ""});
+  t.add({"fitted", fixed(fit.curves.attention_peak_fraction, 3), fixed(fit.curves.flash_tc_fraction, 3),
+         fixed(fit.curves.hbm_fraction, 3), us(fit.curves.kernel_overhead_s), fixed(100 * fit.rms_rel_error, 1) + "%",
+         fixed(100 * fit.worst_rel_error, 1) + "%"});
   t.print(std::cout);
+  auto joined = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const std::string& h : names) out += (out.empty() ? "" : ", ") + h;
+    return out;
+  };
+  if (!fit.absent.empty()) {
+    std::cout << "no case runs the kernels of " << joined(fit.absent) << ": held at the file's value\n";
+  }
   if (!fit.unphysical.empty()) std::cout << "not a GPU's values: " << fit.unphysical << "\n";
   if (!fit.held.empty()) {
-    std::string held;
-    for (const std::string& h : fit.held) held += (held.empty() ? "" : ", ") + h;
-    std::cout << "the fit of all three is not a GPU's (" << fit.free_fit_unphysical << "): " << held
+    std::cout << "the fit of all fields is not a GPU's (" << fit.free_fit_unphysical << "): " << joined(fit.held)
               << " held at the file's value\n";
   }
   TextTable c({"case", "measured ms", "before ms", "error", "fitted ms", "error"});
@@ -200,9 +203,11 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
       throw InputError("--validate " + o.validate + ": " + fit.unphysical + "; nothing written");
     }
     j["attention_peak_fraction"] = std::round(fit.curves.attention_peak_fraction * 1e4) / 1e4;
+    j["flash_tc_fraction"] = std::round(fit.curves.flash_tc_fraction * 1e4) / 1e4;
     j["hbm_fraction"] = std::round(fit.curves.hbm_fraction * 1e4) / 1e4;
     j["kernel_overhead_us"] = std::round(fit.curves.kernel_overhead_s * 1e8) / 1e2;
     std::string held;
+    for (const std::string& h : fit.absent) held += ", " + h + " held (no case runs its kernels)";
     for (const std::string& h : fit.held) held += ", " + h + " held";
     source += " Attention, HBM and launch fields fitted by `zeroplan calibrate` to the compute phases of " +
               o.validate + " (rms error " + fixed(100 * fit.rms_rel_error_before, 1) + "% -> " +

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "cli/layout_flags.h"
+#include "costmodel/compute.h"
 #include "costmodel/memory_model.h"
 #include "costmodel/time_model.h"
 #include "models/json_file.h"
@@ -88,6 +89,7 @@ void print_time(const Job& j, const StepTime& t, double tokens) {
   std::cout << "tokens/s " << fixed(t.tokens_per_s, 0) << ", samples/s " << fixed(t.samples_per_s, 2) << ", "
             << fixed(t.tflops_per_gpu, 1) << " model TFLOP/s per GPU, MFU " << percent(t.mfu) << ", HFU " << percent(t.hfu)
             << " (model FLOPs: matrix products incl. full attention scores, no recompute; HFU adds recompute)\n";
+  std::cout << "attention core priced as: " << to_string(attention_kernel(j.shape, j.layout)) << "\n";
   if (tokens > 0) std::cout << "time to train " << fixed(tokens / 1e9, 1) << "B tokens: " << seconds(tokens / t.tokens_per_s) << "\n";
   if (t.comm_rows > 0) {
     std::cout << "\nCommunication per GPU per step (ring algorithms; GB = 1e9 bytes)\n";
@@ -100,7 +102,7 @@ void print_time(const Job& j, const StepTime& t, double tokens) {
   }
 }
 
-Json time_json(const StepTime& t, double tokens) {
+Json time_json(const Job& job, const StepTime& t, double tokens) {
   Json comm = Json::array();
   for (int i = 0; i < t.comm_rows; ++i) {
     const CommRow& c = t.comm[i];
@@ -113,6 +115,7 @@ Json time_json(const StepTime& t, double tokens) {
                           {"bubble", t.bubble_s}, {"bubble_warmup", t.warmup_s}, {"bubble_cooldown", t.cooldown_s},
                           {"dp_comm", t.dp_comm_s}, {"optimizer", t.optimizer_s},
                           {"offload", t.offload_s}}},
+            {"attention_kernel", to_string(attention_kernel(job.shape, job.layout))},
             {"bubble_fraction", t.bubble_fraction},
             {"tokens_per_s", t.tokens_per_s},
             {"samples_per_s", t.samples_per_s},
@@ -203,7 +206,7 @@ void run_explain(const LayoutFlags& flags, const GlobalOptions& global, bool as_
                                  {"capacity_bytes", j.cluster_shape.nvme_bytes},
                                  {"fits", res.fits_nvme}}},
               {"fits", res.fits()},
-              {"time", time_json(time, tokens)}};
+              {"time", time_json(j, time, tokens)}};
   if (show_rows) out["rows"] = rows_json(rows);
   std::cout << out.dump(2) << "\n";
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <string>
 #include <cstdlib>
@@ -149,26 +150,60 @@ ComputeTerms compute_terms(const TimeInputs& in, uint32_t stage) {
   const EfficiencyCurves& e = in.network.eff;
   const double base = rank_compute_s(in, e, stage);
   // Halving a fraction adds exactly one more of its term (1/(f/2) - 1/f = 1/f).
-  EfficiencyCurves attention = e, memory = e, overhead = e;
+  EfficiencyCurves attention = e, flash = e, memory = e, overhead = e;
   attention.attention_peak_fraction /= 2;
+  flash.flash_tc_fraction /= 2;
   memory.hbm_fraction /= 2;
   overhead.kernel_overhead_s += 1e-6;
   ComputeTerms t;
   t.attention_s = (rank_compute_s(in, attention, stage) - base) * e.attention_peak_fraction;
+  t.flash_tc_s = (rank_compute_s(in, flash, stage) - base) * e.flash_tc_fraction;
   t.elementwise_s = (rank_compute_s(in, memory, stage) - base) * e.hbm_fraction;
   t.kernels = (rank_compute_s(in, overhead, stage) - base) / 1e-6;
-  t.fixed_s = base - t.attention_s / e.attention_peak_fraction - t.elementwise_s / e.hbm_fraction -
-              t.kernels * e.kernel_overhead_s;
+  t.fixed_s = base - t.attention_s / e.attention_peak_fraction - t.flash_tc_s / e.flash_tc_fraction -
+              t.elementwise_s / e.hbm_fraction - t.kernels * e.kernel_overhead_s;
   return t;
 }
 
+namespace {
+
+// The compute fit's unknowns: the inverse fractions, and the launch overhead
+// in microseconds (columns of like size).
+constexpr int kComputeFields = 4;
+constexpr const char* kComputeFieldNames[kComputeFields] = {"attention_peak_fraction", "flash_tc_fraction",
+                                                            "hbm_fraction", "kernel_overhead_us"};
+
+Eigen::Vector4d compute_unknowns(const EfficiencyCurves& c) {
+  return {1 / c.attention_peak_fraction, 1 / c.flash_tc_fraction, 1 / c.hbm_fraction, c.kernel_overhead_s * 1e6};
+}
+
+EfficiencyCurves with_compute_unknowns(EfficiencyCurves c, const Eigen::Vector4d& x) {
+  c.attention_peak_fraction = 1 / x(0);
+  c.flash_tc_fraction = 1 / x(1);
+  c.hbm_fraction = 1 / x(2);
+  c.kernel_overhead_s = x(3) * 1e-6;
+  return c;
+}
+
+// Why x is no GPU's, or "": fractions from 2% to all of the peak, a launch
+// from 0 to 100 us (past those the fit explains something other than the
+// device's rates, as on the host emulator).
+std::string unphysical(const Eigen::Vector4d& x) {
+  for (int j = 0; j < 3; ++j) {
+    if (!(x(j) >= 1 && x(j) <= 50)) {
+      return std::string(kComputeFieldNames[j]) + " " + std::to_string(1 / x(j)) + " is not in [0.02, 1]";
+    }
+  }
+  if (!(x(3) >= 0 && x(3) <= 100)) return "kernel_overhead_us " + std::to_string(x(3)) + " is not in [0, 100]";
+  return "";
+}
+
+}  // namespace
+
 ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start) {
-  if (samples.size() < 4) throw std::invalid_argument("fit_compute_efficiency: at least four cases are needed for three fields");
   const auto n = static_cast<Eigen::Index>(samples.size());
-  // Unknowns 1/attention_peak_fraction, 1/hbm_fraction and the overhead in
-  // microseconds (columns of like size); each row divided by its measured
-  // time, so the residuals are relative errors.
-  Eigen::MatrixXd A(n, 3);
+  // Each row divided by its measured time, so the residuals are relative errors.
+  Eigen::MatrixXd A(n, kComputeFields);
   Eigen::VectorXd b(n);
   for (Eigen::Index i = 0; i < n; ++i) {
     const ComputeSample& s = samples[static_cast<size_t>(i)];
@@ -176,16 +211,28 @@ ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, con
       throw std::invalid_argument("fit_compute_efficiency: case '" + s.name + "' has no positive measured time");
     }
     A(i, 0) = s.terms.attention_s / s.measured_s;
-    A(i, 1) = s.terms.elementwise_s / s.measured_s;
-    A(i, 2) = s.terms.kernels * 1e-6 / s.measured_s;
+    A(i, 1) = s.terms.flash_tc_s / s.measured_s;
+    A(i, 2) = s.terms.elementwise_s / s.measured_s;
+    A(i, 3) = s.terms.kernels * 1e-6 / s.measured_s;
     b(i) = (s.measured_s - s.terms.fixed_s) / s.measured_s;
   }
-  if (Eigen::ColPivHouseholderQR<Eigen::MatrixXd>(A).rank() < 3) {
-    throw std::invalid_argument("fit_compute_efficiency: the cases cannot tell attention, elementwise and launch time apart "
-                                "(add cases of other shapes or attention)");
+  // A field no case depends on (its attention kernel runs in none) stays.
+  int absent = 0;
+  for (int j = 0; j < kComputeFields; ++j) {
+    if (n == 0 || A.col(j).cwiseAbs().maxCoeff() == 0) absent |= 1 << j;
   }
-  const Eigen::Vector3d at_start(1 / start.attention_peak_fraction, 1 / start.hbm_fraction, start.kernel_overhead_s * 1e6);
-  const char* names[3] = {"attention_peak_fraction", "hbm_fraction", "kernel_overhead_us"};
+  const int fields = kComputeFields - std::popcount(static_cast<unsigned>(absent));
+  if (n < fields + 1) {
+    throw std::invalid_argument("fit_compute_efficiency: " + std::to_string(fields) + " fields need at least " +
+                                std::to_string(fields + 1) + " cases, got " + std::to_string(n));
+  }
+  const Eigen::Vector4d at_start = compute_unknowns(start);
+  // The fit with the fields of `held` (a bit mask) at the start's values.
+  struct Trial {
+    Eigen::Vector4d x;
+    std::string unphysical;
+    double rms = 0;
+  };
   auto rms = [&](const EfficiencyCurves& c, double* worst) {
     double sum = 0;
     for (const ComputeSample& s : samples) {
@@ -195,77 +242,65 @@ ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, con
     }
     return std::sqrt(sum / static_cast<double>(samples.size()));
   };
-  // The fit with the fields of `held` (a bit mask) at the start's values.
-  struct Trial {
-    Eigen::Vector3d x;
-    std::string unphysical;
-    double rms = 0;
-  };
-  auto solve = [&](int held) {
-    Trial t;
-    t.x = at_start;
+  auto free_columns = [&](int held) {
     std::vector<int> free;
-    Eigen::VectorXd rhs = b;
-    for (int j = 0; j < 3; ++j) {
-      if (held & (1 << j)) {
-        rhs -= A.col(j) * at_start(j);
-      } else {
-        free.push_back(j);
-      }
+    for (int j = 0; j < kComputeFields; ++j) {
+      if (!(held & (1 << j))) free.push_back(j);
     }
     Eigen::MatrixXd Af(n, static_cast<Eigen::Index>(free.size()));
     for (size_t k = 0; k < free.size(); ++k) Af.col(static_cast<Eigen::Index>(k)) = A.col(free[k]);
+    return std::make_pair(free, Af);
+  };
+  if (Eigen::ColPivHouseholderQR<Eigen::MatrixXd>(free_columns(absent).second).rank() < fields) {
+    throw std::invalid_argument("fit_compute_efficiency: the cases cannot tell attention, elementwise and launch time apart "
+                                "(add cases of other shapes or attention)");
+  }
+  auto solve = [&](int held) {
+    Trial t;
+    t.x = at_start;
+    Eigen::VectorXd rhs = b;
+    for (int j = 0; j < kComputeFields; ++j) {
+      if (held & (1 << j)) rhs -= A.col(j) * at_start(j);
+    }
+    const auto [free, Af] = free_columns(held);
     const Eigen::VectorXd xf = Af.colPivHouseholderQr().solve(rhs);
     for (size_t k = 0; k < free.size(); ++k) t.x(free[k]) = xf(static_cast<Eigen::Index>(k));
-    // A GPU's range: fractions from 2% to all of the peak, a launch from
-    // 0 to 100 us (past those the fit explains something other than the
-    // device's rates, as on the host emulator).
-    if (!(t.x(0) >= 1 && t.x(0) <= 50)) {
-      t.unphysical = "attention_peak_fraction " + std::to_string(1 / t.x(0)) + " is not in [0.02, 1]";
-    } else if (!(t.x(1) >= 1 && t.x(1) <= 50)) {
-      t.unphysical = "hbm_fraction " + std::to_string(1 / t.x(1)) + " is not in [0.02, 1]";
-    } else if (!(t.x(2) >= 0 && t.x(2) <= 100)) {
-      t.unphysical = "kernel_overhead_us " + std::to_string(t.x(2)) + " is not in [0, 100]";
-    }
+    t.unphysical = unphysical(t.x);
     return t;
   };
-  auto curves_of = [&](const Eigen::Vector3d& x) {
-    EfficiencyCurves c = start;
-    c.attention_peak_fraction = 1 / x(0);
-    c.hbm_fraction = 1 / x(1);
-    c.kernel_overhead_s = x(2) * 1e-6;
-    return c;
-  };
   ComputeFit fit;
+  for (int j = 0; j < kComputeFields; ++j) {
+    if (absent & (1 << j)) fit.absent.emplace_back(kComputeFieldNames[j]);
+  }
   fit.rms_rel_error_before = rms(start, nullptr);
-  // All three free if that is a GPU's answer; else the closest physical fit
-  // with one field held at the start's value, then with two.
-  const Trial free_fit = solve(0);
+  // All free if that is a GPU's answer; else the closest physical fit with
+  // one more field held at the start's value, then two, and so on.
+  const Trial free_fit = solve(absent);
   Trial best = free_fit;
   if (!free_fit.unphysical.empty()) {
-    int chosen = 0;
-    for (const std::array<int, 3>& masks : {std::array<int, 3>{1, 2, 4}, std::array<int, 3>{3, 5, 6}}) {
-      for (int held : masks) {
-        Trial t = solve(held);
+    int chosen = -1;
+    for (int extra = 1; extra < fields && chosen < 0; ++extra) {
+      for (int held = 0; held < (1 << kComputeFields); ++held) {
+        if ((held & absent) || std::popcount(static_cast<unsigned>(held)) != extra) continue;
+        Trial t = solve(held | absent);
         if (!t.unphysical.empty()) continue;
-        t.rms = rms(curves_of(t.x), nullptr);
-        if (chosen == 0 || t.rms < best.rms) {
+        t.rms = rms(with_compute_unknowns(start, t.x), nullptr);
+        if (chosen < 0 || t.rms < best.rms) {
           best = t;
           chosen = held;
         }
       }
-      if (chosen != 0) break;
     }
-    if (chosen == 0) {
+    if (chosen < 0) {
       fit.unphysical = free_fit.unphysical;  // no fit of these cases is a GPU's
     } else {
       fit.free_fit_unphysical = free_fit.unphysical;
-      for (int j = 0; j < 3; ++j) {
-        if (chosen & (1 << j)) fit.held.emplace_back(names[j]);
+      for (int j = 0; j < kComputeFields; ++j) {
+        if (chosen & (1 << j)) fit.held.emplace_back(kComputeFieldNames[j]);
       }
     }
   }
-  fit.curves = curves_of(best.x);
+  fit.curves = with_compute_unknowns(start, best.x);
   fit.rms_rel_error = rms(fit.curves, &fit.worst_rel_error);
   return fit;
 }

@@ -11,16 +11,22 @@
 // fields (HBM fraction, kernel overhead) are held at the file's values.
 //
 // The fields the GEMM sweep leaves open (attention_peak_fraction,
-// hbm_fraction, kernel_overhead_s) are fitted to measured compute phases,
-// forward + backward of a validate run's rank on the GPU. The time model's
-// compute of a rank is linear in 1/attention_peak_fraction,
-// 1/hbm_fraction and kernel_overhead_s (compute.cc: attention FLOPs at the
-// fraction of peak, elementwise bytes at the fraction of HBM bandwidth, a
-// launch overhead per kernel; thin GEMMs' memory-bound side is the one
-// bend), so each phase is linearised once, by differences of the time
-// model's own evaluation, and the three unknowns come from one weighted
-// linear least-squares solve (Eigen's column-pivoting QR), relative errors
-// weighing every case alike.
+// flash_tc_fraction, hbm_fraction, kernel_overhead_s) are fitted to
+// measured compute phases, forward + backward of a validate run's rank on
+// the GPU. The time model's compute of a rank is linear in the inverse
+// fractions and in kernel_overhead_s (compute.cc: attention FLOPs at the
+// fraction of peak of the kernel that runs them, elementwise bytes at the
+// fraction of HBM bandwidth, a launch overhead per kernel; thin GEMMs'
+// memory-bound side is the one bend), so each phase is linearised once, by
+// differences of the time model's own evaluation, and the unknowns come from
+// one weighted linear least-squares solve (Eigen's column-pivoting QR),
+// relative errors weighing every case alike.
+//
+// The attention kernels alone (bench/gpu_attention_bench's CSV) give the
+// attention fields directly: each path's counted FLOPs over its measured
+// forward + backward time, and for the warp-per-row kernels the curve
+// f d / (d + d_half) of the fp32 peak, which is a line in 1/d
+// (peak x time / FLOPs = 1/f + (d_half / f) / d), fitted by least squares.
 #pragma once
 
 #include <string>
@@ -65,15 +71,18 @@ std::vector<GemmSample> parse_gemm_samples(const std::string& text, const std::s
 
 // A rank's compute time (TimeEvaluator::emulated_rank's compute_s) as the
 // time model's curves enter it:
-//   fixed_s + attention_s / attention_peak_fraction + elementwise_s / hbm_fraction
-//           + kernels * kernel_overhead_s
-// attention_s at the full dense peak, elementwise_s at the full HBM
-// bandwidth; fixed_s holds the GEMMs at their curve.
+//   fixed_s + attention_s / attention_peak_fraction + flash_tc_s / flash_tc_fraction
+//           + elementwise_s / hbm_fraction + kernels * kernel_overhead_s
+// attention_s (cuBLAS products or the frameworks' flash kernels) and
+// flash_tc_s (zeroplan's tensor-core flash kernels) at the full dense peak,
+// elementwise_s at the full HBM bandwidth; fixed_s holds the GEMMs at their
+// curve and the warp-per-row flash kernels at theirs (a case runs one
+// attention kernel, so one of the two attention terms is 0).
 struct ComputeTerms {
-  double fixed_s = 0, attention_s = 0, elementwise_s = 0, kernels = 0;
+  double fixed_s = 0, attention_s = 0, flash_tc_s = 0, elementwise_s = 0, kernels = 0;
   double seconds(const EfficiencyCurves& c) const {
-    return fixed_s + attention_s / c.attention_peak_fraction + elementwise_s / c.hbm_fraction +
-           kernels * c.kernel_overhead_s;
+    return fixed_s + attention_s / c.attention_peak_fraction + flash_tc_s / c.flash_tc_fraction +
+           elementwise_s / c.hbm_fraction + kernels * c.kernel_overhead_s;
   }
 };
 
@@ -93,22 +102,28 @@ struct ComputeSample {
 };
 
 struct ComputeFit {
-  EfficiencyCurves curves;             // the start curves with the three fields fitted
+  EfficiencyCurves curves;             // the start curves with the four fields fitted
   double rms_rel_error_before = 0;     // of the compute times, under the start curves
   double rms_rel_error = 0;            // ... under the fitted ones
   double worst_rel_error = 0;          // |predicted / measured - 1|, worst case, fitted
   std::string unphysical;              // empty, or why no fit of these cases is a GPU's
-  // Where the fit of all three is not a GPU's (a fraction outside [0.02, 1],
+  // A field no case's time depends on (no case runs materialised attention,
+  // or none zeroplan's tensor-core flash kernels) stays at the start's value:
+  // its name.
+  std::vector<std::string> absent;
+  // Where the fit of the others is not a GPU's (a fraction outside [0.02, 1],
   // a launch overhead outside [0, 100] us) but one with one field held at the start's value (or
-  // two) is: the held fields, and why the free fit was refused.
+  // more) is: the held fields, and why the free fit was refused.
   std::vector<std::string> held;
   std::string free_fit_unphysical;
 };
 
-// Throws std::invalid_argument for fewer than four samples, a non-positive
-// time, or cases whose terms cannot tell the three fields apart. The closest
-// fit (relative errors) of the three; where that is no GPU's, the closest
-// physical one with fewest fields held at `start`'s values.
+// Throws std::invalid_argument for fewer samples than fields to fit plus one,
+// a non-positive time, or cases whose terms cannot tell the fields apart. The
+// fields: attention_peak_fraction, flash_tc_fraction, hbm_fraction,
+// kernel_overhead_s, less those no case depends on. The closest fit
+// (relative errors) of them; where that is no GPU's, the closest physical
+// one with fewest fields held at `start`'s values.
 ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start);
 
 }  // namespace zp

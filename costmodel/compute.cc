@@ -10,6 +10,23 @@ double peak_flops(const GpuSpec& gpu, Precision p) {
   return gpu.bf16_dense_flops;
 }
 
+const char* to_string(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::Materialized: return "materialized (cuBLAS products, fused softmax)";
+    case AttentionKernel::Flash: return "flash (FlashAttention-2)";
+    case AttentionKernel::FlashTensorCores: return "flash (zeroplan's tensor-core tiles)";
+    case AttentionKernel::FlashWarp: return "flash (zeroplan's warp-per-row kernels, CUDA cores)";
+  }
+  return "?";
+}
+
+AttentionKernel attention_kernel(const ModelShape& m, const Layout& l) {
+  if (l.attention != Attention::Flash) return AttentionKernel::Materialized;
+  if (l.framework != Framework::Zeroplan) return AttentionKernel::Flash;
+  return zeroplan_flash_on_tensor_cores(m.head_dim, l.precision) ? AttentionKernel::FlashTensorCores
+                                                                 : AttentionKernel::FlashWarp;
+}
+
 double gemm_seconds(double m, double n, double k, double peak, double hbm_bytes_per_s, double element_bytes,
                     const EfficiencyCurves& e) {
   const double f = 2 * m * n * k;
@@ -58,7 +75,15 @@ LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& 
   // Score and value products: b * a/t batched (s x d) x (d x s) and (s x s) x (s x d).
   const double s = static_cast<double>(x.s);
   c.attention_flops = 2 * 2 * static_cast<double>(x.b * x.a_t) * s * s * static_cast<double>(x.d);
-  c.attention_s = c.attention_flops / (peak * e.attention_peak_fraction) + 2 * e.kernel_overhead_s;
+  // The counted FLOPs (every position, though the kernels skip the masked
+  // half) at the rate of the kernel that runs them.
+  c.attention_kernel = attention_kernel(m, l);
+  double attention_rate = peak * e.attention_peak_fraction;
+  if (c.attention_kernel == AttentionKernel::FlashTensorCores) attention_rate = peak * e.flash_tc_fraction;
+  if (c.attention_kernel == AttentionKernel::FlashWarp) {
+    attention_rate = gpu.fp32_flops * e.flash_warp_efficiency(static_cast<double>(x.d));
+  }
+  c.attention_s = c.attention_flops / attention_rate + 2 * e.kernel_overhead_s;
 
   const double eb = static_cast<double>(dtype_bytes(x.dtype));
   const double To = static_cast<double>(x.tokens_outside());

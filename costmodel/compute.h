@@ -25,7 +25,33 @@
 
 namespace zp {
 
+// The kernels that run a layer's attention core, each at its own rate
+// (issue 7: the cost model's accounting follows whichever runs):
+//  - Materialized: batched score and value products through cuBLAS beside a
+//    fused softmax (every framework's non-flash path): attention_peak_fraction
+//    of the dense peak;
+//  - Flash: the frameworks' flash kernels (FlashAttention-2 in Megatron-LM
+//    and DeepSpeed): attention_peak_fraction too;
+//  - FlashTensorCores: zeroplan's own tiled tensor-core flash kernels
+//    (kernels/flash_attention_tc_cuda.h): flash_tc_fraction of the dense peak;
+//  - FlashWarp: zeroplan's warp-per-row flash kernels for every other head
+//    and precision (kernels/flash_attention_cuda.h): flash_warp_efficiency(d)
+//    of the fp32 CUDA-core peak.
+enum class AttentionKernel : uint8_t { Materialized, Flash, FlashTensorCores, FlashWarp };
+const char* to_string(AttentionKernel k);
+
+// zeroplan's tensor-core flash kernels take bf16 heads of a multiple of 16 up
+// to 128 elements (kernels/flash_tiles.h `eligible`, which the CUDA backend
+// asserts to agree; they also need sm_80 or later, which every bf16 GPU of
+// the catalog is).
+constexpr bool zeroplan_flash_on_tensor_cores(uint64_t head_dim, Precision p) {
+  return p == Precision::Bf16 && head_dim > 0 && head_dim % 16 == 0 && head_dim <= 128;
+}
+
+AttentionKernel attention_kernel(const ModelShape& m, const Layout& l);
+
 struct LayerCompute {
+  AttentionKernel attention_kernel = AttentionKernel::Flash;
   double gemm_flops = 0;        // forward matrix products of one layer, this GPU
   double attention_flops = 0;   // forward score + value products, this GPU
   double gemm_s = 0;            // forward times

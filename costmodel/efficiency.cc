@@ -20,7 +20,7 @@ EfficiencyCurves load_efficiency(const std::string& data_dir, const std::string&
   const Json j = parse_json_file(file);
   JsonFields f(j, file);
   f.reject_unknown({"gpu", "source", "notes", "gemm_peak_fraction", "gemm_half_dim", "attention_peak_fraction",
-                    "hbm_fraction", "nvlink_busbw_fraction", "nic_busbw_fraction", "pcie_fraction",
+                    "flash_tc_fraction", "flash_warp_fraction", "flash_warp_half_dim", "hbm_fraction", "nvlink_busbw_fraction", "nic_busbw_fraction", "pcie_fraction",
                     "nvlink_latency_us", "nic_latency_us", "kernel_overhead_us", "cpu_adam_s_per_billion_params",
                     "cpu_accumulate_s_per_billion_params"});
   EfficiencyCurves e;
@@ -34,6 +34,13 @@ EfficiencyCurves load_efficiency(const std::string& data_dir, const std::string&
   e.gemm_peak_fraction = fraction("gemm_peak_fraction", e.gemm_peak_fraction);
   e.gemm_half_dim = f.number_or("gemm_half_dim", e.gemm_half_dim);
   e.attention_peak_fraction = fraction("attention_peak_fraction", e.attention_peak_fraction);
+  e.flash_tc_fraction = fraction("flash_tc_fraction", e.flash_tc_fraction);
+  e.flash_warp_fraction = fraction("flash_warp_fraction", e.flash_warp_fraction);
+  e.flash_warp_half_dim = f.number_or("flash_warp_half_dim", e.flash_warp_half_dim);
+  if (e.flash_warp_half_dim < 0) {
+    throw InputError(f.where("flash_warp_half_dim") + ": expected a head size of 0 or more, got " +
+                     std::to_string(e.flash_warp_half_dim));
+  }
   e.hbm_fraction = fraction("hbm_fraction", e.hbm_fraction);
   e.nvlink_busbw_fraction = fraction("nvlink_busbw_fraction", e.nvlink_busbw_fraction);
   e.nic_busbw_fraction = fraction("nic_busbw_fraction", e.nic_busbw_fraction);

@@ -20,7 +20,22 @@ struct EfficiencyCurves {
   std::string source;
   double gemm_peak_fraction = 0.75;   // large bf16 GEMMs, of the dense peak
   double gemm_half_dim = 64;          // elements; see g(x) above
-  double attention_peak_fraction = 0.5;  // attention score/value products (fused or flash kernels)
+  // Attention score and value products, of the counted FLOPs (every
+  // position, costmodel/compute.cc) over the dense peak: cuBLAS's batched
+  // products beside a fused softmax (materialised attention) and the
+  // frameworks' flash kernels (FlashAttention-2).
+  double attention_peak_fraction = 0.5;
+  // zeroplan's own flash kernels (kernels/flash_attention_cuda.h), which the
+  // time model follows when the zeroplan executor runs flash attention
+  // (attention_kernel in compute.h): the tensor-core tiles for bf16 heads of
+  // a multiple of 16 up to 128, of the dense bf16 peak; the warp-per-row
+  // kernels otherwise, of the fp32 CUDA-core peak, by the head size d as
+  //   flash_warp_fraction * d / (d + flash_warp_half_dim)
+  // (a lane's per-key work is a fixed part, the warp's shuffles, exp and
+  // guards, plus d/32 loads and FMAs a row; derivation in docs/time-model.md).
+  double flash_tc_fraction = 0.5;
+  double flash_warp_fraction = 0.22;
+  double flash_warp_half_dim = 180;
   double hbm_fraction = 0.8;          // elementwise kernels, of the HBM bandwidth
   double nvlink_busbw_fraction = 0.8; // NCCL bus bandwidth achieved over NVLink/NVSwitch
   double nic_busbw_fraction = 0.85;   // ... over the NICs
@@ -39,6 +54,8 @@ struct EfficiencyCurves {
     auto g = [this](double x) { return x / (x + gemm_half_dim); };
     return gemm_peak_fraction * g(m) * g(n) * g(k);
   }
+  // The warp-per-row flash kernels' fraction of the fp32 peak at head size d.
+  double flash_warp_efficiency(double d) const { return flash_warp_fraction * d / (d + flash_warp_half_dim); }
 };
 
 // The file that holds `gpu_name`'s curves: `data_dir`/efficiency/<lower-case

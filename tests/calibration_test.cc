@@ -79,13 +79,22 @@ TEST_CASE("compute calibration: the linearised terms are the time model's under 
   for (const RankCase& c : rank_cases()) {
     CAPTURE(c.name);
     const ComputeTerms t = compute_terms(c.inputs(), 0);
-    CHECK(t.attention_s > 0);
+    // One attention term, that of the kernel the case runs: cuBLAS's
+    // products beside the softmax, or zeroplan's tensor-core flash tiles.
+    if (c.layout.attention == Attention::Materialized) {
+      CHECK(t.attention_s > 0);
+      CHECK(t.flash_tc_s == 0);
+    } else {
+      CHECK(t.attention_s == 0);
+      CHECK(t.flash_tc_s > 0);
+    }
     CHECK(t.elementwise_s > 0);
     CHECK(t.kernels > 100);  // several kernels a layer, 12+ layers
     CHECK(t.fixed_s > 0);
     CHECK(t.seconds(c.network.eff) == doctest::Approx(rank_compute_s(c.inputs(), c.network.eff, 0)).epsilon(1e-9));
     EfficiencyCurves other = c.network.eff;
     other.attention_peak_fraction *= 0.7;
+    other.flash_tc_fraction *= 0.6;
     other.hbm_fraction *= 0.85;
     other.kernel_overhead_s *= 2;
     // Linear but for thin GEMMs turning memory-bound at the lower bandwidth.
@@ -97,13 +106,16 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   const std::vector<RankCase> cases = rank_cases();
   EfficiencyCurves truth = cases[0].network.eff;
   truth.attention_peak_fraction = 0.42;
+  truth.flash_tc_fraction = 0.3;
   truth.hbm_fraction = 0.66;
   truth.kernel_overhead_s = 6e-6;
   std::vector<ComputeSample> samples;
   for (const RankCase& c : cases) samples.push_back({c.name, rank_compute_s(c.inputs(), truth, 0), compute_terms(c.inputs(), 0)});
   const ComputeFit f = fit_compute_efficiency(samples, cases[0].network.eff);
   CHECK(f.unphysical.empty());
+  CHECK(f.absent.empty());
   CHECK(f.curves.attention_peak_fraction == doctest::Approx(0.42).epsilon(0.03));
+  CHECK(f.curves.flash_tc_fraction == doctest::Approx(0.3).epsilon(0.03));
   CHECK(f.curves.hbm_fraction == doctest::Approx(0.66).epsilon(0.03));
   CHECK(f.curves.kernel_overhead_s == doctest::Approx(6e-6).epsilon(0.05));
   CHECK(f.curves.gemm_peak_fraction == truth.gemm_peak_fraction);  // held
@@ -115,7 +127,8 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   std::vector<ComputeSample> noisy = samples;
   for (ComputeSample& s : noisy) s.measured_s *= std::exp(noise(rng));
   const ComputeFit g = fit_compute_efficiency(noisy, cases[0].network.eff);
-  MESSAGE("3% noise: attention " << g.curves.attention_peak_fraction << ", HBM " << g.curves.hbm_fraction << ", launch "
+  MESSAGE("3% noise: attention " << g.curves.attention_peak_fraction << ", flash tiles " << g.curves.flash_tc_fraction
+                                 << (g.held.empty() ? "" : ", held " + g.held[0]) << ", HBM " << g.curves.hbm_fraction << ", launch "
                                  << g.curves.kernel_overhead_s * 1e6 << " us; rms " << g.rms_rel_error << " (before "
                                  << g.rms_rel_error_before << ")");
   CHECK(g.curves.hbm_fraction == doctest::Approx(0.66).epsilon(0.15));
@@ -139,9 +152,23 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   CHECK(h.curves.attention_peak_fraction == cases[0].network.eff.attention_peak_fraction);
   CHECK(h.curves.hbm_fraction <= 1);
   CHECK(h.curves.kernel_overhead_s >= 0);
-  // One case four times cannot separate three fields; three cases are too few.
-  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[0], samples[0], samples[0]}, truth), std::invalid_argument);
-  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[1], samples[2]}, truth), std::invalid_argument);
+  // One case five times cannot separate four fields; four cases are too few.
+  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[0], samples[0], samples[0], samples[0]}, truth),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[1], samples[2], samples[3]}, truth), std::invalid_argument);
+  // Without a flash case the tiles' field is no case's: it stays at the
+  // start's value, and the other three are fitted from four cases.
+  std::vector<ComputeSample> materialized;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (cases[i].layout.attention == Attention::Materialized) materialized.push_back(samples[i]);
+  }
+  REQUIRE(materialized.size() == 4);
+  const ComputeFit m = fit_compute_efficiency(materialized, cases[0].network.eff);
+  REQUIRE(m.absent.size() == 1);
+  CHECK(m.absent[0] == "flash_tc_fraction");
+  CHECK(m.curves.flash_tc_fraction == cases[0].network.eff.flash_tc_fraction);
+  CHECK(m.curves.attention_peak_fraction == doctest::Approx(0.42).epsilon(0.03));
+  CHECK(m.curves.hbm_fraction == doctest::Approx(0.66).epsilon(0.03));
 }
 
 TEST_CASE("calibration: a known GEMM curve is recovered from noisy timings made with it") {

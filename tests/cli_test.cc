@@ -374,7 +374,7 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   CHECK(fitted.out.find("fitted to 8 compute phases") != std::string::npos);
   const zp::Json curves = zp::parse_json_file(dir + "/fitted.json");
   const zp::Json file = zp::parse_json_file(zp::efficiency_file(zp::Catalog::builtin_data_dir(), "H100-80GB"));
-  for (const char* field : {"attention_peak_fraction", "hbm_fraction", "kernel_overhead_us"}) {
+  for (const char* field : {"attention_peak_fraction", "flash_tc_fraction", "hbm_fraction", "kernel_overhead_us"}) {
     CAPTURE(field);
     CHECK(curves.at(field).get<double>() == doctest::Approx(file.at(field).get<double>()).epsilon(1e-3));
   }

@@ -4,11 +4,13 @@
 // path takes, that tiles do not overlap, and that the forward and dq kernels'
 // key tiles visit exactly the keys a causal row sees (and the dk, dv
 // kernel's query tiles, from the key tile's start, exactly the queries that
-// see a key). The kernels themselves run in tests/cuda_ops_test.cc on a GPU.
+// see a key), and that the time model prices the head sizes the path takes
+// at its rate and the others at the warp kernels'. The kernels themselves run in tests/cuda_ops_test.cc on a GPU.
 #include <doctest/doctest.h>
 
 #include <vector>
 
+#include "costmodel/compute.h"
 #include "kernels/flash_tiles.h"
 
 using namespace zp::cuda;
@@ -105,5 +107,16 @@ TEST_CASE("the key tiles of a query row, and the query tiles of a key row, are e
         CHECK(seen == (t2 < Tn ? Tn - t2 : 0));
       }
     }
+  }
+}
+
+// The time model follows the kernel that runs (costmodel/compute.h): it must
+// send exactly the bf16 heads this path takes to its rate.
+TEST_CASE("the time model's tensor-core flash heads are the kernels' own") {
+  for (int hs = 0; hs <= 2 * ft::kMaxHeadDim + 16; ++hs) {
+    CAPTURE(hs);
+    CHECK(zp::zeroplan_flash_on_tensor_cores(static_cast<uint64_t>(hs), zp::Precision::Bf16) == ft::eligible(hs));
+    CHECK_FALSE(zp::zeroplan_flash_on_tensor_cores(static_cast<uint64_t>(hs), zp::Precision::Fp32));
+    CHECK_FALSE(zp::zeroplan_flash_on_tensor_cores(static_cast<uint64_t>(hs), zp::Precision::Fp16));
   }
 }

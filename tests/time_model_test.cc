@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "costmodel/compute.h"
 #include "costmodel/model_states.h"
 #include "costmodel/time_model.h"
 #include "test_support.h"
@@ -313,6 +314,66 @@ TEST_CASE("recompute costs time: full > selective > none") {
   const double megatron_selective = run("megatron-22b", l, s).total_s;
   l.recompute = Recompute::None;
   CHECK(megatron_selective > run("megatron-22b", l, s).total_s);
+}
+
+TEST_CASE("the attention core is priced at the rate of the kernel that runs it") {
+  const Setup s = setup("H200-141GB", "dgx-h200", 1);
+  const GpuSpec& gpu = s.cluster.gpu;
+  EfficiencyCurves e = s.net.eff;
+  e.attention_peak_fraction = 0.5;
+  e.flash_tc_fraction = 0.25;
+  e.flash_warp_fraction = 0.2;
+  e.flash_warp_half_dim = 64;
+  ModelShape m = make_shape(test::catalog().resolve_model("gpt2-124m"));  // 12 heads of 64
+  Layout l;
+  l.seq_len = 1024;
+  l.micro_batch = 4;
+  // Seconds per counted FLOP of the attention core, launches aside.
+  auto per_flop = [&](AttentionKernel expect) {
+    const LayerCompute c = layer_compute(m, l, gpu, e);
+    CHECK(c.attention_kernel == expect);
+    REQUIRE(c.attention_flops > 0);
+    return (c.attention_s - 2 * e.kernel_overhead_s) / c.attention_flops;
+  };
+  const double bf16 = gpu.bf16_dense_flops, fp32 = gpu.fp32_flops;
+  l.attention = Attention::Materialized;
+  CHECK(per_flop(AttentionKernel::Materialized) == doctest::Approx(1 / (0.5 * bf16)));
+  l.attention = Attention::Flash;
+  CHECK(per_flop(AttentionKernel::FlashTensorCores) == doctest::Approx(1 / (0.25 * bf16)));
+  l.framework = Framework::Megatron;  // FlashAttention-2
+  CHECK(per_flop(AttentionKernel::Flash) == doctest::Approx(1 / (0.5 * bf16)));
+  l.framework = Framework::Zeroplan;
+  // fp32 heads and bf16 heads the tiles do not take run warp per row on the
+  // CUDA cores, at 0.2 d / (d + 64) of the fp32 peak.
+  l.precision = Precision::Fp32;
+  CHECK(per_flop(AttentionKernel::FlashWarp) == doctest::Approx(1 / (0.1 * fp32)));
+  l.precision = Precision::Bf16;
+  m.heads = 3;
+  m.kv_heads = 3;
+  m.head_dim = 256;
+  CHECK(per_flop(AttentionKernel::FlashWarp) == doctest::Approx(1 / (0.16 * fp32)));
+  m.heads = 8;
+  m.kv_heads = 8;
+  m.head_dim = 96;  // a multiple of 16 up to 128: the tiles
+  CHECK(per_flop(AttentionKernel::FlashTensorCores) == doctest::Approx(1 / (0.25 * bf16)));
+  m.heads = 16;
+  m.kv_heads = 16;
+  m.head_dim = 48;
+  CHECK(per_flop(AttentionKernel::FlashTensorCores) == doctest::Approx(1 / (0.25 * bf16)));
+  m.heads = 32;
+  m.kv_heads = 32;
+  m.head_dim = 24;  // not a multiple of 16
+  CHECK(per_flop(AttentionKernel::FlashWarp) == doctest::Approx(1 / (0.2 * 24 / 88 * fp32)));
+  // The step follows: a GPT-2 124M step on the warp kernels is slower than on the tiles.
+  m = make_shape(test::catalog().resolve_model("gpt2-124m"));
+  Layout full;
+  full.seq_len = 1024;
+  full.micro_batch = 8;
+  const Network curves{s.net.links, e};
+  const double tiles = evaluate_time({m, full, gpu, s.cluster.node, curves}).total_s;
+  full.precision = Precision::Fp32;
+  const double warp_fp32 = evaluate_time({m, full, gpu, s.cluster.node, curves}).total_s;
+  CHECK(warp_fp32 > tiles);
 }
 
 TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers (and tokens/s) as evaluate_time") {
