@@ -1,14 +1,20 @@
-// The GPU's causal attention, the executor's two bf16 paths side by side
-// (issue 7): flash-style (kernels/flash_attention_cuda.h; the tensor-core
-// kernels of flash_attention_tc_cuda.h where the head size allows) and the
-// materialised one through cuBLASLt (kernels/attention_gemm_cuda.h), forward
-// and backward, timed with CUDA events, the median of ROUNDS after one
-// warm-up, at the shapes of the validation matrix's models at 1,024 tokens.
+// The GPU's causal attention, each of the executor's kernels alone (issue 7),
+// timed with CUDA events, the median of ROUNDS after one warm-up, at the
+// shapes of the validation matrix's models:
+//  - flash-tc: the tiled tensor-core flash kernels (flash_attention_tc_cuda.h),
+//    bf16 heads of a multiple of 16 up to 128;
+//  - flash-warp: the warp-per-row flash kernels (flash_attention_cuda.h) that
+//    run everything else: fp32 heads, and bf16 heads the tiles do not take
+//    (a Gemma-shaped 256);
+//  - materialized: the scores through cuBLASLt beside the fused softmax
+//    (attention_gemm_cuda.h), bf16.
+// The path is named by the kernel that ran (flash_attention_tc_supported), so
+// `zeroplan calibrate --attention` takes each row to its efficiency field.
 // TFLOP/s count what the time model counts (costmodel/compute.cc: 4 b a s^2 d
-// forward, every position, twice that backward), so each path's
-// attention_peak_fraction is its rate over the GPU's dense bf16 peak.
-// Prints CSV `model,path,forward_ms,backward_ms,forward_tflops,backward_tflops`.
-// Usage: gpu_attention_bench [ROUNDS]. Built only with CUDA.
+// forward, every position, twice that backward).
+// Prints CSV `model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops`.
+// Usage: gpu_attention_bench [ROUNDS [TOKENS]] (TOKENS: the sequence length,
+// 1,024 by default; the host emulator's build runs it at a few tokens).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -18,13 +24,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/attention_gemm_cuda.h"
 #include "kernels/flash_attention_cuda.h"
+#include "kernels/flash_attention_tc_cuda.h"
 
 namespace {
 
@@ -47,6 +56,16 @@ struct Case {
   const char* model;
   int B, Tn, NH, KVH, hs;
 };
+
+// An element from a float: bf16 bits, or the float itself.
+template <class E>
+E element(float x) {
+  if constexpr (std::is_same_v<E, Bf16>) {
+    return to_bf16(x);
+  } else {
+    return x;
+  }
+}
 
 template <class E>
 E* device_array(size_t n) {
@@ -79,40 +98,50 @@ double median_ms(int rounds, const std::function<void()>& work) {
   return ms[ms.size() / 2];
 }
 
+template <class E>
 void run_case(const Case& c, int rounds, std::mt19937& rng) {
+  constexpr bool kBf16 = std::is_same_v<E, Bf16>;
   const size_t q_width = static_cast<size_t>(c.NH) * c.hs, kv_width = static_cast<size_t>(c.KVH) * c.hs;
   const size_t tokens = static_cast<size_t>(c.B) * c.Tn, ld = q_width + 2 * kv_width;
   // q, k, v side by side per token (GPT-2's packed layout; Llama's heads by strides alike).
-  std::vector<Bf16> host(tokens * ld);
+  std::vector<E> host(tokens * ld);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (Bf16& x : host) x = to_bf16(normal(rng));
-  Bf16* qkv = device_array<Bf16>(tokens * ld);
-  check(cudaMemcpy(qkv, host.data(), host.size() * sizeof(Bf16), cudaMemcpyHostToDevice), "cudaMemcpy");
-  for (size_t i = 0; i < tokens * q_width; ++i) host[i] = to_bf16(normal(rng));
-  Bf16* dout = device_array<Bf16>(tokens * q_width);
-  check(cudaMemcpy(dout, host.data(), tokens * q_width * sizeof(Bf16), cudaMemcpyHostToDevice), "cudaMemcpy");
-  Bf16* out = device_array<Bf16>(tokens * q_width);
-  Bf16* dqkv = device_array<Bf16>(tokens * ld);
+  for (E& x : host) x = element<E>(normal(rng));
+  E* qkv = device_array<E>(tokens * ld);
+  check(cudaMemcpy(qkv, host.data(), host.size() * sizeof(E), cudaMemcpyHostToDevice), "cudaMemcpy");
+  for (size_t i = 0; i < tokens * q_width; ++i) host[i] = element<E>(normal(rng));
+  E* dout = device_array<E>(tokens * q_width);
+  check(cudaMemcpy(dout, host.data(), tokens * q_width * sizeof(E), cudaMemcpyHostToDevice), "cudaMemcpy");
+  E* out = device_array<E>(tokens * q_width);
+  E* dqkv = device_array<E>(tokens * ld);
   const size_t rows = static_cast<size_t>(c.B) * c.NH * c.Tn, one = static_cast<size_t>(c.NH) * c.Tn * c.Tn;
   float* lse = device_array<float>(rows);
   float* rowdot = device_array<float>(rows);
-  const Heads<const Bf16> q{qkv, ld}, k{qkv + q_width, ld}, v{qkv + q_width + kv_width, ld};
-  const Heads<Bf16> dq{dqkv, ld}, dk{dqkv + q_width, ld}, dv{dqkv + q_width + kv_width, ld};
-  const Heads<Bf16> o{out, q_width};
-  const Heads<const Bf16> oc{out, q_width}, d{dout, q_width};
+  const Heads<const E> q{qkv, ld}, k{qkv + q_width, ld}, v{qkv + q_width + kv_width, ld};
+  const Heads<E> dq{dqkv, ld}, dk{dqkv + q_width, ld}, dv{dqkv + q_width + kv_width, ld};
+  const Heads<E> o{out, q_width};
+  const Heads<const E> oc{out, q_width}, d{dout, q_width};
   // FLOPs as the time model counts them (every position, not only the causal half).
   const double forward_flops = 4.0 * c.B * c.NH * static_cast<double>(c.Tn) * c.Tn * c.hs;
   auto report = [&](const char* path, double f_ms, double b_ms) {
-    std::printf("%s,%s,%.3f,%.3f,%.1f,%.1f\n", c.model, path, f_ms, b_ms, forward_flops / (f_ms * 1e-3) / 1e12,
-                2 * forward_flops / (b_ms * 1e-3) / 1e12);
+    std::printf("%s,%s,%s,%d,%d,%d,%d,%d,%.4f,%.4f,%.2f,%.2f\n", c.model, path, kBf16 ? "bf16" : "fp32", c.B, c.Tn, c.NH,
+                c.KVH, c.hs, f_ms, b_ms, forward_flops / (f_ms * 1e-3) / 1e12, 2 * forward_flops / (b_ms * 1e-3) / 1e12);
     std::fflush(stdout);
   };
 
-  const double flash_f = median_ms(rounds, [&] { zp::cuda::flash_attention_forward<Bf16>(o, lse, q, k, v, c.B, c.Tn, c.NH, c.KVH, c.hs); });
+  const double flash_f = median_ms(rounds, [&] { zp::cuda::flash_attention_forward<E>(o, lse, q, k, v, c.B, c.Tn, c.NH, c.KVH, c.hs); });
   const double flash_b = median_ms(rounds, [&] {
-    zp::cuda::flash_attention_backward<Bf16>(dq, dk, dv, rowdot, d, q, k, v, oc, lse, c.B, c.Tn, c.NH, c.KVH, c.hs);
+    zp::cuda::flash_attention_backward<E>(dq, dk, dv, rowdot, d, q, k, v, oc, lse, c.B, c.Tn, c.NH, c.KVH, c.hs);
   });
-  report("flash", flash_f, flash_b);
+  report(kBf16 && zp::cuda::flash_attention_tc_supported(c.hs) ? "flash-tc" : "flash-warp", flash_f, flash_b);
+  auto release = [](std::initializer_list<void*> buffers) {
+    for (void* p : buffers) check(cudaFree(p), "cudaFree");
+  };
+  if constexpr (!kBf16) {
+    // fp32 runs the warp kernels only; the materialised path's rate is the bf16 rows'.
+    release({qkv, dout, out, dqkv, lse, rowdot});
+    return;
+  } else {
 
   const size_t workspace_bytes = 32u << 20;
   void* workspace = device_array<unsigned char>(workspace_bytes);
@@ -127,10 +156,7 @@ void run_case(const Case& c, int rounds, std::mt19937& rng) {
     zp::cuda::attention_backward_gemm<Bf16>(mm, dq, dk, dv, scores, low, d, q, k, v, att, c.B, c.Tn, c.NH, c.KVH, c.hs);
   });
   report("materialized", gemm_f, gemm_b);
-  for (void* p : {static_cast<void*>(qkv), static_cast<void*>(dout), static_cast<void*>(out), static_cast<void*>(dqkv),
-                  static_cast<void*>(lse), static_cast<void*>(rowdot), workspace, static_cast<void*>(scores),
-                  static_cast<void*>(low), static_cast<void*>(att)}) {
-    check(cudaFree(p), "cudaFree");
+  release({qkv, dout, out, dqkv, lse, rowdot, workspace, scores, low, att});
   }
 }
 
@@ -138,18 +164,25 @@ void run_case(const Case& c, int rounds, std::mt19937& rng) {
 
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 5;
-  if (rounds < 1) {
-    std::fprintf(stderr, "gpu_attention_bench: ROUNDS must be a positive integer\n");
+  const int tokens = argc > 2 ? std::atoi(argv[2]) : 1024;
+  if (rounds < 1 || tokens < 1) {
+    std::fprintf(stderr, "gpu_attention_bench: ROUNDS and TOKENS must be positive integers\n");
     return 2;
   }
   try {
     std::mt19937 rng(11);
-    std::printf("model,path,forward_ms,backward_ms,forward_tflops,backward_tflops\n");
+    std::printf("model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops\n");
     // GPT-2 XL at the throughput target's batch; GPT-2 124M; TinyLlama 1.1B
     // (grouped KV heads); a Llama-3.2-3B-shaped layer (hs 128).
-    for (const Case& c : {Case{"gpt2-1.5b", 8, 1024, 25, 25, 64}, Case{"gpt2-124m", 8, 1024, 12, 12, 64},
-                          Case{"tinyllama-1.1b", 4, 1024, 32, 4, 64}, Case{"llama-3.2-3b", 4, 1024, 24, 8, 128}}) {
-      run_case(c, rounds, rng);
+    for (const Case& c : {Case{"gpt2-1.5b", 8, tokens, 25, 25, 64}, Case{"gpt2-124m", 8, tokens, 12, 12, 64},
+                          Case{"tinyllama-1.1b", 4, tokens, 32, 4, 64}, Case{"llama-3.2-3b", 4, tokens, 24, 8, 128},
+                          // Heads the tiles do not take: Gemma-2B-shaped (8 heads of 256, one KV head).
+                          Case{"gemma-2b", 4, tokens, 8, 1, 256}}) {
+      run_case<Bf16>(c, rounds, rng);
+    }
+    // fp32 training's flash attention: the warp kernels at two more head sizes.
+    for (const Case& c : {Case{"gpt2-124m", 4, tokens, 12, 12, 64}, Case{"llama-3.2-3b", 2, tokens, 24, 8, 128}}) {
+      run_case<float>(c, rounds, rng);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu_attention_bench: %s\n", e.what());

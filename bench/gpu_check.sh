@@ -10,17 +10,19 @@
 # mpirun over NCCL), sweeps bf16 GEMM shapes in shuffled rounds
 # and fits the time model's GEMM curve to them (`zeroplan calibrate`, the
 # fitted file left in the log folder, not committed by the script; after the
-# matrix, its attention, HBM and launch fields fitted to the measured compute
-# phases, `zeroplan calibrate --validate`), and
+# matrix, its HBM and launch fields fitted to the measured compute phases,
+# `zeroplan calibrate --validate`, with the attention fields from the
+# attention kernels timed alone), and
 # prints a short summary last. Each step runs even when an earlier one
 # failed, so one run shows everything. Then the models and trainer on the
 # CUDA backend against the CPU backend (cuda_model_test), the validation
 # matrix on the GPU (`zeroplan validate --device cuda`, bench/data/
 # validate_h200.json: predicted vs measured memory per component and step
-# time; materialised attention but for two flash-style cases), the two
-# attention paths timed alone (bench/gpu_attention_bench: the tensor-core
-# flash kernels against cuBLASLt's materialised products, the rate the time
-# model's attention_peak_fraction stands for) and the throughput comparison
+# time; materialised attention but for two flash-style cases), the
+# attention kernels timed alone (bench/gpu_attention_bench: the tensor-core
+# flash tiles, the warp-per-row flash kernels and cuBLASLt's materialised
+# products, each the rate of an attention field of the time model, fitted by
+# `zeroplan calibrate --attention` and then held in the compute fit) and the throughput comparison
 # with PyTorch eager on GPT-2 XL, 8 x 1024, zeroplan with either attention
 # (bench/pytorch_gpt2_step.py, SDPA, the same GPU in the same run; the
 # ratios are printed last). Logs go to ${OUT:-build/gpu_check}. The whole run keeps
@@ -106,9 +108,14 @@ if [ -n "$flash" ] && [ -n "$theirs" ]; then
 fi
 # The attention paths alone (a few seconds).
 if [ -x build-gpu/bench/gpu_attention_bench ]; then
-  timeout 60 build-gpu/bench/gpu_attention_bench 5 > "$out/attention.csv" 2> "$out/attention.log"; rc=$?
+  timeout 90 build-gpu/bench/gpu_attention_bench 5 > "$out/attention.csv" 2> "$out/attention.log"; rc=$?
   note "attention bench exit code $rc (file: $out/attention.csv)"
   [ "$rc" -eq 0 ] || failed=1
+  if [ "$rc" -eq 0 ] && [ -x build-gpu/zeroplan ]; then
+    build-gpu/zeroplan calibrate --gpu H200-141GB --attention "$out/attention.csv" --out "$out/h200-141gb.attention.json" \
+      > "$out/calibrate_attention.txt" 2>&1; rc=$?
+    note "calibrate from the attention kernels exit code $rc (files: $out/calibrate_attention.txt, $out/h200-141gb.attention.json)"
+  fi
 fi
 # The GEMM sweep (shuffled rounds) and the time model's curve fitted to it.
 if [ -x build-gpu/bench/gpu_gemm_sweep ] && [ -x build-gpu/zeroplan ]; then
@@ -137,7 +144,9 @@ if [ -x build-gpu/zeroplan ]; then
     # The time model's remaining fields fitted to the compute phases just
     # measured (the GEMM curve from the sweep held), in a second file beside
     # the GEMM-only one; a cut matrix still has the cases it finished.
+    # The attention fields come from the kernels timed alone where they ran.
     gemm_flag=(); [ -s "$out/gemm_sweep.csv" ] && gemm_flag=(--gemm "$out/gemm_sweep.csv")
+    [ -s "$out/h200-141gb.attention.json" ] && gemm_flag+=(--attention "$out/attention.csv")
     build-gpu/zeroplan calibrate --gpu H200-141GB "${gemm_flag[@]}" --validate "$out/validate/validate.json" \
       --out "$out/h200-141gb.compute.json" > "$out/calibrate_compute.txt" 2>&1; rc=$?
     note "calibrate from the validate run's compute phases exit code $rc (files: $out/calibrate_compute.txt, $out/h200-141gb.compute.json)"
@@ -164,6 +173,7 @@ for i, c in enumerate(cases):
           "%.1f%%" % (100 * d.get("fragmentation", {}).get("measured_fraction", 0))))
 PY
 [ -f "$out/calibrate.txt" ] && head -4 "$out/calibrate.txt"
+[ -f "$out/calibrate_attention.txt" ] && grep -A5 "^Attention fields" "$out/calibrate_attention.txt"
 [ -f "$out/calibrate_compute.txt" ] && grep -A4 "^Attention, HBM" "$out/calibrate_compute.txt"
 [ -f "$out/attention.csv" ] && { column -t -s, "$out/attention.csv" 2>/dev/null || cat "$out/attention.csv"; }
 echo "== summary"

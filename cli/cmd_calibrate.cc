@@ -1,7 +1,9 @@
 // `zeroplan calibrate`: fits the time model's GEMM efficiency curve to
-// measured products (--gemm), and its attention, HBM and launch fields to
+// measured products (--gemm), its attention fields to the attention kernels
+// timed alone (--attention), and its attention, HBM and launch fields to
 // the compute phases a GPU validate run measured (--validate; the GEMM curve
-// held, the one just fitted where --gemm is given too), by least squares
+// held, the one just fitted where --gemm is given too, and the attention
+// fields too where --attention is given), by least squares
 // (costmodel/calibration.h); with --out, writes the GPU's efficiency file
 // with the fitted fields (the other fields and the file's own notes kept,
 // the source extended by what was fitted to what).
@@ -17,6 +19,7 @@
 #include "cli/executor_run.h"
 #include "cli/format.h"
 #include "cli/plan_file.h"
+#include "costmodel/attention_calibration.h"
 #include "costmodel/calibration.h"
 #include "costmodel/compute.h"
 #include "models/catalog.h"
@@ -27,7 +30,7 @@ namespace zp {
 namespace {
 
 struct CalibrateOptions {
-  std::string gpu, gemm_csv, validate, out;
+  std::string gpu, gemm_csv, attention_csv, validate, out;
 };
 
 // The time the compute fit compares: the rank's forward and backward phases.
@@ -98,7 +101,7 @@ ComputeFit fit_compute(const CalibrateOptions& o, const Catalog& catalog, const 
   const std::vector<ComputeSample> samples = compute_samples(o.validate, catalog, gpu, curves, &skipped);
   ComputeFit fit;
   try {
-    fit = fit_compute_efficiency(samples, curves);
+    fit = fit_compute_efficiency(samples, curves, !o.attention_csv.empty());
   } catch (const std::invalid_argument& e) {
     throw InputError("--validate " + o.validate + ": " + e.what());
   }
@@ -117,6 +120,7 @@ ComputeFit fit_compute(const CalibrateOptions& o, const Catalog& catalog, const 
     for (const std::string& h : names) out += (out.empty() ? "" : ", ") + h;
     return out;
   };
+  if (!fit.given.empty()) std::cout << joined(fit.given) << ": held at --attention's kernels measured alone\n";
   if (!fit.absent.empty()) {
     std::cout << "no case runs the kernels of " << joined(fit.absent) << ": held at the file's value\n";
   }
@@ -178,8 +182,44 @@ GemmFit fit_gemm(const CalibrateOptions& o, const GpuSpec& gpu, const Efficiency
   return fit;
 }
 
+// Fits the attention fields to --attention's kernels timed alone; prints the
+// fit and every kernel.
+AttentionFit fit_attention(const CalibrateOptions& o, const GpuSpec& gpu, const EfficiencyCurves& start) {
+  const std::vector<AttentionSample> samples = parse_attention_samples(read_text(o.attention_csv, "--attention"), o.attention_csv);
+  const AttentionPeaks peaks{gpu.bf16_dense_flops, gpu.fp32_flops};
+  const AttentionFit fit = fit_attention_efficiency(samples, peaks, start);
+  std::cout << "\nAttention fields of " << gpu.name << " fitted to " << samples.size() << " kernels from " << o.attention_csv
+            << (fit.half_dim_held ? " (the warp kernels at one head size: flash_warp_half_dim held)" : "") << ":\n";
+  TextTable t({"", "attention_peak_fraction", "flash_tc_fraction", "flash_warp_fraction", "flash_warp_half_dim",
+               "rms error", "worst"});
+  t.add({"before", fixed(start.attention_peak_fraction, 3), fixed(start.flash_tc_fraction, 3),
+         fixed(start.flash_warp_fraction, 3), fixed(start.flash_warp_half_dim, 1),
+         fixed(100 * fit.rms_rel_error_before, 1) + "%", ""});
+  t.add({"fitted", fixed(fit.curves.attention_peak_fraction, 3), fixed(fit.curves.flash_tc_fraction, 3),
+         fixed(fit.curves.flash_warp_fraction, 3), fixed(fit.curves.flash_warp_half_dim, 1),
+         fixed(100 * fit.rms_rel_error, 1) + "%", fixed(100 * fit.worst_rel_error, 1) + "%"});
+  t.print(std::cout);
+  if (!fit.unphysical.empty()) std::cout << "not a GPU's values: " << fit.unphysical << "\n";
+  TextTable c({"model", "path", "dtype", "hs", "measured TFLOP/s", "file's model", "fitted model"});
+  for (const AttentionSample& s : samples) {
+    auto rate = [&](double seconds) { return fixed(3 * s.forward_flops / seconds / 1e12, 1); };
+    const char* path = s.path == AttentionPath::Materialized ? "materialized"
+                       : s.path == AttentionPath::FlashTensorCores ? "flash-tc" : "flash-warp";
+    c.add({s.model, path, s.bf16 ? "bf16" : "fp32", fixed(s.head_dim, 0), rate(s.forward_s + s.backward_s),
+           rate(attention_sample_seconds(s, peaks, start)), rate(attention_sample_seconds(s, peaks, fit.curves))});
+  }
+  c.print(std::cout);
+  std::cout << "(TFLOP/s of the counted FLOPs, every position, forward + backward, launches included)\n";
+  if (!o.out.empty() && !fit.unphysical.empty()) {
+    throw InputError("--attention " + o.attention_csv + ": " + fit.unphysical + "; nothing written");
+  }
+  return fit;
+}
+
 void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
-  if (o.gemm_csv.empty() && o.validate.empty()) throw InputError("calibrate: give --gemm FILE.csv, --validate validate.json or both");
+  if (o.gemm_csv.empty() && o.attention_csv.empty() && o.validate.empty()) {
+    throw InputError("calibrate: give --gemm FILE.csv, --attention FILE.csv, --validate validate.json or several");
+  }
   const Catalog catalog = Catalog::load(global.catalog_dirs);
   const GpuSpec& gpu = catalog.gpu(o.gpu);
   if (gpu.bf16_dense_flops <= 0) throw InputError("--gpu " + o.gpu + ": has no bf16 peak to fit bf16 GEMMs against");
@@ -197,6 +237,18 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
               std::filesystem::path(o.gemm_csv).filename().string() + " (rms log error of the times " + fixed(before, 3) +
               " -> " + fixed(fit.rms_log_error, 3) + ").";
   }
+  if (!o.attention_csv.empty()) {
+    const AttentionFit fit = fit_attention(o, gpu, curves);
+    curves = fit.curves;
+    std::string fields;
+    for (const auto& [field, value] : fit.fitted) {
+      j[field] = std::round(value * 1e4) / 1e4;
+      fields += (fields.empty() ? "" : ", ") + field;
+    }
+    source += " " + fields + " fitted by `zeroplan calibrate` to the attention kernels of " +
+              std::filesystem::path(o.attention_csv).filename().string() + " (rms error " +
+              fixed(100 * fit.rms_rel_error_before, 1) + "% -> " + fixed(100 * fit.rms_rel_error, 1) + "%).";
+  }
   if (!o.validate.empty()) {
     const ComputeFit fit = fit_compute(o, catalog, gpu, curves);
     if (!o.out.empty() && !fit.unphysical.empty()) {
@@ -207,6 +259,7 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
     j["hbm_fraction"] = std::round(fit.curves.hbm_fraction * 1e4) / 1e4;
     j["kernel_overhead_us"] = std::round(fit.curves.kernel_overhead_s * 1e8) / 1e2;
     std::string held;
+    for (const std::string& h : fit.given) held += ", " + h + " held (measured alone)";
     for (const std::string& h : fit.absent) held += ", " + h + " held (no case runs its kernels)";
     for (const std::string& h : fit.held) held += ", " + h + " held";
     source += " Attention, HBM and launch fields fitted by `zeroplan calibrate` to the compute phases of " +
@@ -226,11 +279,14 @@ void add_calibrate_command(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("calibrate", "Fit the time model's efficiency curves to measured products and compute phases");
   cmd->footer(
       "Example: zeroplan calibrate --gpu H200-141GB --gemm models/data/measurements/h200-141gb_gemm.csv\n"
-      "         zeroplan calibrate --gpu H200-141GB --gemm sweep.csv --validate gpu_validate/validate.json --out h200.json\n"
-      "The CSV holds m,n,k,tflops per bf16 product (bench/gpu_gemm_sweep writes it on a GPU).");
+      "         zeroplan calibrate --gpu H200-141GB --gemm sweep.csv --attention attention.csv --validate gpu_validate/validate.json --out h200.json\n"
+      "--gemm's CSV holds m,n,k,tflops per bf16 product (bench/gpu_gemm_sweep writes it on a GPU), --attention's\n"
+      "one row per attention kernel and shape (bench/gpu_attention_bench writes it).");
   auto o = std::make_shared<CalibrateOptions>();
   cmd->add_option("--gpu", o->gpu, "GPU name from `zeroplan gpus`")->required();
   cmd->add_option("--gemm", o->gemm_csv, "CSV of measured products: m,n,k,tflops");
+  cmd->add_option("--attention", o->attention_csv,
+                  "CSV of the attention kernels timed alone (bench/gpu_attention_bench): fit the attention fields to it");
   cmd->add_option("--validate", o->validate,
                   "validate.json of a GPU run (`validate --device cuda`): fit attention, HBM and launch fields to its compute phases");
   cmd->add_option("--out", o->out, "Write the efficiency file with the fitted GEMM fields here");

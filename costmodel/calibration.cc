@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "costmodel/compute.h"
+#include "costmodel/csv_rows.h"
 #include "models/input_error.h"
 
 namespace zp {
@@ -103,38 +104,11 @@ GemmFit fit_gemm_efficiency(const std::vector<GemmSample>& samples, const GemmDe
 
 std::vector<GemmSample> parse_gemm_samples(const std::string& text, const std::string& where) {
   std::vector<GemmSample> out;
-  std::istringstream in(text);
-  std::string line;
-  int number = 0;
-  bool header = false;
-  while (std::getline(in, line)) {
-    ++number;
-    if (const size_t hash = line.find('#'); hash != std::string::npos) line.erase(hash);
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    line.erase(std::remove_if(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; }),
-               line.end());
-    const std::string at = where + ":" + std::to_string(number);
-    if (!header) {
-      if (line != "m,n,k,tflops") throw InputError(at + ": expected the header m,n,k,tflops, got '" + line + "'");
-      header = true;
-      continue;
-    }
+  for (const CsvRow& row : csv_rows(text, where, "m,n,k,tflops")) {
     double v[4];
-    std::istringstream fields(line);
-    std::string field;
-    int count = 0;
-    while (std::getline(fields, field, ',')) {
-      char* end = nullptr;
-      const double x = count < 4 ? std::strtod(field.c_str(), &end) : 0;
-      if (count >= 4 || field.empty() || *end != '\0' || !(x > 0) || !std::isfinite(x)) {
-        throw InputError(at + ": expected four positive numbers m,n,k,tflops, got '" + line + "'");
-      }
-      v[count++] = x;
-    }
-    if (count != 4) throw InputError(at + ": expected four positive numbers m,n,k,tflops, got '" + line + "'");
+    for (size_t i = 0; i < 4; ++i) v[i] = positive_field(row, i, "four positive numbers m,n,k,tflops");
     out.push_back({v[0], v[1], v[2], 2 * v[0] * v[1] * v[2] / (v[3] * 1e12)});
   }
-  if (!header) throw InputError(where + ": empty; expected the header m,n,k,tflops and one product per line");
   if (out.size() < 2) throw InputError(where + ": at least two measured products are needed for a fit");
   return out;
 }
@@ -200,7 +174,8 @@ std::string unphysical(const Eigen::Vector4d& x) {
 
 }  // namespace
 
-ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start) {
+ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start,
+                                  bool attention_given) {
   const auto n = static_cast<Eigen::Index>(samples.size());
   // Each row divided by its measured time, so the residuals are relative errors.
   Eigen::MatrixXd A(n, kComputeFields);
@@ -221,6 +196,8 @@ ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, con
   for (int j = 0; j < kComputeFields; ++j) {
     if (n == 0 || A.col(j).cwiseAbs().maxCoeff() == 0) absent |= 1 << j;
   }
+  const int given = attention_given ? 0b0011 & ~absent : 0;  // attention_peak_fraction, flash_tc_fraction
+  absent |= given;
   const int fields = kComputeFields - std::popcount(static_cast<unsigned>(absent));
   if (n < fields + 1) {
     throw std::invalid_argument("fit_compute_efficiency: " + std::to_string(fields) + " fields need at least " +
@@ -270,7 +247,11 @@ ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, con
   };
   ComputeFit fit;
   for (int j = 0; j < kComputeFields; ++j) {
-    if (absent & (1 << j)) fit.absent.emplace_back(kComputeFieldNames[j]);
+    if (given & (1 << j)) {
+      fit.given.emplace_back(kComputeFieldNames[j]);
+    } else if (absent & (1 << j)) {
+      fit.absent.emplace_back(kComputeFieldNames[j]);
+    }
   }
   fit.rms_rel_error_before = rms(start, nullptr);
   // All free if that is a GPU's answer; else the closest physical fit with

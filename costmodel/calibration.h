@@ -111,6 +111,9 @@ struct ComputeFit {
   // or none zeroplan's tensor-core flash kernels) stays at the start's value:
   // its name.
   std::vector<std::string> absent;
+  // The attention fields held because the kernels were measured alone
+  // (attention_given; costmodel/attention_calibration.h).
+  std::vector<std::string> given;
   // Where the fit of the others is not a GPU's (a fraction outside [0.02, 1],
   // a launch overhead outside [0, 100] us) but one with one field held at the start's value (or
   // more) is: the held fields, and why the free fit was refused.
@@ -123,7 +126,10 @@ struct ComputeFit {
 // fields: attention_peak_fraction, flash_tc_fraction, hbm_fraction,
 // kernel_overhead_s, less those no case depends on. The closest fit
 // (relative errors) of them; where that is no GPU's, the closest physical
-// one with fewest fields held at `start`'s values.
-ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start);
+// one with fewest fields held at `start`'s values. With attention_given the
+// two attention fields are held at `start`'s values too (they came from the
+// kernels timed alone) and only the HBM and launch fields are fitted.
+ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start,
+                                  bool attention_given);
 
 }  // namespace zp

@@ -111,7 +111,7 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   truth.kernel_overhead_s = 6e-6;
   std::vector<ComputeSample> samples;
   for (const RankCase& c : cases) samples.push_back({c.name, rank_compute_s(c.inputs(), truth, 0), compute_terms(c.inputs(), 0)});
-  const ComputeFit f = fit_compute_efficiency(samples, cases[0].network.eff);
+  const ComputeFit f = fit_compute_efficiency(samples, cases[0].network.eff, false);
   CHECK(f.unphysical.empty());
   CHECK(f.absent.empty());
   CHECK(f.curves.attention_peak_fraction == doctest::Approx(0.42).epsilon(0.03));
@@ -121,12 +121,23 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   CHECK(f.curves.gemm_peak_fraction == truth.gemm_peak_fraction);  // held
   CHECK(f.rms_rel_error < 0.005);
   CHECK(f.rms_rel_error < f.rms_rel_error_before);
+  // The attention fields measured alone (costmodel/attention_calibration.h):
+  // held, and HBM and launch fitted from the same cases.
+  EfficiencyCurves measured = cases[0].network.eff;
+  measured.attention_peak_fraction = 0.42;
+  measured.flash_tc_fraction = 0.3;
+  const ComputeFit given = fit_compute_efficiency(samples, measured, true);
+  CHECK(given.given == std::vector<std::string>{"attention_peak_fraction", "flash_tc_fraction"});
+  CHECK(given.curves.attention_peak_fraction == 0.42);
+  CHECK(given.curves.flash_tc_fraction == 0.3);
+  CHECK(given.curves.hbm_fraction == doctest::Approx(0.66).epsilon(1e-3));
+  CHECK(given.curves.kernel_overhead_s == doctest::Approx(6e-6).epsilon(1e-3));
   // 3% timing noise: still near, and the errors say how near.
   std::mt19937 rng(5);
   std::normal_distribution<double> noise(0.0, 0.03);
   std::vector<ComputeSample> noisy = samples;
   for (ComputeSample& s : noisy) s.measured_s *= std::exp(noise(rng));
-  const ComputeFit g = fit_compute_efficiency(noisy, cases[0].network.eff);
+  const ComputeFit g = fit_compute_efficiency(noisy, cases[0].network.eff, false);
   MESSAGE("3% noise: attention " << g.curves.attention_peak_fraction << ", flash tiles " << g.curves.flash_tc_fraction
                                  << (g.held.empty() ? "" : ", held " + g.held[0]) << ", HBM " << g.curves.hbm_fraction << ", launch "
                                  << g.curves.kernel_overhead_s * 1e6 << " us; rms " << g.rms_rel_error << " (before "
@@ -136,13 +147,13 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   // Times no GPU could give: faster than the peaks allow.
   std::vector<ComputeSample> fast = samples;
   for (ComputeSample& s : fast) s.measured_s = s.terms.fixed_s * 1.01;
-  CHECK_FALSE(fit_compute_efficiency(fast, truth).unphysical.empty());
+  CHECK_FALSE(fit_compute_efficiency(fast, truth, false).unphysical.empty());
   // Attention faster than the peak (1/f below 1) with the rest a GPU's: the
   // free fit is refused, attention is held at the start's value and the
   // other two are fitted.
   std::vector<ComputeSample> quick = samples;
   for (ComputeSample& s : quick) s.measured_s -= s.terms.attention_s * (1 / 0.42 - 0.8);
-  const ComputeFit h = fit_compute_efficiency(quick, cases[0].network.eff);
+  const ComputeFit h = fit_compute_efficiency(quick, cases[0].network.eff, false);
   MESSAGE("attention beyond the peak: held " << (h.held.empty() ? "nothing" : h.held[0]) << ", HBM " << h.curves.hbm_fraction
                                             << ", launch " << h.curves.kernel_overhead_s * 1e6 << " us; rms " << h.rms_rel_error);
   CHECK(h.unphysical.empty());
@@ -153,9 +164,9 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   CHECK(h.curves.hbm_fraction <= 1);
   CHECK(h.curves.kernel_overhead_s >= 0);
   // One case five times cannot separate four fields; four cases are too few.
-  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[0], samples[0], samples[0], samples[0]}, truth),
+  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[0], samples[0], samples[0], samples[0]}, truth, false),
                   std::invalid_argument);
-  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[1], samples[2], samples[3]}, truth), std::invalid_argument);
+  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[1], samples[2], samples[3]}, truth, false), std::invalid_argument);
   // Without a flash case the tiles' field is no case's: it stays at the
   // start's value, and the other three are fitted from four cases.
   std::vector<ComputeSample> materialized;
@@ -163,7 +174,7 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
     if (cases[i].layout.attention == Attention::Materialized) materialized.push_back(samples[i]);
   }
   REQUIRE(materialized.size() == 4);
-  const ComputeFit m = fit_compute_efficiency(materialized, cases[0].network.eff);
+  const ComputeFit m = fit_compute_efficiency(materialized, cases[0].network.eff, false);
   REQUIRE(m.absent.size() == 1);
   CHECK(m.absent[0] == "flash_tc_fraction");
   CHECK(m.curves.flash_tc_fraction == cases[0].network.eff.flash_tc_fraction);

@@ -11,9 +11,11 @@
 #include <string>
 #include <sys/wait.h>
 
+#include "costmodel/attention_calibration.h"
 #include "costmodel/efficiency.h"
 #include "models/catalog.h"
 #include "models/json_file.h"
+#include "test_support.h"
 
 namespace {
 
@@ -348,7 +350,7 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   CHECK(std::filesystem::exists(dir + "/out/" + doc.at("cases")[1].at("plan_file").get<std::string>()));
   check_one_line_error("calibrate --gpu H100-80GB --validate " + dir + "/out/validate.json",
                        "field 'backend': measured on the cpu backend");
-  check_one_line_error("calibrate --gpu H100-80GB", "give --gemm FILE.csv, --validate validate.json or both");
+  check_one_line_error("calibrate --gpu H100-80GB", "give --gemm FILE.csv, --attention FILE.csv, --validate validate.json or several");
   {
     std::ofstream f(dir + "/out/no_cases.json");
     f << R"({"schema": "zeroplan.validate", "backend": "cuda"})";
@@ -403,4 +405,57 @@ TEST_CASE("calibrate: fits the GEMM curve to measured products, writes an effici
   check_one_line_error("calibrate --gpu H200-141GB --gemm " + bad_csv, "zp_cli_test_bad_gemm.csv:3: expected four positive numbers");
   check_one_line_error("calibrate --gpu H200-141GB --gemm /nonexistent/gemm.csv", "--gemm /nonexistent/gemm.csv: cannot be read");
   std::filesystem::remove(bad_csv);
+}
+
+TEST_CASE("calibrate --attention: the kernels' own rates into the efficiency file; bad rows are one line") {
+  // Kernel times as the H200 file's curves price them: the fit gives the
+  // file's attention fields back and writes them with the rest kept.
+  const zp::EfficiencyCurves file = zp::load_efficiency(zp::Catalog::builtin_data_dir(), "H200-141GB");
+  const zp::GpuSpec& gpu = zp::test::catalog().gpu("H200-141GB");
+  const zp::AttentionPeaks peaks{gpu.bf16_dense_flops, gpu.fp32_flops};
+  const std::string csv = "/tmp/zp_cli_test_attention.csv", out = "/tmp/zp_cli_test_attention.json";
+  std::filesystem::remove(out);
+  {
+    std::ofstream f(csv);
+    f << "model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops\n";
+    struct Row {
+      const char* path;
+      zp::AttentionPath kind;
+      bool bf16;
+      int NH, hs;
+    };
+    for (const Row& r : {Row{"flash-tc", zp::AttentionPath::FlashTensorCores, true, 25, 64},
+                         Row{"materialized", zp::AttentionPath::Materialized, true, 25, 64},
+                         Row{"flash-warp", zp::AttentionPath::FlashWarp, true, 8, 256},
+                         Row{"flash-warp", zp::AttentionPath::FlashWarp, false, 12, 64}}) {
+      zp::AttentionSample s;
+      s.path = r.kind;
+      s.bf16 = r.bf16;
+      s.head_dim = r.hs;
+      s.forward_flops = 4.0 * 4 * r.NH * 1024 * 1024 * r.hs;
+      const double ms = zp::attention_sample_seconds(s, peaks, file) * 1e3;
+      f << "m," << r.path << "," << (r.bf16 ? "bf16" : "fp32") << ",4,1024," << r.NH << "," << r.NH << "," << r.hs << ","
+        << ms / 3 << "," << 2 * ms / 3 << ",1,1\n";
+    }
+  }
+  const Run r = run("calibrate --gpu H200-141GB --attention " + csv + " --out " + out);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("fitted to 4 kernels") != std::string::npos);
+  const zp::Json j = zp::parse_json_file(out);
+  CHECK(j.at("attention_peak_fraction").get<double>() == doctest::Approx(file.attention_peak_fraction).epsilon(1e-3));
+  CHECK(j.at("flash_tc_fraction").get<double>() == doctest::Approx(file.flash_tc_fraction).epsilon(1e-3));
+  CHECK(j.at("flash_warp_fraction").get<double>() == doctest::Approx(file.flash_warp_fraction).epsilon(1e-3));
+  CHECK(j.at("flash_warp_half_dim").get<double>() == doctest::Approx(file.flash_warp_half_dim).epsilon(1e-3));
+  CHECK(j.at("source").get<std::string>().find("fitted by `zeroplan calibrate` to the attention kernels of") !=
+        std::string::npos);
+  CHECK(j.at("gemm_peak_fraction").get<double>() == file.gemm_peak_fraction);  // the other fields kept
+  std::filesystem::remove(out);
+  {
+    std::ofstream f(csv);
+    f << "model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops\n"
+      << "m,flash-tc,bf16,4,1024,25,25,64,-1,2,1,1\n";
+  }
+  check_one_line_error("calibrate --gpu H200-141GB --attention " + csv, "zp_cli_test_attention.csv:2: expected positive numbers");
+  check_one_line_error("calibrate --gpu H200-141GB --attention /nonexistent/a.csv", "--attention /nonexistent/a.csv: cannot be read");
+  std::filesystem::remove(csv);
 }
