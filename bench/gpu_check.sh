@@ -18,7 +18,7 @@
 # CUDA backend against the CPU backend (cuda_model_test), the validation
 # matrix on the GPU (`zeroplan validate --device cuda`, bench/data/
 # validate_h200.json: predicted vs measured memory per component and step
-# time; materialised attention but for two flash-style cases), the
+# time; materialised attention but for two flash-style cases on the tensor-core tiles and one fp32 case on the warp-per-row flash kernels), the
 # attention kernels timed alone (bench/gpu_attention_bench: the tensor-core
 # flash tiles, the warp-per-row flash kernels and cuBLASLt's materialised
 # products, each the rate of an attention field of the time model, fitted by
