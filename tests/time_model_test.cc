@@ -336,6 +336,10 @@ TEST_CASE("the attention core is priced at the rate of the kernel that runs it")
     return (c.attention_s - 2 * e.kernel_overhead_s) / c.attention_flops;
   };
   const double bf16 = gpu.bf16_dense_flops, fp32 = gpu.fp32_flops;
+  auto heads = [&m](uint64_t count, uint64_t head_dim) {
+    m.heads = m.kv_heads = count;
+    m.head_dim = head_dim;
+  };
   l.attention = Attention::Materialized;
   CHECK(per_flop(AttentionKernel::Materialized) == doctest::Approx(1 / (0.5 * bf16)));
   l.attention = Attention::Flash;
@@ -348,21 +352,13 @@ TEST_CASE("the attention core is priced at the rate of the kernel that runs it")
   l.precision = Precision::Fp32;
   CHECK(per_flop(AttentionKernel::FlashWarp) == doctest::Approx(1 / (0.1 * fp32)));
   l.precision = Precision::Bf16;
-  m.heads = 3;
-  m.kv_heads = 3;
-  m.head_dim = 256;
+  heads(3, 256);
   CHECK(per_flop(AttentionKernel::FlashWarp) == doctest::Approx(1 / (0.16 * fp32)));
-  m.heads = 8;
-  m.kv_heads = 8;
-  m.head_dim = 96;  // a multiple of 16 up to 128: the tiles
+  heads(8, 96);  // a multiple of 16 up to 128: the tiles
   CHECK(per_flop(AttentionKernel::FlashTensorCores) == doctest::Approx(1 / (0.25 * bf16)));
-  m.heads = 16;
-  m.kv_heads = 16;
-  m.head_dim = 48;
+  heads(16, 48);
   CHECK(per_flop(AttentionKernel::FlashTensorCores) == doctest::Approx(1 / (0.25 * bf16)));
-  m.heads = 32;
-  m.kv_heads = 32;
-  m.head_dim = 24;  // not a multiple of 16
+  heads(32, 24);  // not a multiple of 16
   CHECK(per_flop(AttentionKernel::FlashWarp) == doctest::Approx(1 / (0.2 * 24 / 88 * fp32)));
   // The step follows: a GPT-2 124M step on the warp kernels is slower than on the tiles.
   m = make_shape(test::catalog().resolve_model("gpt2-124m"));
