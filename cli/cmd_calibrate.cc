@@ -91,6 +91,11 @@ std::vector<ComputeSample> compute_samples(const std::string& path, const Catalo
 }
 
 std::string us(double s) { return fixed(s * 1e6, 2) + " us"; }
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
 std::string ms(double s) { return fixed(s * 1e3, 2); }
 std::string signed_percent(double x) { return (x >= 0 ? "+" : "") + fixed(100 * x, 1) + "%"; }
 
@@ -115,11 +120,6 @@ ComputeFit fit_compute(const CalibrateOptions& o, const Catalog& catalog, const 
          fixed(fit.curves.hbm_fraction, 3), us(fit.curves.kernel_overhead_s), fixed(100 * fit.rms_rel_error, 1) + "%",
          fixed(100 * fit.worst_rel_error, 1) + "%"});
   t.print(std::cout);
-  auto joined = [](const std::vector<std::string>& names) {
-    std::string out;
-    for (const std::string& h : names) out += (out.empty() ? "" : ", ") + h;
-    return out;
-  };
   if (!fit.given.empty()) std::cout << joined(fit.given) << ": held at --attention's kernels measured alone\n";
   if (!fit.absent.empty()) {
     std::cout << "no case runs the kernels of " << joined(fit.absent) << ": held at the file's value\n";
@@ -186,8 +186,7 @@ GemmFit fit_gemm(const CalibrateOptions& o, const GpuSpec& gpu, const Efficiency
 // fit and every kernel.
 AttentionFit fit_attention(const CalibrateOptions& o, const GpuSpec& gpu, const EfficiencyCurves& start) {
   const std::vector<AttentionSample> samples = parse_attention_samples(read_text(o.attention_csv, "--attention"), o.attention_csv);
-  const AttentionPeaks peaks{gpu.bf16_dense_flops, gpu.fp32_flops};
-  const AttentionFit fit = fit_attention_efficiency(samples, peaks, start);
+  const AttentionFit fit = fit_attention_efficiency(samples, gpu, start);
   std::cout << "\nAttention fields of " << gpu.name << " fitted to " << samples.size() << " kernels from " << o.attention_csv
             << (fit.half_dim_held ? " (the warp kernels at one head size: flash_warp_half_dim held)" : "") << ":\n";
   TextTable t({"", "attention_peak_fraction", "flash_tc_fraction", "flash_warp_fraction", "flash_warp_half_dim",
@@ -203,10 +202,8 @@ AttentionFit fit_attention(const CalibrateOptions& o, const GpuSpec& gpu, const 
   TextTable c({"model", "path", "dtype", "hs", "measured TFLOP/s", "file's model", "fitted model"});
   for (const AttentionSample& s : samples) {
     auto rate = [&](double seconds) { return fixed(3 * s.forward_flops / seconds / 1e12, 1); };
-    const char* path = s.path == AttentionPath::Materialized ? "materialized"
-                       : s.path == AttentionPath::FlashTensorCores ? "flash-tc" : "flash-warp";
-    c.add({s.model, path, s.bf16 ? "bf16" : "fp32", fixed(s.head_dim, 0), rate(s.forward_s + s.backward_s),
-           rate(attention_sample_seconds(s, peaks, start)), rate(attention_sample_seconds(s, peaks, fit.curves))});
+    c.add({s.model, csv_path(s.kernel), to_string(s.precision), fixed(s.head_dim, 0), rate(s.forward_s + s.backward_s),
+           rate(attention_sample_seconds(s, gpu, start)), rate(attention_sample_seconds(s, gpu, fit.curves))});
   }
   c.print(std::cout);
   std::cout << "(TFLOP/s of the counted FLOPs, every position, forward + backward, launches included)\n";
@@ -240,12 +237,12 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
   if (!o.attention_csv.empty()) {
     const AttentionFit fit = fit_attention(o, gpu, curves);
     curves = fit.curves;
-    std::string fields;
+    std::vector<std::string> fields;
     for (const auto& [field, value] : fit.fitted) {
       j[field] = std::round(value * 1e4) / 1e4;
-      fields += (fields.empty() ? "" : ", ") + field;
+      fields.push_back(field);
     }
-    source += " " + fields + " fitted by `zeroplan calibrate` to the attention kernels of " +
+    source += " " + joined(fields) + " fitted by `zeroplan calibrate` to the attention kernels of " +
               std::filesystem::path(o.attention_csv).filename().string() + " (rms error " +
               fixed(100 * fit.rms_rel_error_before, 1) + "% -> " + fixed(100 * fit.rms_rel_error, 1) + "%).";
   }

@@ -3,6 +3,7 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <iterator>
 #include <cmath>
 #include <set>
 #include <stdexcept>
@@ -15,20 +16,17 @@ namespace {
 
 constexpr const char* kHeader = "model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops";
 
-// The peak a path's FLOPs are counted against.
-double path_peak(const AttentionSample& s, const AttentionPeaks& p) {
-  return s.path == AttentionPath::FlashWarp || !s.bf16 ? p.fp32_flops : p.bf16_flops;
-}
+// The launches the time model adds to one layer's attention core, forward
+// and backward (twice the forward).
+double launches_s(const EfficiencyCurves& c) { return 3 * kAttentionLaunchesForward * c.kernel_overhead_s; }
 
-// The time model's launches of one layer's attention core: two forward, and
-// backward twice the forward (compute.cc), so six a step.
-double launches_s(const EfficiencyCurves& c) { return 6 * c.kernel_overhead_s; }
-
-// Inverse efficiency a sample measured: its peak times its kernel time over
-// its counted FLOPs (forward + backward).
-double measured_inverse_efficiency(const AttentionSample& s, const AttentionPeaks& p, const EfficiencyCurves& c) {
+// Inverse efficiency a sample measured: its kernel's peak times its kernel
+// time over its counted FLOPs (forward + backward). Launch overheads larger
+// than the measured time leave a thousandth of it, so the inverse stays
+// positive and the fit reports the result as no GPU's.
+double measured_inverse_efficiency(const AttentionSample& s, const GpuSpec& gpu, const EfficiencyCurves& c) {
   const double kernels_s = std::max(s.forward_s + s.backward_s - launches_s(c), 1e-3 * (s.forward_s + s.backward_s));
-  return path_peak(s, p) * kernels_s / (3 * s.forward_flops);
+  return attention_peak_flops(s.kernel, s.precision, gpu) * kernels_s / (3 * s.forward_flops);
 }
 
 // The x minimising sum (x z_i - 1)^2: every row's relative time error alike.
@@ -49,26 +47,34 @@ std::string out_of_range(const char* field, double v, double lo, double hi, cons
 
 }  // namespace
 
+const char* csv_path(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::Materialized: return "materialized";
+    case AttentionKernel::FlashTensorCores: return "flash-tc";
+    case AttentionKernel::FlashWarp: return "flash-warp";
+    case AttentionKernel::Flash: break;  // FlashAttention-2: not zeroplan's, not timed by the bench
+  }
+  return "?";
+}
+
 std::vector<AttentionSample> parse_attention_samples(const std::string& text, const std::string& where) {
+  constexpr AttentionKernel kTimed[] = {AttentionKernel::Materialized, AttentionKernel::FlashTensorCores,
+                                        AttentionKernel::FlashWarp};
   std::vector<AttentionSample> out;
   for (const CsvRow& row : csv_rows(text, where, kHeader)) {
     AttentionSample s;
     s.model = row.fields[0];
     const std::string& path = row.fields[1];
-    if (path == "materialized") {
-      s.path = AttentionPath::Materialized;
-    } else if (path == "flash-tc") {
-      s.path = AttentionPath::FlashTensorCores;
-    } else if (path == "flash-warp") {
-      s.path = AttentionPath::FlashWarp;
-    } else {
+    const auto* kernel = std::find_if(std::begin(kTimed), std::end(kTimed), [&](AttentionKernel k) { return path == csv_path(k); });
+    if (kernel == std::end(kTimed)) {
       throw InputError(row.at + ": field 'path': expected materialized, flash-tc or flash-warp, got '" + path + "'");
     }
+    s.kernel = *kernel;
     if (row.fields[2] != "bf16" && row.fields[2] != "fp32") {
       throw InputError(row.at + ": field 'dtype': expected bf16 or fp32, got '" + row.fields[2] + "'");
     }
-    s.bf16 = row.fields[2] == "bf16";
-    if (s.path == AttentionPath::FlashTensorCores && !s.bf16) {
+    s.precision = row.fields[2] == "bf16" ? Precision::Bf16 : Precision::Fp32;
+    if (s.kernel == AttentionKernel::FlashTensorCores && s.precision != Precision::Bf16) {
       throw InputError(row.at + ": the tensor-core flash kernels run bf16 only, got fp32");
     }
     const char* shape = "positive numbers B,T,NH,KVH,hs,forward_ms,backward_ms";
@@ -85,20 +91,14 @@ std::vector<AttentionSample> parse_attention_samples(const std::string& text, co
   return out;
 }
 
-double attention_sample_seconds(const AttentionSample& s, const AttentionPeaks& peaks, const EfficiencyCurves& c) {
-  double rate = path_peak(s, peaks);
-  switch (s.path) {
-    case AttentionPath::Materialized: rate *= c.attention_peak_fraction; break;
-    case AttentionPath::FlashTensorCores: rate *= c.flash_tc_fraction; break;
-    case AttentionPath::FlashWarp: rate *= c.flash_warp_efficiency(s.head_dim); break;
-  }
-  return 3 * s.forward_flops / rate + launches_s(c);
+double attention_sample_seconds(const AttentionSample& s, const GpuSpec& gpu, const EfficiencyCurves& c) {
+  return 3 * s.forward_flops / attention_flops_per_s(s.kernel, s.head_dim, s.precision, gpu, c) + launches_s(c);
 }
 
-AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& samples, const AttentionPeaks& peaks,
+AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& samples, const GpuSpec& gpu,
                                       const EfficiencyCurves& start) {
   if (samples.empty()) throw std::invalid_argument("fit_attention_efficiency: no samples");
-  if (!(peaks.bf16_flops > 0) || !(peaks.fp32_flops > 0)) {
+  if (!(gpu.bf16_dense_flops > 0) || !(gpu.fp32_flops > 0)) {
     throw std::invalid_argument("fit_attention_efficiency: the peaks must be positive");
   }
   AttentionFit fit;
@@ -106,7 +106,7 @@ AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& sample
   auto rms = [&](const EfficiencyCurves& c, double* worst) {
     double sum = 0;
     for (const AttentionSample& s : samples) {
-      const double rel = attention_sample_seconds(s, peaks, c) / (s.forward_s + s.backward_s) - 1;
+      const double rel = attention_sample_seconds(s, gpu, c) / (s.forward_s + s.backward_s) - 1;
       sum += rel * rel;
       if (worst) *worst = std::max(*worst, std::fabs(rel));
     }
@@ -117,15 +117,20 @@ AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& sample
     if (fit.unphysical.empty()) fit.unphysical = why;
   };
   // One fraction per tensor-core path.
-  for (const auto& [path, field] : {std::pair{AttentionPath::Materialized, &EfficiencyCurves::attention_peak_fraction},
-                                    std::pair{AttentionPath::FlashTensorCores, &EfficiencyCurves::flash_tc_fraction}}) {
+  struct Field {
+    AttentionKernel kernel;
+    double EfficiencyCurves::*member;
+    const char* name;
+  };
+  const Field fields[] = {{AttentionKernel::Materialized, &EfficiencyCurves::attention_peak_fraction, "attention_peak_fraction"},
+                          {AttentionKernel::FlashTensorCores, &EfficiencyCurves::flash_tc_fraction, "flash_tc_fraction"}};
+  for (const auto& [kernel, field, name] : fields) {
     std::vector<double> z;
     for (const AttentionSample& s : samples) {
-      if (s.path == path) z.push_back(1 / measured_inverse_efficiency(s, peaks, start));
+      if (s.kernel == kernel) z.push_back(1 / measured_inverse_efficiency(s, gpu, start));
     }
     if (z.empty()) continue;
     const double f = 1 / scale_fit(z);
-    const char* name = path == AttentionPath::Materialized ? "attention_peak_fraction" : "flash_tc_fraction";
     note(out_of_range(name, f, 0.02, 1, "[0.02, 1]"));
     fit.curves.*field = f;
     fit.fitted.emplace_back(name, f);
@@ -134,7 +139,7 @@ AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& sample
   std::vector<const AttentionSample*> warp;
   std::set<double> dims;
   for (const AttentionSample& s : samples) {
-    if (s.path != AttentionPath::FlashWarp) continue;
+    if (s.kernel != AttentionKernel::FlashWarp) continue;
     warp.push_back(&s);
     dims.insert(s.head_dim);
   }
@@ -143,7 +148,7 @@ AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& sample
     if (dims.size() >= 2) {
       Eigen::MatrixXd A(static_cast<Eigen::Index>(warp.size()), 2);
       for (size_t i = 0; i < warp.size(); ++i) {
-        const double y = measured_inverse_efficiency(*warp[i], peaks, start);
+        const double y = measured_inverse_efficiency(*warp[i], gpu, start);
         A(static_cast<Eigen::Index>(i), 0) = 1 / y;
         A(static_cast<Eigen::Index>(i), 1) = 1 / (warp[i]->head_dim * y);
       }
@@ -154,7 +159,7 @@ AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& sample
       fit.half_dim_held = true;
       std::vector<double> z;
       for (const AttentionSample* s : warp) {
-        z.push_back((1 + start.flash_warp_half_dim / s->head_dim) / measured_inverse_efficiency(*s, peaks, start));
+        z.push_back((1 + start.flash_warp_half_dim / s->head_dim) / measured_inverse_efficiency(*s, gpu, start));
       }
       a = scale_fit(z);
       b = a * start.flash_warp_half_dim;

@@ -17,36 +17,35 @@
 #include <utility>
 #include <vector>
 
+#include "costmodel/compute.h"
 #include "costmodel/efficiency.h"
 
 namespace zp {
 
-enum class AttentionPath : uint8_t { Materialized, FlashTensorCores, FlashWarp };
-
-// One measured kernel, forward and backward.
+// One measured kernel, forward and backward. `kernel` is one of the three
+// the bench times (Materialized, FlashTensorCores, FlashWarp).
 struct AttentionSample {
   std::string model;
-  AttentionPath path = AttentionPath::Materialized;
-  bool bf16 = true;
+  AttentionKernel kernel = AttentionKernel::Materialized;
+  Precision precision = Precision::Bf16;  // bf16 or fp32
   double head_dim = 0;
   double forward_flops = 0;  // as the time model counts them: 4 B NH T^2 hs
   double forward_s = 0, backward_s = 0;
 };
 
+// The bench's name of a kernel in its CSV's path column: materialized,
+// flash-tc or flash-warp.
+const char* csv_path(AttentionKernel k);
+
 // Samples from the bench's CSV text (header
 // model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops;
-// path one of materialized, flash-tc, flash-warp; dtype bf16 or fp32).
+// path one of csv_path's names; dtype bf16 or fp32).
 // Throws InputError naming `where` and the line for anything else.
 std::vector<AttentionSample> parse_attention_samples(const std::string& text, const std::string& where);
 
-// The peaks the paths run against: the dense bf16 tensor-core peak, the
-// fp32 CUDA-core peak.
-struct AttentionPeaks {
-  double bf16_flops = 0, fp32_flops = 0;
-};
-
-// The time model's forward + backward time of a sample under `curves`.
-double attention_sample_seconds(const AttentionSample& s, const AttentionPeaks& peaks, const EfficiencyCurves& curves);
+// The time model's forward + backward time of a sample under `curves`
+// (compute.h: attention_flops_per_s and the core's launches).
+double attention_sample_seconds(const AttentionSample& s, const GpuSpec& gpu, const EfficiencyCurves& curves);
 
 struct AttentionFit {
   EfficiencyCurves curves;           // the start curves with the paths' fields fitted
@@ -58,7 +57,7 @@ struct AttentionFit {
 };
 
 // Throws std::invalid_argument for no samples or a peak that is not positive.
-AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& samples, const AttentionPeaks& peaks,
+AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& samples, const GpuSpec& gpu,
                                       const EfficiencyCurves& start);
 
 }  // namespace zp

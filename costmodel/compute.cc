@@ -27,6 +27,20 @@ AttentionKernel attention_kernel(const ModelShape& m, const Layout& l) {
                                                                  : AttentionKernel::FlashWarp;
 }
 
+double attention_peak_flops(AttentionKernel k, Precision p, const GpuSpec& gpu) {
+  return k == AttentionKernel::FlashWarp ? gpu.fp32_flops : peak_flops(gpu, p);
+}
+
+double attention_efficiency(AttentionKernel k, double head_dim, const EfficiencyCurves& e) {
+  switch (k) {
+    case AttentionKernel::Materialized:
+    case AttentionKernel::Flash: return e.attention_peak_fraction;
+    case AttentionKernel::FlashTensorCores: return e.flash_tc_fraction;
+    case AttentionKernel::FlashWarp: return e.flash_warp_efficiency(head_dim);
+  }
+  return 0;
+}
+
 double gemm_seconds(double m, double n, double k, double peak, double hbm_bytes_per_s, double element_bytes,
                     const EfficiencyCurves& e) {
   const double f = 2 * m * n * k;
@@ -78,12 +92,8 @@ LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& 
   // The counted FLOPs (every position, though the kernels skip the masked
   // half) at the rate of the kernel that runs them.
   c.attention_kernel = attention_kernel(m, l);
-  double attention_rate = peak * e.attention_peak_fraction;
-  if (c.attention_kernel == AttentionKernel::FlashTensorCores) attention_rate = peak * e.flash_tc_fraction;
-  if (c.attention_kernel == AttentionKernel::FlashWarp) {
-    attention_rate = gpu.fp32_flops * e.flash_warp_efficiency(static_cast<double>(x.d));
-  }
-  c.attention_s = c.attention_flops / attention_rate + 2 * e.kernel_overhead_s;
+  c.attention_s = c.attention_flops / attention_flops_per_s(c.attention_kernel, static_cast<double>(x.d), l.precision, gpu, e) +
+                  kAttentionLaunchesForward * e.kernel_overhead_s;
 
   const double eb = static_cast<double>(dtype_bytes(x.dtype));
   const double To = static_cast<double>(x.tokens_outside());

@@ -50,6 +50,23 @@ constexpr bool zeroplan_flash_on_tensor_cores(uint64_t head_dim, Precision p) {
 
 AttentionKernel attention_kernel(const ModelShape& m, const Layout& l);
 
+// The rates of the table above, counted attention FLOPs (every position) per
+// second: kernel `k`'s peak (the dense peak of precision `p`, or the fp32
+// CUDA-core peak for the warp kernels), its fraction of it at head size
+// `head_dim`, and their product. The time model and the attention
+// calibration (attention_calibration.h) both price the attention core
+// through these.
+double attention_peak_flops(AttentionKernel k, Precision p, const GpuSpec& gpu);
+double attention_efficiency(AttentionKernel k, double head_dim, const EfficiencyCurves& e);
+inline double attention_flops_per_s(AttentionKernel k, double head_dim, Precision p, const GpuSpec& gpu,
+                                    const EfficiencyCurves& e) {
+  return attention_peak_flops(k, p, gpu) * attention_efficiency(k, head_dim, e);
+}
+
+// Kernel launches of one layer's attention core, forward (backward is twice
+// the forward, LayerCompute::backward_s).
+constexpr int kAttentionLaunchesForward = 2;
+
 struct LayerCompute {
   AttentionKernel attention_kernel = AttentionKernel::Flash;
   double gemm_flops = 0;        // forward matrix products of one layer, this GPU

@@ -18,29 +18,28 @@ using namespace zp;
 
 namespace {
 
-AttentionPeaks h200() {
-  const GpuSpec& g = test::catalog().gpu("H200-141GB");
-  return {g.bf16_dense_flops, g.fp32_flops};
-}
+const GpuSpec& h200() { return test::catalog().gpu("H200-141GB"); }
 
 // gpu_attention_bench's shapes at 1,024 tokens, each path it runs them on,
 // timed as `truth` prices them.
 std::vector<AttentionSample> bench_samples(const EfficiencyCurves& truth) {
   struct Row {
-    AttentionPath path;
-    bool bf16;
+    AttentionKernel kernel;
+    Precision precision;
     double B, NH, hs;
   };
-  const Row rows[] = {{AttentionPath::FlashTensorCores, true, 8, 25, 64}, {AttentionPath::Materialized, true, 8, 25, 64},
-                      {AttentionPath::FlashTensorCores, true, 4, 24, 128}, {AttentionPath::Materialized, true, 4, 24, 128},
-                      {AttentionPath::FlashWarp, true, 4, 8, 256},        {AttentionPath::Materialized, true, 4, 8, 256},
-                      {AttentionPath::FlashWarp, false, 4, 12, 64},       {AttentionPath::FlashWarp, false, 2, 24, 128}};
+  constexpr AttentionKernel kTiles = AttentionKernel::FlashTensorCores, kCuBlas = AttentionKernel::Materialized,
+                            kWarp = AttentionKernel::FlashWarp;
+  constexpr Precision kBf16 = Precision::Bf16, kFp32 = Precision::Fp32;
+  const Row rows[] = {{kTiles, kBf16, 8, 25, 64}, {kCuBlas, kBf16, 8, 25, 64}, {kTiles, kBf16, 4, 24, 128},
+                      {kCuBlas, kBf16, 4, 24, 128}, {kWarp, kBf16, 4, 8, 256}, {kCuBlas, kBf16, 4, 8, 256},
+                      {kWarp, kFp32, 4, 12, 64},     {kWarp, kFp32, 2, 24, 128}};
   std::vector<AttentionSample> out;
   for (const Row& r : rows) {
     AttentionSample s;
     s.model = "m";
-    s.path = r.path;
-    s.bf16 = r.bf16;
+    s.kernel = r.kernel;
+    s.precision = r.precision;
     s.head_dim = r.hs;
     s.forward_flops = 4 * r.B * r.NH * 1024.0 * 1024.0 * r.hs;
     const double t = attention_sample_seconds(s, h200(), truth);
@@ -99,7 +98,7 @@ TEST_CASE("attention calibration: one head size holds the half dimension; a miss
   start.flash_warp_fraction = 0.5;
   std::vector<AttentionSample> samples;
   for (const AttentionSample& s : bench_samples(truth)) {
-    if (s.head_dim == 256 || s.path == AttentionPath::Materialized) samples.push_back(s);
+    if (s.head_dim == 256 || s.kernel == AttentionKernel::Materialized) samples.push_back(s);
   }
   const AttentionFit f = fit_attention_efficiency(samples, h200(), start);
   CHECK(f.half_dim_held);
@@ -126,12 +125,13 @@ TEST_CASE("attention calibration: the bench's CSV, and one-line errors naming th
           "gemma-2b,flash-warp,bf16,4,1024,8,1,256,4.0,15.0,8.6,4.6\ngpt2-124m,flash-warp,fp32,4,1024,12,12,64,3,12,1,1\n",
       "a.csv");
   REQUIRE(s.size() == 3);
-  CHECK(s[0].path == AttentionPath::FlashTensorCores);
+  CHECK(s[0].kernel == AttentionKernel::FlashTensorCores);
   CHECK(s[0].forward_flops == doctest::Approx(4.0 * 8 * 12 * 1024 * 1024 * 64));
   CHECK(s[0].forward_s == doctest::Approx(1e-4));
   CHECK(s[0].backward_s == doctest::Approx(3e-4));
   CHECK(s[1].head_dim == 256);
-  CHECK_FALSE(s[2].bf16);
+  CHECK(s[2].precision == Precision::Fp32);
+  CHECK(s[2].kernel == AttentionKernel::FlashWarp);
   auto error = [](const std::string& text) {
     try {
       parse_attention_samples(text, "a.csv");

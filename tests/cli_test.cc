@@ -412,7 +412,6 @@ TEST_CASE("calibrate --attention: the kernels' own rates into the efficiency fil
   // file's attention fields back and writes them with the rest kept.
   const zp::EfficiencyCurves file = zp::load_efficiency(zp::Catalog::builtin_data_dir(), "H200-141GB");
   const zp::GpuSpec& gpu = zp::test::catalog().gpu("H200-141GB");
-  const zp::AttentionPeaks peaks{gpu.bf16_dense_flops, gpu.fp32_flops};
   const std::string csv = "/tmp/zp_cli_test_attention.csv", out = "/tmp/zp_cli_test_attention.json";
   std::filesystem::remove(out);
   {
@@ -420,22 +419,23 @@ TEST_CASE("calibrate --attention: the kernels' own rates into the efficiency fil
     f << "model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops\n";
     struct Row {
       const char* path;
-      zp::AttentionPath kind;
-      bool bf16;
+      zp::AttentionKernel kernel;
+      const char* dtype;
+      zp::Precision precision;
       int NH, hs;
     };
-    for (const Row& r : {Row{"flash-tc", zp::AttentionPath::FlashTensorCores, true, 25, 64},
-                         Row{"materialized", zp::AttentionPath::Materialized, true, 25, 64},
-                         Row{"flash-warp", zp::AttentionPath::FlashWarp, true, 8, 256},
-                         Row{"flash-warp", zp::AttentionPath::FlashWarp, false, 12, 64}}) {
+    for (const Row& r : {Row{"flash-tc", zp::AttentionKernel::FlashTensorCores, "bf16", zp::Precision::Bf16, 25, 64},
+                         Row{"materialized", zp::AttentionKernel::Materialized, "bf16", zp::Precision::Bf16, 25, 64},
+                         Row{"flash-warp", zp::AttentionKernel::FlashWarp, "bf16", zp::Precision::Bf16, 8, 256},
+                         Row{"flash-warp", zp::AttentionKernel::FlashWarp, "fp32", zp::Precision::Fp32, 12, 64}}) {
       zp::AttentionSample s;
-      s.path = r.kind;
-      s.bf16 = r.bf16;
+      s.kernel = r.kernel;
+      s.precision = r.precision;
       s.head_dim = r.hs;
       s.forward_flops = 4.0 * 4 * r.NH * 1024 * 1024 * r.hs;
-      const double ms = zp::attention_sample_seconds(s, peaks, file) * 1e3;
-      f << "m," << r.path << "," << (r.bf16 ? "bf16" : "fp32") << ",4,1024," << r.NH << "," << r.NH << "," << r.hs << ","
-        << ms / 3 << "," << 2 * ms / 3 << ",1,1\n";
+      const double ms = zp::attention_sample_seconds(s, gpu, file) * 1e3;
+      f << "m," << r.path << "," << r.dtype << ",4,1024," << r.NH << "," << r.NH << "," << r.hs << "," << ms / 3 << ","
+        << 2 * ms / 3 << ",1,1\n";
     }
   }
   const Run r = run("calibrate --gpu H200-141GB --attention " + csv + " --out " + out);
