@@ -3,12 +3,9 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
-#include <array>
 #include <bit>
 #include <cmath>
 #include <string>
-#include <cstdlib>
-#include <sstream>
 #include <stdexcept>
 
 #include "costmodel/compute.h"
