@@ -86,6 +86,17 @@ __device__ inline float from_f<float>(float x) { return x; }
 template <>
 __device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }  // round to nearest even
 
+// p as a pointer to a pack V (an __align__(n) struct of n bytes), so one
+// access moves n bytes (nvcc emits one 16-, 8- or 4-byte load or store for
+// it). The GPU faults where p is not aligned to n; the emulator stops there.
+template <class V, class E>
+__device__ inline V* packed(E* p) {
+#ifdef ZP_SIMT_HOST
+  simt::check_aligned(p, alignof(V));
+#endif
+  return reinterpret_cast<V*>(p);
+}
+
 inline unsigned blocks_for(size_t n) { return static_cast<unsigned>(std::min<size_t>((n + kBlock - 1) / kBlock, 65535)); }
 
 // Sum over the block (blockDim.x == kBlock); every thread gets the result.

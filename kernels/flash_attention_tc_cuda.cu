@@ -5,14 +5,30 @@
 // A block owns flash_tiles::kRows rows (queries for forward and dq, keys for
 // dk and dv) of one (batch, head); its warps own 16 rows each and multiply
 // them with WMMA bf16 fragments (fp32 accumulators) against tiles of the
-// other side loaded into shared memory by the whole block. Where a row's
-// elements are worked on one by one (the online softmax, P and dS) two
-// lanes share a row, half its columns each, and meet through one shuffle.
-// Accumulators (the output, dq, dk, dv) stay in shared memory in fp32, so
-// rescaling a row of the output needs no knowledge of WMMA's opaque fragment
-// layout; each is added to its tensor once, rounded once, at the end. No
-// atomics: every output row has one owner, so results do not depend on
-// scheduling. Every lane reaches every barrier (no early return).
+// other side loaded into shared memory by the whole block, 16 bytes a load.
+// As in FlashAttention-2 (Dao 2023, section 3.3), what only one warp reads
+// stays in its registers: its rows of the block's side as operand fragments,
+// and the accumulators (the output, dq, dk, dv), each added to its tensor
+// once, rounded once, at the end. Shared memory carries what warps exchange
+// (the other side's tiles) and what a row's lanes work on element by element
+// (scores, P, dS), so a key tile costs a warp its fragment loads of that
+// tile, one store of its scores and two reads of them: the earlier version,
+// with accumulators in shared memory and an operand reload per product, moved
+// about four times as many bytes through shared memory per tile.
+//
+// The online softmax rescales the output rows in registers although WMMA
+// keeps the element-to-lane mapping of a fragment opaque: the mapping is the
+// same for every accumulator fragment (load, mma and store agree on it), so
+// a fragment loaded from a tile whose element (r, c) is r tells each lane the
+// row of each element it holds. Where a row's elements are worked on one by
+// one, lanes l and l + 16 share row l % 16, a half of its columns each, in
+// pairs, visited from a column rotated by the row so that a warp's 32
+// accesses fall in different shared-memory banks (scores and their bf16
+// products both); the two lanes meet through one shuffle. No atomics: every
+// output row has one owner, so results do not depend on scheduling. Every
+// lane reaches every barrier (no early return). The kernels are compiled for
+// each head size hs = 16 D, D = 1..8, so a warp's fragments are arrays of
+// fixed size in registers.
 #include "kernels/flash_attention_tc_cuda.h"
 
 #include <mma.h>
@@ -20,8 +36,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda_common.cuh"
 #include "kernels/flash_tiles.h"
@@ -35,74 +53,113 @@ using bf = __nv_bfloat16;
 
 constexpr int F = ft::kFragment;
 constexpr unsigned kAll = 0xffffffffu;
+constexpr int kPartner = 16;  // lanes l and l ^ 16 share a row
 
 using FragA = wmma::fragment<wmma::matrix_a, F, F, F, bf, wmma::row_major>;
 using FragBRows = wmma::fragment<wmma::matrix_b, F, F, F, bf, wmma::row_major>;
 using FragBColumns = wmma::fragment<wmma::matrix_b, F, F, F, bf, wmma::col_major>;
 using FragAcc = wmma::fragment<wmma::accumulator, F, F, F, float>;
 
-struct Shape {
-  int Tn, NH, KVH, hs;
-  float scale;
+// Packs of one access (cuda_common.cuh's packed). A row's 8 bf16 are four
+// words, element 2u in the low half of word u: so built, nvcc stores the
+// pack in one 16-byte store (as 8 bf16 it stored them one by one).
+struct __align__(16) Row8 {
+  unsigned w[ft::kPack / 2];
+};
+__device__ inline float element_of(const Row8& x, int u) {
+  return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(x.w[u / 2] >> (16 * (u % 2)))));
+}
+__device__ inline unsigned word_of(float low, float high) {
+  return static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16(low))) |
+         static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16(high))) << 16;
+}
+struct __align__(8) Float2 {
+  float a, b;
 };
 
-inline Shape shape(int Tn, int NH, int KVH, int hs) { return {Tn, NH, KVH, hs, 1.0f / std::sqrt(static_cast<float>(hs))}; }
-
-inline dim3 grid(int Tn, int heads_of_batch) {
-  return dim3(static_cast<unsigned>((Tn + ft::kRows - 1) / ft::kRows), static_cast<unsigned>(heads_of_batch));
-}
+struct Shape {
+  int Tn, NH, KVH;
+  float scale;
+  bool wide;  // every tensor's rows take 16-byte accesses
+};
 
 template <class E>
 __device__ inline E* at(unsigned char* smem, ft::Tile t) {
   return reinterpret_cast<E*>(smem + t.offset);
 }
 
-// C (16 x n, fp32) = A (16 x depth) B^T with B (n x depth): both row-major
-// bf16, so B^T is B read column-major (scores of rows against rows).
-__device__ inline void rows_dot_rows(float* c, int ldc, const bf* a, int lda, const bf* b, int ldb, int n, int depth) {
+// C (16 x n, fp32) = A B^T: A the warp's 16 rows as D fragments in
+// registers, B (n x 16 D) row-major bf16 in shared memory (scores of rows
+// against rows).
+template <int D>
+__device__ inline void rows_dot_tile(float* c, int ldc, const FragA (&a)[D], const bf* b, int ldb, int n) {
   for (int n0 = 0; n0 < n; n0 += F) {
     FragAcc acc;
     wmma::fill_fragment(acc, 0.0f);
-    for (int kk = 0; kk < depth; kk += F) {
-      FragA fa;
+#pragma unroll
+    for (int j = 0; j < D; ++j) {
       FragBColumns fb;
-      wmma::load_matrix_sync(fa, a + kk, lda);
-      wmma::load_matrix_sync(fb, b + static_cast<size_t>(n0) * ldb + kk, ldb);
-      wmma::mma_sync(acc, fa, fb, acc);
+      wmma::load_matrix_sync(fb, b + static_cast<size_t>(n0) * ldb + j * F, ldb);
+      wmma::mma_sync(acc, a[j], fb, acc);
     }
     wmma::store_matrix_sync(c + n0, acc, ldc, wmma::mem_row_major);
   }
 }
 
-// C (16 x n, fp32) += A (16 x depth) B (depth x n), A and B row-major bf16.
-__device__ inline void add_product(float* c, int ldc, const bf* a, int lda, const bf* b, int ldb, int n, int depth) {
-  for (int n0 = 0; n0 < n; n0 += F) {
-    FragAcc acc;
-    wmma::load_matrix_sync(acc, c + n0, ldc, wmma::mem_row_major);
-    for (int kk = 0; kk < depth; kk += F) {
-      FragA fa;
+// acc (16 x 16 D, D fragments in registers) += A B: A (16 x depth) row-major
+// bf16 in shared memory, B (depth x 16 D) row-major bf16 in shared memory.
+template <int D>
+__device__ inline void add_product(FragAcc (&acc)[D], const bf* a, int lda, const bf* b, int ldb, int depth) {
+  for (int kk = 0; kk < depth; kk += F) {
+    FragA fa;
+    wmma::load_matrix_sync(fa, a + kk, lda);
+#pragma unroll
+    for (int j = 0; j < D; ++j) {
       FragBRows fb;
-      wmma::load_matrix_sync(fa, a + kk, lda);
-      wmma::load_matrix_sync(fb, b + static_cast<size_t>(kk) * ldb + n0, ldb);
-      wmma::mma_sync(acc, fa, fb, acc);
+      wmma::load_matrix_sync(fb, b + static_cast<size_t>(kk) * ldb + j * F, ldb);
+      wmma::mma_sync(acc[j], fa, fb, acc[j]);
     }
-    wmma::store_matrix_sync(c + n0, acc, ldc, wmma::mem_row_major);
   }
 }
 
-// Tokens [t0, t0 + rows) of head `head` of batch b into a tile (rows x hs),
-// zeros past T; the whole block.
+// A warp's 16 rows of a shared tile as D operand fragments.
+template <int D>
+__device__ inline void load_operand(FragA (&frag)[D], const bf* tile, int ld) {
+#pragma unroll
+  for (int j = 0; j < D; ++j) wmma::load_matrix_sync(frag[j], tile + j * F, ld);
+}
+
+template <int D>
+__device__ inline void zero(FragAcc (&acc)[D]) {
+#pragma unroll
+  for (int j = 0; j < D; ++j) wmma::fill_fragment(acc[j], 0.0f);
+}
+
+// Element (b, t, head, i) of a tensor of Heads.
+__device__ inline size_t element(size_t stride, int b, int Tn, int t, int head, int hs, int i) {
+  return (static_cast<size_t>(b) * Tn + t) * stride + static_cast<size_t>(head) * hs + i;
+}
+
+// Tokens [t0, t0 + rows) of head `head` of batch b into a tile (rows x HS),
+// zeros past T; the whole block, 16 bytes a load where s.wide.
+template <int HS>
 __device__ inline void load_rows(bf* tile, int ld, const bf* base, size_t stride, int b, int Tn, int t0, int rows, int head,
-                                 int hs) {
-  const bf zero = __float2bfloat16(0.0f);
-  for (int e = threadIdx.x; e < rows * hs; e += blockDim.x) {
-    const int r = e / hs, i = e - r * hs, t = t0 + r;
-    tile[r * ld + i] = t < Tn ? base[(static_cast<size_t>(b) * Tn + t) * stride + static_cast<size_t>(head) * hs + i] : zero;
+                                 bool wide) {
+  if (wide) {
+    constexpr int packs = HS / ft::kPack;
+    for (int e = threadIdx.x; e < rows * packs; e += blockDim.x) {
+      const int r = e / packs, i = (e % packs) * ft::kPack, t = t0 + r;
+      Row8 x{};
+      if (t < Tn) x = *packed<const Row8>(base + element(stride, b, Tn, t, head, HS, i));
+      *packed<Row8>(tile + r * ld + i) = x;
+    }
+    return;
   }
-}
-
-__device__ inline void zero_rows(float* tile, int ld, int rows, int columns) {
-  for (int e = threadIdx.x; e < rows * columns; e += blockDim.x) tile[(e / columns) * ld + e % columns] = 0.0f;
+  const bf zero_value = __float2bfloat16(0.0f);
+  for (int e = threadIdx.x; e < rows * HS; e += blockDim.x) {
+    const int r = e / HS, i = e % HS, t = t0 + r;
+    tile[r * ld + i] = t < Tn ? base[element(stride, b, Tn, t, head, HS, i)] : zero_value;
+  }
 }
 
 // Per-row values (lse or D) of rows [t0, t0 + rows) from `row` (T of them),
@@ -112,179 +169,319 @@ __device__ inline void load_values(float* dst, const float* row, int Tn, int t0,
   if (x < rows) dst[x] = t0 + x < Tn ? row[t0 + x] : 0.0f;
 }
 
-// Tokens [t0, t0 + 16) of head `head` += the warp's accumulator rows, each
-// element rounded once; rows past T are padding. One warp.
-__device__ inline void add_rows(bf* base, size_t stride, int b, int Tn, int t0, int head, int hs, const float* acc, int ld,
-                                int lane) {
-  for (int e = lane; e < F * hs; e += 32) {
-    const int r = e / hs, i = e - r * hs, t = t0 + r;
+// Tokens [t0, t0 + 16) of head `head` = (or, kAdd, +=) a warp's staged fp32
+// rows, each element rounded once; rows past T are padding. One warp.
+template <int HS, bool kAdd>
+__device__ inline void write_rows(bf* base, size_t stride, int b, int Tn, int t0, int head, const float* rows, int ld,
+                                  int lane, bool wide) {
+  if (wide) {
+    constexpr int packs = HS / ft::kPack;
+    for (int e = lane; e < F * packs; e += 32) {
+      const int r = e / packs, i = (e % packs) * ft::kPack, t = t0 + r;
+      if (t >= Tn) continue;
+      Row8* p = packed<Row8>(base + element(stride, b, Tn, t, head, HS, i));
+      const float* add = rows + r * ld + i;
+      Row8 was{}, x;
+      if (kAdd) was = *p;
+#pragma unroll
+      for (int u = 0; u < ft::kPack / 2; ++u) {
+        x.w[u] = word_of(element_of(was, 2 * u) + add[2 * u], element_of(was, 2 * u + 1) + add[2 * u + 1]);
+      }
+      *p = x;
+    }
+    return;
+  }
+  for (int e = lane; e < F * HS; e += 32) {
+    const int r = e / HS, i = e % HS, t = t0 + r;
     if (t >= Tn) continue;
-    bf* p = base + (static_cast<size_t>(b) * Tn + t) * stride + static_cast<size_t>(head) * hs + i;
-    *p = __float2bfloat16(__bfloat162float(*p) + acc[r * ld + i]);
+    bf* p = base + element(stride, b, Tn, t, head, HS, i);
+    const float add = rows[r * ld + i];
+    *p = __float2bfloat16(kAdd ? __bfloat162float(*p) + add : add);
   }
 }
 
+// A warp's D accumulators through its rows of the staging tile to the tensor.
+template <int D, bool kAdd>
+__device__ inline void write_accumulators(const FragAcc (&acc)[D], float* stage, int ld, bf* base, size_t stride, int b,
+                                          int Tn, int t0, int head, int lane, bool wide) {
+#pragma unroll
+  for (int j = 0; j < D; ++j) wmma::store_matrix_sync(stage + j * F, acc[j], ld, wmma::mem_row_major);
+  __syncwarp();
+  write_rows<D * F, kAdd>(base, stride, b, Tn, t0, head, stage, ld, lane, wide);
+  __syncwarp();  // the rows are read before the warp stages the next ones
+}
+
+// The column pair (of a row's half, `columns` wide) that lane step j visits:
+// rotated by `rotation` so that the warp's accesses spread over the banks.
+__device__ inline int pair_column(int half, int columns, int j, int rotation) {
+  const int pairs = columns / 4;
+  return half * (columns / 2) + 2 * ((j + rotation) % pairs);
+}
+
+template <int D>
 __global__ void __launch_bounds__(ft::kThreads)
     forward_kernel(bf* out, size_t out_stride, float* lse, const bf* q, size_t q_stride, const bf* k, size_t k_stride,
                    const bf* v, size_t v_stride, Shape s, ft::ForwardLayout L) {
+  constexpr int HS = D * F;
   unsigned char* smem = dynamic_shared<unsigned char>();
   bf *Qs = at<bf>(smem, L.q), *Ks = at<bf>(smem, L.k), *Vs = at<bf>(smem, L.v), *Ps = at<bf>(smem, L.p);
-  float *Os = at<float>(smem, L.o), *Ss = at<float>(smem, L.s), *m = at<float>(smem, L.m), *l = at<float>(smem, L.l);
+  float *Ss = at<float>(smem, L.s), *m = at<float>(smem, L.m), *l = at<float>(smem, L.l);
+  float *corr = at<float>(smem, L.corr), *row_numbers = at<float>(smem, L.rows);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r0 = warp * F;
   // The longest rows (the last tiles, causal) start first.
   const int q0 = (gridDim.x - 1 - blockIdx.x) * ft::kRows;
   const int b = blockIdx.y / s.NH, h = blockIdx.y % s.NH, kh = h / (s.NH / s.KVH);
-  load_rows(Qs, L.q.ld, q, q_stride, b, s.Tn, q0, ft::kRows, h, s.hs);
-  zero_rows(Os, L.o.ld, ft::kRows, s.hs);
+  load_rows<HS>(Qs, L.q.ld, q, q_stride, b, s.Tn, q0, ft::kRows, h, s.wide);
   if (threadIdx.x < ft::kRows) {
     m[threadIdx.x] = -INFINITY;
     l[threadIdx.x] = 0.0f;
   }
+  for (int e = threadIdx.x; e < F * F; e += blockDim.x) row_numbers[e] = static_cast<float>(e / F);
+  __syncthreads();
+  FragA qf[D];
+  load_operand(qf, Qs + r0 * L.q.ld, L.q.ld);
+  FragAcc of[D], row_of;
+  zero(of);
+  wmma::load_matrix_sync(row_of, row_numbers, F, wmma::mem_row_major);
   // This lane's row and half of the columns in the softmax step.
-  const int r = r0 + lane / 2, t = q0 + r, half = lane % 2;
+  const int a = lane % kPartner, half = lane / kPartner, r = r0 + a, t = q0 + r;
+  float* srow = Ss + r * L.s.ld;
+  bf* prow = Ps + r * L.p.ld;
   for (int k0 = 0; k0 < ft::key_end(q0, s.Tn); k0 += ft::kKeys) {
-    __syncthreads();  // the previous tile is read; on the first pass, Q, O, m, l are written
-    load_rows(Ks, L.k.ld, k, k_stride, b, s.Tn, k0, ft::kKeys, kh, s.hs);
-    load_rows(Vs, L.v.ld, v, v_stride, b, s.Tn, k0, ft::kKeys, kh, s.hs);
+    __syncthreads();  // every warp is done with the previous tile
+    load_rows<HS>(Ks, L.k.ld, k, k_stride, b, s.Tn, k0, ft::kKeys, kh, s.wide);
+    load_rows<HS>(Vs, L.v.ld, v, v_stride, b, s.Tn, k0, ft::kKeys, kh, s.wide);
     __syncthreads();
-    rows_dot_rows(Ss + r0 * L.s.ld, L.s.ld, Qs + r0 * L.q.ld, L.q.ld, Ks, L.k.ld, ft::kKeys, s.hs);
+    rows_dot_tile(Ss + r0 * L.s.ld, L.s.ld, qf, Ks, L.k.ld, ft::kKeys);
     __syncwarp();
-    {
-      float* srow = Ss + r * L.s.ld;
-      bf* prow = Ps + r * L.p.ld;
-      const int c0 = half * (ft::kKeys / 2);
-      const float m_old = m[r];
-      float mx = -INFINITY;
-      for (int c = c0; c < c0 + ft::kKeys / 2; ++c) {
-        const float x = ft::visible(t, k0 + c, s.Tn) ? srow[c] * s.scale : -INFINITY;
-        srow[c] = x;
-        mx = fmaxf(mx, x);
-      }
-      mx = fmaxf(mx, __shfl_xor_sync(kAll, mx, 1));
-      const float m_new = fmaxf(m_old, mx);
-      const float base = m_new == -INFINITY ? 0.0f : m_new;  // a padding row: nothing visible yet
-      float sum = 0.0f;
-      for (int c = c0; c < c0 + ft::kKeys / 2; ++c) {
-        const float p = __expf(srow[c] - base);
-        prow[c] = __float2bfloat16(p);
-        sum += p;
-      }
-      sum += __shfl_xor_sync(kAll, sum, 1);
-      const float correction = __expf(m_old - base);  // what was summed against the old maximum
-      float* orow = Os + r * L.o.ld;
-      for (int i = half * (s.hs / 2); i < (half + 1) * (s.hs / 2); ++i) orow[i] *= correction;
-      __syncwarp();  // both lanes have read m[r]
-      if (half == 0) {
-        m[r] = m_new;
-        l[r] = l[r] * correction + sum;
-      }
+    const float m_old = m[r];
+    float mx = -INFINITY;
+    for (int j = 0; j < ft::kKeys / 4; ++j) {
+      const int c = pair_column(half, ft::kKeys, j, a);
+      const Float2 x = *packed<const Float2>(srow + c);
+      if (ft::visible(t, k0 + c, s.Tn)) mx = fmaxf(mx, x.a);
+      if (ft::visible(t, k0 + c + 1, s.Tn)) mx = fmaxf(mx, x.b);
     }
-    __syncwarp();
-    add_product(Os + r0 * L.o.ld, L.o.ld, Ps + r0 * L.p.ld, L.p.ld, Vs, L.v.ld, s.hs, ft::kKeys);
+    mx = fmaxf(mx, __shfl_xor_sync(kAll, mx, kPartner));
+    const float m_new = fmaxf(m_old, mx * s.scale);           // scale > 0 keeps the maximum
+    const float base = m_new == -INFINITY ? 0.0f : m_new;      // a padding row: nothing visible yet
+    float sum = 0.0f;
+    for (int j = 0; j < ft::kKeys / 4; ++j) {
+      const int c = pair_column(half, ft::kKeys, j, a);
+      const Float2 x = *packed<const Float2>(srow + c);
+      const float p0 = ft::visible(t, k0 + c, s.Tn) ? __expf(x.a * s.scale - base) : 0.0f;
+      const float p1 = ft::visible(t, k0 + c + 1, s.Tn) ? __expf(x.b * s.scale - base) : 0.0f;
+      *packed<unsigned>(prow + c) = word_of(p0, p1);
+      sum += p0 + p1;
+    }
+    sum += __shfl_xor_sync(kAll, sum, kPartner);
+    const float correction = __expf(m_old - base);  // what was summed against the old maximum
+    __syncwarp();  // both lanes have read m[r]
+    if (half == 0) {
+      m[r] = m_new;
+      l[r] = l[r] * correction + sum;
+      corr[r] = correction;
+    }
+    __syncwarp();  // P and the corrections are written
+#pragma unroll
+    for (int i = 0; i < FragAcc::num_elements; ++i) {
+      const float c = corr[r0 + static_cast<int>(row_of.x[i])];
+#pragma unroll
+      for (int j = 0; j < D; ++j) of[j].x[i] *= c;
+    }
+    add_product(of, Ps + r0 * L.p.ld, L.p.ld, Vs, L.v.ld, ft::kKeys);
   }
   __syncwarp();
-  for (int e = lane; e < F * s.hs; e += 32) {
-    const int rr = r0 + e / s.hs, i = e % s.hs, tt = q0 + rr;
-    if (tt < s.Tn) {
-      out[(static_cast<size_t>(b) * s.Tn + tt) * out_stride + static_cast<size_t>(h) * s.hs + i] =
-          __float2bfloat16(Os[rr * L.o.ld + i] / l[rr]);
-    }
+#pragma unroll
+  for (int i = 0; i < FragAcc::num_elements; ++i) {
+    const float inverse = 1.0f / l[r0 + static_cast<int>(row_of.x[i])];
+#pragma unroll
+    for (int j = 0; j < D; ++j) of[j].x[i] *= inverse;
   }
+  __syncthreads();  // every warp is done with K and V: the staging tile lies over them
+  write_accumulators<D, false>(of, at<float>(smem, L.stage) + r0 * L.stage.ld, L.stage.ld, out, out_stride, b, s.Tn, q0 + r0,
+                               h, lane, s.wide);
   if (lane < F && q0 + r0 + lane < s.Tn) {
     lse[(static_cast<size_t>(b) * s.NH + h) * s.Tn + q0 + r0 + lane] = m[r0 + lane] + logf(l[r0 + lane]);
   }
 }
 
 // dq += sum over keys of dS k, dS = P (dout . v - D) scale, P = exp(s - lse).
+template <int D>
 __global__ void __launch_bounds__(ft::kThreads)
     query_kernel(bf* dq, size_t dq_stride, const float* rowdot, const float* lse, const bf* dout, size_t dout_stride,
                  const bf* q, size_t q_stride, const bf* k, size_t k_stride, const bf* v, size_t v_stride, Shape s,
                  ft::QueryLayout L) {
+  constexpr int HS = D * F;
   unsigned char* smem = dynamic_shared<unsigned char>();
   bf *Qs = at<bf>(smem, L.q), *dOs = at<bf>(smem, L.dout), *Ks = at<bf>(smem, L.k), *Vs = at<bf>(smem, L.v);
   bf* dSs = at<bf>(smem, L.ds);
-  float *dQs = at<float>(smem, L.dq), *Ss = at<float>(smem, L.s), *dPs = at<float>(smem, L.dp);
+  float *Ss = at<float>(smem, L.s), *dPs = at<float>(smem, L.dp);
   float *lse_s = at<float>(smem, L.lse), *D_s = at<float>(smem, L.rowdot);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r0 = warp * F;
   const int q0 = (gridDim.x - 1 - blockIdx.x) * ft::kRows;
   const int b = blockIdx.y / s.NH, h = blockIdx.y % s.NH, kh = h / (s.NH / s.KVH);
   const size_t rows = (static_cast<size_t>(b) * s.NH + h) * s.Tn;
-  load_rows(Qs, L.q.ld, q, q_stride, b, s.Tn, q0, ft::kRows, h, s.hs);
-  load_rows(dOs, L.dout.ld, dout, dout_stride, b, s.Tn, q0, ft::kRows, h, s.hs);
-  zero_rows(dQs, L.dq.ld, ft::kRows, s.hs);
+  load_rows<HS>(Qs, L.q.ld, q, q_stride, b, s.Tn, q0, ft::kRows, h, s.wide);
+  load_rows<HS>(dOs, L.dout.ld, dout, dout_stride, b, s.Tn, q0, ft::kRows, h, s.wide);
   load_values(lse_s, lse + rows, s.Tn, q0, ft::kRows);
   load_values(D_s, rowdot + rows, s.Tn, q0, ft::kRows);
-  const int r = r0 + lane / 2, t = q0 + r, c0 = (lane % 2) * (ft::kKeys / 2);
+  __syncthreads();
+  FragA qf[D], df[D];
+  load_operand(qf, Qs + r0 * L.q.ld, L.q.ld);
+  load_operand(df, dOs + r0 * L.dout.ld, L.dout.ld);
+  FragAcc dqf[D];
+  zero(dqf);
+  const int a = lane % kPartner, half = lane / kPartner, r = r0 + a, t = q0 + r;
   for (int k0 = 0; k0 < ft::key_end(q0, s.Tn); k0 += ft::kKeys) {
     __syncthreads();
-    load_rows(Ks, L.k.ld, k, k_stride, b, s.Tn, k0, ft::kKeys, kh, s.hs);
-    load_rows(Vs, L.v.ld, v, v_stride, b, s.Tn, k0, ft::kKeys, kh, s.hs);
+    load_rows<HS>(Ks, L.k.ld, k, k_stride, b, s.Tn, k0, ft::kKeys, kh, s.wide);
+    load_rows<HS>(Vs, L.v.ld, v, v_stride, b, s.Tn, k0, ft::kKeys, kh, s.wide);
     __syncthreads();
-    rows_dot_rows(Ss + r0 * L.s.ld, L.s.ld, Qs + r0 * L.q.ld, L.q.ld, Ks, L.k.ld, ft::kKeys, s.hs);
-    rows_dot_rows(dPs + r0 * L.dp.ld, L.dp.ld, dOs + r0 * L.dout.ld, L.dout.ld, Vs, L.v.ld, ft::kKeys, s.hs);
+    rows_dot_tile(Ss + r0 * L.s.ld, L.s.ld, qf, Ks, L.k.ld, ft::kKeys);
+    rows_dot_tile(dPs + r0 * L.dp.ld, L.dp.ld, df, Vs, L.v.ld, ft::kKeys);
     __syncwarp();
-    for (int c = c0; c < c0 + ft::kKeys / 2; ++c) {
-      const float p = ft::visible(t, k0 + c, s.Tn) ? __expf(Ss[r * L.s.ld + c] * s.scale - lse_s[r]) : 0.0f;
-      dSs[r * L.ds.ld + c] = __float2bfloat16(p * (dPs[r * L.dp.ld + c] - D_s[r]) * s.scale);
+    for (int j = 0; j < ft::kKeys / 4; ++j) {
+      const int c = pair_column(half, ft::kKeys, j, a);
+      const Float2 x = *packed<const Float2>(Ss + r * L.s.ld + c), dp = *packed<const Float2>(dPs + r * L.dp.ld + c);
+      const float p0 = ft::visible(t, k0 + c, s.Tn) ? __expf(x.a * s.scale - lse_s[r]) : 0.0f;
+      const float p1 = ft::visible(t, k0 + c + 1, s.Tn) ? __expf(x.b * s.scale - lse_s[r]) : 0.0f;
+      *packed<unsigned>(dSs + r * L.ds.ld + c) = word_of(p0 * (dp.a - D_s[r]) * s.scale, p1 * (dp.b - D_s[r]) * s.scale);
     }
     __syncwarp();
-    add_product(dQs + r0 * L.dq.ld, L.dq.ld, dSs + r0 * L.ds.ld, L.ds.ld, Ks, L.k.ld, s.hs, ft::kKeys);
+    add_product(dqf, dSs + r0 * L.ds.ld, L.ds.ld, Ks, L.k.ld, ft::kKeys);
   }
-  __syncwarp();
-  add_rows(dq, dq_stride, b, s.Tn, q0 + r0, h, s.hs, dQs + r0 * L.dq.ld, L.dq.ld, lane);
+  __syncthreads();  // every warp is done with K and V: the staging tile lies over them
+  write_accumulators<D, true>(dqf, at<float>(smem, L.stage) + r0 * L.stage.ld, L.stage.ld, dq, dq_stride, b, s.Tn, q0 + r0, h,
+                              lane, s.wide);
 }
 
 // dk += sum dS^T q and dv += sum P^T dout over the group's heads and the
 // queries t >= t2, a key tile per block.
+template <int D>
 __global__ void __launch_bounds__(ft::kThreads)
     key_value_kernel(bf* dk, size_t dk_stride, bf* dv, size_t dv_stride, const float* rowdot, const float* lse,
                      const bf* dout, size_t dout_stride, const bf* q, size_t q_stride, const bf* k, size_t k_stride,
                      const bf* v, size_t v_stride, Shape s, ft::KeyValueLayout L) {
+  constexpr int HS = D * F;
+  constexpr int kQ = ft::kKeyValueQueries;
   unsigned char* smem = dynamic_shared<unsigned char>();
   bf *Ks = at<bf>(smem, L.k), *Vs = at<bf>(smem, L.v), *Qs = at<bf>(smem, L.q), *dOs = at<bf>(smem, L.dout);
   bf *Pt = at<bf>(smem, L.pt), *dSt = at<bf>(smem, L.dst);
-  float *dKs = at<float>(smem, L.dk), *dVs = at<float>(smem, L.dv), *St = at<float>(smem, L.st);
-  float *dPt = at<float>(smem, L.dpt), *lse_s = at<float>(smem, L.lse), *D_s = at<float>(smem, L.rowdot);
-  constexpr int kQ = ft::kKeyValueQueries;
+  float *St = at<float>(smem, L.st), *dPt = at<float>(smem, L.dpt), *lse_s = at<float>(smem, L.lse);
+  float* D_s = at<float>(smem, L.rowdot);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r0 = warp * F;
   // The longest key rows (the first tiles, causal) start first.
   const int k0 = blockIdx.x * ft::kRows;
   const int b = blockIdx.y / s.KVH, kh = blockIdx.y % s.KVH, group = s.NH / s.KVH;
-  load_rows(Ks, L.k.ld, k, k_stride, b, s.Tn, k0, ft::kRows, kh, s.hs);
-  load_rows(Vs, L.v.ld, v, v_stride, b, s.Tn, k0, ft::kRows, kh, s.hs);
-  zero_rows(dKs, L.dk.ld, ft::kRows, s.hs);
-  zero_rows(dVs, L.dv.ld, ft::kRows, s.hs);
-  const int r = r0 + lane / 2, key = k0 + r, c0 = (lane % 2) * (kQ / 2);
+  load_rows<HS>(Ks, L.k.ld, k, k_stride, b, s.Tn, k0, ft::kRows, kh, s.wide);
+  load_rows<HS>(Vs, L.v.ld, v, v_stride, b, s.Tn, k0, ft::kRows, kh, s.wide);
+  FragAcc dkf[D], dvf[D];
+  zero(dkf);
+  zero(dvf);
+  // Score rows here are 32 queries wide: pairs rotated by a / 8 (not a, as for
+  // 64 keys) put a warp's accesses in different banks.
+  const int a = lane % kPartner, half = lane / kPartner, r = r0 + a, key = k0 + r;
   for (int h = kh * group; h < (kh + 1) * group; ++h) {
     const size_t rows = (static_cast<size_t>(b) * s.NH + h) * s.Tn;
     for (int q0 = k0; q0 < s.Tn; q0 += kQ) {
       __syncthreads();
-      load_rows(Qs, L.q.ld, q, q_stride, b, s.Tn, q0, kQ, h, s.hs);
-      load_rows(dOs, L.dout.ld, dout, dout_stride, b, s.Tn, q0, kQ, h, s.hs);
+      load_rows<HS>(Qs, L.q.ld, q, q_stride, b, s.Tn, q0, kQ, h, s.wide);
+      load_rows<HS>(dOs, L.dout.ld, dout, dout_stride, b, s.Tn, q0, kQ, h, s.wide);
       load_values(lse_s, lse + rows, s.Tn, q0, kQ);
       load_values(D_s, rowdot + rows, s.Tn, q0, kQ);
       __syncthreads();
-      rows_dot_rows(St + r0 * L.st.ld, L.st.ld, Ks + r0 * L.k.ld, L.k.ld, Qs, L.q.ld, kQ, s.hs);
-      rows_dot_rows(dPt + r0 * L.dpt.ld, L.dpt.ld, Vs + r0 * L.v.ld, L.v.ld, dOs, L.dout.ld, kQ, s.hs);
-      __syncwarp();
-      for (int c = c0; c < c0 + kQ / 2; ++c) {
-        const float p = ft::visible(q0 + c, key, s.Tn) ? __expf(St[r * L.st.ld + c] * s.scale - lse_s[c]) : 0.0f;
-        Pt[r * L.pt.ld + c] = __float2bfloat16(p);
-        dSt[r * L.dst.ld + c] = __float2bfloat16(p * (dPt[r * L.dpt.ld + c] - D_s[c]) * s.scale);
+      // S^T = K Q^T and dP^T = V dout^T for the warp's 16 keys: each key
+      // fragment once, against both 16-query halves.
+      {
+        FragAcc st[kQ / F], dpt[kQ / F];
+#pragma unroll
+        for (int n = 0; n < kQ / F; ++n) {
+          wmma::fill_fragment(st[n], 0.0f);
+          wmma::fill_fragment(dpt[n], 0.0f);
+        }
+#pragma unroll
+        for (int j = 0; j < D; ++j) {
+          FragA kf, vf;
+          wmma::load_matrix_sync(kf, Ks + r0 * L.k.ld + j * F, L.k.ld);
+          wmma::load_matrix_sync(vf, Vs + r0 * L.v.ld + j * F, L.v.ld);
+#pragma unroll
+          for (int n = 0; n < kQ / F; ++n) {
+            FragBColumns qb, db;
+            wmma::load_matrix_sync(qb, Qs + n * F * L.q.ld + j * F, L.q.ld);
+            wmma::load_matrix_sync(db, dOs + n * F * L.dout.ld + j * F, L.dout.ld);
+            wmma::mma_sync(st[n], kf, qb, st[n]);
+            wmma::mma_sync(dpt[n], vf, db, dpt[n]);
+          }
+        }
+#pragma unroll
+        for (int n = 0; n < kQ / F; ++n) {
+          wmma::store_matrix_sync(St + r0 * L.st.ld + n * F, st[n], L.st.ld, wmma::mem_row_major);
+          wmma::store_matrix_sync(dPt + r0 * L.dpt.ld + n * F, dpt[n], L.dpt.ld, wmma::mem_row_major);
+        }
       }
       __syncwarp();
-      add_product(dVs + r0 * L.dv.ld, L.dv.ld, Pt + r0 * L.pt.ld, L.pt.ld, dOs, L.dout.ld, s.hs, kQ);
-      add_product(dKs + r0 * L.dk.ld, L.dk.ld, dSt + r0 * L.dst.ld, L.dst.ld, Qs, L.q.ld, s.hs, kQ);
+      for (int j = 0; j < kQ / 4; ++j) {
+        const int c = pair_column(half, kQ, j, a / 8);
+        const Float2 x = *packed<const Float2>(St + r * L.st.ld + c), dp = *packed<const Float2>(dPt + r * L.dpt.ld + c);
+        const float p0 = ft::visible(q0 + c, key, s.Tn) ? __expf(x.a * s.scale - lse_s[c]) : 0.0f;
+        const float p1 = ft::visible(q0 + c + 1, key, s.Tn) ? __expf(x.b * s.scale - lse_s[c + 1]) : 0.0f;
+        *packed<unsigned>(Pt + r * L.pt.ld + c) = word_of(p0, p1);
+        *packed<unsigned>(dSt + r * L.dst.ld + c) =
+            word_of(p0 * (dp.a - D_s[c]) * s.scale, p1 * (dp.b - D_s[c + 1]) * s.scale);
+      }
+      __syncwarp();
+      add_product(dvf, Pt + r0 * L.pt.ld, L.pt.ld, dOs, L.dout.ld, kQ);
+      add_product(dkf, dSt + r0 * L.dst.ld, L.dst.ld, Qs, L.q.ld, kQ);
     }
   }
-  __syncwarp();
-  add_rows(dk, dk_stride, b, s.Tn, k0 + r0, kh, s.hs, dKs + r0 * L.dk.ld, L.dk.ld, lane);
-  add_rows(dv, dv_stride, b, s.Tn, k0 + r0, kh, s.hs, dVs + r0 * L.dv.ld, L.dv.ld, lane);
+  __syncthreads();  // every warp is done with K and V: the staging tile lies over them
+  float* stage = at<float>(smem, L.stage) + r0 * L.stage.ld;
+  write_accumulators<D, true>(dkf, stage, L.stage.ld, dk, dk_stride, b, s.Tn, k0 + r0, kh, lane, s.wide);
+  write_accumulators<D, true>(dvf, stage, L.stage.ld, dv, dv_stride, b, s.Tn, k0 + r0, kh, lane, s.wide);
 }
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
+
+inline dim3 grid(int Tn, int heads_of_batch) {
+  return dim3(static_cast<unsigned>((Tn + ft::kRows - 1) / ft::kRows), static_cast<unsigned>(heads_of_batch));
+}
+
+// A tensor's rows take 16-byte accesses when its base is 16-byte aligned and
+// its token stride a multiple of 8 elements (a head's offset, 16 D elements,
+// then is too). The executor's tensors are; a view that is not runs the
+// element-wise loads.
+template <class T>
+bool wide_rows(Heads<T> heads) {
+  return reinterpret_cast<std::uintptr_t>(heads.base) % sizeof(Row8) == 0 && heads.token_stride % ft::kPack == 0;
+}
+
+template <class... H>
+Shape shape(int Tn, int NH, int KVH, int hs, H... heads) {
+  return {Tn, NH, KVH, 1.0f / std::sqrt(static_cast<float>(hs)), (wide_rows(heads) && ...)};
+}
+
+// Calls f(std::integral_constant<int, D>{}) for D = hs / 16, the kernels'
+// compiled head size.
+template <class Fn>
+void with_head_fragments(int hs, Fn&& f) {
+  switch (ft::eligible(hs) ? hs / F : 0) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    default:
+      throw std::invalid_argument("flash attention (tensor cores): head size " + std::to_string(hs) +
+                                  " is not a multiple of 16 up to 128");
+  }
+}
+static_assert(ft::kMaxHeadDim == 8 * F, "with_head_fragments compiles every head size the path takes");
 
 // A checked launch of a block of ft::kThreads (launch_kernel opts in for
 // the tiles' shared memory past 48 KiB).
@@ -315,25 +512,31 @@ bool flash_attention_tc_supported(int hs) {
 void flash_attention_forward_tc(Heads<Bf16> out, float* lse, Heads<const Bf16> q, Heads<const Bf16> k,
                                 Heads<const Bf16> v, int B, int Tn, int NH, int KVH, int hs) {
   const ft::ForwardLayout L = ft::forward_layout(hs);
-  launch_tiles("flash_attention_forward (tensor cores)", forward_kernel, grid(Tn, B * NH), L.bytes, dev(out.base),
-               out.token_stride, lse, dev(q.base), q.token_stride, dev(k.base), k.token_stride, dev(v.base),
-               v.token_stride, shape(Tn, NH, KVH, hs), L);
+  const Shape s = shape(Tn, NH, KVH, hs, out, q, k, v);
+  with_head_fragments(hs, [&](auto d) {
+    launch_tiles("flash_attention_forward (tensor cores)", forward_kernel<decltype(d)::value>, grid(Tn, B * NH), L.bytes,
+                 dev(out.base), out.token_stride, lse, dev(q.base), q.token_stride, dev(k.base), k.token_stride,
+                 dev(v.base), v.token_stride, s, L);
+  });
 }
 
 // dq, then dk and dv; rowdot holds D = dout . out.
 void flash_attention_backward_tc(Heads<Bf16> dq, Heads<Bf16> dk, Heads<Bf16> dv, const float* rowdot,
                                  Heads<const Bf16> dout, Heads<const Bf16> q, Heads<const Bf16> k, Heads<const Bf16> v,
                                  const float* lse, int B, int Tn, int NH, int KVH, int hs) {
-  const Shape s = shape(Tn, NH, KVH, hs);
+  const Shape s = shape(Tn, NH, KVH, hs, dq, dk, dv, dout, q, k, v);
   const ft::QueryLayout LQ = ft::query_layout(hs);
-  launch_tiles("flash_attention_backward (tensor cores, queries)", query_kernel, grid(Tn, B * NH), LQ.bytes,
-               dev(dq.base), dq.token_stride, rowdot, lse, dev(dout.base), dout.token_stride, dev(q.base), q.token_stride,
-               dev(k.base), k.token_stride, dev(v.base), v.token_stride, s, LQ);
   const ft::KeyValueLayout LK = ft::key_value_layout(hs);
-  launch_tiles("flash_attention_backward (tensor cores, keys, values)", key_value_kernel, grid(Tn, B * KVH), LK.bytes,
-               dev(dk.base), dk.token_stride, dev(dv.base), dv.token_stride, rowdot, lse, dev(dout.base),
-               dout.token_stride, dev(q.base), q.token_stride, dev(k.base), k.token_stride, dev(v.base), v.token_stride, s,
-               LK);
+  with_head_fragments(hs, [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    launch_tiles("flash_attention_backward (tensor cores, queries)", query_kernel<D>, grid(Tn, B * NH), LQ.bytes,
+                 dev(dq.base), dq.token_stride, rowdot, lse, dev(dout.base), dout.token_stride, dev(q.base),
+                 q.token_stride, dev(k.base), k.token_stride, dev(v.base), v.token_stride, s, LQ);
+    launch_tiles("flash_attention_backward (tensor cores, keys, values)", key_value_kernel<D>, grid(Tn, B * KVH),
+                 LK.bytes, dev(dk.base), dk.token_stride, dev(dv.base), dv.token_stride, rowdot, lse, dev(dout.base),
+                 dout.token_stride, dev(q.base), q.token_stride, dev(k.base), k.token_stride, dev(v.base),
+                 v.token_stride, s, LK);
+  });
 }
 
 }  // namespace zp::cuda

@@ -13,6 +13,9 @@
 // (forward, dq) arrive kKeys at a time, queries (dk, dv) kKeyValueQueries at
 // a time. Rows of bf16 tiles are padded by 8 elements and fp32 tiles by 4
 // (16 bytes) so the rows of a fragment fall in different shared-memory banks.
+// The accumulators (output, dq, dk, dv) and the warp's own rows of the
+// block's side (queries, output gradients) live in registers, as in
+// FlashAttention-2, so shared memory holds only what warps exchange.
 #pragma once
 
 #include <cstddef>
@@ -26,6 +29,7 @@ constexpr int kRows = kWarps * kFragment;
 constexpr int kKeys = 64;
 constexpr int kKeyValueQueries = 32;
 constexpr int kMaxHeadDim = 128;
+constexpr int kPack = 8;  // bf16 elements in one 16-byte load or store of a row
 constexpr std::size_t kSm80SharedBytes = 163 * 1024;
 constexpr std::size_t kAlign = 128;
 
@@ -54,11 +58,18 @@ struct Arena {
   }
 };
 
-// Forward: the block's queries, one key and value tile, the fp32 output
-// accumulator, the scores and their bf16 probabilities, and per row the
-// running maximum and sum.
+// Where a warp stages its fp32 accumulator rows (kRows x hs) on the way out
+// to the tensor: over the key and value tiles (k, then v, contiguous), read
+// by then. flash_tiles_test checks that it ends before v does.
+constexpr Tile stage_over(Tile k, int hs) { return Tile{k.offset, f32_ld(hs)}; }
+
+// Forward: the block's queries, one key and value tile, the scores and their
+// bf16 probabilities, per row the running maximum and sum and the last
+// tile's correction of the output, and a fragment of row numbers (16 x 16,
+// fp32; see flash_attention_tc_cuda.cu). The output accumulates in each
+// warp's registers.
 struct ForwardLayout {
-  Tile q, k, v, o, s, p, m, l;
+  Tile q, k, v, s, p, m, l, corr, rows, stage;
   std::size_t bytes;
 };
 constexpr ForwardLayout forward_layout(int hs) {
@@ -67,20 +78,22 @@ constexpr ForwardLayout forward_layout(int hs) {
   f.q = a.take(kRows, bf16_ld(hs), 2);
   f.k = a.take(kKeys, bf16_ld(hs), 2);
   f.v = a.take(kKeys, bf16_ld(hs), 2);
-  f.o = a.take(kRows, f32_ld(hs), 4);
   f.s = a.take(kRows, f32_ld(kKeys), 4);
   f.p = a.take(kRows, bf16_ld(kKeys), 2);
   f.m = a.take(kRows, 1, 4);
   f.l = a.take(kRows, 1, 4);
+  f.corr = a.take(kRows, 1, 4);
+  f.rows = a.take(kFragment, kFragment, 4);
+  f.stage = stage_over(f.k, hs);
   f.bytes = a.bytes;
   return f;
 }
 
 // dq: the block's queries and their output gradients, one key and value
-// tile, the fp32 dq accumulator, scores and dP (= dout v^T) in fp32, dS in
-// bf16, and per row lse and D (= dout . out).
+// tile, scores and dP (= dout v^T) in fp32, dS in bf16, and per row lse and
+// D (= dout . out). dq accumulates in registers.
 struct QueryLayout {
-  Tile q, dout, k, v, dq, s, dp, ds, lse, rowdot;
+  Tile q, dout, k, v, s, dp, ds, lse, rowdot, stage;
   std::size_t bytes;
 };
 constexpr QueryLayout query_layout(int hs) {
@@ -90,21 +103,22 @@ constexpr QueryLayout query_layout(int hs) {
   f.dout = a.take(kRows, bf16_ld(hs), 2);
   f.k = a.take(kKeys, bf16_ld(hs), 2);
   f.v = a.take(kKeys, bf16_ld(hs), 2);
-  f.dq = a.take(kRows, f32_ld(hs), 4);
   f.s = a.take(kRows, f32_ld(kKeys), 4);
   f.dp = a.take(kRows, f32_ld(kKeys), 4);
   f.ds = a.take(kRows, bf16_ld(kKeys), 2);
   f.lse = a.take(kRows, 1, 4);
   f.rowdot = a.take(kRows, 1, 4);
+  f.stage = stage_over(f.k, hs);
   f.bytes = a.bytes;
   return f;
 }
 
 // dk, dv: the block's keys and values, one tile of queries and their output
-// gradients, fp32 dk and dv accumulators, the transposed scores and dP in
-// fp32, P^T and dS^T in bf16, and per query lse and D.
+// gradients, the transposed scores and dP in fp32, P^T and dS^T in bf16,
+// and per query lse and D. dk and dv accumulate in registers and leave one
+// after the other through the staging tile.
 struct KeyValueLayout {
-  Tile k, v, q, dout, dk, dv, st, dpt, pt, dst, lse, rowdot;
+  Tile k, v, q, dout, st, dpt, pt, dst, lse, rowdot, stage;
   std::size_t bytes;
 };
 constexpr KeyValueLayout key_value_layout(int hs) {
@@ -114,14 +128,13 @@ constexpr KeyValueLayout key_value_layout(int hs) {
   f.v = a.take(kRows, bf16_ld(hs), 2);
   f.q = a.take(kKeyValueQueries, bf16_ld(hs), 2);
   f.dout = a.take(kKeyValueQueries, bf16_ld(hs), 2);
-  f.dk = a.take(kRows, f32_ld(hs), 4);
-  f.dv = a.take(kRows, f32_ld(hs), 4);
   f.st = a.take(kRows, f32_ld(kKeyValueQueries), 4);
   f.dpt = a.take(kRows, f32_ld(kKeyValueQueries), 4);
   f.pt = a.take(kRows, bf16_ld(kKeyValueQueries), 2);
   f.dst = a.take(kRows, bf16_ld(kKeyValueQueries), 2);
   f.lse = a.take(kKeyValueQueries, 1, 4);
   f.rowdot = a.take(kKeyValueQueries, 1, 4);
+  f.stage = stage_over(f.k, hs);
   f.bytes = a.bytes;
   return f;
 }

@@ -325,19 +325,23 @@ void check_attention_and_tokens(const char* precision) {
   // GPT-2's hs = 64 over three tiles of 64 rows, the last one partial. In bf16
   // the hs 80 and 64 cases run the tensor-core kernels (flash_attention_tc_cuda.h),
   // hs 8 and every fp32 case the warp-per-row ones.
+  // A fourth, hs 32 with every token's row padded by 4 elements, takes the
+  // tensor-core kernels' element-wise loads and stores (rows not 16-byte
+  // aligned); the others' rows are, and take 16-byte accesses.
   struct FlashCase {
     bool packed;
-    int B, Tn, NH, KVH, hs;
+    int B, Tn, NH, KVH, hs, pad;
     const char* name;
   };
-  for (const FlashCase& fc : {FlashCase{false, 2, 67, 4, 2, 80, "grouped, hs 80"},
-                              FlashCase{true, 2, 29, 3, 3, 8, "packed q,k,v"},
-                              FlashCase{true, 1, 130, 2, 2, 64, "packed q,k,v, hs 64, 130 tokens"}}) {
+  for (const FlashCase& fc : {FlashCase{false, 2, 67, 4, 2, 80, 0, "grouped, hs 80"},
+                              FlashCase{true, 2, 29, 3, 3, 8, 0, "packed q,k,v"},
+                              FlashCase{true, 1, 130, 2, 2, 64, 0, "packed q,k,v, hs 64, 130 tokens"},
+                              FlashCase{false, 1, 70, 2, 1, 32, 4, "grouped, hs 32, rows padded"}}) {
     const bool packed = fc.packed;
     const int B = fc.B, Tn = fc.Tn, NH = fc.NH, KVH = fc.KVH, hs = fc.hs;
     const size_t qw = static_cast<size_t>(NH) * hs, kw = static_cast<size_t>(KVH) * hs;
     // Packed: one (B,T,3C) tensor with q, k, v at 0, C, 2C; else three tensors.
-    const size_t ld_q = packed ? 3 * qw : qw, ld_k = packed ? 3 * qw : kw;
+    const size_t ld_q = (packed ? 3 * qw : qw) + fc.pad, ld_k = (packed ? 3 * qw : kw) + fc.pad;
     const size_t nq = static_cast<size_t>(B) * Tn * ld_q, nk = packed ? 0 : static_cast<size_t>(B) * Tn * ld_k;
     const size_t no = static_cast<size_t>(B) * Tn * qw, nl = static_cast<size_t>(B) * NH * Tn;
     std::vector<float> qin = random_vec(nq, rng), kin = random_vec(nk, rng);

@@ -1,7 +1,8 @@
 // The tensor-core flash kernels' tiles (kernels/flash_tiles.h) without a GPU:
 // what WMMA requires of every fragment pointer and leading dimension, that
 // each kernel's shared memory fits an sm_80 block for every head size the
-// path takes, that tiles do not overlap, and that the forward and dq kernels'
+// path takes, that tiles do not overlap (but the staging tile, which lies
+// over the key and value tiles and must end within them), and that the forward and dq kernels'
 // key tiles visit exactly the keys a causal row sees (and the dk, dv
 // kernel's query tiles, from the key tile's start, exactly the queries that
 // see a key), and that the time model prices the head sizes the path takes
@@ -42,6 +43,21 @@ void check_tiles(const std::vector<Placed>& tiles, std::size_t total) {
   CHECK(total <= ft::kSm80SharedBytes);
 }
 
+// The fp32 staging tile of kRows rows of hs lies over the key and value
+// tiles (read by then) and ends before the value tile does; its fragments
+// are aligned as WMMA's stores require.
+void check_stage(ft::Tile stage, ft::Tile k, ft::Tile v, int kv_rows, int hs) {
+  CHECK(stage.offset == k.offset);
+  CHECK(v.offset >= k.offset);
+  CHECK(stage.ld >= hs);
+  CHECK(stage.ld * 4 % 16 == 0);
+  CHECK(stage.offset + static_cast<std::size_t>(ft::kRows) * stage.ld * 4 <=
+        v.offset + static_cast<std::size_t>(kv_rows) * v.ld * 2);
+  for (int r0 = 0; r0 < ft::kRows; r0 += ft::kFragment) {
+    CHECK((stage.offset + static_cast<std::size_t>(r0) * stage.ld * 4) % 32 == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("the tensor-core path takes bf16 heads of a multiple of 16 up to 128") {
@@ -58,27 +74,35 @@ TEST_CASE("every tile is aligned for WMMA and each kernel fits an sm_80 block") 
   for (int hs = ft::kFragment; hs <= ft::kMaxHeadDim; hs += ft::kFragment) {
     CAPTURE(hs);
     const ft::ForwardLayout f = ft::forward_layout(hs);
-    check_tiles({{f.q, ft::kRows, 2}, {f.k, ft::kKeys, 2}, {f.v, ft::kKeys, 2}, {f.o, ft::kRows, 4},
-                 {f.s, ft::kRows, 4}, {f.p, ft::kRows, 2}, {f.m, ft::kRows, 4}, {f.l, ft::kRows, 4}},
+    check_tiles({{f.q, ft::kRows, 2}, {f.k, ft::kKeys, 2}, {f.v, ft::kKeys, 2}, {f.s, ft::kRows, 4}, {f.p, ft::kRows, 2},
+                 {f.m, ft::kRows, 4}, {f.l, ft::kRows, 4}, {f.corr, ft::kRows, 4}, {f.rows, ft::kFragment, 4}},
                 f.bytes);
+    check_stage(f.stage, f.k, f.v, ft::kKeys, hs);
     const ft::QueryLayout g = ft::query_layout(hs);
     check_tiles({{g.q, ft::kRows, 2}, {g.dout, ft::kRows, 2}, {g.k, ft::kKeys, 2}, {g.v, ft::kKeys, 2},
-                 {g.dq, ft::kRows, 4}, {g.s, ft::kRows, 4}, {g.dp, ft::kRows, 4}, {g.ds, ft::kRows, 2},
-                 {g.lse, ft::kRows, 4}, {g.rowdot, ft::kRows, 4}},
+                 {g.s, ft::kRows, 4}, {g.dp, ft::kRows, 4}, {g.ds, ft::kRows, 2}, {g.lse, ft::kRows, 4},
+                 {g.rowdot, ft::kRows, 4}},
                 g.bytes);
+    check_stage(g.stage, g.k, g.v, ft::kKeys, hs);
     const int nq = ft::kKeyValueQueries;
     const ft::KeyValueLayout h = ft::key_value_layout(hs);
-    check_tiles({{h.k, ft::kRows, 2}, {h.v, ft::kRows, 2}, {h.q, nq, 2}, {h.dout, nq, 2}, {h.dk, ft::kRows, 4},
-                 {h.dv, ft::kRows, 4}, {h.st, ft::kRows, 4}, {h.dpt, ft::kRows, 4}, {h.pt, ft::kRows, 2},
-                 {h.dst, ft::kRows, 2}, {h.lse, nq, 4}, {h.rowdot, nq, 4}},
+    check_tiles({{h.k, ft::kRows, 2}, {h.v, ft::kRows, 2}, {h.q, nq, 2}, {h.dout, nq, 2}, {h.st, ft::kRows, 4},
+                 {h.dpt, ft::kRows, 4}, {h.pt, ft::kRows, 2}, {h.dst, ft::kRows, 2}, {h.lse, nq, 4}, {h.rowdot, nq, 4}},
                 h.bytes);
+    check_stage(h.stage, h.k, h.v, ft::kRows, hs);
+    // 16-byte row accesses: every bf16 row tile's rows start on 16 bytes.
+    for (const ft::Tile t : {f.q, f.k, f.v, g.q, g.dout, g.k, g.v, h.k, h.v, h.q, h.dout}) {
+      CHECK(t.offset % 16 == 0);
+      CHECK(t.ld % ft::kPack == 0);
+    }
+    CHECK(hs % ft::kPack == 0);
     // Row tiles hold the head; score tiles a key (or query) tile.
     CHECK(f.q.ld >= hs);
     CHECK(f.s.ld >= ft::kKeys);
     CHECK(h.st.ld >= nq);
   }
-  // At GPT-2's head size a forward block leaves room for three on an SM of an H200 (228 KiB).
-  CHECK(3 * ft::forward_layout(64).bytes <= 228 * 1024);
+  // At GPT-2's head size an SM of an H200 (228 KiB) holds four forward blocks.
+  CHECK(4 * ft::forward_layout(64).bytes <= 228 * 1024);
 }
 
 TEST_CASE("the key tiles of a query row, and the query tiles of a key row, are exactly its causal pairs") {

@@ -1,5 +1,5 @@
 // Stands in for CUDA's bf16 header on the host emulator (simt.h): the
-// storage type and its two conversions, rounding to nearest even.
+// storage type, its two conversions (rounding to nearest even) and its bits.
 #pragma once
 
 #include <cstdint>
@@ -21,3 +21,5 @@ inline float __bfloat162float(__nv_bfloat16 x) {
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 x) { return x.bits; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short bits) { return __nv_bfloat16{bits}; }

@@ -1,5 +1,7 @@
 // Stands in for CUDA's WMMA header (nvcuda::wmma) on the host emulator
-// (simt.h): every lane of a warp holds the whole 16 x 16 tile. Loads read
+// (simt.h): every lane of a warp holds the whole 16 x 16 tile (so x[i], for
+// i below num_elements, is element (i / cols, i % cols), one mapping of the
+// many a GPU's opaque one may be). Loads read
 // it, mma computes it (fp32 sums of exact bf16 products, in k order), and a
 // store is the warp's first lane writing the tile between two barriers of
 // its warp, so no lane reads a tile another is writing.
@@ -24,7 +26,8 @@ template <class Use, int M, int N, int K, class T, class Layout = void>
 struct fragment {
   static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
   static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
-  float x[rows * cols];  // row-major, whatever the memory layout
+  static constexpr int num_elements = rows * cols;  // every lane holds the whole tile
+  float x[rows * cols];                             // row-major, whatever the memory layout
 };
 
 template <class Use, int M, int N, int K, class T, class Layout>

@@ -20,12 +20,14 @@
 // memory is one aligned buffer, NaN bytes (0xff) at the launch, as a GPU
 // promises nothing of it. WMMA fragments (mma.h) hold the whole tile.
 //
-// Two checks a GPU makes, or a GPU's races would show, are made here too:
+// The checks a GPU makes, or a GPU's races would show, are made here too:
 // - A launch the hardware refuses is refused (it does not run, and the next
 //   cudaGetLastError says why): no threads or more than 1,024 in a block, a
 //   grid past 2^31 - 1 blocks in x or 65,535 in y or z, or more dynamic
 //   shared memory than 48 KiB without cudaFuncSetAttribute's opt-in for at
 //   least as much (227 KiB at most, sm_90's limit).
+// - A wide access (kernels/cuda_common.cuh's packed) must be aligned to its
+//   size (check_aligned), or the GPU faults.
 // - ZP_SIMT_SCHEDULE=reverse runs a block's threads in the opposite order
 //   (the last thread first, up to each barrier). A thread that reads another's
 //   write with no barrier between them reads it too early in one of the two
@@ -101,6 +103,15 @@ struct Block {
 };
 
 inline thread_local Block* block = nullptr;
+
+// A wide access (a 16-, 8- or 4-byte pack) the GPU faults on where its
+// address is not a multiple of its size; x86 would not, so the emulator stops.
+inline void check_aligned(const void* p, size_t alignment) {
+  if (reinterpret_cast<uintptr_t>(p) % alignment != 0) {
+    std::fprintf(stderr, "simt: a %zu-byte access at %p is misaligned\n", alignment, p);
+    std::abort();
+  }
+}
 
 inline void yield() {
   Fiber& f = block->fibers[static_cast<size_t>(block->current)];
