@@ -357,7 +357,10 @@ void check_attention_and_tokens(const char* precision) {
     kin = rounded<T>(kin);
     const float* kbase = packed ? qin.data() + qw : kin.data();
     const float* vbase = packed ? qin.data() + 2 * qw : vin.data();
-    std::vector<float> out(no), lse(nl), dqin(nq), dkin(nk), dvin(nk);
+    // The gradients start nonzero: backward adds to them.
+    const std::vector<float> dq0 = rounded<T>(random_vec(nq, rng)), dk0 = rounded<T>(random_vec(nk, rng)),
+                             dv0 = rounded<T>(random_vec(nk, rng));
+    std::vector<float> out(no), lse(nl), dqin = dq0, dkin = dk0, dvin = dv0;
     cpu::flash_attention_forward<float>({out.data(), qw}, lse.data(), {qin.data(), ld_q}, {kbase, ld_k}, {vbase, ld_k}, B,
                                         Tn, NH, KVH, hs);
     const std::vector<float> out_rounded = rounded<T>(out);
@@ -366,7 +369,7 @@ void check_attention_and_tokens(const char* precision) {
     cpu::flash_attention_backward<float>({dqin.data(), ld_q}, {dk_base, ld_k}, {dv_base, ld_k}, {d.data(), qw},
                                          {qin.data(), ld_q}, {kbase, ld_k}, {vbase, ld_k}, {out_rounded.data(), qw},
                                          lse.data(), B, Tn, NH, KVH, hs);
-    DeviceBuffer<T> gq(qin), gk(kin), gv(vin), gd(d), gout(zeros(no)), gdq(zeros(nq)), gdk(zeros(nk)), gdv(zeros(nk));
+    DeviceBuffer<T> gq(qin), gk(kin), gv(vin), gd(d), gout(zeros(no)), gdq(dq0), gdk(dk0), gdv(dv0);
     DeviceBuffer<float> glse(zeros(nl)), rowdot(zeros(nl));
     const T* gkb = packed ? gq.p + qw : gk.p;
     const T* gvb = packed ? gq.p + 2 * qw : gv.p;
