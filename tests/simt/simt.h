@@ -33,6 +33,12 @@
 //   write with no barrier between them reads it too early in one of the two
 //   orders, so a kernel whose results differ between the orders has a race
 //   (ctest runs the kernel tests in both).
+// - ZP_SIMT_SCHEDULE=warps runs one warp at a time, the last first, each
+//   through its warp barriers until it waits at a block barrier or ends. In
+//   the other two the warps keep in step between block barriers, so a warp
+//   that overwrites shared memory another warp still reads, with only warp
+//   barriers between them, goes unseen; here that read comes too late (ctest
+//   runs the kernel tests in this order too).
 // What it cannot show: the hardware's timing, fragment layouts and the
 // effects of a real memory model.
 #pragma once
@@ -172,11 +178,13 @@ inline int launch_refusal(const void* kernel, dim3 grid, dim3 threads, size_t sh
 }
 
 // The order a block's threads run in: ZP_SIMT_SCHEDULE's, which a test may change.
-enum class Schedule { forward, reverse };
+enum class Schedule { forward, reverse, warps };
 inline Schedule& schedule() {
   static Schedule order = [] {
     const char* name = std::getenv("ZP_SIMT_SCHEDULE");
-    return name != nullptr && std::strcmp(name, "reverse") == 0 ? Schedule::reverse : Schedule::forward;
+    if (name != nullptr && std::strcmp(name, "reverse") == 0) return Schedule::reverse;
+    if (name != nullptr && std::strcmp(name, "warps") == 0) return Schedule::warps;
+    return Schedule::forward;
   }();
   return order;
 }
@@ -189,7 +197,7 @@ void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args...
     last_launch_error = refusal;
     return;
   }
-  const bool reverse = schedule() == Schedule::reverse;
+  const bool reverse = schedule() == Schedule::reverse, warp_serial = schedule() == Schedule::warps;
   const int n = static_cast<int>(threads.x * threads.y * threads.z);
   const int warps = (n + kWarp - 1) / kWarp;
   std::vector<unsigned char> shared(shared_bytes + 256, 0xff);  // undefined on a GPU: NaN bytes here
@@ -225,23 +233,33 @@ void launch(Kernel kernel, dim3 grid, dim3 threads, size_t shared_bytes, Args...
         blockIdx = dim3(bx, by, bz);
         gridDim = grid;
         blockDim = threads;
+        // Resumes thread t if it can run; whether it did.
+        const auto step = [&](int t) {
+          Fiber& f = b.fibers[static_cast<size_t>(t)];
+          if (f.done || (f.waiting != nullptr && f.waiting->generation < f.waiting_for)) return false;
+          f.waiting = nullptr;
+          b.current = t;
+          threadIdx = f.index;
+          f.self = std::move(f.self).resume();
+          return true;
+        };
         for (int finished = 0; finished < n;) {
           bool progressed = false;
-          finished = 0;
-          for (int i = 0; i < n; ++i) {
-            const int t = reverse ? n - 1 - i : i;
-            Fiber& f = b.fibers[static_cast<size_t>(t)];
-            if (f.done) {
-              ++finished;
-              continue;
+          if (warp_serial) {
+            // The last warp first, each as far as it goes (through its warp
+            // barriers, to a block barrier or its end) before the next.
+            for (int w = warps - 1; w >= 0; --w) {
+              for (bool moved = true; moved;) {
+                moved = false;
+                for (int t = w * kWarp; t < std::min(n, (w + 1) * kWarp); ++t) moved |= step(t);
+                progressed |= moved;
+              }
             }
-            if (f.waiting != nullptr && f.waiting->generation < f.waiting_for) continue;
-            f.waiting = nullptr;
-            b.current = t;
-            threadIdx = f.index;
-            f.self = std::move(f.self).resume();
-            progressed = true;
+          } else {
+            for (int i = 0; i < n; ++i) progressed |= step(reverse ? n - 1 - i : i);
           }
+          finished = 0;
+          for (const Fiber& f : b.fibers) finished += f.done;
           if (!progressed && finished < n) {
             std::fprintf(stderr, "simt: block (%u,%u,%u): threads wait at a barrier no running thread reaches\n", bx, by,
                          bz);
