@@ -327,6 +327,8 @@ __global__ void __launch_bounds__(ft::kThreads)
   load_values(lse_s, lse + rows, s.Tn, q0, ft::kRows);
   load_values(D_s, rowdot + rows, s.Tn, q0, ft::kRows);
   __syncthreads();
+  // Q and dout lie over the score tiles: every warp has its fragments before
+  // the loop's first barrier, and scores come after it.
   FragA qf[D], df[D];
   load_operand(qf, Qs + r0 * L.q.ld, L.q.ld);
   load_operand(df, dOs + r0 * L.dout.ld, L.dout.ld);

@@ -60,7 +60,8 @@ struct Arena {
 
 // Where a warp stages its fp32 accumulator rows (kRows x hs) on the way out
 // to the tensor: over the key and value tiles (k, then v, contiguous), read
-// by then. flash_tiles_test checks that it ends before v does.
+// by then. flash_tiles_test checks that it ends before v does (and every
+// other tile laid over another, within it).
 constexpr Tile stage_over(Tile k, int hs) { return Tile{k.offset, f32_ld(hs)}; }
 
 // Forward: the block's queries, one key and value tile, the scores and their
@@ -89,9 +90,12 @@ constexpr ForwardLayout forward_layout(int hs) {
   return f;
 }
 
-// dq: the block's queries and their output gradients, one key and value
-// tile, scores and dP (= dout v^T) in fp32, dS in bf16, and per row lse and
-// D (= dout . out). dq accumulates in registers.
+// dq: one key and value tile, scores and dP (= dout v^T) in fp32, dS in
+// bf16, and per row lse and D (= dout . out). dq accumulates in registers.
+// The block's queries and output gradients are read once, into each warp's
+// fragments, before the first scores: they lie over the score and dP tiles
+// (bf16 rows of up to 128 fill fp32 rows of 64 keys), which leaves room for
+// three blocks an SM at hs 64 (two otherwise).
 struct QueryLayout {
   Tile q, dout, k, v, s, dp, ds, lse, rowdot, stage;
   std::size_t bytes;
@@ -99,12 +103,12 @@ struct QueryLayout {
 constexpr QueryLayout query_layout(int hs) {
   Arena a;
   QueryLayout f{};
-  f.q = a.take(kRows, bf16_ld(hs), 2);
-  f.dout = a.take(kRows, bf16_ld(hs), 2);
   f.k = a.take(kKeys, bf16_ld(hs), 2);
   f.v = a.take(kKeys, bf16_ld(hs), 2);
   f.s = a.take(kRows, f32_ld(kKeys), 4);
   f.dp = a.take(kRows, f32_ld(kKeys), 4);
+  f.q = Tile{f.s.offset, bf16_ld(hs)};
+  f.dout = Tile{f.dp.offset, bf16_ld(hs)};
   f.ds = a.take(kRows, bf16_ld(kKeys), 2);
   f.lse = a.take(kRows, 1, 4);
   f.rowdot = a.take(kRows, 1, 4);

@@ -58,6 +58,18 @@ void check_stage(ft::Tile stage, ft::Tile k, ft::Tile v, int kv_rows, int hs) {
   }
 }
 
+// A tile laid over another starts where it does and ends within it, its
+// fragments aligned as WMMA's loads require.
+void check_within(const Placed& over, const Placed& under) {
+  CHECK(over.tile.offset == under.tile.offset);
+  CHECK(over.tile.ld * over.element_bytes % 16 == 0);
+  CHECK(static_cast<std::size_t>(over.rows) * over.tile.ld * over.element_bytes <=
+        static_cast<std::size_t>(under.rows) * under.tile.ld * under.element_bytes);
+  for (int r0 = 0; r0 < over.rows; r0 += ft::kFragment) {
+    CHECK((over.tile.offset + static_cast<std::size_t>(r0) * over.tile.ld * over.element_bytes) % 32 == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("the tensor-core path takes bf16 heads of a multiple of 16 up to 128") {
@@ -79,11 +91,12 @@ TEST_CASE("every tile is aligned for WMMA and each kernel fits an sm_80 block") 
                 f.bytes);
     check_stage(f.stage, f.k, f.v, ft::kKeys, hs);
     const ft::QueryLayout g = ft::query_layout(hs);
-    check_tiles({{g.q, ft::kRows, 2}, {g.dout, ft::kRows, 2}, {g.k, ft::kKeys, 2}, {g.v, ft::kKeys, 2},
-                 {g.s, ft::kRows, 4}, {g.dp, ft::kRows, 4}, {g.ds, ft::kRows, 2}, {g.lse, ft::kRows, 4},
-                 {g.rowdot, ft::kRows, 4}},
+    check_tiles({{g.k, ft::kKeys, 2}, {g.v, ft::kKeys, 2}, {g.s, ft::kRows, 4}, {g.dp, ft::kRows, 4},
+                 {g.ds, ft::kRows, 2}, {g.lse, ft::kRows, 4}, {g.rowdot, ft::kRows, 4}},
                 g.bytes);
     check_stage(g.stage, g.k, g.v, ft::kKeys, hs);
+    check_within({g.q, ft::kRows, 2}, {g.s, ft::kRows, 4});
+    check_within({g.dout, ft::kRows, 2}, {g.dp, ft::kRows, 4});
     const int nq = ft::kKeyValueQueries;
     const ft::KeyValueLayout h = ft::key_value_layout(hs);
     check_tiles({{h.k, ft::kRows, 2}, {h.v, ft::kRows, 2}, {h.q, nq, 2}, {h.dout, nq, 2}, {h.st, ft::kRows, 4},
@@ -101,8 +114,11 @@ TEST_CASE("every tile is aligned for WMMA and each kernel fits an sm_80 block") 
     CHECK(f.s.ld >= ft::kKeys);
     CHECK(h.st.ld >= nq);
   }
-  // At GPT-2's head size an SM of an H200 (228 KiB) holds four forward blocks.
-  CHECK(4 * ft::forward_layout(64).bytes <= 228 * 1024);
+  // At GPT-2's head size an SM of an H200 (227 KiB for blocks) holds four
+  // forward, three dq and four dk, dv blocks by shared memory.
+  CHECK(4 * ft::forward_layout(64).bytes <= 227 * 1024);
+  CHECK(3 * ft::query_layout(64).bytes <= 227 * 1024);
+  CHECK(4 * ft::key_value_layout(64).bytes <= 227 * 1024);
 }
 
 TEST_CASE("the key tiles of a query row, and the query tiles of a key row, are exactly its causal pairs") {
