@@ -26,7 +26,7 @@ check() {
   if "$@" > "$build/sanitize_${what// /_}.log" 2>&1; then echo "ok      $what"; else echo "FAILED  $what (log: $build/sanitize_${what// /_}.log)"; failed=1; fi
 }
 check "simt launch" "$build/tests/simt_launch_test"
-for order in forward reverse; do
+for order in forward reverse warps; do
   check "kernels $order" env ZP_SIMT_SCHEDULE=$order "$build/tests/cuda_ops_emulated_test"
   check "cuda backend $order" env ZP_SIMT_SCHEDULE=$order "$build/tests/cuda_model_emulated_test"
 done
