@@ -12,9 +12,11 @@
 // once, rounded once, at the end. Shared memory carries what warps exchange
 // (the other side's tiles) and what a row's lanes work on element by element
 // (scores, P, dS), so a key tile costs a warp its fragment loads of that
-// tile, one store of its scores and two reads of them: the earlier version,
-// with accumulators in shared memory and an operand reload per product, moved
-// about four times as many bytes through shared memory per tile.
+// tile, one store of its scores and two reads of them. By count (hs 64, per
+// warp and key tile), the forward moves about 33 KB through shared memory,
+// where the earlier version, with accumulators in shared memory and an
+// operand reload per product, moved about 66 KB, a third of it in scalar row
+// accesses with 4-way bank conflicts (docs/design.md; speed not yet measured).
 //
 // The online softmax rescales the output rows in registers although WMMA
 // keeps the element-to-lane mapping of a fragment opaque: the mapping is the
