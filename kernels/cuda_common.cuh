@@ -86,6 +86,13 @@ __device__ inline float from_f<float>(float x) { return x; }
 template <>
 __device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }  // round to nearest even
 
+// Head `head` of token (b, t) of a tensor of heads (attention_cuda.h's Heads:
+// element i at base[(b * T + t) * stride + head * hs + i]); D may be const.
+template <class D>
+__device__ inline D* row_at(D* base, size_t stride, int b, int Tn, int t, int head, int hs) {
+  return base + (static_cast<size_t>(b) * Tn + t) * stride + static_cast<size_t>(head) * hs;
+}
+
 // p as a pointer to a pack V (an __align__(n) struct of n bytes), so one
 // access moves n bytes (nvcc emits one 16-, 8- or 4-byte load or store for
 // it). The GPU faults where p is not aligned to n; the emulator stops there.

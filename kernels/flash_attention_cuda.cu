@@ -31,12 +31,6 @@ __device__ inline long long warp_row(long long rows) {
   return r < rows ? r : -1;
 }
 
-// Head `head` of token (b, t) (D may be const).
-template <class D>
-__device__ inline D* row_at(D* base, size_t stride, int b, int Tn, int t, int head, int hs) {
-  return base + (static_cast<size_t>(b) * Tn + t) * stride + static_cast<size_t>(head) * hs;
-}
-
 // A head row in registers: element i = lane + 32 j in x[j].
 template <class D>
 __device__ inline void load_row(float* x, const D* p, int hs, int lane) {

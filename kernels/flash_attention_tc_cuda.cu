@@ -137,9 +137,18 @@ __device__ inline void zero(FragAcc (&acc)[D]) {
   for (int j = 0; j < D; ++j) wmma::fill_fragment(acc[j], 0.0f);
 }
 
-// Element (b, t, head, i) of a tensor of Heads.
-__device__ inline size_t element(size_t stride, int b, int Tn, int t, int head, int hs, int i) {
-  return (static_cast<size_t>(b) * Tn + t) * stride + static_cast<size_t>(head) * hs + i;
+// Multiplies row r (0..15) of the D accumulators by factor(r). row_of is an
+// accumulator fragment loaded from a tile whose element (r, c) is r: WMMA's
+// element-to-lane mapping is opaque but one for every accumulator, so its
+// element i names the row of element i of each.
+template <int D, class Factor>
+__device__ inline void scale_rows(FragAcc (&acc)[D], const FragAcc& row_of, Factor factor) {
+#pragma unroll
+  for (int i = 0; i < FragAcc::num_elements; ++i) {
+    const float f = factor(static_cast<int>(row_of.x[i]));
+#pragma unroll
+    for (int j = 0; j < D; ++j) acc[j].x[i] *= f;
+  }
 }
 
 // Tokens [t0, t0 + rows) of head `head` of batch b into a tile (rows x HS),
@@ -152,7 +161,7 @@ __device__ inline void load_rows(bf* tile, int ld, const bf* base, size_t stride
     for (int e = threadIdx.x; e < rows * packs; e += blockDim.x) {
       const int r = e / packs, i = (e % packs) * ft::kPack, t = t0 + r;
       Row8 x{};
-      if (t < Tn) x = *packed<const Row8>(base + element(stride, b, Tn, t, head, HS, i));
+      if (t < Tn) x = *packed<const Row8>(row_at(base, stride, b, Tn, t, head, HS) + i);
       *packed<Row8>(tile + r * ld + i) = x;
     }
     return;
@@ -160,7 +169,7 @@ __device__ inline void load_rows(bf* tile, int ld, const bf* base, size_t stride
   const bf zero_value = __float2bfloat16(0.0f);
   for (int e = threadIdx.x; e < rows * HS; e += blockDim.x) {
     const int r = e / HS, i = e % HS, t = t0 + r;
-    tile[r * ld + i] = t < Tn ? base[element(stride, b, Tn, t, head, HS, i)] : zero_value;
+    tile[r * ld + i] = t < Tn ? row_at(base, stride, b, Tn, t, head, HS)[i] : zero_value;
   }
 }
 
@@ -181,7 +190,7 @@ __device__ inline void write_rows(bf* base, size_t stride, int b, int Tn, int t0
     for (int e = lane; e < F * packs; e += 32) {
       const int r = e / packs, i = (e % packs) * ft::kPack, t = t0 + r;
       if (t >= Tn) continue;
-      Row8* p = packed<Row8>(base + element(stride, b, Tn, t, head, HS, i));
+      Row8* p = packed<Row8>(row_at(base, stride, b, Tn, t, head, HS) + i);
       const float* add = rows + r * ld + i;
       Row8 was{}, x;
       if (kAdd) was = *p;
@@ -196,7 +205,7 @@ __device__ inline void write_rows(bf* base, size_t stride, int b, int Tn, int t0
   for (int e = lane; e < F * HS; e += 32) {
     const int r = e / HS, i = e % HS, t = t0 + r;
     if (t >= Tn) continue;
-    bf* p = base + element(stride, b, Tn, t, head, HS, i);
+    bf* p = row_at(base, stride, b, Tn, t, head, HS) + i;
     const float add = rows[r * ld + i];
     *p = __float2bfloat16(kAdd ? __bfloat162float(*p) + add : add);
   }
@@ -285,21 +294,11 @@ __global__ void __launch_bounds__(ft::kThreads)
       corr[r] = correction;
     }
     __syncwarp();  // P and the corrections are written
-#pragma unroll
-    for (int i = 0; i < FragAcc::num_elements; ++i) {
-      const float c = corr[r0 + static_cast<int>(row_of.x[i])];
-#pragma unroll
-      for (int j = 0; j < D; ++j) of[j].x[i] *= c;
-    }
+    scale_rows(of, row_of, [&](int row) { return corr[r0 + row]; });
     add_product(of, Ps + r0 * L.p.ld, L.p.ld, Vs, L.v.ld, ft::kKeys);
   }
   __syncwarp();
-#pragma unroll
-  for (int i = 0; i < FragAcc::num_elements; ++i) {
-    const float inverse = 1.0f / l[r0 + static_cast<int>(row_of.x[i])];
-#pragma unroll
-    for (int j = 0; j < D; ++j) of[j].x[i] *= inverse;
-  }
+  scale_rows(of, row_of, [&](int row) { return 1.0f / l[r0 + row]; });
   __syncthreads();  // every warp is done with K and V: the staging tile lies over them
   write_accumulators<D, false>(of, at<float>(smem, L.stage) + r0 * L.stage.ld, L.stage.ld, out, out_stride, b, s.Tn, q0 + r0,
                                h, lane, s.wide);
