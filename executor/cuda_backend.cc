@@ -112,10 +112,14 @@ template <class T>
 void CudaBackend<T>::layernorm_forward(T* out, Acc* mean, Acc* rstd, const T* inp, const T* w, const T* b, int N, int C) {
   cuda::layernorm_forward(K(out), mean, rstd, K(inp), K(w), K(b), N, C);
 }
+// The norms' weight gradients are column sums over the rows, split into
+// chunks when they may use scratch: the cuBLASLt workspace, idle between
+// products since everything runs on the default stream (cuda_common.cuh).
 template <class T>
 void CudaBackend<T>::layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const Acc* mean,
                                         const Acc* rstd, int N, int C) {
-  cuda::layernorm_backward(K(dinp), K(dw), K(db), K(dout), K(inp), K(w), mean, rstd, N, C);
+  cuda::layernorm_backward(K(dinp), K(dw), K(db), K(dout), K(inp), K(w), mean, rstd, N, C,
+                           cuda::Scratch{matmul_workspace_.data(), kMatmulWorkspaceBytes});
 }
 template <class T>
 void CudaBackend<T>::matmul_forward(T* out, const T* inp, const T* w, const T* bias, int N, int C, int OC) {
@@ -305,7 +309,8 @@ void CudaBackend<T>::rmsnorm_forward(T* out, Acc* rstd, const T* inp, const T* w
 template <class T>
 void CudaBackend<T>::rmsnorm_backward(T* dinp, T* dw, const T* dout, const T* inp, const T* w, const Acc* rstd, int N,
                                       int C) {
-  cuda::rmsnorm_backward(K(dinp), K(dw), K(dout), K(inp), K(w), rstd, N, C);
+  cuda::rmsnorm_backward(K(dinp), K(dw), K(dout), K(inp), K(w), rstd, N, C,
+                         cuda::Scratch{matmul_workspace_.data(), kMatmulWorkspaceBytes});
 }
 template <class T>
 void CudaBackend<T>::swiglu_forward(T* out, const T* gate, const T* up, size_t n) {

@@ -185,7 +185,9 @@ void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp
   MatmulOps ops{*this};
   plan::linear_backward(ops, dinp, dweight, dout, inp, weight, N, C, OC);
   if (dbias) {
-    column_sums(BiasGradient<device_t<T>>{dev(dbias), dev(dout), OC}, N, OC, "matmul backward (bias)");
+    // The workspace is idle once the products are queued (one stream), so the column sums' chunks may use it.
+    column_sums(BiasGradient<device_t<T>>{dev(dbias), dev(dout), OC}, N, OC, "matmul backward (bias)",
+                Scratch{workspace_, workspace_bytes_});
   }
 }
 

@@ -185,11 +185,11 @@ void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* 
 
 template <class T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const float* mean,
-                        const float* rstd, int N, int C) {
+                        const float* rstd, int N, int C, Scratch scratch) {
   launch_kernel(layernorm_backward_input_kernel<device_t<T>>, N, kBlock, 0, dev(dinp), dev(dout), dev(inp), dev(weight), mean, rstd, C);
   check_launch("layernorm_backward (input)");
   column_sums(LayerNormParamGradients<device_t<T>>{dev(dweight), dev(dbias), dev(dout), dev(inp), mean, rstd, C}, N, C,
-              "layernorm_backward (weights)");
+              "layernorm_backward (weights)", scratch);
 }
 
 template <class T>
@@ -199,11 +199,12 @@ void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int N, 
 }
 
 template <class T>
-void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N, int C) {
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N, int C,
+                     Scratch scratch) {
   launch_kernel(rmsnorm_backward_input_kernel<device_t<T>>, N, kBlock, 0, dev(dinp), dev(dout), dev(inp), dev(weight), rstd, C);
   check_launch("rmsnorm_backward (input)");
   column_sums(RmsNormParamGradients<device_t<T>>{dev(dweight), dev(dout), dev(inp), rstd, C}, N, C,
-              "rmsnorm_backward (weights)");
+              "rmsnorm_backward (weights)", scratch);
 }
 
 template <class T>
@@ -252,9 +253,10 @@ void adamw_step(float* master, Bf16* low, const G* grads, float grad_scale, floa
 
 #define ZP_CUDA_OPS(T)                                                                                                  \
   template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, int, int);                       \
-  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const float*, const float*, int, int);  \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const float*, const float*, int, int,  \
+                                      Scratch);                                                                    \
   template void rmsnorm_forward<T>(T*, float*, const T*, const T*, int, int);                                           \
-  template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const float*, int, int);                       \
+  template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const float*, int, int, Scratch);              \
   template void gelu_forward<T>(T*, const T*, size_t);                                                                  \
   template void gelu_backward<T>(T*, const T*, const T*, size_t);                                                       \
   template void swiglu_forward<T>(T*, const T*, const T*, size_t);                                                      \

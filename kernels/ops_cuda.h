@@ -22,15 +22,25 @@ struct Bf16 {
   uint16_t bits;
 };
 
+// Device memory a kernel may use for intermediate sums: the caller's, so it
+// comes from the caching allocator under a cost-model tag and the
+// measurement shows it (the executor lends the cuBLASLt workspace, which is
+// idle between products on the same stream). Empty: the kernel does without.
+struct Scratch {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+
 template <class T>
 void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias, int N, int C);
 template <class T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const float* mean,
-                        const float* rstd, int N, int C);
+                        const float* rstd, int N, int C, Scratch scratch = {});
 template <class T>
 void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int N, int C);
 template <class T>
-void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N, int C);
+void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N, int C,
+                     Scratch scratch = {});
 template <class T>
 void gelu_forward(T* out, const T* inp, size_t n);
 template <class T>

@@ -166,6 +166,32 @@ void check_kernels(const char* precision) {
     expect_close<T>(p + " rmsnorm dx", gdx.read(), dx);
     expect_close<T>(p + " rmsnorm dweight", gdw.read(), dw);
   }
+  // The norms' weight gradients with scratch lent: the rows go in chunks
+  // (300 rows of 70 columns: 19 chunks of 16 rows, the last of 12), summed
+  // into gradients that are not zero to begin with.
+  {
+    const int Nr = 300, Cr = 70;
+    const size_t n = static_cast<size_t>(Nr) * Cr;
+    const std::vector<float> xr = rounded<T>(random_vec(n, rng)), dr = rounded<T>(random_vec(n, rng)),
+                             wr = rounded<T>(random_vec(Cr, rng)), br = rounded<T>(random_vec(Cr, rng)),
+                             base = rounded<T>(random_vec(Cr, rng));
+    std::vector<float> out(n), mean(Nr), rstd(Nr), dx(n), dw = base, db = base, rms_rstd(Nr), rms_dx(n), rms_dw = base;
+    cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), xr.data(), wr.data(), br.data(), Nr, Cr);
+    cpu::layernorm_backward(dx.data(), dw.data(), db.data(), dr.data(), xr.data(), wr.data(), mean.data(), rstd.data(), Nr, Cr);
+    cpu::rmsnorm_forward(out.data(), rms_rstd.data(), xr.data(), wr.data(), Nr, Cr);
+    cpu::rmsnorm_backward(rms_dx.data(), rms_dw.data(), dr.data(), xr.data(), wr.data(), rms_rstd.data(), Nr, Cr);
+    DeviceBuffer<T> gx(xr), gw(wr), gb(br), gd(dr), gout(zeros(n)), gdx(zeros(n)), gdw(base), gdb(base), grms_dx(zeros(n)),
+        grms_dw(base);
+    DeviceBuffer<float> gmean(zeros(Nr)), grstd(zeros(Nr)), grms_rstd(zeros(Nr)), scratch(zeros(2 * n));
+    const cuda::Scratch lent{scratch.p, scratch.n * sizeof(float)};
+    cuda::layernorm_forward(gout.p, gmean.p, grstd.p, gx.p, gw.p, gb.p, Nr, Cr);
+    cuda::layernorm_backward(gdx.p, gdw.p, gdb.p, gd.p, gx.p, gw.p, gmean.p, grstd.p, Nr, Cr, lent);
+    cuda::rmsnorm_forward(gout.p, grms_rstd.p, gx.p, gw.p, Nr, Cr);
+    cuda::rmsnorm_backward(grms_dx.p, grms_dw.p, gd.p, gx.p, gw.p, grms_rstd.p, Nr, Cr, lent);
+    expect_close<T>(p + " layernorm dweight (row chunks)", gdw.read(), dw);
+    expect_close<T>(p + " layernorm dbias (row chunks)", gdb.read(), db);
+    expect_close<T>(p + " rmsnorm dweight (row chunks)", grms_dw.read(), rms_dw);
+  }
   // GELU and SwiGLU (the backward kernels add to what is there).
   {
     const std::vector<float> base = rounded<T>(random_vec(NC, rng));
