@@ -4,57 +4,71 @@
 namespace zp::cuda {
 namespace {
 
+// The sums as pointwise steps (cuda_common.cuh): 16-byte packs where aligned.
 template <class D>
-__global__ void add_kernel(D* out, const D* a, const D* b, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    out[i] = from_f<D>(to_f(a[i]) + to_f(b[i]));
+struct Add {
+  D* out;
+  const D *a, *b;
+  template <int E>
+  __device__ void step(size_t i) const {
+    const Floats<E> x = load<E>(a + i), y = load<E>(b + i);
+    Floats<E> r;
+    for (int e = 0; e < E; ++e) r.v[e] = x.v[e] + y.v[e];
+    store<E>(out + i, r);
   }
-}
+};
 
 template <class D>
-__global__ void residual_backward_kernel(D* da, D* db, const D* dout, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float g = to_f(dout[i]);
-    da[i] = from_f<D>(to_f(da[i]) + g);
-    db[i] = from_f<D>(to_f(db[i]) + g);
+struct ResidualBackward {
+  D *da, *db;
+  const D* dout;
+  template <int E>
+  __device__ void step(size_t i) const {
+    const Floats<E> g = load<E>(dout + i);
+    Floats<E> x = load<E>(da + i), y = load<E>(db + i);
+    for (int e = 0; e < E; ++e) {
+      x.v[e] += g.v[e];
+      y.v[e] += g.v[e];
+    }
+    store<E>(da + i, x);
+    store<E>(db + i, y);
   }
-}
+};
 
 template <class To, class From>
-__global__ void add_into_kernel(To* dst, const From* src, size_t n, bool accumulate) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    dst[i] = from_f<To>((accumulate ? to_f(dst[i]) : 0.0f) + to_f(src[i]));
+struct AddInto {
+  To* dst;
+  const From* src;
+  bool accumulate;
+  template <int E>
+  __device__ void step(size_t i) const {
+    const Floats<E> x = load<E>(src + i);
+    Floats<E> r = accumulate ? load<E>(dst + i) : Floats<E>{};
+    for (int e = 0; e < E; ++e) r.v[e] += x.v[e];
+    store<E>(dst + i, r);
   }
-}
+};
 
 }  // namespace
 
 template <class T>
 void add(T* out, const T* a, const T* b, size_t n) {
-  if (n == 0) return;
-  launch_kernel(add_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(out), dev(a), dev(b), n);
-  check_launch("add");
+  pointwise(Add<device_t<T>>{dev(out), dev(a), dev(b)}, n, "add", {out, a, b});
 }
 
 template <class T>
 void residual_backward(T* da, T* db, const T* dout, size_t n) {
-  if (n == 0) return;
-  launch_kernel(residual_backward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(da), dev(db), dev(dout), n);
-  check_launch("residual_backward");
+  pointwise(ResidualBackward<device_t<T>>{dev(da), dev(db), dev(dout)}, n, "residual_backward", {da, db, dout});
 }
 
 template <class T>
 void add_into(T* dst, const T* src, size_t n, bool accumulate) {
-  if (n == 0) return;
-  launch_kernel(add_into_kernel<device_t<T>, device_t<T>>, blocks_for(n), kBlock, 0, dev(dst), dev(src), n, accumulate);
-  check_launch("add_into");
+  pointwise(AddInto<device_t<T>, device_t<T>>{dev(dst), dev(src), accumulate}, n, "add_into", {dst, src});
 }
 
 template <class T>
 void add_into_fp32(float* dst, const T* src, size_t n, bool accumulate) {
-  if (n == 0) return;
-  launch_kernel(add_into_kernel<float, device_t<T>>, blocks_for(n), kBlock, 0, dst, dev(src), n, accumulate);
-  check_launch("add_into_fp32");
+  pointwise(AddInto<float, device_t<T>>{dst, dev(src), accumulate}, n, "add_into_fp32", {dst, src});
 }
 
 #define ZP_CUDA_ELEMENTWISE(T)                                            \

@@ -62,19 +62,7 @@ using FragBRows = wmma::fragment<wmma::matrix_b, F, F, F, bf, wmma::row_major>;
 using FragBColumns = wmma::fragment<wmma::matrix_b, F, F, F, bf, wmma::col_major>;
 using FragAcc = wmma::fragment<wmma::accumulator, F, F, F, float>;
 
-// Packs of one access (cuda_common.cuh's packed). A row's 8 bf16 are four
-// words, element 2u in the low half of word u: so built, nvcc stores the
-// pack in one 16-byte store (as 8 bf16 it stored them one by one).
-struct __align__(16) Row8 {
-  unsigned w[ft::kPack / 2];
-};
-__device__ inline float element_of(const Row8& x, int u) {
-  return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(x.w[u / 2] >> (16 * (u % 2)))));
-}
-__device__ inline unsigned word_of(float low, float high) {
-  return static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16(low))) |
-         static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16(high))) << 16;
-}
+// Rows of tiles move in cuda_common.cuh's 16-byte packs (Bf16x8).
 struct __align__(8) Float2 {
   float a, b;
 };
@@ -160,9 +148,9 @@ __device__ inline void load_rows(bf* tile, int ld, const bf* base, size_t stride
     constexpr int packs = HS / ft::kPack;
     for (int e = threadIdx.x; e < rows * packs; e += blockDim.x) {
       const int r = e / packs, i = (e % packs) * ft::kPack, t = t0 + r;
-      Row8 x{};
-      if (t < Tn) x = *packed<const Row8>(row_at(base, stride, b, Tn, t, head, HS) + i);
-      *packed<Row8>(tile + r * ld + i) = x;
+      Bf16x8 x{};
+      if (t < Tn) x = *packed<const Bf16x8>(row_at(base, stride, b, Tn, t, head, HS) + i);
+      *packed<Bf16x8>(tile + r * ld + i) = x;
     }
     return;
   }
@@ -190,9 +178,9 @@ __device__ inline void write_rows(bf* base, size_t stride, int b, int Tn, int t0
     for (int e = lane; e < F * packs; e += 32) {
       const int r = e / packs, i = (e % packs) * ft::kPack, t = t0 + r;
       if (t >= Tn) continue;
-      Row8* p = packed<Row8>(row_at(base, stride, b, Tn, t, head, HS) + i);
+      Bf16x8* p = packed<Bf16x8>(row_at(base, stride, b, Tn, t, head, HS) + i);
       const float* add = rows + r * ld + i;
-      Row8 was{}, x;
+      Bf16x8 was{}, x;
       if (kAdd) was = *p;
 #pragma unroll
       for (int u = 0; u < ft::kPack / 2; ++u) {
@@ -458,7 +446,7 @@ inline dim3 grid(int Tn, int heads_of_batch) {
 // element-wise loads.
 template <class T>
 bool wide_rows(Heads<T> heads) {
-  return reinterpret_cast<std::uintptr_t>(heads.base) % sizeof(Row8) == 0 && heads.token_stride % ft::kPack == 0;
+  return reinterpret_cast<std::uintptr_t>(heads.base) % sizeof(Bf16x8) == 0 && heads.token_stride % ft::kPack == 0;
 }
 
 template <class... H>

@@ -117,63 +117,109 @@ struct RmsNormParamGradients {
 
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 
+// The pointwise kernels as steps of E elements (cuda_common.cuh's
+// pointwise: 16-byte packs where every array is aligned).
 template <class D>
-__global__ void gelu_forward_kernel(D* out, const D* inp, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float x = to_f(inp[i]);
-    out[i] = from_f<D>(0.5f * x * (1.0f + tanhf(kGeluScale * (x + 0.044715f * x * x * x))));
+struct GeluForward {
+  D* out;
+  const D* inp;
+  template <int E>
+  __device__ void step(size_t i) const {
+    Floats<E> x = load<E>(inp + i);
+    for (int e = 0; e < E; ++e) {
+      const float v = x.v[e];
+      x.v[e] = 0.5f * v * (1.0f + tanhf(kGeluScale * (v + 0.044715f * v * v * v)));
+    }
+    store<E>(out + i, x);
   }
-}
+};
 
 template <class D>
-__global__ void gelu_backward_kernel(D* dinp, const D* inp, const D* dout, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float x = to_f(inp[i]);
-    const float th = tanhf(kGeluScale * (x + 0.044715f * x * x * x));
-    const float sech2 = 1.0f - th * th;
-    const float grad = 0.5f * (1.0f + th) + x * 0.5f * sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
-    dinp[i] = from_f<D>(to_f(dinp[i]) + grad * to_f(dout[i]));
+struct GeluBackward {
+  D* dinp;
+  const D *inp, *dout;
+  template <int E>
+  __device__ void step(size_t i) const {
+    const Floats<E> x = load<E>(inp + i), d = load<E>(dout + i);
+    Floats<E> dx = load<E>(dinp + i);
+    for (int e = 0; e < E; ++e) {
+      const float v = x.v[e];
+      const float th = tanhf(kGeluScale * (v + 0.044715f * v * v * v));
+      const float sech2 = 1.0f - th * th;
+      const float grad = 0.5f * (1.0f + th) + v * 0.5f * sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * v * v);
+      dx.v[e] += grad * d.v[e];
+    }
+    store<E>(dinp + i, dx);
   }
-}
+};
 
 template <class D>
-__global__ void swiglu_forward_kernel(D* out, const D* gate, const D* up, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float g = to_f(gate[i]);
-    out[i] = from_f<D>(g / (1.0f + expf(-g)) * to_f(up[i]));
+struct SwigluForward {
+  D* out;
+  const D *gate, *up;
+  template <int E>
+  __device__ void step(size_t i) const {
+    const Floats<E> g = load<E>(gate + i), u = load<E>(up + i);
+    Floats<E> r;
+    for (int e = 0; e < E; ++e) r.v[e] = g.v[e] / (1.0f + expf(-g.v[e])) * u.v[e];
+    store<E>(out + i, r);
   }
-}
+};
 
 template <class D>
-__global__ void swiglu_backward_kernel(D* dgate, D* dup, const D* dout, const D* gate, const D* up, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float g = to_f(gate[i]), u = to_f(up[i]), d = to_f(dout[i]);
-    const float s = 1.0f / (1.0f + expf(-g));
-    dup[i] = from_f<D>(to_f(dup[i]) + d * g * s);
-    dgate[i] = from_f<D>(to_f(dgate[i]) + d * u * s * (1.0f + g * (1.0f - s)));
+struct SwigluBackward {
+  D *dgate, *dup;
+  const D *dout, *gate, *up;
+  template <int E>
+  __device__ void step(size_t i) const {
+    const Floats<E> g = load<E>(gate + i), u = load<E>(up + i), d = load<E>(dout + i);
+    Floats<E> dg = load<E>(dgate + i), du = load<E>(dup + i);
+    for (int e = 0; e < E; ++e) {
+      const float s = 1.0f / (1.0f + expf(-g.v[e]));
+      du.v[e] += d.v[e] * g.v[e] * s;
+      dg.v[e] += d.v[e] * u.v[e] * s * (1.0f + g.v[e] * (1.0f - s));
+    }
+    store<E>(dup + i, du);
+    store<E>(dgate + i, dg);
   }
-}
+};
 
 template <class From, class To>
-__global__ void cast_kernel(To* out, const From* in, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    out[i] = from_f<To>(to_f(in[i]));
+struct Cast {
+  To* out;
+  const From* in;
+  template <int E>
+  __device__ void step(size_t i) const {
+    store<E>(out + i, load<E>(in + i));
   }
-}
+};
 
+// ZeRO's mixed-precision step on fp32 master weights (adamw.h's formula).
 template <class G>
-__global__ void adamw_kernel(float* master, __nv_bfloat16* low, const G* grads, float scale, float* m, float* v, size_t n,
-                             float c1, float c2, float lr, float beta1, float beta2, float eps, float wd) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const float g = to_f(grads[i]) * scale;
-    m[i] = beta1 * m[i] + (1 - beta1) * g;
-    v[i] = beta2 * v[i] + (1 - beta2) * g * g;
-    const float mh = m[i] / c1, vh = v[i] / c2;
-    master[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * master[i]);
-    if (low) low[i] = __float2bfloat16(master[i]);
+struct AdamW {
+  float* master;
+  __nv_bfloat16* low;  // may be null
+  const G* grads;
+  float scale;
+  float *m, *v;
+  float c1, c2, lr, beta1, beta2, eps, wd;
+  template <int E>
+  __device__ void step(size_t i) const {
+    const Floats<E> g = load<E>(grads + i);
+    Floats<E> mm = load<E>(m + i), vv = load<E>(v + i), w = load<E>(master + i);
+    for (int e = 0; e < E; ++e) {
+      const float gs = g.v[e] * scale;
+      mm.v[e] = beta1 * mm.v[e] + (1 - beta1) * gs;
+      vv.v[e] = beta2 * vv.v[e] + (1 - beta2) * gs * gs;
+      const float mh = mm.v[e] / c1, vh = vv.v[e] / c2;
+      w.v[e] -= lr * (mh / (sqrtf(vh) + eps) + wd * w.v[e]);
+    }
+    store<E>(m + i, mm);
+    store<E>(v + i, vv);
+    store<E>(master + i, w);
+    if (low) store<E>(low + i, w);
   }
-}
-
+};
 
 }  // namespace
 
@@ -209,36 +255,31 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
 
 template <class T>
 void gelu_forward(T* out, const T* inp, size_t n) {
-  launch_kernel(gelu_forward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(out), dev(inp), n);
-  check_launch("gelu_forward");
+  pointwise(GeluForward<device_t<T>>{dev(out), dev(inp)}, n, "gelu_forward", {out, inp});
 }
 
 template <class T>
 void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) {
-  launch_kernel(gelu_backward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(dinp), dev(inp), dev(dout), n);
-  check_launch("gelu_backward");
+  pointwise(GeluBackward<device_t<T>>{dev(dinp), dev(inp), dev(dout)}, n, "gelu_backward", {dinp, inp, dout});
 }
 
 template <class T>
 void swiglu_forward(T* out, const T* gate, const T* up, size_t n) {
-  launch_kernel(swiglu_forward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(out), dev(gate), dev(up), n);
-  check_launch("swiglu_forward");
+  pointwise(SwigluForward<device_t<T>>{dev(out), dev(gate), dev(up)}, n, "swiglu_forward", {out, gate, up});
 }
 
 template <class T>
 void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) {
-  launch_kernel(swiglu_backward_kernel<device_t<T>>, blocks_for(n), kBlock, 0, dev(dgate), dev(dup), dev(dout), dev(gate), dev(up), n);
-  check_launch("swiglu_backward");
+  pointwise(SwigluBackward<device_t<T>>{dev(dgate), dev(dup), dev(dout), dev(gate), dev(up)}, n, "swiglu_backward",
+            {dgate, dup, dout, gate, up});
 }
 
 void cast(Bf16* out, const float* in, size_t n) {
-  launch_kernel(cast_kernel<float, __nv_bfloat16>, blocks_for(n), kBlock, 0, dev(out), in, n);
-  check_launch("cast fp32 -> bf16");
+  pointwise(Cast<float, __nv_bfloat16>{dev(out), in}, n, "cast fp32 -> bf16", {out, in});
 }
 
 void cast(float* out, const Bf16* in, size_t n) {
-  launch_kernel(cast_kernel<__nv_bfloat16, float>, blocks_for(n), kBlock, 0, out, dev(in), n);
-  check_launch("cast bf16 -> fp32");
+  pointwise(Cast<__nv_bfloat16, float>{out, dev(in)}, n, "cast bf16 -> fp32", {out, in});
 }
 
 template <class G>
@@ -246,9 +287,8 @@ void adamw_step(float* master, Bf16* low, const G* grads, float grad_scale, floa
                 float beta1, float beta2, float eps, float weight_decay) {
   const float c1 = 1.0f - std::pow(beta1, static_cast<float>(step));
   const float c2 = 1.0f - std::pow(beta2, static_cast<float>(step));
-  launch_kernel(adamw_kernel<device_t<G>>, blocks_for(n), kBlock, 0, master, dev(low), dev(grads), grad_scale, m, v, n, c1, c2, lr, beta1, beta2, eps,
-                                          weight_decay);
-  check_launch("adamw_step");
+  pointwise(AdamW<device_t<G>>{master, dev(low), dev(grads), grad_scale, m, v, c1, c2, lr, beta1, beta2, eps, weight_decay}, n,
+            "adamw_step", {master, low, grads, m, v});
 }
 
 #define ZP_CUDA_OPS(T)                                                                                                  \

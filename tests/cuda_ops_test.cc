@@ -243,6 +243,25 @@ void check_kernels(const char* precision) {
     expect_close<T>(p + " add into (overwriting)", gfresh.read(), into_fresh);
     expect_close<float>(p + " add into fp32", ginto32.read(), into32);
   }
+  // Views one element in, so no array is 16-byte aligned: the pointwise
+  // kernels go one element at a time (above, aligned, in 16-byte packs).
+  {
+    const size_t n = NC - 1;
+    const std::vector<float> base = rounded<T>(random_vec(NC, rng));
+    std::vector<float> sum(NC), dx = base, into32 = random_vec(NC, rng);
+    const std::vector<float> into32_base = into32;
+    cpu::residual_forward(sum.data() + 1, x.data() + 1, d.data() + 1, n);
+    cpu::gelu_backward(dx.data() + 1, x.data() + 1, d.data() + 1, n);
+    for (size_t i = 1; i < NC; ++i) into32[i] += x[i];
+    DeviceBuffer<T> gx(x), gd(d), gsum(zeros(NC)), gdx(base);
+    DeviceBuffer<float> ginto32(into32_base);
+    cuda::add(gsum.p + 1, gx.p + 1, gd.p + 1, n);
+    cuda::gelu_backward(gdx.p + 1, gx.p + 1, gd.p + 1, n);
+    cuda::add_into_fp32(ginto32.p + 1, gx.p + 1, n, true);
+    expect_close<T>(p + " residual forward (unaligned)", gsum.read(), sum);
+    expect_close<T>(p + " gelu backward (unaligned)", gdx.read(), dx);
+    expect_close<float>(p + " add into fp32 (unaligned)", ginto32.read(), into32);
+  }
   // AdamW: two steps on fp32 master weights from gradients of T.
   {
     const size_t n = 1000;
