@@ -22,7 +22,9 @@
 # attention kernels timed alone (bench/gpu_attention_bench: the tensor-core
 # flash tiles, the warp-per-row flash kernels and cuBLASLt's materialised
 # products, each the rate of an attention field of the time model, fitted by
-# `zeroplan calibrate --attention` and then held in the compute fit) and the throughput comparison
+# `zeroplan calibrate --attention` and then held in the compute fit), the
+# memory-bound kernels timed alone against a device copy
+# (bench/gpu_elementwise_bench: the evidence for hbm_fraction) and the throughput comparison
 # with PyTorch eager on GPT-2 XL, 8 x 1024, zeroplan with either attention
 # (bench/pytorch_gpt2_step.py, SDPA, the same GPU in the same run; the
 # ratios are printed last). Logs go to ${OUT:-build/gpu_check}. The whole run keeps
@@ -43,7 +45,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DZP_WITH_CUDA=ON > "$out/configure.log" 2>&1; then
   echo "configure failed: $out/configure.log"; tail -20 "$out/configure.log"; exit 1
 fi
-for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep gpu_attention_bench host_optimizer_bench zeroplan; do
+for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep gpu_attention_bench gpu_elementwise_bench host_optimizer_bench zeroplan; do
   if cmake --build build-gpu -j "$(nproc)" --target "$target" > "$out/build_$target.log" 2>&1; then
     note "built $target"
   else
@@ -115,6 +117,26 @@ if [ -x build-gpu/bench/gpu_attention_bench ]; then
     build-gpu/zeroplan calibrate --gpu H200-141GB --attention "$out/attention.csv" --out "$out/h200-141gb.attention.json" \
       > "$out/calibrate_attention.txt" 2>&1; rc=$?
     note "calibrate from the attention kernels exit code $rc (files: $out/calibrate_attention.txt, $out/h200-141gb.attention.json)"
+  fi
+fi
+# The memory-bound kernels alone against a device copy (a few seconds):
+# what fraction of HBM each reaches, the evidence for hbm_fraction.
+if [ -x build-gpu/bench/gpu_elementwise_bench ]; then
+  timeout 60 build-gpu/bench/gpu_elementwise_bench 5 > "$out/elementwise.csv" 2> "$out/elementwise.log"; rc=$?
+  note "elementwise bench exit code $rc (file: $out/elementwise.csv)"
+  [ "$rc" -eq 0 ] || failed=1
+  if [ "$rc" -eq 0 ]; then
+    note "$(python3 - "$out/elementwise.csv" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+copy = rows[0]
+bf16 = [r for r in rows if r["dtype"] == "bf16"]
+def of(name): return next((float(r["of_copy"]) for r in bf16 if r["kernel"] == name), float("nan"))
+print(f"elementwise: copy {float(copy['GBps']):.0f} GB/s; bf16 kernels {min(float(r['of_copy']) for r in bf16):.2f}-"
+      f"{max(float(r['of_copy']) for r in bf16):.2f} of it (median {statistics.median(float(r['of_copy']) for r in bf16):.2f}); "
+      f"layernorm backward {of('layernorm_backward'):.2f} with chunked sums, {of('layernorm_backward_one_pass_sums'):.2f} in one pass")
+PY
+)"
   fi
 fi
 # The GEMM sweep (shuffled rounds) and the time model's curve fitted to it.
