@@ -14,18 +14,32 @@
 namespace zp::cuda {
 namespace {
 
-template <class D>
+// The row kernels take E consecutive elements of a row a step: E = kPack
+// (16-byte accesses) where the row's width is a multiple of it and every
+// array is aligned (row_packs), else 1. A row is read again in each pass,
+// from L1: 3.2 KB at GPT-2 XL's 1,600 columns in bf16.
+template <int E, class D>
 __global__ void layernorm_forward_kernel(D* out, float* mean, float* rstd, const D* inp, const D* w, const D* b, int C) {
   const size_t row = blockIdx.x;
   const D* x = inp + row * C;
+  const int first = static_cast<int>(threadIdx.x) * E, step = kBlock * E;
   float s = 0;
-  for (int c = threadIdx.x; c < C; c += kBlock) s += to_f(x[c]);
+  for (int c = first; c < C; c += step) {
+    const Floats<E> xv = load<E>(x + c);
+    for (int e = 0; e < E; ++e) s += xv.v[e];
+  }
   const float m = block_sum(s) / C;
   float v = 0;
-  for (int c = threadIdx.x; c < C; c += kBlock) v += (to_f(x[c]) - m) * (to_f(x[c]) - m);
+  for (int c = first; c < C; c += step) {
+    const Floats<E> xv = load<E>(x + c);
+    for (int e = 0; e < E; ++e) v += (xv.v[e] - m) * (xv.v[e] - m);
+  }
   const float r = 1.0f / sqrtf(block_sum(v) / C + 1e-5f);
-  for (int c = threadIdx.x; c < C; c += kBlock) {
-    out[row * C + c] = from_f<D>((r * (to_f(x[c]) - m)) * to_f(w[c]) + to_f(b[c]));
+  for (int c = first; c < C; c += step) {
+    Floats<E> y = load<E>(x + c);
+    const Floats<E> wv = load<E>(w + c), bv = load<E>(b + c);
+    for (int e = 0; e < E; ++e) y.v[e] = (r * (y.v[e] - m)) * wv.v[e] + bv.v[e];
+    store<E>(out + row * C + c, y);
   }
   if (threadIdx.x == 0) {
     mean[row] = m;
@@ -33,25 +47,32 @@ __global__ void layernorm_forward_kernel(D* out, float* mean, float* rstd, const
   }
 }
 
-template <class D>
+template <int E, class D>
 __global__ void layernorm_backward_input_kernel(D* dinp, const D* dout, const D* inp, const D* w, const float* mean,
                                                 const float* rstd, int C) {
   const size_t row = blockIdx.x;
   const D* x = inp + row * C;
   const D* d = dout + row * C;
+  const float m = mean[row], r = rstd[row];
+  const int first = static_cast<int>(threadIdx.x) * E, step = kBlock * E;
   float a = 0, b = 0;
-  for (int c = threadIdx.x; c < C; c += kBlock) {
-    const float norm = (to_f(x[c]) - mean[row]) * rstd[row];
-    const float dnorm = to_f(w[c]) * to_f(d[c]);
-    a += dnorm;
-    b += dnorm * norm;
+  for (int c = first; c < C; c += step) {
+    const Floats<E> xv = load<E>(x + c), wv = load<E>(w + c), dv = load<E>(d + c);
+    for (int e = 0; e < E; ++e) {
+      const float dnorm = wv.v[e] * dv.v[e];
+      a += dnorm;
+      b += dnorm * (xv.v[e] - m) * r;
+    }
   }
   const float dnorm_mean = block_sum(a) / C, dnorm_norm_mean = block_sum(b) / C;
-  for (int c = threadIdx.x; c < C; c += kBlock) {
-    const float norm = (to_f(x[c]) - mean[row]) * rstd[row];
-    const float dnorm = to_f(w[c]) * to_f(d[c]);
-    D& dx = dinp[row * C + c];
-    dx = from_f<D>(to_f(dx) + (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rstd[row]);
+  for (int c = first; c < C; c += step) {
+    const Floats<E> xv = load<E>(x + c), wv = load<E>(w + c), dv = load<E>(d + c);
+    Floats<E> dx = load<E>(dinp + row * C + c);
+    for (int e = 0; e < E; ++e) {
+      const float norm = (xv.v[e] - m) * r, dnorm = wv.v[e] * dv.v[e];
+      dx.v[e] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * r;
+    }
+    store<E>(dinp + row * C + c, dx);
   }
 }
 
@@ -75,29 +96,44 @@ struct LayerNormParamGradients {
   }
 };
 
-template <class D>
+template <int E, class D>
 __global__ void rmsnorm_forward_kernel(D* out, float* rstd, const D* inp, const D* w, int C) {
   const size_t row = blockIdx.x;
   const D* x = inp + row * C;
+  const int first = static_cast<int>(threadIdx.x) * E, step = kBlock * E;
   float ss = 0;
-  for (int c = threadIdx.x; c < C; c += kBlock) ss += to_f(x[c]) * to_f(x[c]);
+  for (int c = first; c < C; c += step) {
+    const Floats<E> xv = load<E>(x + c);
+    for (int e = 0; e < E; ++e) ss += xv.v[e] * xv.v[e];
+  }
   const float r = 1.0f / sqrtf(block_sum(ss) / C + 1e-5f);
-  for (int c = threadIdx.x; c < C; c += kBlock) out[row * C + c] = from_f<D>(to_f(x[c]) * r * to_f(w[c]));
+  for (int c = first; c < C; c += step) {
+    Floats<E> y = load<E>(x + c);
+    const Floats<E> wv = load<E>(w + c);
+    for (int e = 0; e < E; ++e) y.v[e] = y.v[e] * r * wv.v[e];
+    store<E>(out + row * C + c, y);
+  }
   if (threadIdx.x == 0) rstd[row] = r;
 }
 
-template <class D>
+template <int E, class D>
 __global__ void rmsnorm_backward_input_kernel(D* dinp, const D* dout, const D* inp, const D* w, const float* rstd, int C) {
   const size_t row = blockIdx.x;
   const D* x = inp + row * C;
   const D* d = dout + row * C;
+  const int first = static_cast<int>(threadIdx.x) * E, step = kBlock * E;
   float dot = 0;
-  for (int c = threadIdx.x; c < C; c += kBlock) dot += to_f(w[c]) * to_f(d[c]) * to_f(x[c]);
+  for (int c = first; c < C; c += step) {
+    const Floats<E> xv = load<E>(x + c), wv = load<E>(w + c), dv = load<E>(d + c);
+    for (int e = 0; e < E; ++e) dot += wv.v[e] * dv.v[e] * xv.v[e];
+  }
   dot = block_sum(dot);
   const float r = rstd[row];
-  for (int c = threadIdx.x; c < C; c += kBlock) {
-    D& dx = dinp[row * C + c];
-    dx = from_f<D>(to_f(dx) + r * to_f(w[c]) * to_f(d[c]) - to_f(x[c]) * r * r * r * dot / C);
+  for (int c = first; c < C; c += step) {
+    const Floats<E> xv = load<E>(x + c), wv = load<E>(w + c), dv = load<E>(d + c);
+    Floats<E> dx = load<E>(dinp + row * C + c);
+    for (int e = 0; e < E; ++e) dx.v[e] += r * wv.v[e] * dv.v[e] - xv.v[e] * r * r * r * dot / C;
+    store<E>(dinp + row * C + c, dx);
   }
 }
 
@@ -221,18 +257,26 @@ struct AdamW {
   }
 };
 
+// Rows of C elements go in packs where C is a multiple of kPack and every
+// array is 16-byte aligned (then so is every row).
+inline bool row_packs(int C, std::initializer_list<const void*> arrays) { return C % kPack == 0 && aligned16(arrays); }
+
 }  // namespace
 
 template <class T>
 void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias, int N, int C) {
-  launch_kernel(layernorm_forward_kernel<device_t<T>>, N, kBlock, 0, dev(out), mean, rstd, dev(inp), dev(weight), dev(bias), C);
+  auto kernel = row_packs(C, {out, inp, weight, bias}) ? layernorm_forward_kernel<kPack, device_t<T>>
+                                                         : layernorm_forward_kernel<1, device_t<T>>;
+  launch_kernel(kernel, N, kBlock, 0, dev(out), mean, rstd, dev(inp), dev(weight), dev(bias), C);
   check_launch("layernorm_forward");
 }
 
 template <class T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const float* mean,
                         const float* rstd, int N, int C, Scratch scratch) {
-  launch_kernel(layernorm_backward_input_kernel<device_t<T>>, N, kBlock, 0, dev(dinp), dev(dout), dev(inp), dev(weight), mean, rstd, C);
+  auto kernel = row_packs(C, {dinp, dout, inp, weight}) ? layernorm_backward_input_kernel<kPack, device_t<T>>
+                                                         : layernorm_backward_input_kernel<1, device_t<T>>;
+  launch_kernel(kernel, N, kBlock, 0, dev(dinp), dev(dout), dev(inp), dev(weight), mean, rstd, C);
   check_launch("layernorm_backward (input)");
   column_sums(LayerNormParamGradients<device_t<T>>{dev(dweight), dev(dbias), dev(dout), dev(inp), mean, rstd, C}, N, C,
               "layernorm_backward (weights)", scratch);
@@ -240,14 +284,17 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
 
 template <class T>
 void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* weight, int N, int C) {
-  launch_kernel(rmsnorm_forward_kernel<device_t<T>>, N, kBlock, 0, dev(out), rstd, dev(inp), dev(weight), C);
+  auto kernel = row_packs(C, {out, inp, weight}) ? rmsnorm_forward_kernel<kPack, device_t<T>> : rmsnorm_forward_kernel<1, device_t<T>>;
+  launch_kernel(kernel, N, kBlock, 0, dev(out), rstd, dev(inp), dev(weight), C);
   check_launch("rmsnorm_forward");
 }
 
 template <class T>
 void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, const float* rstd, int N, int C,
                      Scratch scratch) {
-  launch_kernel(rmsnorm_backward_input_kernel<device_t<T>>, N, kBlock, 0, dev(dinp), dev(dout), dev(inp), dev(weight), rstd, C);
+  auto kernel = row_packs(C, {dinp, dout, inp, weight}) ? rmsnorm_backward_input_kernel<kPack, device_t<T>>
+                                                         : rmsnorm_backward_input_kernel<1, device_t<T>>;
+  launch_kernel(kernel, N, kBlock, 0, dev(dinp), dev(dout), dev(inp), dev(weight), rstd, C);
   check_launch("rmsnorm_backward (input)");
   column_sums(RmsNormParamGradients<device_t<T>>{dev(dweight), dev(dout), dev(inp), rstd, C}, N, C,
               "rmsnorm_backward (weights)", scratch);

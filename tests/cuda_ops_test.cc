@@ -166,31 +166,39 @@ void check_kernels(const char* precision) {
     expect_close<T>(p + " rmsnorm dx", gdx.read(), dx);
     expect_close<T>(p + " rmsnorm dweight", gdw.read(), dw);
   }
-  // The norms' weight gradients with scratch lent: the rows go in chunks
-  // (300 rows of 70 columns: 19 chunks of 16 rows, the last of 12), summed
-  // into gradients that are not zero to begin with.
-  {
-    const int Nr = 300, Cr = 70;
+  // The norms with scratch lent, the weight gradients summed into gradients
+  // that are not zero to begin with: 300 rows of 72 columns go in 19 row
+  // chunks of 16 rows (the last of 12), 5 rows of 2,056 in one. Both widths
+  // are multiples of 8, so the row kernels take 16-byte packs (9 a row, or
+  // 257, thread 0 taking two); the 300 columns above go one by one.
+  for (const int Cr : {72, 2056}) {
+    const int Nr = Cr == 72 ? 300 : 5;
     const size_t n = static_cast<size_t>(Nr) * Cr;
     const std::vector<float> xr = rounded<T>(random_vec(n, rng)), dr = rounded<T>(random_vec(n, rng)),
                              wr = rounded<T>(random_vec(Cr, rng)), br = rounded<T>(random_vec(Cr, rng)),
                              base = rounded<T>(random_vec(Cr, rng));
-    std::vector<float> out(n), mean(Nr), rstd(Nr), dx(n), dw = base, db = base, rms_rstd(Nr), rms_dx(n), rms_dw = base;
+    std::vector<float> out(n), mean(Nr), rstd(Nr), dx(n), dw = base, db = base, rms_out(n), rms_rstd(Nr), rms_dx(n),
+        rms_dw = base;
     cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), xr.data(), wr.data(), br.data(), Nr, Cr);
     cpu::layernorm_backward(dx.data(), dw.data(), db.data(), dr.data(), xr.data(), wr.data(), mean.data(), rstd.data(), Nr, Cr);
-    cpu::rmsnorm_forward(out.data(), rms_rstd.data(), xr.data(), wr.data(), Nr, Cr);
+    cpu::rmsnorm_forward(rms_out.data(), rms_rstd.data(), xr.data(), wr.data(), Nr, Cr);
     cpu::rmsnorm_backward(rms_dx.data(), rms_dw.data(), dr.data(), xr.data(), wr.data(), rms_rstd.data(), Nr, Cr);
-    DeviceBuffer<T> gx(xr), gw(wr), gb(br), gd(dr), gout(zeros(n)), gdx(zeros(n)), gdw(base), gdb(base), grms_dx(zeros(n)),
-        grms_dw(base);
+    DeviceBuffer<T> gx(xr), gw(wr), gb(br), gd(dr), gout(zeros(n)), gdx(zeros(n)), gdw(base), gdb(base), grms_out(zeros(n)),
+        grms_dx(zeros(n)), grms_dw(base);
     DeviceBuffer<float> gmean(zeros(Nr)), grstd(zeros(Nr)), grms_rstd(zeros(Nr)), scratch(zeros(2 * n));
     const cuda::Scratch lent{scratch.p, scratch.n * sizeof(float)};
     cuda::layernorm_forward(gout.p, gmean.p, grstd.p, gx.p, gw.p, gb.p, Nr, Cr);
     cuda::layernorm_backward(gdx.p, gdw.p, gdb.p, gd.p, gx.p, gw.p, gmean.p, grstd.p, Nr, Cr, lent);
-    cuda::rmsnorm_forward(gout.p, grms_rstd.p, gx.p, gw.p, Nr, Cr);
+    cuda::rmsnorm_forward(grms_out.p, grms_rstd.p, gx.p, gw.p, Nr, Cr);
     cuda::rmsnorm_backward(grms_dx.p, grms_dw.p, gd.p, gx.p, gw.p, grms_rstd.p, Nr, Cr, lent);
-    expect_close<T>(p + " layernorm dweight (row chunks)", gdw.read(), dw);
-    expect_close<T>(p + " layernorm dbias (row chunks)", gdb.read(), db);
-    expect_close<T>(p + " rmsnorm dweight (row chunks)", grms_dw.read(), rms_dw);
+    const std::string at = Cr == 72 ? " (72 columns, row chunks)" : " (2056 columns)";
+    expect_close<T>(p + " layernorm forward" + at, gout.read(), out);
+    expect_close<T>(p + " layernorm dx" + at, gdx.read(), dx);
+    expect_close<T>(p + " layernorm dweight" + at, gdw.read(), dw);
+    expect_close<T>(p + " layernorm dbias" + at, gdb.read(), db);
+    expect_close<T>(p + " rmsnorm forward" + at, grms_out.read(), rms_out);
+    expect_close<T>(p + " rmsnorm dx" + at, grms_dx.read(), rms_dx);
+    expect_close<T>(p + " rmsnorm dweight" + at, grms_dw.read(), rms_dw);
   }
   // GELU and SwiGLU (the backward kernels add to what is there).
   {
