@@ -19,6 +19,7 @@ struct StageParams {
   uint64_t dense = 0, experts = 0;
   bool first = false, last = false;
   uint64_t layers = 0;
+  bool holds_output = false;  // a forward's output over a backward (holds_output_over_backward)
 };
 
 StageParams stage_params(const RankParams& r, const Layout& l, uint64_t layers, uint32_t stage) {
@@ -26,6 +27,7 @@ StageParams stage_params(const RankParams& r, const Layout& l, uint64_t layers, 
   s.first = stage == 0;
   s.last = stage + 1 == l.pp;
   s.layers = layers;
+  s.holds_output = holds_output_over_backward(l, stage);
   s.dense = layers * r.layer_dense;
   s.experts = layers * r.layer_experts;
   if (s.first) s.dense += r.embedding + r.position + r.embedding_norm;
@@ -466,6 +468,29 @@ void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment momen
 // tensor parallelism GPT's bias add after the reduction reads a row index of
 // zeros per token row it adds to. Every stage's backend holds its cuBLASLt
 // workspace.
+// An interleaved stage's forward output held over the next backward
+// (holds_output_over_backward; executor/pipeline_parallel.cc,
+// interleaved_schedule): one [To,h] buffer in backward's layer loop, and at
+// its head too except on the last rank, whose head backward (its last
+// chunk's, steady-state passes i with i mod p v < p) pairs with forwards of
+// that chunk, which end the model and send nothing.
+MemoryRow held_output_row(const ActivationShape& x) {
+  return tensor_row(Component::Workspace, Residence::Gpu, x.dtype,
+                    "interleaved pipeline: a forward's output held over the backward [To,h]", x.tokens_outside(), x.h);
+}
+bool output_held_at(const StageParams& sp, ExecutorMoment m) {
+  return sp.holds_output && (m == ExecutorMoment::Loop || (m == ExecutorMoment::Head && !sp.last));
+}
+
+// A stage's own workspace per moment, with its held output where it holds one.
+std::array<uint64_t, 3> own_workspace(const MemoryPrep& v, const StageParams& sp) {
+  std::array<uint64_t, 3> own = v.executor_own_workspace[sp.first ? 1 : 0];
+  for (ExecutorMoment m : {ExecutorMoment::Loop, ExecutorMoment::Head}) {
+    if (output_held_at(sp, m)) own[static_cast<int>(m)] += held_output_row(v.x).bytes;
+  }
+  return own;
+}
+
 template <class Sink>
 void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& sink) {
   const uint64_t boundary = x.tokens_outside() * x.h;
@@ -488,7 +513,7 @@ struct PeakMoment {
 };
 PeakMoment executor_peak(const ExecutorHeld& h, const MemoryPrep& v, const StageParams& sp, uint64_t freed_bytes) {
   const ExecutorMoment m =
-      peak_moment(h.held_bytes(), h.possible(), v.executor_own_workspace[sp.first ? 1 : 0], freed_bytes, h.frees_activations);
+      peak_moment(h.held_bytes(), h.possible(), own_workspace(v, sp), freed_bytes, h.frees_activations);
   return {m, activations_freed(m, h.frees_activations)};
 }
 
@@ -531,6 +556,7 @@ void emit_executor_buffers(const ExecutorHeld& h, uint64_t dp, const MemoryPrep&
                            ExecutorMoment moment, Sink& sink) {
   emit_executor_held(h, dp, moment, sink);
   emit_executor_workspace(v.x, sp.first, moment, sink);
+  if (output_held_at(sp, moment)) sink.add(held_output_row(v.x));
   emit_stage_end_rows(v.x, sp.first, sp.last, sink);
 }
 
@@ -663,13 +689,13 @@ void emit_activations(const MemoryInputs& in, const MemoryPrep& v, uint32_t stag
     // Token ids (int64 in Megatron and PyTorch data loaders, int32 in zeroplan)
     // and the embedding dropout mask, per micro-batch in flight.
     const Dtype ids = l.framework == Framework::Zeroplan ? Dtype::Int32 : Dtype::Int64;
-    sink.add(tensor_row(Component::Activations, Residence::Gpu, ids, "input_ids [b,s]", x.b, x.s, 1, 1, f.microbatches));
+    sink.add(tensor_row(Component::Activations, Residence::Gpu, ids, "input_ids [b,s]", x.b, x.s, 1, 1, f.first_chunk_microbatches));
     if (x.dropout) {
       sink.add(tensor_row(Component::Activations, Residence::Gpu, Dtype::Uint8, "embedding_dropout_mask [To,h]",
-                          x.tokens_outside(), x.h, 1, 1, f.microbatches));
+                          x.tokens_outside(), x.h, 1, 1, f.first_chunk_microbatches));
     }
   }
-  if (last) emit_output_layer(in, x, r, f.microbatches, sink);
+  if (last) emit_output_layer(in, x, r, f.last_chunk_microbatches, sink);
 }
 
 // 6. Runtime overheads: measured constants, one NCCL communicator per
@@ -813,17 +839,19 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
     p.act_layers[i] = sp.layers;
     const int f = sp.first ? 1 : 0;
     const uint64_t stage_end = p.executor_stage_end_bytes[f][sp.last ? 1 : 0];
+    const std::array<uint64_t, 3> own = own_workspace(p, sp);
     for (int m = 0; m < 3; ++m) {
-      p.act_executor_own[i][m] = p.executor_own_workspace[f][m];
-      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + stage_end;
+      const uint64_t held = own[m] - p.executor_own_workspace[f][m];  // the held output, if any
+      p.act_executor_own[i][m] = own[m];
+      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + held + stage_end;
     }
   }
 }
 
 // The parameters of the prepared activation side's i-th candidate stage.
-StageParams candidate_params(const MemoryPrep& p, int i, uint32_t pp) {
+StageParams candidate_params(const MemoryPrep& p, int i, const Layout& l) {
   const uint32_t stage = p.act_stages[i];
-  return {p.act_dense[i], p.act_experts[i], stage == 0, stage + 1 == pp, p.act_layers[i]};
+  return {p.act_dense[i], p.act_experts[i], stage == 0, stage + 1 == l.pp, p.act_layers[i], holds_output_over_backward(l, stage)};
 }
 
 // Invalidates every cached state slot (the rules or options changed).
@@ -918,7 +946,7 @@ const StatesCache::StateSlot* state_slot(StatesCache& c, MemoryPrep& p, const Me
     const bool part_valid = part.generation == entry.generation;
     for (int i = 0; i < p.act_count; ++i) {
       ResidenceTotalsSink states;
-      const StageParams sp = candidate_params(p, i, l.pp);
+      const StageParams sp = candidate_params(p, i, l);
       emit_states(in, p, sp, states);
       for (int r = 0; r < kNumResidences; ++r) slot.bytes[i][r] = states.total(static_cast<Residence>(r));
       if (!part_valid) part.stages[i] = executor_slot(in, p, sp);
@@ -999,7 +1027,7 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
   const uint64_t node_gpus = in.cluster.gpus_in_node;
   const RuntimeOverheads& ov = in.options.overheads;
   for (int i = 0; i < prep.act_count; ++i) {
-    const StageParams sp = candidate_params(prep, i, in.layout.pp);
+    const StageParams sp = candidate_params(prep, i, in.layout);
     const StageExecutor ex = stage_executor(in, prep, sp, prep.act_bytes[i][0] - prep.act_end_bytes[i][0]);
     const bool freed = ex.peak.activations_freed;
     Sink sink = [&] {

@@ -35,6 +35,23 @@ TEST_CASE("in-flight micro-batches: GPipe m, 1F1B p - i, interleaved 2(p-i-1) + 
   CHECK(in_flight(single, 32, 32, 0).units == 1);  // pp = 1: accumulation is sequential
 }
 
+TEST_CASE("interleaved: which ranks hold a forward's output over a backward (their steady state's exchange comes after both)") {
+  Layout l;
+  l.pp = 4;
+  l.vpp = 2;
+  l.schedule = Schedule::Interleaved;
+  // m = p: warm-up 2(p-r-1) + (v-1)p = 10, 8, 6, 4 of m v = 8 passes; rank 2
+  // has a steady state, the last rank's (passes 4..7) runs its last chunk only.
+  l.grad_accum = 4;
+  const bool m_is_p[] = {false, false, true, false};
+  for (uint32_t r = 0; r < 4; ++r) CHECK(holds_output_over_backward(l, r) == m_is_p[r]);
+  l.grad_accum = 8;  // m = 2p: every rank has a steady state, the last reaching its first chunk
+  for (uint32_t r = 0; r < 4; ++r) CHECK(holds_output_over_backward(l, r));
+  l.schedule = Schedule::OneFOneB;  // sends each output before the next backward
+  l.vpp = 1;
+  for (uint32_t r = 0; r < 4; ++r) CHECK_FALSE(holds_output_over_backward(l, r));
+}
+
 TEST_CASE("layers per stage: the remainder goes to the last stages") {
   CHECK(layers_on_stage(126, 16, 0) == 7);
   CHECK(layers_on_stage(126, 16, 1) == 7);
@@ -251,7 +268,7 @@ TEST_CASE("a layout that does not fit is reported with the shortfall") {
 TEST_CASE("the detailed rows and the hot path's aggregated totals agree exactly") {
   std::mt19937 rng(7);
   const char* models[] = {"gpt2-124m", "llama-3.1-8b", "mixtral-8x7b", "megatron-22b"};
-  int checked = 0;
+  int checked = 0, interleaved_executor = 0;
   for (int trial = 0; trial < 200; ++trial) {
     Layout l;
     l.tp = 1u << (rng() % 3);
@@ -259,6 +276,10 @@ TEST_CASE("the detailed rows and the hot path's aggregated totals agree exactly"
     l.dp = 1u << (rng() % 3);
     l.micro_batch = 1 + rng() % 3;
     l.grad_accum = l.pp * (1 + rng() % 2);
+    if (l.pp > 1 && rng() % 2) {  // interleaved: the executor's held output on some ranks
+      l.schedule = Schedule::Interleaved;
+      l.vpp = 2;
+    }
     l.seq_len = 1024;
     l.recompute = static_cast<Recompute>(rng() % 3);
     l.partition_activations = l.recompute == Recompute::Full && rng() % 2;
@@ -278,10 +299,13 @@ TEST_CASE("the detailed rows and the hot path's aggregated totals agree exactly"
     for (int r = 0; r < kNumResidences; ++r) {
       for (int c = 0; c < kNumComponents; ++c) CHECK(rows.totals().bytes[r][c] == e.result.rank.bytes[r][c]);
     }
+    CHECK(rows.totals().total(Residence::Gpu) == e.result.gpu_bytes);  // the fit's own sum, too
     CHECK(rows.size() < RowsSink::kMaxRows);  // nothing was dropped from the table
     ++checked;
+    if (l.schedule == Schedule::Interleaved && l.framework == Framework::Zeroplan) ++interleaved_executor;
   }
   CHECK(checked > 100);
+  CHECK(interleaved_executor > 5);
 }
 
 TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a fresh evaluation") {
@@ -290,7 +314,7 @@ TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a
   const ModelShape dense = make_shape(test::catalog().resolve_model("llama-3.1-70b"));
   const ModelShape moe = make_shape(test::catalog().resolve_model("mixtral-8x7b"));
   const ClusterShape c = make_cluster_shape(make_cluster(test::catalog(), "H100-80GB", "", 64));
-  int checked = 0;
+  int checked = 0, interleaved = 0;
   for (int trial = 0; trial < 400; ++trial) {
     const ModelShape& m = trial % 4 == 3 ? moe : dense;
     Layout l;
@@ -307,6 +331,9 @@ TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a
     if (l.pp > 1 && rng() % 3 == 0) {  // an uneven split: fewer layers at one or both ends
       l.first_stage_layers = static_cast<uint32_t>(m.layers / l.pp - rng() % 2);
       l.last_stage_layers = static_cast<uint32_t>(rng() % 2 ? m.layers / l.pp - 1 : 0);
+    } else if (l.pp > 1 && rng() % 2) {  // interleaved: the executor holds an output over a backward on some ranks
+      l.schedule = Schedule::Interleaved;
+      l.vpp = 2;
     }
     l.recompute = static_cast<Recompute>(rng() % 3);
     l.sequence_parallel = rng() % 2;
@@ -328,8 +355,10 @@ TEST_CASE("MemoryEvaluator reuses prepared parts and gives the same answers as a
       for (int k = 0; k < kNumComponents; ++k) CHECK(a.rank.bytes[r][k] == b.rank.bytes[r][k]);
     }
     ++checked;
+    if (l.schedule == Schedule::Interleaved) ++interleaved;
   }
   CHECK(checked > 200);
+  CHECK(interleaved > 20);
 }
 
 // The state side is cached per state choice across calls: a change to
