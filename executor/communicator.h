@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "executor/scalar.h"
 
@@ -51,6 +52,34 @@ class Communicator {
   void send_recv(const T* send_data, size_t send_count, int dest, T* recv_data, size_t recv_count, int source) {
     do_send_recv(send_data, send_count, dest, recv_data, recv_count, source, elem_of<T>());
   }
+  // Any number of sends and receives at once, each to or from its own peer,
+  // returning once all are done (torch.distributed.batch_isend_irecv; one
+  // NCCL group; MPI_Isend/MPI_Irecv and a wait for all): Megatron-LM's
+  // interleaved schedule sends an activation forward and a gradient back
+  // while it receives both (core/pipeline_parallel/p2p_communication.py),
+  // and on a ring of stages that only completes when all four are in
+  // flight together. Between two ranks the transfers of one direction match
+  // in the order they are listed; `tag` keeps directions apart where the
+  // transport has tags (MPI).
+  struct Transfer {
+    bool send;
+    void* data;
+    size_t count;
+    int peer;
+    int tag;
+  };
+  template <class T>
+  static Transfer send_to(const T* data, size_t count, int peer, int tag = 0) {
+    return {true, const_cast<T*>(data), count, peer, tag};
+  }
+  template <class T>
+  static Transfer recv_from(T* data, size_t count, int peer, int tag = 0) {
+    return {false, data, count, peer, tag};
+  }
+  template <class T>
+  void exchange(const std::vector<Transfer>& transfers) {
+    if (!transfers.empty()) do_exchange(transfers.data(), transfers.size(), elem_of<T>());
+  }
   virtual void barrier() = 0;
   // The group of the ranks that pass the same `color`, ordered by `key`, of
   // the same kind (MPI_Comm_split; a collective call over this
@@ -70,6 +99,7 @@ class Communicator {
   virtual void do_recv(void* data, size_t count, int peer, Elem e) = 0;
   virtual void do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data, size_t recv_count,
                             int source, Elem e) = 0;
+  virtual void do_exchange(const Transfer* transfers, size_t n, Elem e) = 0;
 };
 
 }  // namespace zp

@@ -54,4 +54,15 @@ void LoopbackCommunicator::do_send_recv(const void* send_data, size_t send_count
   do_recv(recv_data, recv_count, source, e);
 }
 
+void LoopbackCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
+  for (size_t i = 0; i < n; ++i) {
+    const Transfer& t = transfers[i];
+    if (t.send) {
+      do_send(t.data, t.count, t.peer, e);
+    } else {
+      do_recv(t.data, t.count, t.peer, e);
+    }
+  }
+}
+
 }  // namespace zp

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -139,6 +140,19 @@ void MpiCommunicator::do_send_recv(const void* send_data, size_t send_count, int
   check(MPI_Sendrecv(send_data, count_of(send_count, "MPI_Sendrecv"), mpi_type(e), dest, 0, recv_data,
                      count_of(recv_count, "MPI_Sendrecv"), mpi_type(e), source, 0, comm_, MPI_STATUS_IGNORE),
         "MPI_Sendrecv");
+}
+
+void MpiCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
+  std::vector<MPI_Request> requests(n, MPI_REQUEST_NULL);
+  for (size_t i = 0; i < n; ++i) {
+    const Transfer& t = transfers[i];
+    if (t.send) {
+      check(MPI_Isend(t.data, count_of(t.count, "MPI_Isend"), mpi_type(e), t.peer, t.tag, comm_, &requests[i]), "MPI_Isend");
+    } else {
+      check(MPI_Irecv(t.data, count_of(t.count, "MPI_Irecv"), mpi_type(e), t.peer, t.tag, comm_, &requests[i]), "MPI_Irecv");
+    }
+  }
+  check(MPI_Waitall(static_cast<int>(n), requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall (exchange)");
 }
 
 void MpiCommunicator::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }

@@ -160,4 +160,28 @@ void NcclCommunicator::do_send_recv(const void* send_data, size_t send_count, in
   unstage(r);
 }
 
+void NcclCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
+  if (n > kStagingSlots) throw std::runtime_error("nccl exchange: " + std::to_string(n) + " transfers, at most 4");
+  Operand operands[kStagingSlots];
+  for (size_t i = 0; i < n; ++i) {
+    const Transfer& t = transfers[i];
+    operands[i] = stage(t.data, t.count * elem_bytes(e), static_cast<int>(i), t.send);
+  }
+  // NCCL matches a pair's sends and receives in the order they are issued.
+  check(ncclGroupStart(), "exchange (group start)");
+  for (size_t i = 0; i < n; ++i) {
+    const Transfer& t = transfers[i];
+    if (t.send) {
+      check(ncclSend(operands[i].device, t.count, nccl_type(e), t.peer, nc(comm_), st(stream_)), "exchange (send)");
+    } else {
+      check(ncclRecv(operands[i].device, t.count, nccl_type(e), t.peer, nc(comm_), st(stream_)), "exchange (recv)");
+    }
+  }
+  check(ncclGroupEnd(), "exchange (group end)");
+  wait("exchange");
+  for (size_t i = 0; i < n; ++i) {
+    if (!transfers[i].send) unstage(operands[i]);
+  }
+}
+
 }  // namespace zp

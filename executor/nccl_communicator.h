@@ -48,6 +48,7 @@ class NcclCommunicator final : public Communicator {
   void do_recv(void* data, size_t count, int peer, Elem e) override;
   void do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data, size_t recv_count, int source,
                     Elem e) override;
+  void do_exchange(const Transfer* transfers, size_t n, Elem e) override;
 
  private:
   void wait(const char* what);
@@ -64,8 +65,11 @@ class NcclCommunicator final : public Communicator {
   void* comm_ = nullptr;    // ncclComm_t
   void* stream_ = nullptr;  // cudaStream_t
   void* scratch_ = nullptr; // one float of device memory for barrier()
-  void* staging_[2] = {nullptr, nullptr};  // host operands' device copies, grown as needed
-  size_t staging_bytes_[2] = {0, 0};
+  // Host operands' device copies, grown as needed: one slot per operand of
+  // a call (an exchange has up to kStagingSlots transfers).
+  static constexpr int kStagingSlots = 4;
+  void* staging_[kStagingSlots] = {};
+  size_t staging_bytes_[kStagingSlots] = {};
   int rank_ = 0, size_ = 1, device_ = 0;
 };
 

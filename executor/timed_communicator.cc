@@ -58,6 +58,12 @@ void TimedCommunicator::do_send_recv(const void* send_data, size_t send_count, i
         [&] { inner_.do_send_recv(send_data, send_count, dest, recv_data, recv_count, source, e); });
 }
 
+void TimedCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
+  uint64_t sent = 0;
+  for (size_t i = 0; i < n; ++i) sent += transfers[i].send ? transfers[i].count * elem_bytes(e) : 0;
+  timed(Collective::SendRecv, sent, [&] { inner_.do_exchange(transfers, n, e); });
+}
+
 void TimedCommunicator::barrier() {
   timed(Collective::Barrier, 0, [&] { inner_.barrier(); });
 }

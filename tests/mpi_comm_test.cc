@@ -7,12 +7,14 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <memory>
 #include <numeric>
 #include <type_traits>
 #include <vector>
 
 #include "costmodel/memory_model.h"
 #include "costmodel/model_shape.h"
+#include "costmodel/pipeline.h"
 #include "executor/data_parallel.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
@@ -114,6 +116,37 @@ TEST_CASE("broadcast and a ring of point-to-point transfers") {
     }
     CHECK(in[0] == static_cast<float>(prev));
   }
+  c.barrier();
+}
+
+TEST_CASE("exchange: a ring sends both ways at once, large enough that one-by-one blocking sends would wait forever") {
+  MpiCommunicator& c = *g_comm;
+  const int n = c.size(), r = c.rank();
+  if (n == 1) return;
+  const int next = (r + 1) % n, prev = (r + n - 1) % n;
+  // 1 MiB a message: past any eager limit, so a blocking send waits for its receive.
+  const size_t count = size_t{1} << 18;
+  std::vector<float> forward(count, static_cast<float>(r)), backward(count, static_cast<float>(100 + r));
+  std::vector<float> from_prev(count, -1), from_next(count, -1);
+  c.exchange<float>({Communicator::send_to(forward.data(), count, next, 0), Communicator::recv_from(from_prev.data(), count, prev, 0),
+                     Communicator::send_to(backward.data(), count, prev, 1), Communicator::recv_from(from_next.data(), count, next, 1)});
+  // With two ranks each is the other's next and previous: the tags keep the directions apart.
+  CHECK(from_prev.front() == static_cast<float>(prev));
+  CHECK(from_prev.back() == static_cast<float>(prev));
+  CHECK(from_next.front() == static_cast<float>(100 + next));
+  CHECK(from_next.back() == static_cast<float>(100 + next));
+  // Some ranks only receive, some only send: rank 0 sends to everyone else.
+  std::vector<float> got(4, -1);
+  std::vector<Communicator::Transfer> t;
+  std::vector<std::vector<float>> outs;
+  if (r == 0) {
+    for (int q = 1; q < n; ++q) outs.emplace_back(4, static_cast<float>(q * 10));
+    for (int q = 1; q < n; ++q) t.push_back(Communicator::send_to(outs[static_cast<size_t>(q - 1)].data(), 4, q));
+  } else {
+    t.push_back(Communicator::recv_from(got.data(), 4, 0));
+  }
+  c.exchange<float>(t);
+  if (r > 0) CHECK(got[3] == static_cast<float>(r * 10));
   c.barrier();
 }
 
