@@ -17,7 +17,9 @@ namespace zp {
 template <class Acts>
 struct ActivationSets {
   std::vector<std::unique_ptr<Acts>> per_micro_batch;
-  std::unique_ptr<Acts> shared = std::make_unique<Acts>();
+  // Shared between model chunks too (share_scratch): one chunk computes at
+  // a time, as one micro-batch does.
+  std::shared_ptr<Acts> shared = std::make_shared<Acts>();
   Acts* current = nullptr;  // micro-batch k's set, after select(k)
   Acts* layer = nullptr;    // where a layer's own tensors go
   Acts* scores = nullptr;   // where the softmax output goes
@@ -29,6 +31,8 @@ struct ActivationSets {
     layer = recompute ? shared.get() : current;
     scores = recompute || selective ? shared.get() : current;
   }
+  // An interleaved pipeline's chunks on one rank: one shared set for all.
+  void share_scratch(const ActivationSets& with) { shared = with.shared; }
   // Micro-batch k's backward is done: its set goes.
   void free(int k) {
     if (static_cast<size_t>(k) < per_micro_batch.size()) per_micro_batch[static_cast<size_t>(k)] = std::make_unique<Acts>();

@@ -123,7 +123,7 @@ GptModel<T>::GptModel(const GptConfig& c, uint64_t seed, TrackingAllocator* trac
   copy_in(params, local.data(), held);
   table_.p.assign(L + 3, nullptr);
   table_.g.assign(L + 3, nullptr);
-  dinput_ = make_buffer<T>(tracker, Component::Workspace);
+  *dinput_ = make_buffer<T>(tracker, Component::Workspace);
 }
 
 template <class T>
@@ -455,7 +455,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     be_->positions_backward(table_.g[0] + wpe_offset(), dall, BT, C, Tn);
     finish_gradients(0);
   } else {
-    dinput_.swap(dresidual);  // for the previous stage
+    dinput_->swap(dresidual);  // for the previous stage
   }
 }
 

@@ -76,7 +76,7 @@ class GptModel {
   // null on the last stage), adding to the gradients; then input_gradient()
   // holds what goes back to the previous stage (not on the first).
   void stage_backward(int k, const T* doutput, int B, int Tn);
-  const T* input_gradient() const { return dinput_.data(); }
+  const T* input_gradient() const { return dinput_->data(); }
   // Elements a stage sends on (and its input gradient sends back) per
   // micro-batch of B x Tn tokens: this rank's token rows under sequence parallelism.
   size_t stage_io_elements(int B, int Tn) const {
@@ -84,6 +84,15 @@ class GptModel {
   }
   // Frees micro-batch k's activations (a pipeline keeps only those in flight).
   void free_activations(int k) { acts_.free(k); }
+  // Another chunk of this rank's stage (interleaved pipelines) lends its
+  // recompute workspace and scratch, its input-gradient buffer and its
+  // backend (one cuBLASLt workspace): the chunks run one at a time, and the
+  // cost model counts one of each a rank.
+  void share_scratch_with(const GptModel& other) {
+    acts_.share_scratch(other.acts_);
+    dinput_ = other.dinput_;
+    be_ = other.be_;
+  }
   // The unit holding the tied embedding on this stage of a pipeline (the
   // first stage's unit 0, whose first tied_embedding_size() elements are the
   // lookup table; the last stage's output-layer copy, unit L+2), whose
@@ -149,10 +158,12 @@ class GptModel {
   Acts* a_ = nullptr;
   Acts* L_ = nullptr;
   Acts* A_ = nullptr;
-  Buffer<T> dinput_;  // the stage input's gradient after backward
+  // The stage input's gradient after backward, until sent; an interleaved
+  // stage's chunks share one (each backward's is sent before the next runs).
+  std::shared_ptr<Buffer<T>> dinput_ = std::make_shared<Buffer<T>>();
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
-  std::unique_ptr<Backend<T>> be_;
+  std::shared_ptr<Backend<T>> be_;  // shared by an interleaved stage's chunks (share_scratch_with)
   bool recompute_ = false, selective_ = false, flash_ = false;
   // Whether backward rebuilds the softmax output from the saved q, k
   // (selective recompute of materialised attention).

@@ -124,7 +124,7 @@ LlamaModel<T>::LlamaModel(const LlamaConfig& c, uint64_t seed, TrackingAllocator
   copy_in(params, local.data(), held);
   table_.p.assign(L + 2, nullptr);
   table_.g.assign(L + 2, nullptr);
-  dinput_ = make_buffer<T>(tracker, Component::Workspace);
+  *dinput_ = make_buffer<T>(tracker, Component::Workspace);
 }
 
 template <class T>
@@ -423,7 +423,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
                     vocab_local_);
     finish_gradients(0);
   } else {
-    dinput_.swap(dx);  // for the previous stage
+    dinput_->swap(dx);  // for the previous stage
   }
 }
 

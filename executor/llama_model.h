@@ -74,13 +74,22 @@ class LlamaModel {
   const T* stage_output(int k) const;
   void output_sent(int k) { acts_.free_output(k); }
   void stage_backward(int k, const T* doutput, int B, int Tn);
-  const T* input_gradient() const { return dinput_.data(); }
+  const T* input_gradient() const { return dinput_->data(); }
   // Elements a stage sends on (and its input gradient sends back) per
   // micro-batch of B x Tn tokens: this rank's token rows under sequence parallelism.
   size_t stage_io_elements(int B, int Tn) const {
     return split_.local(static_cast<size_t>(B) * static_cast<size_t>(Tn)) * static_cast<size_t>(c_.channels);
   }
   void free_activations(int k) { acts_.free(k); }
+  // Another chunk of this rank's stage (interleaved pipelines) lends its
+  // recompute workspace and scratch, its input-gradient buffer and its
+  // backend (one cuBLASLt workspace): the chunks run one at a time, and the
+  // cost model counts one of each a rank.
+  void share_scratch_with(const LlamaModel& other) {
+    acts_.share_scratch(other.acts_);
+    dinput_ = other.dinput_;
+    be_ = other.be_;
+  }
   // Untied embeddings: nothing for the end stages to exchange.
   int tied_embedding_unit() const { return -1; }
   size_t tied_embedding_size() const { return 0; }
@@ -116,7 +125,9 @@ class LlamaModel {
   Acts* a_ = nullptr;
   Acts* L_ = nullptr;
   Acts* A_ = nullptr;
-  Buffer<T> dinput_;
+  // The stage input's gradient after backward, until sent; an interleaved
+  // stage's chunks share one (each backward's is sent before the next runs).
+  std::shared_ptr<Buffer<T>> dinput_ = std::make_shared<Buffer<T>>();
   PipelineStage stage_;
   // Tensor parallelism: this rank's heads, KV heads, FFN width and vocabulary rows.
   Communicator* tp_ = nullptr;
@@ -125,7 +136,7 @@ class LlamaModel {
   int heads_local_ = 0, kv_local_ = 0, ffn_local_ = 0, vocab_rows_ = 0, vocab_local_ = 0, vocab_start_ = 0;
   void select(int k);
   TrackingAllocator* tracker_ = nullptr;
-  std::unique_ptr<Backend<T>> be_;
+  std::shared_ptr<Backend<T>> be_;  // shared by an interleaved stage's chunks (share_scratch_with)
   bool recompute_ = false, selective_ = false, flash_ = false;
   // Whether backward rebuilds the softmax output (selective recompute of materialised attention).
   bool recompute_scores() const { return selective_ && !recompute_ && !flash_; }

@@ -8,7 +8,17 @@
 //  - 1F1B (PipeDream-Flush, Narayanan et al. 2021 Sec. 2.2): stage s runs
 //    min(p - s - 1, m) warm-up forwards, then alternates one forward and one
 //    backward, then drains; at most min(p - s, m) micro-batches in flight,
-//    the cost model's in_flight() (costmodel/pipeline.h).
+//    the cost model's in_flight() (costmodel/pipeline.h);
+//  - interleaved 1F1B (Narayanan et al. 2021 Sec. 2.2, Megatron-LM's
+//    forward_backward_pipelining_with_interleaving): each rank holds v model
+//    chunks, chunk j of rank r being virtual stage j p + r, runs
+//    2 (p - r - 1) + (v - 1) p warm-up chunk-forwards (all m v where that is
+//    more), then one chunk-forward and one chunk-backward at a time, in
+//    groups of p micro-batches per chunk (m a multiple of p); the last rank
+//    sends to the first for its next chunk, so the stages form a ring, and
+//    each exchange sends and receives in both directions at once
+//    (Communicator::exchange). Each chunk has its own optimizer over the data-
+//    parallel group, as Megatron-LM wraps each chunk in its own DDP.
 // In the 1F1B steady state a stage's send and the matching receive go
 // through one send_recv call, as Megatron-LM's send_forward_recv_backward and
 // send_backward_recv_forward do, so blocking transfers of any size cannot
@@ -23,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "costmodel/layout.h"
@@ -34,12 +45,15 @@
 
 namespace zp {
 
-enum class PipeSchedule : uint8_t { GPipe, OneFOneB };
+enum class PipeSchedule : uint8_t { GPipe, OneFOneB, Interleaved };
 
 // Pipeline stage `stage` of layout `l` for a model of `layers` layers: the
 // cost model's split (costmodel/rank_params.h layers_on_stage), so the
 // executor and the prediction hold the same layers on every stage.
 PipelineStage pipeline_stage(uint64_t layers, const Layout& l, uint32_t stage);
+// Model chunk `chunk` (of l.vpp) of that stage under the interleaved
+// schedule: virtual stage chunk * pp + stage, layers / (pp vpp) layers.
+PipelineStage pipeline_chunk(uint64_t layers, const Layout& l, uint32_t stage, uint32_t chunk);
 
 template <class Model>
 class PipelineTrainer {
@@ -54,6 +68,10 @@ class PipelineTrainer {
   // from 1, parameter offload at 3).
   PipelineTrainer(Model& stage, Communicator& comm, PipeSchedule schedule, AdamConfig adam, TrainerMemory memory = {},
                   Communicator* data_parallel = nullptr, int zero_stage = 0);
+  // Interleaved: this rank's model chunks in order (pipeline_chunk); one
+  // chunk runs `schedule` as above.
+  PipelineTrainer(std::vector<Model*> chunks, Communicator& comm, PipeSchedule schedule, AdamConfig adam,
+                  TrainerMemory memory = {}, Communicator* data_parallel = nullptr, int zero_stage = 0);
   // One step over `micro_batches` micro-batches of `micro_batch` sequences of
   // Tn tokens (tokens and targets hold them all, one after another; the first
   // stage reads the tokens, the last the targets). Returns the mean loss on
@@ -72,21 +90,29 @@ class PipelineTrainer {
   };
   const Phases& last_phases() const { return phases_; }
   // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).
-  uint64_t zero3_peak_gathered_bytes() const { return optimizer_.zero3_peak_gathered_bytes(); }
-  // What this rank holds (its stage's parameters and its optimizer states), for checkpoints.
-  CheckpointState state() const { return optimizer_.state(); }
+  // (Summed over the chunks, each of which gathers its own units.)
+  uint64_t zero3_peak_gathered_bytes() const;
+  // What this rank holds (its stage's parameters and its optimizer states,
+  // chunk after chunk), for checkpoints.
+  CheckpointState state() const;
   // A delayed update in flight reaches the model (executor/data_parallel.h).
-  void finish_pending() { optimizer_.finish_pending(); }
-  void restore(const CheckpointState& s) { optimizer_.restore(s); }
+  void finish_pending();
+  void restore(const CheckpointState& s);
 
  private:
-  void forward(int k, const int* tokens, const int* targets, int micro_batch, int Tn);
-  void backward(int k, int micro_batch, int Tn);
-  Model& model_;
+  // Micro-batch k through chunk c, from `input` (null on the first virtual
+  // stage) / from `doutput` (null on the last).
+  void forward(size_t c, int k, const int* tokens, const int* targets, const T* input, int micro_batch, int Tn);
+  void backward(size_t c, int k, const T* doutput, int micro_batch, int Tn);
+  void one_chunk_schedule(const int* tokens, const int* targets, int micro_batch, int Tn, int m, size_t n);
+  void interleaved_schedule(const int* tokens, const int* targets, int micro_batch, int Tn, int m, size_t n);
+  std::vector<Model*> chunks_;
+  Model& model_;  // chunks_[0]
   Communicator& comm_;
   Communicator* dp_;
   LoopbackCommunicator alone_{0, 1};
-  DataParallelTrainer<Model> optimizer_;  // the data-parallel sync and the optimizer step
+  // The data-parallel sync and the optimizer step, one per chunk.
+  std::vector<std::unique_ptr<DataParallelTrainer<Model>>> optimizers_;
   PipeSchedule schedule_;
   TrackingAllocator* device_;
   int in_flight_ = 0, max_in_flight_ = 0;

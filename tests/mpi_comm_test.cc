@@ -322,6 +322,71 @@ TEST_CASE("pipeline parallel, GPipe and 1F1B: the single-process losses, and eac
 
 namespace {
 
+// The interleaved schedule on every rank of the world: v chunks a rank,
+// against one process on the whole batch, the chunk passes in flight and
+// the activation rows as the cost model has them.
+template <class Model, class Config>
+void check_interleaved(const ModelSpec& spec, const Config& config, int v, int m) {
+  MpiCommunicator& c = *g_comm;
+  const int p = c.size(), stage = c.rank(), mb = 2, T = 8;
+  const int B = mb * m, vocab = static_cast<int>(spec.vocab_size);
+  auto [tokens, targets] = shifted_batch(B, T, vocab, 2);
+  AdamConfig adam;
+  adam.lr = 5e-3f;
+  CAPTURE(v);
+  CAPTURE(m);
+  for (Recompute recompute : {Recompute::None, Recompute::Full}) {
+    CAPTURE(std::string(to_string(recompute)));
+    Model reference(config, 11);
+    LoopbackCommunicator alone(0, 1);
+    DataParallelTrainer<Model> ref_trainer(reference, alone, 0, adam);
+    Layout l = test::executor_layout(1, 1, static_cast<uint32_t>(p), mb, static_cast<uint32_t>(m), T, recompute);
+    l.schedule = Schedule::Interleaved;
+    l.vpp = static_cast<uint32_t>(v);
+    TrackingAllocator device;
+    std::vector<std::unique_ptr<Model>> chunks;
+    std::vector<Model*> views;
+    for (int j = 0; j < v; ++j) {
+      chunks.push_back(std::make_unique<Model>(config, 11, &device,
+                                               pipeline_chunk(spec.num_layers, l, static_cast<uint32_t>(stage), static_cast<uint32_t>(j))));
+      chunks.back()->set_recompute(recompute == Recompute::Full);
+      views.push_back(chunks.back().get());
+    }
+    PipelineTrainer<Model> trainer(views, c, PipeSchedule::Interleaved, adam, TrainerMemory{&device});
+    for (int s = 0; s < 3; ++s) {
+      const float expected = ref_trainer.step(tokens.data(), targets.data(), mb, T, m);
+      const float loss = trainer.step(tokens.data(), targets.data(), mb, T, m);
+      CHECK(loss == doctest::Approx(expected).epsilon(1e-4));
+    }
+    const InFlight f = in_flight(l, spec.num_layers / static_cast<uint64_t>(p), spec.num_layers, static_cast<uint32_t>(stage));
+    CHECK(trainer.max_in_flight() == static_cast<int>(f.units));
+    CAPTURE(stage);
+    const MemoryTotals rows = test::executor_rows(spec, l, static_cast<uint32_t>(stage));
+    test::check_against_rows(device, nullptr, rows, static_cast<double>(trainer.peak_activation_bytes()));
+    // A checkpoint of the chunks goes back into them.
+    const CheckpointState saved = trainer.state();
+    trainer.restore(saved);
+    CHECK(trainer.state().params == saved.params);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("pipeline parallel, interleaved: the single-process losses, Megatron's chunks in flight, the rows") {
+  const int p = g_comm->size();
+  if (p < 2 || 8 % (2 * p) != 0) return;  // 8 layers in pp x vpp chunks, vpp >= 2
+  const ModelSpec gpt = test::tiny_gpt(13, 8, 8, 2, 16);
+  ModelSpec llama = test::tiny_llama(13);
+  llama.num_layers = 8;
+  for (int m : {p, 2 * p}) {
+    check_interleaved<GptModel<float>>(gpt, gpt_config(gpt), 2, m);
+    check_interleaved<LlamaModel<float>>(llama, llama_config(llama), 2, m);
+  }
+  if (8 % (4 * p) == 0) check_interleaved<GptModel<float>>(gpt, gpt_config(gpt), 4, 2 * p);
+}
+
+namespace {
+
 // One model family under tensor parallelism over all the ranks, with and
 // without sequence parallelism, three recompute modes.
 template <class Model, class Config>
