@@ -283,19 +283,23 @@ Json train(Model& model, const PlanFile& plan, const Layout& l, Communicator& co
 // data parallelism across the pipelines); returns its measurements on the
 // first tensor-parallel rank of the first pipeline of each stage (and on an
 // emulated rank), null elsewhere.
+// `chunks`: the stage's model, or under the interleaved schedule its vpp
+// chunks in order.
 template <class Model>
-Json train_parallel(Model& model, const PlanFile& plan, const Layout& l, Communicator& world, ParallelGroups& g,
-                   Memory& memory, const RunOptions& o) {
+Json train_parallel(const std::vector<Model*>& chunks, const PlanFile& plan, const Layout& l, Communicator& world,
+                   ParallelGroups& g, Memory& memory, const RunOptions& o) {
   const std::string& plan_path = o.plan_path;
   const std::string& text = o.text;
   const int steps = o.steps;
   const uint32_t stage = static_cast<uint32_t>(g.pp_rank);
-  set_activation_options(model, l);
+  for (Model* chunk : chunks) set_activation_options(*chunk, l);
   AdamConfig adam;
   adam.lr = 3e-3f;
   TimedCommunicator timed(*g.pp);
-  PipelineTrainer<Model> trainer(model, timed, l.schedule == Schedule::GPipe ? PipeSchedule::GPipe : PipeSchedule::OneFOneB,
-                                 adam, trainer_memory(memory, l), g.dp.get(), l.zero_stage);
+  const PipeSchedule schedule = l.schedule == Schedule::GPipe        ? PipeSchedule::GPipe
+                                : l.schedule == Schedule::Interleaved ? PipeSchedule::Interleaved
+                                                                      : PipeSchedule::OneFOneB;
+  PipelineTrainer<Model> trainer(chunks, timed, schedule, adam, trainer_memory(memory, l), g.dp.get(), l.zero_stage);
   const int first_step = resume(trainer, o, world);
   Json extra = setup_peaks(memory);
   const int mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum), T = static_cast<int>(l.seq_len);
@@ -341,14 +345,33 @@ Json run_model(const PlanFile& plan, const Layout& l, Communicator& comm, Memory
   if (l.tp > 1 || l.pp > 1) {
     // This rank's stage (and tensor-parallel slice) of the model, in Megatron-Core's group order.
     ParallelGroups g = make_parallel_groups(comm, l);
-    const PipelineStage part = pipeline_stage(plan.model.num_layers, l, static_cast<uint32_t>(g.pp_rank));
     const TensorParallel tp{l.tp > 1 ? g.tp.get() : nullptr, l.sequence_parallel};
-    if (plan.model.mlp == MlpKind::SwiGlu) {
-      LlamaModel<T> model(llama_config(plan.model), 1234, &memory.device, part, tp);
-      return train_parallel(model, plan, l, comm, g, memory, o);
+    const auto stage = static_cast<uint32_t>(g.pp_rank);
+    // The stage's parts: one, or its vpp chunks (virtual stages chunk x pp + stage).
+    std::vector<PipelineStage> parts;
+    if (l.schedule == Schedule::Interleaved) {
+      for (uint32_t c = 0; c < l.vpp; ++c) parts.push_back(pipeline_chunk(plan.model.num_layers, l, stage, c));
+    } else {
+      parts.push_back(pipeline_stage(plan.model.num_layers, l, stage));
     }
-    GptModel<T> model(gpt_config(plan.model), 1234, &memory.device, part, tp);
-    return train_parallel(model, plan, l, comm, g, memory, o);
+    auto build_and_train = [&](auto make) {
+      using Model = typename decltype(make(parts[0]))::element_type;
+      std::vector<std::unique_ptr<Model>> owned;
+      std::vector<Model*> chunks;
+      for (const PipelineStage& part : parts) {
+        owned.push_back(make(part));
+        chunks.push_back(owned.back().get());
+      }
+      return train_parallel(chunks, plan, l, comm, g, memory, o);
+    };
+    if (plan.model.mlp == MlpKind::SwiGlu) {
+      return build_and_train([&](const PipelineStage& part) {
+        return std::make_unique<LlamaModel<T>>(llama_config(plan.model), 1234, &memory.device, part, tp);
+      });
+    }
+    return build_and_train([&](const PipelineStage& part) {
+      return std::make_unique<GptModel<T>>(gpt_config(plan.model), 1234, &memory.device, part, tp);
+    });
   }
   auto data_parallel = [&](auto& model) {
     set_activation_options(model, l);
@@ -375,10 +398,6 @@ Layout runnable_layout(const std::string& path, const PlanFile& p, bool on_gpu) 
   const std::string invalid = check_layout(make_shape(p.model), l, any_gpu, l.world());
   if (!invalid.empty()) refuse(invalid);
   if (l.ep != 1) refuse("ep " + std::to_string(l.ep) + ": expert parallelism is not built in the executor yet");
-  if (l.tp > 1 || l.pp > 1) {
-    // Tensor and pipeline parallelism (with data parallelism across them: 3D).
-    if (l.schedule == Schedule::Interleaved) refuse("schedule interleaved: the executor runs GPipe and 1F1B");
-  }
   if (l.precision == Precision::Fp16) {
     refuse("precision fp16: the executor runs bf16 mixed precision or fp32 (fp16 needs loss scaling, not built)");
   }

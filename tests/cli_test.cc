@@ -253,6 +253,14 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
     m["vocab_size"] = 4096;
     std::ofstream(wide_vocab) << m.dump();
   }
+  // tiny-gpt with 4 layers: 2 stages x 2 chunks of one layer (interleaved).
+  const std::string four_layers = dir + "/four-layers.json";
+  {
+    zp::Json m = zp::parse_json_file(gpt);
+    m["name"] = "tiny-gpt-4-layers";
+    m["num_layers"] = 4;
+    std::ofstream(four_layers) << m.dump();
+  }
   {
     FILE* f = fopen((dir + "/matrix.json").c_str(), "w");
     REQUIRE(f != nullptr);
@@ -269,7 +277,10 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
            " \"layout\": \"tp=2,zero=1,mb=1,ga=2,recompute=full\"},\n"
            // ... or at the pipeline's sum of the tied embedding's gradient, just before.
            " {\"model\": \"" + wide_vocab + "\", \"gpu\": \"H100-80GB\", \"gpus\": 2, \"seq\": 8, \"layout\": \"pp=2,zero=0,mb=1,ga=2\"},\n"
-           " {\"model\": \"" + wide_vocab + "\", \"gpu\": \"H100-80GB\", \"gpus\": 4, \"seq\": 8, \"layout\": \"pp=2,zero=2,mb=1,ga=2\"}]}")
+           " {\"model\": \"" + wide_vocab + "\", \"gpu\": \"H100-80GB\", \"gpus\": 4, \"seq\": 8, \"layout\": \"pp=2,zero=2,mb=1,ga=2\"},\n"
+           // Megatron's interleaved schedule, 2 chunks a stage, ZeRO-1 across 2 pipelines.
+           " {\"model\": \"" + four_layers + "\", \"gpu\": \"H100-80GB\", \"gpus\": 4, \"seq\": 32,"
+           " \"layout\": \"pp=2,vpp=2,zero=1,mb=2,ga=4\"}]}")
               .c_str(),
           f);
     fclose(f);
@@ -277,8 +288,8 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   const Run ok = run("validate --matrix " + dir + "/matrix.json --steps 2 --warmup 1 --out " + dir + "/out");
   CHECK(ok.code == 0);
   const zp::Json doc = zp::parse_json_file(dir + "/out/validate.json");
-  REQUIRE(doc.at("cases").size() == 9);
-  for (int i : {0, 1, 3, 4, 5, 6, 7, 8}) {
+  REQUIRE(doc.at("cases").size() == 10);
+  for (int i : {0, 1, 3, 4, 5, 6, 7, 8, 9}) {
     const zp::Json& c = doc.at("cases")[static_cast<size_t>(i)];
     CAPTURE(c.at("name").get<std::string>());
     REQUIRE(c.at("run").get<bool>());
@@ -373,7 +384,7 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   }
   const Run fitted = run("calibrate --gpu H100-80GB --validate " + dir + "/out/gpu_like.json --out " + dir + "/fitted.json");
   CHECK(fitted.code == 0);
-  CHECK(fitted.out.find("fitted to 8 compute phases") != std::string::npos);
+  CHECK(fitted.out.find("fitted to 9 compute phases") != std::string::npos);
   const zp::Json curves = zp::parse_json_file(dir + "/fitted.json");
   const zp::Json file = zp::parse_json_file(zp::efficiency_file(zp::Catalog::builtin_data_dir(), "H100-80GB"));
   for (const char* field : {"attention_peak_fraction", "flash_tc_fraction", "hbm_fraction", "kernel_overhead_us"}) {
