@@ -148,7 +148,7 @@ int GptModel<T>::tied_embedding_unit() const {
 }
 
 template <class T>
-void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, int B, int Tn) {
+void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, int B, int Tn, bool rebuild) {
   // C: the model width; Cl, NHl, Fl: this tensor-parallel rank's attention
   // channels, heads and FFN width (all of them with one rank). BT tokens go
   // through the tensor-parallel products; Tl of them (BT / t under sequence
@@ -186,6 +186,7 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   be_->gelu_forward(gelu, fch, BT * static_cast<size_t>(Fl));
   be_->matmul_forward(ws.proj.data(), gelu, w(FCPROJW, l), split ? nullptr : w(FCPROJB, l), static_cast<int>(BT), Fl, C);
   T* fcproj = split ? add_bias_after_reduce(ws.proj.data(), w(FCPROJB, l), Tl, C) : ws.proj.data();
+  if (rebuild) return;
   // The layer's output is kept for every layer: it is the next layer's input
   // (the checkpoint full recompute keeps). The last layer of a stage that is
   // not the last writes the stage's output, which is only sent on (and freed
@@ -397,7 +398,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     acquire(l + 1, i >= 1 ? l : -1);
     open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
-    if (recompute_) layer_forward(l, i, 0, residual, B, Tn);
+    if (recompute_) layer_forward(l, i, 0, residual, B, Tn, /*rebuild=*/true);
     const size_t o = slot * TlC, ol = slot * BTl, of = slot * BTf;
     // Selective recompute: rebuild this layer's softmax output from its saved q, k
     // (the attention output goes to a scratch buffer: the saved one is the same).

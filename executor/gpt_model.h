@@ -172,7 +172,12 @@ class GptModel {
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
   // Global layer l's forward from `residual`, activations into slot `slot`,
   // output into residual3 at the stage-local index `local`.
-  void layer_forward(int l, int local, int slot, const T* residual, int B, int Tn);
+  // `rebuild`: full recompute in backward, which needs the layer's tensors
+  // but not its output (the next layer's saved input, or the stage's output,
+  // already sent): its last residual add is skipped, and with it a second
+  // stage-output buffer over the backward (the products all run, as the
+  // time model's recompute counts them).
+  void layer_forward(int l, int local, int slot, const T* residual, int B, int Tn, bool rebuild = false);
   int head_unit() const { return stage_.first ? 0 : c_.layers + 2; }
   // The parameters of `unit`; `next` (when >= 0) is the unit needed after it.
   void acquire(int unit, int next = -1) { table_.acquire(unit, next, params.data()); }

@@ -144,7 +144,7 @@ const T* LlamaModel<T>::stage_output(int k) const {
 }
 
 template <class T>
-void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B, int Tn) {
+void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B, int Tn, bool rebuild) {
   // BT tokens go through the tensor-parallel products, Tl of them (BT / t
   // under sequence parallelism) through the norms and residuals.
   const int C = c_.channels, NH = heads_local_, KVH = kv_local_, hs = c_.head_dim, F = ffn_local_;
@@ -186,6 +186,9 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
   be_->matmul_forward(gate, xn2_all, w(WGATE, l), nullptr, static_cast<int>(BT), C, F);
   be_->matmul_forward(up, xn2_all, w(WUP, l), nullptr, static_cast<int>(BT), C, F);
   be_->swiglu_forward(h, gate, up, BT * F);
+  be_->matmul_forward(ws.partial.data(), h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
+  const T* down = split_.reduce(ws.partial.data(), ws.reduced, TlC);
+  if (rebuild) return;
   // The stage's last layer writes the stage's output when a later stage takes it.
   T* x3 = a_->x3.data() + static_cast<size_t>(local) * TlC;
   if (local + 1 == stage_.layers && !stage_.last) {
@@ -194,8 +197,7 @@ void LlamaModel<T>::layer_forward(int l, int local, int slot, const T* x, int B,
   } else if (local + 1 == stage_.layers) {
     x3 = a_->final_in.data();  // the final norm's input, a logits-side row of the cost model
   }
-  be_->matmul_forward(ws.partial.data(), h, w(WDOWN, l), nullptr, static_cast<int>(BT), F, C);
-  be_->residual_forward(x3, x2, split_.reduce(ws.partial.data(), ws.reduced, TlC), TlC);
+  be_->residual_forward(x3, x2, down, TlC);
 }
 
 template <class T>
@@ -367,7 +369,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     acquire(l + 1, i >= 1 ? l : -1);
     open_gradients(l + 1);
     // Full recompute: rebuild this layer's activations from its saved input.
-    if (recompute_) layer_forward(l, i, 0, x, B, Tn);
+    if (recompute_) layer_forward(l, i, 0, x, B, Tn, /*rebuild=*/true);
     const size_t s = recompute_ ? 0 : static_cast<size_t>(i);
     // Selective recompute: rebuild this layer's softmax output from its saved
     // q, k (post-rotary) and v; the attention output goes to scratch (datty,

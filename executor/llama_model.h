@@ -144,7 +144,12 @@ class LlamaModel {
   size_t att_slot(size_t slot) const { return recompute_ || selective_ ? 0 : slot; }
   // Global layer l's forward from its input x, activations into slot
   // `slot`, output into x3 at the stage-local index `local`.
-  void layer_forward(int l, int local, int slot, const T* x, int B, int Tn);
+  // `rebuild`: full recompute in backward, which needs the layer's tensors
+  // but not its output (the next layer's saved input, or the stage's output,
+  // already sent): its last residual add is skipped, and with it a second
+  // stage-output buffer over the backward (the products all run, as the
+  // time model's recompute counts them).
+  void layer_forward(int l, int local, int slot, const T* x, int B, int Tn, bool rebuild = false);
 };
 
 }  // namespace zp

@@ -303,8 +303,9 @@ void check_pipelines(const ModelSpec& spec, const Config& config) {
       // In flight: all m with GPipe, min(p - stage, m) with 1F1B (one with one stage).
       CHECK(trainer.max_in_flight() == (schedule == PipeSchedule::GPipe && p > 1 ? m : std::min(p - stage, m)));
       CAPTURE(stage);
-      worst = std::max(worst, test::check_against_rows(device, nullptr, test::executor_rows(spec, l, static_cast<uint32_t>(stage)),
-                                                       static_cast<double>(trainer.peak_activation_bytes())));
+      const MemoryTotals rows = test::executor_rows(spec, l, static_cast<uint32_t>(stage));
+      worst = std::max(worst, test::check_against_rows(device, nullptr, rows, static_cast<double>(trainer.peak_activation_bytes())));
+      test::check_peak_against_rows(device, rows);  // at the device's peak, byte for byte
     }
   }
   MESSAGE(spec.name << ", stage " << stage << " of " << p << ": worst activation difference " << worst * 100 << "%");
