@@ -20,6 +20,7 @@ struct StageParams {
   bool first = false, last = false;
   uint64_t layers = 0;
   bool holds_output = false;  // a forward's output over a backward (holds_output_over_backward)
+  bool interleaved = false;   // the interleaved schedule's chunks
 };
 
 StageParams stage_params(const RankParams& r, const Layout& l, uint64_t layers, uint32_t stage) {
@@ -28,6 +29,7 @@ StageParams stage_params(const RankParams& r, const Layout& l, uint64_t layers, 
   s.last = stage + 1 == l.pp;
   s.layers = layers;
   s.holds_output = holds_output_over_backward(l, stage);
+  s.interleaved = l.schedule == Schedule::Interleaved && l.vpp > 1;
   s.dense = layers * r.layer_dense;
   s.experts = layers * r.layer_experts;
   if (s.first) s.dense += r.embedding + r.position + r.embedding_norm;
@@ -457,10 +459,55 @@ void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment momen
   }
 }
 
-// What depends on where a stage sits in the pipeline: its receive buffers
-// (executor/pipeline_parallel.cc: the activation from the stage before, the
-// gradient from the stage after), and the CUDA backend's device copies of
-// the token index arrays its ends build on the host
+// A pipeline rank's own buffers (executor/pipeline_parallel.cc), at
+// `moment` (End: the rows every moment holds):
+//  - GPipe and 1F1B: the receive buffers, the activation from the stage
+//    before and the gradient from the stage after, [To,h] each, kept over
+//    the step;
+//  - interleaved (interleaved_schedule): what arrives waits in a queue and
+//    goes once used, so a backward holds the gradient it consumes (not on
+//    the last rank, whose peak is its last chunk's backward, below) and
+//    nothing at the step's end; the rank's chunks share one input-gradient
+//    buffer, which the first rank's later chunks need too (every other
+//    stage keeps one anyway, emit_executor_workspace); a rank with a steady
+//    state holds a forward's output over the backward that follows it
+//    (holds_output_over_backward), in the loop.
+template <class Sink>
+void emit_pipeline_rows(const ActivationShape& x, const StageParams& sp, ExecutorMoment moment, Sink& sink) {
+  if (sp.first && sp.last) return;  // no pipeline
+  const Component W = Component::Workspace, B = Component::Buckets;
+  const Residence G = Residence::Gpu;
+  const uint64_t To = x.tokens_outside(), h = x.h;
+  if (!sp.interleaved) {
+    if (!sp.first) sink.add(tensor_row(B, G, x.dtype, "pipeline: received activation [To,h]", To, h));
+    if (!sp.last) sink.add(tensor_row(B, G, x.dtype, "pipeline: received gradient [To,h]", To, h));
+    return;
+  }
+  const bool backward = moment == ExecutorMoment::Loop || moment == ExecutorMoment::Head;
+  if (sp.first) sink.add(tensor_row(W, G, x.dtype, "interleaved pipeline: a later chunk's input gradient [To,h]", To, h));
+  if (backward && !sp.last) sink.add(tensor_row(B, G, x.dtype, "interleaved pipeline: received gradient [To,h]", To, h));
+  if (backward && sp.holds_output) {
+    sink.add(tensor_row(W, G, x.dtype, "interleaved pipeline: a forward's output held over the backward [To,h]", To, h));
+  }
+}
+
+// A stage's own workspace per moment (the rows of that moment alone), with
+// its pipeline's moment-bound rows.
+std::array<uint64_t, 3> own_workspace(const MemoryPrep& v, const StageParams& sp) {
+  std::array<uint64_t, 3> own = v.executor_own_workspace[sp.first ? 1 : 0];
+  ByteCountSink every;
+  emit_pipeline_rows(v.x, sp, ExecutorMoment::End, every);
+  for (ExecutorMoment m : {ExecutorMoment::Loop, ExecutorMoment::Head}) {
+    ByteCountSink at;
+    emit_pipeline_rows(v.x, sp, m, at);
+    own[static_cast<int>(m)] += at.bytes() - every.bytes();
+  }
+  return own;
+}
+
+// What depends on where a stage sits in the pipeline (its receive buffers:
+// emit_pipeline_rows): the CUDA backend's device copies of the token index
+// arrays its ends build on the host
 // (executor/cuda_backend.cc, indices(), grown to the largest use): the token
 // rows of the lookup and the positions and the loss's targets, T each; on the
 // first stage the embedding and position gradients' row groups, at most T + 1
@@ -468,35 +515,9 @@ void emit_executor_held(const ExecutorHeld& h, uint64_t dp, ExecutorMoment momen
 // tensor parallelism GPT's bias add after the reduction reads a row index of
 // zeros per token row it adds to. Every stage's backend holds its cuBLASLt
 // workspace.
-// An interleaved stage's forward output held over the next backward
-// (holds_output_over_backward; executor/pipeline_parallel.cc,
-// interleaved_schedule): one [To,h] buffer in backward's layer loop, and at
-// its head too except on the last rank, whose head backward (its last
-// chunk's, steady-state passes i with i mod p v < p) pairs with forwards of
-// that chunk, which end the model and send nothing.
-MemoryRow held_output_row(const ActivationShape& x) {
-  return tensor_row(Component::Workspace, Residence::Gpu, x.dtype,
-                    "interleaved pipeline: a forward's output held over the backward [To,h]", x.tokens_outside(), x.h);
-}
-bool output_held_at(const StageParams& sp, ExecutorMoment m) {
-  return sp.holds_output && (m == ExecutorMoment::Loop || (m == ExecutorMoment::Head && !sp.last));
-}
-
-// A stage's own workspace per moment, with its held output where it holds one.
-std::array<uint64_t, 3> own_workspace(const MemoryPrep& v, const StageParams& sp) {
-  std::array<uint64_t, 3> own = v.executor_own_workspace[sp.first ? 1 : 0];
-  for (ExecutorMoment m : {ExecutorMoment::Loop, ExecutorMoment::Head}) {
-    if (output_held_at(sp, m)) own[static_cast<int>(m)] += held_output_row(v.x).bytes;
-  }
-  return own;
-}
-
 template <class Sink>
 void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& sink) {
-  const uint64_t boundary = x.tokens_outside() * x.h;
   const Residence G = Residence::Gpu;
-  if (!first) sink.add(tensor_row(Component::Buckets, G, x.dtype, "pipeline: received activation [To,h]", boundary));
-  if (!last) sink.add(tensor_row(Component::Buckets, G, x.dtype, "pipeline: received gradient [To,h]", boundary));
   const uint64_t T = x.s * x.b;
   const Component S = Component::BackendScratch;
   if (first || last) sink.add(tensor_row(S, G, Dtype::Int32, "CUDA token rows / targets [T]", T));
@@ -556,7 +577,7 @@ void emit_executor_buffers(const ExecutorHeld& h, uint64_t dp, const MemoryPrep&
                            ExecutorMoment moment, Sink& sink) {
   emit_executor_held(h, dp, moment, sink);
   emit_executor_workspace(v.x, sp.first, moment, sink);
-  if (output_held_at(sp, moment)) sink.add(held_output_row(v.x));
+  emit_pipeline_rows(v.x, sp, moment, sink);
   emit_stage_end_rows(v.x, sp.first, sp.last, sink);
 }
 
@@ -841,9 +862,10 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
     const uint64_t stage_end = p.executor_stage_end_bytes[f][sp.last ? 1 : 0];
     const std::array<uint64_t, 3> own = own_workspace(p, sp);
     for (int m = 0; m < 3; ++m) {
-      const uint64_t held = own[m] - p.executor_own_workspace[f][m];  // the held output, if any
+      ByteCountSink pipeline;  // the pipeline's buffers at moment m
+      emit_pipeline_rows(p.x, sp, static_cast<ExecutorMoment>(m), pipeline);
       p.act_executor_own[i][m] = own[m];
-      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + held + stage_end;
+      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + pipeline.bytes() + stage_end;
     }
   }
 }
@@ -851,7 +873,13 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
 // The parameters of the prepared activation side's i-th candidate stage.
 StageParams candidate_params(const MemoryPrep& p, int i, const Layout& l) {
   const uint32_t stage = p.act_stages[i];
-  return {p.act_dense[i], p.act_experts[i], stage == 0, stage + 1 == l.pp, p.act_layers[i], holds_output_over_backward(l, stage)};
+  return {p.act_dense[i],
+          p.act_experts[i],
+          stage == 0,
+          stage + 1 == l.pp,
+          p.act_layers[i],
+          holds_output_over_backward(l, stage),
+          l.schedule == Schedule::Interleaved && l.vpp > 1};
 }
 
 // Invalidates every cached state slot (the rules or options changed).

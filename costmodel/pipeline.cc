@@ -39,7 +39,7 @@ bool holds_output_over_backward(const Layout& l, uint32_t stage) {
   if (l.schedule != Schedule::Interleaved || p == 1 || v == 1) return false;
   const uint64_t warmup = 2 * (p - stage - 1) + (v - 1) * p;
   if (warmup >= m * v) return false;
-  return stage + 1 < p || m > p;
+  return stage + 1 < p;
 }
 
 }  // namespace zp

@@ -40,10 +40,15 @@ InFlight in_flight(const Layout& l, uint64_t layers_on_this_stage, uint64_t tota
 // without overlapped communication, runs a steady-state pass's forward and
 // backward and then one exchange (send_forward_backward_recv_forward_backward
 // in core/pipeline_parallel/schedules.py), so the output waits for it unless
-// it ends the model (the last rank's last chunk). Ranks with no steady state
-// (warm-up 2(p-r-1)+(v-1)p covering all m v passes) never do; the last rank
-// does once its steady state reaches a chunk before its last, i.e. m > p.
-// Every other schedule sends a forward's output before the next backward.
+// it ends the model. Ranks with no steady state (warm-up 2(p-r-1)+(v-1)p
+// covering all m v passes) never do. The last rank's does not count: its
+// last chunk's passes go forward and backward in the same steady-state step
+// (pass (v-1)p + i forward and pass i backward are the same micro-batch of
+// that chunk), so while an earlier chunk's backward holds an output, none
+// of them is in flight; its peak is its last chunk's backward, the same
+// number of passes in flight, one with the output layer (its final-norm
+// input alone [To,h], then the logits) in place of the held output.
+// GPipe and 1F1B send a forward's output before the next backward.
 bool holds_output_over_backward(const Layout& l, uint32_t stage);
 
 }  // namespace zp

@@ -41,12 +41,14 @@ TEST_CASE("interleaved: which ranks hold a forward's output over a backward (the
   l.vpp = 2;
   l.schedule = Schedule::Interleaved;
   // m = p: warm-up 2(p-r-1) + (v-1)p = 10, 8, 6, 4 of m v = 8 passes; rank 2
-  // has a steady state, the last rank's (passes 4..7) runs its last chunk only.
+  // has a steady state; the last rank's peak is its last chunk's backward,
+  // which holds no output (pipeline.h).
   l.grad_accum = 4;
   const bool m_is_p[] = {false, false, true, false};
   for (uint32_t r = 0; r < 4; ++r) CHECK(holds_output_over_backward(l, r) == m_is_p[r]);
-  l.grad_accum = 8;  // m = 2p: every rank has a steady state, the last reaching its first chunk
-  for (uint32_t r = 0; r < 4; ++r) CHECK(holds_output_over_backward(l, r));
+  l.grad_accum = 8;  // m = 2p: every rank has a steady state
+  const bool m_is_2p[] = {true, true, true, false};
+  for (uint32_t r = 0; r < 4; ++r) CHECK(holds_output_over_backward(l, r) == m_is_2p[r]);
   l.schedule = Schedule::OneFOneB;  // sends each output before the next backward
   l.vpp = 1;
   for (uint32_t r = 0; r < 4; ++r) CHECK_FALSE(holds_output_over_backward(l, r));

@@ -364,6 +364,9 @@ void check_interleaved(const ModelSpec& spec, const Config& config, int v, int m
     CAPTURE(stage);
     const MemoryTotals rows = test::executor_rows(spec, l, static_cast<uint32_t>(stage));
     test::check_against_rows(device, nullptr, rows, static_cast<double>(trainer.peak_activation_bytes()));
+    // At the device's peak: the chunks' shared workspace, the pipeline's
+    // queued buffers and the held output byte for byte, the whole within 1%.
+    test::check_peak_against_rows(device, rows);
     // A checkpoint of the chunks goes back into them.
     const CheckpointState saved = trainer.state();
     trainer.restore(saved);
