@@ -7,10 +7,20 @@
 # plan: every step's loss within bf16 tolerance, the model-state bytes equal
 # to the cost model's rows and the activation bytes within 2% of them.
 file(REMOVE_RECURSE ${WORK})
+# tiny-gpt with 4 layers, for 2 stages of 2 interleaved chunks.
+file(READ ${MODEL} model_json)
+string(JSON model_json SET "${model_json}" num_layers 4)
+string(JSON model_json SET "${model_json}" name "\"tiny-gpt-4-layers\"")
+file(WRITE ${WORK}/four-layers.json "${model_json}")
+# compare_with_cpu(name flags [model file]): the model is MODEL unless given.
 function(compare_with_cpu name layout_flags)
   separate_arguments(flags UNIX_COMMAND "${layout_flags}")
   set(dir ${WORK}/${name})
-  execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${MODEL} --gpu H100-80GB --gpus 2 --seq 32
+  set(model ${MODEL})
+  if(ARGC GREATER 2)
+    set(model ${ARGV2})
+  endif()
+  execute_process(COMMAND ${ZEROPLAN} emit --format zeroplan --model ${model} --gpu H100-80GB --gpus 2 --seq 32
                           --micro-batch 2 --precision bf16 ${flags} --out ${dir}
                   RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
@@ -71,5 +81,7 @@ endfunction()
 compare_with_cpu(zero1 "--zero 1 --grad-accum 2")
 compare_with_cpu(tensor_sp "--tp 2 --sp --grad-accum 2")
 compare_with_cpu(pipe "--pp 2 --grad-accum 4")
+# The interleaved schedule's exchanges: one NCCL group of sends and receives each.
+compare_with_cpu(interleaved "--pp 2 --vpp 2 --schedule interleaved --grad-accum 4" ${WORK}/four-layers.json)
 compare_with_cpu(zero3_offload_pipe "--pp 2 --zero 3 --offload-optimizer cpu --offload-param cpu --grad-accum 4")
 compare_with_cpu(zero2_delayed "--zero 2 --offload-optimizer cpu --delayed-update --grad-accum 2")

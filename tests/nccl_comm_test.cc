@@ -118,11 +118,25 @@ void check_large_buffers() {
   const std::vector<float> heard = in.read();
   REQUIRE(heard.front() == static_cast<float>((r + p - 1) % p));
   REQUIRE(heard.back() == static_cast<float>((r + p - 1) % p));
+  // The interleaved pipeline's exchange: an activation forward and a
+  // gradient back, both received, in one group. NCCL has no tags: between
+  // two ranks (each the other's next and previous) the sends and receives
+  // of a pair match in the order listed, forward first on both.
+  Device<float> fwd{std::vector<float>(n, static_cast<float>(r))}, bwd{std::vector<float>(n, static_cast<float>(100 + r))};
+  Device<float> from_prev{std::vector<float>(n)}, from_next{std::vector<float>(n)};
+  const int next = (r + 1) % p, prev = (r + p - 1) % p;
+  c.exchange<float>({Communicator::send_to(fwd.p, n, next, 0), Communicator::recv_from(from_prev.p, n, prev, 0),
+                     Communicator::send_to(bwd.p, n, prev, 1), Communicator::recv_from(from_next.p, n, next, 1)});
+  const std::vector<float> got_prev = from_prev.read(), got_next = from_next.read();
+  REQUIRE(got_prev.front() == static_cast<float>(prev));
+  REQUIRE(got_prev.back() == static_cast<float>(prev));
+  REQUIRE(got_next.front() == static_cast<float>(100 + next));
+  REQUIRE(got_next.back() == static_cast<float>(100 + next));
 }
 
 }  // namespace
 
-TEST_CASE("NCCL collectives on device buffers (fp32, bf16) and a send_recv ring") {
+TEST_CASE("NCCL collectives on device buffers (fp32, bf16), a send_recv ring and a two-way exchange") {
   if (!g_nccl) {
     MESSAGE("no CUDA device here: the NCCL checks are skipped (they run where GPUs are, ctest -L gpu)");
     return;
