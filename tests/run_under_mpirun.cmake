@@ -115,6 +115,17 @@ run_and_check(zero2_bf16 "--zero 2 --offload-optimizer cpu --grad-accum 2 --prec
 # ZeRO-3 with the parameters offloaded, in a two-stage pipeline.
 run_and_check(zero3_pipe "--pp 2 --zero 3 --offload-optimizer cpu --offload-param cpu --grad-accum 4 --precision bf16"
               plan.json.measured.json plan.json.measured.stage1.json)
+# The interleaved schedule: 2 stages of 2 chunks of a 4-layer tiny GPT, one
+# exchange with both neighbours after each pass.
+file(READ ${MODEL} model_json)
+string(JSON model_json SET "${model_json}" num_layers 4)
+string(JSON model_json SET "${model_json}" name "\"tiny-gpt-4-layers\"")
+file(WRITE ${WORK}/four-layers.json "${model_json}")
+set(two_layer_model ${MODEL})
+set(MODEL ${WORK}/four-layers.json)
+run_and_check(interleaved "--pp 2 --vpp 2 --schedule interleaved --grad-accum 4 --precision bf16"
+              plan.json.measured.json plan.json.measured.stage1.json)
+set(MODEL ${two_layer_model})
 # Checkpoint, stop, resume: 6 steps with --save, 6 more with --resume, against
 # 12 steps straight; the losses after the resume are the same, bit for bit.
 foreach(run "full;12" "first;6;--save;${WORK}/ckpt" "second;6;--resume;${WORK}/ckpt")
