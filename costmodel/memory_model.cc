@@ -23,13 +23,18 @@ struct StageParams {
   bool interleaved = false;   // the interleaved schedule's chunks
 };
 
-StageParams stage_params(const RankParams& r, const Layout& l, uint64_t layers, uint32_t stage) {
-  StageParams s;
+// Where `stage` sits in `l`'s pipeline: its ends and its schedule's buffers.
+void place_in_pipeline(StageParams& s, const Layout& l, uint32_t stage) {
   s.first = stage == 0;
   s.last = stage + 1 == l.pp;
-  s.layers = layers;
   s.holds_output = holds_output_over_backward(l, stage);
   s.interleaved = l.schedule == Schedule::Interleaved && l.vpp > 1;
+}
+
+StageParams stage_params(const RankParams& r, const Layout& l, uint64_t layers, uint32_t stage) {
+  StageParams s;
+  place_in_pipeline(s, l, stage);
+  s.layers = layers;
   s.dense = layers * r.layer_dense;
   s.experts = layers * r.layer_experts;
   if (s.first) s.dense += r.embedding + r.position + r.embedding_norm;
@@ -491,17 +496,23 @@ void emit_pipeline_rows(const ActivationShape& x, const StageParams& sp, Executo
   }
 }
 
-// A stage's own workspace per moment (the rows of that moment alone), with
-// its pipeline's moment-bound rows.
-std::array<uint64_t, 3> own_workspace(const MemoryPrep& v, const StageParams& sp) {
-  std::array<uint64_t, 3> own = v.executor_own_workspace[sp.first ? 1 : 0];
-  ByteCountSink every;
-  emit_pipeline_rows(v.x, sp, ExecutorMoment::End, every);
-  for (ExecutorMoment m : {ExecutorMoment::Loop, ExecutorMoment::Head}) {
+// emit_pipeline_rows' bytes at each moment.
+std::array<uint64_t, 3> pipeline_bytes(const ActivationShape& x, const StageParams& sp) {
+  std::array<uint64_t, 3> bytes{};
+  for (int m = 0; m < 3; ++m) {
     ByteCountSink at;
-    emit_pipeline_rows(v.x, sp, m, at);
-    own[static_cast<int>(m)] += at.bytes() - every.bytes();
+    emit_pipeline_rows(x, sp, static_cast<ExecutorMoment>(m), at);
+    bytes[m] = at.bytes();
   }
+  return bytes;
+}
+
+// A stage's own workspace per moment (the rows of that moment alone), with
+// its pipeline's moment-bound rows (`pipeline`: pipeline_bytes).
+std::array<uint64_t, 3> own_workspace(const MemoryPrep& v, const StageParams& sp, const std::array<uint64_t, 3>& pipeline) {
+  std::array<uint64_t, 3> own = v.executor_own_workspace[sp.first ? 1 : 0];
+  const uint64_t every = pipeline[static_cast<int>(ExecutorMoment::End)];
+  for (ExecutorMoment m : {ExecutorMoment::Loop, ExecutorMoment::Head}) own[static_cast<int>(m)] += pipeline[static_cast<int>(m)] - every;
   return own;
 }
 
@@ -534,7 +545,7 @@ struct PeakMoment {
 };
 PeakMoment executor_peak(const ExecutorHeld& h, const MemoryPrep& v, const StageParams& sp, uint64_t freed_bytes) {
   const ExecutorMoment m =
-      peak_moment(h.held_bytes(), h.possible(), own_workspace(v, sp), freed_bytes, h.frees_activations);
+      peak_moment(h.held_bytes(), h.possible(), own_workspace(v, sp, pipeline_bytes(v.x, sp)), freed_bytes, h.frees_activations);
   return {m, activations_freed(m, h.frees_activations)};
 }
 
@@ -860,26 +871,23 @@ void prepare_activations(MemoryPrep& p, const MemoryInputs& in, const uint32_t* 
     p.act_layers[i] = sp.layers;
     const int f = sp.first ? 1 : 0;
     const uint64_t stage_end = p.executor_stage_end_bytes[f][sp.last ? 1 : 0];
-    const std::array<uint64_t, 3> own = own_workspace(p, sp);
+    const std::array<uint64_t, 3> pipeline = pipeline_bytes(p.x, sp);
+    const std::array<uint64_t, 3> own = own_workspace(p, sp, pipeline);
     for (int m = 0; m < 3; ++m) {
-      ByteCountSink pipeline;  // the pipeline's buffers at moment m
-      emit_pipeline_rows(p.x, sp, static_cast<ExecutorMoment>(m), pipeline);
       p.act_executor_own[i][m] = own[m];
-      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + pipeline.bytes() + stage_end;
+      p.act_executor_bytes[i][m] = p.executor_workspace_bytes[f][m] + pipeline[m] + stage_end;
     }
   }
 }
 
 // The parameters of the prepared activation side's i-th candidate stage.
 StageParams candidate_params(const MemoryPrep& p, int i, const Layout& l) {
-  const uint32_t stage = p.act_stages[i];
-  return {p.act_dense[i],
-          p.act_experts[i],
-          stage == 0,
-          stage + 1 == l.pp,
-          p.act_layers[i],
-          holds_output_over_backward(l, stage),
-          l.schedule == Schedule::Interleaved && l.vpp > 1};
+  StageParams s;
+  place_in_pipeline(s, l, p.act_stages[i]);
+  s.dense = p.act_dense[i];
+  s.experts = p.act_experts[i];
+  s.layers = p.act_layers[i];
+  return s;
 }
 
 // Invalidates every cached state slot (the rules or options changed).

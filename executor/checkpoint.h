@@ -20,6 +20,9 @@ struct CheckpointState {
   std::vector<float> params, master, m, v;
 };
 
+// What restore() says of a state whose sizes are another model's or layout's.
+inline constexpr const char* kCheckpointMismatch = "checkpoint does not match this model and layout (sizes or precision differ)";
+
 void save_checkpoint(const std::string& path, const CheckpointState& s);
 CheckpointState load_checkpoint(const std::string& path);
 

@@ -394,11 +394,16 @@ CheckpointState DataParallelTrainer<Model>::state() const {
 }
 
 template <class Model>
+std::array<size_t, 4> DataParallelTrainer<Model>::state_sizes() const {
+  const Buffer<T>& params = stage_ == 3 ? units_->params : model_.params;
+  return {params.size(), master_.size(), m_.size(), v_.size()};
+}
+
+template <class Model>
 void DataParallelTrainer<Model>::restore(const CheckpointState& s) {
   Buffer<T>& params = stage_ == 3 ? units_->params : model_.params;
-  if (s.params.size() != params.size() || s.master.size() != master_.size() || s.m.size() != m_.size() ||
-      s.v.size() != v_.size()) {
-    throw std::runtime_error("checkpoint does not match this model and layout (sizes or precision differ)");
+  if (std::array<size_t, 4>{s.params.size(), s.master.size(), s.m.size(), s.v.size()} != state_sizes()) {
+    throw std::runtime_error(kCheckpointMismatch);
   }
   steps_ = static_cast<int>(s.step);
   std::vector<T> low(s.params.size());

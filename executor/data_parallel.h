@@ -45,6 +45,7 @@
 // over ranks and micro-batches, as one rank on the whole batch computes it.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -119,6 +120,8 @@ class DataParallelTrainer {
   // update in flight, state() throws: finish_pending() first.
   CheckpointState state() const;
   void restore(const CheckpointState& s);
+  // The lengths of state()'s four arrays (params, master, m, v), without the copy.
+  std::array<size_t, 4> state_sizes() const;
 
  private:
   // One AdamW step on the fp32 weights of `count` elements (the master copy

@@ -161,7 +161,7 @@ void NcclCommunicator::do_send_recv(const void* send_data, size_t send_count, in
 }
 
 void NcclCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
-  if (n > kStagingSlots) throw std::runtime_error("nccl exchange: " + std::to_string(n) + " transfers, at most 4");
+  if (n > kStagingSlots) throw std::runtime_error("nccl exchange: " + std::to_string(n) + " transfers, at most " + std::to_string(kStagingSlots));
   Operand operands[kStagingSlots];
   for (size_t i = 0; i < n; ++i) {
     const Transfer& t = transfers[i];

@@ -1,6 +1,7 @@
 #include "executor/pipeline_parallel.h"
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <stdexcept>
 #include <utility>
@@ -92,29 +93,31 @@ CheckpointState PipelineTrainer<Model>::state() const {
 template <class Model>
 void PipelineTrainer<Model>::restore(const CheckpointState& s) {
   if (optimizers_.size() == 1) return optimizers_[0]->restore(s);
-  // Each chunk takes its share, in state()'s order; the shares are its own state's sizes.
-  size_t params = 0, master = 0, m = 0, v = 0;
-  auto take = [](const std::vector<float>& from, size_t& at, size_t count) {
-    if (at + count > from.size()) throw std::runtime_error("checkpoint: sizes of another model or layout");
-    std::vector<float> part(from.begin() + static_cast<std::ptrdiff_t>(at), from.begin() + static_cast<std::ptrdiff_t>(at + count));
-    at += count;
-    return part;
-  };
-  std::vector<CheckpointState> parts;
+  // Each chunk takes its share, in state()'s order: its own state's sizes.
+  std::array<size_t, 4> total{};
   for (const auto& o : optimizers_) {
-    const CheckpointState mine = o->state();
+    const std::array<size_t, 4> sizes = o->state_sizes();
+    for (size_t a = 0; a < 4; ++a) total[a] += sizes[a];
+  }
+  if (total != std::array<size_t, 4>{s.params.size(), s.master.size(), s.m.size(), s.v.size()}) {
+    throw std::runtime_error(kCheckpointMismatch);
+  }
+  std::array<size_t, 4> at{};
+  auto take = [&](const std::vector<float>& from, size_t a, size_t count) {
+    const auto first = from.begin() + static_cast<std::ptrdiff_t>(at[a]);
+    at[a] += count;
+    return std::vector<float>(first, first + static_cast<std::ptrdiff_t>(count));
+  };
+  for (const auto& o : optimizers_) {
+    const std::array<size_t, 4> sizes = o->state_sizes();
     CheckpointState part;
     part.step = s.step;
-    part.params = take(s.params, params, mine.params.size());
-    part.master = take(s.master, master, mine.master.size());
-    part.m = take(s.m, m, mine.m.size());
-    part.v = take(s.v, v, mine.v.size());
-    parts.push_back(std::move(part));
+    part.params = take(s.params, 0, sizes[0]);
+    part.master = take(s.master, 1, sizes[1]);
+    part.m = take(s.m, 2, sizes[2]);
+    part.v = take(s.v, 3, sizes[3]);
+    o->restore(part);
   }
-  if (params != s.params.size() || master != s.master.size() || m != s.m.size() || v != s.v.size()) {
-    throw std::runtime_error("checkpoint: sizes of another model or layout");
-  }
-  for (size_t c = 0; c < optimizers_.size(); ++c) optimizers_[c]->restore(parts[c]);
 }
 
 template <class Model>
