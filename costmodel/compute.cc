@@ -64,6 +64,78 @@ struct Gemms {
   }
 };
 
+// The bytes each memory-bound kernel of a layer reads and writes, counted
+// from zeroplan's kernels (kernels/ops_cuda.cu, elementwise_cuda.cu,
+// matmul_cublaslt.cu, attention_gemm_cuda.cu), the same counts
+// bench/gpu_elementwise_bench times them by. Their backward passes add into
+// the gradient they write (llm.c's convention), so each reads it too.
+// Megatron-LM's fused kernels (Apex's layer norm, the bias-GeLU and
+// bias-dropout-add fusions) move within a row of these; the one large
+// difference, the materialised scores' dtype, is the framework's.
+struct ElementwiseBytes {
+  double forward = 0, backward = 0, softmax_forward = 0, softmax_backward = 0;
+};
+
+ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const ActivationShape& x) {
+  const double eb = static_cast<double>(dtype_bytes(x.dtype));
+  const double T = static_cast<double>(x.s * x.b), h = static_cast<double>(x.h);
+  const double To = static_cast<double>(x.tokens_outside());
+  const double routed = m.experts > 0 ? static_cast<double>(m.top_k) : 1.0;
+  const double f_t = static_cast<double>(x.f_t);
+  const double rows = To * h * eb, mask = x.dropout ? To * h : 0;
+  ElementwiseBytes b;
+  // Two norms. Forward: read the input, write the output. Backward: read
+  // the output gradient, the input and the input gradient (added into),
+  // write it; the weight (and bias) gradients' column sums read the output
+  // gradient and the input again: 6 rows.
+  b.forward += 2 * 2 * rows;
+  b.backward += 2 * 6 * rows;
+  // Two residual adds (with dropout, their masks). Backward adds the
+  // gradient into both branches' gradients: read 3, write 2.
+  b.forward += 2 * (3 * rows + mask);
+  b.backward += 2 * (5 * rows + mask);
+  // The activation: GeLU reads 1 and writes 1, SwiGLU reads 2 and writes 1;
+  // backward reads the inputs, the output gradient and the input gradients
+  // and writes those: GeLU 4, SwiGLU 7.
+  const double wide = T * routed * f_t * eb;
+  b.forward += (x.swiglu ? 3 : 2) * wide;
+  b.backward += (x.swiglu ? 7 : 4) * wide;
+  // Rotary positions on q and k, in place both ways.
+  if (m.position == PositionKind::Rotary) {
+    const double qk = 2 * T * static_cast<double>((x.a_t + x.kv_t) * x.d) * eb;
+    b.forward += qk;
+    b.backward += qk;
+  }
+  // Bias gradients: a column sum over each biased product's output gradient.
+  double biased = 0;
+  if (m.qkv_bias) biased += static_cast<double>((x.a_t + 2 * x.kv_t) * x.d);
+  if (m.attn_out_bias) biased += h;
+  if (m.mlp_bias) biased += routed * ((x.swiglu ? 2 : 1) * f_t + h);
+  b.backward += T * biased * eb;
+  // Token permutation to the experts and back, both ways.
+  if (m.experts > 0) {
+    b.forward += 4 * T * routed * h * eb;
+    b.backward += 4 * T * routed * h * eb;
+  }
+  if (!x.flash) {
+    // The causal softmax reads the scores the products wrote (fp32 in
+    // zeroplan's executor, the activation dtype in the frameworks' fused
+    // scale-mask-softmax) and writes the probabilities; backward reads the
+    // probabilities' gradient (the scores' dtype) and the probabilities and
+    // writes the scores' gradient. Dropout reads and writes each score and
+    // its mask, both ways.
+    const double S = static_cast<double>(x.b * x.a_t) * static_cast<double>(x.s) * static_cast<double>(x.s);
+    const double score_bytes = l.framework == Framework::Zeroplan ? 4.0 : eb;
+    b.softmax_forward = (score_bytes + eb) * S;
+    b.softmax_backward = (score_bytes + 2 * eb) * S;
+    if (x.dropout) {
+      b.softmax_forward += 2 * S * eb + S;
+      b.softmax_backward += 2 * S * eb + S;
+    }
+  }
+  return b;
+}
+
 }  // namespace
 
 LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& gpu, const EfficiencyCurves& e) {
@@ -95,22 +167,13 @@ LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& 
   c.attention_s = c.attention_flops / attention_flops_per_s(c.attention_kernel, static_cast<double>(x.d), l.precision, gpu, e) +
                   kAttentionLaunchesForward * e.kernel_overhead_s;
 
-  const double eb = static_cast<double>(dtype_bytes(x.dtype));
-  const double To = static_cast<double>(x.tokens_outside());
-  double bytes = 2 * 2 * To * h * eb;                         // two norms: read + write
-  bytes += 2 * (3 * To * h * eb + (x.dropout ? To * h : 0));  // two residual adds (+ dropout masks)
-  bytes += (x.swiglu ? 3 : 2) * T * routed * f_t * eb;         // activation function
-  if (m.position == PositionKind::Rotary) bytes += 2 * T * static_cast<double>((x.a_t + x.kv_t) * x.d) * eb;
-  double softmax_bytes = 0;
-  if (!x.flash) {
-    const double S = static_cast<double>(x.b * x.a_t) * s * s;
-    softmax_bytes += 2 * S * eb;                          // fused scale-mask-softmax
-    if (x.dropout) softmax_bytes += 2 * S * eb + S;       // attention dropout and its mask
-  }
-  if (m.experts > 0) bytes += 4 * T * routed * h * eb;   // token permutation there and back
   const double hbm = gpu.hbm_bytes_per_s * e.hbm_fraction;
-  c.softmax_s = softmax_bytes / hbm;
-  c.elementwise_s = (bytes + softmax_bytes) / hbm + 8 * e.kernel_overhead_s;
+  const ElementwiseBytes bytes = elementwise_bytes(m, l, x);
+  c.elementwise_forward_bytes = bytes.forward + bytes.softmax_forward;
+  c.elementwise_backward_bytes = bytes.backward + bytes.softmax_backward;
+  c.softmax_s = bytes.softmax_forward / hbm;
+  c.elementwise_s = c.elementwise_forward_bytes / hbm + kElementwiseLaunchesForward * e.kernel_overhead_s;
+  c.elementwise_backward_s = c.elementwise_backward_bytes / hbm + 2 * kElementwiseLaunchesForward * e.kernel_overhead_s;
   return c;
 }
 

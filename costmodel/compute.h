@@ -10,11 +10,17 @@
 //   24 B s h^2 + 4 B s^2 h per layer for a GPT layer). Backward is twice the
 //   forward (a data- and a weight-gradient product per GEMM); logits
 //   2*T*h*V on the last stage (Narayanan et al. 2021 Sec. 5.1).
-// Elementwise bytes (read + write), forward, per layer: two norms 4*To*h*e,
-// two residual adds (with dropout: masks) 3*To*h*e (+To*h), the activation
-// 2*T*F/t*e (GeLU) or 3*T*F/t*e (SwiGLU), rotary 2*T*(a+kv)d/t*e, and for
-// materialised attention the softmax 2*S*e and its dropout 2*S*e + S with
-// S = b*(a/t)*s^2 scores. Backward moves about twice as much.
+// Elementwise bytes (read + write) per layer, counted kernel by kernel from
+// zeroplan's kernels (compute.cc elementwise_bytes, docs/time-model.md):
+// forward two norms 4*To*h*e, two residual adds (with dropout: masks)
+// 6*To*h*e (+2*To*h), the activation 2*T*F/t*e (GeLU) or 3*T*F/t*e
+// (SwiGLU), rotary 2*T*(a+kv)d/t*e, and for materialised attention the
+// softmax (c+e)*S (c: the scores' bytes, 4 in zeroplan, e in the
+// frameworks) and its dropout 2*S*e + S, S = b*(a/t)*s^2 scores; backward
+// 12*To*h*e for the norms, 10*To*h*e (+2*To*h) for the residuals, 4 (GeLU)
+// or 7 (SwiGLU) *T*F/t*e, rotary as forward, the bias gradients' column
+// sums T*e per biased output column, the softmax (c+2e)*S and its dropout
+// as forward.
 #pragma once
 
 #include "costmodel/activations.h"
@@ -63,9 +69,10 @@ inline double attention_flops_per_s(AttentionKernel k, double head_dim, Precisio
   return attention_peak_flops(k, p, gpu) * attention_efficiency(k, head_dim, e);
 }
 
-// Kernel launches of one layer's attention core, forward (backward is twice
-// the forward, LayerCompute::backward_s).
+// Kernel launches of one layer's attention core and of its memory-bound
+// work, forward (backward launches twice as many, LayerCompute::backward_s).
 constexpr int kAttentionLaunchesForward = 2;
+constexpr int kElementwiseLaunchesForward = 8;
 
 struct LayerCompute {
   AttentionKernel attention_kernel = AttentionKernel::Flash;
@@ -75,8 +82,12 @@ struct LayerCompute {
   double attention_s = 0;
   double elementwise_s = 0;
   double softmax_s = 0;         // the materialised softmax and its dropout (part of elementwise_s)
+  double elementwise_backward_s = 0;
+  double elementwise_forward_bytes = 0, elementwise_backward_bytes = 0;  // read + written, this GPU
   double forward_s() const { return gemm_s + attention_s + elementwise_s; }
-  double backward_s() const { return 2 * forward_s(); }
+  // A data- and a weight-gradient product per GEMM, the attention core's
+  // backward at twice its forward, and the backward kernels' own bytes.
+  double backward_s() const { return 2 * (gemm_s + attention_s) + elementwise_backward_s; }
 };
 
 struct HeadCompute {

@@ -372,6 +372,61 @@ TEST_CASE("the attention core is priced at the rate of the kernel that runs it")
   CHECK(warp_fp32 > tiles);
 }
 
+TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward apart from forward") {
+  const Setup s = setup("H200-141GB", "dgx-h200", 1);
+  const EfficiencyCurves& e = s.net.eff;
+  Layout l;
+  l.seq_len = 1024;
+  l.micro_batch = 8;
+  l.dropout = Dropout::Off;  // as zeroplan's executor trains
+  const double T = 8 * 1024, eb = 2;
+  // GPT-2 XL (h 1,600, F 6,400, biases everywhere), flash: per kernel of
+  // kernels/ (rows of T x h bf16): norms 2 x 2 forward, 2 x 6 backward;
+  // residual adds 2 x 3, their gradients 2 x 5; GeLU 2 and 4 rows of T x F;
+  // bias gradients read each biased product's output gradient once:
+  // qkv 3h, projection h, fc F, fc projection h.
+  const ModelShape gpt = make_shape(test::catalog().resolve_model("gpt2-1.5b"));
+  const double h = 1600, F = 6400;
+  LayerCompute c = layer_compute(gpt, l, s.cluster.gpu, e);
+  CHECK(c.elementwise_forward_bytes == doctest::Approx(T * eb * (4 * h + 6 * h + 2 * F)));
+  CHECK(c.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * h + 10 * h + 4 * F + (3 * h + h + F + h))));
+  // Seconds follow the bytes at the HBM fraction, with 8 launches forward and 16 backward.
+  const double hbm = s.cluster.gpu.hbm_bytes_per_s * e.hbm_fraction;
+  CHECK(c.elementwise_backward_s == doctest::Approx(c.elementwise_backward_bytes / hbm + 16 * e.kernel_overhead_s));
+  CHECK(c.backward_s() == doctest::Approx(2 * (c.gemm_s + c.attention_s) + c.elementwise_backward_s));
+  // Materialised attention adds the softmax over S = b a s^2 scores: zeroplan's
+  // products write fp32 scores (read 4 + write 2 forward; backward reads the
+  // fp32 probability gradient and the probabilities, writes the score
+  // gradient), the frameworks' fused softmax reads and writes bf16.
+  const double S = 8 * 25 * 1024.0 * 1024;
+  l.attention = Attention::Materialized;
+  const LayerCompute mat = layer_compute(gpt, l, s.cluster.gpu, e);
+  CHECK(mat.elementwise_forward_bytes - c.elementwise_forward_bytes == doctest::Approx(6 * S));
+  CHECK(mat.elementwise_backward_bytes - c.elementwise_backward_bytes == doctest::Approx(8 * S));
+  CHECK(mat.softmax_s == doctest::Approx(6 * S / hbm));
+  l.framework = Framework::Megatron;
+  const LayerCompute meg = layer_compute(gpt, l, s.cluster.gpu, e);
+  CHECK(meg.elementwise_forward_bytes - c.elementwise_forward_bytes == doctest::Approx(4 * S));
+  CHECK(meg.elementwise_backward_bytes - c.elementwise_backward_bytes == doctest::Approx(6 * S));
+  // Dropout adds a byte mask per residual row and per score, and a read and
+  // a write of each score, both ways.
+  l.dropout = Dropout::On;
+  const LayerCompute drop = layer_compute(gpt, l, s.cluster.gpu, e);
+  CHECK(drop.elementwise_forward_bytes - meg.elementwise_forward_bytes == doctest::Approx(2 * T * h + 5 * S));
+  CHECK(drop.elementwise_backward_bytes - meg.elementwise_backward_bytes == doctest::Approx(2 * T * h + 5 * S));
+  // Llama 3.2 1B (h 2,048, F 8,192, 32 query and 8 key-value heads of 64, no
+  // biases), flash: RMSNorms as the norms, SwiGLU 3 and 7 rows of T x F,
+  // rotary on q and k 2 rows of T x (a + kv) d both ways.
+  l = Layout{};
+  l.seq_len = 1024;
+  l.micro_batch = 8;
+  const ModelShape llama = make_shape(test::catalog().resolve_model("llama-3.2-1b"));
+  const double lh = 2048, lF = 8192, qk = (32 + 8) * 64;
+  const LayerCompute lc = layer_compute(llama, l, s.cluster.gpu, e);
+  CHECK(lc.elementwise_forward_bytes == doctest::Approx(T * eb * (4 * lh + 6 * lh + 3 * lF + 2 * qk)));
+  CHECK(lc.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * lh + 10 * lh + 7 * lF + 2 * qk)));
+}
+
 TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers (and tokens/s) as evaluate_time") {
   const Setup s = setup("H100-80GB", "dgx-h100", 64);
   const ModelShape m = make_shape(test::catalog().resolve_model("mixtral-8x7b"));
