@@ -32,6 +32,8 @@
 # every step has a time limit of its own (exit code 124 when it ran past
 # it), so a kernel that hangs on the device costs that step, not the
 # session.
+# With ZP_PREBUILT=DIR it runs bench/gpu_prebuild.sh's binaries instead of
+# building (when they are these sources' and their libraries resolve).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The H200 machine keeps cmake in the PyTorch environment (shared/reference/h200.md).
@@ -42,42 +44,63 @@ summary=()
 note() { summary+=("$1"); echo "$1"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DZP_WITH_CUDA=ON > "$out/configure.log" 2>&1; then
-  echo "configure failed: $out/configure.log"; tail -20 "$out/configure.log"; exit 1
-fi
-for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep gpu_attention_bench gpu_elementwise_bench host_optimizer_bench zeroplan; do
-  if cmake --build build-gpu -j "$(nproc)" --target "$target" > "$out/build_$target.log" 2>&1; then
-    note "built $target"
+# The binaries: bench/gpu_prebuild.sh's copies (ZP_PREBUILT=DIR, carried to
+# the machine) when their source stamp is these sources' and every library
+# they need resolves here; otherwise built here.
+bin=build-gpu
+if [ -n "${ZP_PREBUILT:-}" ]; then
+  export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export ZEROPLAN_DATA_DIR=$PWD/models/data
+  stamp=$(bench/source_stamp.sh)
+  missing=$(ldd "$ZP_PREBUILT"/zeroplan "$ZP_PREBUILT"/tests/* "$ZP_PREBUILT"/bench/* 2>&1 | grep "not found" | sort -u || true)
+  if [ "$(cat "$ZP_PREBUILT/SOURCE_STAMP" 2>/dev/null)" != "$stamp" ]; then
+    note "prebuilt binaries in $ZP_PREBUILT are not these sources' (stamp $stamp): building here"
+  elif [ -n "$missing" ]; then
+    note "prebuilt binaries in $ZP_PREBUILT miss libraries here: $(echo $missing): building here"
   else
-    note "BUILD FAILED $target (log: $out/build_$target.log)"; tail -15 "$out/build_$target.log"
+    bin=$ZP_PREBUILT
+    note "using the prebuilt binaries in $bin (source stamp $stamp)"
   fi
-done
+fi
+if [ "$bin" = build-gpu ]; then
+  if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DZP_WITH_CUDA=ON > "$out/configure.log" 2>&1; then
+    echo "configure failed: $out/configure.log"; tail -20 "$out/configure.log"; exit 1
+  fi
+  for target in cuda_ops_test cuda_model_test nccl_comm_test gpu_gemm_sweep gpu_attention_bench gpu_elementwise_bench host_optimizer_bench zeroplan; do
+    if cmake --build build-gpu -j "$(nproc)" --target "$target" > "$out/build_$target.log" 2>&1; then
+      note "built $target"
+    else
+      note "BUILD FAILED $target (log: $out/build_$target.log)"; tail -15 "$out/build_$target.log"
+    fi
+  done
+fi
+note "binaries ready after ${SECONDS} s"
 
 failed=0
-if [ -x build-gpu/tests/cuda_ops_test ]; then
-  timeout 120 build-gpu/tests/cuda_ops_test -s --no-colors > "$out/cuda_ops_test.log" 2>&1; rc=$?
+if [ -x $bin/tests/cuda_ops_test ]; then
+  timeout 120 $bin/tests/cuda_ops_test -s --no-colors > "$out/cuda_ops_test.log" 2>&1; rc=$?
   note "cuda_ops_test exit code $rc (log: $out/cuda_ops_test.log)"; [ "$rc" -eq 0 ] || failed=1
 fi
-if [ -x build-gpu/tests/cuda_model_test ]; then
-  timeout 150 build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test.log" 2>&1; rc=$?
+if [ -x $bin/tests/cuda_model_test ]; then
+  timeout 150 $bin/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test.log" 2>&1; rc=$?
   note "cuda_model_test exit code $rc (log: $out/cuda_model_test.log)"; [ "$rc" -eq 0 ] || failed=1
   if [ "$rc" -ne 0 ]; then
     # The same models on the row-kernel attention (the fallback, ZP_CUDA_ATTENTION=rows).
-    ZP_CUDA_ATTENTION=rows timeout 150 build-gpu/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test_rows.log" 2>&1; rc=$?
+    ZP_CUDA_ATTENTION=rows timeout 150 $bin/tests/cuda_model_test -s --no-colors > "$out/cuda_model_test_rows.log" 2>&1; rc=$?
     note "cuda_model_test (ZP_CUDA_ATTENTION=rows) exit code $rc (log: $out/cuda_model_test_rows.log)"
   fi
 fi
 gpus=$(nvidia-smi -L | wc -l)  # one process per GPU under mpirun
-if [ -x build-gpu/tests/nccl_comm_test ]; then
-  timeout 90 mpirun --allow-run-as-root -np "$gpus" build-gpu/tests/nccl_comm_test -s --no-colors > "$out/nccl_comm_test.log" 2>&1; rc=$?
+if [ -x $bin/tests/nccl_comm_test ]; then
+  timeout 90 mpirun --allow-run-as-root -np "$gpus" $bin/tests/nccl_comm_test -s --no-colors > "$out/nccl_comm_test.log" 2>&1; rc=$?
   note "nccl_comm_test on $gpus GPU(s) exit code $rc (log: $out/nccl_comm_test.log)"; [ "$rc" -eq 0 ] || failed=1
 fi
 # `zeroplan run --device cuda` under mpirun: the CLI's NCCL path (bootstrap
 # over MPI, the rank's GPU, training over NCCL) on every GPU, a toy plan.
-if [ -x build-gpu/zeroplan ]; then
-  build-gpu/zeroplan emit --format zeroplan --model tests/data/models/tiny-gpt.json --gpu H200-141GB --gpus "$gpus" \
+if [ -x $bin/zeroplan ]; then
+  $bin/zeroplan emit --format zeroplan --model tests/data/models/tiny-gpt.json --gpu H200-141GB --gpus "$gpus" \
     --seq 32 --micro-batch 2 --zero 1 --out "$out/nccl_run" > "$out/nccl_run.log" 2>&1 &&
-    timeout 120 mpirun --allow-run-as-root -np "$gpus" build-gpu/zeroplan run --device cuda --plan "$out/nccl_run/plan.json" \
+    timeout 120 mpirun --allow-run-as-root -np "$gpus" $bin/zeroplan run --device cuda --plan "$out/nccl_run/plan.json" \
       --steps 10 --out "$out/nccl_run/measured.json" >> "$out/nccl_run.log" 2>&1; rc=$?
   comm=$(python3 -c "import json;d=json.load(open('$out/nccl_run/measured.json'));print(d['communicator'], d['device'], 'loss', round(d['steps'][0]['loss'],3), '->', round(d['steps'][-1]['loss'],3))" 2>/dev/null)
   note "zeroplan run --device cuda under mpirun -np $gpus exit code $rc: ${comm:-no measurements} (log: $out/nccl_run.log)"
@@ -88,11 +111,11 @@ fi
 # the time that is left of the budget (BUDGET_S, default 480 s from the
 # start; validate rewrites its report after every case, so a cut keeps the
 # cases it finished).
-if [ -x build-gpu/zeroplan ]; then
-  timeout 120 build-gpu/zeroplan validate --device cuda --model gpt2-1.5b --gpu H200-141GB --gpus 1 --seq 1024 \
+if [ -x $bin/zeroplan ]; then
+  timeout 120 $bin/zeroplan validate --device cuda --model gpt2-1.5b --gpu H200-141GB --gpus 1 --seq 1024 \
     --micro-batch 8 --zero 0 --attention materialized --warmup 3 --steps 5 --out "$out/gpt2xl" > "$out/gpt2xl.log" 2>&1; rc=$?
   note "zeroplan GPT-2 XL 8 x 1024 (cuBLASLt attention) exit code $rc"
-  timeout 120 build-gpu/zeroplan validate --device cuda --model gpt2-1.5b --gpu H200-141GB --gpus 1 --seq 1024 \
+  timeout 120 $bin/zeroplan validate --device cuda --model gpt2-1.5b --gpu H200-141GB --gpus 1 --seq 1024 \
     --micro-batch 8 --zero 0 --attention flash --warmup 3 --steps 5 --out "$out/gpt2xl_flash" > "$out/gpt2xl_flash.log" 2>&1; rc=$?
   note "zeroplan GPT-2 XL 8 x 1024 (flash attention) exit code $rc"
 fi
@@ -109,20 +132,20 @@ if [ -n "$flash" ] && [ -n "$theirs" ]; then
   note "GPT-2 XL step: zeroplan (flash attention) $flash s, PyTorch eager $theirs s, ratio $(python3 -c "print(round($flash/$theirs, 3))") (target <= 1)"
 fi
 # The attention paths alone (a few seconds).
-if [ -x build-gpu/bench/gpu_attention_bench ]; then
-  timeout 90 build-gpu/bench/gpu_attention_bench 5 > "$out/attention.csv" 2> "$out/attention.log"; rc=$?
+if [ -x $bin/bench/gpu_attention_bench ]; then
+  timeout 90 $bin/bench/gpu_attention_bench 5 > "$out/attention.csv" 2> "$out/attention.log"; rc=$?
   note "attention bench exit code $rc (file: $out/attention.csv)"
   [ "$rc" -eq 0 ] || failed=1
-  if [ "$rc" -eq 0 ] && [ -x build-gpu/zeroplan ]; then
-    build-gpu/zeroplan calibrate --gpu H200-141GB --attention "$out/attention.csv" --out "$out/h200-141gb.attention.json" \
+  if [ "$rc" -eq 0 ] && [ -x $bin/zeroplan ]; then
+    $bin/zeroplan calibrate --gpu H200-141GB --attention "$out/attention.csv" --out "$out/h200-141gb.attention.json" \
       > "$out/calibrate_attention.txt" 2>&1; rc=$?
     note "calibrate from the attention kernels exit code $rc (files: $out/calibrate_attention.txt, $out/h200-141gb.attention.json)"
   fi
 fi
 # The memory-bound kernels alone against a device copy (a few seconds):
 # what fraction of HBM each reaches, the evidence for hbm_fraction.
-if [ -x build-gpu/bench/gpu_elementwise_bench ]; then
-  timeout 60 build-gpu/bench/gpu_elementwise_bench 5 > "$out/elementwise.csv" 2> "$out/elementwise.log"; rc=$?
+if [ -x $bin/bench/gpu_elementwise_bench ]; then
+  timeout 60 $bin/bench/gpu_elementwise_bench 5 > "$out/elementwise.csv" 2> "$out/elementwise.log"; rc=$?
   note "elementwise bench exit code $rc (file: $out/elementwise.csv)"
   [ "$rc" -eq 0 ] || failed=1
   if [ "$rc" -eq 0 ]; then
@@ -140,10 +163,10 @@ PY
   fi
 fi
 # The GEMM sweep (shuffled rounds) and the time model's curve fitted to it.
-if [ -x build-gpu/bench/gpu_gemm_sweep ] && [ -x build-gpu/zeroplan ]; then
-  timeout 120 build-gpu/bench/gpu_gemm_sweep 5 > "$out/gemm_sweep.csv" 2> "$out/gemm_sweep.log"; rc=$?
+if [ -x $bin/bench/gpu_gemm_sweep ] && [ -x $bin/zeroplan ]; then
+  timeout 120 $bin/bench/gpu_gemm_sweep 5 > "$out/gemm_sweep.csv" 2> "$out/gemm_sweep.log"; rc=$?
   if [ "$rc" -eq 0 ]; then
-    build-gpu/zeroplan calibrate --gpu H200-141GB --gemm "$out/gemm_sweep.csv" --out "$out/h200-141gb.json" \
+    $bin/zeroplan calibrate --gpu H200-141GB --gemm "$out/gemm_sweep.csv" --out "$out/h200-141gb.json" \
       > "$out/calibrate.txt" 2>&1; rc=$?
   fi
   note "gemm sweep + calibrate exit code $rc (files: $out/gemm_sweep.csv, $out/calibrate.txt, $out/h200-141gb.json)"
@@ -151,15 +174,15 @@ if [ -x build-gpu/bench/gpu_gemm_sweep ] && [ -x build-gpu/zeroplan ]; then
 fi
 # The host's optimizer passes (ZeRO-Offload's CPU Adam) on every core: the
 # rate the time model's cpu_adam_s_per_param stands for.
-if [ -x build-gpu/bench/host_optimizer_bench ]; then
-  timeout 60 build-gpu/bench/host_optimizer_bench --benchmark_min_time=0.5 > "$out/host_optimizer.txt" 2>&1; rc=$?
+if [ -x $bin/bench/host_optimizer_bench ]; then
+  timeout 60 $bin/bench/host_optimizer_bench --benchmark_min_time=0.5 > "$out/host_optimizer.txt" 2>&1; rc=$?
   note "host optimizer bench exit code $rc: $(grep -m1 'BM_HostAdamW_bf16/67108864' "$out/host_optimizer.txt" | grep -o 's/1e9 params=[^ ]*')"
 fi
 
-if [ -x build-gpu/zeroplan ]; then
+if [ -x $bin/zeroplan ]; then
   left=$(( ${BUDGET_S:-480} - SECONDS - 15 ))
   if [ "$left" -gt 30 ]; then
-    timeout "$left" build-gpu/zeroplan validate --device cuda --matrix bench/data/validate_h200.json --warmup 1 --steps 2 \
+    timeout "$left" $bin/zeroplan validate --device cuda --matrix bench/data/validate_h200.json --warmup 1 --steps 2 \
       --out "$out/validate" > "$out/validate.log" 2>&1; rc=$?
     note "validate matrix on the GPU exit code $rc in ${left} s at most (report: $out/validate/report.md)"
     [ "$rc" -eq 0 ] || failed=1
@@ -169,7 +192,7 @@ if [ -x build-gpu/zeroplan ]; then
     # The attention fields come from the kernels timed alone where they ran.
     gemm_flag=(); [ -s "$out/gemm_sweep.csv" ] && gemm_flag=(--gemm "$out/gemm_sweep.csv")
     [ -s "$out/h200-141gb.attention.json" ] && gemm_flag+=(--attention "$out/attention.csv")
-    build-gpu/zeroplan calibrate --gpu H200-141GB "${gemm_flag[@]}" --validate "$out/validate/validate.json" \
+    $bin/zeroplan calibrate --gpu H200-141GB "${gemm_flag[@]}" --validate "$out/validate/validate.json" \
       --out "$out/h200-141gb.compute.json" > "$out/calibrate_compute.txt" 2>&1; rc=$?
     note "calibrate from the validate run's compute phases exit code $rc (files: $out/calibrate_compute.txt, $out/h200-141gb.compute.json)"
   else
