@@ -24,7 +24,8 @@
 # products, each the rate of an attention field of the time model, fitted by
 # `zeroplan calibrate --attention` and then held in the compute fit), the
 # memory-bound kernels timed alone against a device copy
-# (bench/gpu_elementwise_bench: the evidence for hbm_fraction) and the throughput comparison
+# (bench/gpu_elementwise_bench: hbm_fraction fitted to it by `zeroplan
+# calibrate --elementwise`, then held in the compute fit) and the throughput comparison
 # with PyTorch eager on GPT-2 XL, 8 x 1024, zeroplan with either attention
 # (bench/pytorch_gpt2_step.py, SDPA, the same GPU in the same run; the
 # ratios are printed last). Logs go to ${OUT:-build/gpu_check}. The whole run keeps
@@ -148,6 +149,11 @@ if [ -x $bin/bench/gpu_elementwise_bench ]; then
   timeout 60 $bin/bench/gpu_elementwise_bench 5 > "$out/elementwise.csv" 2> "$out/elementwise.log"; rc=$?
   note "elementwise bench exit code $rc (file: $out/elementwise.csv)"
   [ "$rc" -eq 0 ] || failed=1
+  if [ "$rc" -eq 0 ] && [ -x $bin/zeroplan ]; then
+    $bin/zeroplan calibrate --gpu H200-141GB --elementwise "$out/elementwise.csv" --out "$out/h200-141gb.elementwise.json" \
+      > "$out/calibrate_elementwise.txt" 2>&1; rc_fit=$?
+    note "calibrate hbm_fraction from the elementwise kernels exit code $rc_fit (files: $out/calibrate_elementwise.txt, $out/h200-141gb.elementwise.json)"
+  fi
   if [ "$rc" -eq 0 ]; then
     note "$(python3 - "$out/elementwise.csv" <<'PY'
 import csv, statistics, sys
@@ -192,6 +198,7 @@ if [ -x $bin/zeroplan ]; then
     # The attention fields come from the kernels timed alone where they ran.
     gemm_flag=(); [ -s "$out/gemm_sweep.csv" ] && gemm_flag=(--gemm "$out/gemm_sweep.csv")
     [ -s "$out/h200-141gb.attention.json" ] && gemm_flag+=(--attention "$out/attention.csv")
+    [ -s "$out/h200-141gb.elementwise.json" ] && gemm_flag+=(--elementwise "$out/elementwise.csv")
     $bin/zeroplan calibrate --gpu H200-141GB "${gemm_flag[@]}" --validate "$out/validate/validate.json" \
       --out "$out/h200-141gb.compute.json" > "$out/calibrate_compute.txt" 2>&1; rc=$?
     note "calibrate from the validate run's compute phases exit code $rc (files: $out/calibrate_compute.txt, $out/h200-141gb.compute.json)"
@@ -219,6 +226,7 @@ for i, c in enumerate(cases):
 PY
 [ -f "$out/calibrate.txt" ] && head -4 "$out/calibrate.txt"
 [ -f "$out/calibrate_attention.txt" ] && grep -A5 "^Attention fields" "$out/calibrate_attention.txt"
+[ -f "$out/calibrate_elementwise.txt" ] && grep -A4 "^hbm_fraction of" "$out/calibrate_elementwise.txt"
 [ -f "$out/calibrate_compute.txt" ] && grep -A4 "^Attention, HBM" "$out/calibrate_compute.txt"
 [ -f "$out/attention.csv" ] && { column -t -s, "$out/attention.csv" 2>/dev/null || cat "$out/attention.csv"; }
 echo "== summary"

@@ -3,7 +3,9 @@
 // timed alone (--attention), and its attention, HBM and launch fields to
 // the compute phases a GPU validate run measured (--validate; the GEMM curve
 // held, the one just fitted where --gemm is given too, and the attention
-// fields too where --attention is given), by least squares
+// fields too where --attention is given, and hbm_fraction where
+// --elementwise is), its hbm_fraction to the memory-bound kernels timed alone
+// (--elementwise), by least squares
 // (costmodel/calibration.h); with --out, writes the GPU's efficiency file
 // with the fitted fields (the other fields and the file's own notes kept,
 // the source extended by what was fitted to what).
@@ -22,6 +24,7 @@
 #include "costmodel/attention_calibration.h"
 #include "costmodel/calibration.h"
 #include "costmodel/compute.h"
+#include "costmodel/elementwise_calibration.h"
 #include "models/catalog.h"
 #include "models/input_error.h"
 #include "models/json_file.h"
@@ -30,7 +33,7 @@ namespace zp {
 namespace {
 
 struct CalibrateOptions {
-  std::string gpu, gemm_csv, attention_csv, validate, out;
+  std::string gpu, gemm_csv, attention_csv, elementwise_csv, validate, out;
 };
 
 // The time the compute fit compares: the rank's forward and backward phases.
@@ -106,7 +109,7 @@ ComputeFit fit_compute(const CalibrateOptions& o, const Catalog& catalog, const 
   const std::vector<ComputeSample> samples = compute_samples(o.validate, catalog, gpu, curves, &skipped);
   ComputeFit fit;
   try {
-    fit = fit_compute_efficiency(samples, curves, !o.attention_csv.empty());
+    fit = fit_compute_efficiency(samples, curves, {.attention = !o.attention_csv.empty(), .hbm = !o.elementwise_csv.empty()});
   } catch (const std::invalid_argument& e) {
     throw InputError("--validate " + o.validate + ": " + e.what());
   }
@@ -120,7 +123,7 @@ ComputeFit fit_compute(const CalibrateOptions& o, const Catalog& catalog, const 
          fixed(fit.curves.hbm_fraction, 3), us(fit.curves.kernel_overhead_s), fixed(100 * fit.rms_rel_error, 1) + "%",
          fixed(100 * fit.worst_rel_error, 1) + "%"});
   t.print(std::cout);
-  if (!fit.given.empty()) std::cout << joined(fit.given) << ": held at --attention's kernels measured alone\n";
+  if (!fit.given.empty()) std::cout << joined(fit.given) << ": held at the kernels measured alone (--attention, --elementwise)\n";
   if (!fit.absent.empty()) {
     std::cout << "no case runs the kernels of " << joined(fit.absent) << ": held at the file's value\n";
   }
@@ -213,9 +216,46 @@ AttentionFit fit_attention(const CalibrateOptions& o, const GpuSpec& gpu, const 
   return fit;
 }
 
+// Fits hbm_fraction to --elementwise's kernels timed alone; prints the fit
+// and every kernel.
+ElementwiseFit fit_elementwise(const CalibrateOptions& o, const GpuSpec& gpu, const EfficiencyCurves& start) {
+  const ElementwiseMeasurement m = parse_elementwise_samples(read_text(o.elementwise_csv, "--elementwise"), o.elementwise_csv);
+  ElementwiseFit fit;
+  try {
+    fit = fit_hbm_fraction(m, gpu.hbm_bytes_per_s, start);
+  } catch (const std::invalid_argument& e) {
+    throw InputError("--elementwise " + o.elementwise_csv + ": " + e.what());
+  }
+  std::cout << "\nhbm_fraction of " << gpu.name << " (" << fixed(gpu.hbm_bytes_per_s / 1e9, 0) << " GB/s) fitted to "
+            << fit.fitted_rows << " one-launch kernels from " << o.elementwise_csv << " (" << fit.checked_rows
+            << " more checked); the device copy there reached " << fixed(fit.copy_fraction, 3) << " of it:\n";
+  TextTable t({"", "hbm_fraction", "fixed per call", "rms error", "worst"});
+  t.add({"before", fixed(start.hbm_fraction, 3), us(start.kernel_overhead_s) + " (kernel_overhead)",
+         fixed(100 * fit.rms_rel_error_before, 1) + "%", ""});
+  t.add({"fitted", fixed(fit.hbm_fraction, 3),
+         us(fit.fixed_s) + (fit.fixed_held_at_zero ? " (a free fit went negative)" : " (not written)"),
+         fixed(100 * fit.rms_rel_error, 1) + "%", fixed(100 * fit.worst_rel_error, 1) + "%"});
+  t.print(std::cout);
+  if (!fit.unphysical.empty()) std::cout << "not a GPU's value: " << fit.unphysical << "\n";
+  TextTable c({"kernel", "dtype", "launches", "measured GB/s", "file's model", "fitted model", ""});
+  for (const ElementwiseSample& s : m.samples) {
+    auto rate = [&](double seconds) { return fixed(s.bytes / seconds / 1e9, 0); };
+    c.add({s.kernel, s.dtype, std::to_string(s.launches), rate(s.seconds),
+           rate(elementwise_sample_seconds(s, gpu.hbm_bytes_per_s, start.hbm_fraction, start.kernel_overhead_s)),
+           rate(elementwise_sample_seconds(s, gpu.hbm_bytes_per_s, fit.hbm_fraction, fit.fixed_s)),
+           s.launches == 1 ? "fitted" : "check"});
+  }
+  c.print(std::cout);
+  std::cout << "(GB/s of the bytes each kernel reads and writes, as the time model counts them)\n";
+  if (!o.out.empty() && !fit.unphysical.empty()) {
+    throw InputError("--elementwise " + o.elementwise_csv + ": " + fit.unphysical + "; nothing written");
+  }
+  return fit;
+}
+
 void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
-  if (o.gemm_csv.empty() && o.attention_csv.empty() && o.validate.empty()) {
-    throw InputError("calibrate: give --gemm FILE.csv, --attention FILE.csv, --validate validate.json or several");
+  if (o.gemm_csv.empty() && o.attention_csv.empty() && o.elementwise_csv.empty() && o.validate.empty()) {
+    throw InputError("calibrate: give --gemm FILE.csv, --attention FILE.csv, --elementwise FILE.csv, --validate validate.json or several");
   }
   const Catalog catalog = Catalog::load(global.catalog_dirs);
   const GpuSpec& gpu = catalog.gpu(o.gpu);
@@ -244,6 +284,14 @@ void calibrate(const CalibrateOptions& o, const GlobalOptions& global) {
     }
     source += " " + joined(fields) + " fitted by `zeroplan calibrate` to the attention kernels of " +
               std::filesystem::path(o.attention_csv).filename().string() + " (rms error " +
+              fixed(100 * fit.rms_rel_error_before, 1) + "% -> " + fixed(100 * fit.rms_rel_error, 1) + "%).";
+  }
+  if (!o.elementwise_csv.empty()) {
+    const ElementwiseFit fit = fit_elementwise(o, gpu, curves);
+    curves.hbm_fraction = fit.hbm_fraction;
+    j["hbm_fraction"] = std::round(fit.hbm_fraction * 1e4) / 1e4;
+    source += " hbm_fraction fitted by `zeroplan calibrate` to the memory-bound kernels of " +
+              std::filesystem::path(o.elementwise_csv).filename().string() + " (rms error " +
               fixed(100 * fit.rms_rel_error_before, 1) + "% -> " + fixed(100 * fit.rms_rel_error, 1) + "%).";
   }
   if (!o.validate.empty()) {
@@ -276,14 +324,18 @@ void add_calibrate_command(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("calibrate", "Fit the time model's efficiency curves to measured products and compute phases");
   cmd->footer(
       "Example: zeroplan calibrate --gpu H200-141GB --gemm models/data/measurements/h200-141gb_gemm.csv\n"
-      "         zeroplan calibrate --gpu H200-141GB --gemm sweep.csv --attention attention.csv --validate gpu_validate/validate.json --out h200.json\n"
+      "         zeroplan calibrate --gpu H200-141GB --gemm sweep.csv --attention attention.csv --elementwise elementwise.csv \\\n"
+      "           --validate gpu_validate/validate.json --out h200.json\n"
       "--gemm's CSV holds m,n,k,tflops per bf16 product (bench/gpu_gemm_sweep writes it on a GPU), --attention's\n"
-      "one row per attention kernel and shape (bench/gpu_attention_bench writes it).");
+      "one row per attention kernel and shape (bench/gpu_attention_bench writes it), --elementwise's one row per\n"
+      "memory-bound kernel (bench/gpu_elementwise_bench writes it).");
   auto o = std::make_shared<CalibrateOptions>();
   cmd->add_option("--gpu", o->gpu, "GPU name from `zeroplan gpus`")->required();
   cmd->add_option("--gemm", o->gemm_csv, "CSV of measured products: m,n,k,tflops");
   cmd->add_option("--attention", o->attention_csv,
                   "CSV of the attention kernels timed alone (bench/gpu_attention_bench): fit the attention fields to it");
+  cmd->add_option("--elementwise", o->elementwise_csv,
+                  "CSV of the memory-bound kernels timed alone (bench/gpu_elementwise_bench): fit hbm_fraction to it");
   cmd->add_option("--validate", o->validate,
                   "validate.json of a GPU run (`validate --device cuda`): fit attention, HBM and launch fields to its compute phases");
   cmd->add_option("--out", o->out, "Write the efficiency file with the fitted GEMM fields here");

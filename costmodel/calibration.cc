@@ -172,7 +172,7 @@ std::string unphysical(const Eigen::Vector4d& x) {
 }  // namespace
 
 ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start,
-                                  bool attention_given) {
+                                  MeasuredAlone measured_alone) {
   const auto n = static_cast<Eigen::Index>(samples.size());
   // Each row divided by its measured time, so the residuals are relative errors.
   Eigen::MatrixXd A(n, kComputeFields);
@@ -193,7 +193,8 @@ ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, con
   for (int j = 0; j < kComputeFields; ++j) {
     if (n == 0 || A.col(j).cwiseAbs().maxCoeff() == 0) absent |= 1 << j;
   }
-  const int given = attention_given ? 0b0011 & ~absent : 0;  // attention_peak_fraction, flash_tc_fraction
+  // attention_peak_fraction and flash_tc_fraction; hbm_fraction.
+  const int given = ((measured_alone.attention ? 0b0011 : 0) | (measured_alone.hbm ? 0b0100 : 0)) & ~absent;
   absent |= given;
   const int fields = kComputeFields - std::popcount(static_cast<unsigned>(absent));
   if (n < fields + 1) {
@@ -225,7 +226,7 @@ ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, con
     for (size_t k = 0; k < free.size(); ++k) Af.col(static_cast<Eigen::Index>(k)) = A.col(free[k]);
     return std::make_pair(free, Af);
   };
-  if (Eigen::ColPivHouseholderQR<Eigen::MatrixXd>(free_columns(absent).second).rank() < fields) {
+  if (fields > 0 && Eigen::ColPivHouseholderQR<Eigen::MatrixXd>(free_columns(absent).second).rank() < fields) {
     throw std::invalid_argument("fit_compute_efficiency: the cases cannot tell attention, elementwise and launch time apart "
                                 "(add cases of other shapes or attention)");
   }
@@ -237,6 +238,10 @@ ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, con
       if (held & (1 << j)) rhs -= A.col(j) * at_start(j);
     }
     const auto [free, Af] = free_columns(held);
+    if (free.empty()) {  // everything held: the start's values, checked
+      t.unphysical = unphysical(t.x);
+      return t;
+    }
     const Eigen::VectorXd xf = Af.colPivHouseholderQr().solve(rhs);
     for (size_t k = 0; k < free.size(); ++k) t.x(free[k]) = xf(static_cast<Eigen::Index>(k));
     t.unphysical = unphysical(t.x);

@@ -111,8 +111,9 @@ struct ComputeFit {
   // or none zeroplan's tensor-core flash kernels) stays at the start's value:
   // its name.
   std::vector<std::string> absent;
-  // The attention fields held because the kernels were measured alone
-  // (attention_given; costmodel/attention_calibration.h).
+  // The fields held because their kernels were measured alone
+  // (MeasuredAlone; costmodel/attention_calibration.h,
+  // elementwise_calibration.h).
   std::vector<std::string> given;
   // Where the fit of the others is not a GPU's (a fraction outside [0.02, 1],
   // a launch overhead outside [0, 100] us) but one with one field held at the start's value (or
@@ -121,15 +122,22 @@ struct ComputeFit {
   std::string free_fit_unphysical;
 };
 
+// The fields `start` already has from kernels timed alone, which the
+// compute fit holds: the two attention fields (bench/gpu_attention_bench),
+// hbm_fraction (bench/gpu_elementwise_bench).
+struct MeasuredAlone {
+  bool attention = false;
+  bool hbm = false;
+};
+
 // Throws std::invalid_argument for fewer samples than fields to fit plus one,
 // a non-positive time, or cases whose terms cannot tell the fields apart. The
 // fields: attention_peak_fraction, flash_tc_fraction, hbm_fraction,
-// kernel_overhead_s, less those no case depends on. The closest fit
-// (relative errors) of them; where that is no GPU's, the closest physical
-// one with fewest fields held at `start`'s values. With attention_given the
-// two attention fields are held at `start`'s values too (they came from the
-// kernels timed alone) and only the HBM and launch fields are fitted.
+// kernel_overhead_s, less those no case depends on and those `given`. The
+// closest fit (relative errors) of them; where that is no GPU's, the closest
+// physical one with fewest fields held at `start`'s values. With every field
+// given or absent nothing is fitted and the cases check `start`.
 ComputeFit fit_compute_efficiency(const std::vector<ComputeSample>& samples, const EfficiencyCurves& start,
-                                  bool attention_given);
+                                  MeasuredAlone given);
 
 }  // namespace zp

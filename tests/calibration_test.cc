@@ -4,7 +4,8 @@
 // is at least as close as the hand-set curve it replaces. The compute-phase
 // fit: the linearised terms reproduce the time model under other curves, and
 // known attention, HBM and launch values are recovered from compute times
-// the time model made with them.
+// the time model made with them. hbm_fraction from the memory-bound kernels
+// timed alone (bench/gpu_elementwise_bench's CSV).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "costmodel/calibration.h"
 #include "costmodel/compute.h"
 #include "costmodel/efficiency.h"
+#include "costmodel/elementwise_calibration.h"
 #include "costmodel/layout_check.h"
 #include "models/input_error.h"
 #include "test_support.h"
@@ -111,7 +113,7 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   truth.kernel_overhead_s = 6e-6;
   std::vector<ComputeSample> samples;
   for (const RankCase& c : cases) samples.push_back({c.name, rank_compute_s(c.inputs(), truth, 0), compute_terms(c.inputs(), 0)});
-  const ComputeFit f = fit_compute_efficiency(samples, cases[0].network.eff, false);
+  const ComputeFit f = fit_compute_efficiency(samples, cases[0].network.eff, {});
   CHECK(f.unphysical.empty());
   CHECK(f.absent.empty());
   CHECK(f.curves.attention_peak_fraction == doctest::Approx(0.42).epsilon(0.03));
@@ -126,18 +128,28 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   EfficiencyCurves measured = cases[0].network.eff;
   measured.attention_peak_fraction = 0.42;
   measured.flash_tc_fraction = 0.3;
-  const ComputeFit given = fit_compute_efficiency(samples, measured, true);
+  const ComputeFit given = fit_compute_efficiency(samples, measured, {.attention = true});
   CHECK(given.given == std::vector<std::string>{"attention_peak_fraction", "flash_tc_fraction"});
   CHECK(given.curves.attention_peak_fraction == 0.42);
   CHECK(given.curves.flash_tc_fraction == 0.3);
   CHECK(given.curves.hbm_fraction == doctest::Approx(0.66).epsilon(1e-3));
   CHECK(given.curves.kernel_overhead_s == doctest::Approx(6e-6).epsilon(1e-3));
+  // hbm_fraction measured alone too (costmodel/elementwise_calibration.h):
+  // only the launch overhead is left to fit; with a wrong held value the
+  // cases' errors say so.
+  measured.hbm_fraction = 0.66;
+  const ComputeFit all = fit_compute_efficiency(samples, measured, {.attention = true, .hbm = true});
+  CHECK(all.given == std::vector<std::string>{"attention_peak_fraction", "flash_tc_fraction", "hbm_fraction"});
+  CHECK(all.curves.hbm_fraction == 0.66);
+  CHECK(all.curves.kernel_overhead_s == doctest::Approx(6e-6).epsilon(1e-3));
+  measured.hbm_fraction = 0.9;
+  CHECK(fit_compute_efficiency(samples, measured, {.attention = true, .hbm = true}).rms_rel_error > 10 * all.rms_rel_error);
   // 3% timing noise: still near, and the errors say how near.
   std::mt19937 rng(5);
   std::normal_distribution<double> noise(0.0, 0.03);
   std::vector<ComputeSample> noisy = samples;
   for (ComputeSample& s : noisy) s.measured_s *= std::exp(noise(rng));
-  const ComputeFit g = fit_compute_efficiency(noisy, cases[0].network.eff, false);
+  const ComputeFit g = fit_compute_efficiency(noisy, cases[0].network.eff, {});
   MESSAGE("3% noise: attention " << g.curves.attention_peak_fraction << ", flash tiles " << g.curves.flash_tc_fraction
                                  << (g.held.empty() ? "" : ", held " + g.held[0]) << ", HBM " << g.curves.hbm_fraction << ", launch "
                                  << g.curves.kernel_overhead_s * 1e6 << " us; rms " << g.rms_rel_error << " (before "
@@ -147,13 +159,13 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   // Times no GPU could give: faster than the peaks allow.
   std::vector<ComputeSample> fast = samples;
   for (ComputeSample& s : fast) s.measured_s = s.terms.fixed_s * 1.01;
-  CHECK_FALSE(fit_compute_efficiency(fast, truth, false).unphysical.empty());
+  CHECK_FALSE(fit_compute_efficiency(fast, truth, {}).unphysical.empty());
   // Attention faster than the peak (1/f below 1) with the rest a GPU's: the
   // free fit is refused, attention is held at the start's value and the
   // other two are fitted.
   std::vector<ComputeSample> quick = samples;
   for (ComputeSample& s : quick) s.measured_s -= s.terms.attention_s * (1 / 0.42 - 0.8);
-  const ComputeFit h = fit_compute_efficiency(quick, cases[0].network.eff, false);
+  const ComputeFit h = fit_compute_efficiency(quick, cases[0].network.eff, {});
   MESSAGE("attention beyond the peak: held " << (h.held.empty() ? "nothing" : h.held[0]) << ", HBM " << h.curves.hbm_fraction
                                             << ", launch " << h.curves.kernel_overhead_s * 1e6 << " us; rms " << h.rms_rel_error);
   CHECK(h.unphysical.empty());
@@ -164,9 +176,9 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
   CHECK(h.curves.hbm_fraction <= 1);
   CHECK(h.curves.kernel_overhead_s >= 0);
   // One case five times cannot separate four fields; four cases are too few.
-  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[0], samples[0], samples[0], samples[0]}, truth, false),
+  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[0], samples[0], samples[0], samples[0]}, truth, {}),
                   std::invalid_argument);
-  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[1], samples[2], samples[3]}, truth, false), std::invalid_argument);
+  CHECK_THROWS_AS(fit_compute_efficiency({samples[0], samples[1], samples[2], samples[3]}, truth, {}), std::invalid_argument);
   // Without a flash case the tiles' field is no case's: it stays at the
   // start's value, and the other three are fitted from four cases.
   std::vector<ComputeSample> materialized;
@@ -174,7 +186,7 @@ TEST_CASE("compute calibration: known attention, HBM and launch values are recov
     if (cases[i].layout.attention == Attention::Materialized) materialized.push_back(samples[i]);
   }
   REQUIRE(materialized.size() == 4);
-  const ComputeFit m = fit_compute_efficiency(materialized, cases[0].network.eff, false);
+  const ComputeFit m = fit_compute_efficiency(materialized, cases[0].network.eff, {});
   REQUIRE(m.absent.size() == 1);
   CHECK(m.absent[0] == "flash_tc_fraction");
   CHECK(m.curves.flash_tc_fraction == cases[0].network.eff.flash_tc_fraction);
@@ -276,4 +288,83 @@ TEST_CASE("efficiency files: the host optimizer's rates are read; an unknown fie
     CHECK(what.find('\n') == std::string::npos);
   }
   std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+// bench/gpu_elementwise_bench's CSV for rows timed as `bytes / (f x HBM) +
+// launches x fixed`, the copy first, times in ms.
+std::string elementwise_csv(double f, double fixed_s, double noise, double norm_backward_scale = 1) {
+  const double hbm = test::catalog().gpu("H200-141GB").hbm_bytes_per_s;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> jitter(1 - noise, 1 + noise);
+  std::ostringstream csv;
+  csv << "kernel,dtype,elements,bytes,ms,GBps,of_copy\n";
+  csv << "copy,bytes,268435456,2147483648," << 2147483648.0 / (0.89 * hbm) * 1e3 << ",4272,1.000\n";
+  struct Row {
+    const char* kernel;
+    double bytes;
+    int launches;
+  };
+  const double rows = 8192.0 * 1600 * 2, wide = 8192.0 * 6400 * 2;
+  for (const Row& r : {Row{"layernorm_forward", 2 * rows, 1}, Row{"layernorm_backward", 6 * rows, 3},
+                       Row{"residual_add", 3 * rows, 1}, Row{"residual_backward", 5 * rows, 1},
+                       Row{"gelu_forward", 2 * wide, 1}, Row{"gelu_backward", 4 * wide, 1},
+                       Row{"adamw_bf16_grads", 28.0 * (1 << 28), 1}}) {
+    double t = r.bytes / (f * hbm) + r.launches * fixed_s;
+    if (r.launches > 1) t *= norm_backward_scale;
+    csv << r.kernel << ",bf16,1," << r.bytes << "," << t * jitter(rng) * 1e3 << ",0,0\n";
+  }
+  return csv.str();
+}
+
+}  // namespace
+
+TEST_CASE("hbm_fraction from the memory-bound kernels timed alone: recovered, the norms' backward checked, bad rows refused") {
+  const double hbm = test::catalog().gpu("H200-141GB").hbm_bytes_per_s;
+  EfficiencyCurves start;
+  start.hbm_fraction = 0.85;
+  const ElementwiseMeasurement exact = parse_elementwise_samples(elementwise_csv(0.72, 4e-6, 0), "exact.csv");
+  REQUIRE(exact.samples.size() == 7);
+  CHECK(exact.copy_bytes_per_s == doctest::Approx(0.89 * hbm).epsilon(1e-3));
+  CHECK(exact.samples[1].launches == 3);  // layernorm_backward: row kernel + two column-sum passes
+  const ElementwiseFit fit = fit_hbm_fraction(exact, hbm, start);
+  CHECK(fit.unphysical.empty());
+  CHECK(fit.fitted_rows == 6);
+  CHECK(fit.checked_rows == 1);
+  CHECK(fit.hbm_fraction == doctest::Approx(0.72).epsilon(1e-4));
+  CHECK(fit.fixed_s == doctest::Approx(4e-6).epsilon(1e-3));
+  CHECK(fit.rms_rel_error < 1e-4);
+  CHECK(fit.rms_rel_error < fit.rms_rel_error_before);
+  CHECK(fit.copy_fraction == doctest::Approx(0.89).epsilon(1e-3));
+  // The norm backward's row is a check, not fitted: a slower one moves nothing.
+  const ElementwiseFit slow_norms = fit_hbm_fraction(parse_elementwise_samples(elementwise_csv(0.72, 4e-6, 0, 1.5), "slow.csv"), hbm, start);
+  CHECK(slow_norms.hbm_fraction == doctest::Approx(fit.hbm_fraction).epsilon(1e-9));
+  // 3% timing noise.
+  const ElementwiseFit noisy = fit_hbm_fraction(parse_elementwise_samples(elementwise_csv(0.72, 4e-6, 0.03), "noisy.csv"), hbm, start);
+  CHECK(noisy.hbm_fraction == doctest::Approx(0.72).epsilon(0.05));
+  CHECK(noisy.rms_rel_error < 0.03);
+  // No fixed time in the rows and noise: a negative intercept is held at zero.
+  const ElementwiseFit through_zero = fit_hbm_fraction(parse_elementwise_samples(elementwise_csv(0.5, 0, 0.03), "zero.csv"), hbm, start);
+  CHECK(through_zero.fixed_s >= 0);
+  CHECK(through_zero.hbm_fraction == doctest::Approx(0.5).epsilon(0.05));
+  // Rates no GPU has (the host emulator's) are reported as such.
+  CHECK_FALSE(fit_hbm_fraction(parse_elementwise_samples(elementwise_csv(0.001, 4e-5, 0), "slow.csv"), hbm, start).unphysical.empty());
+  // Bad input: a one-line message naming the file, the line and the field.
+  auto message = [](const std::string& text) {
+    try {
+      parse_elementwise_samples(text, "e.csv");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string header = "kernel,dtype,elements,bytes,ms,GBps,of_copy\n";
+  CHECK(message(header + "fused_mystery,bf16,1,100,0.1,1,0\n").find("e.csv:2: field 'kernel': expected copy or one of") == 0);
+  CHECK(message(header + "residual_add,bf16,1,100,-0.1,1,0\n").find("e.csv:2") == 0);
+  CHECK(message(header + "copy,bytes,1,100,0.1,1,1\n").find("e.csv: no measured kernels") == 0);
+  CHECK(message("m,n,k,tflops\n1,2,3,4\n").find("e.csv") == 0);
+  // One kernel size cannot separate the slope from the fixed time.
+  CHECK_THROWS_AS(fit_hbm_fraction(parse_elementwise_samples(header + "residual_add,bf16,1,100,0.1,1,0\nresidual_backward,bf16,1,100,0.1,1,0\n", "e.csv"), hbm, start),
+                  std::invalid_argument);
 }

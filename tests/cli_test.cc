@@ -361,7 +361,14 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   CHECK(std::filesystem::exists(dir + "/out/" + doc.at("cases")[1].at("plan_file").get<std::string>()));
   check_one_line_error("calibrate --gpu H100-80GB --validate " + dir + "/out/validate.json",
                        "field 'backend': measured on the cpu backend");
-  check_one_line_error("calibrate --gpu H100-80GB", "give --gemm FILE.csv, --attention FILE.csv, --validate validate.json or several");
+  check_one_line_error("calibrate --gpu H100-80GB", "give --gemm FILE.csv, --attention FILE.csv, --elementwise FILE.csv, --validate validate.json or several");
+  {
+    std::ofstream f(dir + "/out/elementwise.csv");
+    f << "kernel,dtype,elements,bytes,ms,GBps,of_copy\ncopy,bytes,1,100,0.1,1,1\nmystery_kernel,bf16,1,100,0.1,1,0\n";
+  }
+  check_one_line_error("calibrate --gpu H100-80GB --elementwise " + dir + "/out/elementwise.csv",
+                       "elementwise.csv:3: field 'kernel': expected copy or one of layernorm_forward");
+  check_one_line_error("calibrate --gpu H100-80GB --elementwise " + dir + "/out/absent.csv", "--elementwise " + dir + "/out/absent.csv: cannot be read");
   {
     std::ofstream f(dir + "/out/no_cases.json");
     f << R"({"schema": "zeroplan.validate", "backend": "cuda"})";

@@ -2,7 +2,10 @@
 # divided by 4096: it runs to the end, the copy comes first (the ceiling the
 # rows are measured against) and every kernel gives a row with positive
 # bytes and time. The emulator's rates are no GPU's; only the shape of the
-# output is checked.
+# output is checked, and that `zeroplan calibrate --elementwise` reads all of
+# it, reports the emulator's rates as no GPU's and writes nothing from them.
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
 execute_process(COMMAND ${BENCH} 1 4096 RESULT_VARIABLE rc OUTPUT_VARIABLE csv ERROR_VARIABLE err TIMEOUT 100)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "gpu_elementwise_bench (emulated) exited ${rc}: ${err}")
@@ -27,3 +30,17 @@ foreach(row ${rows})
     message(FATAL_ERROR "a row without positive sizes and a time: ${row}")
   endif()
 endforeach()
+file(WRITE ${WORK}/elementwise.csv "${csv}\n")
+execute_process(COMMAND ${ZEROPLAN} calibrate --gpu H200-141GB --elementwise ${WORK}/elementwise.csv
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "fitted to 16 one-launch kernels" OR NOT out MATCHES "\\(6 more checked\\)"
+   OR NOT out MATCHES "not a GPU's value: hbm_fraction")
+  message(FATAL_ERROR "calibrate --elementwise exited ${rc}: ${out} ${err}")
+endif()
+execute_process(COMMAND ${ZEROPLAN} calibrate --gpu H200-141GB --elementwise ${WORK}/elementwise.csv --out ${WORK}/fitted.json
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+string(STRIP "${err}" err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "^[^\n]*--elementwise .*elementwise.csv: hbm_fraction .* nothing written$"
+   OR EXISTS ${WORK}/fitted.json)
+  message(FATAL_ERROR "calibrate --elementwise --out on the emulator's rates exited ${rc} (${err}); expected 2 and no file")
+endif()
