@@ -26,6 +26,17 @@ using namespace zp;
 
 namespace {
 
+// The one-line message `parse` throws as InputError, or "no error".
+template <class Parse>
+std::string input_error(Parse parse) {
+  try {
+    parse();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 // The H200's numbers for the GEMM model: dense bf16 peak, HBM bandwidth.
 GemmDevice h200() {
   const GpuSpec& g = test::catalog().gpu("H200-141GB");
@@ -229,14 +240,7 @@ TEST_CASE("calibration: GEMM sample CSV, and one-line errors naming the line") {
   const std::vector<GemmSample> s = parse_gemm_samples("# comment\nm,n,k,tflops\n1024, 768, 768, 96\n4096,4096,4096,780 # x\n", "f.csv");
   REQUIRE(s.size() == 2);
   CHECK(s[1].seconds == doctest::Approx(2.0 * 4096 * 4096 * 4096 / 780e12));
-  auto error = [](const std::string& text) {
-    try {
-      parse_gemm_samples(text, "f.csv");
-    } catch (const InputError& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  auto error = [](const std::string& text) { return input_error([&] { parse_gemm_samples(text, "f.csv"); }); };
   CHECK(error("m,n,k\n1,2,3\n") == "f.csv:1: expected the header m,n,k,tflops, got 'm,n,k'");
   CHECK(error("m,n,k,tflops\n1,2,3,4\n1,2,x,4\n") == "f.csv:3: expected four positive numbers m,n,k,tflops, got '1,2,x,4'");
   CHECK(error("m,n,k,tflops\n1,2,3,4,5\n1,2,3,4\n").find("f.csv:2:") == 0);
@@ -351,14 +355,7 @@ TEST_CASE("hbm_fraction from the memory-bound kernels timed alone: recovered, th
   // Rates no GPU has (the host emulator's) are reported as such.
   CHECK_FALSE(fit_hbm_fraction(parse_elementwise_samples(elementwise_csv(0.001, 4e-5, 0), "slow.csv"), hbm, start).unphysical.empty());
   // Bad input: a one-line message naming the file, the line and the field.
-  auto message = [](const std::string& text) {
-    try {
-      parse_elementwise_samples(text, "e.csv");
-    } catch (const InputError& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  auto message = [](const std::string& text) { return input_error([&] { parse_elementwise_samples(text, "e.csv"); }); };
   const std::string header = "kernel,dtype,elements,bytes,ms,GBps,of_copy\n";
   CHECK(message(header + "fused_mystery,bf16,1,100,0.1,1,0\n").find("e.csv:2: field 'kernel': expected copy or one of") == 0);
   CHECK(message(header + "residual_add,bf16,1,100,-0.1,1,0\n").find("e.csv:2") == 0);
