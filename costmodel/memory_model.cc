@@ -538,14 +538,14 @@ void emit_stage_end_rows(const ActivationShape& x, bool first, bool last, Sink& 
 }
 
 // The executor's moment of the peak on a stage whose activation side would
-// free `freed_bytes` by the step's end, and whether it does there.
+// free `freed_bytes` by the step's end, and whether it does there (`own`:
+// the stage's own workspace per moment, own_workspace).
 struct PeakMoment {
   ExecutorMoment moment = ExecutorMoment::Loop;
   bool activations_freed = false;
 };
-PeakMoment executor_peak(const ExecutorHeld& h, const MemoryPrep& v, const StageParams& sp, uint64_t freed_bytes) {
-  const ExecutorMoment m =
-      peak_moment(h.held_bytes(), h.possible(), own_workspace(v, sp, pipeline_bytes(v.x, sp)), freed_bytes, h.frees_activations);
+PeakMoment executor_peak(const ExecutorHeld& h, const std::array<uint64_t, 3>& own, uint64_t freed_bytes) {
+  const ExecutorMoment m = peak_moment(h.held_bytes(), h.possible(), own, freed_bytes, h.frees_activations);
   return {m, activations_freed(m, h.frees_activations)};
 }
 
@@ -773,18 +773,19 @@ bool runs_executor(const MemoryInputs& in, const StageParams& sp) {
 
 // zeroplan's executor on a stage: what it holds and the moment of its peak
 // (none, and the loop, where the stage runs no executor), its activation
-// side freeing `freed_bytes` by the step's end.
+// side freeing `freed_bytes` by the step's end, its own workspace `own`.
 struct StageExecutor {
   bool runs = false;
   ExecutorHeld held;
   PeakMoment peak;
 };
-StageExecutor stage_executor(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp, uint64_t freed_bytes) {
+StageExecutor stage_executor(const MemoryInputs& in, const MemoryPrep& v, const StageParams& sp,
+                             const std::array<uint64_t, 3>& own, uint64_t freed_bytes) {
   StageExecutor e;
   if (!runs_executor(in, sp)) return e;
   e.runs = true;
   e.held = executor_held(in, v, sp);
-  e.peak = executor_peak(e.held, v, sp, freed_bytes);
+  e.peak = executor_peak(e.held, own, freed_bytes);
   return e;
 }
 
@@ -825,7 +826,8 @@ uint64_t freed_at_end_bytes(const MemoryInputs& in, const MemoryPrep& v, uint32_
 template <class Sink>
 void emit_stage(const MemoryInputs& in, const MemoryPrep& v, uint32_t stage, Sink& sink) {
   const StageParams sp = stage_params(in, v, stage);
-  const StageExecutor ex = stage_executor(in, v, sp, freed_at_end_bytes(in, v, stage));
+  const StageExecutor ex =
+      stage_executor(in, v, sp, own_workspace(v, sp, pipeline_bytes(v.x, sp)), freed_at_end_bytes(in, v, stage));
   emit_states_and_buffers(in, v, sp, ex, sink);
   if (ex.peak.activations_freed) {
     HeldAtEndSink<Sink> at_end(sink);
@@ -1064,7 +1066,8 @@ void evaluate_stages(MemoryPrep& prep, const MemoryInputs& in, MemoryFit& best, 
   const RuntimeOverheads& ov = in.options.overheads;
   for (int i = 0; i < prep.act_count; ++i) {
     const StageParams sp = candidate_params(prep, i, in.layout);
-    const StageExecutor ex = stage_executor(in, prep, sp, prep.act_bytes[i][0] - prep.act_end_bytes[i][0]);
+    const StageExecutor ex =
+        stage_executor(in, prep, sp, prep.act_executor_own[i], prep.act_bytes[i][0] - prep.act_end_bytes[i][0]);
     const bool freed = ex.peak.activations_freed;
     Sink sink = [&] {
       if constexpr (residence_only) {
