@@ -94,10 +94,11 @@ template <class Model>
 void PipelineTrainer<Model>::restore(const CheckpointState& s) {
   if (optimizers_.size() == 1) return optimizers_[0]->restore(s);
   // Each chunk takes its share, in state()'s order: its own state's sizes.
+  std::vector<std::array<size_t, 4>> shares;
   std::array<size_t, 4> total{};
   for (const auto& o : optimizers_) {
-    const std::array<size_t, 4> sizes = o->state_sizes();
-    for (size_t a = 0; a < 4; ++a) total[a] += sizes[a];
+    shares.push_back(o->state_sizes());
+    for (size_t a = 0; a < 4; ++a) total[a] += shares.back()[a];
   }
   if (total != std::array<size_t, 4>{s.params.size(), s.master.size(), s.m.size(), s.v.size()}) {
     throw std::runtime_error(kCheckpointMismatch);
@@ -108,15 +109,15 @@ void PipelineTrainer<Model>::restore(const CheckpointState& s) {
     at[a] += count;
     return std::vector<float>(first, first + static_cast<std::ptrdiff_t>(count));
   };
-  for (const auto& o : optimizers_) {
-    const std::array<size_t, 4> sizes = o->state_sizes();
+  for (size_t c = 0; c < optimizers_.size(); ++c) {
+    const std::array<size_t, 4>& sizes = shares[c];
     CheckpointState part;
     part.step = s.step;
     part.params = take(s.params, 0, sizes[0]);
     part.master = take(s.master, 1, sizes[1]);
     part.m = take(s.m, 2, sizes[2]);
     part.v = take(s.v, 3, sizes[3]);
-    o->restore(part);
+    optimizers_[c]->restore(part);
   }
 }
 
