@@ -45,13 +45,6 @@ class Communicator {
   void send(const T* data, size_t count, int peer) { do_send(data, count, peer, elem_of<T>()); }
   template <class T>
   void recv(T* data, size_t count, int peer) { do_recv(data, count, peer, elem_of<T>()); }
-  // Both at once (MPI_Sendrecv): what a pipeline's steady state needs, where
-  // two neighbours each send and then receive; with blocking sends of large
-  // messages done one after the other they would wait for each other.
-  template <class T>
-  void send_recv(const T* send_data, size_t send_count, int dest, T* recv_data, size_t recv_count, int source) {
-    do_send_recv(send_data, send_count, dest, recv_data, recv_count, source, elem_of<T>());
-  }
   // Any number of sends and receives at once, each to or from its own peer,
   // returning once all are done (torch.distributed.batch_isend_irecv; one
   // NCCL group; MPI_Isend/MPI_Irecv and a wait for all): Megatron-LM's
@@ -80,6 +73,16 @@ class Communicator {
   void exchange(const std::vector<Transfer>& transfers) {
     if (!transfers.empty()) do_exchange(transfers.data(), transfers.size(), elem_of<T>());
   }
+  // One send and one receive at once (MPI_Sendrecv's contract): what a
+  // pipeline's steady state needs, where two neighbours each send and then
+  // receive; with blocking sends of large messages done one after the other
+  // they would wait for each other. An exchange of two transfers, so every
+  // transport implements it once.
+  template <class T>
+  void send_recv(const T* send_data, size_t send_count, int dest, T* recv_data, size_t recv_count, int source) {
+    const Transfer pair[2] = {send_to(send_data, send_count, dest), recv_from(recv_data, recv_count, source)};
+    do_exchange(pair, 2, elem_of<T>());
+  }
   virtual void barrier() = 0;
   // The group of the ranks that pass the same `color`, ordered by `key`, of
   // the same kind (MPI_Comm_split; a collective call over this
@@ -97,8 +100,6 @@ class Communicator {
   virtual void do_broadcast(void* data, size_t count, int root, Elem e) = 0;
   virtual void do_send(const void* data, size_t count, int peer, Elem e) = 0;
   virtual void do_recv(void* data, size_t count, int peer, Elem e) = 0;
-  virtual void do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data, size_t recv_count,
-                            int source, Elem e) = 0;
   virtual void do_exchange(const Transfer* transfers, size_t n, Elem e) = 0;
 };
 

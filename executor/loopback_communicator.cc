@@ -48,12 +48,6 @@ void LoopbackCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
   device_.zero(data, count * elem_bytes(e));
 }
 
-void LoopbackCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,
-                                        size_t recv_count, int source, Elem e) {
-  do_send(send_data, send_count, dest, e);
-  do_recv(recv_data, recv_count, source, e);
-}
-
 void LoopbackCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
   for (size_t i = 0; i < n; ++i) {
     const Transfer& t = transfers[i];

@@ -135,13 +135,6 @@ void MpiCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
   check(MPI_Recv(data, count_of(count, "MPI_Recv"), mpi_type(e), peer, 0, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
-void MpiCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,
-                                   size_t recv_count, int source, Elem e) {
-  check(MPI_Sendrecv(send_data, count_of(send_count, "MPI_Sendrecv"), mpi_type(e), dest, 0, recv_data,
-                     count_of(recv_count, "MPI_Sendrecv"), mpi_type(e), source, 0, comm_, MPI_STATUS_IGNORE),
-        "MPI_Sendrecv");
-}
-
 void MpiCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
   std::vector<MPI_Request> requests(n, MPI_REQUEST_NULL);
   for (size_t i = 0; i < n; ++i) {

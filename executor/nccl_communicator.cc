@@ -148,18 +148,6 @@ void NcclCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
   unstage(d);
 }
 
-void NcclCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,
-                                    size_t recv_count, int source, Elem e) {
-  const Operand s = stage(send_data, send_count * elem_bytes(e), 0, true);
-  const Operand r = stage(recv_data, recv_count * elem_bytes(e), 1, false);
-  check(ncclGroupStart(), "send_recv (group start)");
-  check(ncclSend(s.device, send_count, nccl_type(e), dest, nc(comm_), st(stream_)), "send_recv (send)");
-  check(ncclRecv(r.device, recv_count, nccl_type(e), source, nc(comm_), st(stream_)), "send_recv (recv)");
-  check(ncclGroupEnd(), "send_recv (group end)");
-  wait("send_recv");
-  unstage(r);
-}
-
 void NcclCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
   if (n > kStagingSlots) throw std::runtime_error("nccl exchange: " + std::to_string(n) + " transfers, at most " + std::to_string(kStagingSlots));
   Operand operands[kStagingSlots];

@@ -52,12 +52,6 @@ void TimedCommunicator::do_recv(void* data, size_t count, int peer, Elem e) {
   timed(Collective::Recv, count * elem_bytes(e), [&] { inner_.do_recv(data, count, peer, e); });
 }
 
-void TimedCommunicator::do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data,
-                                     size_t recv_count, int source, Elem e) {
-  timed(Collective::SendRecv, send_count * elem_bytes(e),
-        [&] { inner_.do_send_recv(send_data, send_count, dest, recv_data, recv_count, source, e); });
-}
-
 void TimedCommunicator::do_exchange(const Transfer* transfers, size_t n, Elem e) {
   uint64_t sent = 0;
   for (size_t i = 0; i < n; ++i) sent += transfers[i].send ? transfers[i].count * elem_bytes(e) : 0;

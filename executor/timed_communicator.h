@@ -37,8 +37,6 @@ class TimedCommunicator : public Communicator {
   void do_broadcast(void* data, size_t count, int root, Elem e) override;
   void do_send(const void* data, size_t count, int peer, Elem e) override;
   void do_recv(void* data, size_t count, int peer, Elem e) override;
-  void do_send_recv(const void* send_data, size_t send_count, int dest, void* recv_data, size_t recv_count, int source,
-                    Elem e) override;
   void do_exchange(const Transfer* transfers, size_t n, Elem e) override;
   void barrier() override;
 
