@@ -69,6 +69,7 @@ void run_compare(const PlanFlags& f, const GlobalOptions& global, const std::vec
   base.seq_len = q.space.seq_len;
   base.framework = q.space.framework;
   base.precision = q.space.precision;
+  base.attention = q.space.attentions.front();
   for (const std::string& s : specs) layouts.emplace_back(s, parse_layout_spec(s, base, f.gpus, f.global_batch));
   if (!ranks.empty()) {
     q.top_k = *std::max_element(ranks.begin(), ranks.end());

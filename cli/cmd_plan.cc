@@ -25,10 +25,17 @@ std::string short_layout(const Layout& l) {
   if (l.offload_optimizer != Offload::None) s += std::string(" opt>") + to_string(l.offload_optimizer);
   if (l.offload_param != Offload::None) s += std::string(" par>") + to_string(l.offload_param);
   if (l.tile_factor > 1) s += " tile" + std::to_string(l.tile_factor);
+  if (l.attention == Attention::Materialized) s += " mat-attn";
   if (l.recompute == Recompute::Selective) s += " rc-sel";
   if (l.recompute == Recompute::Full) s += std::string(" rc-full") + (l.checkpoints_to_cpu ? "-cpu" : "");
   s += " mb" + std::to_string(l.micro_batch) + " ga" + std::to_string(l.grad_accum);
   return s;
+}
+
+std::string attention_searched(const SearchSpace& s) {
+  std::string out;
+  for (Attention a : s.attentions) out += (out.empty() ? "" : " or ") + std::string(to_string(a));
+  return out;
 }
 
 std::string duration(double s) {
@@ -59,7 +66,9 @@ Json candidate_json(const Candidate& c) {
   return {{"layout", describe(c.layout)}, {"gpu_bytes", c.memory.gpu_bytes}, {"host_bytes_per_node", c.memory.host_bytes_per_node},
           {"step_s", c.time.total_s}, {"tokens_per_s", c.time.tokens_per_s}, {"mfu", c.time.mfu},
           {"dp", c.layout.dp}, {"tp", c.layout.tp}, {"pp", c.layout.pp}, {"vpp", c.layout.vpp}, {"ep", c.layout.ep},
-          {"zero_stage", c.layout.zero_stage}, {"micro_batch", c.layout.micro_batch}, {"grad_accum", c.layout.grad_accum}};
+          {"zero_stage", c.layout.zero_stage}, {"micro_batch", c.layout.micro_batch}, {"grad_accum", c.layout.grad_accum},
+          {"recompute", to_string(c.layout.recompute)}, {"attention", to_string(c.layout.attention)},
+          {"precision", to_string(c.layout.precision)}};
 }
 
 // What would make a model fit that does not: more GPUs, a shorter sequence.
@@ -92,6 +101,7 @@ int run_fit(const PlanFlags& f, const GlobalOptions& global, bool as_json, const
     base.seq_len = q.space.seq_len;
     base.framework = q.space.framework;
     base.precision = q.space.precision;
+    base.attention = q.space.attentions.front();
     const Layout l = parse_layout_spec(why_not_spec, base, f.gpus, f.global_batch);
     std::cout << describe(l) << ": " << why_not(q, l) << "\n";
     return 0;
@@ -114,8 +124,9 @@ int run_fit(const PlanFlags& f, const GlobalOptions& global, bool as_json, const
   const ModelSpec model = catalog.resolve_model(f.model);
   std::cout << "zeroplan fit: " << model.name << " (" << with_commas(count_params(model).total) << " parameters) on "
             << f.gpus << " x " << q.cluster.gpu.name << ", seq " << q.space.seq_len
-            << (f.global_batch ? ", global batch " + std::to_string(f.global_batch) : ", global batch free") << ", "
-            << f.framework << " accounting, " << fixed(f.reserve_pct, 0) << "% of GPU memory in reserve\n";
+            << (f.global_batch ? ", global batch " + std::to_string(f.global_batch) : ", global batch free")
+            << ", " << to_string(q.space.precision) << ", " << attention_searched(q.space) << " attention, " << f.framework
+            << " accounting, " << fixed(f.reserve_pct, 0) << "% of GPU memory in reserve\n";
   std::cout << "searched " << with_commas(r.enumerated) << " layouts (" << with_commas(r.valid) << " valid, "
             << with_commas(r.fitting) << " fit) in " << duration(r.seconds) << "\n\n";
   if (r.top.empty() && r.valid == 0) {

@@ -148,6 +148,7 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
     p.global_batch = f.global_batch;
     p.framework = f.framework;
     p.precision = f.precision;
+    p.attention = f.attention;
     p.top_k = f.rank;
     const PlanResult r = plan(make_query_for_model(p, catalog, j.model, f.gpus));
     if (r.top.size() < f.rank) {

@@ -23,7 +23,12 @@ void add_plan_flags(CLI::App* cmd, PlanFlags& f, bool model_required) {
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
   cmd->add_option("--framework", f.framework, "zeroplan|deepspeed|megatron")
       ->check(CLI::IsMember({"zeroplan", "deepspeed", "megatron"}));
-  cmd->add_option("--precision", f.precision, "bf16|fp16|fp32")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  cmd->add_option("--precision", f.precision, "bf16|fp16|fp32 (default: bf16, or fp16 on a GPU without bf16)")
+      ->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  cmd->add_option("--attention", f.attention,
+                  "auto|flash|materialized|any: the attention kernel(s) searched; auto: flash, and materialized where "
+                  "flash runs on CUDA cores or needs a newer GPU (selective recompute is searched with materialized only)")
+      ->check(CLI::IsMember({"auto", "flash", "materialized", "any"}));
   cmd->add_flag("--no-offload", f.no_offload, "Leave CPU and NVMe offload out of the search");
   cmd->add_flag("--no-nvme", f.no_nvme, "Leave NVMe offload out of the search");
   cmd->add_flag("--delayed-update", f.delayed_update, "Offloaded layouts use ZeRO-Offload's delayed parameter update");
@@ -47,8 +52,20 @@ PlanQuery make_query_for_model(const PlanFlags& f, const Catalog& catalog, const
   q.space.framework = f.framework == "deepspeed" ? Framework::DeepSpeed
                       : f.framework == "megatron" ? Framework::Megatron
                                                   : Framework::Zeroplan;
+  if (f.precision == "bf16") {
+    if (!q.cluster_shape.has_bf16) {
+      throw InputError("--precision bf16: " + q.cluster.gpu.name + " has no bf16 support; use --precision fp16");
+    }
+    q.space.precision = Precision::Bf16;
+  }
   if (f.precision == "fp16") q.space.precision = Precision::Fp16;
   if (f.precision == "fp32") q.space.precision = Precision::Fp32;
+  if (f.attention == "auto") {
+    q.space.attentions = default_attentions(q.model, q.space.framework, q.space.precision, q.cluster_shape.has_bf16);
+  }
+  if (f.attention == "flash") q.space.attentions = {Attention::Flash};
+  if (f.attention == "materialized") q.space.attentions = {Attention::Materialized};
+  if (f.attention == "any") q.space.attentions = {Attention::Flash, Attention::Materialized};
   q.space.allow_offload = !f.no_offload;
   q.space.allow_nvme = !f.no_nvme;
   q.space.delayed_update = f.delayed_update;

@@ -16,7 +16,9 @@ struct PlanFlags {
   uint64_t gpus = 8;
   uint32_t seq = 0;
   uint64_t global_batch = 0;
-  std::string framework = "zeroplan", precision = "bf16";
+  std::string framework = "zeroplan";
+  std::string precision;           // empty: bf16 where the GPU has it, else fp16
+  std::string attention = "auto";  // auto (default_attentions) | flash | materialized | any (both searched)
   bool no_offload = false, no_nvme = false, delayed_update = false;
   size_t top_k = 10;
   double tokens = 0;

@@ -106,11 +106,13 @@ double recompute_fraction(const Layout& l, double layers) {
 // attention core (Korthikanti Sec. 5; Megatron-LM checkpoints core attention
 // with flash kernels too). zeroplan's executor under flash attention keeps
 // each layer's log-sum-exp and rebuilds nothing (executor/gpt_model.h).
+bool selective_repeats_attention_core(const Layout& l) {
+  return l.recompute == Recompute::Selective && !(l.framework == Framework::Zeroplan && l.attention == Attention::Flash);
+}
+
 double recompute_per_layer_s(const Layout& l, double layers, double forward_s, const LayerCompute& lc) {
   if (l.recompute == Recompute::Full) return recompute_fraction(l, layers) * forward_s;
-  if (l.recompute != Recompute::Selective) return 0;
-  if (l.framework == Framework::Zeroplan && l.attention == Attention::Flash) return 0;
-  return lc.attention_s + lc.softmax_s;
+  return selective_repeats_attention_core(l) ? lc.attention_s + lc.softmax_s : 0;
 }
 
 // One micro-batch on a stage of `layers` layers (the last with the output
@@ -509,7 +511,7 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   if (l.recompute == Recompute::Full) {
     recompute_flops = fwd - 2 * static_cast<double>(l.seq_len) * global_batch * h * static_cast<double>(m.vocab);
     recompute_flops *= recompute_fraction(l, layers);
-  } else if (l.recompute == Recompute::Selective) {
+  } else if (selective_repeats_attention_core(l)) {
     recompute_flops = 4 * global_batch * std::pow(static_cast<double>(l.seq_len), 2) *
                       static_cast<double>(m.heads * m.head_dim) * static_cast<double>(m.layers);
   }

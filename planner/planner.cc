@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "costmodel/compute.h"
 #include "costmodel/layout_check.h"
 
 namespace zp {
@@ -95,7 +96,17 @@ PlanQuery make_plan_query(const ModelSpec& model, const Cluster& cluster, const 
   q.space.gpus_per_node = cluster.node.gpus_per_node;
   q.space.seq_len = static_cast<uint32_t>(std::min<uint64_t>(2048, model.max_seq_len));
   q.space.precision = q.cluster_shape.has_bf16 ? Precision::Bf16 : Precision::Fp16;
+  q.space.attentions = default_attentions(q.model, q.space.framework, q.space.precision, q.cluster_shape.has_bf16);
   return q;
+}
+
+std::vector<Attention> default_attentions(const ModelShape& m, Framework framework, Precision precision, bool has_bf16) {
+  if (framework == Framework::Zeroplan) {
+    if (zeroplan_flash_on_tensor_cores(m.head_dim, precision)) return {Attention::Flash};
+    return {Attention::Flash, Attention::Materialized};
+  }
+  if (has_bf16) return {Attention::Flash};
+  return {Attention::Materialized};
 }
 
 bool ranks_before(const Candidate& a, const Candidate& b) {

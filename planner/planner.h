@@ -54,8 +54,19 @@ struct PlanResult {
 
 // A query for `model` on `cluster` with the search space's defaults: every GPU
 // of the cluster, its node size, sequence min(2048, the model's), bf16 where
-// the GPU has it (fp16 otherwise). Callers adjust the rest.
+// the GPU has it (fp16 otherwise), the attention kernels of
+// default_attentions. Callers adjust the rest.
 PlanQuery make_plan_query(const ModelSpec& model, const Cluster& cluster, const std::string& data_dir);
+
+// The attention kernels worth searching for a framework and precision:
+//  - zeroplan's executor: flash alone where its tensor-core kernels take the
+//    heads (bf16, head dim a multiple of 16 up to 128); elsewhere its flash
+//    kernels run on CUDA cores (compute.h, FlashWarp), so materialised
+//    attention, cuBLAS products on tensor cores, is searched beside them;
+//  - Megatron-LM and DeepSpeed: FlashAttention-2 (--use-flash-attn), which
+//    needs an Ampere or newer GPU (its README's requirement; in the catalog,
+//    the GPUs with bf16 tensor cores), else materialised attention alone.
+std::vector<Attention> default_attentions(const ModelShape& m, Framework framework, Precision precision, bool has_bf16);
 
 PlanResult plan(const PlanQuery& q);
 

@@ -4,7 +4,12 @@
 // expert parallelism for MoE, interleaving, micro-batch sizes, accumulation
 // steps meeting the global batch (or a few per pipeline when none is given),
 // ZeRO 0-3, optimizer and parameter offload, recompute and sequence
-// parallelism. for_each_layout() calls a function for each candidate without
+// parallelism, and the attention kernel where asked. Selective recompute is
+// visited with materialised attention only: it recomputes the attention core
+// to drop its s x s scores (Korthikanti et al. 2022, Sec. 4.2), which flash
+// attention never keeps, so under flash it saves nothing and at best costs
+// nothing (zeroplan's executor) or repeats the core (Megatron-LM): a
+// duplicate or a dominated layout. for_each_layout() calls a function for each candidate without
 // allocating; the candidates still go through check_layout_shape (their
 // state half is valid by construction, state_choices). The visitor also
 // gets a shape id that changes whenever anything but the model-state choices
@@ -35,6 +40,11 @@ struct SearchSpace {
   bool delayed_update = false;  // ZeRO-Offload's delayed parameter update for offloaded layouts (changes the optimizer's semantics: opt in)
   std::vector<uint32_t> micro_batches = {1, 2, 4, 8};
   std::vector<uint32_t> accumulation_per_stage = {1, 2, 4, 8};  // grad_accum = pp * this, when free
+  // The attention kernels to try: flash alone by default (FlashAttention-2
+  // in Megatron-LM and DeepSpeed, zeroplan's own flash kernels); both where
+  // flash is slow or missing (zeroplan's warp kernels without bf16 tensor
+  // cores, a V100's frameworks), at the cost of the s x s scores.
+  std::vector<Attention> attentions = {Attention::Flash};
 };
 
 template <class F>

@@ -55,8 +55,10 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
               // evaluators' per-shape work is reused; sequence parallelism
               // outermost (the step time's per-shape part depends on it, not on
               // recompute or the split), then recompute, then the split.
+              for (Attention attention : s.attentions) {
               for (int sp = 0; sp < (tp > 1 ? 2 : 1); ++sp) {
               for (int rc = 0; rc < 3; ++rc) {
+                if (static_cast<Recompute>(rc) == Recompute::Selective && attention == Attention::Flash) continue;
                 const StageSplit uneven = s.uneven_splits && vpp == 1 && pp >= 2 ? uneven_for(pp, rc) : StageSplit{};
                 for (int split = 0; split < (uneven.first || uneven.last ? 2 : 1); ++split) {
                   ++shape_id;
@@ -77,6 +79,7 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
                   l.last_stage_layers = split ? uneven.last : 0;
                   l.precision = s.precision;
                   l.framework = s.framework;
+                  l.attention = attention;
                   for (const StateChoice& c : pp > 1 ? pipeline_states : single_stage_states) {
                     l.zero_stage = c.zero_stage;
                     l.offload_optimizer = c.offload_optimizer;
@@ -87,6 +90,7 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
                     visit(l, shape_id);
                   }
                 }
+              }
               }
               }
             }

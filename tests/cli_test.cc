@@ -190,6 +190,20 @@ TEST_CASE("planning bad input") {
   check_one_line_error("min-gpus --model llama-3.1-8b --gpu H100-80GB --days 10", "--days needs --tokens");
   check_one_line_error("fit --model gpt2-124m --gpus 8 --gpu H100-80GB --seq 4096", "exceeds the model's 1024 learned positions");
   check_one_line_error("explain --model gpt2-124m --gpus 1 --gpu H100-80GB --seq 1024 --rank 100 --no-such", "--no-such");
+  check_one_line_error("fit --model gpt2-124m --gpus 8 --gpu V100-32GB --precision bf16",
+                       "--precision bf16: V100-32GB has no bf16 support; use --precision fp16");
+  check_one_line_error("fit --model gpt2-124m --gpus 8 --gpu H100-80GB --attention fast", "--attention");
+}
+
+TEST_CASE("fit names its precision and attention; --attention any on a V100 finds materialised attention") {
+  Run v100 = run("fit --model gpt2-1.5b --gpus 8 --gpu V100-32GB --top 1 --attention any");
+  CHECK(v100.code == 0);
+  CHECK(v100.out.find("fp16, flash or materialized attention") != std::string::npos);
+  CHECK(v100.out.find("mat-attn") != std::string::npos);
+  Run h100 = run("fit --model gpt2-1.5b --gpus 8 --gpu H100-80GB --top 3 --json");
+  CHECK(h100.code == 0);
+  CHECK(h100.out.find("\"attention\": \"flash\"") != std::string::npos);
+  CHECK(h100.out.find("\"recompute\": \"selective\"") == std::string::npos);
 }
 
 TEST_CASE("run: bad plan files get one line and exit 2") {

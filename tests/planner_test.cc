@@ -322,11 +322,14 @@ TEST_CASE("the search's evaluators answer as fresh evaluations along the search 
     uint64_t gpus;
     uint32_t seq;
     Framework framework;
+    bool both_attentions;  // materialised attention (and selective recompute) too
   };
-  for (const Case& c : {Case{"llama-3.1-8b", 16, 2048, Framework::Zeroplan}, Case{"mixtral-8x7b", 16, 2048, Framework::Zeroplan},
-                        Case{"gpt2-1.5b", 8, 1024, Framework::DeepSpeed}}) {
+  for (const Case& c : {Case{"llama-3.1-8b", 16, 2048, Framework::Zeroplan, false},
+                        Case{"mixtral-8x7b", 16, 2048, Framework::Zeroplan, false},
+                        Case{"gpt2-1.5b", 8, 1024, Framework::DeepSpeed, true}}) {
     CAPTURE(c.model);
     PlanQuery q = query(test::catalog().resolve_model(c.model), "H100-80GB", "", c.gpus, c.seq, 0, c.framework);
+    if (c.both_attentions) q.space.attentions = {Attention::Flash, Attention::Materialized};
     MemoryEvaluator memory;
     TimeEvaluator timer;
     MemoryOptions small_buckets;
@@ -396,4 +399,69 @@ TEST_CASE("state choices: the frameworks' ZeRO and offload rules, each visited l
     CHECK(visited > 100);
     CHECK(valid == visited);
   }
+}
+
+TEST_CASE("attention kernels searched: flash where it runs on tensor cores, materialised beside or instead of it") {
+  const ModelShape gpt2 = make_shape(test::catalog().resolve_model("gpt2-1.5b"));  // head dim 64
+  using V = std::vector<Attention>;
+  const V flash{Attention::Flash}, both{Attention::Flash, Attention::Materialized}, mat{Attention::Materialized};
+  CHECK(default_attentions(gpt2, Framework::Zeroplan, Precision::Bf16, true) == flash);
+  CHECK(default_attentions(gpt2, Framework::Zeroplan, Precision::Fp16, false) == both);  // warp kernels on CUDA cores
+  CHECK(default_attentions(gpt2, Framework::Zeroplan, Precision::Fp32, true) == both);
+  CHECK(default_attentions(gpt2, Framework::Megatron, Precision::Bf16, true) == flash);
+  CHECK(default_attentions(gpt2, Framework::DeepSpeed, Precision::Fp16, false) == mat);  // FlashAttention-2 needs Ampere
+  const PlanQuery h100 = query(test::catalog().resolve_model("gpt2-1.5b"), "H100-80GB", "", 8, 1024, 0);
+  CHECK(h100.space.attentions == flash);
+  const PlanQuery v100 = query(test::catalog().resolve_model("gpt2-1.5b"), "V100-32GB", "", 8, 1024, 0);
+  CHECK(v100.space.precision == Precision::Fp16);
+  CHECK(v100.space.attentions == both);
+}
+
+TEST_CASE("selective recompute is searched with materialised attention only, where it drops the scores") {
+  PlanQuery q = query(test::catalog().resolve_model("gpt2-1.5b"), "H100-80GB", "", 8, 1024, 0);
+  q.space.attentions = {Attention::Flash, Attention::Materialized};
+  uint64_t flash = 0, materialized = 0, selective = 0, selective_flash = 0;
+  for_each_layout(q.model, q.space, [&](const Layout& l, uint64_t) {
+    (l.attention == Attention::Flash ? flash : materialized) += 1;
+    selective += l.recompute == Recompute::Selective;
+    selective_flash += l.recompute == Recompute::Selective && l.attention == Attention::Flash;
+  });
+  CHECK(selective_flash == 0);
+  CHECK(selective > 0);
+  // Per shape: flash visits no and full recompute, materialised all three modes.
+  CHECK(materialized > flash);
+  // Selective drops the materialised scores: less memory than no recompute.
+  Layout l;
+  l.dp = 8;
+  l.micro_batch = 4;
+  l.grad_accum = 1;
+  l.seq_len = 1024;
+  l.zero_stage = 1;
+  l.attention = Attention::Materialized;
+  const MemoryOptions o = resolve_options({}, l);
+  const uint64_t none = evaluate_memory({q.model, l, q.cluster_shape, o}).gpu_bytes;
+  l.recompute = Recompute::Selective;
+  CHECK(evaluate_memory({q.model, l, q.cluster_shape, o}).gpu_bytes < none);
+  // Under flash the same switch changes neither memory nor time in zeroplan's executor.
+  l.attention = Attention::Flash;
+  const TimeInputs with{q.model, l, q.cluster.gpu, q.cluster.node, q.network};
+  const uint64_t flash_selective = evaluate_memory({q.model, l, q.cluster_shape, o}).gpu_bytes;
+  const StepTime t_selective = evaluate_time(with);
+  l.recompute = Recompute::None;
+  const TimeInputs without{q.model, l, q.cluster.gpu, q.cluster.node, q.network};
+  CHECK(evaluate_memory({q.model, l, q.cluster_shape, o}).gpu_bytes == flash_selective);
+  CHECK(evaluate_time(without).total_s == t_selective.total_s);
+  CHECK(t_selective.hardware_flops == t_selective.model_flops);  // nothing recomputed, nothing counted
+}
+
+TEST_CASE("on a V100 the search finds materialised attention faster than zeroplan's CUDA-core flash kernels") {
+  PlanQuery q = query(test::catalog().resolve_model("gpt2-1.5b"), "V100-32GB", "", 8, 1024, 0);
+  q.top_k = 1;
+  const PlanResult any = plan(q);
+  q.space.attentions = {Attention::Flash};
+  const PlanResult flash = plan(q);
+  REQUIRE(!any.top.empty());
+  REQUIRE(!flash.top.empty());
+  CHECK(any.top.front().layout.attention == Attention::Materialized);
+  CHECK(any.top.front().time.tokens_per_s > flash.top.front().time.tokens_per_s);
 }
