@@ -23,6 +23,13 @@ void validate_model(const ModelSpec& m, const std::string& origin) {
   if (m.is_moe() && (m.moe_top_k == 0 || m.moe_top_k > m.num_experts)) {
     fail("moe top_k must be between 1 and num_experts (" + std::to_string(m.num_experts) + ")");
   }
+  // The deepest transformer published has 1,000 layers (DeepNet, Wang et al.
+  // 2022); the planner's split search grows with the square of the layers a
+  // stage holds (planner/layer_split.cc), so ten times that is the limit.
+  if (m.num_layers > kMaxLayers) {
+    fail("the layer count (num_layers, num_hidden_layers or n_layer) is " + std::to_string(m.num_layers) +
+         "; expected at most " + std::to_string(kMaxLayers));
+  }
   // Sizes beyond 2^32 are not transformers anyone trains; they would only
   // make later products overflow.
   const uint64_t limit = uint64_t{1} << 32;

@@ -50,6 +50,10 @@ struct ModelSpec {
   uint64_t kv_width() const { return num_kv_heads * head_dim; }
 };
 
+// The most layers a model may have (validate_model): ten times the deepest
+// published transformer's 1,000.
+constexpr uint64_t kMaxLayers = 10000;
+
 // Throws InputError naming `origin` when the spec is inconsistent.
 void validate_model(const ModelSpec& m, const std::string& origin);
 

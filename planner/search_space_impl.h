@@ -2,6 +2,8 @@
 #pragma once
 
 #include <array>
+#include <map>
+#include <utility>
 
 #include "planner/layer_split.h"
 
@@ -15,16 +17,13 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
   const std::vector<StateChoice> pipeline_states = state_choices(s, true);
   uint64_t shape_id = 0;
   // The uneven split offered beside the default one, per (pp, recompute),
-  // worked out on first use.
-  std::vector<StageSplit> splits((m.layers + 1) * 3);
-  std::vector<bool> split_known((m.layers + 1) * 3, false);
+  // worked out on first use; keyed by the pair, not indexed by the layer
+  // count, which a model file may make as large as 64 bits allow.
+  std::map<std::pair<uint64_t, int>, StageSplit> splits;
   auto uneven_for = [&](uint64_t pp, int rc) {
-    const size_t i = pp * 3 + static_cast<size_t>(rc);
-    if (!split_known[i]) {
-      splits[i] = planner_split(m, static_cast<uint32_t>(pp), static_cast<Recompute>(rc), s.seq_len);
-      split_known[i] = true;
-    }
-    return splits[i];
+    auto [it, fresh] = splits.try_emplace({pp, rc});
+    if (fresh) it->second = planner_split(m, static_cast<uint32_t>(pp), static_cast<Recompute>(rc), s.seq_len);
+    return it->second;
   };
   for (uint64_t tp : tps) {
     if (m.heads % tp || m.kv_heads % tp || m.ffn % tp || m.hidden % tp) continue;

@@ -113,6 +113,9 @@ TEST_CASE("bad files: malformed JSON, missing/negative/zero sizes, bad shapes, u
   check_one_line_error("params " + bad("kv_not_dividing_heads.json"), "num_kv_heads (5) must divide num_heads (32)");
   check_one_line_error("params " + bad("unsupported_type.json"), "unsupported model type \"t5\"");
   check_one_line_error("params " + bad("overflow.json"), "overflows 64 bits");
+  // 2^31 layers once made fit's split search run for hours; a limit stops it at the file.
+  check_one_line_error("fit --gpu H100-80GB --gpus 8 --model " + bad("too_many_layers.json"),
+                       "the layer count (num_layers, num_hidden_layers or n_layer) is 2147483648; expected at most 10000");
   check_one_line_error("params /nonexistent/config.json", "unknown model '/nonexistent/config.json'");
 }
 
