@@ -12,12 +12,14 @@
 // any of those ZeRO and offload settings across the pipelines. Other plans
 // are refused with a one-line reason on rank 0 and a non-zero exit on every
 // rank. The running itself is cli/executor_run.cc.
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
 
 #include "cli/commands.h"
 #include "cli/executor_run.h"
+#include "cli/host_memory.h"
 #include "cli/plan_file.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
@@ -41,6 +43,9 @@ int run(const RunOptions& o) {
   try {
     plan = read_plan_file(plan_path);
     l = runnable_layout(plan_path, plan, o.device == "cuda");
+    // Every process of this node (OpenMPI's local size under mpirun) draws the model's initial values.
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    check_host_memory(plan_path, plan, l, o.device == "cuda", local ? std::max(1, std::atoi(local)) : 1);
     if (!under_mpi) gpu = make_run_device(o.device);
   } catch (const InputError& e) {
     error = 1;

@@ -18,6 +18,7 @@
 
 #include "cli/commands.h"
 #include "cli/executor_run.h"
+#include "cli/host_memory.h"
 #include "cli/layout_flags.h"
 #include "cli/layout_spec.h"
 #include "cli/plan_file.h"
@@ -214,6 +215,7 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
   Layout l;
   try {
     l = runnable_layout("validate", plan, o.gpu != nullptr);
+    check_host_memory("validate", plan, l, o.gpu != nullptr, 1);
   } catch (const InputError& e) {
     out["run"] = false;
     out["why_not"] = e.what();

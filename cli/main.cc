@@ -1,8 +1,10 @@
 // zeroplan: what fits on N GPUs, and how should it be laid out.
 // main() owns the error boundary: a user's mistake (InputError, a CLI11 parse
-// error) becomes one line on stderr and exit code 2; a bug that escapes as
-// another exception is reported as an internal error with exit code 3.
+// error) becomes one line on stderr and exit code 2, and so does running out
+// of host memory; a bug that escapes as another exception is reported as an
+// internal error with exit code 3.
 #include <iostream>
+#include <new>
 
 #include "cli/commands.h"
 #include "models/input_error.h"
@@ -38,6 +40,11 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const zp::InputError& e) {
     std::cerr << "zeroplan: " << e.what() << "\n";
+    return 2;
+  } catch (const std::bad_alloc&) {
+    // run and validate check a plan's host memory first (cli/host_memory.h);
+    // what still runs out is the machine's limit, not a bug to report.
+    std::cerr << "zeroplan: out of host memory (std::bad_alloc): the model or layout is too large for this machine\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "zeroplan: internal error: " << e.what() << "\n";

@@ -243,6 +243,17 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
               "/wide").code == 0);
   check_one_line_error("run --plan " + dir + "/wide/plan.json --steps 1 --device cuda",
                        "attention flash: the CUDA flash kernels take head_dim up to 256, the model has 320");
+  // A model no test machine can hold (8e11 parameters, 1.5 TiB of bf16 initial values alone) is
+  // refused before anything is allocated, with what it needs and what the machine has.
+  write_text(dir + "/huge-vocab.json",
+             "{\"name\": \"huge-vocab\", \"family\": \"gpt\", \"source\": \"test\", \"num_layers\": 1,"
+             " \"hidden_size\": 4096, \"ffn_hidden_size\": 16384, \"num_heads\": 32, \"vocab_size\": 200000000,"
+             " \"max_seq_len\": 32, \"norm\": \"layernorm\", \"mlp\": \"gelu\", \"position\": \"learned\","
+             " \"tied_embeddings\": true, \"qkv_bias\": true, \"attn_out_bias\": true, \"mlp_bias\": true, \"dropout\": false}");
+  REQUIRE(run("emit --format zeroplan --model " + dir + "/huge-vocab.json --gpu H200-141GB --gpus 8 --zero 3 --seq 32 --out " +
+              dir + "/huge").code == 0);
+  check_one_line_error("run --plan " + dir + "/huge/plan.json --steps 1 --emulate-rank 0",
+                       "huge/plan.json: the run needs about");
   // A vocabulary eight ranks cannot all get tokens of (13 rows in shards of 2) is a reason not to run, not a crash.
   write_text(dir + "/tiny-vocab.json",
              "{\"name\": \"tiny-vocab\", \"family\": \"gpt\", \"source\": \"test\", \"num_layers\": 1,"
