@@ -72,9 +72,10 @@ std::vector<Case> read_matrix(const std::string& path, const Catalog& catalog) {
         if (!value.is_string()) throw InputError(where + ": field '" + key + "': expected a string");
         return value.get<std::string>();
       };
-      auto number = [&] {
-        if (!value.is_number_unsigned() || value.get<uint64_t>() == 0) {
-          throw InputError(where + ": field '" + key + "': expected a positive integer");
+      // The flags' own ranges (cli/layout_flags.cc), so nothing wraps when narrowed.
+      auto number = [&](uint64_t most) {
+        if (!value.is_number_unsigned() || value.get<uint64_t>() == 0 || value.get<uint64_t>() > most) {
+          throw InputError(where + ": field '" + key + "': expected a positive integer up to " + std::to_string(most));
         }
         return value.get<uint64_t>();
       };
@@ -83,13 +84,13 @@ std::vector<Case> read_matrix(const std::string& path, const Catalog& catalog) {
       } else if (key == "gpu") {
         f.gpu = text();
       } else if (key == "gpus") {
-        f.gpus = number();
+        f.gpus = number(uint64_t{1} << 24);
       } else if (key == "layout") {
         spec = text();
       } else if (key == "seq") {
-        f.seq = static_cast<uint32_t>(number());
+        f.seq = static_cast<uint32_t>(number(uint64_t{1} << 24));
       } else if (key == "micro_batch") {
-        f.micro_batch = static_cast<uint32_t>(number());
+        f.micro_batch = static_cast<uint32_t>(number(uint64_t{1} << 20));
       } else if (key == "precision") {
         f.precision = text();
       } else {

@@ -375,6 +375,10 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
     fclose(f);
   }
   check_one_line_error("validate --matrix " + dir + "/bad.json --out " + dir + "/bad", "field 'zero': unknown field");
+  // 2^32 + 32 once narrowed to a sequence of 32 tokens.
+  write_text(dir + "/wrap.json", "{\"cases\": [{\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"seq\": 4294967328}]}");
+  check_one_line_error("validate --matrix " + dir + "/wrap.json --out " + dir + "/wrap",
+                       "cases[0]: field 'seq': expected a positive integer up to 16777216");
   check_one_line_error("validate --out " + dir + "/none", "--model and --gpu (or --matrix FILE, or --plan FILE) are required");
   // A plan file: its model, layout and cluster.
   CHECK(run("emit --format zeroplan --model " + gpt + " --gpu H100-80GB --gpus 4 --zero 2 --seq 32 --out " + dir + "/plan").code == 0);
