@@ -31,6 +31,14 @@ uint32_t count_or(const Json& j, const JsonFields& f, const char* field, uint32_
   return static_cast<uint32_t>(v.get<uint64_t>());
 }
 
+// A positive size held to the range of its layout flag (cli/layout_flags.cc),
+// so nothing wraps when narrowed to 32 bits; `fallback` 0: required.
+uint32_t size_or(const JsonFields& f, const char* field, uint32_t fallback, uint32_t max) {
+  const uint64_t v = fallback == 0 ? f.positive(field) : f.positive_or(field, fallback);
+  if (v > max) throw InputError(f.where(field) + ": expected a positive integer up to " + std::to_string(max));
+  return static_cast<uint32_t>(v);
+}
+
 // The plan of `j`, the contents of the file `path`.
 PlanFile plan_from_json(const Json& j, const std::string& path) {
   JsonFields top(j, path);
@@ -48,17 +56,17 @@ PlanFile plan_from_json(const Json& j, const std::string& path) {
                     "partition_activations", "checkpoints_to_cpu", "precision", "optimizer", "fp32_grad_accum",
                     "framework", "schedule", "attention", "tile_factor", "delayed_update"});
   Layout& l = p.layout;
-  l.dp = static_cast<uint32_t>(f.positive("dp"));
-  l.tp = static_cast<uint32_t>(f.positive("tp"));
-  l.pp = static_cast<uint32_t>(f.positive("pp"));
-  l.ep = static_cast<uint32_t>(f.positive_or("ep", 1));
-  l.vpp = static_cast<uint32_t>(f.positive_or("vpp", 1));
+  l.dp = size_or(f, "dp", 0, 1u << 24);
+  l.tp = size_or(f, "tp", 0, 1u << 16);
+  l.pp = size_or(f, "pp", 0, 1u << 16);
+  l.ep = size_or(f, "ep", 1, 1u << 16);
+  l.vpp = size_or(f, "vpp", 1, 1u << 10);
   l.first_stage_layers = count_or(lj, f, "first_stage_layers", 0, 1u << 20);
   l.last_stage_layers = count_or(lj, f, "last_stage_layers", 0, 1u << 20);
   l.sequence_parallel = f.boolean_or("sequence_parallel", false);
-  l.micro_batch = static_cast<uint32_t>(f.positive("micro_batch"));
-  l.grad_accum = static_cast<uint32_t>(f.positive("grad_accum"));
-  l.seq_len = static_cast<uint32_t>(f.positive("seq_len"));
+  l.micro_batch = size_or(f, "micro_batch", 0, 1u << 20);
+  l.grad_accum = size_or(f, "grad_accum", 0, 1u << 20);
+  l.seq_len = size_or(f, "seq_len", 0, 1u << 24);
   l.zero_stage = static_cast<uint8_t>(count_or(lj, f, "zero_stage", 0, 3));
   const std::array<Offload, 3> offloads = {Offload::None, Offload::Cpu, Offload::Nvme};
   l.offload_optimizer = pick(f, "offload_optimizer", offloads, Offload::None);
@@ -75,7 +83,7 @@ PlanFile plan_from_json(const Json& j, const std::string& path) {
   l.schedule = pick(f, "schedule", std::array{Schedule::OneFOneB, Schedule::GPipe, Schedule::Interleaved},
                     Schedule::OneFOneB);
   l.attention = pick(f, "attention", std::array{Attention::Flash, Attention::Materialized}, Attention::Flash);
-  l.tile_factor = static_cast<uint32_t>(f.positive_or("tile_factor", 1));
+  l.tile_factor = size_or(f, "tile_factor", 1, 1u << 16);
   l.delayed_update = f.boolean_or("delayed_update", false);
   if (l.seq_len > p.model.max_seq_len) throw InputError(path + " (layout): field 'seq_len': exceeds the model's positions");
   return p;

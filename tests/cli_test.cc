@@ -233,6 +233,14 @@ TEST_CASE("run: bad plan files get one line and exit 2") {
   }
   check_one_line_error("run --plan " + dir + "/bad.json", "field 'extra': unknown field");
   check_one_line_error("run --plan " + dir + "/missing.json", "missing.json: cannot open the file");
+  {
+    // 2^32 + 1 micro-batches once narrowed to 1.
+    zp::Json plan = zp::parse_json_file(dir + "/plan.json");
+    plan["layout"]["micro_batch"] = (uint64_t{1} << 32) + 1;
+    write_text(dir + "/wrap.json", plan.dump());
+  }
+  check_one_line_error("run --plan " + dir + "/wrap.json --steps 1",
+                       "(layout): field 'micro_batch': expected a positive integer up to 1048576");
   // Heads wider than the CUDA flash kernels hold are refused before any GPU is touched.
   write_text(dir + "/wide-heads.json",
              "{\"name\": \"wide-heads\", \"family\": \"llama\", \"source\": \"test\", \"num_layers\": 1,"
