@@ -104,7 +104,14 @@ std::vector<GemmSample> parse_gemm_samples(const std::string& text, const std::s
   for (const CsvRow& row : csv_rows(text, where, "m,n,k,tflops")) {
     double v[4];
     for (size_t i = 0; i < 4; ++i) v[i] = positive_field(row, i, "four positive numbers m,n,k,tflops");
-    out.push_back({v[0], v[1], v[2], 2 * v[0] * v[1] * v[2] / (v[3] * 1e12)});
+    // Dimensions a product can have, and a time the fit can take the log of:
+    // 1e308 TFLOP/s parses as a positive number but times nothing.
+    const double seconds = 2 * v[0] * v[1] * v[2] / (v[3] * 1e12);
+    const bool dims_ok = v[0] < 2147483648.0 && v[1] < 2147483648.0 && v[2] < 2147483648.0;
+    if (!dims_ok || !(seconds > 0 && std::isfinite(seconds))) {
+      throw InputError(row.at + ": '" + row.line + "': expected dimensions below 2^31 and a rate that gives a time");
+    }
+    out.push_back({v[0], v[1], v[2], seconds});
   }
   if (out.size() < 2) throw InputError(where + ": at least two measured products are needed for a fit");
   return out;

@@ -247,6 +247,10 @@ TEST_CASE("calibration: GEMM sample CSV, and one-line errors naming the line") {
   CHECK(error("m,n,k,tflops\n1,2,3,-4\n1,2,3,4\n").find("f.csv:2:") == 0);
   CHECK(error("m,n,k,tflops\n1,2,3,4\n").find("at least two") != std::string::npos);
   CHECK(error("").find("empty") != std::string::npos);
+  // Positive numbers that time nothing (the rate underflows the time) or no product has: the line, not the fit.
+  const std::string nothing = "f.csv:3: '8192,14336,4096,1e308': expected dimensions below 2^31 and a rate that gives a time";
+  CHECK(error("m,n,k,tflops\n1024,768,768,96\n8192,14336,4096,1e308\n") == nothing);
+  CHECK(error("m,n,k,tflops\n1024,768,768,96\n16384,1e308,768,553\n").find("f.csv:3: ") == 0);
 }
 
 TEST_CASE("calibration: on the H200's measured cuBLAS GEMMs the fit beats the hand-set curve") {
