@@ -25,6 +25,21 @@ uint64_t bytes_field(const JsonFields& f, const char* bytes_field, const char* g
   return static_cast<uint64_t>(std::llround(v));
 }
 
+// A count held to a range real machines have (the largest NVLink domain
+// sold holds 576 GPUs), so a typo cannot make a loop over the node's GPUs
+// run for ever.
+uint64_t count_up_to(const JsonFields& f, const char* field, uint64_t most, uint64_t fallback = 0) {
+  const uint64_t v = fallback == 0 ? f.positive(field) : f.positive_or(field, fallback);
+  if (v > most) throw InputError(f.where(field) + ": expected a positive integer up to " + std::to_string(most));
+  return v;
+}
+
+// Bytes from a number of `unit` bytes, refused past 64 bits.
+uint64_t bytes_of(const JsonFields& f, const char* field, double v, double unit) {
+  if (v * unit >= 1.8e19) throw InputError(f.where(field) + ": too large for 64-bit bytes");
+  return static_cast<uint64_t>(std::llround(v * unit));
+}
+
 }  // namespace
 
 GpuSpec gpu_from_json(const Json& j, const std::string& origin) {
@@ -56,21 +71,21 @@ NodeSpec node_from_json(const Json& j, const std::string& origin) {
   NodeSpec n;
   n.name = f.string("name");
   n.gpu = f.string("gpu");
-  n.gpus_per_node = f.positive("gpus_per_node");
+  n.gpus_per_node = count_up_to(f, "gpus_per_node", 1024);
   n.nvswitch = f.boolean_or("nvswitch", false);
-  n.nics_per_node = f.positive("nics_per_node");
+  n.nics_per_node = count_up_to(f, "nics_per_node", 1024);
   n.nic_bytes_per_s = f.positive_number("nic_Gbps") * 1e9 / 8;  // NICs are rated in Gb/s
   n.host_memory_bytes = bytes_field(f, "host_memory_bytes", "host_memory_GiB", "host_memory_GB");
   if (f.has("nvme_TB")) {
-    n.nvme_bytes = static_cast<uint64_t>(std::llround(f.positive_number("nvme_TB") * 1e12));
+    n.nvme_bytes = bytes_of(f, "nvme_TB", f.positive_number("nvme_TB"), 1e12);
   } else {
     n.nvme_bytes = f.has("nvme_bytes") ? f.positive("nvme_bytes")
-                                       : static_cast<uint64_t>(f.number_or("nvme_GiB", 0) * 1073741824.0);
+                                       : bytes_of(f, "nvme_GiB", f.number_or("nvme_GiB", 0), 1073741824.0);
   }
   n.nvme_read_bytes_per_s = f.number_or("nvme_read_GBps", 0) * kGB;
   n.nvme_write_bytes_per_s = f.number_or("nvme_write_GBps", 0) * kGB;
   n.host_memory_bytes_per_s = f.number_or("host_memory_GBps", 0) * kGB;
-  n.cpu_cores = f.positive_or("cpu_cores", 1);
+  n.cpu_cores = count_up_to(f, "cpu_cores", 1 << 20, 1);
   n.source = f.string("source");
   return n;
 }

@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "models/hardware.h"
 #include "models/input_error.h"
+#include "models/json_file.h"
 #include "test_support.h"
 
 using namespace zp;
@@ -71,4 +73,24 @@ TEST_CASE("a user's catalog folder adds and overrides entries; typos in it are c
     CHECK(std::string(e.what()).find("'hiden_size': unknown field") != std::string::npos);
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("node files: counts held to what machines have, capacities to 64 bits") {
+  const Json dgx = parse_json_file(std::string(Catalog::builtin_data_dir()) + "/nodes/dgx-h100.json");
+  auto error = [&](const char* field, const Json& value) {
+    Json n = dgx;
+    n[field] = value;
+    try {
+      node_from_json(n, "n.json");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK(node_from_json(dgx, "n.json").gpus_per_node == 8);
+  // 2^63 GPUs a node once made explain and fit loop for ever over the node's GPUs.
+  CHECK(error("gpus_per_node", uint64_t{1} << 63) == "n.json: field 'gpus_per_node': expected a positive integer up to 1024");
+  CHECK(error("gpus_per_node", uint64_t{576}) == "accepted");  // an NVL576 domain
+  CHECK(error("nics_per_node", uint64_t{4096}).find("'nics_per_node': expected a positive integer up to 1024") != std::string::npos);
+  CHECK(error("nvme_TB", 1e30) == "n.json: field 'nvme_TB': too large for 64-bit bytes");
 }
