@@ -90,6 +90,17 @@ void print_time(const Job& j, const StepTime& t, double tokens) {
             << fixed(t.tflops_per_gpu, 1) << " model TFLOP/s per GPU, MFU " << percent(t.mfu) << ", HFU " << percent(t.hfu)
             << " (model FLOPs: matrix products incl. full attention scores, no recompute; HFU adds recompute)\n";
   std::cout << "attention core priced as: " << to_string(attention_kernel(j.shape, j.layout)) << "\n";
+  if (attention_kernel(j.shape, j.layout) == AttentionKernel::FlashWarp) {
+    // The CUDA-core kernels are the slow path (fit's --attention auto searches the other one here too).
+    Layout other = j.layout;
+    other.attention = Attention::Materialized;
+    const StepTime mt = evaluate_time({j.shape, other, j.cluster.gpu, j.cluster.node, j.network});
+    const MemoryResult mm = evaluate_memory({j.shape, other, j.cluster_shape, j.options});
+    const MemoryResult fm = evaluate_memory({j.shape, j.layout, j.cluster_shape, j.options});
+    std::cout << "  with --attention materialized (cuBLAS products): step " << seconds(mt.total_s) << ", "
+              << gib(mm.gpu_bytes > fm.gpu_bytes ? mm.gpu_bytes - fm.gpu_bytes : 0, 2) << " more GPU memory"
+              << (mm.fits() ? "" : " (does not fit)") << "\n";
+  }
   if (tokens > 0) std::cout << "time to train " << fixed(tokens / 1e9, 1) << "B tokens: " << seconds(tokens / t.tokens_per_s) << "\n";
   if (t.comm_rows > 0) {
     std::cout << "\nCommunication per GPU per step (ring algorithms; GB = 1e9 bytes)\n";

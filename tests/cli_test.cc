@@ -203,6 +203,13 @@ TEST_CASE("fit names its precision and attention; --attention any on a V100 find
   CHECK(v100.code == 0);
   CHECK(v100.out.find("fp16, flash or materialized attention") != std::string::npos);
   CHECK(v100.out.find("mat-attn") != std::string::npos);
+  // explain prices the other kernel beside the CUDA-core flash path, and only there.
+  Run slow = run("explain --model gpt2-1.5b --gpus 8 --gpu V100-32GB --precision fp16 --zero 1 --micro-batch 1 --seq 1024");
+  CHECK(slow.code == 0);
+  CHECK(slow.out.find("warp-per-row kernels, CUDA cores)\n  with --attention materialized (cuBLAS products): step ") !=
+        std::string::npos);
+  Run fast = run("explain --model gpt2-1.5b --gpus 8 --gpu H100-80GB --zero 1 --micro-batch 1 --seq 1024");
+  CHECK(fast.out.find("with --attention materialized") == std::string::npos);
   Run h100 = run("fit --model gpt2-1.5b --gpus 8 --gpu H100-80GB --top 3 --json");
   CHECK(h100.code == 0);
   CHECK(h100.out.find("\"attention\": \"flash\"") != std::string::npos);
