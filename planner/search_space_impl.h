@@ -51,9 +51,10 @@ void for_each_layout(const ModelShape& m, const SearchSpace& s, F&& visit) {
               const uint32_t ga = gas[gi];
               if (vpp > 1 && ga % pp) continue;
               // Shape-changing choices outside the state choices, so the
-              // evaluators' per-shape work is reused; sequence parallelism
-              // outermost (the step time's per-shape part depends on it, not on
-              // recompute or the split), then recompute, then the split.
+              // evaluators' per-shape work is reused; the attention kernel and
+              // sequence parallelism outermost (the step time's per-shape part
+              // depends on them, not on recompute or the split), then
+              // recompute, then the split.
               for (Attention attention : s.attentions) {
               for (int sp = 0; sp < (tp > 1 ? 2 : 1); ++sp) {
               for (int rc = 0; rc < 3; ++rc) {
