@@ -93,6 +93,9 @@ std::vector<Case> read_matrix(const std::string& path, const Catalog& catalog) {
         f.micro_batch = static_cast<uint32_t>(number(uint64_t{1} << 20));
       } else if (key == "precision") {
         f.precision = text();
+        if (f.precision != "bf16" && f.precision != "fp16" && f.precision != "fp32") {
+          throw InputError(where + ": field 'precision': expected bf16, fp16 or fp32, got \"" + f.precision + "\"");
+        }
       } else {
         throw InputError(where + ": field '" + key + "': unknown field (model, gpu, gpus, layout, seq, micro_batch, precision)");
       }

@@ -47,14 +47,14 @@ void add_layout_flags(CLI::App* cmd, LayoutFlags& f, bool model_required) {
   cmd->add_option("--recompute-layers", f.recompute_layers, "With full recompute: layers per stage (0 = all)");
   cmd->add_flag("--partition-activations", f.partition_activations, "ZeRO-R: split checkpoints across the tp group");
   cmd->add_flag("--checkpoints-to-cpu", f.checkpoints_to_cpu, "ZeRO-R: keep checkpoints in host memory");
-  cmd->add_option("--precision", f.precision, "bf16|fp16|fp32")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  cmd->add_option("--precision", f.precision, "bf16|fp16|fp32 (default bf16; with --rank, fp16 on a GPU without bf16)")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
   cmd->add_option("--optimizer", f.optimizer, "adam|sgd")->check(CLI::IsMember({"adam", "sgd"}));
   cmd->add_flag("--fp32-grad-accum", f.fp32_grad_accum, "Accumulate gradients in fp32 (zeroplan accounting)");
   cmd->add_option("--framework", f.framework, "Whose accounting: zeroplan|deepspeed|megatron")
       ->check(CLI::IsMember({"zeroplan", "deepspeed", "megatron"}));
   cmd->add_option("--schedule", f.schedule, "1f1b|gpipe|interleaved (default: interleaved when vpp > 1)")
       ->check(CLI::IsMember({"1f1b", "gpipe", "interleaved"}));
-  cmd->add_option("--attention", f.attention, "flash|materialized")->check(CLI::IsMember({"flash", "materialized"}));
+  cmd->add_option("--attention", f.attention, "flash|materialized (default flash; with --rank, fit's choice)")->check(CLI::IsMember({"flash", "materialized"}));
   cmd->add_option("--dropout", f.dropout, "model|on|off (default: as the model was trained)")
       ->check(CLI::IsMember({"model", "on", "off"}));
   cmd->add_option("--tile-factor", f.tile_factor, "ZeRO-Infinity tiling of large operators")->check(CLI::Range(1u, 1u << 16));
@@ -122,7 +122,7 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
   l.recompute_layers = f.recompute_layers;
   l.partition_activations = f.partition_activations;
   l.checkpoints_to_cpu = f.checkpoints_to_cpu;
-  l.precision = pick<Precision>(f.precision, {{"bf16", Precision::Bf16}, {"fp16", Precision::Fp16}, {"fp32", Precision::Fp32}});
+  l.precision = pick<Precision>(f.precision.empty() ? "bf16" : f.precision, {{"bf16", Precision::Bf16}, {"fp16", Precision::Fp16}, {"fp32", Precision::Fp32}});
   l.optimizer = pick<Optimizer>(f.optimizer, {{"adam", Optimizer::Adam}, {"sgd", Optimizer::Sgd}});
   l.fp32_grad_accum = f.fp32_grad_accum;
   l.framework = pick<Framework>(f.framework, {{"zeroplan", Framework::Zeroplan}, {"deepspeed", Framework::DeepSpeed},
@@ -130,7 +130,7 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
   const std::string schedule = f.schedule.empty() ? (f.vpp > 1 ? "interleaved" : "1f1b") : f.schedule;
   l.schedule = pick<Schedule>(schedule, {{"1f1b", Schedule::OneFOneB}, {"gpipe", Schedule::GPipe},
                                {"interleaved", Schedule::Interleaved}});
-  l.attention = pick<Attention>(f.attention, {{"flash", Attention::Flash}, {"materialized", Attention::Materialized}});
+  l.attention = pick<Attention>(f.attention.empty() ? "flash" : f.attention, {{"flash", Attention::Flash}, {"materialized", Attention::Materialized}});
   l.dropout = pick<Dropout>(f.dropout, {{"model", Dropout::ModelDefault}, {"on", Dropout::On}, {"off", Dropout::Off}});
   l.tile_factor = f.tile_factor;
   l.emulated = f.emulated;
@@ -148,7 +148,7 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
     p.global_batch = f.global_batch;
     p.framework = f.framework;
     p.precision = f.precision;
-    p.attention = f.attention;
+    if (!f.attention.empty()) p.attention = f.attention;
     p.top_k = f.rank;
     const PlanResult r = plan(make_query_for_model(p, catalog, j.model, f.gpus));
     if (r.top.size() < f.rank) {

@@ -31,7 +31,10 @@ struct LayoutFlags {
   std::string offload_optimizer = "none", offload_param = "none", recompute = "none";
   uint32_t recompute_layers = 0;
   bool partition_activations = false, checkpoints_to_cpu = false;
-  std::string precision = "bf16", optimizer = "adam", framework = "zeroplan", schedule = "", attention = "flash";
+  // precision and attention empty: bf16 and flash for the layout given; for
+  // --rank, the fit search's own defaults (plan_flags.h), so `explain --rank
+  // N` is `fit`'s N-th layout.
+  std::string precision, optimizer = "adam", framework = "zeroplan", schedule = "", attention;
   std::string dropout = "model";
   bool fp32_grad_accum = false, emulated = false;
   uint32_t tile_factor = 1;

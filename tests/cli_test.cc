@@ -210,6 +210,12 @@ TEST_CASE("fit names its precision and attention; --attention any on a V100 find
         std::string::npos);
   Run fast = run("explain --model gpt2-1.5b --gpus 8 --gpu H100-80GB --zero 1 --micro-batch 1 --seq 1024");
   CHECK(fast.out.find("with --attention materialized") == std::string::npos);
+  // explain --rank 1 is fit's first layout: fp16 and materialised attention on a V100 unless asked otherwise.
+  Run first = run("explain --model gpt2-1.5b --gpus 8 --gpu V100-32GB --seq 1024 --rank 1");
+  CHECK(first.code == 0);
+  CHECK(first.out.find("fp16 materialized-attention [zeroplan]") != std::string::npos);
+  check_one_line_error("explain --model gpt2-1.5b --gpus 8 --gpu V100-32GB --seq 1024 --rank 1 --precision bf16",
+                       "--precision bf16: V100-32GB has no bf16 support");
   Run h100 = run("fit --model gpt2-1.5b --gpus 8 --gpu H100-80GB --top 3 --json");
   CHECK(h100.code == 0);
   CHECK(h100.out.find("\"attention\": \"flash\"") != std::string::npos);
@@ -394,6 +400,9 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
   write_text(dir + "/wrap.json", "{\"cases\": [{\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"seq\": 4294967328}]}");
   check_one_line_error("validate --matrix " + dir + "/wrap.json --out " + dir + "/wrap",
                        "cases[0]: field 'seq': expected a positive integer up to 16777216");
+  write_text(dir + "/fp8.json", "{\"cases\": [{\"model\": \"" + gpt + "\", \"gpu\": \"H100-80GB\", \"precision\": \"fp8\"}]}");
+  check_one_line_error("validate --matrix " + dir + "/fp8.json --out " + dir + "/fp8",
+                       "cases[0]: field 'precision': expected bf16, fp16 or fp32, got \"fp8\"");
   check_one_line_error("validate --out " + dir + "/none", "--model and --gpu (or --matrix FILE, or --plan FILE) are required");
   // A plan file: its model, layout and cluster.
   CHECK(run("emit --format zeroplan --model " + gpt + " --gpu H100-80GB --gpus 4 --zero 2 --seq 32 --out " + dir + "/plan").code == 0);
