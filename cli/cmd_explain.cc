@@ -66,7 +66,7 @@ std::string seconds(double s) {
 
 std::string gb(double bytes) { return fixed(bytes / 1e9, 3) + " GB"; }
 
-void print_time(const Job& j, const StepTime& t, double tokens) {
+void print_time(const Job& j, const MemoryResult& memory, const StepTime& t, double tokens) {
   std::cout << "\nStep time (" << j.cluster.gpu.name << " peaks x " << (j.network.eff.gpu.empty() ? "generic" : j.network.eff.gpu)
             << " efficiency curves)\n";
   TextTable tt({"phase", "time", "share"});
@@ -96,9 +96,8 @@ void print_time(const Job& j, const StepTime& t, double tokens) {
     other.attention = Attention::Materialized;
     const StepTime mt = evaluate_time({j.shape, other, j.cluster.gpu, j.cluster.node, j.network});
     const MemoryResult mm = evaluate_memory({j.shape, other, j.cluster_shape, j.options});
-    const MemoryResult fm = evaluate_memory({j.shape, j.layout, j.cluster_shape, j.options});
     std::cout << "  with --attention materialized (cuBLAS products): step " << seconds(mt.total_s) << ", "
-              << gib(mm.gpu_bytes > fm.gpu_bytes ? mm.gpu_bytes - fm.gpu_bytes : 0, 2) << " more GPU memory"
+              << gib(mm.gpu_bytes > memory.gpu_bytes ? mm.gpu_bytes - memory.gpu_bytes : 0, 2) << " more GPU memory"
               << (mm.fits() ? "" : " (does not fit)") << "\n";
   }
   if (tokens > 0) std::cout << "time to train " << fixed(tokens / 1e9, 1) << "B tokens: " << seconds(tokens / t.tokens_per_s) << "\n";
@@ -192,7 +191,7 @@ void run_explain(const LayoutFlags& flags, const GlobalOptions& global, bool as_
   const StepTime time = evaluate_time({j.shape, j.layout, j.cluster.gpu, j.cluster.node, j.network});
   if (!as_json) {
     print_text(j, res, rows, show_rows);
-    print_time(j, time, tokens);
+    print_time(j, res, time, tokens);
     return;
   }
   Json out = {{"schema", "zeroplan.explain"},

@@ -1,8 +1,8 @@
 #include "cli/host_memory.h"
 
 #include <fstream>
-#include <sstream>
 
+#include "cli/format.h"
 #include "costmodel/cluster.h"
 #include "costmodel/memory_model.h"
 #include "costmodel/model_shape.h"
@@ -42,18 +42,13 @@ void check_host_memory(const std::string& path, const PlanFile& p, const Layout&
                        uint64_t available) {
   if (available == 0) return;
   const HostNeed need = host_need(p, run, on_gpu);
+  // In doubles: processes x need may pass 64 bits.
   const double total = static_cast<double>(need.total()) * static_cast<double>(processes);
   if (total <= static_cast<double>(available)) return;
-  auto gib = [](double bytes) {
-    std::ostringstream s;
-    s.precision(1);
-    s << std::fixed << bytes / (1024.0 * 1024.0 * 1024.0) << " GiB";
-    return s.str();
-  };
-  throw InputError(path + ": the run needs about " + gib(total) + " of host memory (" + std::to_string(processes) +
-                   " process" + (processes == 1 ? "" : "es") + " x (" + gib(static_cast<double>(need.init_bytes)) +
-                   " of initial model values + " + gib(static_cast<double>(need.buffer_bytes)) +
-                   " of buffers)); this machine has " + gib(static_cast<double>(available)) + " available");
+  throw InputError(path + ": the run needs about " + fixed(total / 1073741824.0, 1) + " GiB of host memory (" +
+                   std::to_string(processes) + " process" + (processes == 1 ? "" : "es") + " x (" +
+                   gib(need.init_bytes, 1) + " of initial model values + " + gib(need.buffer_bytes, 1) +
+                   " of buffers)); this machine has " + gib(available, 1) + " available");
 }
 
 }  // namespace zp

@@ -34,9 +34,7 @@ uint32_t count_or(const Json& j, const JsonFields& f, const char* field, uint32_
 // A positive size held to the range of its layout flag (cli/layout_flags.cc),
 // so nothing wraps when narrowed to 32 bits; `fallback` 0: required.
 uint32_t size_or(const JsonFields& f, const char* field, uint32_t fallback, uint32_t max) {
-  const uint64_t v = fallback == 0 ? f.positive(field) : f.positive_or(field, fallback);
-  if (v > max) throw InputError(f.where(field) + ": expected a positive integer up to " + std::to_string(max));
-  return static_cast<uint32_t>(v);
+  return static_cast<uint32_t>(f.positive_at_most(field, max, fallback));
 }
 
 // The plan of `j`, the contents of the file `path`.

@@ -25,15 +25,6 @@ uint64_t bytes_field(const JsonFields& f, const char* bytes_field, const char* g
   return static_cast<uint64_t>(std::llround(v));
 }
 
-// A count held to a range real machines have (the largest NVLink domain
-// sold holds 576 GPUs), so a typo cannot make a loop over the node's GPUs
-// run for ever.
-uint64_t count_up_to(const JsonFields& f, const char* field, uint64_t most, uint64_t fallback = 0) {
-  const uint64_t v = fallback == 0 ? f.positive(field) : f.positive_or(field, fallback);
-  if (v > most) throw InputError(f.where(field) + ": expected a positive integer up to " + std::to_string(most));
-  return v;
-}
-
 // Bytes from a number of `unit` bytes, refused past 64 bits.
 uint64_t bytes_of(const JsonFields& f, const char* field, double v, double unit) {
   if (v * unit >= 1.8e19) throw InputError(f.where(field) + ": too large for 64-bit bytes");
@@ -71,9 +62,11 @@ NodeSpec node_from_json(const Json& j, const std::string& origin) {
   NodeSpec n;
   n.name = f.string("name");
   n.gpu = f.string("gpu");
-  n.gpus_per_node = count_up_to(f, "gpus_per_node", 1024);
+  // Counts held to what real machines have (the largest NVLink domain sold
+  // holds 576 GPUs), so a typo cannot make a loop over the node's GPUs run for ever.
+  n.gpus_per_node = f.positive_at_most("gpus_per_node", 1024);
   n.nvswitch = f.boolean_or("nvswitch", false);
-  n.nics_per_node = count_up_to(f, "nics_per_node", 1024);
+  n.nics_per_node = f.positive_at_most("nics_per_node", 1024);
   n.nic_bytes_per_s = f.positive_number("nic_Gbps") * 1e9 / 8;  // NICs are rated in Gb/s
   n.host_memory_bytes = bytes_field(f, "host_memory_bytes", "host_memory_GiB", "host_memory_GB");
   if (f.has("nvme_TB")) {
@@ -85,7 +78,7 @@ NodeSpec node_from_json(const Json& j, const std::string& origin) {
   n.nvme_read_bytes_per_s = f.number_or("nvme_read_GBps", 0) * kGB;
   n.nvme_write_bytes_per_s = f.number_or("nvme_write_GBps", 0) * kGB;
   n.host_memory_bytes_per_s = f.number_or("host_memory_GBps", 0) * kGB;
-  n.cpu_cores = count_up_to(f, "cpu_cores", 1 << 20, 1);
+  n.cpu_cores = f.positive_at_most("cpu_cores", 1 << 20, 1);
   n.source = f.string("source");
   return n;
 }

@@ -89,6 +89,12 @@ uint64_t JsonFields::positive_or(const char* field, uint64_t fallback) const {
   return v ? *v : fallback;
 }
 
+uint64_t JsonFields::positive_at_most(const char* field, uint64_t most, uint64_t fallback) const {
+  const uint64_t v = fallback == 0 ? positive(field) : positive_or(field, fallback);
+  if (v > most) throw InputError(where(field) + ": expected a positive integer up to " + std::to_string(most));
+  return v;
+}
+
 double JsonFields::positive_number(const char* field) const {
   if (!has(field)) throw InputError(where(field) + ": missing; expected a positive number");
   const Json& v = object_.at(field);

@@ -28,6 +28,9 @@ class JsonFields {
   uint64_t positive(const char* field) const;  // required integer >= 1
   uint64_t positive_or(const char* field, uint64_t fallback) const;
   std::optional<uint64_t> optional_positive(const char* field) const;
+  // An integer from 1 to `most` (required when `fallback` is 0), so a size
+  // narrowed or looped over later cannot wrap or run for ever.
+  uint64_t positive_at_most(const char* field, uint64_t most, uint64_t fallback = 0) const;
   double positive_number(const char* field) const;  // required number > 0
   double number_or(const char* field, double fallback) const;  // >= 0 when present
   std::string string(const char* field) const;
