@@ -10,8 +10,9 @@
 //    (attention_gemm_cuda.h), bf16.
 // The path is named by the kernel that ran (flash_attention_tc_supported), so
 // `zeroplan calibrate --attention` takes each row to its efficiency field.
-// TFLOP/s count what the time model counts (costmodel/compute.cc: 4 b a s^2 d
-// forward, every position, twice that backward).
+// TFLOP/s count what the time model counts (costmodel/compute.h: 4 b a s^2 d
+// forward, every position, and the kernel's attention_backward_ratio times
+// that backward), so forward and backward rates compare.
 // Prints CSV `model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops`.
 // Usage: gpu_attention_bench [ROUNDS [TOKENS]] (TOKENS: the sequence length,
 // 1,024 by default; the host emulator's build runs it at a few tokens).
@@ -31,6 +32,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "costmodel/attention_calibration.h"
+#include "costmodel/compute.h"
 #include "kernels/attention_gemm_cuda.h"
 #include "kernels/flash_attention_cuda.h"
 #include "kernels/flash_attention_tc_cuda.h"
@@ -123,9 +126,10 @@ void run_case(const Case& c, int rounds, std::mt19937& rng) {
   const Heads<const E> oc{out, q_width}, d{dout, q_width};
   // FLOPs as the time model counts them (every position, not only the causal half).
   const double forward_flops = 4.0 * c.B * c.NH * static_cast<double>(c.Tn) * c.Tn * c.hs;
-  auto report = [&](const char* path, double f_ms, double b_ms) {
-    std::printf("%s,%s,%s,%d,%d,%d,%d,%d,%.4f,%.4f,%.2f,%.2f\n", c.model, path, kBf16 ? "bf16" : "fp32", c.B, c.Tn, c.NH,
-                c.KVH, c.hs, f_ms, b_ms, forward_flops / (f_ms * 1e-3) / 1e12, 2 * forward_flops / (b_ms * 1e-3) / 1e12);
+  auto report = [&](zp::AttentionKernel kernel, double f_ms, double b_ms) {
+    const double backward_flops = zp::attention_backward_ratio(kernel) * forward_flops;
+    std::printf("%s,%s,%s,%d,%d,%d,%d,%d,%.4f,%.4f,%.2f,%.2f\n", c.model, zp::csv_path(kernel), kBf16 ? "bf16" : "fp32", c.B,
+                c.Tn, c.NH, c.KVH, c.hs, f_ms, b_ms, forward_flops / (f_ms * 1e-3) / 1e12, backward_flops / (b_ms * 1e-3) / 1e12);
     std::fflush(stdout);
   };
 
@@ -133,7 +137,9 @@ void run_case(const Case& c, int rounds, std::mt19937& rng) {
   const double flash_b = median_ms(rounds, [&] {
     zp::cuda::flash_attention_backward<E>(dq, dk, dv, rowdot, d, q, k, v, oc, lse, c.B, c.Tn, c.NH, c.KVH, c.hs);
   });
-  report(kBf16 && zp::cuda::flash_attention_tc_supported(c.hs) ? "flash-tc" : "flash-warp", flash_f, flash_b);
+  report(kBf16 && zp::cuda::flash_attention_tc_supported(c.hs) ? zp::AttentionKernel::FlashTensorCores
+                                                                : zp::AttentionKernel::FlashWarp,
+         flash_f, flash_b);
   auto release = [](std::initializer_list<void*> buffers) {
     for (void* p : buffers) check(cudaFree(p), "cudaFree");
   };
@@ -152,7 +158,7 @@ void run_case(const Case& c, int rounds, std::mt19937& rng) {
     const double gemm_b = median_ms(rounds, [&] {
       zp::cuda::attention_backward_gemm<Bf16>(mm, dq, dk, dv, scores, low, d, q, k, v, att, c.B, c.Tn, c.NH, c.KVH, c.hs);
     });
-    report("materialized", gemm_f, gemm_b);
+    report(zp::AttentionKernel::Materialized, gemm_f, gemm_b);
     release({workspace, scores, low, att});
   }
   release({qkv, dout, out, dqkv, lse, rowdot});

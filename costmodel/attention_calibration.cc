@@ -17,16 +17,19 @@ namespace {
 constexpr const char* kHeader = "model,path,dtype,B,T,NH,KVH,hs,forward_ms,backward_ms,forward_tflops,backward_tflops";
 
 // The launches the time model adds to one layer's attention core, forward
-// and backward (twice the forward).
+// and backward (twice the forward's).
 double launches_s(const EfficiencyCurves& c) { return 3 * kAttentionLaunchesForward * c.kernel_overhead_s; }
 
+// The sample's forward and backward FLOPs as its kernel runs them.
+double pass_flops(const AttentionSample& s) { return (1 + attention_backward_ratio(s.kernel)) * s.forward_flops; }
+
 // Inverse efficiency a sample measured: its kernel's peak times its kernel
-// time over its counted FLOPs (forward + backward). Launch overheads larger
+// time over its FLOPs (forward + backward, pass_flops). Launch overheads larger
 // than the measured time leave a thousandth of it, so the inverse stays
 // positive and the fit reports the result as no GPU's.
 double measured_inverse_efficiency(const AttentionSample& s, const GpuSpec& gpu, const EfficiencyCurves& c) {
   const double kernels_s = std::max(s.forward_s + s.backward_s - launches_s(c), 1e-3 * (s.forward_s + s.backward_s));
-  return attention_peak_flops(s.kernel, s.precision, gpu) * kernels_s / (3 * s.forward_flops);
+  return attention_peak_flops(s.kernel, s.precision, gpu) * kernels_s / pass_flops(s);
 }
 
 // The x minimising sum (x z_i - 1)^2: every row's relative time error alike.
@@ -92,7 +95,7 @@ std::vector<AttentionSample> parse_attention_samples(const std::string& text, co
 }
 
 double attention_sample_seconds(const AttentionSample& s, const GpuSpec& gpu, const EfficiencyCurves& c) {
-  return 3 * s.forward_flops / attention_flops_per_s(s.kernel, s.head_dim, s.precision, gpu, c) + launches_s(c);
+  return pass_flops(s) / attention_flops_per_s(s.kernel, s.head_dim, s.precision, gpu, c) + launches_s(c);
 }
 
 AttentionFit fit_attention_efficiency(const std::vector<AttentionSample>& samples, const GpuSpec& gpu,

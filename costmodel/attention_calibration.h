@@ -1,9 +1,10 @@
 // The attention fields of the efficiency curves (costmodel/efficiency.h)
 // from the attention kernels timed alone (bench/gpu_attention_bench's CSV,
 // one row per kernel and shape). The time model prices a layer's attention
-// core as its counted FLOPs (4 b a s^2 d forward, every position, twice that
-// backward: compute.cc) at the rate of the kernel that runs it, plus two
-// launches a layer, so the rows give the fields directly:
+// core as its counted FLOPs (4 b a s^2 d forward, every position, and
+// attention_backward_ratio times that backward: compute.h) at the rate of
+// the kernel that runs it, plus two launches forward and four backward, so
+// the rows give the fields directly:
 //  - materialized rows: attention_peak_fraction of the dense peak;
 //  - flash-tc rows: flash_tc_fraction of the dense peak;
 //  - flash-warp rows: flash_warp_fraction d / (d + flash_warp_half_dim) of

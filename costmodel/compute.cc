@@ -41,6 +41,16 @@ double attention_efficiency(AttentionKernel k, double head_dim, const Efficiency
   return 0;
 }
 
+double attention_backward_ratio(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::Materialized: return 2.0;
+    case AttentionKernel::Flash: return 2.5;
+    case AttentionKernel::FlashTensorCores:
+    case AttentionKernel::FlashWarp: return 3.5;
+  }
+  return 2.0;
+}
+
 double gemm_seconds(double m, double n, double k, double peak, double hbm_bytes_per_s, double element_bytes,
                     const EfficiencyCurves& e) {
   const double f = 2 * m * n * k;
@@ -164,8 +174,11 @@ LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& 
   // The counted FLOPs (every position, though the kernels skip the masked
   // half) at the rate of the kernel that runs them.
   c.attention_kernel = attention_kernel(m, l);
-  c.attention_s = c.attention_flops / attention_flops_per_s(c.attention_kernel, static_cast<double>(x.d), l.precision, gpu, e) +
-                  kAttentionLaunchesForward * e.kernel_overhead_s;
+  const double core_s =
+      c.attention_flops / attention_flops_per_s(c.attention_kernel, static_cast<double>(x.d), l.precision, gpu, e);
+  c.attention_s = core_s + kAttentionLaunchesForward * e.kernel_overhead_s;
+  c.attention_backward_s =
+      attention_backward_ratio(c.attention_kernel) * core_s + 2 * kAttentionLaunchesForward * e.kernel_overhead_s;
 
   const double hbm = gpu.hbm_bytes_per_s * e.hbm_fraction;
   const ElementwiseBytes bytes = elementwise_bytes(m, l, x);

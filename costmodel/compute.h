@@ -8,7 +8,8 @@
 //   (SwiGLU), times top_k for MoE; attention 2*b*s^2*(a d) for scores and as
 //   much for values (Korthikanti et al. 2022 Sec. 6 counts both in full:
 //   24 B s h^2 + 4 B s^2 h per layer for a GPT layer). Backward is twice the
-//   forward (a data- and a weight-gradient product per GEMM); logits
+//   forward (a data- and a weight-gradient product per GEMM); the attention
+//   core's backward runs at its kernel's attention_backward_ratio; logits
 //   2*T*h*V on the last stage (Narayanan et al. 2021 Sec. 5.1).
 // Elementwise bytes (read + write) per layer, counted kernel by kernel from
 // zeroplan's kernels (compute.cc elementwise_bytes, docs/time-model.md):
@@ -69,6 +70,22 @@ inline double attention_flops_per_s(AttentionKernel k, double head_dim, Precisio
   return attention_peak_flops(k, p, gpu) * attention_efficiency(k, head_dim, e);
 }
 
+// The attention core's backward FLOPs per forward FLOP, as the kernel that
+// runs it does them. The forward is two products (S = q k^T, then P v);
+// backward needs dv = P^T dout, dP = dout v^T, dq = dS k and dk = dS^T q:
+//  - Materialized: 2, those four, P kept from forward (Korthikanti et al.
+//    2022 Sec. 6: backward twice the forward);
+//  - Flash (FlashAttention-2): 2.5, the four and S recomputed (Dao 2023,
+//    Algorithm 2; FlashAttention's benchmarks/benchmark_flash_attention.py
+//    counts backward as 2.5 x forward);
+//  - FlashTensorCores and FlashWarp: 3.5, seven products: the dq pass
+//    recomputes S and dP and multiplies dS k, the dk/dv pass recomputes S^T
+//    and dP^T and multiplies P^T dout and dS^T q, so no output row needs an
+//    atomic (kernels/flash_attention_tc_cuda.cu query_kernel and
+//    key_value_kernel; flash_attention_cuda.cu flash_query_kernel and
+//    flash_key_value_kernel).
+double attention_backward_ratio(AttentionKernel k);
+
 // Kernel launches of one layer's attention core and of its memory-bound
 // work, forward (backward launches twice as many, LayerCompute::backward_s).
 constexpr int kAttentionLaunchesForward = 2;
@@ -80,14 +97,15 @@ struct LayerCompute {
   double attention_flops = 0;   // forward score + value products, this GPU
   double gemm_s = 0;            // forward times
   double attention_s = 0;
+  double attention_backward_s = 0;  // attention_backward_ratio x the core, twice the launches
   double elementwise_s = 0;
   double softmax_s = 0;         // the materialised softmax and its dropout (part of elementwise_s)
   double elementwise_backward_s = 0;
   double elementwise_forward_bytes = 0, elementwise_backward_bytes = 0;  // read + written, this GPU
   double forward_s() const { return gemm_s + attention_s + elementwise_s; }
   // A data- and a weight-gradient product per GEMM, the attention core's
-  // backward at twice its forward, and the backward kernels' own bytes.
-  double backward_s() const { return 2 * (gemm_s + attention_s) + elementwise_backward_s; }
+  // backward products, and the backward kernels' own bytes.
+  double backward_s() const { return 2 * gemm_s + attention_backward_s + elementwise_backward_s; }
 };
 
 struct HeadCompute {

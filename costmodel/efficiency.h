@@ -34,7 +34,7 @@ struct EfficiencyCurves {
   // (a lane's per-key work is a fixed part, the warp's shuffles, exp and
   // guards, plus d/32 loads and FMAs a row; derivation in docs/time-model.md).
   double flash_tc_fraction = 0.5;
-  double flash_warp_fraction = 0.22;
+  double flash_warp_fraction = 0.33;
   double flash_warp_half_dim = 180;
   double hbm_fraction = 0.8;          // elementwise kernels, of the HBM bandwidth
   double nvlink_busbw_fraction = 0.8; // NCCL bus bandwidth achieved over NVLink/NVSwitch

@@ -328,12 +328,19 @@ TEST_CASE("the attention core is priced at the rate of the kernel that runs it")
   Layout l;
   l.seq_len = 1024;
   l.micro_batch = 4;
-  // Seconds per counted FLOP of the attention core, launches aside.
+  // Seconds per counted forward FLOP of the attention core, launches aside.
+  // Backward runs the kernel's own products: materialised 4 (twice the
+  // forward's 2), FlashAttention-2 5 (S recomputed), zeroplan's flash
+  // kernels 7 (S and dP recomputed in both the dq and the dk/dv pass).
   auto per_flop = [&](AttentionKernel expect) {
     const LayerCompute c = layer_compute(m, l, gpu, e);
     CHECK(c.attention_kernel == expect);
     REQUIRE(c.attention_flops > 0);
-    return (c.attention_s - 2 * e.kernel_overhead_s) / c.attention_flops;
+    const double forward = (c.attention_s - 2 * e.kernel_overhead_s) / c.attention_flops;
+    const double backward = (c.attention_backward_s - 4 * e.kernel_overhead_s) / c.attention_flops;
+    const double products = expect == AttentionKernel::Materialized ? 4 : expect == AttentionKernel::Flash ? 5 : 7;
+    CHECK(backward == doctest::Approx(products / 2 * forward));
+    return forward;
   };
   const double bf16 = gpu.bf16_dense_flops, fp32 = gpu.fp32_flops;
   auto heads = [&m](uint64_t count, uint64_t head_dim) {
@@ -393,7 +400,7 @@ TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward a
   // Seconds follow the bytes at the HBM fraction, with 8 launches forward and 16 backward.
   const double hbm = s.cluster.gpu.hbm_bytes_per_s * e.hbm_fraction;
   CHECK(c.elementwise_backward_s == doctest::Approx(c.elementwise_backward_bytes / hbm + 16 * e.kernel_overhead_s));
-  CHECK(c.backward_s() == doctest::Approx(2 * (c.gemm_s + c.attention_s) + c.elementwise_backward_s));
+  CHECK(c.backward_s() == doctest::Approx(2 * c.gemm_s + c.attention_backward_s + c.elementwise_backward_s));
   // Materialised attention adds the softmax over S = b a s^2 scores: zeroplan's
   // products write fp32 scores (read 4 + write 2 forward; backward reads the
   // fp32 probability gradient and the probabilities, writes the score
