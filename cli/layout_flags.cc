@@ -1,5 +1,9 @@
 #include "cli/layout_flags.h"
 
+#include <initializer_list>
+#include <string>
+#include <utility>
+
 #include "cli/plan_flags.h"
 #include "costmodel/layout_check.h"
 #include "models/input_error.h"
@@ -7,12 +11,17 @@
 namespace zp {
 namespace {
 
+// The value named v of `flag`. CLI11 checks the flags' own values; this
+// also holds for fields set by other means (a validate matrix's case), so
+// an unknown name is the flag's one-line error, never a silent default.
 template <class E>
-E pick(const std::string& v, std::initializer_list<std::pair<const char*, E>> table) {
+E pick(const std::string& v, const char* flag, std::initializer_list<std::pair<const char*, E>> table) {
+  std::string names;
   for (const auto& [name, value] : table) {
     if (v == name) return value;
+    names += (names.empty() ? "" : ", ") + std::string(name);
   }
-  return table.begin()->second;  // unreachable: CLI11 checked membership
+  throw InputError(std::string(flag) + ": expected one of " + names + ", got \"" + v + "\"");
 }
 
 }  // namespace
@@ -116,25 +125,25 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
   l.zero_stage = static_cast<uint8_t>(f.zero);
   const std::initializer_list<std::pair<const char*, Offload>> offloads = {
       {"none", Offload::None}, {"cpu", Offload::Cpu}, {"nvme", Offload::Nvme}};
-  l.offload_optimizer = pick(f.offload_optimizer, offloads);
-  l.offload_param = pick(f.offload_param, offloads);
-  l.recompute = pick<Recompute>(f.recompute, {{"none", Recompute::None}, {"selective", Recompute::Selective}, {"full", Recompute::Full}});
+  l.offload_optimizer = pick(f.offload_optimizer, "--offload-optimizer", offloads);
+  l.offload_param = pick(f.offload_param, "--offload-param", offloads);
+  l.recompute = pick<Recompute>(f.recompute, "--recompute", {{"none", Recompute::None}, {"selective", Recompute::Selective}, {"full", Recompute::Full}});
   l.recompute_layers = f.recompute_layers;
   l.partition_activations = f.partition_activations;
   l.checkpoints_to_cpu = f.checkpoints_to_cpu;
-  l.precision = pick<Precision>(f.precision.empty() ? "bf16" : f.precision, {{"bf16", Precision::Bf16}, {"fp16", Precision::Fp16}, {"fp32", Precision::Fp32}});
-  l.optimizer = pick<Optimizer>(f.optimizer, {{"adam", Optimizer::Adam}, {"sgd", Optimizer::Sgd}});
+  l.precision = pick<Precision>(f.precision.empty() ? "bf16" : f.precision, "--precision", {{"bf16", Precision::Bf16}, {"fp16", Precision::Fp16}, {"fp32", Precision::Fp32}});
+  l.optimizer = pick<Optimizer>(f.optimizer, "--optimizer", {{"adam", Optimizer::Adam}, {"sgd", Optimizer::Sgd}});
   l.fp32_grad_accum = f.fp32_grad_accum;
-  l.framework = pick<Framework>(f.framework, {{"zeroplan", Framework::Zeroplan}, {"deepspeed", Framework::DeepSpeed},
+  l.framework = pick<Framework>(f.framework, "--framework", {{"zeroplan", Framework::Zeroplan}, {"deepspeed", Framework::DeepSpeed},
                                    {"megatron", Framework::Megatron}});
   const std::string schedule = f.schedule.empty() ? (f.vpp > 1 ? "interleaved" : "1f1b") : f.schedule;
-  l.schedule = pick<Schedule>(schedule, {{"1f1b", Schedule::OneFOneB}, {"gpipe", Schedule::GPipe},
+  l.schedule = pick<Schedule>(schedule, "--schedule", {{"1f1b", Schedule::OneFOneB}, {"gpipe", Schedule::GPipe},
                                {"interleaved", Schedule::Interleaved}});
-  l.attention = pick<Attention>(f.attention.empty() ? "flash" : f.attention, {{"flash", Attention::Flash}, {"materialized", Attention::Materialized}});
-  l.dropout = pick<Dropout>(f.dropout, {{"model", Dropout::ModelDefault}, {"on", Dropout::On}, {"off", Dropout::Off}});
+  l.attention = pick<Attention>(f.attention.empty() ? "flash" : f.attention, "--attention", {{"flash", Attention::Flash}, {"materialized", Attention::Materialized}});
+  l.dropout = pick<Dropout>(f.dropout, "--dropout", {{"model", Dropout::ModelDefault}, {"on", Dropout::On}, {"off", Dropout::Off}});
   l.tile_factor = f.tile_factor;
   l.emulated = f.emulated;
-  l.dp_overlap = pick<Toggle>(f.dp_overlap, {{"default", Toggle::Default}, {"on", Toggle::On}, {"off", Toggle::Off}});
+  l.dp_overlap = pick<Toggle>(f.dp_overlap, "--dp-overlap", {{"default", Toggle::Default}, {"on", Toggle::On}, {"off", Toggle::Off}});
   l.tp_comm_overlap = f.tp_overlap;
   l.delayed_update = f.delayed_update;
 
