@@ -87,6 +87,37 @@ TEST_CASE("loopback: one process stands in for a rank and moves the same bytes")
   CHECK_THROWS(c.send(shard.data(), 3, 9));
 }
 
+namespace {
+// The host device, counting its copies (each would be a launch on a GPU).
+class CountingDevice final : public Device {
+ public:
+  std::string name() const override { return "counting host"; }
+  void* allocate(uint64_t bytes) override { return host_device().allocate(bytes); }
+  void release(void* p) override { host_device().release(p); }
+  void zero(void* p, uint64_t bytes) override { host_device().zero(p, bytes); }
+  void copy(void* dst, const void* src, uint64_t bytes) override {
+    ++copies;
+    host_device().copy(dst, src, bytes);
+  }
+  int copies = 0;
+};
+}  // namespace
+
+TEST_CASE("loopback all-gather: every slot holds the input, in 1 + ceil(log2 size) copies") {
+  for (int size = 1; size <= 65; ++size) {
+    CountingDevice device;
+    LoopbackCommunicator c(size - 1, size, device);
+    const std::vector<float> shard = {1.5f, -2, 3, 4, 5};
+    std::vector<float> gathered(shard.size() * static_cast<size_t>(size), -1);
+    c.all_gather(shard.data(), gathered.data(), shard.size());
+    CAPTURE(size);
+    for (size_t i = 0; i < gathered.size(); ++i) CHECK(gathered[i] == shard[i % shard.size()]);
+    int log2_ceil = 0;
+    while ((1 << log2_ceil) < size) ++log2_ceil;
+    CHECK(device.copies == 1 + log2_ceil);
+  }
+}
+
 TEST_CASE("row groups: tokens grouped by table row, token order kept, rows outside the shard left out") {
   const std::vector<int> ids = {5, 2, 5, -1, 0, 2, 5, 7};
   const RowGroups g = group_rows(ids.size(), [&](size_t i) { return ids[i]; });
