@@ -138,6 +138,16 @@ std::string milliseconds(double s) {
   return o.str();
 }
 
+// What the prediction counts for the local copies that stand in for an
+// emulated rank's collectives (TimeEvaluator::EmulatedRank), or "".
+std::string local_copies_sentence(const Json& step_time) {
+  const Json& c = step_time.at("predicted_local_copies_s");
+  const double in_compute = c.at("in_compute").get<double>(), at_end = c.at("at_step_end").get<double>();
+  if (in_compute <= 0 && at_end <= 0) return "";
+  return " Of this rank's prediction, " + milliseconds(in_compute) + " are the local copies of its collectives inside " +
+         "forward and backward and " + milliseconds(at_end) + " those at the step's end.";
+}
+
 // Grouped horizontal bars, predicted and measured, one pair per row of
 // `rows` (an object of {predicted_<unit>, measured_<unit>} objects).
 std::string bar_chart(const std::string& title, const Json& rows, const std::string& unit, std::string (*format)(double),
@@ -333,10 +343,13 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
       {"compute (forward + backward)", {{"predicted_s", ran.compute_s}, {"measured_s", phase({"forward", "backward"})}}},
       {"optimizer and offload", {{"predicted_s", ran.optimizer_s + ran.offload_s}, {"measured_s", phase({"optimizer"})}}},
       {"collectives (local copies)",
-       {{"predicted_s", 0.0}, {"measured_s", phase({"gradient_sync", "parameter_gather", "pipeline_transfer"})}}}};
+       {{"predicted_s", ran.local_copies_at_step_end_s},
+        {"measured_s", phase({"gradient_sync", "parameter_gather", "pipeline_transfer"})}}}};
   out["step_time"] = {{"measured_s", measured_s},
                       {"measured_phases_s", phases},
                       {"predicted_rank_s", ran.total_s},
+                      {"predicted_local_copies_s",
+                       {{"in_compute", ran.local_copies_in_compute_s}, {"at_step_end", ran.local_copies_at_step_end_s}}},
                       {"phases", phase_pairs},
                       {"predicted_world_s", world_step.total_s}};
   if (o.gpu) {
@@ -443,7 +456,8 @@ std::string report(const Json& cases, const ValidateOptions& o) {
       << (o.gpu ? o.gpu->name() : std::string("this CPU")) << "; the time model predicts "
       << milliseconds(t.at("predicted_rank_s").get<double>()) << " for this rank on the " << c.at("gpu").get<std::string>()
       << (t.at("compared").get<bool>() ? " (error " + percent(t.at("error").get<double>()) + ")" : std::string(" (not compared)"))
-      << " and " << milliseconds(t.at("predicted_world_s").get<double>()) << " for the whole world's step.\n\n"
+      << " and " << milliseconds(t.at("predicted_world_s").get<double>()) << " for the whole world's step."
+      << local_copies_sentence(t) << "\n\n"
       << "| phase | predicted | measured |\n|---|---|---|\n";
     for (const auto& [name, ph] : t.at("phases").items()) {
       r << "| " << name << " | " << milliseconds(ph.at("predicted_s").get<double>()) << " | "

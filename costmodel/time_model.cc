@@ -402,6 +402,65 @@ double tokens_per_step(const Layout& l) {
   return static_cast<double>(l.global_batch()) * static_cast<double>(l.seq_len);
 }
 
+// The copies an emulated rank's collectives make on its own device, which
+// stand in for a network's transfers: the loopback communicator's
+// (executor/loopback_communicator.cc: an all-gather writes its output once
+// in 1 + ceil(log2 n) copies, a reduce-scatter copies the rank's slice; an
+// all-reduce, a broadcast and a send move nothing; a receive zero-fills one
+// activation a micro-batch, left out here) and, around ZeRO-1's buckets, the
+// executor's own packing (executor/data_parallel.cc: the gradient ranges
+// copied into the bucket, the reduced slice back, the gathered ranges out).
+// Each copy is a memory-bound kernel: its bytes read and written at
+// hbm_fraction of the HBM bandwidth, plus kernel_overhead_s a launch. The
+// busiest stage's parameters and units stand for every stage's, as in its
+// compute. Copies made inside forward and backward (ZeRO-2/3's per-unit
+// collectives, sequence parallelism's) count in the measured compute
+// phases; ZeRO-1/2's step-end ones in the collectives' phases.
+struct LocalCopyTimes {
+  double in_compute_s = 0, at_step_end_s = 0;
+};
+
+LocalCopyTimes local_copy_times(const PipelinePrep& p, const TimePrep& pr, const TimeInputs& in) {
+  const Layout& l = in.layout;
+  const EfficiencyCurves& e = in.network.eff;
+  const double hbm = in.gpu.hbm_bytes_per_s * e.hbm_fraction;
+  LocalCopyTimes t;
+  auto copies = [&](double& into, double bytes, double launches) { into += bytes / hbm + launches * e.kernel_overhead_s; };
+  auto gather_copies = [](uint64_t n) { return 1.0 + std::ceil(std::log2(static_cast<double>(n))); };
+  const double mb = static_cast<double>(l.num_microbatches());
+  auto data_parallel = [&](double params, uint64_t n) {
+    if (n <= 1 || params <= 0) return;
+    const double grads = params * p.grad_bytes, weights = params * p.param_bytes, nd = static_cast<double>(n);
+    if (l.zero_stage == 3) {
+      copies(t.in_compute_s, 2 * 2 * mb * weights, 2 * mb * p.units * gather_copies(n));  // forward and backward gathers
+      copies(t.in_compute_s, 2 * mb * grads / nd, mb * p.units);                         // the rank's reduced slices
+    } else if (l.zero_stage == 2) {
+      copies(t.in_compute_s, 2 * mb * grads / nd, mb * p.units);
+      copies(t.at_step_end_s, 2 * weights, p.units * gather_copies(n));  // the updated chunks gathered back
+    } else if (l.zero_stage == 1) {
+      const double per_rank = std::ceil(static_cast<double>(kZeroplanBucketElems) / nd);
+      const double rounds = std::max(1.0, std::ceil(std::ceil(params / nd) / per_rank));
+      copies(t.at_step_end_s, 2 * grads, nd * rounds);                        // ranges packed into the bucket
+      copies(t.at_step_end_s, 2 * 2 * grads / nd, 2 * rounds);                // the slice out and back
+      copies(t.at_step_end_s, 2 * weights, rounds * gather_copies(n));        // the partition gathered
+      copies(t.at_step_end_s, 2 * weights * (nd - 1) / nd, (nd - 1) * rounds);  // the others' ranges out of it
+    }
+  };
+  data_parallel(p.dense, p.dp_span.size);
+  data_parallel(p.experts, p.edp_span.size);
+  if (l.tp > 1 && pr.x.sp) {
+    // Sequence parallelism, a layer and micro-batch: 2 gathers and 2
+    // reduce-scatters forward, 4 and 2 backward (the forward's gathers
+    // redone), full recompute the forward's again (TimePrep's tp calls).
+    const double rows_bytes = static_cast<double>(pr.x.s * pr.x.b * pr.x.h) * static_cast<double>(dtype_bytes(pr.x.dtype));
+    const double full = l.recompute == Recompute::Full ? 1 : 0;
+    const double gathers = mb * p.layers * (6 + 2 * full), scatters = mb * p.layers * (4 + 2 * full);
+    copies(t.in_compute_s, gathers * 2 * rows_bytes, gathers * gather_copies(l.tp));
+    copies(t.in_compute_s, scatters * 2 * rows_bytes / static_cast<double>(l.tp), scatters);
+  }
+  return t;
+}
+
 }  // namespace
 
 StepTime evaluate_time(const TimeInputs& in) {
@@ -428,7 +487,7 @@ double TimeEvaluator::tokens_per_s(const TimeInputs& in, Reuse reuse) {
 // An emulated rank's collectives are local copies and its pipeline
 // neighbours' messages are dropped or zeros: no link is crossed and no stage
 // waits for another (no bubble, no point-to-point time). What it runs is the
-// compute of its own stage, the busiest stage's per-layer and output-layer
+// compute of its own stage and its local copies (local_copy_times), the busiest stage's per-layer and output-layer
 // times applied to its layers, and the optimizer and offload phases of
 // evaluate() (which do not wait on the network either), with the node's
 // host and NVMe to itself.
@@ -440,7 +499,10 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
   // Its layers without their tensor-parallel or expert traffic (local copies).
   const StageMicrobatch s = stage_microbatch(l, layers, stage + 1 == l.pp, lc.forward_s(), lc.backward_s(), lc, prep_.hc);
   EmulatedRank r;
-  r.compute_s = static_cast<double>(l.num_microbatches()) * (s.forward_s + s.backward_s);
+  const LocalCopyTimes local = local_copy_times(p, prep_, in);
+  r.compute_s = static_cast<double>(l.num_microbatches()) * (s.forward_s + s.backward_s) + local.in_compute_s;
+  r.local_copies_in_compute_s = local.in_compute_s;
+  r.local_copies_at_step_end_s = local.at_step_end_s;
   // No other rank of its node runs: its host optimizer and NVMe have the
   // node to themselves.
   NodeSpec alone = in.node;
@@ -449,7 +511,7 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
   const StatePhases phases = state_phases<false>(p, own_host, nullptr);
   r.optimizer_s = phases.optimizer_s;
   r.offload_s = phases.offload_s;
-  r.total_s = r.compute_s + r.optimizer_s + r.offload_s;
+  r.total_s = r.compute_s + r.local_copies_at_step_end_s + r.optimizer_s + r.offload_s;
   return r;
 }
 

@@ -170,8 +170,13 @@ class TimeEvaluator {
   // What one rank of `stage` runs when its world is emulated on one GPU
   // (zeroplan validate, executor/loopback_communicator.h).
   struct EmulatedRank {
-    double compute_s = 0;    // its layers (and output layer) for every micro-batch, recompute included
-    double optimizer_s = 0;  // as in evaluate()
+    // Its layers (and output layer) for every micro-batch, recompute
+    // included, and the local copies its collectives make inside forward
+    // and backward (local_copies_in_compute_s, a part of it).
+    double compute_s = 0;
+    double local_copies_in_compute_s = 0;
+    double local_copies_at_step_end_s = 0;  // ZeRO-1/2's step-end reduce and gather as local copies
+    double optimizer_s = 0;                 // as in evaluate()
     double offload_s = 0;
     double total_s = 0;
   };

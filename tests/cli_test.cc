@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <sys/wait.h>
 
@@ -49,6 +50,11 @@ void write_text(const std::string& path, const std::string& text) {
   REQUIRE(f != nullptr);
   fputs(text.c_str(), f);
   fclose(f);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // A user's mistake: exit 2, one line, mentioning `needle`.
@@ -379,6 +385,15 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
     CHECK(components.at("buckets").at("error").get<double>() == 0);
   }
   CHECK(doc.at("cases")[6].at("memory").at("components").at("recompute_workspace").at("error").get<double>() == 0);
+  // The local copies standing in for the collectives are predicted where
+  // they run: ZeRO-3's gathers inside forward and backward, ZeRO-2's
+  // gather of the updated chunks at the step's end; the report says so.
+  const zp::Json& z3_copies = doc.at("cases")[0].at("step_time").at("predicted_local_copies_s");
+  CHECK(z3_copies.at("in_compute").get<double>() > 0);
+  CHECK(z3_copies.at("at_step_end").get<double>() == 0);
+  CHECK(doc.at("cases")[4].at("step_time").at("predicted_local_copies_s").at("at_step_end").get<double>() > 0);
+  CHECK(read_text(dir + "/out/report.md").find("are the local copies of its collectives inside forward and backward") !=
+        std::string::npos);
   // A pipeline's rank waits for no other stage: the world's step has a bubble it did not run.
   CHECK(doc.at("cases")[3].at("step_time").at("predicted_rank_s").get<double>() <
         doc.at("cases")[3].at("step_time").at("predicted_world_s").get<double>());

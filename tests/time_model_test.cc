@@ -10,6 +10,7 @@
 #include "costmodel/compute.h"
 #include "costmodel/model_states.h"
 #include "costmodel/time_model.h"
+#include "models/param_count.h"
 #include "test_support.h"
 
 using namespace zp;
@@ -216,7 +217,12 @@ TEST_CASE("an emulated rank runs its stage's compute, the optimizer and offload,
   CHECK(last.compute_s == doctest::Approx(piped.compute_s).epsilon(1e-9));
   CHECK(first.compute_s < last.compute_s);
   CHECK(last.total_s < piped.total_s);  // bubble, point-to-point and data-parallel traffic
-  CHECK(last.total_s == doctest::Approx(piped.compute_s + piped.optimizer_s + piped.offload_s).epsilon(1e-9));
+  // Its ZeRO-1 reduce and gather are local copies at the step's end.
+  CHECK(last.local_copies_at_step_end_s > 0);
+  CHECK(last.local_copies_in_compute_s == 0);
+  CHECK(last.total_s == doctest::Approx(piped.compute_s + last.local_copies_at_step_end_s + piped.optimizer_s +
+                                        piped.offload_s)
+                            .epsilon(1e-9));
   // Offloaded, its CPU optimizer has the host to itself, where the world's
   // shares it with the node's other GPUs.
   l.offload_optimizer = Offload::Cpu;
@@ -225,6 +231,55 @@ TEST_CASE("an emulated rank runs its stage's compute, the optimizer and offload,
   REQUIRE(s.cluster.node.gpus_per_node > 1);
   CHECK(alone_on_host.optimizer_s ==
         doctest::Approx(offloaded.optimizer_s / static_cast<double>(s.cluster.node.gpus_per_node)).epsilon(1e-9));
+}
+
+// The local copies that stand in for an emulated rank's collectives
+// (executor/loopback_communicator.cc), at the HBM fraction plus a launch each.
+TEST_CASE("an emulated rank's local copies: ZeRO-3's gathers in its compute, ZeRO-1/2's at the step's end") {
+  const Setup s = setup("H200-141GB", "dgx-h200", 64);
+  const ModelSpec spec = test::catalog().resolve_model("gpt2-355m");
+  const ModelShape m = make_shape(spec);
+  const double params = static_cast<double>(count_params(spec).total);
+  Network net = s.net;
+  const double hbm = s.cluster.gpu.hbm_bytes_per_s * net.eff.hbm_fraction;
+  Layout l;
+  l.micro_batch = 4;
+  l.seq_len = 1024;
+  l.grad_accum = 2;
+  l.attention = Attention::Materialized;
+  TimeEvaluator timer;
+  auto rank = [&](uint32_t dp, uint8_t zero) {
+    l.dp = dp;
+    l.zero_stage = zero;
+    return timer.emulated_rank(TimeInputs{m, l, s.cluster.gpu, s.cluster.node, net}, 0);
+  };
+  // One rank, or ZeRO-0's all-reduce (the loopback leaves the data as they are): no copies.
+  for (uint8_t zero : {0, 1, 2, 3}) CHECK(rank(1, zero).local_copies_in_compute_s + rank(1, zero).local_copies_at_step_end_s == 0);
+  CHECK(rank(64, 0).local_copies_in_compute_s + rank(64, 0).local_copies_at_step_end_s == 0);
+  // ZeRO-3 over 64: each of the 2 micro-batches gathers all bf16 weights
+  // forward and backward (read + written) and copies its 1/64 of the
+  // gradients; launches aside, exactly those bytes.
+  net.eff.kernel_overhead_s = 0;
+  const TimeEvaluator::EmulatedRank z3 = rank(64, 3);
+  CHECK(z3.local_copies_at_step_end_s == 0);
+  CHECK(z3.local_copies_in_compute_s == doctest::Approx((2 * 2 * 2 * 2 * params + 2 * 2 * 2 * params / 64) / hbm));
+  // Launches: 7 copies a gather of 64 (1 + log2 64), 4 of 8.
+  net.eff.kernel_overhead_s = 1e-6;
+  const double launches_64 = rank(64, 3).local_copies_in_compute_s - z3.local_copies_in_compute_s;
+  net.eff.kernel_overhead_s = 0;
+  const double bytes_8 = rank(8, 3).local_copies_in_compute_s;
+  net.eff.kernel_overhead_s = 1e-6;
+  const double launches_8 = rank(8, 3).local_copies_in_compute_s - bytes_8;
+  CHECK(launches_64 / launches_8 == doctest::Approx((2.0 * 7 + 1) / (2.0 * 4 + 1)));
+  // The copies inside forward and backward are part of the rank's compute.
+  const TimeEvaluator::EmulatedRank with = rank(64, 3);
+  CHECK(with.total_s == doctest::Approx(with.compute_s + with.optimizer_s + with.offload_s));
+  // ZeRO-2: the reduced slices inside, the updated chunks gathered at the end;
+  // ZeRO-1: everything at the end.
+  CHECK(rank(64, 2).local_copies_in_compute_s > 0);
+  CHECK(rank(64, 2).local_copies_at_step_end_s > 0);
+  CHECK(rank(64, 1).local_copies_in_compute_s == 0);
+  CHECK(rank(64, 1).local_copies_at_step_end_s > 0);
 }
 
 TEST_CASE("ZeRO-Offload: the delayed parameter update hides the CPU step behind the GPU step") {
