@@ -260,6 +260,32 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in,
   }
 }
 
+// A memory-bound copy pass: `bytes` read and written at hbm_fraction of the
+// HBM bandwidth, plus kernel_overhead_s for each of `launches` copies.
+struct Copies {
+  double bytes = 0, launches = 0;
+  double seconds(const GpuSpec& gpu, const EfficiencyCurves& e) const {
+    return bytes / (gpu.hbm_bytes_per_s * e.hbm_fraction) + launches * e.kernel_overhead_s;
+  }
+};
+
+// zeroplan's ZeRO-1 goes through a bucket of 2^24 elements, a rank's share
+// of it a round (executor/data_parallel.cc reduce_and_update and
+// gather_partition).
+double zero1_rounds(double params, uint64_t n) {
+  const double per_rank = std::ceil(static_cast<double>(kZeroplanBucketElems) / static_cast<double>(n));
+  return std::max(1.0, std::ceil(std::ceil(params / static_cast<double>(n)) / per_rank));
+}
+
+// The executor's own copies around those rounds, on the step's path on any
+// network: every rank's gradient range packed into the bucket (n a round),
+// the reduced slice copied back (1), and the other ranks' ranges copied out
+// of the gathered bucket (n - 1).
+Copies zero1_bucket_copies(double grads, double weights, uint64_t n, double rounds) {
+  const double nd = static_cast<double>(n);
+  return {2 * grads + 2 * grads / nd + 2 * weights * (nd - 1) / nd, rounds * (nd + 1 + (nd - 1))};
+}
+
 // The part of a step that the ZeRO stage and offload choices change.
 struct StatePhases {
   double dp_comm_s = 0, optimizer_s = 0, offload_s = 0;
@@ -291,11 +317,7 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     // either way (the per-call latency is not modelled).
     const bool ours = l.framework == Framework::Zeroplan;
     const double units = ours ? p.units : 1;
-    double rounds = 1;
-    if (ours) {
-      const double per_rank = std::ceil(static_cast<double>(kZeroplanBucketElems) / static_cast<double>(n));
-      rounds = std::max(1.0, std::ceil(std::ceil(params / static_cast<double>(n)) / per_rank));
-    }
+    const double rounds = ours ? zero1_rounds(params, n) : 1;
     if (l.zero_stage == 0) {
       dp_s += ar_s;
       row(dim, "all-reduce (gradients)", grads, 1, ring_all_reduce_bytes(grads, n), ar_s);
@@ -307,6 +329,7 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
       const double calls = l.zero_stage == 2 ? units : rounds;
       const double rs = passes * rs_s;
       dp_s += rs + ag_s;
+      if (ours && l.zero_stage == 1) dp_s += zero1_bucket_copies(grads, weights, n, rounds).seconds(in.gpu, eff);
       row(dim, "reduce-scatter (gradients)", grads, passes * calls, passes * ring_all_gather_bytes(grads, n), rs);
       row(dim, "all-gather (parameters)", weights, calls, ring_all_gather_bytes(weights, n), ag_s);
     } else {
@@ -408,10 +431,7 @@ double tokens_per_step(const Layout& l) {
 // in 1 + ceil(log2 n) copies, a reduce-scatter copies the rank's slice; an
 // all-reduce, a broadcast and a send move nothing; a receive zero-fills one
 // activation a micro-batch, left out here) and, around ZeRO-1's buckets, the
-// executor's own packing (executor/data_parallel.cc: the gradient ranges
-// copied into the bucket, the reduced slice back, the gathered ranges out).
-// Each copy is a memory-bound kernel: its bytes read and written at
-// hbm_fraction of the HBM bandwidth, plus kernel_overhead_s a launch. The
+// executor's own packing (zero1_bucket_copies), each a Copies pass. The
 // busiest stage's parameters and units stand for every stage's, as in its
 // compute. Copies made inside forward and backward (ZeRO-2/3's per-unit
 // collectives, sequence parallelism's) count in the measured compute
@@ -422,10 +442,10 @@ struct LocalCopyTimes {
 
 LocalCopyTimes local_copy_times(const PipelinePrep& p, const TimePrep& pr, const TimeInputs& in) {
   const Layout& l = in.layout;
-  const EfficiencyCurves& e = in.network.eff;
-  const double hbm = in.gpu.hbm_bytes_per_s * e.hbm_fraction;
   LocalCopyTimes t;
-  auto copies = [&](double& into, double bytes, double launches) { into += bytes / hbm + launches * e.kernel_overhead_s; };
+  auto copies = [&](double& into, double bytes, double launches) {
+    into += Copies{bytes, launches}.seconds(in.gpu, in.network.eff);
+  };
   auto gather_copies = [](uint64_t n) { return 1.0 + std::ceil(std::log2(static_cast<double>(n))); };
   const double mb = static_cast<double>(l.num_microbatches());
   auto data_parallel = [&](double params, uint64_t n) {
@@ -438,12 +458,13 @@ LocalCopyTimes local_copy_times(const PipelinePrep& p, const TimePrep& pr, const
       copies(t.in_compute_s, 2 * mb * grads / nd, mb * p.units);
       copies(t.at_step_end_s, 2 * weights, p.units * gather_copies(n));  // the updated chunks gathered back
     } else if (l.zero_stage == 1) {
-      const double per_rank = std::ceil(static_cast<double>(kZeroplanBucketElems) / nd);
-      const double rounds = std::max(1.0, std::ceil(std::ceil(params / nd) / per_rank));
-      copies(t.at_step_end_s, 2 * grads, nd * rounds);                        // ranges packed into the bucket
-      copies(t.at_step_end_s, 2 * 2 * grads / nd, 2 * rounds);                // the slice out and back
-      copies(t.at_step_end_s, 2 * weights, rounds * gather_copies(n));        // the partition gathered
-      copies(t.at_step_end_s, 2 * weights * (nd - 1) / nd, (nd - 1) * rounds);  // the others' ranges out of it
+      // The executor's packing (as on a network), then the loopback's slice
+      // and gather a round.
+      const double rounds = zero1_rounds(params, n);
+      const Copies packing = zero1_bucket_copies(grads, weights, n, rounds);
+      copies(t.at_step_end_s, packing.bytes, packing.launches);
+      copies(t.at_step_end_s, 2 * grads / nd, rounds);
+      copies(t.at_step_end_s, 2 * weights, rounds * gather_copies(n));
     }
   };
   data_parallel(p.dense, p.dp_span.size);

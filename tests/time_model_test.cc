@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 
 #include "costmodel/compute.h"
 #include "costmodel/model_states.h"
@@ -280,6 +281,26 @@ TEST_CASE("an emulated rank's local copies: ZeRO-3's gathers in its compute, ZeR
   CHECK(rank(64, 2).local_copies_at_step_end_s > 0);
   CHECK(rank(64, 1).local_copies_in_compute_s == 0);
   CHECK(rank(64, 1).local_copies_at_step_end_s > 0);
+  // On a network zeroplan's ZeRO-1 still packs the gradient ranges into its
+  // bucket, copies the reduced slice back and the gathered ranges out: on
+  // the step's path beside the collectives (launches aside, those bytes).
+  net.eff.kernel_overhead_s = 0;
+  l.dp = 64;
+  l.zero_stage = 1;
+  auto dp_rows_s = [](const StepTime& t) {
+    double sum = 0;
+    for (int i = 0; i < t.comm_rows; ++i) {
+      const CommRow& r = t.comm[static_cast<size_t>(i)];
+      if (std::string(r.dimension) == "dp") sum += r.seconds;
+    }
+    return sum;
+  };
+  const StepTime world = timer.evaluate(TimeInputs{m, l, s.cluster.gpu, s.cluster.node, net});
+  const double bytes = 2 * params;  // bf16 gradients and weights alike
+  CHECK(world.dp_comm_s - dp_rows_s(world) == doctest::Approx((2 * bytes + 2 * bytes / 64 + 2 * bytes * 63 / 64) / hbm));
+  l.framework = Framework::Megatron;  // its distributed optimizer: the collectives alone
+  const StepTime megatron = timer.evaluate(TimeInputs{m, l, s.cluster.gpu, s.cluster.node, net});
+  CHECK(megatron.dp_comm_s == doctest::Approx(dp_rows_s(megatron)));
 }
 
 TEST_CASE("ZeRO-Offload: the delayed parameter update hides the CPU step behind the GPU step") {
