@@ -56,7 +56,7 @@ void add_layout_flags(CLI::App* cmd, LayoutFlags& f, bool model_required) {
   cmd->add_option("--recompute-layers", f.recompute_layers, "With full recompute: layers per stage (0 = all)");
   cmd->add_flag("--partition-activations", f.partition_activations, "ZeRO-R: split checkpoints across the tp group");
   cmd->add_flag("--checkpoints-to-cpu", f.checkpoints_to_cpu, "ZeRO-R: keep checkpoints in host memory");
-  cmd->add_option("--precision", f.precision, "bf16|fp16|fp32 (default bf16; with --rank, fp16 on a GPU without bf16)")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  cmd->add_option("--precision", f.precision, "bf16|fp16|fp32 (default bf16, or fp16 on a GPU without bf16)")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
   cmd->add_option("--optimizer", f.optimizer, "adam|sgd")->check(CLI::IsMember({"adam", "sgd"}));
   cmd->add_flag("--fp32-grad-accum", f.fp32_grad_accum, "Accumulate gradients in fp32 (zeroplan accounting)");
   cmd->add_option("--framework", f.framework, "Whose accounting: zeroplan|deepspeed|megatron")
@@ -131,7 +131,9 @@ Job make_job(const LayoutFlags& f, const Catalog& catalog) {
   l.recompute_layers = f.recompute_layers;
   l.partition_activations = f.partition_activations;
   l.checkpoints_to_cpu = f.checkpoints_to_cpu;
-  l.precision = pick<Precision>(f.precision.empty() ? "bf16" : f.precision, "--precision", {{"bf16", Precision::Bf16}, {"fp16", Precision::Fp16}, {"fp32", Precision::Fp32}});
+  // Unless given, the GPU's best, as fit's search takes (planner/planner.cc).
+  const std::string precision = !f.precision.empty() ? f.precision : j.cluster_shape.has_bf16 ? "bf16" : "fp16";
+  l.precision = pick<Precision>(precision, "--precision", {{"bf16", Precision::Bf16}, {"fp16", Precision::Fp16}, {"fp32", Precision::Fp32}});
   l.optimizer = pick<Optimizer>(f.optimizer, "--optimizer", {{"adam", Optimizer::Adam}, {"sgd", Optimizer::Sgd}});
   l.fp32_grad_accum = f.fp32_grad_accum;
   l.framework = pick<Framework>(f.framework, "--framework", {{"zeroplan", Framework::Zeroplan}, {"deepspeed", Framework::DeepSpeed},

@@ -136,7 +136,13 @@ TEST_CASE("bad flags and impossible layouts") {
   check_one_line_error(base + "--gpus 12", "expected a multiple of the 8 GPUs per dgx-h100 node");
   check_one_line_error(base + "--gpus 8 --dp 4", "does not equal --gpus 8");
   check_one_line_error(base + "--gpus 8 --global-batch 12", "--global-batch 12: expected a multiple of dp x micro-batch = 8");
-  check_one_line_error("explain --model gpt2-124m --gpu V100-32GB --gpus 1", "no bf16 support; use --precision fp16");
+  check_one_line_error("explain --model gpt2-124m --gpu V100-32GB --gpus 1 --precision bf16", "no bf16 support; use --precision fp16");
+  {
+    // Unless given, the precision is the GPU's best, as fit's: fp16 on a V100.
+    const Run v100 = run("explain --model gpt2-124m --gpu V100-32GB --gpus 1");
+    CHECK(v100.code == 0);
+    CHECK(v100.out.find(" fp16 ") != std::string::npos);
+  }
   check_one_line_error("explain --model gpt2-124m --gpu H100-80GB --gpus 1 --seq 4096", "exceeds the model's 1024 learned positions");
   check_one_line_error(base + "--gpus 8 --micro-batch 1048576 --seq 16777216", "overflow");
 }
