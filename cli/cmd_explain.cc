@@ -89,8 +89,10 @@ void print_time(const Job& j, const MemoryResult& memory, const StepTime& t, dou
   std::cout << "tokens/s " << fixed(t.tokens_per_s, 0) << ", samples/s " << fixed(t.samples_per_s, 2) << ", "
             << fixed(t.tflops_per_gpu, 1) << " model TFLOP/s per GPU, MFU " << percent(t.mfu) << ", HFU " << percent(t.hfu)
             << " (model FLOPs: matrix products incl. full attention scores, no recompute; HFU adds recompute)\n";
-  std::cout << "attention core priced as: " << to_string(attention_kernel(j.shape, j.layout)) << "\n";
-  if (attention_kernel(j.shape, j.layout) == AttentionKernel::FlashWarp) {
+  const AttentionKernel kernel = attention_kernel(j.shape, j.layout);
+  std::cout << "attention core priced as: " << to_string(kernel) << ", backward " << fixed(attention_backward_ratio(kernel), 1)
+            << " x its forward (the kernel's products, docs/time-model.md)\n";
+  if (kernel == AttentionKernel::FlashWarp) {
     // The CUDA-core kernels are the slow path (fit's --attention auto searches the other one here too).
     Layout other = j.layout;
     other.attention = Attention::Materialized;
@@ -126,6 +128,7 @@ Json time_json(const Job& job, const StepTime& t, double tokens) {
                           {"dp_comm", t.dp_comm_s}, {"optimizer", t.optimizer_s},
                           {"offload", t.offload_s}}},
             {"attention_kernel", to_string(attention_kernel(job.shape, job.layout))},
+            {"attention_backward_ratio", attention_backward_ratio(attention_kernel(job.shape, job.layout))},
             {"bubble_fraction", t.bubble_fraction},
             {"tokens_per_s", t.tokens_per_s},
             {"samples_per_s", t.samples_per_s},

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
+#include <utility>
 #include <sys/wait.h>
 
 #include "costmodel/attention_calibration.h"
@@ -87,6 +89,16 @@ TEST_CASE("good input exits 0") {
   CHECK(e.out.find("\"schema\": \"zeroplan.explain\"") != std::string::npos);
   CHECK(e.out.find("\"tokens_per_s\"") != std::string::npos);
   CHECK(e.out.find("all-gather (parameters, fwd + bwd)") != std::string::npos);  // ZeRO-3's 3 Psi rows
+  // The attention core's backward at its kernel's products: zeroplan's flash
+  // tiles 7 (3.5 x the forward's 2), FlashAttention-2 5, materialised 4.
+  for (const auto& [flags, ratio] : std::vector<std::pair<std::string, double>>{
+           {"", 3.5}, {" --framework megatron", 2.5}, {" --attention materialized", 2.0}}) {
+    const Run k = run("explain --model llama-3.1-8b --gpus 8 --gpu H100-80GB --zero 1 --json" + flags);
+    CAPTURE(flags);
+    REQUIRE(k.code == 0);
+    CHECK(zp::Json::parse(k.out).at("time").at("attention_backward_ratio").get<double>() == ratio);
+  }
+  CHECK(run("explain --model llama-3.1-8b --gpus 8 --gpu H100-80GB").out.find("backward 3.5 x its forward") != std::string::npos);
   Run t = run("explain --model llama-3.1-8b --gpus 8 --gpu H100-80GB --zero 1 --tokens 1e12");
   CHECK(t.code == 0);
   CHECK(t.out.find("time to train 1000.0B tokens") != std::string::npos);
