@@ -289,6 +289,10 @@ Copies zero1_bucket_copies(double grads, double weights, uint64_t n, double roun
 // The part of a step that the ZeRO stage and offload choices change.
 struct StatePhases {
   double dp_comm_s = 0, optimizer_s = 0, offload_s = 0;
+  // The part of offload_s zeroplan's executor spends inside forward and
+  // backward: ZeRO-2/3's per-micro-batch gradient copies to the host (and
+  // the adds that outlast backward) and the offloaded parameters' uploads.
+  double offload_in_compute_s = 0;
 };
 
 // The exposed data-parallel communication, the optimizer and the offload
@@ -402,6 +406,7 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     const double gpu_step = pipeline_s;
     t.optimizer_s = l.delayed_update ? 0 : cpu_s;
     t.offload_s = on_path_s + (l.delayed_update ? std::max(0.0, host_step - gpu_step) : pcie_s + nvme_s);
+    if (l.zero_stage >= 2) t.offload_in_compute_s = on_path_s;
   }
   if (l.offload_param != Offload::None) {
     // Parameters come up from the host (or NVMe) for forward and backward of every micro-batch.
@@ -410,7 +415,9 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     if (l.offload_param == Offload::Nvme && in.node.nvme_read_bytes_per_s > 0) {
       bw = std::min(bw, in.node.nvme_read_bytes_per_s / static_cast<double>(in.node.gpus_per_node));
     }
-    t.offload_s += std::max(0.0, bytes / bw - (dp_overlapped(l) ? pipeline_s : 0));
+    const double exposed_s = std::max(0.0, bytes / bw - (dp_overlapped(l) ? pipeline_s : 0));
+    t.offload_s += exposed_s;
+    if (l.framework == Framework::Zeroplan) t.offload_in_compute_s += exposed_s;  // the units' gathers read the host
   }
   return t;
 }
@@ -531,7 +538,11 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
   const TimeInputs own_host{in.model, in.layout, in.gpu, alone, in.network};
   const StatePhases phases = state_phases<false>(p, own_host, nullptr);
   r.optimizer_s = phases.optimizer_s;
-  r.offload_s = phases.offload_s;
+  // What the executor copies to and from the host inside forward and
+  // backward is measured there, so it is predicted there too.
+  r.compute_s += phases.offload_in_compute_s;
+  r.offload_in_compute_s = phases.offload_in_compute_s;
+  r.offload_s = phases.offload_s - phases.offload_in_compute_s;
   r.total_s = r.compute_s + r.local_copies_at_step_end_s + r.optimizer_s + r.offload_s;
   return r;
 }

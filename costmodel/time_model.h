@@ -171,10 +171,12 @@ class TimeEvaluator {
   // (zeroplan validate, executor/loopback_communicator.h).
   struct EmulatedRank {
     // Its layers (and output layer) for every micro-batch, recompute
-    // included, and the local copies its collectives make inside forward
-    // and backward (local_copies_in_compute_s, a part of it).
+    // included, the local copies its collectives make inside forward and
+    // backward (local_copies_in_compute_s) and its host copies there
+    // (offload_in_compute_s), as its measured compute phases hold them.
     double compute_s = 0;
     double local_copies_in_compute_s = 0;
+    double offload_in_compute_s = 0;  // host copies inside forward and backward (ZeRO-2/3 offload), also a part of it
     double local_copies_at_step_end_s = 0;  // ZeRO-1/2's step-end reduce and gather as local copies
     double optimizer_s = 0;                 // as in evaluate()
     double offload_s = 0;

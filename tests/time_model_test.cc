@@ -281,6 +281,20 @@ TEST_CASE("an emulated rank's local copies: ZeRO-3's gathers in its compute, ZeR
   CHECK(rank(64, 2).local_copies_at_step_end_s > 0);
   CHECK(rank(64, 1).local_copies_in_compute_s == 0);
   CHECK(rank(64, 1).local_copies_at_step_end_s > 0);
+  // ZeRO-2/3 offload copies each micro-batch's reduced chunks to the host
+  // inside backward: predicted in the compute, where validate measures
+  // them; ZeRO-1's one copy at the step's end stays in the offload.
+  net.eff.kernel_overhead_s = 1e-6;
+  const TimeEvaluator::EmulatedRank on_device = rank(8, 2);
+  l.offload_optimizer = Offload::Cpu;
+  const TimeEvaluator::EmulatedRank offloaded = rank(8, 2);
+  CHECK(offloaded.offload_in_compute_s > 0);
+  CHECK(offloaded.compute_s - offloaded.offload_in_compute_s == doctest::Approx(on_device.compute_s));
+  CHECK(offloaded.total_s == doctest::Approx(offloaded.compute_s + offloaded.local_copies_at_step_end_s +
+                                             offloaded.optimizer_s + offloaded.offload_s));
+  CHECK(rank(8, 1).offload_in_compute_s == 0);
+  CHECK(rank(8, 1).offload_s > 0);
+  l.offload_optimizer = Offload::None;
   // On a network zeroplan's ZeRO-1 still packs the gradient ranges into its
   // bucket, copies the reduced slice back and the gathered ranges out: on
   // the step's path beside the collectives (launches aside, those bytes).
