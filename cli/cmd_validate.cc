@@ -148,11 +148,27 @@ std::string local_copies_sentence(const Json& step_time) {
          "forward and backward and " + milliseconds(at_end) + " those at the step's end.";
 }
 
+// Text for SVG: a model file's name may hold &, < or >.
+std::string xml_escaped(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    switch (ch) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += ch;
+    }
+  }
+  return out;
+}
+
 // Grouped horizontal bars, predicted and measured, one pair per row of
-// `rows` (an object of {predicted_<unit>, measured_<unit>} objects).
+// `rows` (an object of {predicted_<unit>, measured_<unit>} objects; a row
+// with "set_aside" is labelled so, as the report's table does).
 std::string bar_chart(const std::string& title, const Json& rows, const std::string& unit, std::string (*format)(double),
                       const std::string& measured_label) {
-  const int bar = 14, gap = 10, label_w = 190, chart_w = 420;
+  const int bar = 14, gap = 10, label_w = 190, chart_w = 420, values_w = 220;
   const std::string predicted_key = "predicted_" + unit, measured_key = "measured_" + unit;
   double most = 0;
   for (const auto& [name, c] : rows.items()) {
@@ -162,19 +178,20 @@ std::string bar_chart(const std::string& title, const Json& rows, const std::str
   const int count = static_cast<int>(rows.size());
   const int height = 40 + count * (2 * bar + gap) + 30;
   std::ostringstream s;
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << label_w + chart_w + 120 << "\" height=\"" << height
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << label_w + chart_w + values_w << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
-  s << "<text x=\"4\" y=\"16\" font-size=\"13\">" << title << "</text>\n";
+  s << "<text x=\"4\" y=\"16\" font-size=\"13\">" << xml_escaped(title) << "</text>\n";
   int y = 34;
   for (const auto& [name, c] : rows.items()) {
     const double p = c.at(predicted_key).get<double>(), m = c.at(measured_key).get<double>();
-    s << "<text x=\"4\" y=\"" << y + bar + 4 << "\">" << name << "</text>\n";
+    s << "<text x=\"4\" y=\"" << y + bar + 4 << "\">" << xml_escaped(name)
+      << (c.value("set_aside", false) ? " (set aside)" : "") << "</text>\n";
     s << "<rect x=\"" << label_w << "\" y=\"" << y << "\" width=\"" << chart_w * p / most << "\" height=\"" << bar
       << "\" fill=\"#4e79a7\"/>\n";
     s << "<rect x=\"" << label_w << "\" y=\"" << y + bar << "\" width=\"" << chart_w * m / most << "\" height=\"" << bar
       << "\" fill=\"#f28e2b\"/>\n";
     s << "<text x=\"" << label_w + chart_w * std::max(p, m) / most + 4 << "\" y=\"" << y + bar + 4 << "\">" << format(m)
-      << "</text>\n";
+      << " (predicted " << format(p) << ")</text>\n";
     y += 2 * bar + gap;
   }
   s << "<rect x=\"" << label_w << "\" y=\"" << y + 4 << "\" width=\"10\" height=\"10\" fill=\"#4e79a7\"/><text x=\""

@@ -230,8 +230,8 @@ TEST_CASE("fit names its precision and attention; --attention any on a V100 find
   // explain prices the other kernel beside the CUDA-core flash path, and only there.
   Run slow = run("explain --model gpt2-1.5b --gpus 8 --gpu V100-32GB --precision fp16 --zero 1 --micro-batch 1 --seq 1024");
   CHECK(slow.code == 0);
-  CHECK(slow.out.find("warp-per-row kernels, CUDA cores)\n  with --attention materialized (cuBLAS products): step ") !=
-        std::string::npos);
+  CHECK(slow.out.find("warp-per-row kernels, CUDA cores), backward 3.5 x its forward (the kernel's products, "
+                      "docs/time-model.md)\n  with --attention materialized (cuBLAS products): step ") != std::string::npos);
   Run fast = run("explain --model gpt2-1.5b --gpus 8 --gpu H100-80GB --zero 1 --micro-batch 1 --seq 1024");
   CHECK(fast.out.find("with --attention materialized") == std::string::npos);
   // explain --rank 1 is fit's first layout: fp16 and materialised attention on a V100 unless asked otherwise.
@@ -488,6 +488,17 @@ TEST_CASE("validate: a matrix of layouts runs as emulated ranks; memory within i
     CHECK(curves.at(field).get<double>() == doctest::Approx(file.at(field).get<double>()).epsilon(1e-3));
   }
   CHECK(curves.at("source").get<std::string>().find("compute phases of") != std::string::npos);
+  // The charts' text is escaped: a model file's name may hold an ampersand.
+  std::filesystem::copy_file(gpt, dir + "/a&b.json");
+  REQUIRE(run("validate --model '" + dir + "/a&b.json' --gpu H100-80GB --gpus 2 --seq 16 --steps 1 --warmup 0 --out " + dir +
+              "/amp")
+              .code == 0);
+  for (const char* chart : {"/amp/case0_memory.svg", "/amp/case0_time.svg"}) {
+    const std::string svg = read_text(dir + chart);
+    CHECK(svg.find("a&amp;b.json") != std::string::npos);
+    CHECK(svg.find("a&b") == std::string::npos);
+  }
+  CHECK(read_text(dir + "/amp/case0_memory.svg").find("backend_scratch (set aside)") != std::string::npos);
   std::system(("rm -rf " + dir).c_str());
 }
 
