@@ -40,6 +40,23 @@ TEST_CASE("host need: every process draws the whole model's initial values; the 
   offload.layout.zero_stage = 1;
   offload.layout.offload_optimizer = Offload::Cpu;
   CHECK(host_need(offload, offload.layout, true).buffer_bytes >= 12 * params);
+  // The model is built whole before ZeRO-3 partitions it: on the CPU
+  // backend its host copy, parameters and gradients (3 x 2 bytes a
+  // parameter at bf16, dp 1's rank holding all of them) beside the initial
+  // values, more than the partitioned rows of 64 ranks hold.
+  PlanFile z3 = bf;
+  z3.model = test::catalog().resolve_model("gpt2-355m");  // large beside the backends' fixed scratch
+  const uint64_t z3_params = count_params(z3.model).total;
+  z3.layout.dp = 64;
+  z3.layout.zero_stage = 3;
+  const HostNeed built = host_need(z3, z3.layout, false);
+  CHECK(built.build_bytes >= 3 * 2 * z3_params);
+  CHECK(built.build_bytes <= 3 * 2 * z3_params * 11 / 10);  // vocabulary padding at most
+  CHECK(built.buffer_bytes < built.build_bytes);
+  CHECK(built.total() == built.init_bytes + built.build_bytes);
+  CHECK(host_need(z3, z3.layout, true).build_bytes == built.build_bytes / 3);  // on a GPU only the host copy
+  // Unpartitioned, the rows hold more than the build: they decide.
+  CHECK(cpu.total() == cpu.init_bytes + cpu.buffer_bytes);
 }
 
 TEST_CASE("check_host_memory refuses what does not fit, naming the plan, and passes what does") {
