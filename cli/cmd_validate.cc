@@ -360,7 +360,7 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
       {"compute (forward + backward)", {{"predicted_s", ran.compute_s}, {"measured_s", phase({"forward", "backward"})}}},
       {"optimizer and offload", {{"predicted_s", ran.optimizer_s + ran.offload_s}, {"measured_s", phase({"optimizer"})}}},
       {"collectives (local copies)",
-       {{"predicted_s", ran.local_copies_at_step_end_s},
+       {{"predicted_s", ran.local_copies_at_step_end_s + ran.offload_in_sync_s},
         {"measured_s", phase({"gradient_sync", "parameter_gather", "pipeline_transfer"})}}}};
   out["step_time"] = {{"measured_s", measured_s},
                       {"measured_phases_s", phases},

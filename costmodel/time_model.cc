@@ -293,6 +293,9 @@ struct StatePhases {
   // backward: ZeRO-2/3's per-micro-batch gradient copies to the host (and
   // the adds that outlast backward) and the offloaded parameters' uploads.
   double offload_in_compute_s = 0;
+  // ZeRO-1's: its reduced partition's copy to the host and the add, inside
+  // the gradient sync at the step's end (executor/data_parallel.cc).
+  double offload_in_sync_s = 0;
 };
 
 // The exposed data-parallel communication, the optimizer and the offload
@@ -406,7 +409,11 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     const double gpu_step = pipeline_s;
     t.optimizer_s = l.delayed_update ? 0 : cpu_s;
     t.offload_s = on_path_s + (l.delayed_update ? std::max(0.0, host_step - gpu_step) : pcie_s + nvme_s);
-    if (l.zero_stage >= 2) t.offload_in_compute_s = on_path_s;
+    if (l.zero_stage >= 2) {
+      t.offload_in_compute_s = on_path_s;
+    } else {
+      t.offload_in_sync_s = on_path_s;
+    }
   }
   if (l.offload_param != Offload::None) {
     // Parameters come up from the host (or NVMe) for forward and backward of every micro-batch.
@@ -542,8 +549,9 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
   // backward is measured there, so it is predicted there too.
   r.compute_s += phases.offload_in_compute_s;
   r.offload_in_compute_s = phases.offload_in_compute_s;
-  r.offload_s = phases.offload_s - phases.offload_in_compute_s;
-  r.total_s = r.compute_s + r.local_copies_at_step_end_s + r.optimizer_s + r.offload_s;
+  r.offload_in_sync_s = phases.offload_in_sync_s;
+  r.offload_s = phases.offload_s - phases.offload_in_compute_s - phases.offload_in_sync_s;
+  r.total_s = r.compute_s + r.local_copies_at_step_end_s + r.offload_in_sync_s + r.optimizer_s + r.offload_s;
   return r;
 }
 

@@ -293,7 +293,11 @@ TEST_CASE("an emulated rank's local copies: ZeRO-3's gathers in its compute, ZeR
   CHECK(offloaded.total_s == doctest::Approx(offloaded.compute_s + offloaded.local_copies_at_step_end_s +
                                              offloaded.optimizer_s + offloaded.offload_s));
   CHECK(rank(8, 1).offload_in_compute_s == 0);
-  CHECK(rank(8, 1).offload_s > 0);
+  CHECK(rank(8, 1).offload_in_sync_s > 0);  // copied and added inside the step-end gradient sync
+  CHECK(rank(8, 1).total_s == doctest::Approx(rank(8, 1).compute_s + rank(8, 1).local_copies_at_step_end_s +
+                                              rank(8, 1).offload_in_sync_s + rank(8, 1).optimizer_s +
+                                              rank(8, 1).offload_s));
+  CHECK(offloaded.offload_in_sync_s == 0);
   l.offload_optimizer = Offload::None;
   // On a network zeroplan's ZeRO-1 still packs the gradient ranges into its
   // bucket, copies the reduced slice back and the gathered ranges out: on
