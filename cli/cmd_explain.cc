@@ -115,6 +115,7 @@ void print_time(const Job& j, const MemoryResult& memory, const StepTime& t, dou
 }
 
 Json time_json(const Job& job, const StepTime& t, double tokens) {
+  const AttentionKernel kernel = attention_kernel(job.shape, job.layout);
   Json comm = Json::array();
   for (int i = 0; i < t.comm_rows; ++i) {
     const CommRow& c = t.comm[i];
@@ -127,8 +128,8 @@ Json time_json(const Job& job, const StepTime& t, double tokens) {
                           {"bubble", t.bubble_s}, {"bubble_warmup", t.warmup_s}, {"bubble_cooldown", t.cooldown_s},
                           {"dp_comm", t.dp_comm_s}, {"optimizer", t.optimizer_s},
                           {"offload", t.offload_s}}},
-            {"attention_kernel", to_string(attention_kernel(job.shape, job.layout))},
-            {"attention_backward_ratio", attention_backward_ratio(attention_kernel(job.shape, job.layout))},
+            {"attention_kernel", to_string(kernel)},
+            {"attention_backward_ratio", attention_backward_ratio(kernel)},
             {"bubble_fraction", t.bubble_fraction},
             {"tokens_per_s", t.tokens_per_s},
             {"samples_per_s", t.samples_per_s},

@@ -522,10 +522,11 @@ double TimeEvaluator::tokens_per_s(const TimeInputs& in, Reuse reuse) {
 // An emulated rank's collectives are local copies and its pipeline
 // neighbours' messages are dropped or zeros: no link is crossed and no stage
 // waits for another (no bubble, no point-to-point time). What it runs is the
-// compute of its own stage and its local copies (local_copy_times), the busiest stage's per-layer and output-layer
-// times applied to its layers, and the optimizer and offload phases of
-// evaluate() (which do not wait on the network either), with the node's
-// host and NVMe to itself.
+// compute of its own stage (the busiest stage's per-layer and output-layer
+// times applied to its layers), the local copies of its collectives
+// (local_copy_times), and the optimizer and offload phases of evaluate()
+// (which do not wait on the network either), with the node's host and NVMe
+// to itself.
 TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, uint32_t stage) {
   const PipelinePrep& p = prepared(in);
   const Layout& l = in.layout;
