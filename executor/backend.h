@@ -73,7 +73,7 @@ class Backend {
 
   // Token-indexed rows. out (N,C) row i = table row ids[i] - vocab_start for
   // the ids this rank's rows [vocab_start, vocab_start + vocab_local) hold
-  // (other rows of `out` untouched: zero them first); its gradient adds row
+  // (the other rows of `out` written as zeros, so `out` needs no fill); its gradient adds row
   // i of dout to dtable's row ids[i] - vocab_start (fp32 sums, one rounding).
   virtual void embedding_forward(T* out, const T* table, const int* ids, size_t N, int C, int vocab_start,
                                  int vocab_local) = 0;

@@ -192,7 +192,11 @@ class CpuBackend final : public Backend<T> {
                          int vocab_local) override {
     for (size_t i = 0; i < N; ++i) {
       const int row = ids[i] - vocab_start;
-      if (row >= 0 && row < vocab_local) std::copy_n(table + static_cast<size_t>(row) * sz(C), C, out + i * sz(C));
+      if (row >= 0 && row < vocab_local) {
+        std::copy_n(table + static_cast<size_t>(row) * sz(C), C, out + i * sz(C));
+      } else {
+        std::fill_n(out + i * sz(C), C, T(0));
+      }
     }
   }
   void embedding_backward(T* dtable, const T* dout, const int* ids, size_t N, int C, int vocab_start,

@@ -68,8 +68,10 @@ void* CudaDevice::allocate(uint64_t bytes) {
 
 void CudaDevice::release(void* p) { caching_.release(p); }
 
-void CudaDevice::zero(void* p, uint64_t bytes) {
-  if (bytes) check(cudaMemsetAsync(p, 0, bytes, nullptr), "cudaMemsetAsync");
+void CudaDevice::zero(void* p, uint64_t bytes) { fill_bytes(p, 0, bytes); }
+
+void CudaDevice::fill_bytes(void* p, unsigned char byte, uint64_t bytes) {
+  if (bytes) check(cudaMemsetAsync(p, byte, bytes, nullptr), "cudaMemsetAsync");
 }
 
 // Device to device, the copy is queued like a kernel. With a host side it
@@ -96,8 +98,10 @@ void PinnedHostDevice::release(void* p) {
   if (p) cudaFreeHost(p);
 }
 
-void PinnedHostDevice::zero(void* p, uint64_t bytes) {
-  if (bytes) std::memset(p, 0, bytes);
+void PinnedHostDevice::zero(void* p, uint64_t bytes) { fill_bytes(p, 0, bytes); }
+
+void PinnedHostDevice::fill_bytes(void* p, unsigned char byte, uint64_t bytes) {
+  if (bytes) std::memset(p, byte, bytes);
 }
 
 void PinnedHostDevice::copy(void* dst, const void* src, uint64_t bytes) {

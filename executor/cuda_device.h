@@ -28,6 +28,7 @@ class PinnedHostDevice final : public Device {
   void* allocate(uint64_t bytes) override;
   void release(void* p) override;
   void zero(void* p, uint64_t bytes) override;
+  void fill_bytes(void* p, unsigned char byte, uint64_t bytes) override;
   void copy(void* dst, const void* src, uint64_t bytes) override;
 };
 
@@ -40,6 +41,7 @@ class CudaDevice final : public Device {
   void* allocate(uint64_t bytes) override;
   void release(void* p) override;
   void zero(void* p, uint64_t bytes) override;
+  void fill_bytes(void* p, unsigned char byte, uint64_t bytes) override;
   void copy(void* dst, const void* src, uint64_t bytes) override;
   void synchronize() override;
   // On the compute stream (where the work that wrote `src` and the work that

@@ -16,8 +16,9 @@ class HostDevice final : public Device {
     return std::aligned_alloc(64, rounded);
   }
   void release(void* p) override { std::free(p); }
-  void zero(void* p, uint64_t bytes) override {
-    if (bytes) std::memset(p, 0, bytes);
+  void zero(void* p, uint64_t bytes) override { fill_bytes(p, 0, bytes); }
+  void fill_bytes(void* p, unsigned char byte, uint64_t bytes) override {
+    if (bytes) std::memset(p, byte, bytes);
   }
   void copy(void* dst, const void* src, uint64_t bytes) override {
     if (bytes) std::memmove(dst, src, bytes);

@@ -29,6 +29,8 @@ class Device {
   virtual void* allocate(uint64_t bytes) = 0;
   virtual void release(void* p) = 0;
   virtual void zero(void* p, uint64_t bytes) = 0;
+  // Every byte set to `byte` (Buffer::allocate's poison, tagged_buffer.h).
+  virtual void fill_bytes(void* p, unsigned char byte, uint64_t bytes) = 0;
   // Either side may be host memory or this device's.
   virtual void copy(void* dst, const void* src, uint64_t bytes) = 0;
   // Returns once the work queued so far has finished: the host may then

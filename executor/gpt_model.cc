@@ -193,7 +193,7 @@ void GptModel<T>::layer_forward(int l, int local, int slot, const T* residual, i
   // then, as Megatron-LM's deallocate_output_tensor does).
   T* out = a_->residual3.data() + static_cast<size_t>(local) * Tl * C;
   if (local + 1 == stage_.layers && !stage_.last) {
-    if (a_->out.empty()) ensure_buffer(a_->out, tracker_, Component::Workspace, Tl * C);
+    if (a_->out.empty()) ensure_output_buffer(a_->out, tracker_, Component::Workspace, Tl * C);
     out = a_->out.data();
   } else if (local + 1 == stage_.layers) {
     out = a_->final_in.data();  // the final norm's input, a logits-side row of the cost model
@@ -217,47 +217,47 @@ acc_t<T> GptModel<T>::stage_forward(int k, const int* tokens, const int* targets
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   TrackingAllocator* t = tracker_;
   if (stage_.first) {
-    ensure_buffer(a_->ids, t, Component::Activations, BT);
+    ensure_output_buffer(a_->ids, t, Component::Activations, BT);
     copy_in(a_->ids, tokens, BT);
   }
   // The stage's input: the embedding's output, or what the previous stage
   // sent. Tensors outside the tensor-parallel regions hold Tl token rows.
-  ensure_buffer(a_->encoded, t, Component::Activations, Tl * C);
-  ensure_buffer(L_->ln1, t, layer_tag, slots * Tl * C);
-  ensure_buffer(L_->ln1_mean, t, layer_tag, slots * Tl);
-  ensure_buffer(L_->ln1_rstd, t, layer_tag, slots * Tl);
-  ensure_buffer(L_->qkv, t, layer_tag, slots * BT * 3 * Cl);
+  ensure_output_buffer(a_->encoded, t, Component::Activations, Tl * C);
+  ensure_output_buffer(L_->ln1, t, layer_tag, slots * Tl * C);
+  ensure_output_buffer(L_->ln1_mean, t, layer_tag, slots * Tl);
+  ensure_output_buffer(L_->ln1_rstd, t, layer_tag, slots * Tl);
+  ensure_output_buffer(L_->qkv, t, layer_tag, slots * BT * 3 * Cl);
   // Under selective recompute the softmax output of one layer at a time
   // (rebuilt in backward); flash attention keeps each layer's log-sum-exp.
   if (flash_) {
-    ensure_buffer(L_->lse, t, layer_tag, slots * static_cast<size_t>(B) * NH * Tn);
+    ensure_output_buffer(L_->lse, t, layer_tag, slots * static_cast<size_t>(B) * NH * Tn);
   } else if (selective_ && !recompute_) {
-    ensure_buffer(A_->att, t, Component::RecomputeWorkspace, att_size);
+    ensure_output_buffer(A_->att, t, Component::RecomputeWorkspace, att_size);
   } else {
-    ensure_buffer(A_->att, t, layer_tag, slots * att_size);
+    ensure_output_buffer(A_->att, t, layer_tag, slots * att_size);
   }
-  ensure_buffer(L_->atty, t, layer_tag, slots * BT * Cl);
-  ensure_buffer(L_->residual2, t, layer_tag, slots * Tl * C);
-  ensure_buffer(L_->ln2, t, layer_tag, slots * Tl * C);
-  ensure_buffer(L_->ln2_mean, t, layer_tag, slots * Tl);
-  ensure_buffer(L_->ln2_rstd, t, layer_tag, slots * Tl);
-  ensure_buffer(L_->fch, t, layer_tag, slots * BT * Fl);
-  ensure_buffer(L_->fch_gelu, t, layer_tag, slots * BT * Fl);
+  ensure_output_buffer(L_->atty, t, layer_tag, slots * BT * Cl);
+  ensure_output_buffer(L_->residual2, t, layer_tag, slots * Tl * C);
+  ensure_output_buffer(L_->ln2, t, layer_tag, slots * Tl * C);
+  ensure_output_buffer(L_->ln2_mean, t, layer_tag, slots * Tl);
+  ensure_output_buffer(L_->ln2_rstd, t, layer_tag, slots * Tl);
+  ensure_output_buffer(L_->fch, t, layer_tag, slots * BT * Fl);
+  ensure_output_buffer(L_->fch_gelu, t, layer_tag, slots * BT * Fl);
   // Layer outputs: residual3[l] is layer l+1's input (its checkpoint under
   // full recompute); the last stage's last layer writes the final norm's
   // input, which the cost model counts with the logits.
-  ensure_buffer(a_->residual3, t, Component::Activations, static_cast<size_t>(std::max(n - 1, 0)) * Tl * C);
+  ensure_output_buffer(a_->residual3, t, Component::Activations, static_cast<size_t>(std::max(n - 1, 0)) * Tl * C);
   if (stage_.last) {
-    ensure_buffer(a_->final_in, t, Component::Logits, n > 0 ? Tl * C : 0);
-    ensure_buffer(a_->lnf, t, Component::Logits, Tl * C);
-    ensure_buffer(a_->lnf_mean, t, Component::Logits, Tl);
-    ensure_buffer(a_->lnf_rstd, t, Component::Logits, Tl);
-    ensure_buffer(a_->logits, t, Component::Logits, BT * static_cast<size_t>(vocab_rows_));  // the padded columns unused
+    ensure_output_buffer(a_->final_in, t, Component::Logits, n > 0 ? Tl * C : 0);
+    ensure_output_buffer(a_->lnf, t, Component::Logits, Tl * C);
+    ensure_output_buffer(a_->lnf_mean, t, Component::Logits, Tl);
+    ensure_output_buffer(a_->lnf_rstd, t, Component::Logits, Tl);
+    ensure_output_buffer(a_->logits, t, Component::Logits, BT * static_cast<size_t>(vocab_rows_));  // the padded columns unused
   }
   Acts& ws = *acts_.shared;
-  ensure_buffer(ws.proj, t, Component::Workspace, BT * C);
-  ensure_buffer(ws.gathered, t, Component::Workspace, split_.split() ? BT * C : 0);
-  ensure_buffer(ws.reduced, t, Component::Workspace, split_.split() ? Tl * C : 0);
+  ensure_output_buffer(ws.proj, t, Component::Workspace, BT * C);
+  ensure_output_buffer(ws.gathered, t, Component::Workspace, split_.split() ? BT * C : 0);
+  ensure_output_buffer(ws.reduced, t, Component::Workspace, split_.split() ? Tl * C : 0);
 
   // Each unit's parameters are acquired for the ops that use them and released after.
   const int final_unit = L + 1, l0 = stage_.first_layer;

@@ -210,7 +210,8 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
   if (split_.split() && BT % static_cast<size_t>(tp_->size()) != 0) {
     throw std::runtime_error("sequence parallelism: micro-batch x sequence must divide by the tensor-parallel size");
   }
-  auto size = [this](auto& b, size_t n, Component tag = Component::Activations) { ensure_buffer(b, tracker_, tag, n); };
+  // Every activation is written whole by its kernel before anything reads it: not zeroed.
+  auto size = [this](auto& b, size_t n, Component tag = Component::Activations) { ensure_output_buffer(b, tracker_, tag, n); };
   if (stage_.first) {
     size(a_->ids, BT);
     copy_in(a_->ids, tokens, BT);

@@ -250,7 +250,11 @@ void PipelineTrainer<Model>::interleaved_schedule(const int* tokens, const int* 
   };
   std::vector<std::deque<Buffer<T>>> inputs(static_cast<size_t>(v)), grads(static_cast<size_t>(v));
   std::vector<int> forwards(static_cast<size_t>(v), 0), backwards(static_cast<size_t>(v), 0);
-  auto fresh = [&] { return make_buffer<T>(device_, Component::Buckets, n); };
+  auto fresh = [&] {  // a receive writes it whole
+    Buffer<T> b{BufferHome(device_, Component::Buckets)};
+    b.allocate(n);
+    return b;
+  };
   // One exchange: this pass's output forward and input gradient back (when
   // there are), the next input and output gradient in (when they come).
   auto communicate = [&](int out_chunk, int out_k, int grad_chunk, bool recv_prev, int prev_chunk, bool recv_next,

@@ -18,11 +18,11 @@
 #include <utility>
 #include <vector>
 
+#include "executor/poison.h"
 #include "executor/tracking_allocator.h"
 
 namespace zp {
 
-// Which allocator and tag a buffer's storage comes from.
 class BufferHome {
  public:
   BufferHome() = default;
@@ -76,6 +76,15 @@ class Buffer {
     size_ = n;
     home_.device().zero(data_, n * sizeof(T));
   }
+  // n elements the caller writes, every one, before anything reads them (a
+  // forward kernel's output, a collective's receive buffer): no fill, which
+  // on a GPU saves a memset of the whole buffer each time (the activations of
+  // every layer and micro-batch). Poisoned under poison_unwritten().
+  void allocate(size_t n) {
+    if (n > capacity_) reallocate(n, false);
+    size_ = n;
+    if (poison_unwritten()) home_.device().fill_bytes(data_, 0xff, n * sizeof(T));
+  }
   // Keeps the first min(size, n) elements; new ones are zero.
   void resize(size_t n) {
     if (n > capacity_) reallocate(std::max(2 * size_, n), true);
@@ -127,6 +136,14 @@ void ensure_buffer(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size
   } else {
     b.assign(n, T(0));
   }
+}
+
+// As ensure_buffer, for n elements the caller writes whole before reading
+// them (Buffer::allocate): not zeroed.
+template <class T>
+void ensure_output_buffer(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size_t n) {
+  if (b.home().tracker() != tracker || b.home().tag() != tag) b = Buffer<T>{BufferHome(tracker, tag)};
+  b.allocate(n);
 }
 
 // The elements, copied to host memory (from any device).

@@ -77,7 +77,7 @@ void ZeroUnits<T>::gather(size_t u) {
   if (replicated()) return;
   Buffer<T>& g = gathered_[u];
   if (!g.empty()) return;  // already here (prefetched)
-  g.assign(chunk_[u] * static_cast<size_t>(comm_.size()), T(0));
+  g.allocate(chunk_[u] * static_cast<size_t>(comm_.size()));  // the gather writes every slot
   comm_.all_gather(params.data() + offset_[u], g.data(), chunk_[u]);
   gathered_now_ += g.size() * sizeof(T);
   peak_gathered_ = std::max(peak_gathered_, gathered_now_);

@@ -95,6 +95,7 @@ class CountingDevice final : public Device {
   void* allocate(uint64_t bytes) override { return host_device().allocate(bytes); }
   void release(void* p) override { host_device().release(p); }
   void zero(void* p, uint64_t bytes) override { host_device().zero(p, bytes); }
+  void fill_bytes(void* p, unsigned char byte, uint64_t bytes) override { host_device().fill_bytes(p, byte, bytes); }
   void copy(void* dst, const void* src, uint64_t bytes) override {
     ++copies;
     host_device().copy(dst, src, bytes);

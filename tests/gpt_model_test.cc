@@ -367,6 +367,7 @@ class ScriptedDevice final : public Device {
   void* allocate(uint64_t) override { return nullptr; }
   void release(void*) override {}
   void zero(void*, uint64_t) override {}
+  void fill_bytes(void*, unsigned char, uint64_t) override {}
   void copy(void*, const void*, uint64_t) override {}
   std::unique_ptr<Timeline> make_timeline() override {
     return std::make_unique<ScriptedTimeline>(std::vector<double>{0, 1, 3, 6, 10});

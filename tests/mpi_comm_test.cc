@@ -15,6 +15,7 @@
 #include "costmodel/memory_model.h"
 #include "costmodel/model_shape.h"
 #include "costmodel/pipeline.h"
+#include "executor/poison.h"
 #include "executor/data_parallel.h"
 #include "executor/loopback_communicator.h"
 #include "executor/mpi_communicator.h"
@@ -547,6 +548,7 @@ TEST_CASE("3D parallelism in bf16 mixed precision: the single-process bf16 losse
 
 int main(int argc, char** argv) {
   MpiSession session(&argc, &argv);
+  zp::poison_unwritten() = true;  // as tests/test_main.cc
   MpiCommunicator comm;
   g_comm = &comm;
   doctest::Context context(argc, argv);

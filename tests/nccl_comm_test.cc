@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "executor/poison.h"
 #include "executor/mpi_communicator.h"
 #include "executor/nccl_communicator.h"
 #include "executor/scalar.h"
@@ -215,6 +216,7 @@ TEST_CASE("NCCL stand-in: host buffers, ranks that disagree and mismatched messa
 
 int main(int argc, char** argv) {
   MpiSession session(&argc, &argv);
+  zp::poison_unwritten() = true;  // as tests/test_main.cc
   int devices = 0;
   if (cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0) g_nccl = std::make_unique<NcclCommunicator>(MPI_COMM_WORLD);
   doctest::Context context(argc, argv);
