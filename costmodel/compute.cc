@@ -84,6 +84,8 @@ struct Gemms {
 // difference, the materialised scores' dtype, is the framework's.
 struct ElementwiseBytes {
   double forward = 0, backward = 0, softmax_forward = 0, softmax_backward = 0;
+  double zeroed_backward = 0;  // zeroplan's executor: the layer's gradient buffers zeroed (a write each)
+  int zeroed_launches = 0;
 };
 
 ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const ActivationShape& x) {
@@ -126,6 +128,22 @@ ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const A
   if (m.experts > 0) {
     b.forward += 4 * T * routed * h * eb;
     b.backward += 4 * T * routed * h * eb;
+  }
+  if (l.framework == Framework::Zeroplan) {
+    // zeroplan's executor zeroes a layer's activation-gradient buffers before
+    // its backward kernels add into them (executor/gpt_model.cc and
+    // llama_model.cc stage_backward; the frameworks' autograd has each
+    // gradient written by the kernel that makes it). Inside the
+    // tensor-parallel region: the two norms' outputs (T h), the MLP's input
+    // and activation gradients (2 T f, SwiGLU's 3), the attention output's
+    // and q, k, v's; on the residual stream: Llama's two gradients, GPT-2's
+    // four (each residual branch's apart). The executor's model follows the
+    // MLP: SwiGLU is its Llama model (cli/executor_run.cc).
+    const double outside = x.swiglu ? 2 : 4;
+    const double ffn = (x.swiglu ? 3 : 2) * T * routed * f_t;
+    const double attention = T * static_cast<double>(x.ad_t + (x.a_t + 2 * x.kv_t) * x.d);
+    b.zeroed_backward = eb * (outside * To * h + 2 * T * h + ffn + attention);
+    b.zeroed_launches = x.swiglu ? 11 : 10;
   }
   if (!x.flash) {
     // The causal softmax reads the scores the products wrote (fp32 in
@@ -183,10 +201,12 @@ LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& 
   const double hbm = gpu.hbm_bytes_per_s * e.hbm_fraction;
   const ElementwiseBytes bytes = elementwise_bytes(m, l, x);
   c.elementwise_forward_bytes = bytes.forward + bytes.softmax_forward;
-  c.elementwise_backward_bytes = bytes.backward + bytes.softmax_backward;
+  c.elementwise_backward_bytes = bytes.backward + bytes.softmax_backward + bytes.zeroed_backward;
+  c.zeroed_backward_bytes = bytes.zeroed_backward;
   c.softmax_s = bytes.softmax_forward / hbm;
   c.elementwise_s = c.elementwise_forward_bytes / hbm + kElementwiseLaunchesForward * e.kernel_overhead_s;
-  c.elementwise_backward_s = c.elementwise_backward_bytes / hbm + 2 * kElementwiseLaunchesForward * e.kernel_overhead_s;
+  c.elementwise_backward_s = c.elementwise_backward_bytes / hbm +
+                             (2 * kElementwiseLaunchesForward + bytes.zeroed_launches) * e.kernel_overhead_s;
   return c;
 }
 

@@ -102,6 +102,7 @@ struct LayerCompute {
   double softmax_s = 0;         // the materialised softmax and its dropout (part of elementwise_s)
   double elementwise_backward_s = 0;
   double elementwise_forward_bytes = 0, elementwise_backward_bytes = 0;  // read + written, this GPU
+  double zeroed_backward_bytes = 0;  // of the backward's: zeroplan's executor zeroing its gradient buffers
   double forward_s() const { return gemm_s + attention_s + elementwise_s; }
   // A data- and a weight-gradient product per GEMM, the attention core's
   // backward products, and the backward kernels' own bytes.

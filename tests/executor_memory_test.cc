@@ -15,9 +15,11 @@
 #include <tuple>
 
 #include "costmodel/cluster.h"
+#include "costmodel/compute.h"
 #include "costmodel/memory_model.h"
 #include "executor/data.h"
 #include "executor/data_parallel.h"
+#include "executor/device.h"
 #include "executor/loopback_communicator.h"
 #include "executor_checks.h"
 #include "test_support.h"
@@ -145,4 +147,69 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
   CHECK(checked == static_cast<int>(cases.size()));
   CHECK(flash_checked == 48);
   MESSAGE(checked << " layouts; worst activation-side difference " << worst * 100 << "%");
+}
+
+namespace {
+
+// Host memory that counts the bytes it is asked to zero.
+class ZeroCountingDevice final : public Device {
+ public:
+  std::string name() const override { return "zero-counting host"; }
+  void* allocate(uint64_t bytes) override { return host_device().allocate(bytes); }
+  void release(void* p) override { host_device().release(p); }
+  void zero(void* p, uint64_t bytes) override {
+    zeroed += bytes;
+    host_device().zero(p, bytes);
+  }
+  void fill_bytes(void* p, unsigned char byte, uint64_t bytes) override { host_device().fill_bytes(p, byte, bytes); }
+  void copy(void* dst, const void* src, uint64_t bytes) override { host_device().copy(dst, src, bytes); }
+  uint64_t zeroed = 0;
+};
+
+// Bytes zeroed by one forward and backward of `spec` (its gradients not
+// reset: accumulate), B x Tn tokens.
+template <class Model, class Config>
+uint64_t zeroed_in_step(const Config& config, bool flash, int B, int Tn) {
+  ZeroCountingDevice device;
+  TrackingAllocator tracker(device);
+  Model model(config, 11, &tracker);
+  model.set_flash_attention(flash);
+  const SyntheticCorpus corpus(64, 7);
+  const Batch b = corpus.batch(0, 0, B, Tn);
+  device.zeroed = 0;
+  CHECK(std::isfinite(static_cast<double>(model.forward_backward(b.tokens.data(), b.targets.data(), B, Tn, true))));
+  return device.zeroed;
+}
+
+}  // namespace
+
+TEST_CASE("what the executor zeroes in a layer's backward is the time model's zeroed gradient buffers") {
+  // A layer more adds one layer's zeroing, nothing in forward (its outputs
+  // are written whole: Buffer::allocate); the time model prices those bytes
+  // (costmodel/compute.cc elementwise_bytes).
+  const int B = 2, Tn = 16;
+  for (const bool llama : {false, true}) {
+    for (const bool flash : {false, true}) {
+      ModelSpec spec = llama ? test::tiny_llama(64) : test::tiny_gpt(64, 16, 2, 4, 32);
+      spec.max_seq_len = Tn;
+      auto zeroed = [&](int layers) {
+        spec.num_layers = layers;
+        return llama ? zeroed_in_step<LlamaModel<float>>(llama_config(spec), flash, B, Tn)
+                     : zeroed_in_step<GptModel<float>>(gpt_config(spec), flash, B, Tn);
+      };
+      const uint64_t one = zeroed(1), three = zeroed(3);
+      Layout l;
+      l.seq_len = Tn;
+      l.micro_batch = B;
+      l.precision = Precision::Fp32;
+      l.attention = flash ? Attention::Flash : Attention::Materialized;
+      const LayerCompute c = layer_compute(make_shape(spec), l, test::catalog().gpu("H200-141GB"), EfficiencyCurves{});
+      CAPTURE(llama);
+      CAPTURE(flash);
+      CHECK(three > one);
+      CHECK(static_cast<double>(three - one) == doctest::Approx(2 * c.zeroed_backward_bytes));
+      l.framework = Framework::Megatron;  // the frameworks' autograd zeroes nothing
+      CHECK(layer_compute(make_shape(spec), l, test::catalog().gpu("H200-141GB"), EfficiencyCurves{}).zeroed_backward_bytes == 0);
+    }
+  }
 }
