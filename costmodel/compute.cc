@@ -130,20 +130,21 @@ ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const A
     b.backward += 4 * T * routed * h * eb;
   }
   if (l.framework == Framework::Zeroplan) {
-    // zeroplan's executor zeroes a layer's activation-gradient buffers before
-    // its backward kernels add into them (executor/gpt_model.cc and
+    // zeroplan's executor zeroes a layer's activation-gradient buffers that
+    // its backward kernels add into (executor/gpt_model.cc and
     // llama_model.cc stage_backward; the frameworks' autograd has each
-    // gradient written by the kernel that makes it). Inside the
-    // tensor-parallel region: the two norms' outputs (T h), the MLP's input
-    // and activation gradients (2 T f, SwiGLU's 3), the attention output's
-    // and q, k, v's; on the residual stream: Llama's two gradients, GPT-2's
-    // four (each residual branch's apart). The executor's model follows the
-    // MLP: SwiGLU is its Llama model (cli/executor_run.cc).
+    // gradient written by the kernel that makes it). The products' input
+    // gradients are written by their first product (overwrite), so what is
+    // zeroed is: the activation's input gradients (GeLU's one wide row,
+    // SwiGLU's two), q, k and v's gradients, and on the residual stream
+    // Llama's two gradients, GPT-2's four (each residual branch's apart).
+    // The executor's model follows the MLP: SwiGLU is its Llama model
+    // (cli/executor_run.cc).
     const double outside = x.swiglu ? 2 : 4;
-    const double ffn = (x.swiglu ? 3 : 2) * T * routed * f_t;
-    const double attention = T * static_cast<double>(x.ad_t + (x.a_t + 2 * x.kv_t) * x.d);
-    b.zeroed_backward = eb * (outside * To * h + 2 * T * h + ffn + attention);
-    b.zeroed_launches = x.swiglu ? 11 : 10;
+    const double ffn = (x.swiglu ? 2 : 1) * T * routed * f_t;
+    const double attention = T * static_cast<double>((x.a_t + 2 * x.kv_t) * x.d);
+    b.zeroed_backward = eb * (outside * To * h + ffn + attention);
+    b.zeroed_launches = x.swiglu ? 7 : 6;
   }
   if (!x.flash) {
     // The causal softmax reads the scores the products wrote (fp32 in

@@ -46,9 +46,11 @@ class Backend {
                                   const Acc* rstd, int N, int C) = 0;
   // out (N,OC) = inp (N,C) w(OC,C)^T + bias (OC; may be null).
   virtual void matmul_forward(T* out, const T* inp, const T* w, const T* bias, int N, int C, int OC) = 0;
-  // Adds to dinp (N,C), dw (OC,C) and dbias (OC; may be null).
-  virtual void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C,
-                               int OC) = 0;
+  // Adds to dinp (N,C), dw (OC,C) and dbias (OC; may be null); with
+  // overwrite_dinp, dinp is written instead, its old values never read (an
+  // input gradient with one producer needs no zeroing first).
+  virtual void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC,
+                               bool overwrite_dinp = false) = 0;
   // Causal attention over packed q,k,v (B,T,3C); att (B,NH,T,T), the
   // probabilities backward reads; out (B,T,C). The scores before the softmax
   // and their gradients are the backend's own scratch (backend_scratch), one

@@ -81,16 +81,17 @@ class CpuBackend final : public Backend<T> {
       store(out, f[0], NO);
     }
   }
-  // Adds to dinp (N,C), dw (OC,C) and dbias (OC; may be null).
-  void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC) override {
+  // Adds to dinp (N,C) (or overwrites it), dw (OC,C) and dbias (OC; may be null).
+  void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC,
+                       bool overwrite_dinp = false) override {
     if constexpr (kNative) {
-      cpu::matmul_backward(dinp, dw, dbias, dout, inp, w, N, C, OC);
+      cpu::matmul_backward(dinp, dw, dbias, dout, inp, w, N, C, OC, overwrite_dinp);
     } else {
       const size_t NC = sz(N) * sz(C), WC = sz(OC) * sz(C), NO = sz(N) * sz(OC), o = dbias ? sz(OC) : 0;
       auto f = frame<6>({NC, WC, o, NO, NC, WC});
-      load(f[0], dinp, NC), load(f[1], dw, WC), load(f[2], dbias, o), load(f[3], dout, NO), load(f[4], inp, NC),
-          load(f[5], w, WC);
-      cpu::matmul_backward(f[0], f[1], dbias ? f[2] : nullptr, f[3], f[4], f[5], N, C, OC);
+      if (!overwrite_dinp) load(f[0], dinp, NC);  // overwritten: its old values are never read
+      load(f[1], dw, WC), load(f[2], dbias, o), load(f[3], dout, NO), load(f[4], inp, NC), load(f[5], w, WC);
+      cpu::matmul_backward(f[0], f[1], dbias ? f[2] : nullptr, f[3], f[4], f[5], N, C, OC, overwrite_dinp);
       store(dinp, f[0], NC), store(dw, f[1], WC), store(dbias, f[2], o);
     }
   }

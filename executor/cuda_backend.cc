@@ -127,8 +127,8 @@ void CudaBackend<T>::matmul_forward(T* out, const T* inp, const T* w, const T* b
 }
 template <class T>
 void CudaBackend<T>::matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C,
-                                     int OC) {
-  matmul_->backward(K(dinp), K(dw), K(dbias), K(dout), K(inp), K(w), N, C, OC);
+                                     int OC, bool overwrite_dinp) {
+  matmul_->backward(K(dinp), K(dw), K(dbias), K(dout), K(inp), K(w), N, C, OC, overwrite_dinp);
 }
 // GPT-2's q, k, v sit side by side in (B,T,3C): three strided views of one
 // tensor, through the same grouped-head path with one query head per group.

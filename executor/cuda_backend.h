@@ -48,7 +48,8 @@ class CudaBackend final : public Backend<T> {
   void layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const Acc* mean,
                           const Acc* rstd, int N, int C) override;
   void matmul_forward(T* out, const T* inp, const T* w, const T* bias, int N, int C, int OC) override;
-  void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC) override;
+  void matmul_backward(T* dinp, T* dw, T* dbias, const T* dout, const T* inp, const T* w, int N, int C, int OC,
+                       bool overwrite_dinp = false) override;
   void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int NH) override;
   void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int Tn, int C, int NH) override;
   void gelu_forward(T* out, const T* inp, size_t n) override;

@@ -406,7 +406,11 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
       be_->attention_forward(acts_.shared->proj.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
                             Tn, Cl, NH);
     }
-    for (auto* v : {&dfcproj, &dgelu, &dfch, &dln2, &dres2, &dattproj, &datty, &dqkv, &dln1, &dprev}) {
+    // The kernels add into what they write (llm.c's convention); the input
+    // gradients of the four products have no other producer and are written
+    // by them (overwrite), so only the others are zeroed, a memset each
+    // (the time model's zeroed gradient buffers, costmodel/compute.cc).
+    for (auto* v : {&dfcproj, &dfch, &dres2, &dattproj, &dqkv, &dprev}) {
       be_->zero(v->data(), v->size());
     }
     // residual3 = residual2 + fcproj; the row-parallel product's output
@@ -414,10 +418,11 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // bias gradient is then the sum over all tokens on every rank).
     be_->residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), TlC);
     be_->matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), split_.gather(dfcproj.data(), gathered, TlC),
-                        L_->fch_gelu.data() + of, w(FCPROJW, l), static_cast<int>(BT), Fl, C);
+                        L_->fch_gelu.data() + of, w(FCPROJW, l), static_cast<int>(BT), Fl, C, /*overwrite_dinp=*/true);
     be_->gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
     const T* ln2_all = split_.gather(L_->ln2.data() + o, gathered, TlC);
-    be_->matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(), ln2_all, w(FCW, l), static_cast<int>(BT), C, Fl);
+    be_->matmul_backward(dln2.data(), gw(FCW, l), gw(FCB, l), dfch.data(), ln2_all, w(FCW, l), static_cast<int>(BT), C, Fl,
+                         /*overwrite_dinp=*/true);
     // Column-parallel: the input's gradient is a sum over ranks.
     const T* dln2_mine = split_.reduce(dln2.data(), reduced, TlC);
     norm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2_mine, L_->residual2.data() + o, w(LN2W, l),
@@ -425,7 +430,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // residual2 = residual + attproj
     be_->residual_backward(dprev.data(), dattproj.data(), dres2.data(), TlC);
     be_->matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), split_.gather(dattproj.data(), gathered, TlC),
-                        L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C);
+                        L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C, /*overwrite_dinp=*/true);
     if (flash_) {
       const size_t ld = 3 * static_cast<size_t>(Cl), cl = static_cast<size_t>(Cl);
       const T* qkv = L_->qkv.data() + 3 * ol;
@@ -439,7 +444,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     }
     const T* ln1_all = split_.gather(L_->ln1.data() + o, gathered, TlC);
     be_->matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(), ln1_all, w(QKVW, l), static_cast<int>(BT), C,
-                        3 * Cl);
+                        3 * Cl, /*overwrite_dinp=*/true);
     const T* dln1_mine = split_.reduce(dln1.data(), reduced, TlC);
     norm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1_mine, residual, w(LN1W, l), L_->ln1_mean.data() + slot * Tl,
                   L_->ln1_rstd.data() + slot * Tl);

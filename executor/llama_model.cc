@@ -374,22 +374,26 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     const size_t s = recompute_ ? 0 : static_cast<size_t>(i);
     // Selective recompute: rebuild this layer's softmax output from its saved
     // q, k (post-rotary) and v; the attention output goes to scratch (datty,
-    // zeroed below before its use).
+    // which the output projection's gradient overwrites before it is read).
     if (recompute_scores()) {
       be_->gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
                                 L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
     }
-    for (auto* vec : {&dh, &dgate, &dup, &dxn2, &dx2, &datty, &dq, &dk, &dv, &dxn1, &dprev}) {
+    // The kernels add into what they write; the first product into each
+    // input gradient writes it instead (overwrite), so those are not zeroed
+    // (the time model's zeroed gradient buffers, costmodel/compute.cc).
+    for (auto* vec : {&dgate, &dup, &dx2, &dq, &dk, &dv, &dprev}) {
       be_->zero(vec->data(), vec->size());
     }
     // x3 = x2 + down(h): the product's output gradient over every token
     // (gathered under sequence parallelism).
     be_->accumulate(dx2.data(), dx.data(), TlC);
     be_->matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,
-                        w(WDOWN, l), static_cast<int>(BT), F, C);
+                        w(WDOWN, l), static_cast<int>(BT), F, C, /*overwrite_dinp=*/true);
     be_->swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
     const T* xn2 = split_.gather(L_->xn2.data() + s * TlC, gathered, TlC);
-    be_->matmul_backward(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2, w(WGATE, l), static_cast<int>(BT), C, F);
+    be_->matmul_backward(dxn2.data(), gw(WGATE, l), nullptr, dgate.data(), xn2, w(WGATE, l), static_cast<int>(BT), C, F,
+                         /*overwrite_dinp=*/true);
     be_->matmul_backward(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2, w(WUP, l), static_cast<int>(BT), C, F);
     // Column-parallel: the input's gradient summed over ranks.
     const T* dxn2_mine = split_.reduce(dxn2.data(), reduced, TlC);
@@ -397,7 +401,8 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // x2 = x + wo(atty)
     be_->accumulate(dprev.data(), dx2.data(), TlC);
     be_->matmul_backward(datty.data(), gw(WO, l), nullptr, split_.gather(dx2.data(), gathered, TlC),
-                        L_->atty.data() + s * BT * QD, w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C);
+                        L_->atty.data() + s * BT * QD, w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C,
+                        /*overwrite_dinp=*/true);
     const T *qs = L_->q.data() + s * BT * QD, *ks = L_->k.data() + s * BT * KD, *vs = L_->v.data() + s * BT * KD;
     if (flash_) {
       be_->flash_attention_backward({dq.data(), QD}, {dk.data(), KD}, {dv.data(), KD}, {datty.data(), QD}, {qs, QD},
@@ -410,7 +415,8 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     be_->rope_backward(dq.data(), B, Tn, NH, hs, base);
     be_->rope_backward(dk.data(), B, Tn, KVH, hs, base);
     const T* xn1 = split_.gather(L_->xn1.data() + s * TlC, gathered, TlC);
-    be_->matmul_backward(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l), static_cast<int>(BT), C, static_cast<int>(QD));
+    be_->matmul_backward(dxn1.data(), gw(WQ, l), nullptr, dq.data(), xn1, w(WQ, l), static_cast<int>(BT), C, static_cast<int>(QD),
+                         /*overwrite_dinp=*/true);
     be_->matmul_backward(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l), static_cast<int>(BT), C, static_cast<int>(KD));
     be_->matmul_backward(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l), static_cast<int>(BT), C, static_cast<int>(KD));
     const T* dxn1_mine = split_.reduce(dxn1.data(), reduced, TlC);

@@ -75,9 +75,14 @@ void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int N,
 }
 
 template <class T>
-void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int N, int C, int OC) {
+void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int N, int C, int OC,
+                     bool overwrite_dinp = false) {
   CMapM<T> d(dout, N, OC);
-  MapM<T>(dinp, N, C).noalias() += d * CMapM<T>(weight, OC, C);
+  if (overwrite_dinp) {
+    MapM<T>(dinp, N, C).noalias() = d * CMapM<T>(weight, OC, C);
+  } else {
+    MapM<T>(dinp, N, C).noalias() += d * CMapM<T>(weight, OC, C);
+  }
   MapM<T>(dweight, OC, C).noalias() += d.transpose() * CMapM<T>(inp, N, C);
   if (dbias) Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(dbias, OC) += d.colwise().sum();
 }

@@ -181,9 +181,10 @@ void Matmul::forward(T* out, const T* inp, const T* weight, const T* bias, int N
 }
 
 template <class T>
-void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int N, int C, int OC) {
+void Matmul::backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int N, int C, int OC,
+                      bool overwrite_dinp) {
   MatmulOps ops{*this};
-  plan::linear_backward(ops, dinp, dweight, dout, inp, weight, N, C, OC);
+  plan::linear_backward(ops, dinp, dweight, dout, inp, weight, N, C, OC, overwrite_dinp);
   if (dbias) {
     // The workspace is idle once the products are queued (one stream), so the column sums' chunks may use it.
     column_sums(BiasGradient<device_t<T>>{dev(dbias), dev(dout), OC}, N, OC, "matmul backward (bias)",
@@ -210,7 +211,7 @@ template void Matmul::batched<Bf16, Bf16>(const Batched&, const char*);
 template void Matmul::batched<Bf16, float>(const Batched&, const char*);
 template void Matmul::forward<float>(float*, const float*, const float*, const float*, int, int, int);
 template void Matmul::forward<Bf16>(Bf16*, const Bf16*, const Bf16*, const Bf16*, int, int, int);
-template void Matmul::backward<float>(float*, float*, float*, const float*, const float*, const float*, int, int, int);
-template void Matmul::backward<Bf16>(Bf16*, Bf16*, Bf16*, const Bf16*, const Bf16*, const Bf16*, int, int, int);
+template void Matmul::backward<float>(float*, float*, float*, const float*, const float*, const float*, int, int, int, bool);
+template void Matmul::backward<Bf16>(Bf16*, Bf16*, Bf16*, const Bf16*, const Bf16*, const Bf16*, int, int, int, bool);
 
 }  // namespace zp::cuda

@@ -25,9 +25,10 @@ class Matmul {
   // out (N,OC) = inp (N,C) weight (OC,C)^T + bias (OC); bias may be null.
   template <class T>
   void forward(T* out, const T* inp, const T* weight, const T* bias, int N, int C, int OC);
-  // dinp (N,C) += dout weight; dweight (OC,C) += dout^T inp; dbias (OC) += column sums of dout (may be null).
+  // dinp (N,C) += dout weight (= with overwrite_dinp); dweight (OC,C) += dout^T inp; dbias (OC) += column sums of dout (may be null).
   template <class T>
-  void backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int N, int C, int OC);
+  void backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, int N, int C, int OC,
+                bool overwrite_dinp = false);
 
   // A strided batch of column-major products (attention's, kernels/attention_gemm_cuda.cu):
   // D_i = alpha op(A_i) op(B_i) + beta D_i for i < count, A_i = a + i * stride_a elements (B, D alike).

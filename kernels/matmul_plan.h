@@ -33,13 +33,16 @@ void linear_forward(Ops& ops, T* out, const T* inp, const T* weight, const T* bi
   ops.template gemm<T, T>(product(true, false, OC, N, C, weight, C, inp, C, out, OC, 0.0f, bias), "matmul forward");
 }
 
-// dinp (N,C) += dout weight: dinp^T (C,N) += weight^T (C,OC) dout^T (OC,N);
+// dinp (N,C) += dout weight (or =, overwrite_dinp: beta 0, the old values
+// never read): dinp^T (C,N) += weight^T (C,OC) dout^T (OC,N);
 // dweight (OC,C) += dout^T inp: dweight^T (C,OC) += inp^T (C,N) dout (N,OC),
 // the dout buffer read column-major being (OC,N), transposed. (The bias
 // gradient is a column sum, not a product.)
 template <class T, class Ops>
-void linear_backward(Ops& ops, T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int N, int C, int OC) {
-  ops.template gemm<T, T>(product(false, false, C, N, OC, weight, C, dout, OC, dinp, C, 1.0f), "matmul backward (input)");
+void linear_backward(Ops& ops, T* dinp, T* dweight, const T* dout, const T* inp, const T* weight, int N, int C, int OC,
+                     bool overwrite_dinp = false) {
+  ops.template gemm<T, T>(product(false, false, C, N, OC, weight, C, dout, OC, dinp, C, overwrite_dinp ? 0.0f : 1.0f),
+                          "matmul backward (input)");
   ops.template gemm<T, T>(product(false, true, C, OC, N, inp, C, dout, OC, dweight, C, 1.0f), "matmul backward (weight)");
 }
 

@@ -156,4 +156,14 @@ TEST_CASE("linear layer plan: forward with the bias epilogue, input and weight g
   expect_close("linear out without the bias, plus it", pout_nobias, out);
   expect_close("linear dinp", pdx, dx);
   expect_close("linear dweight", pdw, dw);
+  // Overwriting the input gradient (beta 0): what was there is never read,
+  // NaN included; the weight gradient is still added to.
+  std::vector<float> odx(dx0.size(), std::nanf("")), odw = dw0, cdx(dx0.size(), std::nanf("")), cdw = dw0, zdx(dx0.size(), 0.0f),
+      zdw = dw0;
+  cuda::plan::linear_backward<float>(ops, odx.data(), odw.data(), d.data(), x.data(), w.data(), N, C, OC, true);
+  cpu::matmul_backward(cdx.data(), cdw.data(), static_cast<float*>(nullptr), d.data(), x.data(), w.data(), N, C, OC, true);
+  cpu::matmul_backward(zdx.data(), zdw.data(), static_cast<float*>(nullptr), d.data(), x.data(), w.data(), N, C, OC);
+  expect_close("linear dinp overwritten (plan)", odx, zdx);
+  expect_close("linear dinp overwritten (cpu)", cdx, zdx);
+  expect_close("linear dweight beside an overwritten dinp", odw, dw);
 }
