@@ -85,7 +85,7 @@ struct Gemms {
 struct ElementwiseBytes {
   double forward = 0, backward = 0, softmax_forward = 0, softmax_backward = 0;
   double zeroed_backward = 0;  // zeroplan's executor: the layer's gradient buffers zeroed (a write each)
-  int zeroed_launches = 0;
+  int backward_launches = 2 * kElementwiseLaunchesForward;
 };
 
 ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const ActivationShape& x) {
@@ -103,9 +103,12 @@ ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const A
   b.forward += 2 * 2 * rows;
   b.backward += 2 * 6 * rows;
   // Two residual adds (with dropout, their masks). Backward adds the
-  // gradient into both branches' gradients: read 3, write 2.
+  // gradient into both branches' gradients: read 3, write 2. zeroplan's
+  // executor hands the one gradient to both branches (the norms add into it
+  // in place: executor/gpt_model.cc, llama_model.cc), no kernel.
+  const bool ours = l.framework == Framework::Zeroplan;
   b.forward += 2 * (3 * rows + mask);
-  b.backward += 2 * (5 * rows + mask);
+  b.backward += 2 * ((ours ? 0 : 5 * rows) + mask);
   // The activation: GeLU reads 1 and writes 1, SwiGLU reads 2 and writes 1;
   // backward reads the inputs, the output gradient and the input gradients
   // and writes those: GeLU 4, SwiGLU 7.
@@ -129,22 +132,19 @@ ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const A
     b.forward += 4 * T * routed * h * eb;
     b.backward += 4 * T * routed * h * eb;
   }
-  if (l.framework == Framework::Zeroplan) {
+  if (ours) {
     // zeroplan's executor zeroes a layer's activation-gradient buffers that
     // its backward kernels add into (executor/gpt_model.cc and
     // llama_model.cc stage_backward; the frameworks' autograd has each
     // gradient written by the kernel that makes it). The products' input
     // gradients are written by their first product (overwrite), so what is
-    // zeroed is: the activation's input gradients (GeLU's one wide row,
-    // SwiGLU's two), q, k and v's gradients, and on the residual stream
-    // Llama's two gradients, GPT-2's four (each residual branch's apart).
-    // The executor's model follows the MLP: SwiGLU is its Llama model
-    // (cli/executor_run.cc).
-    const double outside = x.swiglu ? 2 : 4;
+    // zeroed is the activation's input gradients (GeLU's one wide row,
+    // SwiGLU's two) and q, k and v's gradients. The executor's model follows
+    // the MLP: SwiGLU is its Llama model (cli/executor_run.cc).
     const double ffn = (x.swiglu ? 2 : 1) * T * routed * f_t;
     const double attention = T * static_cast<double>((x.a_t + 2 * x.kv_t) * x.d);
-    b.zeroed_backward = eb * (outside * To * h + ffn + attention);
-    b.zeroed_launches = x.swiglu ? 7 : 6;
+    b.zeroed_backward = eb * (ffn + attention);
+    b.backward_launches += (x.swiglu ? 5 : 2) - 2;  // the memsets, not the two residual kernels
   }
   if (!x.flash) {
     // The causal softmax reads the scores the products wrote (fp32 in
@@ -207,7 +207,7 @@ LayerCompute layer_compute(const ModelShape& m, const Layout& l, const GpuSpec& 
   c.softmax_s = bytes.softmax_forward / hbm;
   c.elementwise_s = c.elementwise_forward_bytes / hbm + kElementwiseLaunchesForward * e.kernel_overhead_s;
   c.elementwise_backward_s = c.elementwise_backward_bytes / hbm +
-                             (2 * kElementwiseLaunchesForward + bytes.zeroed_launches) * e.kernel_overhead_s;
+                             bytes.backward_launches * e.kernel_overhead_s;
   return c;
 }
 

@@ -230,13 +230,13 @@ uint64_t emit_executor_workspace(const ActivationShape& x, bool first, ExecutorM
   };
   static constexpr Buffer kGpt[] = {
       {"projection output (attention, then MLP) [T,h]", true, Hidden, 1, ExecutorMoment::End},
-      {"backward: residual-stream gradients [To,h]", false, Hidden, 5, ExecutorMoment::Loop},
+      {"backward: residual-stream gradient [To,h]", false, Hidden, 1, ExecutorMoment::Loop},
       {"backward: MLP gradients [T,f/t]", true, Ffn, 2, ExecutorMoment::Loop},
       {"backward: norm-output gradients [T,h]", true, Hidden, 2, ExecutorMoment::Loop},
       {"backward: attention-output, q, k, v gradients [T,a/t*d]", true, QueryHeads, 4, ExecutorMoment::Loop}};
   static constexpr Buffer kLlama[] = {
       {"row-parallel partial sums [T,h]", true, Hidden, 1, ExecutorMoment::End},
-      {"backward: residual-stream gradients [To,h]", false, Hidden, 3, ExecutorMoment::Loop},
+      {"backward: residual-stream gradient [To,h]", false, Hidden, 1, ExecutorMoment::Loop},
       {"backward: gate, up and product gradients [T,f/t]", true, Ffn, 3, ExecutorMoment::Loop},
       {"backward: norm-output gradients [T,h]", true, Hidden, 2, ExecutorMoment::Loop},
       {"backward: attention-output and query gradients [T,a/t*d]", true, QueryHeads, 2, ExecutorMoment::Loop},

@@ -389,8 +389,13 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   }
   const size_t att_size = static_cast<size_t>(B) * NH * Tn * Tn;
   const size_t BTl = BT * static_cast<size_t>(Cl), BTf = BT * static_cast<size_t>(Fl);
-  Buffer<T> dfcproj = work(TlC), dgelu = work(BTf), dfch = work(BTf), dln2 = work(BT * C), dres2 = work(TlC),
-            dattproj = work(TlC), datty = work(BTl), dqkv = work(3 * BTl), dln1 = work(BT * C), dprev = work(TlC);
+  // The residual stream's gradient stays in dresidual throughout: a residual
+  // add's backward hands the same gradient to both branches, so each branch
+  // reads dresidual and the norms' input gradients are added into it in
+  // place (no copies, nothing to zero), as autograd passes an add's gradient
+  // through.
+  Buffer<T> dgelu = work(BTf), dfch = work(BTf), dln2 = work(BT * C), datty = work(BTl), dqkv = work(3 * BTl),
+            dln1 = work(BT * C);
   for (int i = n - 1; i >= 0; --i) {
     const int l = l0 + i;
     const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * TlC;
@@ -410,14 +415,11 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // gradients of the four products have no other producer and are written
     // by them (overwrite), so only the others are zeroed, a memset each
     // (the time model's zeroed gradient buffers, costmodel/compute.cc).
-    for (auto* v : {&dfcproj, &dfch, &dres2, &dattproj, &dqkv, &dprev}) {
-      be_->zero(v->data(), v->size());
-    }
-    // residual3 = residual2 + fcproj; the row-parallel product's output
-    // gradient over every token (gathered under sequence parallelism; its
-    // bias gradient is then the sum over all tokens on every rank).
-    be_->residual_backward(dres2.data(), dfcproj.data(), dresidual.data(), TlC);
-    be_->matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), split_.gather(dfcproj.data(), gathered, TlC),
+    for (auto* v : {&dfch, &dqkv}) be_->zero(v->data(), v->size());
+    // residual3 = residual2 + fcproj: both get dresidual. The row-parallel
+    // product's output gradient over every token (gathered under sequence
+    // parallelism; its bias gradient is then the sum over all tokens on every rank).
+    be_->matmul_backward(dgelu.data(), gw(FCPROJW, l), gw(FCPROJB, l), split_.gather(dresidual.data(), gathered, TlC),
                         L_->fch_gelu.data() + of, w(FCPROJW, l), static_cast<int>(BT), Fl, C, /*overwrite_dinp=*/true);
     be_->gelu_backward(dfch.data(), L_->fch.data() + of, dgelu.data(), BTf);
     const T* ln2_all = split_.gather(L_->ln2.data() + o, gathered, TlC);
@@ -425,11 +427,11 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
                          /*overwrite_dinp=*/true);
     // Column-parallel: the input's gradient is a sum over ranks.
     const T* dln2_mine = split_.reduce(dln2.data(), reduced, TlC);
-    norm_backward(dres2.data(), gw(LN2W, l), gw(LN2B, l), dln2_mine, L_->residual2.data() + o, w(LN2W, l),
+    // dresidual becomes residual2's gradient.
+    norm_backward(dresidual.data(), gw(LN2W, l), gw(LN2B, l), dln2_mine, L_->residual2.data() + o, w(LN2W, l),
                   L_->ln2_mean.data() + slot * Tl, L_->ln2_rstd.data() + slot * Tl);
-    // residual2 = residual + attproj
-    be_->residual_backward(dprev.data(), dattproj.data(), dres2.data(), TlC);
-    be_->matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), split_.gather(dattproj.data(), gathered, TlC),
+    // residual2 = residual + attproj: both get it.
+    be_->matmul_backward(datty.data(), gw(ATTPROJW, l), gw(ATTPROJB, l), split_.gather(dresidual.data(), gathered, TlC),
                         L_->atty.data() + ol, w(ATTPROJW, l), static_cast<int>(BT), Cl, C, /*overwrite_dinp=*/true);
     if (flash_) {
       const size_t ld = 3 * static_cast<size_t>(Cl), cl = static_cast<size_t>(Cl);
@@ -446,11 +448,11 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     be_->matmul_backward(dln1.data(), gw(QKVW, l), gw(QKVB, l), dqkv.data(), ln1_all, w(QKVW, l), static_cast<int>(BT), C,
                         3 * Cl, /*overwrite_dinp=*/true);
     const T* dln1_mine = split_.reduce(dln1.data(), reduced, TlC);
-    norm_backward(dprev.data(), gw(LN1W, l), gw(LN1B, l), dln1_mine, residual, w(LN1W, l), L_->ln1_mean.data() + slot * Tl,
+    // dresidual becomes the layer input's gradient.
+    norm_backward(dresidual.data(), gw(LN1W, l), gw(LN1B, l), dln1_mine, residual, w(LN1W, l), L_->ln1_mean.data() + slot * Tl,
                   L_->ln1_rstd.data() + slot * Tl);
     finish_gradients(l + 1);
     release(l + 1);
-    dresidual.swap(dprev);
   }
   if (stage_.first) {
     // Each rank's token rows take their gradients (every token's, gathered

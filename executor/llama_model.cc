@@ -361,9 +361,12 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   } else {
     be_->copy(dx.data(), doutput, TlC);
   }
-  Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), dx2 = work(TlC),
-            datty = work(BT * QD), dq = work(BT * QD), dk = work(BT * KD), dv = work(BT * KD), dxn1 = work(BT * C),
-            dprev = work(TlC);
+  // The residual stream's gradient stays in dx throughout: a residual add's
+  // backward hands the same gradient to both branches, so each branch reads
+  // dx and the norms' input gradients are added into it in place (no copies,
+  // nothing to zero), as autograd passes an add's gradient through.
+  Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), datty = work(BT * QD),
+            dq = work(BT * QD), dk = work(BT * KD), dv = work(BT * KD), dxn1 = work(BT * C);
   for (int i = n - 1; i >= 0; --i) {
     const int l = l0 + i;
     const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * TlC;
@@ -382,12 +385,9 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // The kernels add into what they write; the first product into each
     // input gradient writes it instead (overwrite), so those are not zeroed
     // (the time model's zeroed gradient buffers, costmodel/compute.cc).
-    for (auto* vec : {&dgate, &dup, &dx2, &dq, &dk, &dv, &dprev}) {
-      be_->zero(vec->data(), vec->size());
-    }
-    // x3 = x2 + down(h): the product's output gradient over every token
-    // (gathered under sequence parallelism).
-    be_->accumulate(dx2.data(), dx.data(), TlC);
+    for (auto* vec : {&dgate, &dup, &dq, &dk, &dv}) be_->zero(vec->data(), vec->size());
+    // x3 = x2 + down(h): both get dx; the product's output gradient over
+    // every token (gathered under sequence parallelism).
     be_->matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,
                         w(WDOWN, l), static_cast<int>(BT), F, C, /*overwrite_dinp=*/true);
     be_->swiglu_backward(dgate.data(), dup.data(), dh.data(), L_->gate.data() + s * BT * F, L_->up.data() + s * BT * F, BT * F);
@@ -397,10 +397,10 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     be_->matmul_backward(dxn2.data(), gw(WUP, l), nullptr, dup.data(), xn2, w(WUP, l), static_cast<int>(BT), C, F);
     // Column-parallel: the input's gradient summed over ranks.
     const T* dxn2_mine = split_.reduce(dxn2.data(), reduced, TlC);
-    norm_backward(dx2.data(), gw(MLP_NORM, l), dxn2_mine, L_->x2.data() + s * TlC, w(MLP_NORM, l), L_->rstd2.data() + s * Tl);
-    // x2 = x + wo(atty)
-    be_->accumulate(dprev.data(), dx2.data(), TlC);
-    be_->matmul_backward(datty.data(), gw(WO, l), nullptr, split_.gather(dx2.data(), gathered, TlC),
+    // dx becomes x2's gradient.
+    norm_backward(dx.data(), gw(MLP_NORM, l), dxn2_mine, L_->x2.data() + s * TlC, w(MLP_NORM, l), L_->rstd2.data() + s * Tl);
+    // x2 = x + wo(atty): both get it.
+    be_->matmul_backward(datty.data(), gw(WO, l), nullptr, split_.gather(dx.data(), gathered, TlC),
                         L_->atty.data() + s * BT * QD, w(WO, l), static_cast<int>(BT), static_cast<int>(QD), C,
                         /*overwrite_dinp=*/true);
     const T *qs = L_->q.data() + s * BT * QD, *ks = L_->k.data() + s * BT * KD, *vs = L_->v.data() + s * BT * KD;
@@ -420,10 +420,10 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     be_->matmul_backward(dxn1.data(), gw(WK, l), nullptr, dk.data(), xn1, w(WK, l), static_cast<int>(BT), C, static_cast<int>(KD));
     be_->matmul_backward(dxn1.data(), gw(WV, l), nullptr, dv.data(), xn1, w(WV, l), static_cast<int>(BT), C, static_cast<int>(KD));
     const T* dxn1_mine = split_.reduce(dxn1.data(), reduced, TlC);
-    norm_backward(dprev.data(), gw(ATTN_NORM, l), dxn1_mine, x, w(ATTN_NORM, l), L_->rstd1.data() + s * Tl);
+    // dx becomes the layer input's gradient.
+    norm_backward(dx.data(), gw(ATTN_NORM, l), dxn1_mine, x, w(ATTN_NORM, l), L_->rstd1.data() + s * Tl);
     finish_gradients(l + 1);
     release(l + 1);
-    dx.swap(dprev);
   }
   if (stage_.first) {
     // Each rank's vocabulary rows take every token's gradient (gathered under sequence parallelism).

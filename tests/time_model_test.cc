@@ -488,20 +488,20 @@ TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward a
   // qkv 3h, projection h, fc F, fc projection h.
   const ModelShape gpt = make_shape(test::catalog().resolve_model("gpt2-1.5b"));
   const double h = 1600, F = 6400;
-  // zeroplan's executor also zeroes the 6 gradient buffers backward adds
-  // into: 4 rows of T x h on the residual stream (GPT-2 keeps each residual
-  // branch's apart), GeLU's input gradient (T x F) and q, k, v's 3 h (the
-  // products' input gradients are overwritten, not zeroed;
-  // tests/executor_memory_test counts them on the executor).
+  // zeroplan's executor passes the residual stream's gradient to both
+  // branches in one buffer (no residual kernels backward) and zeroes the 2
+  // gradient buffers backward adds into: GeLU's input gradient (T x F) and
+  // q, k, v's 3 h (the products' input gradients are overwritten, not
+  // zeroed; tests/executor_memory_test counts them on the executor).
   LayerCompute c = layer_compute(gpt, l, s.cluster.gpu, e);
-  const double zeroed = T * eb * (4 * h + F + 3 * h);
+  const double zeroed = T * eb * (F + 3 * h);
   CHECK(c.zeroed_backward_bytes == doctest::Approx(zeroed));
   CHECK(c.elementwise_forward_bytes == doctest::Approx(T * eb * (4 * h + 6 * h + 2 * F)));
-  CHECK(c.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * h + 10 * h + 4 * F + (3 * h + h + F + h)) + zeroed));
+  CHECK(c.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * h + 4 * F + (3 * h + h + F + h)) + zeroed));
   // Seconds follow the bytes at the HBM fraction, with 8 launches forward and
-  // 16 backward, and the 6 zeroings.
+  // 16 backward (the 2 residual kernels out, the 2 zeroings in).
   const double hbm = s.cluster.gpu.hbm_bytes_per_s * e.hbm_fraction;
-  CHECK(c.elementwise_backward_s == doctest::Approx(c.elementwise_backward_bytes / hbm + 22 * e.kernel_overhead_s));
+  CHECK(c.elementwise_backward_s == doctest::Approx(c.elementwise_backward_bytes / hbm + 16 * e.kernel_overhead_s));
   CHECK(c.backward_s() == doctest::Approx(2 * c.gemm_s + c.attention_backward_s + c.elementwise_backward_s));
   // Materialised attention adds the softmax over S = b a s^2 scores: zeroplan's
   // products write fp32 scores (read 4 + write 2 forward; backward reads the
@@ -517,7 +517,8 @@ TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward a
   const LayerCompute meg = layer_compute(gpt, l, s.cluster.gpu, e);
   CHECK(meg.zeroed_backward_bytes == 0);
   CHECK(meg.elementwise_forward_bytes - c.elementwise_forward_bytes == doctest::Approx(4 * S));
-  CHECK(meg.elementwise_backward_bytes - c.elementwise_backward_bytes == doctest::Approx(6 * S - zeroed));
+  // (and its residual adds' backward, 2 x 5 rows)
+  CHECK(meg.elementwise_backward_bytes - c.elementwise_backward_bytes == doctest::Approx(6 * S - zeroed + 10 * T * h * eb));
   // Dropout adds a byte mask per residual row and per score, and a read and
   // a write of each score, both ways.
   l.dropout = Dropout::On;
@@ -534,11 +535,11 @@ TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward a
   const double lh = 2048, lF = 8192, qk = (32 + 8) * 64;
   const LayerCompute lc = layer_compute(llama, l, s.cluster.gpu, e);
   CHECK(lc.elementwise_forward_bytes == doctest::Approx(T * eb * (4 * lh + 6 * lh + 3 * lF + 2 * qk)));
-  // Its 7 zeroed gradient buffers: 2 residual rows, SwiGLU's 2 input
-  // gradients of T x F, and q, k, v's (a + 2 kv) d = 3,072.
-  const double lzeroed = T * eb * (2 * lh + 2 * lF + 3072);
+  // Its 5 zeroed gradient buffers: SwiGLU's 2 input gradients of T x F and
+  // q, k, v's (a + 2 kv) d = 3,072; no residual kernels backward.
+  const double lzeroed = T * eb * (2 * lF + 3072);
   CHECK(lc.zeroed_backward_bytes == doctest::Approx(lzeroed));
-  CHECK(lc.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * lh + 10 * lh + 7 * lF + 2 * qk) + lzeroed));
+  CHECK(lc.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * lh + 7 * lF + 2 * qk) + lzeroed));
 }
 
 TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers (and tokens/s) as evaluate_time") {
