@@ -116,8 +116,8 @@ void activation_kernels(Bench& bench, const char* dtype, size_t tokens, size_t h
   E *h = a.zeros<E>(nf), *g = a.zeros<E>(nf), *u = a.zeros<E>(nf), *dh = a.zeros<E>(nf), *dg = a.zeros<E>(nf);
   const double wide = static_cast<double>(nf) * e;
   bench.row("gelu_forward", dtype, nf, 2 * wide, [&] { zp::cuda::gelu_forward(g, h, nf); });
-  bench.row("gelu_backward", dtype, nf, 4 * wide, [&] { zp::cuda::gelu_backward(dh, h, g, nf); });
-  bench.row("swiglu_backward", dtype, nf, 7 * wide, [&] { zp::cuda::swiglu_backward(dg, dh, g, h, u, nf); });
+  bench.row("gelu_backward", dtype, nf, 3 * wide, [&] { zp::cuda::gelu_backward(dh, h, g, nf); });
+  bench.row("swiglu_backward", dtype, nf, 5 * wide, [&] { zp::cuda::swiglu_backward(dg, dh, g, h, u, nf); });
 }
 
 }  // namespace

@@ -110,11 +110,12 @@ ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const A
   b.forward += 2 * (3 * rows + mask);
   b.backward += 2 * ((ours ? 0 : 5 * rows) + mask);
   // The activation: GeLU reads 1 and writes 1, SwiGLU reads 2 and writes 1;
-  // backward reads the inputs, the output gradient and the input gradients
-  // and writes those: GeLU 4, SwiGLU 7.
+  // backward reads the inputs and the output gradient and writes the input
+  // gradients (each has one producer, so it is written, not added to):
+  // GeLU 3, SwiGLU 5.
   const double wide = T * routed * f_t * eb;
   b.forward += (x.swiglu ? 3 : 2) * wide;
-  b.backward += (x.swiglu ? 7 : 4) * wide;
+  b.backward += (x.swiglu ? 5 : 3) * wide;
   // Rotary positions on q and k, in place both ways.
   if (m.position == PositionKind::Rotary) {
     const double qk = 2 * T * static_cast<double>((x.a_t + x.kv_t) * x.d) * eb;
@@ -137,14 +138,13 @@ ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const A
     // its backward kernels add into (executor/gpt_model.cc and
     // llama_model.cc stage_backward; the frameworks' autograd has each
     // gradient written by the kernel that makes it). The products' input
-    // gradients are written by their first product (overwrite), so what is
-    // zeroed is the activation's input gradients (GeLU's one wide row,
-    // SwiGLU's two) and q, k and v's gradients. The executor's model follows
-    // the MLP: SwiGLU is its Llama model (cli/executor_run.cc).
-    const double ffn = (x.swiglu ? 2 : 1) * T * routed * f_t;
-    const double attention = T * static_cast<double>((x.a_t + 2 * x.kv_t) * x.d);
-    b.zeroed_backward = eb * (ffn + attention);
-    b.backward_launches += (x.swiglu ? 5 : 2) - 2;  // the memsets, not the two residual kernels
+    // gradients are written by their first product (overwrite) and the
+    // activations' by their kernels, so what is zeroed is q, k and v's
+    // gradients, which the attention backward adds into (GPT-2's one packed
+    // buffer, Llama's three). The executor's model follows the MLP: SwiGLU
+    // is its Llama model (cli/executor_run.cc).
+    b.zeroed_backward = eb * T * static_cast<double>((x.a_t + 2 * x.kv_t) * x.d);
+    b.backward_launches += (x.swiglu ? 3 : 1) - 2;  // the memsets, not the two residual kernels
   }
   if (!x.flash) {
     // The causal softmax reads the scores the products wrote (fp32 in

@@ -59,6 +59,7 @@ class Backend {
   // Adds to dqkv.
   virtual void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int B, int Tn, int C, int NH) = 0;
   virtual void gelu_forward(T* out, const T* inp, size_t n) = 0;
+  // Writes dinp (its one producer: no zeroing first), as swiglu_backward writes dgate and dup.
   virtual void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) = 0;
   virtual void residual_forward(T* out, const T* a, const T* b, size_t n) = 0;
   virtual void residual_backward(T* da, T* db, const T* dout, size_t n) = 0;

@@ -150,7 +150,7 @@ class CpuBackend final : public Backend<T> {
       cpu::gelu_backward(dinp, inp, dout, n);
     } else {
       auto f = frame<3>({n, n, n});
-      load(f[0], dinp, n), load(f[1], inp, n), load(f[2], dout, n);
+      load(f[1], inp, n), load(f[2], dout, n);  // dinp is written, not read
       cpu::gelu_backward(f[0], f[1], f[2], n);
       store(dinp, f[0], n);
     }
@@ -258,7 +258,7 @@ class CpuBackend final : public Backend<T> {
       cpu::swiglu_backward(dgate, dup, dout, gate, up, n);
     } else {
       auto f = frame<5>({n, n, n, n, n});
-      load(f[0], dgate, n), load(f[1], dup, n), load(f[2], dout, n), load(f[3], gate, n), load(f[4], up, n);
+      load(f[2], dout, n), load(f[3], gate, n), load(f[4], up, n);  // dgate and dup are written, not read
       cpu::swiglu_backward(f[0], f[1], f[2], f[3], f[4], n);
       store(dgate, f[0], n), store(dup, f[1], n);
     }

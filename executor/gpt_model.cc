@@ -415,7 +415,7 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // gradients of the four products have no other producer and are written
     // by them (overwrite), so only the others are zeroed, a memset each
     // (the time model's zeroed gradient buffers, costmodel/compute.cc).
-    for (auto* v : {&dfch, &dqkv}) be_->zero(v->data(), v->size());
+    be_->zero(dqkv.data(), dqkv.size());  // the attention backward adds into it
     // residual3 = residual2 + fcproj: both get dresidual. The row-parallel
     // product's output gradient over every token (gathered under sequence
     // parallelism; its bias gradient is then the sum over all tokens on every rank).

@@ -385,7 +385,7 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
     // The kernels add into what they write; the first product into each
     // input gradient writes it instead (overwrite), so those are not zeroed
     // (the time model's zeroed gradient buffers, costmodel/compute.cc).
-    for (auto* vec : {&dgate, &dup, &dq, &dk, &dv}) be_->zero(vec->data(), vec->size());
+    for (auto* vec : {&dq, &dk, &dv}) be_->zero(vec->data(), vec->size());  // the attention backward adds into them
     // x3 = x2 + down(h): both get dx; the product's output gradient over
     // every token (gathered under sequence parallelism).
     be_->matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,

@@ -179,7 +179,7 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) {
     const T th = std::tanh(u);
     const T sech2 = T(1) - th * th;
     const T grad = T(0.5) * (T(1) + th) + x * T(0.5) * sech2 * s * (T(1) + T(3) * T(0.044715) * x * x);
-    dinp[i] += grad * dout[i];
+    dinp[i] = grad * dout[i];  // written: the input gradient has one producer
   }
 }
 

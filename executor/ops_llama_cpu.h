@@ -55,8 +55,8 @@ void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up
   for (size_t i = 0; i < n; ++i) {
     const T s = T(1) / (T(1) + std::exp(-gate[i]));
     const T silu = gate[i] * s;
-    dup[i] += dout[i] * silu;
-    dgate[i] += dout[i] * up[i] * s * (T(1) + gate[i] * (T(1) - s));
+    dup[i] = dout[i] * silu;  // written: each has one producer
+    dgate[i] = dout[i] * up[i] * s * (T(1) + gate[i] * (T(1) - s));
   }
 }
 

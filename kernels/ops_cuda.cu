@@ -177,13 +177,13 @@ struct GeluBackward {
   template <int E>
   __device__ void step(size_t i) const {
     const Floats<E> x = load<E>(inp + i), d = load<E>(dout + i);
-    Floats<E> dx = load<E>(dinp + i);
+    Floats<E> dx;  // written, not added to (the input gradient has one producer)
     for (int e = 0; e < E; ++e) {
       const float v = x.v[e];
       const float th = tanhf(kGeluScale * (v + 0.044715f * v * v * v));
       const float sech2 = 1.0f - th * th;
       const float grad = 0.5f * (1.0f + th) + v * 0.5f * sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * v * v);
-      dx.v[e] += grad * d.v[e];
+      dx.v[e] = grad * d.v[e];
     }
     store<E>(dinp + i, dx);
   }
@@ -209,11 +209,11 @@ struct SwigluBackward {
   template <int E>
   __device__ void step(size_t i) const {
     const Floats<E> g = load<E>(gate + i), u = load<E>(up + i), d = load<E>(dout + i);
-    Floats<E> dg = load<E>(dgate + i), du = load<E>(dup + i);
+    Floats<E> dg, du;  // written, not added to (each has one producer)
     for (int e = 0; e < E; ++e) {
       const float s = 1.0f / (1.0f + expf(-g.v[e]));
-      du.v[e] += d.v[e] * g.v[e] * s;
-      dg.v[e] += d.v[e] * u.v[e] * s * (1.0f + g.v[e] * (1.0f - s));
+      du.v[e] = d.v[e] * g.v[e] * s;
+      dg.v[e] = d.v[e] * u.v[e] * s * (1.0f + g.v[e] * (1.0f - s));
     }
     store<E>(dup + i, du);
     store<E>(dgate + i, dg);

@@ -43,6 +43,7 @@ void rmsnorm_backward(T* dinp, T* dweight, const T* dout, const T* inp, const T*
                      Scratch scratch = {});
 template <class T>
 void gelu_forward(T* out, const T* inp, size_t n);
+// The activations' backward write their input gradients (one producer each), not add to them.
 template <class T>
 void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n);
 template <class T>

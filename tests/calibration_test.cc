@@ -317,7 +317,7 @@ std::string elementwise_csv(double f, double fixed_s, double noise, double norm_
   const double rows = 8192.0 * 1600 * 2, wide = 8192.0 * 6400 * 2;
   for (const Row& r : {Row{"layernorm_forward", 2 * rows, 1}, Row{"layernorm_backward", 6 * rows, 3},
                        Row{"residual_add", 3 * rows, 1}, Row{"residual_backward", 5 * rows, 1},
-                       Row{"gelu_forward", 2 * wide, 1}, Row{"gelu_backward", 4 * wide, 1},
+                       Row{"gelu_forward", 2 * wide, 1}, Row{"gelu_backward", 3 * wide, 1},
                        Row{"adamw_bf16_grads", 28.0 * (1 << 28), 1}}) {
     double t = r.bytes / (f * hbm) + r.launches * fixed_s;
     if (r.launches > 1) t *= norm_backward_scale;

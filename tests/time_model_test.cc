@@ -489,19 +489,19 @@ TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward a
   const ModelShape gpt = make_shape(test::catalog().resolve_model("gpt2-1.5b"));
   const double h = 1600, F = 6400;
   // zeroplan's executor passes the residual stream's gradient to both
-  // branches in one buffer (no residual kernels backward) and zeroes the 2
-  // gradient buffers backward adds into: GeLU's input gradient (T x F) and
-  // q, k, v's 3 h (the products' input gradients are overwritten, not
-  // zeroed; tests/executor_memory_test counts them on the executor).
+  // branches in one buffer (no residual kernels backward) and zeroes the one
+  // gradient buffer backward adds into, q, k, v's 3 h (the products' and
+  // GeLU's input gradients are written, not zeroed; tests/executor_memory_test
+  // counts them on the executor).
   LayerCompute c = layer_compute(gpt, l, s.cluster.gpu, e);
-  const double zeroed = T * eb * (F + 3 * h);
+  const double zeroed = T * eb * 3 * h;
   CHECK(c.zeroed_backward_bytes == doctest::Approx(zeroed));
   CHECK(c.elementwise_forward_bytes == doctest::Approx(T * eb * (4 * h + 6 * h + 2 * F)));
-  CHECK(c.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * h + 4 * F + (3 * h + h + F + h)) + zeroed));
+  CHECK(c.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * h + 3 * F + (3 * h + h + F + h)) + zeroed));
   // Seconds follow the bytes at the HBM fraction, with 8 launches forward and
-  // 16 backward (the 2 residual kernels out, the 2 zeroings in).
+  // 15 backward (16, the 2 residual kernels out, the zeroing in).
   const double hbm = s.cluster.gpu.hbm_bytes_per_s * e.hbm_fraction;
-  CHECK(c.elementwise_backward_s == doctest::Approx(c.elementwise_backward_bytes / hbm + 16 * e.kernel_overhead_s));
+  CHECK(c.elementwise_backward_s == doctest::Approx(c.elementwise_backward_bytes / hbm + 15 * e.kernel_overhead_s));
   CHECK(c.backward_s() == doctest::Approx(2 * c.gemm_s + c.attention_backward_s + c.elementwise_backward_s));
   // Materialised attention adds the softmax over S = b a s^2 scores: zeroplan's
   // products write fp32 scores (read 4 + write 2 forward; backward reads the
@@ -535,11 +535,11 @@ TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward a
   const double lh = 2048, lF = 8192, qk = (32 + 8) * 64;
   const LayerCompute lc = layer_compute(llama, l, s.cluster.gpu, e);
   CHECK(lc.elementwise_forward_bytes == doctest::Approx(T * eb * (4 * lh + 6 * lh + 3 * lF + 2 * qk)));
-  // Its 5 zeroed gradient buffers: SwiGLU's 2 input gradients of T x F and
-  // q, k, v's (a + 2 kv) d = 3,072; no residual kernels backward.
-  const double lzeroed = T * eb * (2 * lF + 3072);
+  // Its 3 zeroed gradient buffers: q, k, v's (a + 2 kv) d = 3,072; SwiGLU's
+  // backward 5 rows of T x F; no residual kernels backward.
+  const double lzeroed = T * eb * 3072;
   CHECK(lc.zeroed_backward_bytes == doctest::Approx(lzeroed));
-  CHECK(lc.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * lh + 7 * lF + 2 * qk) + lzeroed));
+  CHECK(lc.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * lh + 5 * lF + 2 * qk) + lzeroed));
 }
 
 TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers (and tokens/s) as evaluate_time") {
