@@ -394,8 +394,13 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   // reads dresidual and the norms' input gradients are added into it in
   // place (no copies, nothing to zero), as autograd passes an add's gradient
   // through.
-  Buffer<T> dgelu = work(BTf), dfch = work(BTf), dln2 = work(BT * C), datty = work(BTl), dqkv = work(3 * BTl),
-            dln1 = work(BT * C);
+  // Each layer's products and GeLU write their input gradients (overwrite:
+  // each has one producer), so those buffers are taken unfilled; q, k and
+  // v's gradient, which the attention backward adds into, is zeroed for each
+  // layer below.
+  auto written = [this](size_t count) { return make_output_buffer<T>(tracker_, Component::Workspace, count); };
+  Buffer<T> dgelu = written(BTf), dfch = written(BTf), dln2 = written(BT * C), datty = written(BTl),
+            dqkv = written(3 * BTl), dln1 = written(BT * C);
   for (int i = n - 1; i >= 0; --i) {
     const int l = l0 + i;
     const T* residual = i == 0 ? a_->encoded.data() : a_->residual3.data() + static_cast<size_t>(i - 1) * TlC;
@@ -411,11 +416,9 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
       be_->attention_forward(acts_.shared->proj.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
                             Tn, Cl, NH);
     }
-    // The kernels add into what they write (llm.c's convention); the input
-    // gradients of the four products have no other producer and are written
-    // by them (overwrite), so only the others are zeroed, a memset each
-    // (the time model's zeroed gradient buffers, costmodel/compute.cc).
-    be_->zero(dqkv.data(), dqkv.size());  // the attention backward adds into it
+    // The attention backward adds into q, k and v's gradient: one memset a
+    // layer (the time model's zeroed gradient buffers, costmodel/compute.cc).
+    be_->zero(dqkv.data(), dqkv.size());
     // residual3 = residual2 + fcproj: both get dresidual. The row-parallel
     // product's output gradient over every token (gathered under sequence
     // parallelism; its bias gradient is then the sum over all tokens on every rank).

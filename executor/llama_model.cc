@@ -365,8 +365,14 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   // backward hands the same gradient to both branches, so each branch reads
   // dx and the norms' input gradients are added into it in place (no copies,
   // nothing to zero), as autograd passes an add's gradient through.
-  Buffer<T> dh = work(BT * F), dgate = work(BT * F), dup = work(BT * F), dxn2 = work(BT * C), datty = work(BT * QD),
-            dq = work(BT * QD), dk = work(BT * KD), dv = work(BT * KD), dxn1 = work(BT * C);
+  // Each layer's first product into an input gradient and SwiGLU write it
+  // (overwrite: one producer), so those buffers are taken unfilled; q, k
+  // and v's gradients, which the attention backward adds into, are zeroed
+  // for each layer below.
+  auto written = [this](size_t count) { return make_output_buffer<T>(tracker_, Component::Workspace, count); };
+  Buffer<T> dh = written(BT * F), dgate = written(BT * F), dup = written(BT * F), dxn2 = written(BT * C),
+            datty = written(BT * QD), dq = written(BT * QD), dk = written(BT * KD), dv = written(BT * KD),
+            dxn1 = written(BT * C);
   for (int i = n - 1; i >= 0; --i) {
     const int l = l0 + i;
     const T* x = i == 0 ? a_->x0.data() : a_->x3.data() + static_cast<size_t>(i - 1) * TlC;
@@ -382,10 +388,9 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
       be_->gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
                                 L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
     }
-    // The kernels add into what they write; the first product into each
-    // input gradient writes it instead (overwrite), so those are not zeroed
-    // (the time model's zeroed gradient buffers, costmodel/compute.cc).
-    for (auto* vec : {&dq, &dk, &dv}) be_->zero(vec->data(), vec->size());  // the attention backward adds into them
+    // The attention backward adds into q, k and v's gradients: three memsets
+    // a layer (the time model's zeroed gradient buffers, costmodel/compute.cc).
+    for (auto* vec : {&dq, &dk, &dv}) be_->zero(vec->data(), vec->size());
     // x3 = x2 + down(h): both get dx; the product's output gradient over
     // every token (gathered under sequence parallelism).
     be_->matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,

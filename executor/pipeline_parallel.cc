@@ -250,11 +250,7 @@ void PipelineTrainer<Model>::interleaved_schedule(const int* tokens, const int* 
   };
   std::vector<std::deque<Buffer<T>>> inputs(static_cast<size_t>(v)), grads(static_cast<size_t>(v));
   std::vector<int> forwards(static_cast<size_t>(v), 0), backwards(static_cast<size_t>(v), 0);
-  auto fresh = [&] {  // a receive writes it whole
-    Buffer<T> b{BufferHome(device_, Component::Buckets)};
-    b.allocate(n);
-    return b;
-  };
+  auto fresh = [&] { return make_output_buffer<T>(device_, Component::Buckets, n); };  // a receive writes it whole
   // One exchange: this pass's output forward and input gradient back (when
   // there are), the next input and output gradient in (when they come).
   auto communicate = [&](int out_chunk, int out_k, int grad_chunk, bool recv_prev, int prev_chunk, bool recv_next,

@@ -138,8 +138,14 @@ void ensure_buffer(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size
   }
 }
 
-// As ensure_buffer, for n elements the caller writes whole before reading
-// them (Buffer::allocate): not zeroed.
+// As make_buffer and ensure_buffer, for n elements the caller writes whole
+// before reading them (Buffer::allocate): not zeroed.
+template <class T>
+Buffer<T> make_output_buffer(TrackingAllocator* tracker, Component tag, size_t n) {
+  Buffer<T> b{BufferHome(tracker, tag)};
+  b.allocate(n);
+  return b;
+}
 template <class T>
 void ensure_output_buffer(Buffer<T>& b, TrackingAllocator* tracker, Component tag, size_t n) {
   if (b.home().tracker() != tracker || b.home().tag() != tag) b = Buffer<T>{BufferHome(tracker, tag)};
