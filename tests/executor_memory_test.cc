@@ -19,8 +19,8 @@
 #include "costmodel/memory_model.h"
 #include "executor/data.h"
 #include "executor/data_parallel.h"
-#include "executor/device.h"
 #include "executor/loopback_communicator.h"
+#include "counting_device.h"
 #include "executor_checks.h"
 #include "test_support.h"
 #include "tiny_models.h"
@@ -151,34 +151,19 @@ TEST_CASE("the executor's buffers are the cost model's rows: model states exact,
 
 namespace {
 
-// Host memory that counts the bytes it is asked to zero.
-class ZeroCountingDevice final : public Device {
- public:
-  std::string name() const override { return "zero-counting host"; }
-  void* allocate(uint64_t bytes) override { return host_device().allocate(bytes); }
-  void release(void* p) override { host_device().release(p); }
-  void zero(void* p, uint64_t bytes) override {
-    zeroed += bytes;
-    host_device().zero(p, bytes);
-  }
-  void fill_bytes(void* p, unsigned char byte, uint64_t bytes) override { host_device().fill_bytes(p, byte, bytes); }
-  void copy(void* dst, const void* src, uint64_t bytes) override { host_device().copy(dst, src, bytes); }
-  uint64_t zeroed = 0;
-};
-
 // Bytes zeroed by one forward and backward of `spec` (its gradients not
 // reset: accumulate), B x Tn tokens.
 template <class Model, class Config>
 uint64_t zeroed_in_step(const Config& config, bool flash, int B, int Tn) {
-  ZeroCountingDevice device;
+  test::CountingDevice device;
   TrackingAllocator tracker(device);
   Model model(config, 11, &tracker);
   model.set_flash_attention(flash);
   const SyntheticCorpus corpus(64, 7);
   const Batch b = corpus.batch(0, 0, B, Tn);
-  device.zeroed = 0;
+  device.zeroed_bytes = 0;
   CHECK(std::isfinite(static_cast<double>(model.forward_backward(b.tokens.data(), b.targets.data(), B, Tn, true))));
-  return device.zeroed;
+  return device.zeroed_bytes;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "counting_device.h"
 #include "executor/buffer_plan.h"
 #include "executor/cpu_backend.h"
 #include "executor/host_gradient_drain.h"
@@ -87,26 +88,10 @@ TEST_CASE("loopback: one process stands in for a rank and moves the same bytes")
   CHECK_THROWS(c.send(shard.data(), 3, 9));
 }
 
-namespace {
-// The host device, counting its copies (each would be a launch on a GPU).
-class CountingDevice final : public Device {
- public:
-  std::string name() const override { return "counting host"; }
-  void* allocate(uint64_t bytes) override { return host_device().allocate(bytes); }
-  void release(void* p) override { host_device().release(p); }
-  void zero(void* p, uint64_t bytes) override { host_device().zero(p, bytes); }
-  void fill_bytes(void* p, unsigned char byte, uint64_t bytes) override { host_device().fill_bytes(p, byte, bytes); }
-  void copy(void* dst, const void* src, uint64_t bytes) override {
-    ++copies;
-    host_device().copy(dst, src, bytes);
-  }
-  int copies = 0;
-};
-}  // namespace
 
 TEST_CASE("loopback all-gather: every slot holds the input, in 1 + ceil(log2 size) copies") {
   for (int size = 1; size <= 65; ++size) {
-    CountingDevice device;
+    test::CountingDevice device;
     LoopbackCommunicator c(size - 1, size, device);
     const std::vector<float> shard = {1.5f, -2, 3, 4, 5};
     std::vector<float> gathered(shard.size() * static_cast<size_t>(size), -1);
