@@ -77,11 +77,12 @@ struct Gemms {
 // The bytes each memory-bound kernel of a layer reads and writes, counted
 // from zeroplan's kernels (kernels/ops_cuda.cu, elementwise_cuda.cu,
 // matmul_cublaslt.cu, attention_gemm_cuda.cu), the same counts
-// bench/gpu_elementwise_bench times them by. Their backward passes add into
-// the gradient they write (llm.c's convention), so each reads it too.
-// Megatron-LM's fused kernels (Apex's layer norm, the bias-GeLU and
-// bias-dropout-add fusions) move within a row of these; the one large
-// difference, the materialised scores' dtype, is the framework's.
+// bench/gpu_elementwise_bench times them by. The norms' backward passes add
+// into the gradient they write (llm.c's convention), so each reads it too;
+// the activations' write theirs. Megatron-LM's fused kernels (Apex's layer
+// norm, the bias-GeLU and bias-dropout-add fusions) move within a row of
+// these; the large differences, the materialised scores' dtype and
+// zeroplan's residual pass-through and zeroing, follow the framework.
 struct ElementwiseBytes {
   double forward = 0, backward = 0, softmax_forward = 0, softmax_backward = 0;
   double zeroed_backward = 0;  // zeroplan's executor: the layer's gradient buffers zeroed (a write each)

@@ -4,8 +4,9 @@
 // SwiGLU forward and backward, the fp32 <-> bf16 casts and the fused AdamW
 // step of mixed precision. Every pointer is device memory; T is float or
 // Bf16 (bf16 storage, fp32 arithmetic, one rounding per stored value, as the
-// CPU backend's bf16 path). Norm statistics are fp32. Backward kernels add to
-// their outputs, as the CPU kernels do; weight gradients are summed over the
+// CPU backend's bf16 path). Norm statistics are fp32. The norms' backward
+// kernels add to their outputs, the activations' write them, as the CPU
+// kernels do; weight gradients are summed over the
 // rows as column sums in a fixed order (deterministic). Every launch is checked: a
 // failure throws std::runtime_error naming the kernel and CUDA's message.
 // Matrix products and attention come with the cuBLASLt backend; these are
