@@ -62,7 +62,6 @@ class Backend {
   // Writes dinp (its one producer: no zeroing first), as swiglu_backward writes dgate and dup.
   virtual void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) = 0;
   virtual void residual_forward(T* out, const T* a, const T* b, size_t n) = 0;
-  virtual void residual_backward(T* da, T* db, const T* dout, size_t n) = 0;
   // dst += src.
   virtual void accumulate(T* dst, const T* src, size_t n) = 0;
 

@@ -157,7 +157,6 @@ class CpuBackend final : public Backend<T> {
   }
   // One rounding per element either way: the plain loops serve all types.
   void residual_forward(T* out, const T* a, const T* b, size_t n) override { cpu::residual_forward(out, a, b, n); }
-  void residual_backward(T* da, T* db, const T* dout, size_t n) override { cpu::residual_backward(da, db, dout, n); }
 
   // Mean cross-entropy of logits (N,V) against targets; the logits' gradient
   // overwrites them. Computed in fp32 for bf16 logits, as Megatron-LM casts

@@ -225,10 +225,6 @@ void CudaBackend<T>::residual_forward(T* out, const T* a, const T* b, size_t n) 
   cuda::add(K(out), K(a), K(b), n);
 }
 template <class T>
-void CudaBackend<T>::residual_backward(T* da, T* db, const T* dout, size_t n) {
-  cuda::residual_backward(K(da), K(db), K(dout), n);
-}
-template <class T>
 void CudaBackend<T>::accumulate(T* dst, const T* src, size_t n) {
   cuda::add_into(K(dst), K(src), n, true);
 }

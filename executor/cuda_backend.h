@@ -55,7 +55,6 @@ class CudaBackend final : public Backend<T> {
   void gelu_forward(T* out, const T* inp, size_t n) override;
   void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) override;
   void residual_forward(T* out, const T* a, const T* b, size_t n) override;
-  void residual_backward(T* da, T* db, const T* dout, size_t n) override;
   void accumulate(T* dst, const T* src, size_t n) override;
   Acc cross_entropy(T* logits, const int* targets, int N, int V) override;
   Acc vocab_parallel_cross_entropy(Communicator* comm, T* logits, const int* targets, size_t N, int vocab_local,
