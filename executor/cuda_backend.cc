@@ -267,8 +267,7 @@ void CudaBackend<T>::embedding_forward(T* out, const T* table, const int* ids, s
                                        int vocab_local) {
   std::vector<int> rows = host_ids(ids, N);
   for (int& r : rows) r = r - vocab_start >= 0 && r - vocab_start < vocab_local ? r - vocab_start : -1;
-  this->zero(out, N * static_cast<size_t>(C));  // rows outside this rank's vocabulary stay zero
-  cuda::gather_add_rows(K(out), K(table), indices(0, rows), N, C);  // on zeros the add is the copy
+  cuda::gather_rows(K(out), K(table), indices(0, rows), N, C);  // rows outside this rank's vocabulary written as zeros
 }
 template <class T>
 void CudaBackend<T>::embedding_backward(T* dtable, const T* dout, const int* ids, size_t N, int C, int vocab_start,

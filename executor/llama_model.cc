@@ -263,7 +263,6 @@ acc_t<T> LlamaModel<T>::stage_forward(int k, const int* tokens, const int* targe
     // Each rank's vocabulary rows (all of them with one rank), summed over
     // the ranks (reduce-scattered to this rank's tokens under sequence parallelism).
     if (split_.split()) {
-      be_->zero(ws.partial.data(), ws.partial.size());
       vocab_parallel_lookup(*be_, nullptr, ws.partial.data(), table_.p[0], a_->ids.data(), BT, C, vocab_start_, vocab_local_);
       split_.reduce_to(ws.partial.data(), a_->x0.data(), TlC);
     } else {

@@ -64,8 +64,8 @@ void tp_all_reduce(Communicator* comm, T* data, size_t count) {
 }
 
 // Vocabulary-parallel lookup: each rank copies the rows it holds (table rows
-// [vocab_start, vocab_start + vocab_local)), zeros elsewhere, and the sum over
-// the ranks is the embedding. `out` (N x C) must be zeroed. Its backward is
+// [vocab_start, vocab_start + vocab_local)), zeros elsewhere (every row of
+// `out`, N x C, is written), and the sum over the ranks is the embedding. Its backward is
 // the backend's embedding_backward: each rank's rows take their tokens'
 // gradients.
 template <class T>

@@ -19,6 +19,16 @@ __global__ void gather_add_rows_kernel(D* out, const D* table, const int* row_of
   }
 }
 
+template <class D>
+__global__ void gather_rows_kernel(D* out, const D* table, const int* row_of, size_t N, int C) {
+  const size_t n = N * static_cast<size_t>(C);
+  for (size_t e = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; e < n;
+       e += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int r = row_of[e / C];
+    out[e] = r >= 0 ? table[static_cast<size_t>(r) * C + e % C] : from_f<D>(0.0f);
+  }
+}
+
 // One thread per (group, column): the group's rows summed in token order.
 template <class D>
 __global__ void scatter_add_rows_kernel(D* table, const D* rows, const int* order, const int* start, const int* row,
@@ -67,6 +77,12 @@ void gather_add_rows(T* out, const T* table, const int* row_of, size_t N, int C)
 }
 
 template <class T>
+void gather_rows(T* out, const T* table, const int* row_of, size_t N, int C) {
+  launch_kernel(gather_rows_kernel<device_t<T>>, blocks_for(N * static_cast<size_t>(C)), kBlock, 0, dev(out), dev(table), row_of, N, C);
+  check_launch("gather_rows");
+}
+
+template <class T>
 void scatter_add_rows(T* table, const T* rows, const int* order, const int* start, const int* row, int groups, int C) {
   if (groups == 0) return;
   launch_kernel(scatter_add_rows_kernel<device_t<T>>, blocks_for(static_cast<size_t>(groups) * C), kBlock, 0, dev(table), dev(rows), order, start,
@@ -82,6 +98,7 @@ void cross_entropy_forward_backward(T* dlogits, float* losses, const T* logits, 
 
 #define ZP_CUDA_TOKEN_OPS(T)                                                                          \
   template void gather_add_rows<T>(T*, const T*, const int*, size_t, int);                            \
+  template void gather_rows<T>(T*, const T*, const int*, size_t, int);                                \
   template void scatter_add_rows<T>(T*, const T*, const int*, const int*, const int*, int, int);       \
   template void cross_entropy_forward_backward<T>(T*, float*, const T*, const int*, int, int);
 ZP_CUDA_TOKEN_OPS(float)

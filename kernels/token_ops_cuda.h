@@ -15,6 +15,12 @@ namespace zp::cuda {
 template <class T>
 void gather_add_rows(T* out, const T* table, const int* row_of, size_t N, int C);
 
+// out (N,C) = table[row_of[i]] for every token i, zeros where row_of[i] < 0:
+// the (vocabulary-parallel) embedding lookup, which writes every element, so
+// its output is neither read nor zeroed first.
+template <class T>
+void gather_rows(T* out, const T* table, const int* row_of, size_t N, int C);
+
 // The embedding gradient: for each group g of executor/row_groups.h (device
 // copies of order, start, row), table[row[g]] += the sum of rows[order[j]]
 // over the group, summed in fp32 in token order, added once.

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <random>
 #include <stdexcept>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -123,7 +124,11 @@ void expect_close(const std::string& what, const std::vector<float>& got, const 
   REQUIRE(got.size() == want.size());
   double worst = 0, scale = 1e-6;
   for (float w : want) scale = std::max(scale, static_cast<double>(std::fabs(w)));
-  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]) / scale);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double diff = std::fabs(static_cast<double>(got[i]) - want[i]) / scale;
+    worst = std::isnan(diff) ? diff : std::max(worst, diff);  // a NaN (an unwritten element) fails, never hides
+    if (std::isnan(worst)) break;
+  }
   const double tolerance = std::is_same_v<T, float> ? fp32_tolerance : 2e-2;
   MESSAGE(what << ": worst difference " << worst << " of the largest value");
   CHECK(worst <= tolerance);
@@ -462,11 +467,12 @@ void check_attention_and_tokens(const char* precision) {
     const std::vector<float> table = rounded<T>(random_vec(static_cast<size_t>(V) * C, rng));
     const std::vector<float> base = rounded<T>(random_vec(static_cast<size_t>(N) * C, rng));
     const std::vector<float> grads = rounded<T>(random_vec(static_cast<size_t>(N) * C, rng));
-    std::vector<float> out = base, dtable = table;
+    std::vector<float> out = base, dtable = table, looked_up(base.size(), 0.0f);
     for (int i = 0; i < N; ++i) {
       if (ids[i] < 0) continue;
       for (int c = 0; c < C; ++c) {
         out[static_cast<size_t>(i) * C + c] += table[static_cast<size_t>(ids[i]) * C + c];
+        looked_up[static_cast<size_t>(i) * C + c] = table[static_cast<size_t>(ids[i]) * C + c];
         dtable[static_cast<size_t>(ids[i]) * C + c] += grads[static_cast<size_t>(i) * C + c];
       }
     }
@@ -478,7 +484,11 @@ void check_attention_and_tokens(const char* precision) {
     DeviceBuffer<int> grow(std::vector<float>(g.row.begin(), g.row.end()));
     cuda::gather_add_rows(gout.p, gtable.p, gids.p, N, C);
     cuda::scatter_add_rows(gdtable.p, ggrads.p, gorder.p, gstart.p, grow.p, g.groups(), C);
-    expect_close<T>(p + " embedding lookup", gout.read(), out);
+    expect_close<T>(p + " embedding gather-add", gout.read(), out);
+    // The lookup writes every element: NaN where it was, zeros for the skipped row.
+    DeviceBuffer<T> glooked(std::vector<float>(base.size(), std::numeric_limits<float>::quiet_NaN()));
+    cuda::gather_rows(glooked.p, gtable.p, gids.p, N, C);
+    expect_close<T>(p + " embedding lookup (written)", glooked.read(), looked_up);
     expect_close<T>(p + " embedding gradient", gdtable.read(), dtable);
 
     const int Vl = 300, Nl = 19;
