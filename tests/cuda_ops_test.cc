@@ -42,6 +42,7 @@
 #include "kernels/device_memory.h"
 #include "kernels/matmul_cublaslt.h"
 #include "kernels/streams_cuda.h"
+#include "tests/worst_error.h"
 
 using namespace zp;
 
@@ -124,11 +125,7 @@ void expect_close(const std::string& what, const std::vector<float>& got, const 
   REQUIRE(got.size() == want.size());
   double worst = 0, scale = 1e-6;
   for (float w : want) scale = std::max(scale, static_cast<double>(std::fabs(w)));
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double diff = std::fabs(static_cast<double>(got[i]) - want[i]) / scale;
-    worst = std::isnan(diff) ? diff : std::max(worst, diff);  // a NaN (an unwritten element) fails, never hides
-    if (std::isnan(worst)) break;
-  }
+  for (size_t i = 0; i < got.size(); ++i) worst = test::worse(worst, std::fabs(static_cast<double>(got[i]) - want[i]) / scale);
   const double tolerance = std::is_same_v<T, float> ? fp32_tolerance : 2e-2;
   MESSAGE(what << ": worst difference " << worst << " of the largest value");
   CHECK(worst <= tolerance);

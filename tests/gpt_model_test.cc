@@ -28,6 +28,7 @@
 #include "models/param_count.h"
 #include "test_support.h"
 #include "tiny_models.h"
+#include "tests/worst_error.h"
 
 using namespace zp;
 
@@ -52,7 +53,7 @@ double check_gradients(Model& model, const std::vector<int>& tokens, const std::
     model.params[k] = saved;
     const double numeric = (up - down) / (2 * h);
     const double err = std::fabs(numeric - analytic[k]) / std::max(1e-6, std::fabs(numeric) + std::fabs(analytic[k]));
-    worst = std::max(worst, err);
+    worst = test::worse(worst, err);
     CAPTURE(k);
     CHECK(err < 1e-5);
   }
@@ -264,7 +265,7 @@ void check_flash(const Config& config, int vocab, int layers, int heads) {
     const std::vector<double> ga = host_copy(plain.grads), gb = host_copy(flash.grads);
     double worst = 0, largest = 0;
     for (size_t i = 0; i < ga.size(); ++i) {
-      worst = std::max(worst, std::fabs(ga[i] - gb[i]));
+      worst = test::worse(worst, std::fabs(ga[i] - gb[i]));
       largest = std::max(largest, std::fabs(ga[i]));
     }
     CHECK(worst < 1e-12 * largest);

@@ -20,6 +20,7 @@
 #include "executor/ops_cpu.h"
 #include "executor/ops_flash_cpu.h"
 #include "executor/ops_llama_cpu.h"
+#include "tests/worst_error.h"
 
 using namespace zp;
 
@@ -61,7 +62,7 @@ void check_op(const std::string& name, std::vector<Vec> inputs, const std::funct
       inputs[k][i] = saved;
       const double numeric = (up - down) / (2 * h);
       const double err = std::fabs(numeric - analytic[k][i]) / std::max(1e-6, std::fabs(numeric) + std::fabs(analytic[k][i]));
-      worst = std::max(worst, err);
+      worst = test::worse(worst, err);
     }
   }
   MESSAGE(name << ": worst relative error " << worst);
@@ -321,7 +322,7 @@ TEST_CASE("flash-style attention on the host's threads: the same bits as on one,
   const std::vector<const Vec*> want{&out, nullptr, &dq, &dk, &dv};
   for (size_t j = 0; j < want.size(); ++j) {
     if (!want[j]) continue;
-    for (size_t i = 0; i < want[j]->size(); ++i) worst = std::max(worst, std::fabs(one[j][i] - (*want[j])[i]));
+    for (size_t i = 0; i < want[j]->size(); ++i) worst = test::worse(worst, std::fabs(one[j][i] - (*want[j])[i]));
   }
   CHECK(worst < 1e-10);
 }
