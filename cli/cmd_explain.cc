@@ -83,6 +83,7 @@ void print_time(const Job& j, const MemoryResult& memory, const StepTime& t, dou
   row("data-parallel / ZeRO comm (exposed)", t.dp_comm_s);
   row("optimizer step", t.optimizer_s);
   row("offload traffic (exposed)", t.offload_s);
+  row("gradient zeroing (zeroplan executor)", t.gradient_zeroing_s);
   tt.rule();
   tt.add({"step", seconds(t.total_s), "100.0%"});
   tt.print(std::cout);
@@ -127,7 +128,7 @@ Json time_json(const Job& job, const StepTime& t, double tokens) {
                           {"tp_comm", t.tp_comm_s}, {"ep_comm", t.ep_comm_s}, {"pp_comm", t.pp_comm_s},
                           {"bubble", t.bubble_s}, {"bubble_warmup", t.warmup_s}, {"bubble_cooldown", t.cooldown_s},
                           {"dp_comm", t.dp_comm_s}, {"optimizer", t.optimizer_s},
-                          {"offload", t.offload_s}}},
+                          {"offload", t.offload_s}, {"gradient_zeroing", t.gradient_zeroing_s}}},
             {"attention_kernel", to_string(kernel)},
             {"attention_backward_ratio", attention_backward_ratio(kernel)},
             {"bubble_fraction", t.bubble_fraction},

@@ -361,7 +361,8 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
       {"optimizer and offload", {{"predicted_s", ran.optimizer_s + ran.offload_s}, {"measured_s", phase({"optimizer"})}}},
       {"collectives (local copies)",
        {{"predicted_s", ran.local_copies_at_step_end_s + ran.offload_in_sync_s},
-        {"measured_s", phase({"gradient_sync", "parameter_gather", "pipeline_transfer"})}}}};
+        {"measured_s", phase({"gradient_sync", "parameter_gather", "pipeline_transfer"})}}},
+      {"gradient zeroing (step start)", {{"predicted_s", ran.gradient_zeroing_s}, {"measured_s", phase({"gradient_zeroing"})}}}};
   out["step_time"] = {{"measured_s", measured_s},
                       {"measured_phases_s", phases},
                       {"predicted_rank_s", ran.total_s},

@@ -119,7 +119,8 @@ Json collective_stats(const TimedCommunicator& timed) {
 template <class Phases>
 Json step_row(int step, float loss, double seconds, const Phases& ph, const TimedCommunicator& timed) {
   Json phases = {{"forward", ph.forward_s}, {"backward", ph.backward_s}, {"gradient_sync", ph.gradient_sync_s},
-                 {"optimizer", ph.optimizer_s}, {"parameter_gather", ph.parameter_gather_s}};
+                 {"optimizer", ph.optimizer_s}, {"parameter_gather", ph.parameter_gather_s},
+                 {"gradient_zeroing", ph.gradient_zeroing_s}};
   if constexpr (requires { ph.pipeline_transfer_s; }) phases["pipeline_transfer"] = ph.pipeline_transfer_s;
   return {{"step", step}, {"loss", loss}, {"seconds", seconds}, {"phases_s", phases}, {"collectives", collective_stats(timed)}};
 }

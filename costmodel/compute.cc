@@ -224,6 +224,15 @@ HeadCompute head_compute(const ModelShape& m, const Layout& l, const GpuSpec& gp
   // Softmax cross-entropy over the logits: read them, write the gradient (fp32).
   const double ce_bytes = 3 * T * v_t * 4;
   h.backward_s = 2 * g.seconds + ce_bytes / (gpu.hbm_bytes_per_s * e.hbm_fraction);
+  // zeroplan's executor zeroes the residual stream's gradient, which the
+  // final norm's backward adds into (executor/gpt_model.cc, llama_model.cc
+  // stage_backward): this rank's rows, 1/t of them under sequence parallelism.
+  if (l.framework == Framework::Zeroplan) {
+    const ActivationShape x = activation_shape(m, l);
+    h.zeroed_backward_bytes =
+        static_cast<double>(x.tokens_outside()) * static_cast<double>(m.hidden) * static_cast<double>(dtype_bytes(x.dtype));
+    h.backward_s += h.zeroed_backward_bytes / (gpu.hbm_bytes_per_s * e.hbm_fraction) + e.kernel_overhead_s;
+  }
   return h;
 }
 

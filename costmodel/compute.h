@@ -113,6 +113,10 @@ struct HeadCompute {
   double flops = 0;  // forward logits product, this GPU
   double forward_s = 0;
   double backward_s = 0;  // including the fused softmax cross-entropy
+  // Of the backward's: zeroplan's executor zeroing the residual stream's
+  // gradient for the final norm's backward to add into (a write of this
+  // rank's token rows, one launch).
+  double zeroed_backward_bytes = 0;
 };
 
 double peak_flops(const GpuSpec& gpu, Precision p);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "costmodel/gradient_zeroing.h"
 #include "costmodel/memory_options.h"
 #include "costmodel/model_states.h"
 #include "costmodel/rank_params.h"
@@ -238,7 +239,10 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in,
 
   // --- Data parallel: the collectives every ZeRO stage draws from -----------
   const RankParams& rp = pr.rp;
-  p.dense = static_cast<double>(layers_max * rp.layer_dense + rp.embedding + rp.position + rp.head);
+  // (The first stage's and the last's parameters together: the busiest
+  // stage's, bounded from above as for its layers.)
+  p.dense = static_cast<double>(layers_max * rp.layer_dense + rp.embedding + rp.position + rp.embedding_norm +
+                                rp.final_norm + rp.head);
   p.experts = static_cast<double>(layers_max * rp.layer_experts);
   p.units = static_cast<double>(layers_max) + 2;
   p.dp_span = group_span(l, Dimension::Data, net.links);
@@ -252,8 +256,9 @@ void prepare_pipeline(PipelinePrep& p, const TimePrep& pr, const TimeInputs& in,
   p.collectives = dp_collectives(memo, victim, p, net);
   // Tied embeddings with pp > 1: the first and last stages all-reduce the
   // embedding gradient (Megatron-LM _allreduce_word_embedding_grads).
-  p.tied_embedding_bytes = p.tied_embedding_s = 0;
+  p.tied_embedding_bytes = p.tied_embedding_s = p.held_unit_params = 0;
   if (m.tied && l.pp > 1) {
+    p.held_unit_params = static_cast<double>(rp.embedding);
     p.tied_embedding_bytes = static_cast<double>(rp.embedding) * p.grad_bytes;
     const GroupSpan pair{2, 1, 2, false};
     p.tied_embedding_s = all_reduce_s(p.tied_embedding_bytes, pair, net);
@@ -296,6 +301,9 @@ struct StatePhases {
   // ZeRO-1's: its reduced partition's copy to the host and the add, inside
   // the gradient sync at the step's end (executor/data_parallel.cc).
   double offload_in_sync_s = 0;
+  // zeroplan's executor zeroing its gradients (costmodel/gradient_zeroing.h),
+  // and the part of it inside backward (ZeRO-2/3's unit buckets).
+  double gradient_zeroing_s = 0, zeroing_in_backward_s = 0;
 };
 
 // The exposed data-parallel communication, the optimizer and the offload
@@ -426,13 +434,22 @@ StatePhases state_phases(const PipelinePrep& p, const TimeInputs& in, StepTime* 
     t.offload_s += exposed_s;
     if (l.framework == Framework::Zeroplan) t.offload_in_compute_s += exposed_s;  // the units' gathers read the host
   }
+  // --- Gradient zeroing (zeroplan's executor) ---------------------------------
+  // Memsets, each written once at hbm_fraction plus a launch; the offloaded
+  // partition's on the host at the host add's rate per byte
+  // (cpu_accumulate_s_per_param is a pass of about 10 bytes a parameter),
+  // the node's GPUs zeroing theirs at once, as their adds run.
+  const GradientZeroing z = gradient_zeroing(l, params_here, p.units, p.held_unit_params, grad_bytes);
+  t.zeroing_in_backward_s = Copies{z.backward_device_bytes, z.backward_device_launches}.seconds(in.gpu, eff);
+  t.gradient_zeroing_s = t.zeroing_in_backward_s + Copies{z.step_device_bytes, z.step_device_launches}.seconds(in.gpu, eff) +
+                         z.step_host_bytes / 10 * eff.cpu_accumulate_s_per_param * static_cast<double>(in.node.gpus_per_node);
   return t;
 }
 
 // The step's total in one order for both paths, so the search's fast
 // throughput and evaluate()'s are the same double.
 double step_total_s(const PipelinePrep& p, const StatePhases& s) {
-  return p.pipeline_s + s.dp_comm_s + s.optimizer_s + s.offload_s;
+  return p.pipeline_s + s.dp_comm_s + s.optimizer_s + s.offload_s + s.gradient_zeroing_s;
 }
 
 double tokens_per_step(const Layout& l) {
@@ -552,7 +569,11 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
   r.offload_in_compute_s = phases.offload_in_compute_s;
   r.offload_in_sync_s = phases.offload_in_sync_s;
   r.offload_s = phases.offload_s - phases.offload_in_compute_s - phases.offload_in_sync_s;
-  r.total_s = r.compute_s + r.local_copies_at_step_end_s + r.offload_in_sync_s + r.optimizer_s + r.offload_s;
+  // ZeRO-2/3's buckets are zeroed inside backward, the rest at the step's start.
+  r.compute_s += phases.zeroing_in_backward_s;
+  r.gradient_zeroing_s = phases.gradient_zeroing_s - phases.zeroing_in_backward_s;
+  r.total_s = r.compute_s + r.local_copies_at_step_end_s + r.offload_in_sync_s + r.optimizer_s + r.offload_s +
+              r.gradient_zeroing_s;
   return r;
 }
 
@@ -602,6 +623,7 @@ StepTime TimeEvaluator::evaluate(const TimeInputs& in) {
   t.dp_comm_s = phases.dp_comm_s;
   t.optimizer_s = phases.optimizer_s;
   t.offload_s = phases.offload_s;
+  t.gradient_zeroing_s = phases.gradient_zeroing_s;
   t.total_s = step_total_s(p, phases);
 
   // --- Rates ------------------------------------------------------------------

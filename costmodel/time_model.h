@@ -61,6 +61,7 @@ struct StepTime {
   double dp_comm_s = 0;          // exposed data-parallel / ZeRO communication
   double optimizer_s = 0;        // optimizer step (GPU or exposed CPU part)
   double offload_s = 0;          // exposed PCIe / NVMe traffic
+  double gradient_zeroing_s = 0;  // zeroplan's executor zeroing its gradient buffers (costmodel/gradient_zeroing.h)
   double total_s = 0;
 
   double microbatch_forward_s = 0, microbatch_backward_s = 0;  // one micro-batch, busiest stage
@@ -152,6 +153,7 @@ struct PipelinePrep {
   GroupSpan dp_span, edp_span;
   DpCollectives collectives;  // their times (from TimeEvaluator's memo)
   double tied_embedding_bytes = 0, tied_embedding_s = 0;
+  double held_unit_params = 0;  // the tied embedding with pp > 1: its gradients held to the step's end
 };
 
 class TimeEvaluator {
@@ -181,6 +183,9 @@ class TimeEvaluator {
     double offload_in_sync_s = 0;           // ZeRO-1 offload's partition to the host and its add, in that sync
     double optimizer_s = 0;                 // as in evaluate()
     double offload_s = 0;  // the rest of the offload (not in the fields above)
+    // Its gradient zeroing outside forward and backward (ZeRO-2/3's
+    // per-micro-batch buckets are zeroed inside backward: in compute_s).
+    double gradient_zeroing_s = 0;
     double total_s = 0;
   };
   EmulatedRank emulated_rank(const TimeInputs& in, uint32_t stage);

@@ -209,11 +209,13 @@ float DataParallelTrainer<Model>::step(const int* tokens, const int* targets, in
 template <class Model>
 void DataParallelTrainer<Model>::begin_step() {
   phases_ = Phases{};
+  const size_t t = timer_.mark();
   if (units_) {
     units_->zero_gradients();
   } else {
     fill_zero(model_.grads);
   }
+  timer_.add(phases_.gradient_zeroing_s, t);
 }
 
 template <class Model>
@@ -274,8 +276,11 @@ void DataParallelTrainer<Model>::reduce_and_update(int micro_batches) {
       const size_t o = timer_.mark();
       const size_t count = units_->chunk_size(u), at = units_->partition_offset(u);
       if constexpr (!kMixed) {
-        be_.zero(chunk, count);
-        be_.copy(chunk, model_.params.data() + units_->owned_first(u), units_->owned_count(u));
+        // No master weights: the chunk starts as the model's own; its padded
+        // tail (no parameters) is zeroed, so the update reads zeros there.
+        const size_t owned = units_->owned_count(u);
+        be_.copy(chunk, model_.params.data() + units_->owned_first(u), owned);
+        be_.zero(chunk + owned, count - owned);
       }
       update_partition(chunk, be_.device(), count, at);
       const size_t done = timer_.add(phases_.optimizer_s, o);
@@ -305,8 +310,10 @@ void DataParallelTrainer<Model>::reduce_and_update(int micro_batches) {
   const bool offloaded = !grad_fp32_.empty();
   if (world > 1 || offloaded) {
     const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
-    Buffer<T> bucket = make_buffer<T>(memory_.device, Component::Buckets, world > 1 ? per_rank * world : 0);
-    Buffer<T> piece = make_buffer<T>(memory_.device, Component::Buckets, world > 1 ? per_rank : 0);
+    // Both written whole before they are read: the ranks' ranges copied in
+    // (a padded tail zeroed), the reduce-scatter's output.
+    Buffer<T> bucket = make_output_buffer<T>(memory_.device, Component::Buckets, world > 1 ? per_rank * world : 0);
+    Buffer<T> piece = make_output_buffer<T>(memory_.device, Component::Buckets, world > 1 ? per_rank : 0);
     for (size_t first = 0; first < shard_; first += per_rank) {
       const size_t len = std::min(per_rank, shard_ - first);
       const auto [to, count] = owned_range(rank, first, len);
@@ -360,8 +367,9 @@ void DataParallelTrainer<Model>::gather_partition() {
   if (comm_.size() == 1) return;  // nothing to gather
   const size_t world = static_cast<size_t>(comm_.size()), rank = static_cast<size_t>(comm_.rank());
   const size_t per_rank = std::min(shard_, std::max<size_t>(1, (memory_.reduce_bucket_elems + world - 1) / world));
-  Buffer<T> bucket = make_buffer<T>(memory_.device, Component::Buckets, per_rank * world);
-  Buffer<T> piece = make_buffer<T>(memory_.device, Component::Buckets, per_rank);
+  // The all-gather's output, and the padded tail's staging (copied, then zeroed past the partition).
+  Buffer<T> bucket = make_output_buffer<T>(memory_.device, Component::Buckets, per_rank * world);
+  Buffer<T> piece = make_output_buffer<T>(memory_.device, Component::Buckets, per_rank);
   auto owned = [this](size_t r, size_t first, size_t len) { return owned_range(r, first, len); };
   for (size_t first = 0; first < shard_; first += per_rank) {
     const size_t len = std::min(per_rank, shard_ - first);

@@ -110,6 +110,7 @@ class DataParallelTrainer {
   // The last step's phases on the device's timeline (executor/phase_timer.h).
   struct Phases {
     double forward_s = 0, backward_s = 0, gradient_sync_s = 0, optimizer_s = 0, parameter_gather_s = 0;
+    double gradient_zeroing_s = 0;  // the step's start: the gradients (ZeRO-0/1) or the partition (2/3) zeroed
   };
   const Phases& last_phases() const { return phases_; }
   // Delayed update: waits for the update in flight and puts its weights in

@@ -342,7 +342,11 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   // the residual stream hold Tl token rows, those inside the tensor-parallel
   // regions all BT.
   auto work = [this](size_t count) { return make_buffer<T>(tracker_, Component::Workspace, count); };
-  Buffer<T> dresidual = work(TlC), gathered = work(0), reduced = work(0);
+  auto written = [this](size_t count) { return make_output_buffer<T>(tracker_, Component::Workspace, count); };
+  // The residual stream's gradient: zeroed on the last stage, where the
+  // final norm's backward adds into it; elsewhere the next stage's gradient
+  // is copied in.
+  Buffer<T> dresidual = stage_.last ? work(TlC) : written(TlC), gathered = work(0), reduced = work(0);
   // A norm's weight and bias gradients from this rank's tokens: summed over
   // the tensor-parallel group under sequence parallelism (increments only, so
   // gradient accumulation over micro-batches stays right).
@@ -365,14 +369,14 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   // buffer stays open throughout.
   if (stage_.first) open_gradients(0);
   if (stage_.last) {
-    Buffer<T> dlnf = work(BT * C);
+    Buffer<T> dlnf = written(BT * C);  // the head's product writes it (overwrite)
     const int head = head_unit();
     if (head != 0) open_gradients(head);
     acquire(head, final_unit);
     // The head's input over every token (gathered again under sequence parallelism).
     be_->matmul_backward(dlnf.data(), table_.g[static_cast<size_t>(head)], nullptr, a_->logits.data(),
                         split_.gather(a_->lnf.data(), gathered, TlC), table_.p[static_cast<size_t>(head)],
-                        static_cast<int>(BT), C, V);
+                        static_cast<int>(BT), C, V, /*overwrite_dinp=*/true);
     const T* dlnf_mine = split_.reduce(dlnf.data(), reduced, TlC);  // each rank's vocabulary rows contribute
     release(head);
     if (head != 0) finish_gradients(head);
@@ -398,7 +402,6 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   // each has one producer), so those buffers are taken unfilled; q, k and
   // v's gradient, which the attention backward adds into, is zeroed for each
   // layer below.
-  auto written = [this](size_t count) { return make_output_buffer<T>(tracker_, Component::Workspace, count); };
   Buffer<T> dgelu = written(BTf), dfch = written(BTf), dln2 = written(BT * C), datty = written(BTl),
             dqkv = written(3 * BTl), dln1 = written(BT * C);
   for (int i = n - 1; i >= 0; --i) {

@@ -329,7 +329,11 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   // Backward's activation gradients: one layer's worth, workspace (Tl token
   // rows on the residual stream, all BT inside the tensor-parallel regions).
   auto work = [this](size_t count) { return make_buffer<T>(tracker_, Component::Workspace, count); };
-  Buffer<T> dx = work(TlC), gathered = work(0), reduced = work(0);
+  auto written = [this](size_t count) { return make_output_buffer<T>(tracker_, Component::Workspace, count); };
+  // The residual stream's gradient: zeroed on the last stage, where the
+  // final norm's backward adds into it; elsewhere the next stage's gradient
+  // is copied in.
+  Buffer<T> dx = stage_.last ? work(TlC) : written(TlC), gathered = work(0), reduced = work(0);
   // A norm's weight gradient from this rank's tokens: summed over the
   // tensor-parallel group under sequence parallelism (increments only).
   Buffer<T> dnorm = work(split_.split() ? static_cast<size_t>(C) : 0);
@@ -345,13 +349,13 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   };
   const int final_unit = L + 1;
   if (stage_.last) {
-    Buffer<T> dxf = work(BT * C);
+    Buffer<T> dxf = written(BT * C);  // the head's product writes it (overwrite)
     acquire(final_unit, n > 0 ? l0 + n : -1);
     open_gradients(final_unit);
     const T* final_norm = table_.p[static_cast<size_t>(final_unit)];
     T* gfinal = table_.g[static_cast<size_t>(final_unit)];
     be_->matmul_backward(dxf.data(), gfinal + C, nullptr, a_->logits.data(), split_.gather(a_->xf.data(), gathered, TlC),
-                        final_norm + C, static_cast<int>(BT), C, V);
+                        final_norm + C, static_cast<int>(BT), C, V, /*overwrite_dinp=*/true);
     const T* last = n > 0 ? a_->final_in.data() : a_->x0.data();
     const T* dxf_mine = split_.reduce(dxf.data(), reduced, TlC);  // each rank's vocabulary rows contribute
     norm_backward(dx.data(), gfinal, dxf_mine, last, final_norm, a_->rstdf.data());
@@ -368,7 +372,6 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
   // (overwrite: one producer), so those buffers are taken unfilled; q, k
   // and v's gradients, which the attention backward adds into, are zeroed
   // for each layer below.
-  auto written = [this](size_t count) { return make_output_buffer<T>(tracker_, Component::Workspace, count); };
   Buffer<T> dh = written(BT * F), dgate = written(BT * F), dup = written(BT * F), dxn2 = written(BT * C),
             datty = written(BT * QD), dq = written(BT * QD), dk = written(BT * KD), dv = written(BT * KD),
             dxn1 = written(BT * C);

@@ -329,8 +329,9 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
   // (neither on an end of the pipeline, nor without one: tensor parallelism
   // alone); the interleaved schedule queues what it receives instead.
   const bool one_chunk = chunks_.size() == 1;
-  input_.assign(s.first || !one_chunk ? 0 : n, T(0));
-  output_grad_.assign(s.last || !one_chunk ? 0 : n, T(0));
+  // Each is received into before it is read.
+  input_.allocate(s.first || !one_chunk ? 0 : n);
+  output_grad_.allocate(s.last || !one_chunk ? 0 : n);
   const size_t step_start = timer_.mark();
   phases_ = Phases{};
   step_s_ = 0;
@@ -353,7 +354,7 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
     if (tied_unit < 0) continue;
     T* tied = optimizers_[c]->unit_gradients(tied_unit);
     const size_t table = chunk.tied_embedding_size();
-    tied_.assign(table, T(0));
+    tied_.allocate(table);  // received whole
     comm_.send_recv(tied, table, stage == 0 ? p - 1 : 0, tied_.data(), table, stage == 0 ? p - 1 : 0);
     chunk.backend().accumulate(tied, tied_.data(), table);
     release_buffer(tied_);  // needed again at the next step's end only
@@ -370,13 +371,14 @@ float PipelineTrainer<Model>::step(const int* tokens, const int* targets, int mi
     phases_.gradient_sync_s += o.gradient_sync_s;
     phases_.optimizer_s += o.optimizer_s;
     phases_.parameter_gather_s += o.parameter_gather_s;
+    phases_.gradient_zeroing_s += o.gradient_zeroing_s;
   }
   // What is left of the step: the transfers with the neighbours (and the
   // waits for them: the bubble), the loss broadcast and the tied-embedding sum.
   timer_.add(step_s_, step_start);
   timer_.resolve();
   phases_.pipeline_transfer_s = step_s_ - phases_.forward_s - phases_.backward_s - phases_.gradient_sync_s -
-                                phases_.optimizer_s - phases_.parameter_gather_s;
+                                phases_.optimizer_s - phases_.parameter_gather_s - phases_.gradient_zeroing_s;
   return loss;
 }
 

@@ -86,7 +86,7 @@ class PipelineTrainer {
   // and the data-parallel trainer's gradient sync, optimizer and gather.
   struct Phases {
     double forward_s = 0, backward_s = 0, pipeline_transfer_s = 0, gradient_sync_s = 0, optimizer_s = 0,
-           parameter_gather_s = 0;
+           parameter_gather_s = 0, gradient_zeroing_s = 0;
   };
   const Phases& last_phases() const { return phases_; }
   // ZeRO-3: the most parameter bytes held gathered at once (0 otherwise).

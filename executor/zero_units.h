@@ -127,8 +127,9 @@ void ZeroUnits<T>::gather_updated(F&& updated) {
     largest = std::max(largest, chunk_[u]);
     if (chunk_[u] * world != sizes_[u]) largest_padded = std::max(largest_padded, chunk_[u] * world);
   }
-  Buffer<T> send = make_buffer<T>(device_, Component::Buckets, largest);
-  Buffer<T> whole = make_buffer<T>(device_, Component::Buckets, largest_padded);
+  // Each written whole before it is read: by updated(), by the all-gather.
+  Buffer<T> send = make_output_buffer<T>(device_, Component::Buckets, largest);
+  Buffer<T> whole = make_output_buffer<T>(device_, Component::Buckets, largest_padded);
   for (size_t u = 0; u < sizes_.size(); ++u) {
     if (sizes_[u] == 0) continue;
     updated(u, send.data());

@@ -16,6 +16,7 @@
 
 #include "costmodel/cluster.h"
 #include "costmodel/compute.h"
+#include "costmodel/gradient_zeroing.h"
 #include "costmodel/memory_model.h"
 #include "executor/data.h"
 #include "executor/data_parallel.h"
@@ -197,4 +198,84 @@ TEST_CASE("what the executor zeroes in a layer's backward is the time model's ze
       CHECK(layer_compute(make_shape(spec), l, test::catalog().gpu("H200-141GB"), EfficiencyCurves{}).zeroed_backward_bytes == 0);
     }
   }
+}
+
+namespace {
+
+struct Zeroed {
+  uint64_t device = 0, host = 0;
+};
+
+// The bytes one training step of `model` zeroes on its device and on the
+// host (gradients reset: the trainer's step), as the last of `dp` ranks.
+template <class Model, class Config>
+Zeroed zeroed_by_step(const Config& config, const Layout& l, size_t& params, int& units) {
+  test::CountingDevice device_memory, host_memory;
+  TrackingAllocator device(device_memory), host(host_memory);
+  Model model(config, 11, &device);
+  params = model.params.size();
+  units = model.num_units();
+  LoopbackCommunicator comm(static_cast<int>(l.dp) - 1, static_cast<int>(l.dp));
+  TrainerMemory memory{&device, &host, l.offload_optimizer != Offload::None, false};
+  DataParallelTrainer<Model> trainer(model, comm, l.zero_stage, AdamConfig{}, memory);
+  const int seq = static_cast<int>(l.seq_len), mb = static_cast<int>(l.micro_batch), ga = static_cast<int>(l.grad_accum);
+  const Batch b = SyntheticCorpus(64, 7).batch(0, 0, mb * ga, seq);
+  // After a step of warm-up, as validate measures: the first grows the CPU
+  // backend's score scratch (zero-filled once).
+  CHECK(std::isfinite(trainer.step(b.tokens.data(), b.targets.data(), mb, seq, ga)));
+  device_memory.zeroed_bytes = host_memory.zeroed_bytes = 0;
+  CHECK(std::isfinite(trainer.step(b.tokens.data(), b.targets.data(), mb, seq, ga)));
+  return {device_memory.zeroed_bytes, host_memory.zeroed_bytes};
+}
+
+}  // namespace
+
+TEST_CASE("what the executor zeroes of its gradients in a step is the time model's gradient zeroing") {
+  // A step zeroes its layers' q, k, v gradients in every micro-batch (the
+  // test above), the residual stream's gradient the final norm adds into
+  // (head_compute) and its gradient buffers (costmodel/gradient_zeroing.h):
+  // nothing else. Units padded to equal parts add at most a few elements.
+  int checked = 0;
+  for (const bool llama : {false, true}) {
+    for (const bool mixed : {false, true}) {
+      for (const uint32_t dp : {1u, 3u, 4u}) {
+        for (int zero = 0; zero <= 3; ++zero) {
+          for (const bool offload : {false, true}) {
+            if (offload && zero == 0) continue;
+            for (const uint32_t ga : {1u, 3u}) {
+              const ModelSpec spec = llama ? test::tiny_llama(64) : test::tiny_gpt(64, 16, 2, 4, 32);
+              Layout l = test::executor_layout(dp, 1, 1, 2, ga, 8, Recompute::None, mixed ? Precision::Bf16 : Precision::Fp32);
+              l.zero_stage = static_cast<uint8_t>(zero);
+              l.offload_optimizer = offload ? Offload::Cpu : Offload::None;
+              size_t params = 0;
+              int units = 0;
+              Zeroed got;
+              if (llama && mixed) {
+                got = zeroed_by_step<LlamaModel<bf16>>(llama_config(spec), l, params, units);
+              } else if (llama) {
+                got = zeroed_by_step<LlamaModel<float>>(llama_config(spec), l, params, units);
+              } else if (mixed) {
+                got = zeroed_by_step<GptModel<bf16>>(gpt_config(spec), l, params, units);
+              } else {
+                got = zeroed_by_step<GptModel<float>>(gpt_config(spec), l, params, units);
+              }
+              const LayerCompute c = layer_compute(make_shape(spec), l, test::catalog().gpu("H200-141GB"), EfficiencyCurves{});
+              const HeadCompute h = head_compute(make_shape(spec), l, test::catalog().gpu("H200-141GB"), EfficiencyCurves{});
+              const double layers_zeroed =
+                  static_cast<double>(ga) * (static_cast<double>(spec.num_layers) * c.zeroed_backward_bytes + h.zeroed_backward_bytes);
+              const GradientZeroing z = gradient_zeroing(l, static_cast<double>(params), units, 0, mixed ? 2 : 4);
+              CAPTURE(describe(l));
+              CAPTURE(llama);
+              CHECK(static_cast<double>(got.device) - layers_zeroed ==
+                    doctest::Approx(z.step_device_bytes + z.backward_device_bytes).epsilon(0.01));
+              CHECK(static_cast<double>(got.host) == doctest::Approx(z.step_host_bytes).epsilon(0.01));
+              CHECK((offload && zero >= 2) == (got.host > 0));
+              ++checked;
+            }
+          }
+        }
+      }
+    }
+  }
+  CHECK(checked == 2 * 2 * 3 * 7 * 2);
 }

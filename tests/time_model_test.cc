@@ -9,6 +9,7 @@
 #include <string>
 
 #include "costmodel/compute.h"
+#include "costmodel/gradient_zeroing.h"
 #include "costmodel/model_states.h"
 #include "costmodel/time_model.h"
 #include "models/param_count.h"
@@ -222,8 +223,9 @@ TEST_CASE("an emulated rank runs its stage's compute, the optimizer and offload,
   CHECK(last.local_copies_at_step_end_s > 0);
   CHECK(last.local_copies_in_compute_s == 0);
   CHECK(last.total_s == doctest::Approx(piped.compute_s + last.local_copies_at_step_end_s + piped.optimizer_s +
-                                        piped.offload_s)
+                                        piped.offload_s + piped.gradient_zeroing_s)
                             .epsilon(1e-9));
+  CHECK(last.gradient_zeroing_s == doctest::Approx(piped.gradient_zeroing_s).epsilon(1e-12));  // ZeRO-1: all at the step's start
   // Offloaded, its CPU optimizer has the host to itself, where the world's
   // shares it with the node's other GPUs.
   l.offload_optimizer = Offload::Cpu;
@@ -274,7 +276,7 @@ TEST_CASE("an emulated rank's local copies: ZeRO-3's gathers in its compute, ZeR
   CHECK(launches_64 / launches_8 == doctest::Approx((2.0 * 7 + 1) / (2.0 * 4 + 1)));
   // The copies inside forward and backward are part of the rank's compute.
   const TimeEvaluator::EmulatedRank with = rank(64, 3);
-  CHECK(with.total_s == doctest::Approx(with.compute_s + with.optimizer_s + with.offload_s));
+  CHECK(with.total_s == doctest::Approx(with.compute_s + with.optimizer_s + with.offload_s + with.gradient_zeroing_s));
   // ZeRO-2: the reduced slices inside, the updated chunks gathered at the end;
   // ZeRO-1: everything at the end.
   CHECK(rank(64, 2).local_copies_in_compute_s > 0);
@@ -291,12 +293,12 @@ TEST_CASE("an emulated rank's local copies: ZeRO-3's gathers in its compute, ZeR
   CHECK(offloaded.offload_in_compute_s > 0);
   CHECK(offloaded.compute_s - offloaded.offload_in_compute_s == doctest::Approx(on_device.compute_s));
   CHECK(offloaded.total_s == doctest::Approx(offloaded.compute_s + offloaded.local_copies_at_step_end_s +
-                                             offloaded.optimizer_s + offloaded.offload_s));
+                                             offloaded.optimizer_s + offloaded.offload_s + offloaded.gradient_zeroing_s));
   CHECK(rank(8, 1).offload_in_compute_s == 0);
   CHECK(rank(8, 1).offload_in_sync_s > 0);  // copied and added inside the step-end gradient sync
   CHECK(rank(8, 1).total_s == doctest::Approx(rank(8, 1).compute_s + rank(8, 1).local_copies_at_step_end_s +
                                               rank(8, 1).offload_in_sync_s + rank(8, 1).optimizer_s +
-                                              rank(8, 1).offload_s));
+                                              rank(8, 1).offload_s + rank(8, 1).gradient_zeroing_s));
   CHECK(offloaded.offload_in_sync_s == 0);
   l.offload_optimizer = Offload::None;
   // On a network zeroplan's ZeRO-1 still packs the gradient ranges into its
@@ -596,4 +598,51 @@ TEST_CASE("NVMe optimizer offload moves the same bytes per parameter at ZeRO 1, 
             CHECK(optimizer_side_bytes_per_param(l) == at_one);
           }
         }
+}
+
+// zeroplan's executor zeroes its gradient buffers (costmodel/gradient_zeroing.h;
+// executor_memory_test holds the bytes to the executor's): a write at
+// hbm_fraction plus a launch each, in the step and not in the frameworks'.
+TEST_CASE("gradient zeroing: zeroplan's executor only, a write at hbm_fraction a memset, buckets inside backward") {
+  const Setup s = setup("H200-141GB", "dgx-h200", 8);
+  const ModelSpec spec = test::catalog().resolve_model("gpt2-1.5b");
+  const ModelShape m = make_shape(spec);
+  const double params = static_cast<double>(count_params(spec).total);
+  Network net = s.net;
+  const double hbm = s.cluster.gpu.hbm_bytes_per_s * net.eff.hbm_fraction;
+  Layout l;
+  l.micro_batch = 8;
+  l.seq_len = 1024;
+  l.grad_accum = 2;
+  TimeEvaluator timer;
+  auto inputs = [&]() { return TimeInputs{m, l, s.cluster.gpu, s.cluster.node, net}; };
+  // ZeRO-0 on one GPU: the whole bf16 gradient buffer, one memset, once a step.
+  const StepTime z0 = timer.evaluate(inputs());
+  CHECK(z0.gradient_zeroing_s == doctest::Approx(params * 2 / hbm + net.eff.kernel_overhead_s).epsilon(1e-9));
+  CHECK(z0.total_s == doctest::Approx(z0.compute_s + z0.optimizer_s + z0.gradient_zeroing_s).epsilon(1e-12));
+  for (Framework f : {Framework::DeepSpeed, Framework::Megatron}) {
+    l.framework = f;
+    CHECK(timer.evaluate(inputs()).gradient_zeroing_s == 0);
+  }
+  l.framework = Framework::Zeroplan;
+  // ZeRO-2 over 8: the partition once, every unit's bucket each micro-batch,
+  // those inside the emulated rank's compute; offloaded, the partition is on the host.
+  l.dp = 8;
+  l.zero_stage = 2;
+  const GradientZeroing z = gradient_zeroing(l, params, static_cast<double>(m.layers) + 2, 0, 2);
+  CHECK(z.step_device_bytes == doctest::Approx(params / 8 * 2));
+  CHECK(z.backward_device_bytes == doctest::Approx(2 * params * 2));
+  CHECK(z.backward_device_launches == 2 * (static_cast<double>(m.layers) + 2));
+  const StepTime z2 = timer.evaluate(inputs());
+  const TimeEvaluator::EmulatedRank rank = timer.emulated_rank(inputs(), 0);
+  CHECK(z2.gradient_zeroing_s > z0.gradient_zeroing_s);
+  CHECK(rank.gradient_zeroing_s == doctest::Approx(params / 8 * 2 / hbm + net.eff.kernel_overhead_s).epsilon(1e-6));
+  l.offload_optimizer = Offload::Cpu;
+  const GradientZeroing off = gradient_zeroing(l, params, static_cast<double>(m.layers) + 2, 0, 2);
+  CHECK(off.step_device_bytes == 0);
+  CHECK(off.step_host_bytes == doctest::Approx(params / 8 * 4));
+  CHECK(off.backward_device_bytes == z.backward_device_bytes);
+  // A unit held to the step's end is zeroed once.
+  const GradientZeroing held = gradient_zeroing(l, params, static_cast<double>(m.layers) + 2, 1e8, 2);
+  CHECK(z.backward_device_bytes - held.backward_device_bytes == doctest::Approx(1e8 * 2));
 }
