@@ -143,9 +143,13 @@ std::string milliseconds(double s) {
 std::string local_copies_sentence(const Json& step_time) {
   const Json& c = step_time.at("predicted_local_copies_s");
   const double in_compute = c.at("in_compute").get<double>(), at_end = c.at("at_step_end").get<double>();
-  if (in_compute <= 0 && at_end <= 0) return "";
-  return " Of this rank's prediction, " + milliseconds(in_compute) + " are the local copies of its collectives inside " +
-         "forward and backward and " + milliseconds(at_end) + " those at the step's end.";
+  const double receives = c.value("pipeline_receives", 0.0);
+  if (in_compute <= 0 && at_end <= 0 && receives <= 0) return "";
+  std::string out = " Of this rank's prediction, " + milliseconds(in_compute) +
+                    " are the local copies of its collectives inside forward and backward and " + milliseconds(at_end) +
+                    " those at the step's end";
+  if (receives > 0) out += ", and " + milliseconds(receives) + " its pipeline receives (zero-filled by the loopback)";
+  return out + ".";
 }
 
 // Text for SVG: a model file's name may hold &, < or >.
@@ -360,14 +364,16 @@ Json validate_case(const Case& c, const ValidateOptions& o) {
       {"compute (forward + backward)", {{"predicted_s", ran.compute_s}, {"measured_s", phase({"forward", "backward"})}}},
       {"optimizer and offload", {{"predicted_s", ran.optimizer_s + ran.offload_s}, {"measured_s", phase({"optimizer"})}}},
       {"collectives (local copies)",
-       {{"predicted_s", ran.local_copies_at_step_end_s + ran.offload_in_sync_s},
+       {{"predicted_s", ran.local_copies_at_step_end_s + ran.local_receives_s + ran.offload_in_sync_s},
         {"measured_s", phase({"gradient_sync", "parameter_gather", "pipeline_transfer"})}}},
       {"gradient zeroing (step start)", {{"predicted_s", ran.gradient_zeroing_s}, {"measured_s", phase({"gradient_zeroing"})}}}};
   out["step_time"] = {{"measured_s", measured_s},
                       {"measured_phases_s", phases},
                       {"predicted_rank_s", ran.total_s},
                       {"predicted_local_copies_s",
-                       {{"in_compute", ran.local_copies_in_compute_s}, {"at_step_end", ran.local_copies_at_step_end_s}}},
+                       {{"in_compute", ran.local_copies_in_compute_s},
+                        {"at_step_end", ran.local_copies_at_step_end_s},
+                        {"pipeline_receives", ran.local_receives_s}}},
                       {"phases", phase_pairs},
                       {"predicted_world_s", world_step.total_s}};
   if (o.gpu) {

@@ -460,8 +460,8 @@ double tokens_per_step(const Layout& l) {
 // stand in for a network's transfers: the loopback communicator's
 // (executor/loopback_communicator.cc: an all-gather writes its output once
 // in 1 + ceil(log2 n) copies, a reduce-scatter copies the rank's slice; an
-// all-reduce, a broadcast and a send move nothing; a receive zero-fills one
-// activation a micro-batch, left out here) and, around ZeRO-1's buckets, the
+// all-reduce, a broadcast and a send move nothing; a receive zero-fills its
+// buffer: pipeline_receive_times) and, around ZeRO-1's buckets, the
 // executor's own packing (zero1_bucket_copies), each a Copies pass. The
 // busiest stage's parameters and units stand for every stage's, as in its
 // compute. Copies made inside forward and backward (ZeRO-2/3's per-unit
@@ -513,6 +513,30 @@ LocalCopyTimes local_copy_times(const PipelinePrep& p, const TimePrep& pr, const
   return t;
 }
 
+// An emulated pipeline stage's receives, each a memset of its buffer on the
+// loopback (executor/pipeline_parallel.cc): every micro-batch, each chunk's
+// input from the stage before and its output's gradient from the stage
+// after (none before the first chunk of the first stage, none after the
+// last chunk of the last), this rank's token rows of the residual stream;
+// with tied embeddings the end stages' exchange of the table's gradient
+// once a step.
+double pipeline_receive_s(const PipelinePrep& p, const TimePrep& pr, const TimeInputs& in, uint32_t stage) {
+  const Layout& l = in.layout;
+  if (l.pp <= 1) return 0;
+  const double chunks = l.schedule == Schedule::Interleaved ? l.vpp : 1;
+  const bool first = stage == 0, last = stage + 1 == l.pp;
+  const double receives =
+      static_cast<double>(l.num_microbatches()) * (2 * chunks - (first ? 1 : 0) - (last ? 1 : 0));
+  const double e = static_cast<double>(dtype_bytes(pr.x.dtype));
+  const double io = static_cast<double>(pr.x.tokens_outside()) * static_cast<double>(pr.x.h) * e;
+  Copies c{receives * io, receives};
+  if (p.held_unit_params > 0 && (first || last)) {
+    c.bytes += p.held_unit_params * e;
+    c.launches += 1;
+  }
+  return c.seconds(in.gpu, in.network.eff);
+}
+
 }  // namespace
 
 StepTime evaluate_time(const TimeInputs& in) {
@@ -556,6 +580,7 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
   r.compute_s = static_cast<double>(l.num_microbatches()) * (s.forward_s + s.backward_s) + local.in_compute_s;
   r.local_copies_in_compute_s = local.in_compute_s;
   r.local_copies_at_step_end_s = local.at_step_end_s;
+  r.local_receives_s = pipeline_receive_s(p, prep_, in, stage);
   // No other rank of its node runs: its host optimizer and NVMe have the
   // node to themselves.
   NodeSpec alone = in.node;
@@ -572,8 +597,8 @@ TimeEvaluator::EmulatedRank TimeEvaluator::emulated_rank(const TimeInputs& in, u
   // ZeRO-2/3's buckets are zeroed inside backward, the rest at the step's start.
   r.compute_s += phases.zeroing_in_backward_s;
   r.gradient_zeroing_s = phases.gradient_zeroing_s - phases.zeroing_in_backward_s;
-  r.total_s = r.compute_s + r.local_copies_at_step_end_s + r.offload_in_sync_s + r.optimizer_s + r.offload_s +
-              r.gradient_zeroing_s;
+  r.total_s = r.compute_s + r.local_copies_at_step_end_s + r.local_receives_s + r.offload_in_sync_s + r.optimizer_s +
+              r.offload_s + r.gradient_zeroing_s;
   return r;
 }
 

@@ -180,6 +180,9 @@ class TimeEvaluator {
     double local_copies_in_compute_s = 0;
     double offload_in_compute_s = 0;  // host copies inside forward and backward (ZeRO-2/3 offload), also a part of it
     double local_copies_at_step_end_s = 0;  // ZeRO-1/2's step-end reduce and gather as local copies
+    // Its pipeline receives, each zero-filled by the loopback (no neighbour
+    // sends), outside forward and backward: the pipeline's transfer phase.
+    double local_receives_s = 0;
     double offload_in_sync_s = 0;           // ZeRO-1 offload's partition to the host and its add, in that sync
     double optimizer_s = 0;                 // as in evaluate()
     double offload_s = 0;  // the rest of the offload (not in the fields above)

@@ -222,9 +222,22 @@ TEST_CASE("an emulated rank runs its stage's compute, the optimizer and offload,
   // Its ZeRO-1 reduce and gather are local copies at the step's end.
   CHECK(last.local_copies_at_step_end_s > 0);
   CHECK(last.local_copies_in_compute_s == 0);
-  CHECK(last.total_s == doctest::Approx(piped.compute_s + last.local_copies_at_step_end_s + piped.optimizer_s +
-                                        piped.offload_s + piped.gradient_zeroing_s)
+  CHECK(last.total_s == doctest::Approx(piped.compute_s + last.local_copies_at_step_end_s + last.local_receives_s +
+                                        piped.optimizer_s + piped.offload_s + piped.gradient_zeroing_s)
                             .epsilon(1e-9));
+  // Its receives, zero-filled by the loopback: the last stage's input in each
+  // of the 4 micro-batches (4 x 1,024 tokens x 1,600 bf16), and the tied
+  // table's gradient from the first stage once (a memset and a launch each).
+  const EfficiencyCurves& eff = s.net.eff;
+  const double io_bytes = 4.0 * 1024 * 1600 * 2, table_bytes = 50257.0 * 1600 * 2;
+  CHECK(last.local_receives_s == doctest::Approx((4 * io_bytes + table_bytes) / (s.cluster.gpu.hbm_bytes_per_s * eff.hbm_fraction) +
+                                                 5 * eff.kernel_overhead_s)
+                                     .epsilon(1e-6));
+  // A middle stage receives its input and its output's gradient, no table.
+  const TimeEvaluator::EmulatedRank middle = timer.emulated_rank(inputs(), 1);
+  CHECK(middle.local_receives_s == doctest::Approx(8 * io_bytes / (s.cluster.gpu.hbm_bytes_per_s * eff.hbm_fraction) +
+                                                   8 * eff.kernel_overhead_s)
+                                       .epsilon(1e-6));
   CHECK(last.gradient_zeroing_s == doctest::Approx(piped.gradient_zeroing_s).epsilon(1e-12));  // ZeRO-1: all at the step's start
   // Offloaded, its CPU optimizer has the host to itself, where the world's
   // shares it with the node's other GPUs.
