@@ -141,11 +141,13 @@ ElementwiseBytes elementwise_bytes(const ModelShape& m, const Layout& l, const A
     // gradient written by the kernel that makes it). The products' input
     // gradients are written by their first product (overwrite) and the
     // activations' by their kernels, so what is zeroed is q, k and v's
-    // gradients, which the attention backward adds into (GPT-2's one packed
-    // buffer, Llama's three). The executor's model follows the MLP: SwiGLU
-    // is its Llama model (cli/executor_run.cc).
-    b.zeroed_backward = eb * T * static_cast<double>((x.a_t + 2 * x.kv_t) * x.d);
-    b.backward_launches += (x.swiglu ? 3 : 1) - 2;  // the memsets, not the two residual kernels
+    // gradients, which the materialised attention's backward adds into
+    // (GPT-2's one packed buffer, Llama's three); the flash kernels sum
+    // each row in full and write it. The executor's model follows the MLP:
+    // SwiGLU is its Llama model (cli/executor_run.cc).
+    const int memsets = x.flash ? 0 : (x.swiglu ? 3 : 1);
+    if (!x.flash) b.zeroed_backward = eb * T * static_cast<double>((x.a_t + 2 * x.kv_t) * x.d);
+    b.backward_launches += memsets - 2;  // the memsets, not the two residual kernels
   }
   if (!x.flash) {
     // The causal softmax reads the scores the products wrote (fp32 in

@@ -107,7 +107,7 @@ class Backend {
   // query head h reading key/value head h / (NH / KVH); no (T,T) tensor is
   // kept, only lse (B,NH,T), each row's log-sum-exp, which backward reads
   // with the output to recompute the probabilities (executor/ops_flash_cpu.h).
-  // Backward adds to dq, dk, dv.
+  // Backward writes dq, dk, dv (every row of their heads: no zeroing first).
   virtual void flash_attention_forward(HeadView<T> out, Acc* lse, HeadView<const T> q, HeadView<const T> k,
                                        HeadView<const T> v, int B, int Tn, int NH, int KVH, int hs) = 0;
   virtual void flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, HeadView<const T> dout,

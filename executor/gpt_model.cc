@@ -419,9 +419,10 @@ void GptModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
       be_->attention_forward(acts_.shared->proj.data(), A_->att.data(), L_->qkv.data() + 3 * ol, B,
                             Tn, Cl, NH);
     }
-    // The attention backward adds into q, k and v's gradient: one memset a
-    // layer (the time model's zeroed gradient buffers, costmodel/compute.cc).
-    be_->zero(dqkv.data(), dqkv.size());
+    // The materialised attention's backward adds into q, k and v's gradient:
+    // one memset a layer (the time model's zeroed gradient buffers,
+    // costmodel/compute.cc); the flash kernels write it.
+    if (!flash_) be_->zero(dqkv.data(), dqkv.size());
     // residual3 = residual2 + fcproj: both get dresidual. The row-parallel
     // product's output gradient over every token (gathered under sequence
     // parallelism; its bias gradient is then the sum over all tokens on every rank).

@@ -390,9 +390,12 @@ void LlamaModel<T>::stage_backward(int k, const T* doutput, int B, int Tn) {
       be_->gqa_attention_forward(datty.data(), A_->att.data(), L_->q.data() + s * BT * QD, L_->k.data() + s * BT * KD,
                                 L_->v.data() + s * BT * KD, B, Tn, NH, KVH, hs);
     }
-    // The attention backward adds into q, k and v's gradients: three memsets
-    // a layer (the time model's zeroed gradient buffers, costmodel/compute.cc).
-    for (auto* vec : {&dq, &dk, &dv}) be_->zero(vec->data(), vec->size());
+    // The materialised attention's backward adds into q, k and v's
+    // gradients: three memsets a layer (the time model's zeroed gradient
+    // buffers, costmodel/compute.cc); the flash kernels write them.
+    if (!flash_) {
+      for (auto* vec : {&dq, &dk, &dv}) be_->zero(vec->data(), vec->size());
+    }
     // x3 = x2 + down(h): both get dx; the product's output gradient over
     // every token (gathered under sequence parallelism).
     be_->matmul_backward(dh.data(), gw(WDOWN, l), nullptr, split_.gather(dx.data(), gathered, TlC), L_->h.data() + s * BT * F,

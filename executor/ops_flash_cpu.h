@@ -89,7 +89,8 @@ void flash_attention_forward(HeadView<T> out, A* lse, HeadView<const T> q, HeadV
   }
 }
 
-// Adds to dq, dk, dv; out and lse are forward's.
+// Writes dq, dk, dv (every row of their heads: each is summed in full, then
+// stored once, so the buffers need no zeroing); out and lse are forward's.
 template <class T, class A = acc_t<T>>
 void flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, HeadView<const T> dout,
                               HeadView<const T> q, HeadView<const T> k, HeadView<const T> v, HeadView<const T> out,
@@ -131,7 +132,7 @@ void flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, He
         for (size_t i = 0; i < H; ++i) g[i] += ds * arith<A>(kt[i]);
       }
       T* d = dq.at(b, Tn, t, h, hs);
-      for (size_t i = 0; i < H; ++i) d[i] = static_cast<T>(arith<A>(d[i]) + g[i]);
+      for (size_t i = 0; i < H; ++i) d[i] = static_cast<T>(g[i]);
     }
   }
   // Per key row: dk_t2 = sum dS q_t, dv_t2 = sum P dout_t over the group's heads and t >= t2.
@@ -156,8 +157,8 @@ void flash_attention_backward(HeadView<T> dq, HeadView<T> dk, HeadView<T> dv, He
       T* dkt = dk.at(b, Tn, t2, kh, hs);
       T* dvt = dv.at(b, Tn, t2, kh, hs);
       for (size_t i = 0; i < H; ++i) {
-        dkt[i] = static_cast<T>(arith<A>(dkt[i]) + g[i]);
-        dvt[i] = static_cast<T>(arith<A>(dvt[i]) + gv[i]);
+        dkt[i] = static_cast<T>(g[i]);
+        dvt[i] = static_cast<T>(gv[i]);
       }
     }
   }

@@ -50,13 +50,14 @@ __device__ inline float dot_row(const float* x, const D* p, int hs, int lane) {
   }
   return warp_sum(s);
 }
-// p[i] += x[i], rounded once.
+// p[i] = x[i], rounded once: each gradient row is summed in full by its
+// one owner and stored, so its buffer needs no zeroing first.
 template <class D>
-__device__ inline void add_row(D* p, const float* x, int hs, int lane) {
+__device__ inline void write_row(D* p, const float* x, int hs, int lane) {
 #pragma unroll
   for (int j = 0; j < kPerLane; ++j) {
     const int i = lane + j * kWarp;
-    if (i < hs) p[i] = from_f<D>(to_f(p[i]) + x[j]);
+    if (i < hs) p[i] = from_f<D>(x[j]);
   }
 }
 
@@ -129,7 +130,7 @@ __global__ void flash_rowdot_kernel(float* rowdot, const D* dout, size_t dout_st
   if (lane == 0) rowdot[r] = x;
 }
 
-// dq_t += sum_{t2 <= t} dS k_t2, dS = P (dout . v - D) scale, P = exp(s - lse).
+// dq_t = sum_{t2 <= t} dS k_t2, dS = P (dout . v - D) scale, P = exp(s - lse).
 template <class D>
 __global__ void flash_query_kernel(D* dq, size_t dq_stride, const float* rowdot, const float* lse, const D* dout,
                                    size_t dout_stride, const D* q, size_t q_stride, const D* k, size_t k_stride, const D* v,
@@ -155,10 +156,10 @@ __global__ void flash_query_kernel(D* dq, size_t dq_stride, const float* rowdot,
       if (i < s.hs) g[j] += ds * to_f(kr[i]);
     }
   }
-  add_row(row_at(dq, dq_stride, w.b, s.Tn, w.t, w.h, s.hs), g, s.hs, lane);
+  write_row(row_at(dq, dq_stride, w.b, s.Tn, w.t, w.h, s.hs), g, s.hs, lane);
 }
 
-// Key row r = (b * KVH + kh) * T + t2: dk += sum dS q_t, dv += sum P dout_t
+// Key row r = (b * KVH + kh) * T + t2: dk = sum dS q_t, dv = sum P dout_t
 // over the group's heads h and t >= t2.
 template <class D>
 __global__ void flash_key_value_kernel(D* dk, size_t dk_stride, D* dv, size_t dv_stride, const float* rowdot,
@@ -192,8 +193,8 @@ __global__ void flash_key_value_kernel(D* dk, size_t dk_stride, D* dv, size_t dv
       }
     }
   }
-  add_row(row_at(dk, dk_stride, b, s.Tn, t2, kh, s.hs), gk, s.hs, lane);
-  add_row(row_at(dv, dv_stride, b, s.Tn, t2, kh, s.hs), gv, s.hs, lane);
+  write_row(row_at(dk, dk_stride, b, s.Tn, t2, kh, s.hs), gk, s.hs, lane);
+  write_row(row_at(dv, dv_stride, b, s.Tn, t2, kh, s.hs), gv, s.hs, lane);
 }
 
 unsigned warp_blocks(long long rows) { return static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }

@@ -26,7 +26,7 @@ constexpr int kFlashMaxHeadDim = 256;
 template <class T>
 void flash_attention_forward(Heads<T> out, float* lse, Heads<const T> q, Heads<const T> k, Heads<const T> v, int B, int Tn,
                              int NH, int KVH, int hs);
-// Adds to dq, dk, dv; rowdot: B*NH*T floats of scratch.
+// Writes dq, dk, dv (every row of their heads); rowdot: B*NH*T floats of scratch.
 template <class T>
 void flash_attention_backward(Heads<T> dq, Heads<T> dk, Heads<T> dv, float* rowdot, Heads<const T> dout, Heads<const T> q,
                               Heads<const T> k, Heads<const T> v, Heads<const T> out, const float* lse, int B, int Tn,

@@ -168,9 +168,10 @@ __device__ inline void load_values(float* dst, const float* row, int Tn, int t0,
   if (x < rows) dst[x] = t0 + x < Tn ? row[t0 + x] : 0.0f;
 }
 
-// Tokens [t0, t0 + 16) of head `head` = (or, kAdd, +=) a warp's staged fp32
-// rows, each element rounded once; rows past T are padding. One warp.
-template <int HS, bool kAdd>
+// Tokens [t0, t0 + 16) of head `head` = a warp's staged fp32 rows, each
+// element rounded once; rows past T are padding. One warp. (The gradients
+// too are written, not added: each row's sum is complete in its block.)
+template <int HS>
 __device__ inline void write_rows(bf* base, size_t stride, int b, int Tn, int t0, int head, const float* rows, int ld,
                                   int lane, bool wide) {
   if (wide) {
@@ -179,13 +180,10 @@ __device__ inline void write_rows(bf* base, size_t stride, int b, int Tn, int t0
       const int r = e / packs, i = (e % packs) * ft::kPack, t = t0 + r;
       if (t >= Tn) continue;
       Bf16x8* p = packed<Bf16x8>(row_at(base, stride, b, Tn, t, head, HS) + i);
-      const float* add = rows + r * ld + i;
-      Bf16x8 was{}, x;
-      if (kAdd) was = *p;
+      const float* x_rows = rows + r * ld + i;
+      Bf16x8 x;
 #pragma unroll
-      for (int u = 0; u < ft::kPack / 2; ++u) {
-        x.w[u] = word_of(element_of(was, 2 * u) + add[2 * u], element_of(was, 2 * u + 1) + add[2 * u + 1]);
-      }
+      for (int u = 0; u < ft::kPack / 2; ++u) x.w[u] = word_of(x_rows[2 * u], x_rows[2 * u + 1]);
       *p = x;
     }
     return;
@@ -194,19 +192,18 @@ __device__ inline void write_rows(bf* base, size_t stride, int b, int Tn, int t0
     const int r = e / HS, i = e % HS, t = t0 + r;
     if (t >= Tn) continue;
     bf* p = row_at(base, stride, b, Tn, t, head, HS) + i;
-    const float add = rows[r * ld + i];
-    *p = __float2bfloat16(kAdd ? __bfloat162float(*p) + add : add);
+    *p = __float2bfloat16(rows[r * ld + i]);
   }
 }
 
 // A warp's D accumulators through its rows of the staging tile to the tensor.
-template <int D, bool kAdd>
+template <int D>
 __device__ inline void write_accumulators(const FragAcc (&acc)[D], float* stage, int ld, bf* base, size_t stride, int b,
                                           int Tn, int t0, int head, int lane, bool wide) {
 #pragma unroll
   for (int j = 0; j < D; ++j) wmma::store_matrix_sync(stage + j * F, acc[j], ld, wmma::mem_row_major);
   __syncwarp();
-  write_rows<D * F, kAdd>(base, stride, b, Tn, t0, head, stage, ld, lane, wide);
+  write_rows<D * F>(base, stride, b, Tn, t0, head, stage, ld, lane, wide);
   __syncwarp();  // the rows are read before the warp stages the next ones
 }
 
@@ -288,14 +285,14 @@ __global__ void __launch_bounds__(ft::kThreads)
   __syncwarp();
   scale_rows(of, row_of, [&](int row) { return 1.0f / l[r0 + row]; });
   __syncthreads();  // every warp is done with K and V: the staging tile lies over them
-  write_accumulators<D, false>(of, at<float>(smem, L.stage) + r0 * L.stage.ld, L.stage.ld, out, out_stride, b, s.Tn, q0 + r0,
+  write_accumulators<D>(of, at<float>(smem, L.stage) + r0 * L.stage.ld, L.stage.ld, out, out_stride, b, s.Tn, q0 + r0,
                                h, lane, s.wide);
   if (lane < F && q0 + r0 + lane < s.Tn) {
     lse[(static_cast<size_t>(b) * s.NH + h) * s.Tn + q0 + r0 + lane] = m[r0 + lane] + logf(l[r0 + lane]);
   }
 }
 
-// dq += sum over keys of dS k, dS = P (dout . v - D) scale, P = exp(s - lse).
+// dq = sum over keys of dS k, dS = P (dout . v - D) scale, P = exp(s - lse).
 template <int D>
 __global__ void __launch_bounds__(ft::kThreads)
     query_kernel(bf* dq, size_t dq_stride, const float* rowdot, const float* lse, const bf* dout, size_t dout_stride,
@@ -343,11 +340,11 @@ __global__ void __launch_bounds__(ft::kThreads)
     add_product(dqf, dSs + r0 * L.ds.ld, L.ds.ld, Ks, L.k.ld, ft::kKeys);
   }
   __syncthreads();  // every warp is done with K and V: the staging tile lies over them
-  write_accumulators<D, true>(dqf, at<float>(smem, L.stage) + r0 * L.stage.ld, L.stage.ld, dq, dq_stride, b, s.Tn, q0 + r0, h,
+  write_accumulators<D>(dqf, at<float>(smem, L.stage) + r0 * L.stage.ld, L.stage.ld, dq, dq_stride, b, s.Tn, q0 + r0, h,
                               lane, s.wide);
 }
 
-// dk += sum dS^T q and dv += sum P^T dout over the group's heads and the
+// dk = sum dS^T q and dv = sum P^T dout over the group's heads and the
 // queries t >= t2, a key tile per block.
 template <int D>
 __global__ void __launch_bounds__(ft::kThreads)
@@ -428,8 +425,8 @@ __global__ void __launch_bounds__(ft::kThreads)
   }
   __syncthreads();  // every warp is done with K and V: the staging tile lies over them
   float* stage = at<float>(smem, L.stage) + r0 * L.stage.ld;
-  write_accumulators<D, true>(dkf, stage, L.stage.ld, dk, dk_stride, b, s.Tn, k0 + r0, kh, lane, s.wide);
-  write_accumulators<D, true>(dvf, stage, L.stage.ld, dv, dv_stride, b, s.Tn, k0 + r0, kh, lane, s.wide);
+  write_accumulators<D>(dkf, stage, L.stage.ld, dk, dk_stride, b, s.Tn, k0 + r0, kh, lane, s.wide);
+  write_accumulators<D>(dvf, stage, L.stage.ld, dv, dv_stride, b, s.Tn, k0 + r0, kh, lane, s.wide);
 }
 
 void check(cudaError_t e, const char* what) {

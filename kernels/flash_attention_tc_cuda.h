@@ -17,7 +17,7 @@ bool flash_attention_tc_supported(int hs);
 
 void flash_attention_forward_tc(Heads<Bf16> out, float* lse, Heads<const Bf16> q, Heads<const Bf16> k,
                                 Heads<const Bf16> v, int B, int Tn, int NH, int KVH, int hs);
-// Adds to dq, dk and dv; rowdot (B,NH,T) holds D = dout . out already.
+// Writes dq, dk and dv (every row of their heads); rowdot (B,NH,T) holds D = dout . out already.
 void flash_attention_backward_tc(Heads<Bf16> dq, Heads<Bf16> dk, Heads<Bf16> dv, const float* rowdot,
                                  Heads<const Bf16> dout, Heads<const Bf16> q, Heads<const Bf16> k, Heads<const Bf16> v,
                                  const float* lse, int B, int Tn, int NH, int KVH, int hs);

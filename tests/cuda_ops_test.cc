@@ -412,9 +412,18 @@ void check_attention_and_tokens(const char* precision) {
     kin = rounded<T>(kin);
     const float* kbase = packed ? qin.data() + qw : kin.data();
     const float* vbase = packed ? qin.data() + 2 * qw : vin.data();
-    // The gradients start nonzero: backward adds to them.
-    const std::vector<float> dq0 = rounded<T>(random_vec(nq, rng)), dk0 = rounded<T>(random_vec(nk, rng)),
-                             dv0 = rounded<T>(random_vec(nk, rng));
+    // Backward writes the heads' gradients: NaN there before, never read;
+    // the padding columns between rows keep their values.
+    std::vector<float> dq0 = rounded<T>(random_vec(nq, rng)), dk0 = rounded<T>(random_vec(nk, rng)),
+                       dv0 = rounded<T>(random_vec(nk, rng));
+    const float unwritten = std::numeric_limits<float>::quiet_NaN();
+    const size_t heads_q = packed ? 3 * qw : qw;
+    for (size_t i = 0; i < nq; ++i) {
+      if (i % ld_q < heads_q) dq0[i] = unwritten;
+    }
+    for (size_t i = 0; i < nk; ++i) {
+      if (i % ld_k < kw) dk0[i] = dv0[i] = unwritten;
+    }
     std::vector<float> out(no), lse(nl), dqin = dq0, dkin = dk0, dvin = dv0;
     cpu::flash_attention_forward<float>({out.data(), qw}, lse.data(), {qin.data(), ld_q}, {kbase, ld_k}, {vbase, ld_k}, B,
                                         Tn, NH, KVH, hs);

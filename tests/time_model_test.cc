@@ -504,36 +504,40 @@ TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward a
   const ModelShape gpt = make_shape(test::catalog().resolve_model("gpt2-1.5b"));
   const double h = 1600, F = 6400;
   // zeroplan's executor passes the residual stream's gradient to both
-  // branches in one buffer (no residual kernels backward) and zeroes the one
-  // gradient buffer backward adds into, q, k, v's 3 h (the products' and
-  // GeLU's input gradients are written, not zeroed; tests/executor_memory_test
-  // counts them on the executor).
+  // branches in one buffer (no residual kernels backward) and zeroes nothing
+  // in a flash layer's backward (the products', GeLU's and the flash
+  // kernels' input gradients are written; tests/executor_memory_test counts
+  // it on the executor).
   LayerCompute c = layer_compute(gpt, l, s.cluster.gpu, e);
-  const double zeroed = T * eb * 3 * h;
-  CHECK(c.zeroed_backward_bytes == doctest::Approx(zeroed));
+  CHECK(c.zeroed_backward_bytes == 0);
   CHECK(c.elementwise_forward_bytes == doctest::Approx(T * eb * (4 * h + 6 * h + 2 * F)));
-  CHECK(c.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * h + 3 * F + (3 * h + h + F + h)) + zeroed));
+  CHECK(c.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * h + 3 * F + (3 * h + h + F + h))));
   // Seconds follow the bytes at the HBM fraction, with 8 launches forward and
-  // 15 backward (16, the 2 residual kernels out, the zeroing in).
+  // 14 backward (16, the 2 residual kernels out).
   const double hbm = s.cluster.gpu.hbm_bytes_per_s * e.hbm_fraction;
-  CHECK(c.elementwise_backward_s == doctest::Approx(c.elementwise_backward_bytes / hbm + 15 * e.kernel_overhead_s));
+  CHECK(c.elementwise_backward_s == doctest::Approx(c.elementwise_backward_bytes / hbm + 14 * e.kernel_overhead_s));
   CHECK(c.backward_s() == doctest::Approx(2 * c.gemm_s + c.attention_backward_s + c.elementwise_backward_s));
   // Materialised attention adds the softmax over S = b a s^2 scores: zeroplan's
   // products write fp32 scores (read 4 + write 2 forward; backward reads the
   // fp32 probability gradient and the probabilities, writes the score
   // gradient), the frameworks' fused softmax reads and writes bf16.
   const double S = 8 * 25 * 1024.0 * 1024;
+  // Its backward adds into q, k and v's gradient, which is zeroed first: one
+  // memset of 3 h a token, a launch more.
   l.attention = Attention::Materialized;
   const LayerCompute mat = layer_compute(gpt, l, s.cluster.gpu, e);
+  const double zeroed = T * eb * 3 * h;
+  CHECK(mat.zeroed_backward_bytes == doctest::Approx(zeroed));
   CHECK(mat.elementwise_forward_bytes - c.elementwise_forward_bytes == doctest::Approx(6 * S));
-  CHECK(mat.elementwise_backward_bytes - c.elementwise_backward_bytes == doctest::Approx(8 * S));
+  CHECK(mat.elementwise_backward_bytes - c.elementwise_backward_bytes == doctest::Approx(8 * S + zeroed));
+  CHECK(mat.elementwise_backward_s == doctest::Approx(mat.elementwise_backward_bytes / hbm + 15 * e.kernel_overhead_s));
   CHECK(mat.softmax_s == doctest::Approx(6 * S / hbm));
   l.framework = Framework::Megatron;  // whose autograd has each gradient written, not zeroed and added into
   const LayerCompute meg = layer_compute(gpt, l, s.cluster.gpu, e);
   CHECK(meg.zeroed_backward_bytes == 0);
   CHECK(meg.elementwise_forward_bytes - c.elementwise_forward_bytes == doctest::Approx(4 * S));
   // (and its residual adds' backward, 2 x 5 rows)
-  CHECK(meg.elementwise_backward_bytes - c.elementwise_backward_bytes == doctest::Approx(6 * S - zeroed + 10 * T * h * eb));
+  CHECK(meg.elementwise_backward_bytes - c.elementwise_backward_bytes == doctest::Approx(6 * S + 10 * T * h * eb));
   // Dropout adds a byte mask per residual row and per score, and a read and
   // a write of each score, both ways.
   l.dropout = Dropout::On;
@@ -550,11 +554,16 @@ TEST_CASE("a layer's memory-bound bytes are counted kernel by kernel, backward a
   const double lh = 2048, lF = 8192, qk = (32 + 8) * 64;
   const LayerCompute lc = layer_compute(llama, l, s.cluster.gpu, e);
   CHECK(lc.elementwise_forward_bytes == doctest::Approx(T * eb * (4 * lh + 6 * lh + 3 * lF + 2 * qk)));
-  // Its 3 zeroed gradient buffers: q, k, v's (a + 2 kv) d = 3,072; SwiGLU's
-  // backward 5 rows of T x F; no residual kernels backward.
-  const double lzeroed = T * eb * 3072;
-  CHECK(lc.zeroed_backward_bytes == doctest::Approx(lzeroed));
-  CHECK(lc.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * lh + 5 * lF + 2 * qk) + lzeroed));
+  // SwiGLU's backward 5 rows of T x F; no residual kernels backward, nothing
+  // zeroed (flash).
+  CHECK(lc.zeroed_backward_bytes == 0);
+  CHECK(lc.elementwise_backward_bytes == doctest::Approx(T * eb * (12 * lh + 5 * lF + 2 * qk)));
+  // Materialised, its 3 zeroed gradient buffers: q, k, v's (a + 2 kv) d = 3,072.
+  l.attention = Attention::Materialized;
+  const LayerCompute lmat = layer_compute(llama, l, s.cluster.gpu, e);
+  CHECK(lmat.zeroed_backward_bytes == doctest::Approx(T * eb * 3072));
+  CHECK(lmat.elementwise_backward_s - lmat.elementwise_backward_bytes / hbm ==
+        doctest::Approx(lc.elementwise_backward_s - lc.elementwise_backward_bytes / hbm + 3 * e.kernel_overhead_s));
 }
 
 TEST_CASE("TimeEvaluator reuses per-shape work and gives the same answers (and tokens/s) as evaluate_time") {
