@@ -31,6 +31,16 @@ Setup setup(const char* gpu, const char* node, uint64_t gpus) {
   return s;
 }
 
+// A catalog model's shape and its parameter count.
+struct CatalogModel {
+  ModelShape shape;
+  double params = 0;
+};
+CatalogModel catalog_model(const char* name) {
+  const ModelSpec spec = test::catalog().resolve_model(name);
+  return {make_shape(spec), static_cast<double>(count_params(spec).total)};
+}
+
 StepTime run(const char* model, const Layout& l, const Setup& s) {
   const ModelShape m = make_shape(test::catalog().resolve_model(model));
   REQUIRE(check_layout(m, l, make_cluster_shape(s.cluster), s.cluster.num_gpus).empty());
@@ -253,9 +263,7 @@ TEST_CASE("an emulated rank runs its stage's compute, the optimizer and offload,
 // (executor/loopback_communicator.cc), at the HBM fraction plus a launch each.
 TEST_CASE("an emulated rank's local copies: ZeRO-3's gathers in its compute, ZeRO-1/2's at the step's end") {
   const Setup s = setup("H200-141GB", "dgx-h200", 64);
-  const ModelSpec spec = test::catalog().resolve_model("gpt2-355m");
-  const ModelShape m = make_shape(spec);
-  const double params = static_cast<double>(count_params(spec).total);
+  const auto [m, params] = catalog_model("gpt2-355m");
   Network net = s.net;
   const double hbm = s.cluster.gpu.hbm_bytes_per_s * net.eff.hbm_fraction;
   Layout l;
@@ -627,9 +635,7 @@ TEST_CASE("NVMe optimizer offload moves the same bytes per parameter at ZeRO 1, 
 // hbm_fraction plus a launch each, in the step and not in the frameworks'.
 TEST_CASE("gradient zeroing: zeroplan's executor only, a write at hbm_fraction a memset, buckets inside backward") {
   const Setup s = setup("H200-141GB", "dgx-h200", 8);
-  const ModelSpec spec = test::catalog().resolve_model("gpt2-1.5b");
-  const ModelShape m = make_shape(spec);
-  const double params = static_cast<double>(count_params(spec).total);
+  const auto [m, params] = catalog_model("gpt2-1.5b");
   Network net = s.net;
   const double hbm = s.cluster.gpu.hbm_bytes_per_s * net.eff.hbm_fraction;
   Layout l;
